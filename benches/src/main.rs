@@ -1,0 +1,2 @@
+//! Benchmark runner (in progress).
+fn main() {}

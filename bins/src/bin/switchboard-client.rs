@@ -1,0 +1,2 @@
+//! `switchboard-client` (in progress).
+fn main() {}

@@ -1,0 +1,2 @@
+//! `switchboard-load` (in progress).
+fn main() {}

@@ -1,0 +1,128 @@
+//! `switchboard-server`: runs one of the built-in handlers.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
+use switchboard_bins::cli::{parse_duration, parse_size};
+use switchboard_handlers::Echo;
+
+/// A multithreaded TCP server: pick a handler, and Switchboard runs the
+/// accept loop, the worker pool, the limits and a graceful shutdown
+/// (Ctrl-C or SIGTERM once: drain; twice: stop now).
+#[derive(Debug, Parser)]
+#[command(name = "switchboard-server", version, about, long_about = None)]
+struct Args {
+    /// The protocol to serve.
+    #[arg(long, value_enum, default_value_t = HandlerName::Echo)]
+    handler: HandlerName,
+
+    /// The address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+    listen: String,
+
+    /// Worker threads, each an event loop over many connections [default: available cores].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+
+    /// Connections open at once; past it a client gets `! server busy`.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    max_connections: usize,
+
+    /// Close a connection after this long with no bytes either way (e.g. 500ms, 30s, 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    idle_timeout: Duration,
+
+    /// On shutdown, how long connections may drain before they are forced closed.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    grace: Duration,
+
+    /// The largest frame (chat: line) accepted, e.g. 4096 or 64KiB.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "4096")]
+    max_frame: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum HandlerName {
+    /// Every byte back unchanged (binary-safe, no framing).
+    Echo,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    raise_fd_limit();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let mut builder = Server::builder()
+        .max_connections(args.max_connections)
+        .idle_timeout(args.idle_timeout)
+        .grace(args.grace);
+    if let Some(n) = args.workers {
+        builder = builder.workers(n);
+    }
+    let _ = args.max_frame;
+    match args.handler {
+        HandlerName::Echo => serve(builder, &args.listen, Echo),
+    }
+}
+
+fn serve<H: Handler>(builder: ServerBuilder, listen: &str, handler: H) -> anyhow::Result<()> {
+    let server = builder.start(listen, handler)?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", server.local_addr())?;
+        out.flush()?;
+    }
+    wire_signals(server.shutdown_handle())?;
+    let report = server.wait();
+    log::info!("exiting: {} drained, {} forced", report.drained, report.forced);
+    Ok(())
+}
+
+/// Ctrl-C / SIGTERM: the first starts a graceful shutdown, the second forces
+/// it (and, should anything hang, exits the process a moment later).
+fn wire_signals(handle: ShutdownHandle) -> anyhow::Result<()> {
+    let signals = Arc::new(AtomicUsize::new(0));
+    ctrlc::set_handler(move || {
+        let n = signals.fetch_add(1, Ordering::AcqRel);
+        if n == 0 {
+            log::info!("shutdown signal: draining (send again to stop now)");
+            handle.shutdown();
+        } else {
+            log::warn!("second shutdown signal: closing every connection now");
+            handle.shutdown();
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_secs(2));
+                log::error!("shutdown did not finish after a second signal; exiting");
+                std::process::exit(130);
+            });
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("cannot install the signal handler: {e}"))
+}
+
+/// Serving thousands of connections needs descriptors: raise the soft limit
+/// to the hard one.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            log::debug!("cannot raise the descriptor limit: {e}");
+        }
+    }
+}

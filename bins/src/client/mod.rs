@@ -1,0 +1,1 @@
+//! The interactive and file-download client behind `switchboard-client`.

@@ -1,0 +1,1 @@
+//! The event-driven load generator behind `switchboard-load`.

@@ -1,0 +1,241 @@
+//! The acceptor thread: owns the listener, applies the connection limit and
+//! hands each socket to the least-loaded worker.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use rustix::io::Errno;
+
+use crate::server::Shared;
+use crate::shutdown::RUNNING;
+use crate::stats::bump;
+use crate::worker::{Mail, WorkerLink};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_REJECTED: usize = 2;
+/// The line a connection over the limit gets before it is closed.
+const BUSY: &[u8] = b"! server busy\n";
+/// Rejected sockets lingering at once; past it they are closed straight away.
+const MAX_LINGERING: usize = 1024;
+/// How long a rejected socket may linger.
+const REJECT_LINGER: Duration = Duration::from_secs(1);
+/// Accepts per turn before lingering sockets get a turn.
+const ACCEPTS_PER_TURN: usize = 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+pub(crate) struct Acceptor {
+    poll: Poll,
+    waker: Arc<Waker>,
+    listener: TcpListener,
+    workers: Vec<WorkerLink>,
+    shared: Arc<Shared>,
+    /// Rejected sockets being closed without a reset, by token.
+    rejected: HashMap<usize, (TcpStream, Instant)>,
+    next_token: usize,
+    /// While accepting fails for lack of resources: when to retry, and the
+    /// current backoff.
+    backoff: Option<(Instant, Duration)>,
+    /// Rejections not yet logged, and when the last log line was written.
+    unlogged_rejections: u64,
+    last_reject_log: Option<Instant>,
+}
+
+impl Acceptor {
+    pub(crate) fn new(mut listener: TcpListener, workers: Vec<WorkerLink>, shared: Arc<Shared>) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Acceptor {
+            poll,
+            waker,
+            listener,
+            workers,
+            shared,
+            rejected: HashMap::new(),
+            next_token: FIRST_REJECTED,
+            backoff: None,
+            unlogged_rejections: 0,
+            last_reject_log: None,
+        })
+    }
+
+    pub(crate) fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut accept_now = true;
+        loop {
+            let timeout = if accept_now && self.backoff.is_none() { Some(Duration::ZERO) } else { self.timeout() };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("acceptor: poll failed: {e}");
+                    std::thread::sleep(BACKOFF_MIN);
+                }
+                continue;
+            }
+            if self.shared.shutdown.phase() != RUNNING {
+                break;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => accept_now = true,
+                    WAKER => {}
+                    Token(t) => self.linger(t),
+                }
+            }
+            let now = Instant::now();
+            if let Some((retry, _)) = self.backoff {
+                if now >= retry {
+                    accept_now = true;
+                    self.backoff = self.backoff.map(|(_, d)| (now, d));
+                }
+            }
+            if accept_now {
+                accept_now = self.accept_some();
+            }
+            self.rejected.retain(|_, (_, until)| *until > now);
+            self.log_rejections(now, false);
+        }
+        // Stop accepting at once: new connects are refused from here on.
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        self.rejected.clear();
+        self.log_rejections(Instant::now(), true);
+        drop(self.listener);
+        log::info!("stopped accepting; draining connections");
+        self.shared.acceptor_done.store(true, Ordering::Release);
+        for w in &self.workers {
+            let _ = w.mailbox.waker.wake();
+        }
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let retry = self.backoff.map(|(at, _)| at);
+        let linger = self.rejected.values().map(|(_, until)| *until).min();
+        [retry, linger].into_iter().flatten().min().map(|t| t.saturating_duration_since(now))
+    }
+
+    /// Accepts until the backlog is empty, the turn is over or accepting
+    /// fails; returns whether to come back at once.
+    fn accept_some(&mut self) -> bool {
+        for _ in 0..ACCEPTS_PER_TURN {
+            match self.listener.accept() {
+                Ok((sock, peer)) => {
+                    if let Some((_, d)) = self.backoff.take() {
+                        log::info!("accepting again (backed off up to {d:?})");
+                    }
+                    self.dispatch(sock, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Some((_, d)) = self.backoff.take() {
+                        log::info!("accepting again (backed off up to {d:?})");
+                    }
+                    return false;
+                }
+                Err(e) if transient(&e) => {}
+                Err(e) => {
+                    bump(&self.shared.stats.accept_errors);
+                    let delay = match self.backoff {
+                        None => {
+                            log::warn!("accept failed: {e}; backing off and retrying");
+                            BACKOFF_MIN
+                        }
+                        Some((_, d)) => (d * 2).min(BACKOFF_MAX),
+                    };
+                    self.backoff = Some((Instant::now() + delay, delay));
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn dispatch(&mut self, sock: TcpStream, peer: std::net::SocketAddr) {
+        let stats = &self.shared.stats;
+        if stats.open.load(Ordering::Acquire) >= self.shared.config.max_connections {
+            return self.reject(sock);
+        }
+        if let Err(e) = sock.set_nodelay(true) {
+            log::debug!("{peer}: cannot set TCP_NODELAY: {e}");
+        }
+        let Some(worker) = self.workers.iter().min_by_key(|w| w.load.load(Ordering::Acquire)) else {
+            return;
+        };
+        stats.open.fetch_add(1, Ordering::AcqRel);
+        bump(&stats.accepted);
+        worker.load.fetch_add(1, Ordering::AcqRel);
+        if worker.mailbox.post(Mail::Conn(sock, peer)).is_err() {
+            log::error!("{peer}: a worker has stopped; closing the connection");
+            stats.open.fetch_sub(1, Ordering::AcqRel);
+            worker.load.fetch_sub(1, Ordering::AcqRel);
+            bump(&stats.closed);
+        }
+    }
+
+    /// Over the limit: one line, shut down writing, read to EOF (bounded)
+    /// so the peer sees the line rather than a reset.
+    fn reject(&mut self, mut sock: TcpStream) {
+        bump(&self.shared.stats.rejected);
+        self.unlogged_rejections += 1;
+        let _ = sock.write(BUSY);
+        let _ = sock.shutdown(Shutdown::Write);
+        if self.rejected.len() >= MAX_LINGERING {
+            return;
+        }
+        let token = self.next_token;
+        self.next_token = if token == usize::MAX - 1 { FIRST_REJECTED } else { token + 1 };
+        if self.poll.registry().register(&mut sock, Token(token), Interest::READABLE).is_ok() {
+            self.rejected.insert(token, (sock, Instant::now() + REJECT_LINGER));
+        }
+    }
+
+    fn linger(&mut self, token: usize) {
+        let Some((sock, _)) = self.rejected.get_mut(&token) else { return };
+        let mut buf = [0u8; 1024];
+        loop {
+            match sock.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.rejected.remove(&token);
+    }
+
+    /// One log line per second at most for rejections.
+    fn log_rejections(&mut self, now: Instant, force: bool) {
+        if self.unlogged_rejections == 0 {
+            return;
+        }
+        let due = self.last_reject_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if due || force {
+            log::warn!(
+                "connection limit ({}) reached: {} connection(s) turned away with '! server busy'",
+                self.shared.config.max_connections,
+                self.unlogged_rejections
+            );
+            self.unlogged_rejections = 0;
+            self.last_reject_log = Some(now);
+        }
+    }
+}
+
+/// Accept errors that concern one connection only: try the next.
+fn transient(e: &io::Error) -> bool {
+    if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted {
+        return true;
+    }
+    matches!(Errno::from_io_error(e), Some(Errno::CONNABORTED | Errno::PROTO | Errno::PERM | Errno::INTR))
+}

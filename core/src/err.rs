@@ -1,0 +1,48 @@
+//! Errors of starting a server.
+
+use std::fmt;
+use std::io;
+
+/// Why [`ServerBuilder::start`](crate::ServerBuilder::start) failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A setting is out of range; the message names it.
+    Config(String),
+    /// The address could not be resolved or bound (in use, not local,
+    /// permission denied).
+    Bind {
+        /// The address as given.
+        addr: String,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// Creating the poller, a waker or a thread failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(msg) => write!(f, "invalid configuration: {msg}"),
+            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Io(e) => write!(f, "cannot start the server: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Config(_) => None,
+            StartError::Bind { source, .. } => Some(source),
+            StartError::Io(e) => Some(e),
+        }
+    }
+}
+
+impl From<io::Error> for StartError {
+    fn from(e: io::Error) -> StartError {
+        StartError::Io(e)
+    }
+}

@@ -1,0 +1,329 @@
+//! How a byte stream is cut into frames, chosen per handler.
+
+use std::fmt;
+
+/// The framing a handler asks for: how the bytes a peer sends are cut into
+/// the frames handed to [`Handler::frame`](crate::Handler::frame).
+///
+/// Every framing is bounded: a frame over its maximum is reported to
+/// [`Handler::frame_error`](crate::Handler::frame_error) and skipped without
+/// ever being held in memory past the maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Framing {
+    /// Bytes as they arrive, no framing: each read is one frame (binary-safe).
+    Raw,
+    /// Lines ending in LF or CRLF. The frame excludes the line ending; a line
+    /// longer than `max` bytes (without its ending) is a
+    /// [`FrameError::TooLong`] and is skipped up to its newline.
+    Lines {
+        /// The longest line accepted, in bytes, without its line ending.
+        max: usize,
+    },
+    /// A fixed-size length prefix, then that many bytes. The frame excludes
+    /// the prefix. A length over `max` is a [`FrameError::TooLong`] and the
+    /// frame's bytes are skipped; a negative signed length is fatal.
+    LengthPrefixed {
+        /// The prefix's width and byte order.
+        prefix: Prefix,
+        /// The largest frame accepted, in bytes, without the prefix.
+        max: usize,
+    },
+}
+
+impl Framing {
+    /// Lines ending in LF or CRLF, at most `max` bytes each.
+    pub fn lines(max: usize) -> Framing {
+        Framing::Lines { max }
+    }
+
+    /// Length-prefixed frames of at most `max` bytes.
+    pub fn length_prefixed(prefix: Prefix, max: usize) -> Framing {
+        Framing::LengthPrefixed { prefix, max }
+    }
+
+    /// The largest frame this framing accepts (`usize::MAX` for raw).
+    pub fn max_frame(&self) -> usize {
+        match *self {
+            Framing::Raw => usize::MAX,
+            Framing::Lines { max } | Framing::LengthPrefixed { max, .. } => max,
+        }
+    }
+}
+
+/// The length prefix of [`Framing::LengthPrefixed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Prefix {
+    /// 2 bytes, unsigned, big-endian (network order).
+    U16Be,
+    /// 4 bytes, unsigned, big-endian (network order).
+    U32Be,
+    /// 4 bytes, unsigned, little-endian.
+    U32Le,
+    /// 4 bytes, signed, little-endian: what Python's `struct.pack('i', n)`
+    /// writes on x86 and ARM, the header prefix of the file protocol.
+    I32Le,
+}
+
+impl Prefix {
+    /// The prefix's width in bytes.
+    pub fn width(self) -> usize {
+        match self {
+            Prefix::U16Be => 2,
+            Prefix::U32Be | Prefix::U32Le | Prefix::I32Le => 4,
+        }
+    }
+
+    /// Encodes `len` as this prefix, or `None` if it does not fit.
+    pub fn encode(self, len: usize) -> Option<Vec<u8>> {
+        Some(match self {
+            Prefix::U16Be => u16::try_from(len).ok()?.to_be_bytes().to_vec(),
+            Prefix::U32Be => u32::try_from(len).ok()?.to_be_bytes().to_vec(),
+            Prefix::U32Le => u32::try_from(len).ok()?.to_le_bytes().to_vec(),
+            Prefix::I32Le => i32::try_from(len).ok()?.to_le_bytes().to_vec(),
+        })
+    }
+
+    /// Decodes a length from exactly [`width`](Prefix::width) bytes; a
+    /// negative signed length comes back negative.
+    pub fn decode(self, bytes: &[u8]) -> i64 {
+        match self {
+            Prefix::U16Be => i64::from(u16::from_be_bytes([bytes[0], bytes[1]])),
+            Prefix::U32Be => i64::from(u32::from_be_bytes(bytes[..4].try_into().unwrap())),
+            Prefix::U32Le => i64::from(u32::from_le_bytes(bytes[..4].try_into().unwrap())),
+            Prefix::I32Le => i64::from(i32::from_le_bytes(bytes[..4].try_into().unwrap())),
+        }
+    }
+}
+
+/// A frame the decoder could not accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The frame is longer than the framing's maximum; it is skipped.
+    TooLong {
+        /// The maximum in force.
+        max: usize,
+    },
+    /// A length prefix was negative: the stream cannot be resynchronised and
+    /// the connection is closed whatever the handler answers.
+    BadLength(i64),
+}
+
+impl FrameError {
+    /// Whether the connection must close after this error.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, FrameError::BadLength(_))
+    }
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::TooLong { max } => write!(f, "frame longer than the {max}-byte maximum"),
+            FrameError::BadLength(n) => write!(f, "invalid frame length {n}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// One step of decoding.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Step<'b> {
+    /// A whole frame, and how many input bytes it used.
+    Frame(&'b [u8], usize),
+    /// A frame error, and how many input bytes were used up by it.
+    Error(FrameError, usize),
+    /// Bytes discarded as part of an earlier over-long frame.
+    Skip(usize),
+    /// More input is needed; nothing was used.
+    Incomplete,
+}
+
+/// The incremental decoder for a [`Framing`]. It holds no buffer, only the
+/// state of a frame being skipped; the caller keeps the unconsumed tail.
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    framing: Framing,
+    /// Lines: skipping up to the next newline. Length-prefixed: bytes left to skip.
+    skip: u64,
+}
+
+impl Decoder {
+    pub(crate) fn new(framing: Framing) -> Decoder {
+        Decoder { framing, skip: 0 }
+    }
+
+    /// The most bytes of an incomplete frame the caller may have to hold.
+    #[cfg(test)]
+    pub(crate) fn max_pending(&self) -> usize {
+        match self.framing {
+            Framing::Raw => 0,
+            Framing::Lines { max } => max.saturating_add(1),
+            Framing::LengthPrefixed { prefix, max } => max.saturating_add(prefix.width()),
+        }
+    }
+
+    /// Whether the decoder is in the middle of skipping a rejected frame.
+    pub(crate) fn skipping(&self) -> bool {
+        self.skip > 0
+    }
+
+    pub(crate) fn next<'b>(&mut self, buf: &'b [u8]) -> Step<'b> {
+        if buf.is_empty() {
+            return Step::Incomplete;
+        }
+        match self.framing {
+            Framing::Raw => Step::Frame(buf, buf.len()),
+            Framing::Lines { max } => self.next_line(buf, max),
+            Framing::LengthPrefixed { prefix, max } => self.next_prefixed(buf, prefix, max),
+        }
+    }
+
+    fn next_line<'b>(&mut self, buf: &'b [u8], max: usize) -> Step<'b> {
+        if self.skip > 0 {
+            return match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.skip = 0;
+                    Step::Skip(i + 1)
+                }
+                None => Step::Skip(buf.len()),
+            };
+        }
+        // A valid line is at most max bytes plus "\r\n".
+        let window = &buf[..buf.len().min(max.saturating_add(2))];
+        match window.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let mut line = &buf[..i];
+                if line.last() == Some(&b'\r') {
+                    line = &line[..line.len() - 1];
+                }
+                if line.len() > max {
+                    Step::Error(FrameError::TooLong { max }, i + 1)
+                } else {
+                    Step::Frame(line, i + 1)
+                }
+            }
+            None if window.len() < max.saturating_add(2) => Step::Incomplete,
+            None => {
+                self.skip = 1;
+                Step::Error(FrameError::TooLong { max }, buf.len())
+            }
+        }
+    }
+
+    fn next_prefixed<'b>(&mut self, buf: &'b [u8], prefix: Prefix, max: usize) -> Step<'b> {
+        if self.skip > 0 {
+            let n = self.skip.min(buf.len() as u64);
+            self.skip -= n;
+            return Step::Skip(n as usize);
+        }
+        let w = prefix.width();
+        if buf.len() < w {
+            return Step::Incomplete;
+        }
+        let len = prefix.decode(&buf[..w]);
+        if len < 0 {
+            return Step::Error(FrameError::BadLength(len), buf.len());
+        }
+        let len = len as u64;
+        if len > max as u64 {
+            self.skip = len;
+            return Step::Error(FrameError::TooLong { max }, w);
+        }
+        let end = w + len as usize;
+        if buf.len() < end {
+            Step::Incomplete
+        } else {
+            Step::Frame(&buf[w..end], end)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(framing: Framing, chunks: &[&[u8]]) -> Vec<Result<Vec<u8>, FrameError>> {
+        let mut dec = Decoder::new(framing);
+        let mut tail = Vec::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            tail.extend_from_slice(chunk);
+            let mut pos = 0;
+            loop {
+                match dec.next(&tail[pos..]) {
+                    Step::Frame(f, n) => {
+                        out.push(Ok(f.to_vec()));
+                        pos += n;
+                    }
+                    Step::Error(e, n) => {
+                        out.push(Err(e));
+                        pos += n;
+                    }
+                    Step::Skip(n) => pos += n,
+                    Step::Incomplete => break,
+                }
+            }
+            tail.drain(..pos);
+            assert!(tail.len() <= dec.max_pending().max(chunk.len()));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_split_and_glued() {
+        let got = frames(Framing::lines(10), &[b"ab", b"c\r\nde\nf", b"g\n\n"]);
+        let want: Vec<Result<Vec<u8>, FrameError>> =
+            vec![Ok(b"abc".to_vec()), Ok(b"de".to_vec()), Ok(b"fg".to_vec()), Ok(vec![])];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn long_line_reported_once_and_skipped_to_newline() {
+        let got = frames(Framing::lines(4), &[b"12345", b"6789", b"0\nok\n"]);
+        assert_eq!(got, vec![Err(FrameError::TooLong { max: 4 }), Ok(b"ok".to_vec())]);
+        // Exactly max with CRLF is accepted; max + 1 is not.
+        let got = frames(Framing::lines(4), &[b"1234\r\n12345\nx\n"]);
+        assert_eq!(
+            got,
+            vec![Ok(b"1234".to_vec()), Err(FrameError::TooLong { max: 4 }), Ok(b"x".to_vec())]
+        );
+    }
+
+    #[test]
+    fn length_prefixed_frames_and_skip() {
+        let mut input = Vec::new();
+        input.extend_from_slice(&3u32.to_le_bytes());
+        input.extend_from_slice(b"abc");
+        input.extend_from_slice(&9u32.to_le_bytes());
+        input.extend_from_slice(b"123456789");
+        input.extend_from_slice(&1u32.to_le_bytes());
+        input.extend_from_slice(b"z");
+        let chunks: Vec<&[u8]> = input.chunks(2).collect();
+        let got = frames(Framing::length_prefixed(Prefix::U32Le, 5), &chunks);
+        assert_eq!(
+            got,
+            vec![Ok(b"abc".to_vec()), Err(FrameError::TooLong { max: 5 }), Ok(b"z".to_vec())]
+        );
+    }
+
+    #[test]
+    fn negative_length_is_fatal() {
+        let got = frames(Framing::length_prefixed(Prefix::I32Le, 5), &[&(-1i32).to_le_bytes()]);
+        assert_eq!(got, vec![Err(FrameError::BadLength(-1))]);
+        assert!(FrameError::BadLength(-1).is_fatal());
+    }
+
+    #[test]
+    fn prefix_round_trip() {
+        for p in [Prefix::U16Be, Prefix::U32Be, Prefix::U32Le, Prefix::I32Le] {
+            let b = p.encode(300).unwrap();
+            assert_eq!(b.len(), p.width());
+            assert_eq!(p.decode(&b), 300);
+        }
+        assert_eq!(Prefix::U16Be.encode(70_000), None);
+    }
+}

@@ -1,0 +1,217 @@
+//! The [`Handler`] trait: what a server does with each connection.
+
+use std::fmt;
+use std::io;
+
+use crate::conn::Conn;
+use crate::framing::{FrameError, Framing};
+
+/// What the server should do with a connection after a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep the connection open.
+    Continue,
+    /// Close it once everything queued has been sent (a lingering close: the
+    /// peer gets every reply, then EOF, never a reset).
+    Close,
+}
+
+/// The protocol logic of a server: one value is shared by every connection
+/// (it is `Send + Sync`); per-connection state lives in [`Handler::Session`].
+///
+/// # Lifecycle
+///
+/// For each connection the server calls, on the worker thread that owns it:
+/// 1. [`open`](Handler::open) once, which creates the session;
+/// 2. [`frame`](Handler::frame) for every frame, in order, as the
+///    [`framing`](Handler::framing) cuts them, or
+///    [`frame_error`](Handler::frame_error) for a frame it had to reject;
+/// 3. [`drain`](Handler::drain) once if the server starts shutting down while
+///    the connection is open;
+/// 4. [`close`](Handler::close) exactly once, with the reason, after which the
+///    session is dropped. A connection that [`open`](Handler::open) saw always
+///    gets its `close`, whatever ends it.
+///
+/// Callbacks run on a worker's event loop and must not block: reply through
+/// the [`Conn`], hand blocking work to another thread, and send its result
+/// back through a [`ConnHandle`](crate::ConnHandle). A panic in a callback is
+/// caught: the connection is closed and the panic logged; the worker and its
+/// other connections carry on.
+///
+/// # Example
+///
+/// A handler that sends each line back reversed:
+///
+/// ```
+/// use switchboard::{Conn, Flow, Framing, Handler};
+///
+/// struct Reverse;
+///
+/// impl Handler for Reverse {
+///     type Session = ();
+///     fn framing(&self) -> Framing {
+///         Framing::lines(1024)
+///     }
+///     fn open(&self, _conn: &mut Conn<'_>) {}
+///     fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
+///         let mut reply: String = String::from_utf8_lossy(line).chars().rev().collect();
+///         reply.push('\n');
+///         conn.send(reply.as_bytes());
+///         Flow::Continue
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// Per-connection state, created by [`open`](Handler::open) and dropped
+    /// after [`close`](Handler::close).
+    type Session: Send + 'static;
+
+    /// How the connection's bytes are cut into frames. Called once per
+    /// connection, when it opens. Default: [`Framing::Raw`].
+    fn framing(&self) -> Framing {
+        Framing::Raw
+    }
+
+    /// A connection opened; create its session. Anything sent through `conn`
+    /// here (a greeting) goes out first.
+    fn open(&self, conn: &mut Conn<'_>) -> Self::Session;
+
+    /// One frame arrived. Replies queued on `conn` leave in order.
+    fn frame(&self, session: &mut Self::Session, frame: &[u8], conn: &mut Conn<'_>) -> Flow;
+
+    /// A frame was rejected by the framing (for example a line over the
+    /// maximum); its bytes are skipped and never held past the maximum.
+    /// Default: log it and close the connection. A handler that answers with
+    /// an error line and returns [`Flow::Continue`] keeps the connection,
+    /// unless the error [is fatal](FrameError::is_fatal).
+    fn frame_error(
+        &self,
+        session: &mut Self::Session,
+        error: FrameError,
+        conn: &mut Conn<'_>,
+    ) -> Flow {
+        let _ = session;
+        log::info!("{}: {error}; closing", conn.peer_addr());
+        Flow::Close
+    }
+
+    /// The server started a graceful shutdown. Frames keep arriving and being
+    /// served until the connection has been quiet for the quiet period; this
+    /// is the place to say goodbye. Default: nothing.
+    fn drain(&self, session: &mut Self::Session, conn: &mut Conn<'_>) -> Flow {
+        let _ = (session, conn);
+        Flow::Continue
+    }
+
+    /// The connection closed, for `reason`; the session is dropped after this.
+    fn close(&self, session: Self::Session, reason: &CloseReason) {
+        let _ = (session, reason);
+    }
+}
+
+/// Why a connection closed; given to [`Handler::close`] and logged.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer closed its side (EOF) and every reply was delivered.
+    PeerClosed,
+    /// A callback returned [`Flow::Close`] (or a handle asked to close); the
+    /// queued replies were delivered first.
+    Handler,
+    /// No bytes moved either way for the idle timeout.
+    IdleTimeout,
+    /// A frame stayed incomplete past the frame timeout (a peer trickling
+    /// bytes to hold the connection open).
+    FrameTimeout,
+    /// A frame was rejected and the handler closed, or the error was fatal.
+    BadFrame(FrameError),
+    /// The peer did not read its replies fast enough: its outbound budget was
+    /// exceeded under the disconnect policy.
+    SlowConsumer,
+    /// The server drained the connection during shutdown.
+    Drained,
+    /// The grace period ran out (or a second shutdown signal came) before
+    /// the connection drained.
+    Forced,
+    /// A file being sent shrank before its region was sent; the connection
+    /// is closed rather than send bytes that are not the file.
+    FileTruncated,
+    /// A handler callback panicked.
+    HandlerPanic,
+    /// An I/O error on the socket (a reset, for example).
+    Io(io::Error),
+}
+
+impl CloseReason {
+    /// Whether this is an ordinary end of a connection rather than a limit,
+    /// a fault or a forced close.
+    pub fn is_normal(&self) -> bool {
+        matches!(self, CloseReason::PeerClosed | CloseReason::Handler | CloseReason::Drained)
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("closed by peer"),
+            CloseReason::Handler => f.write_str("closed by handler"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::FrameTimeout => f.write_str("frame not completed in time (slow sender)"),
+            CloseReason::BadFrame(e) => write!(f, "bad frame: {e}"),
+            CloseReason::SlowConsumer => f.write_str("slow consumer: outbound budget exceeded"),
+            CloseReason::Drained => f.write_str("drained at shutdown"),
+            CloseReason::Forced => f.write_str("forced closed at shutdown"),
+            CloseReason::FileTruncated => f.write_str("file shrank while being sent"),
+            CloseReason::HandlerPanic => f.write_str("handler panicked"),
+            CloseReason::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+/// A [`Handler`] made from a framing and a closure, for stateless protocols.
+///
+/// ```
+/// use switchboard::{handler_fn, Flow, Framing};
+///
+/// let upper_lines = handler_fn(Framing::lines(1024), |line, conn| {
+///     conn.send(&line.to_ascii_uppercase());
+///     conn.send(b"\n");
+///     Flow::Continue
+/// });
+/// # let _ = upper_lines;
+/// ```
+pub fn handler_fn<F>(framing: Framing, f: F) -> FnHandler<F>
+where
+    F: Fn(&[u8], &mut Conn<'_>) -> Flow + Send + Sync + 'static,
+{
+    FnHandler { framing, f }
+}
+
+/// The handler returned by [`handler_fn`].
+pub struct FnHandler<F> {
+    framing: Framing,
+    f: F,
+}
+
+impl<F> fmt::Debug for FnHandler<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnHandler").field("framing", &self.framing).finish_non_exhaustive()
+    }
+}
+
+impl<F> Handler for FnHandler<F>
+where
+    F: Fn(&[u8], &mut Conn<'_>) -> Flow + Send + Sync + 'static,
+{
+    type Session = ();
+
+    fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    fn open(&self, _conn: &mut Conn<'_>) {}
+
+    fn frame(&self, _: &mut (), frame: &[u8], conn: &mut Conn<'_>) -> Flow {
+        (self.f)(frame, conn)
+    }
+}

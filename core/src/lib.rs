@@ -1,0 +1,56 @@
+//! Switchboard: a multithreaded TCP server framework.
+//!
+//! A [`Server`] owns the accept loop and a pool of worker threads, each an
+//! event loop (`mio`) over many connections, and hands every connection to
+//! a [`Handler`]: per-connection session state, callbacks for open, each
+//! frame, drain and close, and a [`Conn`] to reply through. Framing (raw,
+//! lines, length-prefixed), limits, backpressure, slow consumers, timeouts
+//! and graceful shutdown are the framework's job; the protocol is yours.
+//!
+//! ```no_run
+//! use switchboard::{Conn, Flow, Framing, Handler, Server};
+//!
+//! /// Sends every line back reversed.
+//! struct Reverse;
+//!
+//! impl Handler for Reverse {
+//!     type Session = ();
+//!     fn framing(&self) -> Framing {
+//!         Framing::lines(1024)
+//!     }
+//!     fn open(&self, _conn: &mut Conn<'_>) {}
+//!     fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
+//!         let mut reply: String = String::from_utf8_lossy(line).chars().rev().collect();
+//!         reply.push('\n');
+//!         conn.send(reply.as_bytes());
+//!         Flow::Continue
+//!     }
+//! }
+//!
+//! let server = Server::builder().start("127.0.0.1:7878", Reverse)?;
+//! let shutdown = server.shutdown_handle(); // e.g. for a Ctrl-C handler
+//! # shutdown.shutdown();
+//! let report = server.wait();
+//! println!("{report}");
+//! # Ok::<(), switchboard::StartError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod acceptor;
+mod conn;
+mod err;
+mod framing;
+mod handler;
+mod outbound;
+mod server;
+mod shutdown;
+mod stats;
+mod worker;
+
+pub use conn::{Conn, ConnHandle, Message, SendError, SlowConsumerPolicy};
+pub use err::StartError;
+pub use framing::{FrameError, Framing, Prefix};
+pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
+pub use server::{Server, ServerBuilder};
+pub use shutdown::{ShutdownHandle, ShutdownReport};
+pub use stats::Stats;

@@ -1,0 +1,387 @@
+//! [`ServerBuilder`] and the running [`Server`].
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::acceptor::Acceptor;
+use crate::conn::SlowConsumerPolicy;
+use crate::err::StartError;
+use crate::handler::Handler;
+use crate::shutdown::{ShutdownHandle, ShutdownReport, ShutdownState};
+use crate::stats::{Counters, Stats};
+use crate::worker::{Worker, WorkerLink, WorkerReport};
+
+/// The settings of a server, all bounded.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) frame_timeout: Duration,
+    pub(crate) grace: Duration,
+    pub(crate) quiet: Duration,
+    pub(crate) linger: Duration,
+    pub(crate) max_outbound: usize,
+    pub(crate) high_water: usize,
+    pub(crate) policy: SlowConsumerPolicy,
+    pub(crate) read_buffer: usize,
+    pub(crate) backlog: i32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            workers: thread::available_parallelism().map_or(2, |n| n.get()),
+            max_connections: 20_000,
+            idle_timeout: Duration::from_secs(300),
+            frame_timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(30),
+            quiet: Duration::from_secs(1),
+            linger: Duration::from_secs(2),
+            max_outbound: 1 << 20,
+            high_water: 256 << 10,
+            policy: SlowConsumerPolicy::Disconnect,
+            read_buffer: 64 << 10,
+            backlog: 4096,
+        }
+    }
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), StartError> {
+        let bad = |msg: String| Err(StartError::Config(msg));
+        if !(1..=1024).contains(&self.workers) {
+            return bad(format!("workers must be 1 to 1024, not {}", self.workers));
+        }
+        if self.max_connections == 0 {
+            return bad("max connections must be at least 1".into());
+        }
+        for (name, d) in [
+            ("idle timeout", self.idle_timeout),
+            ("frame timeout", self.frame_timeout),
+            ("quiet period", self.quiet),
+            ("linger", self.linger),
+        ] {
+            if d.is_zero() {
+                return bad(format!("{name} must be more than zero"));
+            }
+        }
+        if self.max_outbound == 0 || self.high_water == 0 {
+            return bad("outbound budget and high-water mark must be more than zero".into());
+        }
+        if self.high_water > self.max_outbound {
+            return bad(format!(
+                "high-water mark ({} B) must not exceed the outbound budget ({} B)",
+                self.high_water, self.max_outbound
+            ));
+        }
+        if !(512..=16 << 20).contains(&self.read_buffer) {
+            return bad(format!("read buffer must be 512 B to 16 MiB, not {}", self.read_buffer));
+        }
+        Ok(())
+    }
+
+    /// How often a worker checks its timeouts.
+    pub(crate) fn tick(&self) -> Duration {
+        let shortest = self.idle_timeout.min(self.frame_timeout).min(self.quiet).min(self.linger);
+        (shortest / 4).clamp(Duration::from_millis(5), Duration::from_millis(250))
+    }
+}
+
+/// What the acceptor and the workers share.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) stats: Arc<Counters>,
+    pub(crate) shutdown: Arc<ShutdownState>,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) acceptor_done: AtomicBool,
+}
+
+/// Configures and starts a [`Server`]. Every setting has a bounded default;
+/// [`start`](ServerBuilder::start) checks them and returns an error rather
+/// than panic.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use switchboard::{handler_fn, Flow, Framing, Server};
+///
+/// let echo_lines = handler_fn(Framing::lines(4096), |line, conn| {
+///     conn.send(line);
+///     conn.send(b"\n");
+///     Flow::Continue
+/// });
+/// let server = Server::builder()
+///     .workers(2)
+///     .max_connections(1000)
+///     .idle_timeout(Duration::from_secs(60))
+///     .start("127.0.0.1:7878", echo_lines)?;
+/// println!("listening on {}", server.local_addr());
+/// let report = server.wait(); // until a ShutdownHandle is used
+/// println!("{report}");
+/// # Ok::<(), switchboard::StartError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ServerBuilder {
+    config: Config,
+}
+
+impl ServerBuilder {
+    /// Worker threads, each with its own event loop (default: available cores).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.config.workers = n;
+        self
+    }
+
+    /// Connections open at once (default 20,000). Past it the acceptor sends
+    /// `! server busy` and closes; counted in [`Stats::rejected`].
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n;
+        self
+    }
+
+    /// Close a connection when no byte has moved either way for this long
+    /// (default 5 minutes).
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.config.idle_timeout = d;
+        self
+    }
+
+    /// Close a connection whose frame stays incomplete this long, however
+    /// slowly bytes trickle in: the minimum-progress rule against slowloris
+    /// peers (default 30 s).
+    pub fn frame_timeout(mut self, d: Duration) -> Self {
+        self.config.frame_timeout = d;
+        self
+    }
+
+    /// How long a graceful shutdown may take before the remaining
+    /// connections are force-closed (default 30 s).
+    pub fn grace(mut self, d: Duration) -> Self {
+        self.config.grace = d;
+        self
+    }
+
+    /// While draining, a connection closes once its output is flushed and
+    /// nothing has arrived from it for this long (default 1 s).
+    pub fn quiet_period(mut self, d: Duration) -> Self {
+        self.config.quiet = d;
+        self
+    }
+
+    /// After shutting down its write side, how long a closing connection
+    /// reads (and discards) before closing, so the peer never gets a reset
+    /// that destroys replies it was sent (default 2 s).
+    pub fn linger(mut self, d: Duration) -> Self {
+        self.config.linger = d;
+        self
+    }
+
+    /// The outbound budget per connection in bytes (default 1 MiB): a
+    /// [`ConnHandle::send`](crate::ConnHandle::send) past it applies the
+    /// slow-consumer policy.
+    pub fn max_outbound(mut self, bytes: usize) -> Self {
+        self.config.max_outbound = bytes;
+        self
+    }
+
+    /// While more than this many bytes are queued for a connection, the
+    /// server stops reading from it (default 256 KiB).
+    pub fn high_water(mut self, bytes: usize) -> Self {
+        self.config.high_water = bytes;
+        self
+    }
+
+    /// What to do with a connection over its outbound budget (default:
+    /// disconnect).
+    pub fn slow_consumer(mut self, policy: SlowConsumerPolicy) -> Self {
+        self.config.policy = policy;
+        self
+    }
+
+    /// The size of each worker's read buffer (default 64 KiB).
+    pub fn read_buffer(mut self, bytes: usize) -> Self {
+        self.config.read_buffer = bytes;
+        self
+    }
+
+    /// Binds `addr` (port 0 picks a free port) and starts the acceptor and
+    /// the workers. Returns once the server is accepting.
+    pub fn start<A, H>(self, addr: A, handler: H) -> Result<Server, StartError>
+    where
+        A: ToSocketAddrs + fmt::Display,
+        H: Handler,
+    {
+        self.config.validate()?;
+        let listener = bind(&addr, self.config.backlog)?;
+        let local_addr = listener.local_addr()?;
+        let shutdown = Arc::new(ShutdownState::new());
+        let shared = Arc::new(Shared {
+            config: self.config,
+            stats: Arc::new(Counters::default()),
+            shutdown: Arc::clone(&shutdown),
+            next_id: AtomicU64::new(1),
+            acceptor_done: AtomicBool::new(false),
+        });
+        let handler = Arc::new(handler);
+        let mut links = Vec::new();
+        let mut workers = Vec::new();
+        for i in 0..shared.config.workers {
+            let (worker, link) = Worker::new(i, Arc::clone(&handler), Arc::clone(&shared))?;
+            shutdown.add_waker(Arc::clone(&link.mailbox.waker));
+            links.push(link);
+            workers.push(worker);
+        }
+        let acceptor = Acceptor::new(listener, links.clone(), Arc::clone(&shared))?;
+        shutdown.add_waker(acceptor.waker());
+        let mut threads = Vec::new();
+        for (i, worker) in workers.into_iter().enumerate() {
+            let t = thread::Builder::new().name(format!("switchboard-worker-{i}")).spawn(move || worker.run());
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    ShutdownHandle { state: Arc::clone(&shutdown) }.shutdown();
+                    return Err(StartError::Io(e));
+                }
+            }
+        }
+        let acceptor = thread::Builder::new()
+            .name("switchboard-acceptor".into())
+            .spawn(move || acceptor.run());
+        let acceptor = match acceptor {
+            Ok(t) => t,
+            Err(e) => {
+                shared.acceptor_done.store(true, std::sync::atomic::Ordering::Release);
+                let h = ShutdownHandle { state: shutdown };
+                h.shutdown();
+                h.shutdown();
+                return Err(StartError::Io(e));
+            }
+        };
+        log::info!(
+            "listening on {local_addr} with {} workers, up to {} connections",
+            shared.config.workers,
+            shared.config.max_connections
+        );
+        Ok(Server { local_addr, shared, _links: links, acceptor: Some(acceptor), workers: threads })
+    }
+}
+
+fn bind<A: ToSocketAddrs + fmt::Display>(addr: &A, backlog: i32) -> Result<mio::net::TcpListener, StartError> {
+    use socket2::{Domain, Socket, Type};
+    let err = |source| StartError::Bind { addr: addr.to_string(), source };
+    let mut last = None;
+    for sa in addr.to_socket_addrs().map_err(err)? {
+        let attempt = (|| {
+            let socket = Socket::new(Domain::for_address(sa), Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&sa.into())?;
+            socket.listen(backlog)?;
+            Ok(mio::net::TcpListener::from_std(socket.into()))
+        })();
+        match attempt {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))))
+}
+
+/// A running server: an acceptor thread and a pool of workers.
+///
+/// [`wait`](Server::wait) blocks until a [`ShutdownHandle`] ends it and
+/// returns the [`ShutdownReport`]. Dropping a `Server` without waiting
+/// shuts it down at once (connections are force-closed) and joins its
+/// threads; no thread outlives it.
+pub struct Server {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    _links: Vec<WorkerLink>,
+    acceptor: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<WorkerReport>>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+impl Server {
+    /// A builder with the default settings.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// The address the server listens on (with the real port if 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to shut the server down from anywhere (a signal handler, a
+    /// test, another thread).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle { state: Arc::clone(&self.shared.shutdown) }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Starts a graceful shutdown and waits for it: [`ShutdownHandle::shutdown`]
+    /// then [`wait`](Server::wait).
+    pub fn shutdown(self) -> ShutdownReport {
+        self.shutdown_handle().shutdown();
+        self.wait()
+    }
+
+    /// Blocks until the server has shut down (some [`ShutdownHandle`] must
+    /// start it) and all its threads are joined; returns and logs the report.
+    pub fn wait(mut self) -> ShutdownReport {
+        let report = self.join();
+        log::info!("{report}");
+        report
+    }
+
+    fn join(&mut self) -> ShutdownReport {
+        let mut report = ShutdownReport::default();
+        if let Some(a) = self.acceptor.take() {
+            if a.join().is_err() {
+                log::error!("the acceptor thread panicked");
+            }
+        }
+        for w in self.workers.drain(..) {
+            match w.join() {
+                Ok(r) => {
+                    report.drained += r.drained;
+                    report.forced += r.forced;
+                }
+                Err(_) => log::error!("a worker thread panicked"),
+            }
+        }
+        report.elapsed = self.shared.shutdown.started().map_or(Duration::ZERO, |s| s.elapsed());
+        report
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.acceptor.is_some() || !self.workers.is_empty() {
+            let h = self.shutdown_handle();
+            if !h.is_shutting_down() {
+                h.shutdown();
+            }
+            h.shutdown();
+            let _ = self.join();
+        }
+    }
+}
+

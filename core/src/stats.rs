@@ -1,0 +1,106 @@
+//! Server counters, readable at any time as a [`Stats`] snapshot.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// A snapshot of a server's counters, from [`Server::stats`](crate::Server::stats).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections open now (accepted and not yet closed).
+    pub open: usize,
+    /// Connections accepted since start (rejected ones not included).
+    pub accepted: u64,
+    /// Connections turned away at the connection limit with `! server busy`.
+    pub rejected: u64,
+    /// Connections closed since start, for any reason.
+    pub closed: u64,
+    /// Connections closed by the idle timeout or the frame timeout.
+    pub timed_out: u64,
+    /// Bytes read from peers.
+    pub bytes_in: u64,
+    /// Bytes written to peers (file regions included).
+    pub bytes_out: u64,
+    /// Frames handed to handlers.
+    pub frames: u64,
+    /// Frames rejected by the framing (over the maximum, bad length).
+    pub frame_errors: u64,
+    /// Connections cut off as slow consumers (disconnect policy).
+    pub slow_consumer_disconnects: u64,
+    /// Messages dropped for slow consumers (drop policy).
+    pub messages_dropped: u64,
+    /// Connections force-closed at the shutdown grace deadline.
+    pub forced_closes: u64,
+    /// Errors from `accept` (descriptor exhaustion and the like).
+    pub accept_errors: u64,
+    /// Handler callbacks that panicked.
+    pub handler_panics: u64,
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "open {} accepted {} rejected {} closed {} timed-out {} in {} B out {} B \
+             frames {} frame-errors {} slow-consumers {} dropped {} forced {} accept-errors {}",
+            self.open,
+            self.accepted,
+            self.rejected,
+            self.closed,
+            self.timed_out,
+            self.bytes_in,
+            self.bytes_out,
+            self.frames,
+            self.frame_errors,
+            self.slow_consumer_disconnects,
+            self.messages_dropped,
+            self.forced_closes,
+            self.accept_errors,
+        )
+    }
+}
+
+/// The live counters behind [`Stats`], shared by the acceptor and workers.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) open: AtomicUsize,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) closed: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) frames: AtomicU64,
+    pub(crate) frame_errors: AtomicU64,
+    pub(crate) slow_consumer_disconnects: AtomicU64,
+    pub(crate) messages_dropped: AtomicU64,
+    pub(crate) forced_closes: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+    pub(crate) handler_panics: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats {
+            open: self.open.load(Relaxed),
+            accepted: self.accepted.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            closed: self.closed.load(Relaxed),
+            timed_out: self.timed_out.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            frames: self.frames.load(Relaxed),
+            frame_errors: self.frame_errors.load(Relaxed),
+            slow_consumer_disconnects: self.slow_consumer_disconnects.load(Relaxed),
+            messages_dropped: self.messages_dropped.load(Relaxed),
+            forced_closes: self.forced_closes.load(Relaxed),
+            accept_errors: self.accept_errors.load(Relaxed),
+            handler_panics: self.handler_panics.load(Relaxed),
+        }
+    }
+}
