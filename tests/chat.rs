@@ -487,3 +487,19 @@ fn members_hear_the_server_shutting_down() {
     let report = server.wait();
     assert_eq!(report.forced, 0, "{report}");
 }
+
+#[test]
+fn members_closed_by_a_timeout_are_announced() {
+    let server =
+        start(Server::builder().workers(2).frame_timeout(Duration::from_millis(200)), Chat::new(4096));
+    let addr = server.local_addr();
+    let (mut a, _) = Client::join(addr);
+    let (mut b, _) = Client::join(addr);
+    a.expect("* guest-2 joined");
+    // Half a line, never finished: the frame timeout closes b.
+    b.send_raw(b"never ends");
+    a.expect("* guest-2 left");
+    assert_eq!(b.lines_to_eof(), Vec::<String>::new());
+    assert_eq!(server.stats().timed_out, 1);
+    a.expect_nothing_before_who("guest-1");
+}
