@@ -1,5 +1,6 @@
 //! A worker thread: one `mio::Poll` over many connections.
 
+use std::fs::File;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -33,6 +34,8 @@ pub(crate) enum Mail {
     Conn(TcpStream, SocketAddr),
     /// Bytes from a [`ConnHandle`](crate::ConnHandle).
     Send { token: usize, id: u64, msg: Message },
+    /// A file region from a [`ConnHandle`](crate::ConnHandle).
+    SendFile { token: usize, id: u64, file: Arc<File>, offset: u64, len: u64 },
     /// Close a connection: a slow consumer (at once) or on request (after
     /// flushing).
     Close { token: usize, id: u64, slow: bool },
@@ -331,6 +334,13 @@ impl<H: Handler> Worker<H> {
                     // Closed meanwhile: the bytes will never be written.
                     Some(c) if c.shared.id == id => {
                         c.shared.queued.fetch_sub(msg.len(), Ordering::AcqRel);
+                    }
+                    _ => {}
+                },
+                Mail::SendFile { token, id, file, offset, len } => match self.conns.get_mut(token) {
+                    Some(c) if c.shared.id == id && c.phase == Phase::Open => {
+                        c.out.push_file(file, offset, len);
+                        self.dirty.push(token);
                     }
                     _ => {}
                 },
