@@ -18,7 +18,7 @@ use crate::handler::{CloseReason, Flow, Handler};
 use crate::outbound::{Outbound, WriteError};
 use crate::server::Shared;
 use crate::shutdown::{DRAINING, FORCING};
-use crate::stats::bump;
+use crate::stats::{add, bump, WorkerCounters};
 
 const WAKER: Token = Token(usize::MAX);
 /// Reads per readiness event before other connections get a turn.
@@ -218,6 +218,10 @@ impl<H: Handler> Worker<H> {
         Ok((worker, link))
     }
 
+    fn counters(&self) -> &WorkerCounters {
+        &self.shared.stats.workers[self.index]
+    }
+
     pub(crate) fn run(mut self) -> WorkerReport {
         let mut events = Events::with_capacity(1024);
         let tick = self.shared.config.tick();
@@ -366,7 +370,7 @@ impl<H: Handler> Worker<H> {
             log::warn!("{peer}: cannot register the connection: {e}; closing");
             self.shared.stats.open.fetch_sub(1, Ordering::AcqRel);
             self.load.fetch_sub(1, Ordering::AcqRel);
-            bump(&self.shared.stats.closed);
+            bump(&self.counters().closed);
             return;
         }
         let config = &self.shared.config;
@@ -435,7 +439,7 @@ impl<H: Handler> Worker<H> {
                     let now = Instant::now();
                     c.last_io = now;
                     c.last_read = now;
-                    self.shared.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    add(&self.shared.stats.workers[self.index].bytes_in, n as u64);
                     if !self.process(token, n) {
                         break;
                     }
@@ -464,6 +468,7 @@ impl<H: Handler> Worker<H> {
         let input: &[u8] = if from_tail { &owned } else { fresh };
         let handler = &self.handler;
         let stats = &self.shared.stats;
+        let counters = &stats.workers[self.index];
         let high_water = self.shared.config.high_water;
         let mut pos = 0;
         let mut completed = false;
@@ -483,12 +488,12 @@ impl<H: Handler> Worker<H> {
                 Step::Frame(frame, used) => {
                     pos += used;
                     completed = true;
-                    bump(&stats.frames);
+                    bump(&counters.frames);
                     guarded!(stats, handler.frame(session, frame, &mut conn))
                 }
                 Step::Error(err, used) => {
                     pos += used;
-                    bump(&stats.frame_errors);
+                    bump(&counters.frame_errors);
                     match guarded!(stats, handler.frame_error(session, err, &mut conn)) {
                         Some(Flow::Continue) if !err.is_fatal() => Some(Flow::Continue),
                         Some(_) => {
@@ -556,7 +561,7 @@ impl<H: Handler> Worker<H> {
                 Ok(n) => {
                     if n > 0 {
                         c.last_io = Instant::now();
-                        self.shared.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+                        add(&self.shared.stats.workers[self.index].bytes_out, n);
                     }
                 }
                 Err(WriteError::FileTruncated) => return self.close_now(token, CloseReason::FileTruncated),
@@ -632,10 +637,11 @@ impl<H: Handler> Worker<H> {
         let stats = &self.shared.stats;
         stats.open.fetch_sub(1, Ordering::AcqRel);
         self.load.fetch_sub(1, Ordering::AcqRel);
-        bump(&stats.closed);
+        let counters = &stats.workers[self.index];
+        bump(&counters.closed);
         match reason {
-            CloseReason::IdleTimeout | CloseReason::FrameTimeout => bump(&stats.timed_out),
-            CloseReason::Forced => bump(&stats.forced_closes),
+            CloseReason::IdleTimeout | CloseReason::FrameTimeout => bump(&counters.timed_out),
+            CloseReason::Forced => bump(&counters.forced_closes),
             _ => {}
         }
         if self.draining {
