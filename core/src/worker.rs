@@ -176,6 +176,8 @@ pub(crate) struct Worker<H: Handler> {
     draining: bool,
     grace_deadline: Option<Instant>,
     report: WorkerReport,
+    /// The time at the start of this loop turn: precise enough for timeouts.
+    now: Instant,
 }
 
 macro_rules! guarded {
@@ -214,6 +216,7 @@ impl<H: Handler> Worker<H> {
             draining: false,
             grace_deadline: None,
             report: WorkerReport::default(),
+            now: Instant::now(),
         };
         Ok((worker, link))
     }
@@ -240,6 +243,7 @@ impl<H: Handler> Worker<H> {
                 }
                 continue;
             }
+            self.now = Instant::now();
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKER {
@@ -259,7 +263,7 @@ impl<H: Handler> Worker<H> {
             for token in std::mem::take(&mut self.dirty) {
                 self.flush(token);
             }
-            let now = Instant::now();
+            let now = self.now;
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + tick;
@@ -386,7 +390,7 @@ impl<H: Handler> Worker<H> {
             mailbox: Arc::clone(&self.mailbox),
             stats: Arc::clone(&self.shared.stats),
         });
-        let now = Instant::now();
+        let now = self.now;
         let mut c = Connection {
             sock,
             shared,
@@ -436,9 +440,8 @@ impl<H: Handler> Worker<H> {
                     break;
                 }
                 Ok(n) => {
-                    let now = Instant::now();
-                    c.last_io = now;
-                    c.last_read = now;
+                    c.last_io = self.now;
+                    c.last_read = self.now;
                     add(&self.shared.stats.workers[self.index].bytes_in, n as u64);
                     if !self.process(token, n) {
                         break;
@@ -533,7 +536,7 @@ impl<H: Handler> Worker<H> {
         if !partial {
             c.partial_since = None;
         } else if completed || c.partial_since.is_none() {
-            c.partial_since = Some(Instant::now());
+            c.partial_since = Some(self.now);
         }
         if c.tail.capacity() > 0 && c.tail.is_empty() {
             c.tail = Vec::new();
@@ -560,7 +563,7 @@ impl<H: Handler> Worker<H> {
             match c.out.write_to(&mut c.sock, &c.shared.queued, &mut self.scratch) {
                 Ok(n) => {
                     if n > 0 {
-                        c.last_io = Instant::now();
+                        c.last_io = self.now;
                         add(&self.shared.stats.workers[self.index].bytes_out, n);
                     }
                 }
@@ -582,7 +585,7 @@ impl<H: Handler> Worker<H> {
         let Some(c) = self.conns.get_mut(token) else { return };
         if c.phase == Phase::Flushing && c.out.is_empty() {
             let _ = c.sock.shutdown(Shutdown::Write);
-            c.phase = Phase::Lingering { until: Instant::now() + self.shared.config.linger };
+            c.phase = Phase::Lingering { until: self.now + self.shared.config.linger };
             self.linger(token);
         }
     }
