@@ -363,6 +363,14 @@ fn name_without_base_name_is_refused() {
     }
 }
 
+#[test]
+fn missing_output_folder_is_refused() {
+    let dir = TempDir::new("nofolder");
+    let run = run_client(&["127.0.0.1:1", "get", "x.bin", "-o", "nope/x.bin"], &dir.0, None);
+    run.assert_one_error_line("there is no folder nope");
+    assert!(dir.names().is_empty());
+}
+
 // ---------------------------------------------------------------- list
 
 #[test]

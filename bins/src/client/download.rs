@@ -51,8 +51,8 @@ pub struct Saved {
 /// `/`), else `output` itself.
 ///
 /// Refuses a NAME with no usable base name (empty, `.`, `..`, or ending in
-/// one) or with a line break, and, unless `force`, a destination that
-/// exists.
+/// one) or with a line break, a destination whose folder does not exist,
+/// and, unless `force`, a destination that exists.
 pub fn plan(name: &str, output: Option<&Path>, force: bool) -> Result<Target, Error> {
     if name.contains(['\n', '\r']) {
         return Err(Error::BadName(format!(
@@ -79,6 +79,13 @@ pub fn plan(name: &str, output: Option<&Path>, force: bool) -> Result<Target, Er
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    if !dir.is_dir() {
+        return Err(Error::BadName(format!(
+            "cannot save to {}: there is no folder {}",
+            path.display(),
+            dir.display()
+        )));
+    }
     match fs::symlink_metadata(&path) {
         Ok(meta) if meta.is_dir() => {
             return Err(Error::BadName(format!("{} is a folder: give a file path with -o", path.display())))
@@ -298,9 +305,14 @@ mod tests {
         let dir = std::env::temp_dir();
         let t = plan("x/y.bin", Some(&dir), false).unwrap();
         assert_eq!(t.path, dir.join("y.bin"));
-        let t = plan("x/y.bin", Some(Path::new("out/z.bin")), false).unwrap();
-        assert_eq!(t.path, PathBuf::from("out/z.bin"));
-        assert_eq!(t.dir, PathBuf::from("out"));
+        let out = dir.join("z.bin");
+        let t = plan("x/y.bin", Some(&out), false).unwrap();
+        assert_eq!(t.path, out);
+        assert_eq!(t.dir, dir);
+        assert!(matches!(
+            plan("x/y.bin", Some(&dir.join("no such folder/z.bin")), false),
+            Err(Error::BadName(_))
+        ));
     }
 
     #[test]
