@@ -98,7 +98,7 @@ Exit status: 0 on success; 1 on an error, explained in one line on stderr
 download is interrupted with Ctrl-C.";
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = switchboard_bins::cli::parse_args();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
