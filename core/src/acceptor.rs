@@ -49,7 +49,11 @@ pub(crate) struct Acceptor {
 }
 
 impl Acceptor {
-    pub(crate) fn new(mut listener: TcpListener, workers: Vec<WorkerLink>, shared: Arc<Shared>) -> io::Result<Self> {
+    pub(crate) fn new(
+        mut listener: TcpListener,
+        workers: Vec<WorkerLink>,
+        shared: Arc<Shared>,
+    ) -> io::Result<Self> {
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -75,7 +79,8 @@ impl Acceptor {
         let mut events = Events::with_capacity(256);
         let mut accept_now = true;
         loop {
-            let timeout = if accept_now && self.backoff.is_none() { Some(Duration::ZERO) } else { self.timeout() };
+            let timeout =
+                if accept_now && self.backoff.is_none() { Some(Duration::ZERO) } else { self.timeout() };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("acceptor: poll failed: {e}");
@@ -94,13 +99,11 @@ impl Acceptor {
                 }
             }
             let now = Instant::now();
-            if let Some((retry, _)) = self.backoff {
-                if now >= retry {
-                    accept_now = true;
-                    self.backoff = self.backoff.map(|(_, d)| (now, d));
-                }
+            let backing_off = self.backoff.is_some_and(|(retry, _)| now < retry);
+            if self.backoff.is_some() && !backing_off {
+                accept_now = true;
             }
-            if accept_now {
+            if accept_now && !backing_off {
                 accept_now = self.accept_some();
             }
             self.rejected.retain(|_, (_, until)| *until > now);

@@ -135,10 +135,7 @@ pub struct ConnHandle {
 
 impl fmt::Debug for ConnHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnHandle")
-            .field("id", &self.shared.id)
-            .field("peer", &self.shared.peer)
-            .finish()
+        f.debug_struct("ConnHandle").field("id", &self.shared.id).field("peer", &self.shared.peer).finish()
     }
 }
 
@@ -207,6 +204,23 @@ impl ConnHandle {
                 SendError::Disconnected
             }
         }
+    }
+
+    /// Queues `len` bytes of `file` from `offset`, sent zero-copy after
+    /// everything queued before it, as [`Conn::send_file`] does. This lets a
+    /// reply that needs blocking work (reading a file to hash it, say) be
+    /// prepared on another thread and still go out in order. File regions
+    /// hold no memory and do not count against the budget.
+    pub fn send_file(&self, file: Arc<File>, offset: u64, len: u64) -> Result<(), SendError> {
+        let s = &*self.shared;
+        if s.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let mail = Mail::SendFile { token: s.token, id: s.id, file, offset, len };
+        s.mailbox.post(mail).map_err(|_| SendError::Closed)
     }
 
     /// Asks the connection to close once what is queued has been sent (as
