@@ -4,19 +4,15 @@
 //! `* welcome`, and a line is known to be handled once some client has
 //! received what it causes.
 
+mod util;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use switchboard::{Server, ServerBuilder};
+use switchboard::Server;
 use switchboard_handlers::Chat;
-
-/// Every socket read gives up after this, so a bug fails instead of hanging.
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-fn start(builder: ServerBuilder, chat: Chat) -> Server {
-    builder.start("127.0.0.1:0", chat).expect("start the server")
-}
+use util::{connect, start};
 
 fn server() -> Server {
     start(Server::builder().workers(2), Chat::new(4096))
@@ -30,10 +26,7 @@ struct Client {
 
 impl Client {
     fn connect(addr: SocketAddr) -> Client {
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(TIMEOUT)).expect("read timeout");
-        s.set_write_timeout(Some(TIMEOUT)).expect("write timeout");
-        s.set_nodelay(true).expect("nodelay");
+        let s = connect(addr);
         let writer = s.try_clone().expect("clone");
         Client { reader: BufReader::new(s), writer }
     }

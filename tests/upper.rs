@@ -1,26 +1,17 @@
 //! The upper handler over real sockets: PROTOCOLS.md "upper".
 
+mod util;
+
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::thread;
-use std::time::Duration;
 
 use switchboard::Server;
 use switchboard_handlers::Upper;
-
-/// Every socket read gives up after this, so a bug fails instead of hanging.
-const TIMEOUT: Duration = Duration::from_secs(10);
+use util::{connect, start};
 
 fn server() -> Server {
-    Server::builder().workers(2).start("127.0.0.1:0", Upper::new()).expect("start the server")
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(TIMEOUT)).expect("read timeout");
-    s.set_write_timeout(Some(TIMEOUT)).expect("write timeout");
-    s.set_nodelay(true).expect("nodelay");
-    s
+    start(Server::builder().workers(2), Upper::new())
 }
 
 /// Reads exactly `n` bytes.
