@@ -338,8 +338,6 @@ fn bad_input_is_handled() {
 }
 
 #[test]
-#[ignore = "core framing: a line longer than max + 2 whose newline comes in the same read \
-            swallows the rest of that read and the next line (framing.rs Decoder::next_line)"]
 fn far_over_long_lines_keep_the_connection() {
     let server = start(Server::builder().workers(2), Chat::new(64));
     let addr = server.local_addr();
