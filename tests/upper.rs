@@ -114,3 +114,14 @@ fn large_input_splits_anywhere() {
     assert_eq!(got.len(), want.len());
     assert!(got == want.as_bytes(), "the upper-cased text differs");
 }
+
+#[test]
+fn an_incomplete_character_at_end_of_input_passes_through() {
+    let server = server();
+    let mut s = connect(server.local_addr());
+    // "a" then the first two bytes of a three-byte character, then EOF.
+    let ni = "你".as_bytes();
+    s.write_all(&[b'a', ni[0], ni[1]]).unwrap();
+    assert_eq!(read_n(&mut s, 1), b"A");
+    assert_eq!(finish(&mut s), &ni[..2]);
+}

@@ -1,7 +1,7 @@
-//! The built-in Switchboard handlers: [`Echo`], and (in progress) upper,
-//! chat relay and file get. Wire formats: PROTOCOLS.md.
+//! The built-in Switchboard handlers: [`Echo`], [`Upper`], [`Chat`] (relay)
+//! and file get. Wire formats: PROTOCOLS.md.
 
-mod chat;
+pub mod chat;
 mod echo;
 mod upper;
 

@@ -13,8 +13,8 @@ const MAX_HELD: usize = 3;
 /// - A multi-byte character split across reads is held (at most 3 bytes per
 ///   connection) until its last byte arrives, never mangled.
 /// - Bytes that are not valid UTF-8 pass through unchanged.
-/// - An incomplete character still held when the peer closes is dropped:
-///   the connection is closing and nothing more can be sent on it.
+/// - An incomplete character still held when the peer ends its input is
+///   invalid UTF-8, and passes through unchanged like any other.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Upper;
 
@@ -58,6 +58,11 @@ impl Handler for Upper {
         }
         conn.send(&out);
         Flow::Continue
+    }
+
+    fn eof(&self, session: &mut UpperSession, conn: &mut Conn<'_>) {
+        conn.send(&session.held[..session.len]);
+        session.len = 0;
     }
 }
 

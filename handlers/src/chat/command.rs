@@ -7,7 +7,7 @@ pub(crate) const MAX_NICK: usize = 32;
 /// fails and never panics: anything that is not a command is text, and a
 /// malformed command is a [`Command::Unknown`] or [`Command::MsgUsage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Command<'a> {
+pub enum Command<'a> {
     /// An empty line: ignored.
     Empty,
     /// Text for every other member.
@@ -40,7 +40,7 @@ pub(crate) enum Command<'a> {
 ///   whitespace, matched exactly (commands are lower case). Arguments are
 ///   separated by whitespace; `/who`, `/help` and `/quit` ignore any.
 /// - Anything else, leading or trailing spaces included, is text as is.
-pub(crate) fn parse(line: &str) -> Command<'_> {
+pub fn parse(line: &str) -> Command<'_> {
     if line.is_empty() {
         return Command::Empty;
     }
@@ -69,7 +69,7 @@ pub(crate) fn parse(line: &str) -> Command<'_> {
 
 /// Whether `name` is a valid nick: 1 to 32 characters, each a letter or a
 /// digit of any script, `_` or `-`.
-pub(crate) fn valid_nick(name: &str) -> bool {
+pub fn valid_nick(name: &str) -> bool {
     let mut count = 0;
     for c in name.chars() {
         count += 1;

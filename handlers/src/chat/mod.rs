@@ -8,7 +8,7 @@ use std::fmt;
 use parking_lot::Mutex;
 use switchboard::{CloseReason, Conn, ConnHandle, Flow, FrameError, Framing, Handler, Message, SendError};
 
-use command::{parse, Command};
+pub use command::{parse, valid_nick, Command};
 use room::{NickError, Room};
 
 /// The line limit of [`Chat::default`], in bytes.
