@@ -1,6 +1,8 @@
-//! The built-in Switchboard handlers: [`Echo`], and (in progress) upper,
-//! chat relay and file get. Wire formats: PROTOCOLS.md.
+//! The built-in Switchboard handlers: [`Echo`], [`FileGet`], and (in
+//! progress) upper and chat relay. Wire formats: PROTOCOLS.md.
 
 mod echo;
+mod file;
 
 pub use echo::Echo;
+pub use file::FileGet;
