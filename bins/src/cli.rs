@@ -3,14 +3,37 @@
 
 use std::time::Duration;
 
+use clap::error::ErrorKind;
+use clap::Parser;
+
+/// Parses the command line; on a bad flag or value prints the error and the
+/// usage on stderr and exits with status 2 (`--help` and `--version` print
+/// on stdout and exit 0).
+pub fn parse_args<T: Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            let usage = T::command().render_usage();
+            let text = e.render().to_string();
+            // clap ends most errors with a hint to --help; put the usage before it.
+            eprintln!("{}", text.trim_end());
+            if !text.contains("Usage:") {
+                eprintln!("\n{usage}");
+            }
+            std::process::exit(2);
+        }
+    }
+}
+
 /// Parses a duration: a whole number followed by `ms`, `s`, `m` or `h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration: use a whole number and a unit, e.g. 500ms, 30s, 5m"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("'{s}' is not a duration: use a whole number and a unit, e.g. 500ms, 30s, 5m")
+    })?;
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
