@@ -299,3 +299,23 @@ fn drop_policy_drops_messages_and_keeps_the_connection() {
     assert!(!members.lock().iter().any(|h| h.is_closed()));
     drop(slow);
 }
+
+#[test]
+fn frame_timeout_spares_a_peer_whose_frames_keep_completing() {
+    let frame_timeout = Duration::from_millis(200);
+    let server = start(Server::builder().workers(1).frame_timeout(frame_timeout), LineEcho { max: 4096 });
+    let s = connect(server.local_addr());
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    // Every write ends in the middle of a line, for five frame timeouts.
+    let started = Instant::now();
+    let mut i = 0;
+    w.write_all(b"l0-").unwrap();
+    while started.elapsed() < frame_timeout * 5 {
+        w.write_all(format!("end\nl{}-", i + 1).as_bytes()).unwrap();
+        assert_eq!(read_line(&mut r), format!("l{i}-end\n"));
+        i += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(server.stats().timed_out, 0);
+}

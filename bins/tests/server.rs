@@ -173,3 +173,71 @@ fn help_describes_the_handlers() {
         assert!(help.contains(word), "--help lacks {word}");
     }
 }
+
+#[test]
+fn descriptor_exhaustion_backs_off_and_recovers() {
+    use std::sync::{Arc, Mutex};
+    // A descriptor limit the server cannot raise: accept fails with EMFILE.
+    let mut child = Command::new("bash")
+        .args(["-c", &format!("ulimit -n 32 && exec {BIN} --listen 127.0.0.1:0 --workers 1")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let addr: SocketAddr = first.trim().strip_prefix("listening on ").unwrap().parse().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let err = child.stderr.take().unwrap();
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let server = Running { child, addr };
+    let wait_log = |what: &str| {
+        let deadline = Instant::now() + TIMEOUT;
+        while !log.lock().unwrap().contains(what) {
+            assert!(Instant::now() < deadline, "log lacks {what:?}: {}", log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // More clients than descriptors; each says hello.
+    let mut clients: Vec<TcpStream> = (0..40).map(|_| connect(addr)).collect();
+    for c in clients.iter_mut() {
+        c.write_all(b"hi").unwrap();
+    }
+    wait_log("accept failed");
+    // Those accepted are served; the rest wait in the backlog.
+    let mut served = Vec::new();
+    let mut waiting = Vec::new();
+    for mut c in clients.drain(..) {
+        c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut b = [0u8; 2];
+        match c.read_exact(&mut b) {
+            Ok(()) => served.push(c),
+            Err(_) => waiting.push(c),
+        }
+    }
+    assert!(!served.is_empty() && !waiting.is_empty(), "{} served, {} waiting", served.len(), waiting.len());
+    for c in served.iter_mut() {
+        c.write_all(b"ok").unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"ok");
+    }
+    // Free the descriptors: the waiting clients are accepted and answered.
+    drop(served);
+    for c in waiting.iter_mut() {
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"hi");
+    }
+    wait_log("accepting again");
+    drop(server);
+}

@@ -1,5 +1,6 @@
 //! A worker thread: one `mio::Poll` over many connections.
 
+use std::fs::File;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -33,6 +34,8 @@ pub(crate) enum Mail {
     Conn(TcpStream, SocketAddr),
     /// Bytes from a [`ConnHandle`](crate::ConnHandle).
     Send { token: usize, id: u64, msg: Message },
+    /// A file region from a [`ConnHandle`](crate::ConnHandle).
+    SendFile { token: usize, id: u64, file: Arc<File>, offset: u64, len: u64 },
     /// Close a connection: a slow consumer (at once) or on request (after
     /// flushing).
     Close { token: usize, id: u64, slow: bool },
@@ -274,7 +277,15 @@ impl<H: Handler> Worker<H> {
         let past_grace = self.grace_deadline.is_some_and(|d| now >= d);
         if (phase >= FORCING || past_grace) && self.conns.len > 0 {
             for token in self.conns.tokens() {
-                self.close_now(token, CloseReason::Forced);
+                // A lingering connection has delivered everything: not forced.
+                let lingering = self.conns.get_mut(token).and_then(|c| match c.phase {
+                    Phase::Lingering { .. } => Some(c.reason.take()),
+                    _ => None,
+                });
+                match lingering {
+                    Some(reason) => self.finish(token, reason.unwrap_or(CloseReason::Drained)),
+                    None => self.close_now(token, CloseReason::Forced),
+                }
             }
         }
         self.draining
@@ -323,6 +334,13 @@ impl<H: Handler> Worker<H> {
                     // Closed meanwhile: the bytes will never be written.
                     Some(c) if c.shared.id == id => {
                         c.shared.queued.fetch_sub(msg.len(), Ordering::AcqRel);
+                    }
+                    _ => {}
+                },
+                Mail::SendFile { token, id, file, offset, len } => match self.conns.get_mut(token) {
+                    Some(c) if c.shared.id == id && c.phase == Phase::Open => {
+                        c.out.push_file(file, offset, len);
+                        self.dirty.push(token);
                     }
                     _ => {}
                 },
@@ -448,6 +466,7 @@ impl<H: Handler> Worker<H> {
         let stats = &self.shared.stats;
         let high_water = self.shared.config.high_water;
         let mut pos = 0;
+        let mut completed = false;
         let mut outcome: Option<CloseReason> = None;
         let mut close_gracefully = false;
         while c.phase == Phase::Open && !c.paused {
@@ -463,6 +482,7 @@ impl<H: Handler> Worker<H> {
                 }
                 Step::Frame(frame, used) => {
                     pos += used;
+                    completed = true;
                     bump(&stats.frames);
                     guarded!(stats, handler.frame(session, frame, &mut conn))
                 }
@@ -504,16 +524,16 @@ impl<H: Handler> Worker<H> {
             c.tail = rest.to_vec();
         }
         let partial = !c.tail.is_empty() || c.decoder.skipping();
+        // The frame timeout runs from the start of the frame now incomplete.
         if !partial {
             c.partial_since = None;
-        } else if c.partial_since.is_none() {
+        } else if completed || c.partial_since.is_none() {
             c.partial_since = Some(Instant::now());
         }
         if c.tail.capacity() > 0 && c.tail.is_empty() {
             c.tail = Vec::new();
         }
         let paused = c.paused;
-        self.dirty.push(token);
         match outcome {
             Some(reason) if close_gracefully => {
                 self.begin_close(token, reason);
