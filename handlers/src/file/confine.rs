@@ -150,4 +150,15 @@ mod tests {
         assert_eq!(lexical("a\0b").unwrap_err(), Reason::OutsideRoot);
         assert!(lexical(".").unwrap().is_empty());
     }
+
+    #[test]
+    fn errors_map_to_reasons() {
+        let reason = |errno: i32| reason_for(&io::Error::from_raw_os_error(errno));
+        assert_eq!(reason(Errno::ACCESS.raw_os_error()), Reason::PermissionDenied);
+        assert_eq!(reason(Errno::PERM.raw_os_error()), Reason::PermissionDenied);
+        assert_eq!(reason(Errno::NOENT.raw_os_error()), Reason::NotFound);
+        assert_eq!(reason(Errno::NOTDIR.raw_os_error()), Reason::NotFound);
+        assert_eq!(reason(Errno::LOOP.raw_os_error()), Reason::NotFound);
+        assert_eq!(reason(Errno::ISDIR.raw_os_error()), Reason::NotAFile);
+    }
 }
