@@ -467,6 +467,7 @@ fn a_sparse_file_over_4_gib_gets_its_size_and_the_client_may_stop_after_the_head
     // The server keeps serving others.
     let mut other = connect(server.local_addr());
     assert_found(&get(&mut other, "small"), "small", b"small");
+    drop(other);
     wait_until("the server has no connection left", || server.stats().open == 0);
 }
 
