@@ -273,12 +273,16 @@ impl<H: Handler> Worker<H> {
                     self.flush(token.0);
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    self.on_readable(token.0);
+                    // A read shorter than the buffer drained the socket: the
+                    // next bytes bring a new edge. Unless the peer's FIN is
+                    // already here, stop there and save a system call.
+                    let to_eof = event.is_read_closed() || event.is_error();
+                    self.on_readable(token.0, to_eof);
                 }
             }
             more_mail = self.take_mail();
             for token in std::mem::take(&mut self.ready) {
-                self.on_readable(token);
+                self.on_readable(token, true);
             }
             for token in std::mem::take(&mut self.dirty) {
                 self.flush(token);
@@ -449,7 +453,9 @@ impl<H: Handler> Worker<H> {
         self.dirty.push(token);
     }
 
-    fn on_readable(&mut self, token: usize) {
+    /// Reads and serves what the peer sent: until the socket would block, or
+    /// (unless `to_eof`) until a read comes back short.
+    fn on_readable(&mut self, token: usize, to_eof: bool) {
         let Some(c) = self.conns.get_mut(token) else { return };
         match c.phase {
             Phase::Open if !c.paused => {}
@@ -477,6 +483,9 @@ impl<H: Handler> Worker<H> {
                     c.last_read = self.now;
                     add(&self.shared.stats.workers[self.index].bytes_in, n as u64);
                     if !self.process(token, n) {
+                        break;
+                    }
+                    if n < self.scratch.len() && !to_eof {
                         break;
                     }
                     if turn + 1 == READS_PER_TURN {
