@@ -49,7 +49,11 @@ pub(crate) struct Acceptor {
 }
 
 impl Acceptor {
-    pub(crate) fn new(mut listener: TcpListener, workers: Vec<WorkerLink>, shared: Arc<Shared>) -> io::Result<Self> {
+    pub(crate) fn new(
+        mut listener: TcpListener,
+        workers: Vec<WorkerLink>,
+        shared: Arc<Shared>,
+    ) -> io::Result<Self> {
         let poll = Poll::new()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -75,7 +79,8 @@ impl Acceptor {
         let mut events = Events::with_capacity(256);
         let mut accept_now = true;
         loop {
-            let timeout = if accept_now && self.backoff.is_none() { Some(Duration::ZERO) } else { self.timeout() };
+            let timeout =
+                if accept_now && self.backoff.is_none() { Some(Duration::ZERO) } else { self.timeout() };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("acceptor: poll failed: {e}");

@@ -135,10 +135,7 @@ pub struct ConnHandle {
 
 impl fmt::Debug for ConnHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnHandle")
-            .field("id", &self.shared.id)
-            .field("peer", &self.shared.peer)
-            .finish()
+        f.debug_struct("ConnHandle").field("id", &self.shared.id).field("peer", &self.shared.peer).finish()
     }
 }
 

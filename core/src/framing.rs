@@ -287,10 +287,7 @@ mod tests {
         assert_eq!(got, vec![Err(FrameError::TooLong { max: 4 }), Ok(b"ok".to_vec())]);
         // Exactly max with CRLF is accepted; max + 1 is not.
         let got = frames(Framing::lines(4), &[b"1234\r\n12345\nx\n"]);
-        assert_eq!(
-            got,
-            vec![Ok(b"1234".to_vec()), Err(FrameError::TooLong { max: 4 }), Ok(b"x".to_vec())]
-        );
+        assert_eq!(got, vec![Ok(b"1234".to_vec()), Err(FrameError::TooLong { max: 4 }), Ok(b"x".to_vec())]);
     }
 
     #[test]
@@ -304,10 +301,7 @@ mod tests {
         input.extend_from_slice(b"z");
         let chunks: Vec<&[u8]> = input.chunks(2).collect();
         let got = frames(Framing::length_prefixed(Prefix::U32Le, 5), &chunks);
-        assert_eq!(
-            got,
-            vec![Ok(b"abc".to_vec()), Err(FrameError::TooLong { max: 5 }), Ok(b"z".to_vec())]
-        );
+        assert_eq!(got, vec![Ok(b"abc".to_vec()), Err(FrameError::TooLong { max: 5 }), Ok(b"z".to_vec())]);
     }
 
     #[test]

@@ -84,12 +84,7 @@ pub trait Handler: Send + Sync + 'static {
     /// Default: log it and close the connection. A handler that answers with
     /// an error line and returns [`Flow::Continue`] keeps the connection,
     /// unless the error [is fatal](FrameError::is_fatal).
-    fn frame_error(
-        &self,
-        session: &mut Self::Session,
-        error: FrameError,
-        conn: &mut Conn<'_>,
-    ) -> Flow {
+    fn frame_error(&self, session: &mut Self::Session, error: FrameError, conn: &mut Conn<'_>) -> Flow {
         let _ = session;
         log::info!("{}: {error}; closing", conn.peer_addr());
         Flow::Close

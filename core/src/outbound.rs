@@ -127,12 +127,8 @@ impl Outbound {
             slices[i] = IoSlice::new(if i == 0 { &bytes[self.head..] } else { bytes });
             count += 1;
         }
-        let n = if count == 1 {
-            sock.write(&slices[0])
-        } else {
-            sock.write_vectored(&slices[..count])
-        }
-        .map_err(WriteError::Io)?;
+        let n = if count == 1 { sock.write(&slices[0]) } else { sock.write_vectored(&slices[..count]) }
+            .map_err(WriteError::Io)?;
         if n == 0 {
             return Err(WriteError::Io(io::ErrorKind::WriteZero.into()));
         }

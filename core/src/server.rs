@@ -239,7 +239,8 @@ impl ServerBuilder {
         shutdown.add_waker(acceptor.waker());
         let mut threads = Vec::new();
         for (i, worker) in workers.into_iter().enumerate() {
-            let t = thread::Builder::new().name(format!("switchboard-worker-{i}")).spawn(move || worker.run());
+            let t =
+                thread::Builder::new().name(format!("switchboard-worker-{i}")).spawn(move || worker.run());
             match t {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -248,9 +249,8 @@ impl ServerBuilder {
                 }
             }
         }
-        let acceptor = thread::Builder::new()
-            .name("switchboard-acceptor".into())
-            .spawn(move || acceptor.run());
+        let acceptor =
+            thread::Builder::new().name("switchboard-acceptor".into()).spawn(move || acceptor.run());
         let acceptor = match acceptor {
             Ok(t) => t,
             Err(e) => {
@@ -270,7 +270,10 @@ impl ServerBuilder {
     }
 }
 
-fn bind<A: ToSocketAddrs + fmt::Display>(addr: &A, backlog: i32) -> Result<mio::net::TcpListener, StartError> {
+fn bind<A: ToSocketAddrs + fmt::Display>(
+    addr: &A,
+    backlog: i32,
+) -> Result<mio::net::TcpListener, StartError> {
     use socket2::{Domain, Socket, Type};
     let err = |source| StartError::Bind { addr: addr.to_string(), source };
     let mut last = None;
@@ -384,4 +387,3 @@ impl Drop for Server {
         }
     }
 }
-

@@ -78,7 +78,9 @@ enum Phase {
     /// Closing: no more frames; flush, then shut down the write side.
     Flushing,
     /// Write side shut: read and discard until EOF or the deadline.
-    Lingering { until: Instant },
+    Lingering {
+        until: Instant,
+    },
 }
 
 struct Connection<S> {
@@ -340,7 +342,8 @@ impl<H: Handler> Worker<H> {
 
     fn open(&mut self, mut sock: TcpStream, peer: SocketAddr) {
         let token = self.conns.vacant();
-        if let Err(e) = self.poll.registry().register(&mut sock, Token(token), Interest::READABLE | Interest::WRITABLE)
+        if let Err(e) =
+            self.poll.registry().register(&mut sock, Token(token), Interest::READABLE | Interest::WRITABLE)
         {
             log::warn!("{peer}: cannot register the connection: {e}; closing");
             self.shared.stats.open.fetch_sub(1, Ordering::AcqRel);
