@@ -3,6 +3,29 @@
 
 use std::time::Duration;
 
+use clap::error::ErrorKind;
+use clap::Parser;
+
+/// Parses the command line; on a bad flag or value prints the error and the
+/// usage on stderr and exits with status 2 (`--help` and `--version` print
+/// on stdout and exit 0).
+pub fn parse_args<T: Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            let usage = T::command().render_usage();
+            let text = e.render().to_string();
+            // clap ends most errors with a hint to --help; put the usage before it.
+            eprintln!("{}", text.trim_end());
+            if !text.contains("Usage:") {
+                eprintln!("\n{usage}");
+            }
+            std::process::exit(2);
+        }
+    }
+}
+
 /// Parses a duration: a whole number followed by `ms`, `s`, `m` or `h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

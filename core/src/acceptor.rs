@@ -99,13 +99,11 @@ impl Acceptor {
                 }
             }
             let now = Instant::now();
-            if let Some((retry, _)) = self.backoff {
-                if now >= retry {
-                    accept_now = true;
-                    self.backoff = self.backoff.map(|(_, d)| (now, d));
-                }
+            let backing_off = self.backoff.is_some_and(|(retry, _)| now < retry);
+            if self.backoff.is_some() && !backing_off {
+                accept_now = true;
             }
-            if accept_now {
+            if accept_now && !backing_off {
                 accept_now = self.accept_some();
             }
             self.rejected.retain(|_, (_, until)| *until > now);

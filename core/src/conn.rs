@@ -206,6 +206,23 @@ impl ConnHandle {
         }
     }
 
+    /// Queues `len` bytes of `file` from `offset`, sent zero-copy after
+    /// everything queued before it, as [`Conn::send_file`] does. This lets a
+    /// reply that needs blocking work (reading a file to hash it, say) be
+    /// prepared on another thread and still go out in order. File regions
+    /// hold no memory and do not count against the budget.
+    pub fn send_file(&self, file: Arc<File>, offset: u64, len: u64) -> Result<(), SendError> {
+        let s = &*self.shared;
+        if s.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let mail = Mail::SendFile { token: s.token, id: s.id, file, offset, len };
+        s.mailbox.post(mail).map_err(|_| SendError::Closed)
+    }
+
     /// Asks the connection to close once what is queued has been sent (as
     /// [`Flow::Close`](crate::Flow::Close) would).
     pub fn close(&self) {

@@ -129,9 +129,9 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-/// One step of decoding.
+/// One step of [`Decoder::next`].
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Step<'b> {
+pub enum Step<'b> {
     /// A whole frame, and how many input bytes it used.
     Frame(&'b [u8], usize),
     /// A frame error, and how many input bytes were used up by it.
@@ -142,23 +142,35 @@ pub(crate) enum Step<'b> {
     Incomplete,
 }
 
-/// The incremental decoder for a [`Framing`]. It holds no buffer, only the
-/// state of a frame being skipped; the caller keeps the unconsumed tail.
+/// The incremental decoder of a [`Framing`], as the server uses it; usable
+/// by clients too. It holds no buffer, only the state of a frame being
+/// skipped: the caller keeps the unconsumed input and calls
+/// [`next`](Decoder::next) again when more arrives.
+///
+/// ```
+/// use switchboard::{Decoder, Framing, Step};
+///
+/// let mut dec = Decoder::new(Framing::lines(16));
+/// let input = b"one\r\ntw";
+/// assert_eq!(dec.next(input), Step::Frame(b"one", 5));
+/// assert_eq!(dec.next(&input[5..]), Step::Incomplete);
+/// ```
 #[derive(Debug)]
-pub(crate) struct Decoder {
+pub struct Decoder {
     framing: Framing,
     /// Lines: skipping up to the next newline. Length-prefixed: bytes left to skip.
     skip: u64,
 }
 
 impl Decoder {
-    pub(crate) fn new(framing: Framing) -> Decoder {
+    /// A decoder at the start of a stream.
+    pub fn new(framing: Framing) -> Decoder {
         Decoder { framing, skip: 0 }
     }
 
-    /// The most bytes of an incomplete frame the caller may have to hold.
-    #[cfg(test)]
-    pub(crate) fn max_pending(&self) -> usize {
+    /// The most bytes of an incomplete frame the caller may have to hold:
+    /// input beyond it is always decided (a frame, an error or a skip).
+    pub fn max_pending(&self) -> usize {
         match self.framing {
             Framing::Raw => 0,
             Framing::Lines { max } => max.saturating_add(1),
@@ -167,11 +179,13 @@ impl Decoder {
     }
 
     /// Whether the decoder is in the middle of skipping a rejected frame.
-    pub(crate) fn skipping(&self) -> bool {
+    pub fn skipping(&self) -> bool {
         self.skip > 0
     }
 
-    pub(crate) fn next<'b>(&mut self, buf: &'b [u8]) -> Step<'b> {
+    /// Decodes the next frame from `buf`, the input not yet used. Never
+    /// panics, whatever the input.
+    pub fn next<'b>(&mut self, buf: &'b [u8]) -> Step<'b> {
         if buf.is_empty() {
             return Step::Incomplete;
         }

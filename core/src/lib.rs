@@ -49,7 +49,7 @@ mod worker;
 
 pub use conn::{Conn, ConnHandle, Message, SendError, SlowConsumerPolicy};
 pub use err::StartError;
-pub use framing::{FrameError, Framing, Prefix};
+pub use framing::{Decoder, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
 pub use server::{Server, ServerBuilder};
 pub use shutdown::{ShutdownHandle, ShutdownReport};

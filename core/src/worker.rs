@@ -1,5 +1,6 @@
 //! A worker thread: one `mio::Poll` over many connections.
 
+use std::fs::File;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,7 +18,7 @@ use crate::handler::{CloseReason, Flow, Handler};
 use crate::outbound::{Outbound, WriteError};
 use crate::server::Shared;
 use crate::shutdown::{DRAINING, FORCING};
-use crate::stats::bump;
+use crate::stats::{add, bump, WorkerCounters};
 
 const WAKER: Token = Token(usize::MAX);
 /// Reads per readiness event before other connections get a turn.
@@ -33,6 +34,8 @@ pub(crate) enum Mail {
     Conn(TcpStream, SocketAddr),
     /// Bytes from a [`ConnHandle`](crate::ConnHandle).
     Send { token: usize, id: u64, msg: Message },
+    /// A file region from a [`ConnHandle`](crate::ConnHandle).
+    SendFile { token: usize, id: u64, file: Arc<File>, offset: u64, len: u64 },
     /// Close a connection: a slow consumer (at once) or on request (after
     /// flushing).
     Close { token: usize, id: u64, slow: bool },
@@ -173,6 +176,8 @@ pub(crate) struct Worker<H: Handler> {
     draining: bool,
     grace_deadline: Option<Instant>,
     report: WorkerReport,
+    /// The time at the start of this loop turn: precise enough for timeouts.
+    now: Instant,
 }
 
 macro_rules! guarded {
@@ -211,8 +216,13 @@ impl<H: Handler> Worker<H> {
             draining: false,
             grace_deadline: None,
             report: WorkerReport::default(),
+            now: Instant::now(),
         };
         Ok((worker, link))
+    }
+
+    fn counters(&self) -> &WorkerCounters {
+        &self.shared.stats.workers[self.index]
     }
 
     pub(crate) fn run(mut self) -> WorkerReport {
@@ -233,6 +243,7 @@ impl<H: Handler> Worker<H> {
                 }
                 continue;
             }
+            self.now = Instant::now();
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKER {
@@ -252,7 +263,7 @@ impl<H: Handler> Worker<H> {
             for token in std::mem::take(&mut self.dirty) {
                 self.flush(token);
             }
-            let now = Instant::now();
+            let now = self.now;
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + tick;
@@ -274,7 +285,15 @@ impl<H: Handler> Worker<H> {
         let past_grace = self.grace_deadline.is_some_and(|d| now >= d);
         if (phase >= FORCING || past_grace) && self.conns.len > 0 {
             for token in self.conns.tokens() {
-                self.close_now(token, CloseReason::Forced);
+                // A lingering connection has delivered everything: not forced.
+                let lingering = self.conns.get_mut(token).and_then(|c| match c.phase {
+                    Phase::Lingering { .. } => Some(c.reason.take()),
+                    _ => None,
+                });
+                match lingering {
+                    Some(reason) => self.finish(token, reason.unwrap_or(CloseReason::Drained)),
+                    None => self.close_now(token, CloseReason::Forced),
+                }
             }
         }
         self.draining
@@ -326,6 +345,13 @@ impl<H: Handler> Worker<H> {
                     }
                     _ => {}
                 },
+                Mail::SendFile { token, id, file, offset, len } => match self.conns.get_mut(token) {
+                    Some(c) if c.shared.id == id && c.phase == Phase::Open => {
+                        c.out.push_file(file, offset, len);
+                        self.dirty.push(token);
+                    }
+                    _ => {}
+                },
                 Mail::Close { token, id, slow } => {
                     if self.conns.get_mut(token).is_some_and(|c| c.shared.id == id) {
                         if slow {
@@ -348,7 +374,7 @@ impl<H: Handler> Worker<H> {
             log::warn!("{peer}: cannot register the connection: {e}; closing");
             self.shared.stats.open.fetch_sub(1, Ordering::AcqRel);
             self.load.fetch_sub(1, Ordering::AcqRel);
-            bump(&self.shared.stats.closed);
+            bump(&self.counters().closed);
             return;
         }
         let config = &self.shared.config;
@@ -364,7 +390,7 @@ impl<H: Handler> Worker<H> {
             mailbox: Arc::clone(&self.mailbox),
             stats: Arc::clone(&self.shared.stats),
         });
-        let now = Instant::now();
+        let now = self.now;
         let mut c = Connection {
             sock,
             shared,
@@ -414,10 +440,9 @@ impl<H: Handler> Worker<H> {
                     break;
                 }
                 Ok(n) => {
-                    let now = Instant::now();
-                    c.last_io = now;
-                    c.last_read = now;
-                    self.shared.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    c.last_io = self.now;
+                    c.last_read = self.now;
+                    add(&self.shared.stats.workers[self.index].bytes_in, n as u64);
                     if !self.process(token, n) {
                         break;
                     }
@@ -446,8 +471,10 @@ impl<H: Handler> Worker<H> {
         let input: &[u8] = if from_tail { &owned } else { fresh };
         let handler = &self.handler;
         let stats = &self.shared.stats;
+        let counters = &stats.workers[self.index];
         let high_water = self.shared.config.high_water;
         let mut pos = 0;
+        let mut completed = false;
         let mut outcome: Option<CloseReason> = None;
         let mut close_gracefully = false;
         while c.phase == Phase::Open && !c.paused {
@@ -463,12 +490,13 @@ impl<H: Handler> Worker<H> {
                 }
                 Step::Frame(frame, used) => {
                     pos += used;
-                    bump(&stats.frames);
+                    completed = true;
+                    bump(&counters.frames);
                     guarded!(stats, handler.frame(session, frame, &mut conn))
                 }
                 Step::Error(err, used) => {
                     pos += used;
-                    bump(&stats.frame_errors);
+                    bump(&counters.frame_errors);
                     match guarded!(stats, handler.frame_error(session, err, &mut conn)) {
                         Some(Flow::Continue) if !err.is_fatal() => Some(Flow::Continue),
                         Some(_) => {
@@ -504,16 +532,16 @@ impl<H: Handler> Worker<H> {
             c.tail = rest.to_vec();
         }
         let partial = !c.tail.is_empty() || c.decoder.skipping();
+        // The frame timeout runs from the start of the frame now incomplete.
         if !partial {
             c.partial_since = None;
-        } else if c.partial_since.is_none() {
-            c.partial_since = Some(Instant::now());
+        } else if completed || c.partial_since.is_none() {
+            c.partial_since = Some(self.now);
         }
         if c.tail.capacity() > 0 && c.tail.is_empty() {
             c.tail = Vec::new();
         }
         let paused = c.paused;
-        self.dirty.push(token);
         match outcome {
             Some(reason) if close_gracefully => {
                 self.begin_close(token, reason);
@@ -535,8 +563,8 @@ impl<H: Handler> Worker<H> {
             match c.out.write_to(&mut c.sock, &c.shared.queued, &mut self.scratch) {
                 Ok(n) => {
                     if n > 0 {
-                        c.last_io = Instant::now();
-                        self.shared.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+                        c.last_io = self.now;
+                        add(&self.shared.stats.workers[self.index].bytes_out, n);
                     }
                 }
                 Err(WriteError::FileTruncated) => return self.close_now(token, CloseReason::FileTruncated),
@@ -557,7 +585,7 @@ impl<H: Handler> Worker<H> {
         let Some(c) = self.conns.get_mut(token) else { return };
         if c.phase == Phase::Flushing && c.out.is_empty() {
             let _ = c.sock.shutdown(Shutdown::Write);
-            c.phase = Phase::Lingering { until: Instant::now() + self.shared.config.linger };
+            c.phase = Phase::Lingering { until: self.now + self.shared.config.linger };
             self.linger(token);
         }
     }
@@ -612,10 +640,11 @@ impl<H: Handler> Worker<H> {
         let stats = &self.shared.stats;
         stats.open.fetch_sub(1, Ordering::AcqRel);
         self.load.fetch_sub(1, Ordering::AcqRel);
-        bump(&stats.closed);
+        let counters = &stats.workers[self.index];
+        bump(&counters.closed);
         match reason {
-            CloseReason::IdleTimeout | CloseReason::FrameTimeout => bump(&stats.timed_out),
-            CloseReason::Forced => bump(&stats.forced_closes),
+            CloseReason::IdleTimeout | CloseReason::FrameTimeout => bump(&counters.timed_out),
+            CloseReason::Forced => bump(&counters.forced_closes),
             _ => {}
         }
         if self.draining {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
-use switchboard_bins::cli::{parse_duration, parse_size};
+use switchboard_bins::cli::{parse_args, parse_duration, parse_size};
 use switchboard_handlers::Echo;
 
 /// A multithreaded TCP server: pick a handler, and Switchboard runs the
@@ -53,7 +53,7 @@ enum HandlerName {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = parse_args();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     raise_fd_limit();
     match run(args) {

@@ -1,0 +1,243 @@
+//! `switchboard-server` as a user runs it: flags, the first line, signals,
+//! exit codes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard-server");
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Running {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run switchboard-server");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let addr = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line was {first:?}"))
+        .trim()
+        .parse()
+        .unwrap();
+    Running { child, addr }
+}
+
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(child: &Child, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, sig).unwrap();
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    err
+}
+
+#[test]
+fn echo_by_default_and_sigterm_drains_with_a_report() {
+    let mut server = spawn(&["--workers", "2", "--grace", "5s"]);
+    let mut s = connect(server.addr);
+    s.write_all(b"hello\n").unwrap();
+    let mut buf = [0u8; 6];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello\n");
+    signal(&server.child, rustix::process::Signal::TERM);
+    // The idle client is drained after the quiet period: a clean EOF.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    let status = wait_exit(&mut server.child);
+    assert!(status.success(), "{status}");
+    let err = stderr_of(&mut server.child);
+    assert!(err.contains("shutdown complete: 1 drained, 0 forced"), "{err}");
+}
+
+#[test]
+fn second_signal_forces_the_exit() {
+    // A quiet period and grace far longer than the test: only the second
+    // signal can end it in time.
+    let mut server = spawn(&["--grace", "10m"]);
+    let mut s = connect(server.addr);
+    s.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).unwrap();
+    // Keep the connection busy so it never goes quiet.
+    let addr = server.addr;
+    let keep_busy = std::thread::spawn(move || {
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            if s.write_all(b"y").is_err() || s.read_exact(&mut b).is_err() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    });
+    signal(&server.child, rustix::process::Signal::INT);
+    // Still serving while draining; a new connection is refused.
+    let deadline = Instant::now() + TIMEOUT;
+    while TcpStream::connect(addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after the signal");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(&server.child, rustix::process::Signal::INT);
+    let status = wait_exit(&mut server.child);
+    assert!(status.success(), "{status}");
+    assert!(keep_busy.join().unwrap(), "the busy connection was not closed");
+    let err = stderr_of(&mut server.child);
+    // (A probe connect may have been accepted just before the listener
+    // closed; it drains. The busy connection is the forced one.)
+    assert!(err.contains(" drained, 1 forced"), "{err}");
+}
+
+#[test]
+fn bad_flags_exit_2_with_usage() {
+    for args in [&["--workers", "many"][..], &["--idle-timeout", "10"], &["--handler", "nope"], &["--bogus"]]
+    {
+        let out = Command::new(BIN).args(args).stdin(Stdio::null()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("Usage") || err.contains("usage"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn port_in_use_is_one_clear_line_and_exit_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN).args(["--listen", &addr]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or("");
+    assert!(last.starts_with("switchboard-server: cannot listen on"), "{err}");
+    assert!(last.contains("in use"), "{err}");
+}
+
+#[test]
+fn invalid_settings_are_refused_before_listening() {
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--workers", "0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("workers must be 1 to 1024"), "{err}");
+}
+
+#[test]
+fn help_describes_the_handlers() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in
+        ["--handler", "--listen", "--workers", "--max-connections", "--idle-timeout", "--grace", "echo"]
+    {
+        assert!(help.contains(word), "--help lacks {word}");
+    }
+}
+
+#[test]
+fn descriptor_exhaustion_backs_off_and_recovers() {
+    use std::sync::{Arc, Mutex};
+    // A descriptor limit the server cannot raise: accept fails with EMFILE.
+    let mut child = Command::new("bash")
+        .args(["-c", &format!("ulimit -n 32 && exec {BIN} --listen 127.0.0.1:0 --workers 1")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let addr: SocketAddr = first.trim().strip_prefix("listening on ").unwrap().parse().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let err = child.stderr.take().unwrap();
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let server = Running { child, addr };
+    let wait_log = |what: &str| {
+        let deadline = Instant::now() + TIMEOUT;
+        while !log.lock().unwrap().contains(what) {
+            assert!(Instant::now() < deadline, "log lacks {what:?}: {}", log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // More clients than descriptors; each says hello.
+    let mut clients: Vec<TcpStream> = (0..40).map(|_| connect(addr)).collect();
+    for c in clients.iter_mut() {
+        c.write_all(b"hi").unwrap();
+    }
+    wait_log("accept failed");
+    // Those accepted are served; the rest wait in the backlog.
+    let mut served = Vec::new();
+    let mut waiting = Vec::new();
+    for mut c in clients.drain(..) {
+        c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut b = [0u8; 2];
+        match c.read_exact(&mut b) {
+            Ok(()) => served.push(c),
+            Err(_) => waiting.push(c),
+        }
+    }
+    assert!(!served.is_empty() && !waiting.is_empty(), "{} served, {} waiting", served.len(), waiting.len());
+    for c in served.iter_mut() {
+        c.write_all(b"ok").unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"ok");
+    }
+    // Free the descriptors: the waiting clients are accepted and answered.
+    drop(served);
+    for c in waiting.iter_mut() {
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"hi");
+    }
+    wait_log("accepting again");
+    drop(server);
+}

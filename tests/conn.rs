@@ -1,0 +1,161 @@
+//! Replying through `Conn` and `ConnHandle`: order, file regions, closed
+//! connections.
+
+mod util;
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use switchboard::{CloseReason, Conn, ConnHandle, Flow, Framing, Handler, SendError, Server};
+use util::*;
+
+fn temp_file(name: &str, data: &[u8]) -> (PathBuf, Arc<File>) {
+    let dir = std::env::temp_dir().join(format!("switchboard-conn-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("data");
+    std::fs::write(&path, data).unwrap();
+    let file = Arc::new(File::open(&path).unwrap());
+    (dir, file)
+}
+
+/// `inline`: file region from the callback. `later`: a thread replies through
+/// the handle (text, file, text). `text`: a line at once.
+struct Files {
+    file: Arc<File>,
+    len: u64,
+    handles: Arc<Mutex<Vec<ConnHandle>>>,
+    closes: Arc<Mutex<Vec<String>>>,
+}
+
+impl Handler for Files {
+    type Session = ();
+    fn framing(&self) -> Framing {
+        Framing::lines(64)
+    }
+    fn open(&self, conn: &mut Conn<'_>) {
+        self.handles.lock().push(conn.handle());
+    }
+    fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        match line {
+            b"inline" => {
+                conn.send(b"<");
+                conn.send_file(Arc::clone(&self.file), 0, self.len);
+                conn.send(b">");
+            }
+            b"later" => {
+                let h = conn.handle();
+                let (file, len) = (Arc::clone(&self.file), self.len);
+                std::thread::spawn(move || {
+                    h.send("[").unwrap();
+                    h.send_file(file, 0, len).unwrap();
+                    h.send("]").unwrap();
+                });
+            }
+            b"tail" => conn.send_file(Arc::clone(&self.file), self.len - 3, 3),
+            b"beyond" => conn.send_file(Arc::clone(&self.file), 0, self.len + 10),
+            _ => {
+                conn.send(line);
+                conn.send(b"\n");
+            }
+        }
+        Flow::Continue
+    }
+    fn close(&self, _: (), reason: &CloseReason) {
+        self.closes.lock().push(reason.to_string());
+    }
+}
+
+fn files_server(data: &[u8], name: &str) -> (Server, Files, PathBuf) {
+    let (dir, file) = temp_file(name, data);
+    let h = Files {
+        file: Arc::clone(&file),
+        len: data.len() as u64,
+        handles: Arc::default(),
+        closes: Arc::default(),
+    };
+    let shared = Files {
+        file,
+        len: data.len() as u64,
+        handles: Arc::clone(&h.handles),
+        closes: Arc::clone(&h.closes),
+    };
+    (start(Server::builder().workers(1), h), shared, dir)
+}
+
+#[test]
+fn file_regions_go_out_in_order_with_bytes() {
+    let data = random_bytes(3 << 20, 11);
+    let (server, _h, dir) = files_server(&data, "order");
+    let mut s = connect(server.local_addr());
+    s.write_all(b"inline\nping\ntail\n").unwrap();
+    let got = read_exact(&mut s, 1 + data.len() + 1 + 5 + 3);
+    assert_eq!(got[0], b'<');
+    assert!(got[1..=data.len()] == data[..], "file content differs");
+    assert_eq!(&got[data.len() + 1..data.len() + 7], b">ping\n");
+    assert_eq!(&got[data.len() + 7..], &data[data.len() - 3..]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn replies_from_another_thread_keep_their_order() {
+    let data = random_bytes(1 << 20, 12);
+    let (server, _h, dir) = files_server(&data, "later");
+    let mut s = connect(server.local_addr());
+    s.write_all(b"later\n").unwrap();
+    let got = read_exact(&mut s, data.len() + 2);
+    assert_eq!(got[0], b'[');
+    assert!(got[1..=data.len()] == data[..]);
+    assert_eq!(got[data.len() + 1], b']');
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_file_shorter_than_its_region_closes_the_connection() {
+    let data = random_bytes(1000, 13);
+    let (server, h, dir) = files_server(&data, "short");
+    let mut s = connect(server.local_addr());
+    s.write_all(b"beyond\n").unwrap();
+    // The whole file, then the end: never bytes that are not the file.
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert_eq!(got, data);
+    wait_until("the close is reported", || !h.closes.lock().is_empty());
+    assert_eq!(h.closes.lock()[0], CloseReason::FileTruncated.to_string());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn sending_to_a_closed_connection_says_closed() {
+    let (server, h, dir) = files_server(b"x", "closed");
+    let s = connect(server.local_addr());
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    w.write_all(b"hello\n").unwrap();
+    assert_eq!(read_line(&mut r), "hello\n");
+    let handle = h.handles.lock()[0].clone();
+    assert!(!handle.is_closed());
+    assert_eq!(handle.send("pushed\n"), Ok(()));
+    assert_eq!(read_line(&mut r), "pushed\n");
+    drop((r, w));
+    wait_until("the handle sees the close", || handle.is_closed());
+    assert_eq!(handle.send("late\n"), Err(SendError::Closed));
+    assert_eq!(h.closes.lock()[0], CloseReason::PeerClosed.to_string());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_handle_can_close_its_connection_after_flushing() {
+    let (server, h, dir) = files_server(b"x", "handleclose");
+    let mut s = connect(server.local_addr());
+    wait_until("connection registered", || h.handles.lock().len() == 1);
+    let handle = h.handles.lock()[0].clone();
+    handle.send("last words\n").unwrap();
+    handle.close();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "last words\n");
+    std::fs::remove_dir_all(dir).unwrap();
+}
