@@ -177,7 +177,10 @@ impl Protocol for Chat {
     }
 
     fn all_done(&self, _tally: &Tally) -> bool {
-        self.shared.chat.as_ref().map_or(true, |c| c.total.load(Ordering::Acquire) <= 0)
+        match &self.shared.chat {
+            Some(c) => c.total.load(Ordering::Acquire) <= 0,
+            None => true,
+        }
     }
 
     fn pump_all(&self) -> bool {

@@ -1,0 +1,174 @@
+//! `switchboard-load` against real servers started in-process: each mode
+//! runs briefly with few connections and its counts are checked from the
+//! `--json` output.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchboard::{handler_fn, Flow, Framing, Server};
+use switchboard_handlers::Echo;
+
+/// How long one run of the load generator may take before the test fails.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `switchboard-load ARGS`, killing it (and failing) after [`TIMEOUT`].
+fn load(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-load"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("switchboard-load starts");
+    let status = wait(&mut child);
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    Output { status, stdout, stderr }
+}
+
+fn wait(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for switchboard-load") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("switchboard-load did not finish within {TIMEOUT:?}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Runs with `--json` and parses the result.
+fn load_json(addr: SocketAddr, args: &[&str]) -> (Output, Value) {
+    let target = addr.to_string();
+    let mut all = vec!["--json", "--quiet", "--target", &target];
+    all.extend_from_slice(args);
+    let out = load(&all);
+    let v: Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", out.stdout, out.stderr));
+    (out, v)
+}
+
+fn echo_server() -> Server {
+    Server::builder().workers(2).start("127.0.0.1:0", Echo).expect("server starts")
+}
+
+fn u(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_u64().unwrap_or_else(|| panic!("{path:?} is not a number in {v}"))
+}
+
+#[test]
+fn echo_closed_loop_gets_every_message_back() {
+    let server = echo_server();
+    let (out, v) =
+        load_json(server.local_addr(), &["echo", "-c", "4", "-d", "1s", "--depth", "4", "--size", "100"]);
+    assert!(out.status.success(), "exit {:?}: {}", out.status, out.stderr);
+    assert_eq!(v["mode"], "echo");
+    assert_eq!(u(&v, &["connections", "established"]), 4);
+    let sent = u(&v, &["messages", "sent"]);
+    assert!(sent > 100, "only {sent} messages in a second");
+    assert_eq!(u(&v, &["messages", "received"]), sent);
+    assert_eq!(u(&v, &["errors", "total"]), 0);
+    assert!(v["throughput_per_s"].as_f64().unwrap() > 0.0);
+    let lat = &v["latency_us"];
+    assert_eq!(lat["samples"].as_u64(), Some(sent));
+    let (p50, p99, max) =
+        (lat["p50"].as_f64().unwrap(), lat["p99"].as_f64().unwrap(), lat["max"].as_f64().unwrap());
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{lat}");
+    assert!(v["cpu"]["per_message_us"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn echo_message_count_is_exact() {
+    let server = echo_server();
+    let (out, v) = load_json(server.local_addr(), &["echo", "-c", "3", "-n", "500", "--depth", "2"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(u(&v, &["messages", "sent"]), 500);
+    assert_eq!(u(&v, &["messages", "received"]), 500);
+    assert_eq!(u(&v, &["errors", "total"]), 0);
+}
+
+#[test]
+fn echo_open_loop_keeps_the_schedule() {
+    let server = echo_server();
+    let (out, v) = load_json(server.local_addr(), &["echo", "-c", "4", "-d", "1s", "--rate", "2000"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(v["loop"], "open");
+    let sent = u(&v, &["messages", "sent"]);
+    assert!((1900..=2100).contains(&sent), "{sent} sent at 2,000/s for 1 s");
+    assert_eq!(u(&v, &["messages", "received"]), sent);
+    assert_eq!(u(&v, &["errors", "total"]), 0);
+}
+
+#[test]
+fn echo_corruption_is_counted_as_mismatches() {
+    // Echoes everything, but flips one bit of every 100th byte it sees.
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let corrupt = handler_fn(Framing::Raw, move |data, conn| {
+        let mut copy = data.to_vec();
+        for b in copy.iter_mut() {
+            if counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 100 == 99 {
+                *b ^= 1;
+            }
+        }
+        conn.send(&copy);
+        Flow::Continue
+    });
+    let server = Server::builder().workers(1).start("127.0.0.1:0", corrupt).expect("server starts");
+    let (out, v) = load_json(server.local_addr(), &["echo", "-c", "2", "-n", "200"]);
+    assert_eq!(out.status.code(), Some(1), "errors must fail the run: {}", out.stderr);
+    assert_eq!(u(&v, &["messages", "received"]), 200);
+    let mismatches = u(&v, &["errors", "mismatches"]);
+    assert!(mismatches >= 100, "{mismatches} mismatches for 128 corrupted bytes in 200 messages");
+}
+
+#[test]
+fn idle_connections_stay_open() {
+    let server = echo_server();
+    let (out, v) = load_json(server.local_addr(), &["idle", "-c", "50", "-d", "300ms"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(u(&v, &["connections", "established"]), 50);
+    assert_eq!(u(&v, &["connections", "failed"]), 0);
+    assert_eq!(u(&v, &["messages", "sent"]), 0);
+}
+
+#[test]
+fn unreachable_target_exits_2_with_one_line() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let target = format!("127.0.0.1:{port}");
+    let out = load(&["echo", "--target", &target, "-d", "1s", "--quiet"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.contains("cannot connect to"), "{}", out.stderr);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let out = load(&["echo", "--connections", "0", "-d", "1s"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.contains("--connections"), "{}", out.stderr);
+}
