@@ -436,6 +436,13 @@ impl<H: Handler> Worker<H> {
                 Ok(0) => {
                     // Half-close: serve what was read, deliver the replies,
                     // then close. An incomplete frame at EOF is dropped.
+                    let handler = &self.handler;
+                    let (session, mut conn) = c.conn(self.draining);
+                    if let Some(session) = session {
+                        if guarded!(self.shared.stats, handler.eof(session, &mut conn)).is_none() {
+                            return self.close_now(token, CloseReason::HandlerPanic);
+                        }
+                    }
                     self.begin_close(token, CloseReason::PeerClosed);
                     break;
                 }
