@@ -8,8 +8,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use switchboard::{handler_fn, Flow, Framing, Server};
-use switchboard_handlers::Echo;
+use switchboard::{handler_fn, Conn, ConnHandle, Flow, Framing, Handler, Server};
+use switchboard_handlers::{Chat, Echo};
 
 /// How long one run of the load generator may take before the test fails.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -140,6 +140,93 @@ fn echo_corruption_is_counted_as_mismatches() {
     assert_eq!(u(&v, &["messages", "received"]), 200);
     let mismatches = u(&v, &["errors", "mismatches"]);
     assert!(mismatches >= 100, "{mismatches} mismatches for 128 corrupted bytes in 200 messages");
+}
+
+fn chat_server() -> Server {
+    Server::builder().workers(2).start("127.0.0.1:0", Chat::new(4096)).expect("server starts")
+}
+
+#[test]
+fn chat_every_member_receives_every_other_members_messages() {
+    let server = chat_server();
+    let (out, v) = load_json(server.local_addr(), &["chat", "-c", "6", "-d", "1s", "--depth", "2"]);
+    assert!(out.status.success(), "exit {:?}: {}", out.status, out.stderr);
+    let sent = u(&v, &["messages", "sent"]);
+    assert!(sent > 50, "only {sent} messages in a second");
+    assert_eq!(u(&v, &["chat", "members"]), 6);
+    assert_eq!(u(&v, &["chat", "expected"]), 5 * sent);
+    assert_eq!(u(&v, &["chat", "received"]), 5 * sent);
+    assert_eq!(u(&v, &["messages", "received"]), 5 * sent);
+    assert_eq!(u(&v, &["chat", "missing"]), 0);
+    assert_eq!(u(&v, &["chat", "complete_members"]), 6);
+    assert_eq!(u(&v, &["errors", "total"]), 0);
+    assert_eq!(v["latency_us"]["samples"].as_u64(), Some(5 * sent));
+}
+
+#[test]
+fn chat_message_count_and_open_loop() {
+    let server = chat_server();
+    let (out, v) = load_json(server.local_addr(), &["chat", "-c", "4", "-n", "200", "--size", "300"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(u(&v, &["messages", "sent"]), 200);
+    assert_eq!(u(&v, &["chat", "received"]), 600);
+    assert_eq!(u(&v, &["chat", "complete_members"]), 4);
+
+    let (out, v) = load_json(server.local_addr(), &["chat", "-c", "3", "-d", "1s", "--rate", "300"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let sent = u(&v, &["messages", "sent"]);
+    assert!((280..=320).contains(&sent), "{sent} sent at 300/s for 1 s");
+    assert_eq!(u(&v, &["chat", "received"]), 2 * sent);
+    assert_eq!(u(&v, &["errors", "total"]), 0);
+}
+
+/// A room that welcomes everybody but relays only every other line.
+struct LossyRoom {
+    members: std::sync::Mutex<Vec<ConnHandle>>,
+    lines: std::sync::atomic::AtomicU64,
+}
+
+impl Handler for LossyRoom {
+    type Session = ();
+
+    fn framing(&self) -> Framing {
+        Framing::lines(4096)
+    }
+
+    fn open(&self, conn: &mut Conn<'_>) {
+        conn.send(b"* welcome guest\n");
+        self.members.lock().unwrap().push(conn.handle());
+    }
+
+    fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        if self.lines.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 0 {
+            let mut msg = b"<guest> ".to_vec();
+            msg.extend_from_slice(line);
+            msg.push(b'\n');
+            let others: Vec<ConnHandle> =
+                self.members.lock().unwrap().iter().filter(|h| h.id() != conn.id()).cloned().collect();
+            for h in others {
+                let _ = h.send(msg.clone());
+            }
+        }
+        Flow::Continue
+    }
+}
+
+#[test]
+fn chat_missing_deliveries_are_counted() {
+    let room = LossyRoom { members: Default::default(), lines: Default::default() };
+    let server = Server::builder().workers(1).start("127.0.0.1:0", room).expect("server starts");
+    let (out, v) = load_json(
+        server.local_addr(),
+        &["chat", "-c", "3", "-n", "40", "--rate", "400", "--drain-timeout", "300ms"],
+    );
+    assert_eq!(out.status.code(), Some(1), "missing deliveries must fail the run: {}", out.stderr);
+    assert_eq!(u(&v, &["messages", "sent"]), 40);
+    assert_eq!(u(&v, &["chat", "expected"]), 80);
+    assert_eq!(u(&v, &["chat", "received"]), 40);
+    assert_eq!(u(&v, &["chat", "missing"]), 40);
+    assert!(u(&v, &["errors", "lost"]) >= 40);
 }
 
 #[test]
