@@ -89,7 +89,7 @@ pub(crate) struct EchoLoad {
     pub(crate) name: String,
     pub(crate) conns: usize,
     pub(crate) depth: usize,
-    /// Whether the throughput target (≥ 1.2× tokio) applies to it.
+    /// Whether the echo targets (throughput, p99, server CPU) apply to it.
     pub(crate) throughput_target: bool,
 }
 
