@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchboard::{handler_fn, Conn, ConnHandle, Flow, Framing, Handler, Server};
-use switchboard_handlers::{Chat, Echo};
+use switchboard_handlers::{Chat, Echo, FileGet};
 
 /// How long one run of the load generator may take before the test fails.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -227,6 +227,78 @@ fn chat_missing_deliveries_are_counted() {
     assert_eq!(u(&v, &["chat", "received"]), 40);
     assert_eq!(u(&v, &["chat", "missing"]), 40);
     assert!(u(&v, &["errors", "lost"]) >= 40);
+}
+
+/// A unique temporary folder, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("switchboard-load-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn file_downloads_are_md5_checked() {
+    let dir = TempDir::new("file");
+    let size = 3 * 1024 * 1024 + 17;
+    let mut state = 0x1234_5678_9abc_def1_u64;
+    let data: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(dir.0.join("big file.bin"), &data).unwrap();
+    let server = Server::builder()
+        .workers(2)
+        .start("127.0.0.1:0", FileGet::new(&dir.0, 4096).unwrap())
+        .expect("server starts");
+    let (out, v) =
+        load_json(server.local_addr(), &["file", "big file.bin", "-c", "2", "-n", "6", "--depth", "2"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(u(&v, &["messages", "sent"]), 6);
+    assert_eq!(u(&v, &["messages", "received"]), 6);
+    assert_eq!(u(&v, &["file", "md5_ok"]), 6);
+    assert_eq!(u(&v, &["file", "md5_mismatch"]), 0);
+    assert_eq!(u(&v, &["file", "file_size"]), size as u64);
+    assert_eq!(u(&v, &["bytes"]), 6 * size as u64);
+    assert!(v["mb_per_s"].as_f64().unwrap() > 0.0);
+
+    let (out, v) = load_json(server.local_addr(), &["file", "no such file", "-n", "2"]);
+    assert_eq!(out.status.code(), Some(1), "error replies must fail the run");
+    assert_eq!(u(&v, &["file", "error_replies"]), 2);
+    assert_eq!(u(&v, &["file", "md5_ok"]), 0);
+}
+
+#[test]
+fn file_content_that_does_not_match_its_md5_is_counted() {
+    // Answers every request with 5 bytes whose md5 is not the header's.
+    let liar = handler_fn(Framing::lines(4096), |_line, conn| {
+        let header = br#"{"filename": "x", "file_size": 5, "md5": "00000000000000000000000000000000"}"#;
+        conn.send(&(header.len() as i32).to_le_bytes());
+        conn.send(header);
+        conn.send(b"hello");
+        Flow::Continue
+    });
+    let server = Server::builder().workers(1).start("127.0.0.1:0", liar).expect("server starts");
+    let (out, v) = load_json(server.local_addr(), &["file", "x", "-n", "3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(u(&v, &["messages", "received"]), 3);
+    assert_eq!(u(&v, &["file", "md5_mismatch"]), 3);
+    assert_eq!(u(&v, &["errors", "mismatches"]), 3);
 }
 
 #[test]
