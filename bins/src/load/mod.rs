@@ -30,6 +30,7 @@ mod progress;
 mod report;
 mod shared;
 mod sys;
+mod timer;
 mod worker;
 
 use std::fmt;

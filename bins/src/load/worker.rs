@@ -14,9 +14,14 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::config::Config;
 use super::shared::{Shared, RUN, STOP};
+use super::timer::Timer;
 
 /// The token of the waker the coordinating thread uses.
 pub(crate) const WAKE: Token = Token(usize::MAX);
+/// The token of the precise timer.
+const TIMER: Token = Token(usize::MAX - 1);
+/// Sleeps shorter than this use the timerfd (epoll only sleeps whole milliseconds).
+const PRECISE_BELOW_NS: u64 = 5_000_000;
 
 /// Reads per readable event before other connections get a turn.
 const READS_PER_TURN: usize = 16;
@@ -249,6 +254,13 @@ impl<P: Protocol> Worker<P> {
         let mut ready_list: Vec<usize> = Vec::new();
         let mut budget_spent = false;
         let mut last_timeout_scan = 0;
+        let timer = match Timer::new(self.poll.registry(), TIMER) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                log::debug!("no timerfd, timing to the millisecond: {e}");
+                None
+            }
+        };
         loop {
             let now = self.shared.now_ns();
             let phase = self.shared.phase.load(Ordering::Acquire);
@@ -356,7 +368,12 @@ impl<P: Protocol> Worker<P> {
             }
             self.publish();
 
-            let t = timeout.map(Duration::from_nanos);
+            let t = match (timeout, &timer) {
+                (Some(ns), Some(timer)) if ns > 0 && ns < PRECISE_BELOW_NS && timer.arm(ns).is_ok() => {
+                    Some(Duration::from_millis(10)) // the timer wakes us first
+                }
+                (t, _) => t.map(Duration::from_nanos),
+            };
             if let Err(e) = self.poll.poll(&mut events, t) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("poll failed: {e}");
@@ -369,6 +386,12 @@ impl<P: Protocol> Worker<P> {
             }
             for ev in events.iter() {
                 if ev.token() == WAKE {
+                    continue;
+                }
+                if ev.token() == TIMER {
+                    if let Some(t) = &timer {
+                        t.clear();
+                    }
                     continue;
                 }
                 let i = ev.token().0;
