@@ -153,6 +153,8 @@ pub(crate) struct Results {
     pub(crate) file: Vec<FileSample>,
     pub(crate) file_md5: Option<Md5Check>,
     pub(crate) file_size: u64,
+    /// /proc/loadavg's 1-minute figure when the run started.
+    pub(crate) loadavg: String,
     /// Runs that could not be made, with why.
     pub(crate) failures: Vec<String>,
 }
@@ -189,7 +191,8 @@ fn main() -> ExitCode {
 
 fn parse_args() -> Result<Options, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let default_out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("BENCHMARKS.md");
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let default_out = manifest.parent().unwrap_or(&manifest).join("BENCHMARKS.md");
     let bin_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.to_path_buf()))
@@ -217,7 +220,11 @@ fn parse_args() -> Result<Options, String> {
 }
 
 fn run_all(opts: &Options, bins: &Bins) -> Results {
-    let mut r = Results { idle_conns: 10_000, chat_members: 1_000, ..Results::default() };
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
+    let mut r = Results { idle_conns: 10_000, chat_members: 1_000, loadavg, ..Results::default() };
     let loads = [
         ("echo 64 B, 1 connection", 1, 1, false),
         ("echo 64 B, 64 connections", 64, 1, true),

@@ -165,8 +165,9 @@ pub(crate) fn render(opts: &Options, r: &Results, took: Duration) -> String {
     let _ = writeln!(s, "cargo run --release -p switchboard-benches --bin bench{args}\n```\n");
     let _ = writeln!(
         s,
-        "Machine: {cores} cores (`nproc`), {model}, Linux {kernel}. Run on {} (UTC), {} round{} \
-         ({}; took {:.0} s).\n",
+        "Machine: {cores} cores (`nproc`), {model}, Linux {kernel}; load average {} when the run \
+         started. Run on {} (UTC), {} round{} ({}; took {:.0} s).\n",
+        r.loadavg,
         today(),
         opts.rounds,
         if opts.rounds == 1 { "" } else { "s" },
@@ -355,7 +356,8 @@ fn meaning(r: &Results) -> String {
         let _ = writeln!(
             s,
             "- file get with md5 checked by the load generator: {ok} download(s) matched, {bad} \
-             mismatched ({mbs:.0} MB/s, capped by computing md5 on the same cores)."
+             mismatched ({mbs:.0} MB/s: the server computes the md5 on this first request, and the \
+             load generator computes it too, on the same cores)."
         );
     }
     if !r.chat.is_empty() {
@@ -389,6 +391,28 @@ fn meaning(r: &Results) -> String {
     } else {
         s.push_str("- No run saw an error or a failed connection.\n");
     }
+    let spread = r
+        .echo
+        .iter()
+        .flat_map(|(_, runs)| runs.iter())
+        .filter(|v| v.len() > 1)
+        .map(|v| {
+            let xs: Vec<f64> = v.iter().map(|x| x.msgs).collect();
+            let (lo, hi) = xs.iter().fold((f64::MAX, 0.0_f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            let m = median(xs);
+            if m > 0.0 {
+                (hi - lo) / m
+            } else {
+                0.0
+            }
+        })
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        s,
+        "- Spread: between rounds, one server's echo throughput on one load varied by up to {:.0}% of \
+         its median; ratios within that band are not conclusive.",
+        spread * 100.0
+    );
     let cores = r.echo.iter().flat_map(|(_, runs)| runs[SB].iter()).map(|x| x.load_cores).fold(0.0, f64::max);
     let _ = writeln!(
         s,
