@@ -175,6 +175,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let (cores, _, _) = procs::machine();
+    let busy = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|x| x.parse::<f64>().ok()))
+        .filter(|&l| l > cores as f64);
+    if let Some(l) = busy {
+        eprintln!("bench: the machine is busy (load average {l:.1} on {cores} cores): expect noisy numbers");
+    }
     let started = Instant::now();
     let results = run_all(&opts, &bins);
     let md = markdown::render(&opts, &results, started.elapsed());
