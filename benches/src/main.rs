@@ -1,2 +1,524 @@
-//! Benchmark runner (in progress).
-fn main() {}
+//! The benchmark runner: Switchboard against a tokio baseline (and, for file
+//! downloads, a sendfile baseline), driven by `switchboard-load`, in
+//! alternating rounds; prints a markdown table of medians and writes
+//! BENCHMARKS.md.
+//!
+//! ```text
+//! cargo build --release --workspace
+//! cargo run --release -p switchboard-benches --bin bench -- [--quick] [--rounds N] [--out FILE]
+//! ```
+//!
+//! It builds nothing itself: it drives the release binaries beside its own
+//! executable (`switchboard-server`, `switchboard-load`, `tokio-echo`,
+//! `sendfile-server`).
+
+mod filebench;
+mod markdown;
+mod procs;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use procs::{run_load, Bins, ServerProc};
+
+/// The options of one benchmark run.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) quick: bool,
+    pub(crate) rounds: usize,
+    pub(crate) out: Option<PathBuf>,
+    pub(crate) bin_dir: PathBuf,
+    pub(crate) args: Vec<String>,
+}
+
+impl Options {
+    fn duration(&self) -> &'static str {
+        if self.quick {
+            "1s"
+        } else {
+            "3s"
+        }
+    }
+
+    fn file_size(&self) -> u64 {
+        if self.quick {
+            64 << 20
+        } else {
+            1 << 30
+        }
+    }
+
+    fn file_gets(&self) -> u32 {
+        if self.quick {
+            8
+        } else {
+            3
+        }
+    }
+}
+
+/// The two echo servers compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Switchboard,
+    Tokio,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Switchboard => "switchboard",
+            Kind::Tokio => "tokio",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Kind::Switchboard => 0,
+            Kind::Tokio => 1,
+        }
+    }
+}
+
+/// One echo load.
+#[derive(Debug, Clone)]
+pub(crate) struct EchoLoad {
+    pub(crate) name: String,
+    pub(crate) conns: usize,
+    pub(crate) depth: usize,
+    /// Whether the echo targets (throughput, p99, server CPU) apply to it.
+    pub(crate) throughput_target: bool,
+}
+
+/// One echo run's numbers.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EchoSample {
+    pub(crate) msgs: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) p999_us: f64,
+    pub(crate) server_cpu_us: f64,
+    pub(crate) load_cpu_us: f64,
+    pub(crate) load_cores: f64,
+    pub(crate) errors: u64,
+    pub(crate) failed: u64,
+}
+
+/// One idle run's numbers.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IdleSample {
+    pub(crate) rss: f64,
+    pub(crate) rss_before: f64,
+    pub(crate) conns: usize,
+}
+
+/// One chat run's numbers.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ChatSample {
+    pub(crate) delivered: f64,
+    pub(crate) sent: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) members: u64,
+    pub(crate) complete: u64,
+    pub(crate) errors: u64,
+    pub(crate) server_cpu_us: f64,
+}
+
+/// One file round's numbers (bytes per second).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FileSample {
+    /// The sendfile baseline read by the minimal blocking client.
+    pub(crate) baseline: f64,
+    /// The sendfile baseline read by switchboard-load (the same client as switchboard's).
+    pub(crate) baseline_load: f64,
+    pub(crate) switchboard: f64,
+    pub(crate) errors: u64,
+}
+
+/// The md5-checked download: (md5 ok, mismatched, MB/s).
+pub(crate) type Md5Check = (u64, u64, f64);
+
+/// Everything measured.
+#[derive(Debug, Default)]
+pub(crate) struct Results {
+    pub(crate) echo: Vec<(EchoLoad, [Vec<EchoSample>; 2])>,
+    pub(crate) idle: [Vec<IdleSample>; 2],
+    pub(crate) idle_conns: usize,
+    pub(crate) chat: Vec<ChatSample>,
+    pub(crate) chat_members: usize,
+    pub(crate) file: Vec<FileSample>,
+    pub(crate) file_md5: Option<Md5Check>,
+    pub(crate) file_size: u64,
+    /// /proc/loadavg's 1-minute figure when the run started.
+    pub(crate) loadavg: String,
+    /// Runs that could not be made, with why.
+    pub(crate) failures: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            eprintln!("usage: bench [--quick] [--rounds N] [--out FILE | --no-write] [--bin-dir DIR]");
+            return ExitCode::from(2);
+        }
+    };
+    let bins = match Bins::find(&opts.bin_dir) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (cores, _, _) = procs::machine();
+    let busy = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|x| x.parse::<f64>().ok()))
+        .filter(|&l| l > cores as f64);
+    if let Some(l) = busy {
+        eprintln!("bench: the machine is busy (load average {l:.1} on {cores} cores): expect noisy numbers");
+    }
+    let started = Instant::now();
+    let results = run_all(&opts, &bins);
+    let md = markdown::render(&opts, &results, started.elapsed());
+    println!("{}", markdown::tables(&results));
+    if let Some(path) = &opts.out {
+        if let Err(e) = std::fs::write(path, &md) {
+            eprintln!("bench: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("bench: wrote {} ({:.0} s)", path.display(), started.elapsed().as_secs_f64());
+    }
+    ExitCode::SUCCESS
+}
+
+fn parse_args() -> Result<Options, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let default_out = manifest.parent().unwrap_or(&manifest).join("BENCHMARKS.md");
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from("target/release"));
+    let mut o = Options { quick: false, rounds: 3, out: Some(default_out), bin_dir, args: args.clone() };
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--rounds" => {
+                o.rounds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| (1..=20).contains(&n))
+                    .ok_or("--rounds needs a number from 1 to 20")?;
+            }
+            "--out" => o.out = Some(PathBuf::from(it.next().ok_or("--out needs a file")?)),
+            "--no-write" => o.out = None,
+            "--bin-dir" => o.bin_dir = PathBuf::from(it.next().ok_or("--bin-dir needs a folder")?),
+            "-h" | "--help" => return Err("runs the benchmarks and writes BENCHMARKS.md".into()),
+            other => return Err(format!("unknown argument '{other}'")),
+        }
+    }
+    Ok(o)
+}
+
+fn run_all(opts: &Options, bins: &Bins) -> Results {
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
+    let mut r = Results { idle_conns: 10_000, chat_members: 1_000, loadavg, ..Results::default() };
+    let loads = [
+        ("echo 64 B, 1 connection", 1, 1, false),
+        ("echo 64 B, 64 connections", 64, 1, true),
+        ("echo 64 B, 1,000 connections", 1_000, 1, true),
+        ("echo 64 B, 10,000 connections", 10_000, 1, true),
+        ("echo 64 B, 64 connections, depth 16", 64, 16, false),
+    ];
+    for (name, conns, depth, t) in loads {
+        let load = EchoLoad { name: name.into(), conns, depth, throughput_target: t };
+        r.echo.push((load, [Vec::new(), Vec::new()]));
+    }
+    let file = match filebench::BenchFile::create(opts.file_size()) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            r.failures.push(format!("file get: cannot write the test file: {e}"));
+            None
+        }
+    };
+    r.file_size = opts.file_size();
+    let mut chat_available = true;
+    for round in 0..opts.rounds {
+        let order =
+            if round % 2 == 0 { [Kind::Switchboard, Kind::Tokio] } else { [Kind::Tokio, Kind::Switchboard] };
+        eprintln!("round {}/{}", round + 1, opts.rounds);
+        for i in 0..r.echo.len() {
+            let load = r.echo[i].0.clone();
+            for kind in order {
+                match echo_run(opts, bins, kind, &load) {
+                    Ok(s) => {
+                        eprintln!(
+                            "  {:<38} {:<11} {:>9.0} msg/s  p99 {:>8.0} µs  server CPU {:.2} µs/msg  errors {}",
+                            load.name, kind.name(), s.msgs, s.p99_us, s.server_cpu_us, s.errors + s.failed
+                        );
+                        r.echo[i].1[kind.index()].push(s);
+                    }
+                    Err(e) => fail(&mut r, format!("{} on {}: {e}", load.name, kind.name())),
+                }
+            }
+        }
+        for kind in order {
+            match idle_run(bins, kind, r.idle_conns) {
+                Ok(s) => {
+                    eprintln!(
+                        "  {:<38} {:<11} {} connections, RSS {:.1} MB ({:.1} MB before)",
+                        "idle connections",
+                        kind.name(),
+                        s.conns,
+                        s.rss / 1e6,
+                        s.rss_before / 1e6
+                    );
+                    r.idle[kind.index()].push(s);
+                }
+                Err(e) => fail(&mut r, format!("idle connections on {}: {e}", kind.name())),
+            }
+        }
+        if chat_available {
+            match chat_run(opts, bins, r.chat_members) {
+                Ok(s) => {
+                    eprintln!(
+                        "  {:<38} {:<11} {:>9.0} deliveries/s  p99 {:>8.0} µs  {}/{} members got everything",
+                        "chat", "switchboard", s.delivered, s.p99_us, s.complete, s.members
+                    );
+                    r.chat.push(s);
+                }
+                Err(e) => {
+                    chat_available = false;
+                    fail(&mut r, format!("chat on switchboard: {e}"));
+                }
+            }
+        }
+        if let Some(f) = &file {
+            match file_run(opts, bins, f, round == 0) {
+                Ok((s, md5)) => {
+                    eprintln!(
+                        "  {:<38} {:<11} {:>9.0} MB/s (sendfile baseline {:.0} MB/s; {:.0} MB/s with switchboard-load)",
+                        "file get",
+                        "switchboard",
+                        s.switchboard / 1e6,
+                        s.baseline / 1e6,
+                        s.baseline_load / 1e6
+                    );
+                    r.file.push(s);
+                    if md5.is_some() {
+                        r.file_md5 = md5;
+                    }
+                }
+                Err(e) => fail(&mut r, format!("file get: {e}")),
+            }
+        }
+    }
+    r
+}
+
+fn fail(r: &mut Results, msg: String) {
+    eprintln!("  ! {msg}");
+    if !r.failures.contains(&msg) {
+        r.failures.push(msg);
+    }
+}
+
+fn start_echo(bins: &Bins, kind: Kind) -> Result<ServerProc, String> {
+    match kind {
+        Kind::Switchboard => ServerProc::start(
+            &bins.server,
+            &["--handler", "echo", "--listen", "127.0.0.1:0", "--workers", "2", "--max-connections", "20000"],
+        ),
+        Kind::Tokio => ServerProc::start(&bins.tokio_echo, &["--listen", "127.0.0.1:0"]),
+    }
+}
+
+fn f(v: &Value, path: &[&str]) -> f64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_f64().unwrap_or(0.0)
+}
+
+fn echo_run(opts: &Options, bins: &Bins, kind: Kind, load: &EchoLoad) -> Result<EchoSample, String> {
+    let server = start_echo(bins, kind)?;
+    let cpu0 = server.cpu();
+    let args: Vec<String> = [
+        "echo",
+        "--target",
+        &server.addr,
+        "--connections",
+        &load.conns.to_string(),
+        "--depth",
+        &load.depth.to_string(),
+        "--size",
+        "64",
+        "--duration",
+        opts.duration(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let v = run_load(&bins.load, &args, Duration::from_secs(120))?;
+    let cpu = server.cpu().saturating_sub(cpu0);
+    let received = f(&v, &["messages", "received"]);
+    Ok(EchoSample {
+        msgs: f(&v, &["throughput_per_s"]),
+        p50_us: f(&v, &["latency_us", "p50"]),
+        p99_us: f(&v, &["latency_us", "p99"]),
+        p999_us: f(&v, &["latency_us", "p99_9"]),
+        server_cpu_us: if received > 0.0 { cpu.as_secs_f64() * 1e6 / received } else { 0.0 },
+        load_cpu_us: f(&v, &["cpu", "per_message_us"]),
+        load_cores: f(&v, &["cpu", "cores"]),
+        errors: f(&v, &["errors", "total"]) as u64,
+        failed: f(&v, &["connections", "failed"]) as u64,
+    })
+}
+
+fn idle_run(bins: &Bins, kind: Kind, conns: usize) -> Result<IdleSample, String> {
+    let server = start_echo(bins, kind)?;
+    let base_fds = server.fds();
+    let rss_before = server.rss() as f64;
+    let mut load = Command::new(&bins.load)
+        .args(["idle", "--target", &server.addr, "--connections", &conns.to_string(), "--duration", "60s"])
+        .args(["--quiet", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start switchboard-load: {e}"))?;
+    // Wait until the server holds every connection (or the count stops growing).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut last = (0, Instant::now());
+    let established = loop {
+        let n = server.fds().saturating_sub(base_fds);
+        if n >= conns {
+            break n;
+        }
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        let stalled = last.1.elapsed() > Duration::from_secs(5);
+        if Instant::now() > deadline || stalled || load.try_wait().ok().flatten().is_some() {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Let the workers register what the acceptor handed them.
+    std::thread::sleep(Duration::from_millis(300));
+    let rss = server.rss() as f64;
+    let _ = load.kill();
+    let _ = load.wait();
+    Ok(IdleSample { rss, rss_before, conns: established })
+}
+
+fn chat_run(opts: &Options, bins: &Bins, members: usize) -> Result<ChatSample, String> {
+    let server = ServerProc::start(
+        &bins.server,
+        &["--handler", "chat", "--listen", "127.0.0.1:0", "--workers", "2", "--max-connections", "20000"],
+    )?;
+    let cpu0 = server.cpu();
+    let args: Vec<String> = [
+        "chat",
+        "--target",
+        &server.addr,
+        "--connections",
+        &members.to_string(),
+        "--duration",
+        opts.duration(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let v = run_load(&bins.load, &args, Duration::from_secs(120))?;
+    let cpu = server.cpu().saturating_sub(cpu0);
+    let received = f(&v, &["messages", "received"]);
+    Ok(ChatSample {
+        delivered: f(&v, &["throughput_per_s"]),
+        sent: f(&v, &["messages", "sent"]) / f(&v, &["duration_s"]).max(1e-9),
+        p50_us: f(&v, &["latency_us", "p50"]),
+        p99_us: f(&v, &["latency_us", "p99"]),
+        members: f(&v, &["chat", "members"]) as u64,
+        complete: f(&v, &["chat", "complete_members"]) as u64,
+        errors: f(&v, &["errors", "total"]) as u64,
+        server_cpu_us: if received > 0.0 { cpu.as_secs_f64() * 1e6 / received } else { 0.0 },
+    })
+}
+
+fn file_run(
+    opts: &Options,
+    bins: &Bins,
+    file: &filebench::BenchFile,
+    check_md5: bool,
+) -> Result<(FileSample, Option<Md5Check>), String> {
+    let gets = opts.file_gets();
+    let load = |addr: &str, n: u32, md5: bool| {
+        let mut args: Vec<String> = ["file", &file.name, "--target", addr, "--connections", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["--messages".to_string(), n.to_string(), "--drain-timeout".into(), "20s".into()]);
+        if !md5 {
+            args.push("--no-md5".into());
+        }
+        run_load(&bins.load, &args, Duration::from_secs(300))
+    };
+    let errors = |v: &Value| f(v, &["errors", "total"]) as u64 + f(v, &["connections", "failed"]) as u64;
+    // The baseline: its md5 is given, so nothing is computed on the first request.
+    let (baseline, baseline_load, baseline_errors) = {
+        let path = file.path();
+        let path = path.to_string_lossy();
+        let server = ServerProc::start(&bins.sendfile, &["--file", &path, "--md5", &file.md5])?;
+        let raw = filebench::raw_download(&server.addr, &file.name, gets)?;
+        let v = load(&server.addr, gets, false)?;
+        (raw, f(&v, &["mb_per_s"]) * 1e6, errors(&v))
+    };
+    let dir = file.dir.to_string_lossy();
+    let server = ServerProc::start(
+        &bins.server,
+        &["--handler", "file", "--root", &dir, "--listen", "127.0.0.1:0", "--workers", "2"],
+    )?;
+    // Warm-up: the server computes the md5 on the first request (then caches
+    // it); that download also checks the md5 in the first round.
+    let warm = load(&server.addr, 1, check_md5)?;
+    let md5 = check_md5.then(|| {
+        (
+            f(&warm, &["file", "md5_ok"]) as u64,
+            f(&warm, &["file", "md5_mismatch"]) as u64,
+            f(&warm, &["mb_per_s"]),
+        )
+    });
+    let v = load(&server.addr, gets, false)?;
+    let sample = FileSample {
+        baseline,
+        baseline_load,
+        switchboard: f(&v, &["mb_per_s"]) * 1e6,
+        errors: errors(&v) + errors(&warm) + baseline_errors,
+    };
+    Ok((sample, md5))
+}
+
+/// The median of some numbers (0 for none).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}

@@ -1,2 +1,191 @@
-//! `switchboard-load` (in progress).
-fn main() {}
+//! `switchboard-load`: drives thousands of connections against a Switchboard
+//! server from one event-driven process and reports throughput, latency
+//! percentiles, errors and its own CPU cost per message.
+
+use std::io::{IsTerminal, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use switchboard_bins::cli::{parse_duration, parse_size};
+use switchboard_bins::load::{run_with_progress, Config, LoadError, Mode, Stop};
+
+/// Load generator for Switchboard servers.
+///
+/// One process, a few event-loop threads (one by default), thousands of
+/// connections. Connections open at --connect-rate; once all are ready (chat:
+/// welcomed) the measured window starts. Closed loop by default: each
+/// connection keeps --depth messages in flight. With --rate it is an open
+/// loop: messages go out on a fixed schedule and latency counts from the
+/// scheduled time, so a server that stalls shows its queueing.
+///
+/// Exit status: 0 for a clean run; 1 if the run saw errors or failed
+/// connections (the summary says which); 2 if it could not start (bad
+/// arguments, target unreachable).
+#[derive(Debug, Parser)]
+#[command(name = "switchboard-load", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    mode: ModeCmd,
+
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// The server to load.
+    #[arg(long, short = 't', global = true, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    target: String,
+
+    /// Connections to open (chat: members of the room).
+    #[arg(long, short = 'c', global = true, value_name = "N", default_value_t = 10)]
+    connections: usize,
+
+    /// Event-loop threads driving the connections.
+    #[arg(long, global = true, value_name = "N", default_value_t = 1)]
+    threads: usize,
+
+    /// New connections per second while ramping up.
+    #[arg(long, global = true, value_name = "PER_SEC", default_value_t = 5000.0)]
+    connect_rate: f64,
+
+    /// How long to send, from the moment every connection is ready (e.g. 500ms, 10s, 1m) [default: 10s].
+    #[arg(long, short = 'd', global = true, value_name = "DURATION", value_parser = parse_duration,
+          conflicts_with = "messages")]
+    duration: Option<Duration>,
+
+    /// Stop after this many messages in total (chat: sent; file: downloads) instead of a duration.
+    #[arg(long, short = 'n', global = true, value_name = "N")]
+    messages: Option<u64>,
+
+    /// Open loop: this many messages per second in total, on a fixed schedule.
+    #[arg(long, global = true, value_name = "PER_SEC")]
+    rate: Option<f64>,
+
+    /// After sending stops, how long to wait with nothing arriving before what is in flight counts as lost.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    drain_timeout: Duration,
+
+    /// How long a connection may take to connect (chat: and be welcomed).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    connect_timeout: Duration,
+
+    /// Print one JSON object with the results on stdout instead of the table.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// No progress line, even on a terminal.
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModeCmd {
+    /// Ping-pong against the echo handler; every echoed byte is checked.
+    Echo {
+        /// Bytes per message (e.g. 64, 4KiB).
+        #[arg(long, short = 's', value_name = "BYTES", value_parser = parse_size, default_value = "64")]
+        size: usize,
+        /// Messages in flight per connection (closed loop pipelining).
+        #[arg(long, value_name = "K", default_value_t = 1)]
+        depth: usize,
+    },
+    /// Every member of one chat room sends; every member checks it receives
+    /// every other member's messages, and measures send-to-receive latency.
+    Chat {
+        /// Length of each message line, at most 4000 (the text carries sender, sequence and send time).
+        #[arg(long, short = 's', value_name = "BYTES", value_parser = parse_size, default_value = "64")]
+        size: usize,
+        /// Messages per member still on their way to some member (closed loop).
+        #[arg(long, value_name = "K", default_value_t = 1)]
+        depth: usize,
+    },
+    /// `get NAME` downloads from the file handler; MB/s, md5 checked against the header.
+    File {
+        /// The file to request (relative to the server's root).
+        name: String,
+        /// Requests in flight per connection.
+        #[arg(long, value_name = "K", default_value_t = 1)]
+        depth: usize,
+        /// Count bytes without computing md5 (measures the server, not this machine's md5 speed).
+        #[arg(long)]
+        no_md5: bool,
+    },
+    /// Connections that only stay open (to measure what idle connections cost the server).
+    Idle,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cfg = match config(cli.mode, &cli.common) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchboard-load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let progress = !cli.common.quiet && std::io::stderr().is_terminal();
+    let report = match run_with_progress(&cfg, progress) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchboard-load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = if cli.common.json { format!("{}\n", report.to_json()) } else { report.table() };
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("switchboard-load: cannot write the report: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        if cli.common.json {
+            eprintln!(
+                "switchboard-load: {} errors, {} failed connections",
+                report.errors.total(),
+                report.connect_failures
+            );
+        }
+        ExitCode::from(1)
+    }
+}
+
+fn config(mode: ModeCmd, c: &Common) -> Result<Config, LoadError> {
+    let target = resolve(&c.target)?;
+    let mode = match mode {
+        ModeCmd::Echo { size, depth } => Mode::Echo { size, depth },
+        ModeCmd::Chat { size, depth } => Mode::Chat { size, depth },
+        ModeCmd::File { name, depth, no_md5 } => Mode::File { name, depth, verify_md5: !no_md5 },
+        ModeCmd::Idle => Mode::Idle,
+    };
+    if c.rate.is_some() && matches!(mode, Mode::Idle) {
+        return Err(LoadError::Invalid("idle mode sends nothing: --rate does not apply".into()));
+    }
+    let mut cfg = Config::new(target, c.connections, mode);
+    cfg.threads = c.threads;
+    cfg.connect_rate = c.connect_rate;
+    cfg.stop = match (c.messages, c.duration) {
+        (Some(n), _) => Stop::Messages(n),
+        (None, Some(d)) => Stop::Duration(d),
+        (None, None) => Stop::Duration(Duration::from_secs(10)),
+    };
+    cfg.rate = c.rate;
+    cfg.drain_timeout = c.drain_timeout;
+    cfg.connect_timeout = c.connect_timeout;
+    cfg.validate().map_err(LoadError::Invalid)?;
+    Ok(cfg)
+}
+
+fn resolve(target: &str) -> Result<SocketAddr, LoadError> {
+    let mut addrs = target
+        .to_socket_addrs()
+        .map_err(|e| LoadError::Invalid(format!("'{target}' is not an address (HOST:PORT): {e}")))?;
+    addrs.next().ok_or_else(|| LoadError::Invalid(format!("'{target}' resolves to no address")))
+}

@@ -1,1 +1,313 @@
 //! The event-driven load generator behind `switchboard-load`.
+//!
+//! A few threads (one by default), each a `mio` event loop over its share of
+//! the connections, so one process drives 10,000 connections. A run goes
+//! through three phases: the connections are opened at `connect_rate` (and,
+//! for chat, welcomed); once every one is ready the measured window starts
+//! and messages flow, closed loop (each connection keeps `depth` in flight)
+//! or open loop (a fixed schedule of `rate` messages per second, latency
+//! counted from the scheduled time, so a stalled server cannot hide its
+//! queueing); at the stop, sending ends and what is still in flight is
+//! awaited for a bounded time and otherwise counted as lost.
+//!
+//! ```no_run
+//! use switchboard_bins::load::{run, Config, Mode, Stop};
+//!
+//! let target = "127.0.0.1:7878".parse().unwrap();
+//! let mut cfg = Config::new(target, 64, Mode::Echo { size: 64, depth: 1 });
+//! cfg.stop = Stop::Duration(std::time::Duration::from_secs(5));
+//! let report = run(&cfg)?;
+//! print!("{}", report.table());
+//! # Ok::<(), switchboard_bins::load::LoadError>(())
+//! ```
+
+mod chat;
+mod config;
+mod echo;
+mod file;
+mod idle;
+mod progress;
+mod report;
+mod shared;
+mod sys;
+mod timer;
+mod worker;
+
+use std::fmt;
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::{Poll, Waker};
+
+pub use config::{Config, Mode, Stop};
+pub use report::{ChatSummary, ErrorCounts, FileSummary, Latency, Report};
+pub use sys::{process_cpu_time, raise_fd_limit};
+
+use shared::{Shared, RUN, STOP};
+use worker::{Protocol, Tally, WorkerResult, WAKE};
+
+/// Why a run could not be made.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The configuration cannot work.
+    Invalid(String),
+    /// Nothing answers at the target.
+    Unreachable {
+        /// The target.
+        addr: std::net::SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The process could not set itself up (threads, poll).
+    Setup(std::io::Error),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Invalid(s) => f.write_str(s),
+            LoadError::Unreachable { addr, error } => write!(f, "cannot connect to {addr}: {error}"),
+            LoadError::Setup(e) => write!(f, "cannot start the load threads: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// What a thread's protocol hands back, whatever the mode.
+enum ModeOutput {
+    None,
+    Chat(chat::ChatOutput),
+    File(file::FileOutput),
+}
+
+/// Runs the load described by `cfg` and reports what it measured (no
+/// progress line; see [`run_with_progress`]).
+pub fn run(cfg: &Config) -> Result<Report, LoadError> {
+    run_with_progress(cfg, false)
+}
+
+/// Like [`run`], with a progress line on stderr once a second when
+/// `progress` is true (meant for a terminal).
+pub fn run_with_progress(cfg: &Config, progress: bool) -> Result<Report, LoadError> {
+    cfg.validate().map_err(LoadError::Invalid)?;
+    let probe_timeout = cfg.connect_timeout.min(Duration::from_secs(5));
+    match TcpStream::connect_timeout(&cfg.target, probe_timeout) {
+        Ok(s) => drop(s),
+        Err(error) => return Err(LoadError::Unreachable { addr: cfg.target, error }),
+    }
+    let fd_limit = raise_fd_limit();
+    if (cfg.connections as u64).saturating_add(32) > fd_limit {
+        log::warn!(
+            "the descriptor limit is {fd_limit}: not all {} connections can open (raise `ulimit -n`)",
+            cfg.connections
+        );
+    }
+
+    let mut cfg = cfg.clone();
+    cfg.threads = cfg.threads.min(cfg.connections);
+    let cfg = Arc::new(cfg);
+    let budget = match cfg.stop {
+        Stop::Messages(n) => Some(n),
+        Stop::Duration(_) => None,
+    };
+    let chat_members = matches!(cfg.mode, Mode::Chat { .. }).then_some(cfg.connections);
+    let shared = Arc::new(Shared::new(cfg.threads, budget, chat_members));
+
+    let mut handles = Vec::with_capacity(cfg.threads);
+    let mut wakers = Vec::with_capacity(cfg.threads);
+    for t in 0..cfg.threads {
+        let globals: Vec<usize> = (t..cfg.connections).step_by(cfg.threads).collect();
+        let poll = Poll::new().map_err(LoadError::Setup)?;
+        wakers.push(Waker::new(poll.registry(), WAKE).map_err(LoadError::Setup)?);
+        let handle = match &cfg.mode {
+            Mode::Echo { size, .. } => {
+                spawn(t, globals, echo::Echo::new(*size), &cfg, &shared, poll, |()| ModeOutput::None)
+            }
+            Mode::Chat { size, .. } => {
+                let proto = chat::Chat::new(*size, cfg.connections, shared.clone());
+                spawn(t, globals, proto, &cfg, &shared, poll, ModeOutput::Chat)
+            }
+            Mode::File { name, verify_md5, .. } => {
+                let proto = file::FileGet::new(name, *verify_md5);
+                spawn(t, globals, proto, &cfg, &shared, poll, ModeOutput::File)
+            }
+            Mode::Idle => spawn(t, globals, idle::Idle, &cfg, &shared, poll, |()| ModeOutput::None),
+        };
+        match handle {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                // Let the threads already started end at once.
+                shared.stop_ns.store(shared.now_ns(), Ordering::Release);
+                shared.phase.store(STOP, Ordering::Release);
+                shared.run_start_ns.store(shared.now_ns(), Ordering::Release);
+                wakers.iter().for_each(|w| drop(w.wake()));
+                return Err(LoadError::Setup(e));
+            }
+        }
+    }
+    let wake_all = || wakers.iter().for_each(|w| drop(w.wake()));
+    let all_done = || shared.progress.iter().all(|p| p.done.load(Ordering::Acquire));
+    let mut line = progress::Line::new(progress, shared.clone(), cfg.connections);
+
+    // Phase 1: connect (and be welcomed).
+    while shared.workers_ready.load(Ordering::Acquire) < cfg.threads && !all_done() {
+        std::thread::sleep(Duration::from_millis(10));
+        line.tick("connecting");
+    }
+    // Phase 2: the measured window.
+    let run_start_ns = shared.now_ns();
+    let cpu_start = process_cpu_time();
+    shared.run_start_ns.store(run_start_ns, Ordering::Release);
+    shared.phase.store(RUN, Ordering::Release);
+    wake_all();
+    let mut cpu_end = None;
+    let mut stop_ns = None;
+    if let Stop::Duration(d) = cfg.stop {
+        let end_ns = run_start_ns.saturating_add(worker::duration_ns(d));
+        loop {
+            let now = shared.now_ns();
+            if now >= end_ns || all_done() {
+                break;
+            }
+            std::thread::sleep(Duration::from_nanos(end_ns - now).min(Duration::from_millis(20)));
+            line.tick("running");
+        }
+        cpu_end = Some(process_cpu_time());
+        let now = shared.now_ns();
+        stop_ns = Some(now);
+        shared.stop_ns.store(now, Ordering::Release);
+        shared.phase.store(STOP, Ordering::Release);
+        wake_all();
+    }
+    // Phase 3: drain.
+    while !all_done() {
+        std::thread::sleep(Duration::from_millis(10));
+        line.tick(if stop_ns.is_some() { "draining" } else { "running" });
+    }
+    let cpu_end = cpu_end.unwrap_or_else(process_cpu_time);
+    shared.phase.store(STOP, Ordering::Release);
+    line.finish();
+
+    let mut results = Vec::with_capacity(handles.len());
+    for h in handles {
+        match h.join() {
+            Ok(r) => results.push(r),
+            Err(_) => return Err(LoadError::Setup(std::io::Error::other("a load thread panicked"))),
+        }
+    }
+    Ok(build_report(&cfg, results, run_start_ns, stop_ns, cpu_end.saturating_sub(cpu_start)))
+}
+
+fn spawn<P, F>(
+    index: usize,
+    globals: Vec<usize>,
+    proto: P,
+    cfg: &Arc<Config>,
+    shared: &Arc<Shared>,
+    poll: Poll,
+    wrap: F,
+) -> std::io::Result<JoinHandle<WorkerResult<ModeOutput>>>
+where
+    P: Protocol + 'static,
+    F: FnOnce(P::Output) -> ModeOutput + Send + 'static,
+{
+    let (cfg, shared) = (cfg.clone(), shared.clone());
+    std::thread::Builder::new().name(format!("load-{index}")).spawn(move || {
+        let r = worker::run(index, globals, proto, cfg, shared, poll);
+        WorkerResult { tally: r.tally, hist: r.hist, output: wrap(r.output) }
+    })
+}
+
+fn build_report(
+    cfg: &Config,
+    results: Vec<WorkerResult<ModeOutput>>,
+    run_start_ns: u64,
+    stop_ns: Option<u64>,
+    cpu: Duration,
+) -> Report {
+    let mut tally = Tally::default();
+    let mut hist = worker::new_histogram();
+    let mut chats = Vec::new();
+    let mut files = Vec::new();
+    for r in results {
+        let t = &r.tally;
+        tally.connected += t.connected;
+        tally.connect_failures += t.connect_failures;
+        tally.sent += t.sent;
+        tally.received += t.received;
+        tally.in_window += t.in_window;
+        tally.bytes += t.bytes;
+        tally.bytes_in_window += t.bytes_in_window;
+        tally.last_completion_ns = tally.last_completion_ns.max(t.last_completion_ns);
+        tally.errors.add(&t.errors);
+        let _ = hist.add(&r.hist);
+        match r.output {
+            ModeOutput::None => {}
+            ModeOutput::Chat(c) => chats.push(c),
+            ModeOutput::File(f) => files.push(f),
+        }
+    }
+    let end_ns = stop_ns.unwrap_or(tally.last_completion_ns).max(run_start_ns);
+    let window = Duration::from_nanos(end_ns - run_start_ns);
+    let secs = window.as_secs_f64();
+    let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+
+    let mut errors = ErrorCounts {
+        mismatches: tally.errors.mismatches,
+        protocol: tally.errors.protocol,
+        disconnects: tally.errors.disconnects,
+        lost: tally.errors.lost,
+        skipped: tally.errors.skipped,
+    };
+    let chat = matches!(cfg.mode, Mode::Chat { .. }).then(|| {
+        let ck = chat::check(&chats);
+        errors.lost += ck.missing;
+        ChatSummary {
+            members: ck.members,
+            expected: ck.expected,
+            received: ck.received,
+            missing: ck.missing,
+            complete_members: ck.complete_members,
+            out_of_order: ck.out_of_order,
+        }
+    });
+    let file = match &cfg.mode {
+        Mode::File { verify_md5, .. } => Some(FileSummary {
+            file_size: files.iter().map(|f| f.file_size).max().unwrap_or(0),
+            verified: *verify_md5,
+            md5_ok: files.iter().map(|f| f.md5_ok).sum(),
+            md5_mismatch: files.iter().map(|f| f.md5_mismatch).sum(),
+            error_replies: files.iter().map(|f| f.error_replies).sum(),
+        }),
+        _ => None,
+    };
+    let cpu_per_message = (tally.in_window > 0)
+        .then(|| Duration::from_nanos((cpu.as_nanos() / u128::from(tally.in_window)) as u64));
+    Report {
+        mode: cfg.mode.name(),
+        target: cfg.target,
+        threads: cfg.threads,
+        rate: cfg.rate,
+        depth: cfg.mode.depth(),
+        connections: cfg.connections,
+        connected: tally.connected,
+        connect_failures: tally.connect_failures,
+        window,
+        sent: tally.sent,
+        received: tally.received,
+        in_window: tally.in_window,
+        throughput: per_sec(tally.in_window),
+        bytes: tally.bytes,
+        bytes_per_sec: per_sec(tally.bytes_in_window),
+        latency: Latency::from_histogram(&hist),
+        errors,
+        cpu,
+        cpu_per_message,
+        chat,
+        file,
+    }
+}

@@ -1,0 +1,451 @@
+//! The results as markdown: the tables, and BENCHMARKS.md around them with
+//! the machine, the method and what the numbers mean for each target.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::{median, EchoSample, Options, Results};
+
+const TOKIO: usize = 1;
+const SB: usize = 0;
+
+fn med(v: &[EchoSample], f: impl Fn(&EchoSample) -> f64) -> f64 {
+    median(v.iter().map(f).collect())
+}
+
+fn group(n: f64) -> String {
+    let digits = format!("{:.0}", n.max(0.0));
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn us(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} s", v / 1e6)
+    } else if v >= 1000.0 {
+        format!("{:.2} ms", v / 1000.0)
+    } else if v >= 100.0 {
+        format!("{v:.0} µs")
+    } else if v >= 10.0 {
+        format!("{v:.1} µs")
+    } else {
+        format!("{v:.2} µs")
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+fn mb(bytes: f64) -> String {
+    format!("{:.1} MB", bytes / 1e6)
+}
+
+/// The tables of medians.
+pub(crate) fn tables(r: &Results) -> String {
+    let mut s = String::new();
+    s.push_str("| load | switchboard msg/s | tokio msg/s | ratio | switchboard p99 | tokio p99 | switchboard CPU/msg | tokio CPU/msg | ratio | load-gen CPU/msg |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (load, runs) in &r.echo {
+        let (sb, tk) = (&runs[SB], &runs[TOKIO]);
+        if sb.is_empty() && tk.is_empty() {
+            let _ = writeln!(s, "| {} | (failed) | | | | | | | | |", load.name);
+            continue;
+        }
+        let msgs = (med(sb, |x| x.msgs), med(tk, |x| x.msgs));
+        let p99 = (med(sb, |x| x.p99_us), med(tk, |x| x.p99_us));
+        let cpu = (med(sb, |x| x.server_cpu_us), med(tk, |x| x.server_cpu_us));
+        let lg = med(sb, |x| x.load_cpu_us);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            load.name,
+            group(msgs.0),
+            group(msgs.1),
+            ratio(msgs.0, msgs.1),
+            us(p99.0),
+            us(p99.1),
+            us(cpu.0),
+            us(cpu.1),
+            ratio(cpu.0, cpu.1),
+            us(lg)
+        );
+    }
+    s.push('\n');
+    s.push_str("| load | switchboard p50 | tokio p50 | switchboard p99.9 | tokio p99.9 |\n");
+    s.push_str("|---|---:|---:|---:|---:|\n");
+    for (load, runs) in &r.echo {
+        let (sb, tk) = (&runs[SB], &runs[TOKIO]);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            load.name,
+            us(med(sb, |x| x.p50_us)),
+            us(med(tk, |x| x.p50_us)),
+            us(med(sb, |x| x.p999_us)),
+            us(med(tk, |x| x.p999_us))
+        );
+    }
+    s.push('\n');
+    s.push_str("| load | switchboard | baseline | ratio |\n|---|---:|---:|---:|\n");
+    let (isb, itk) = (&r.idle[SB], &r.idle[TOKIO]);
+    if !isb.is_empty() || !itk.is_empty() {
+        let rss = |v: &[crate::IdleSample]| median(v.iter().map(|x| x.rss).collect());
+        let before = |v: &[crate::IdleSample]| median(v.iter().map(|x| x.rss_before).collect());
+        let conns = |v: &[crate::IdleSample]| median(v.iter().map(|x| x.conns as f64).collect());
+        let _ = writeln!(
+            s,
+            "| {} idle connections: server RSS (growth) | {} (+{}, {} conns) | tokio {} (+{}, {} conns) | {} |",
+            group(r.idle_conns as f64),
+            mb(rss(isb)),
+            mb(rss(isb) - before(isb)),
+            group(conns(isb)),
+            mb(rss(itk)),
+            mb(rss(itk) - before(itk)),
+            group(conns(itk)),
+            ratio(rss(isb), rss(itk))
+        );
+    }
+    if !r.chat.is_empty() {
+        let m = |f: fn(&crate::ChatSample) -> f64| median(r.chat.iter().map(f).collect());
+        let _ = writeln!(
+            s,
+            "| chat, {} members: deliveries/s (sent/s; p50, p99; server CPU per delivery; members that got every message) | {} ({}; {}, {}; {}; {}/{}) | no tokio chat | – |",
+            group(r.chat_members as f64),
+            group(m(|c| c.delivered)),
+            group(m(|c| c.sent)),
+            us(m(|c| c.p50_us)),
+            us(m(|c| c.p99_us)),
+            us(m(|c| c.server_cpu_us)),
+            group(m(|c| c.complete as f64)),
+            group(m(|c| c.members as f64)),
+        );
+    }
+    if !r.file.is_empty() {
+        let sbm = median(r.file.iter().map(|x| x.switchboard).collect());
+        let base = median(r.file.iter().map(|x| x.baseline).collect());
+        let base_load = median(r.file.iter().map(|x| x.baseline_load).collect());
+        let _ = writeln!(
+            s,
+            "| file get, {} MiB, 1 connection: MB/s | {:.0} | sendfile {:.0} (minimal client) | {} |",
+            r.file_size >> 20,
+            sbm / 1e6,
+            base / 1e6,
+            ratio(sbm, base)
+        );
+        let _ = writeln!(
+            s,
+            "| file get, same client (switchboard-load) for both: MB/s | {:.0} | sendfile {:.0} | {} |",
+            sbm / 1e6,
+            base_load / 1e6,
+            ratio(sbm, base_load)
+        );
+    }
+    s
+}
+
+/// The whole BENCHMARKS.md.
+pub(crate) fn render(opts: &Options, r: &Results, took: Duration) -> String {
+    let (cores, model, kernel) = crate::procs::machine();
+    let mut s = String::new();
+    s.push_str("# Benchmarks\n\n");
+    s.push_str("Generated by the benchmark runner; regenerate with:\n\n```sh\n");
+    s.push_str("cargo build --release --workspace\n");
+    let args = if opts.args.is_empty() { String::new() } else { format!(" -- {}", opts.args.join(" ")) };
+    let _ = writeln!(s, "cargo run --release -p switchboard-benches --bin bench{args}\n```\n");
+    let _ = writeln!(
+        s,
+        "Machine: {cores} cores (`nproc`), {model}, Linux {kernel}; load average {} when the run \
+         started. Run on {} (UTC), {} round{} ({}; took {:.0} s).\n",
+        r.loadavg,
+        today(),
+        opts.rounds,
+        if opts.rounds == 1 { "" } else { "s" },
+        if opts.quick { "`--quick`: 1 s per load, 64 MiB file" } else { "3 s per load, 1 GiB file" },
+        took.as_secs_f64()
+    );
+    s.push_str("## Method\n\n");
+    s.push_str(
+        "- Servers: `switchboard-server --handler echo --workers 2` against `tokio-echo` (in `benches/`: \
+         tokio multi-thread runtime with 2 workers, a task per connection, TCP_NODELAY, 4 KiB buffer). \
+         A fresh server process for every run; the two servers alternate within each round and swap \
+         order between rounds. Every number is the median over the rounds.\n",
+    );
+    s.push_str(
+        "- Load: `switchboard-load` (one event-loop thread, closed loop: each connection keeps `depth` \
+         messages in flight; every echoed byte is checked). Connections open at 5,000/s; the measured \
+         window starts once all are connected. The load generator and the server share the same cores, \
+         as in DESIGN.md's measurements. The targets apply at 64, 1,000 and 10,000 connections; the \
+         other rows are for reference.\n",
+    );
+    s.push_str(
+        "- Server CPU per message: utime + stime of the server from /proc/PID/stat (10 ms ticks) before \
+         and after the run, divided by the messages echoed; it includes accepting the connections. \
+         Load-gen CPU/msg is the load generator's own CPU (clock of the process) over the window, per \
+         message.\n",
+    );
+    let _ = writeln!(
+        s,
+        "- Idle: {} connections opened by `switchboard-load idle`; the server's VmRSS from \
+         /proc/PID/status once its descriptor count shows every connection established (growth: \
+         against the RSS before connecting).",
+        group(r.idle_conns as f64)
+    );
+    let _ = writeln!(
+        s,
+        "- Chat: {} members in one room of `--handler chat`, each keeping one message on its way to \
+         all others (closed loop); every member checks it receives every other member's messages. \
+         The latency is that of a burst: in each turn of the closed loop all members send at once, so \
+         a message can wait behind up to a million deliveries. The tokio baseline has no chat: \
+         switchboard's numbers only.",
+        group(r.chat_members as f64)
+    );
+    let _ = writeln!(
+        s,
+        "- File get: a {} MiB file of random bytes, downloaded {} times over one connection. Baseline: \
+         `sendfile-server` (in `benches/`: blocking, a thread per connection, `sendfile()` of the whole \
+         file) read by a minimal blocking client with 256 KiB reads: the loopback bandwidth. \
+         Switchboard: `--handler file` read by `switchboard-load file --no-md5` (bytes counted, md5 \
+         not computed, so the load generator's md5 speed does not cap the number), after one warm-up \
+         download (the server computes a file's md5 on its first request and caches it); the warm-up \
+         of the first round checks the md5. The sendfile baseline is also read by `switchboard-load`, \
+         to tell the server's share from the client's.\n",
+        r.file_size >> 20,
+        opts.file_gets()
+    );
+    s.push_str("## Results (medians)\n\n");
+    s.push_str(&tables(r));
+    s.push_str("\n## What it means\n\n");
+    s.push_str(&meaning(r));
+    if !r.failures.is_empty() {
+        s.push_str("\n## Runs that failed\n\n");
+        for f in &r.failures {
+            let _ = writeln!(s, "- {f}");
+        }
+    }
+    s
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "**met**"
+    } else {
+        "**not met**"
+    }
+}
+
+/// One line per target, from the numbers.
+fn meaning(r: &Results) -> String {
+    let mut s = String::new();
+    let mut missed = 0;
+    let mut line = |s: &mut String, ok: bool, text: String| {
+        if !ok {
+            missed += 1;
+        }
+        let _ = writeln!(s, "- {} {text}", verdict(ok));
+    };
+    s.push_str(
+        "Targets: echo msgs/s ≥ 1.2× tokio at 64, 1,000 and 10,000 connections; p99 ≤ tokio's; \
+                server CPU per echoed message ≤ 0.8× tokio's; 10,000 idle connections in ≤ 15 MB \
+                server RSS; file get ≥ 0.9× the sendfile baseline.\n\n",
+    );
+    for (load, runs) in &r.echo {
+        let (sb, tk) = (&runs[SB], &runs[TOKIO]);
+        if sb.is_empty() || tk.is_empty() {
+            let _ = writeln!(s, "- {}: no comparison (a run failed, see below).", load.name);
+            continue;
+        }
+        let msgs = (med(sb, |x| x.msgs), med(tk, |x| x.msgs));
+        let p99 = (med(sb, |x| x.p99_us), med(tk, |x| x.p99_us));
+        let cpu = (med(sb, |x| x.server_cpu_us), med(tk, |x| x.server_cpu_us));
+        if !load.throughput_target {
+            let _ = writeln!(
+                s,
+                "- {} (no target; for reference): throughput {} vs {} msg/s = {}; p99 {} vs {}; \
+                 server CPU {} vs {} per message = {}.",
+                load.name,
+                group(msgs.0),
+                group(msgs.1),
+                ratio(msgs.0, msgs.1),
+                us(p99.0),
+                us(p99.1),
+                us(cpu.0),
+                us(cpu.1),
+                ratio(cpu.0, cpu.1)
+            );
+            continue;
+        }
+        line(
+            &mut s,
+            msgs.0 >= 1.2 * msgs.1,
+            format!(
+                "{}: throughput {} vs {} msg/s = {} (target ≥ 1.20×).",
+                load.name,
+                group(msgs.0),
+                group(msgs.1),
+                ratio(msgs.0, msgs.1)
+            ),
+        );
+        line(
+            &mut s,
+            p99.0 <= p99.1,
+            format!("{}: p99 {} vs tokio's {} (target ≤ tokio's).", load.name, us(p99.0), us(p99.1)),
+        );
+        line(
+            &mut s,
+            cpu.0 <= 0.8 * cpu.1,
+            format!(
+                "{}: server CPU {} vs {} per message = {} (target ≤ 0.80×).",
+                load.name,
+                us(cpu.0),
+                us(cpu.1),
+                ratio(cpu.0, cpu.1)
+            ),
+        );
+    }
+    if !r.idle[SB].is_empty() {
+        let rss = median(r.idle[SB].iter().map(|x| x.rss).collect());
+        let before = median(r.idle[SB].iter().map(|x| x.rss_before).collect());
+        let conns = median(r.idle[SB].iter().map(|x| x.conns as f64).collect());
+        let all = conns as usize >= r.idle_conns;
+        let per = if conns > 0.0 { (rss - before) / conns } else { 0.0 };
+        line(
+            &mut s,
+            rss <= 15e6 && all,
+            format!(
+                "{} idle connections: server RSS {} ({} before connecting, about {:.0} bytes per \
+                 connection; {} connections held) (target ≤ 15 MB).",
+                group(r.idle_conns as f64),
+                mb(rss),
+                mb(before),
+                per,
+                group(conns)
+            ),
+        );
+    }
+    if !r.file.is_empty() {
+        let sbm = median(r.file.iter().map(|x| x.switchboard).collect());
+        let base = median(r.file.iter().map(|x| x.baseline).collect());
+        let base_load = median(r.file.iter().map(|x| x.baseline_load).collect());
+        line(
+            &mut s,
+            sbm >= 0.9 * base,
+            format!(
+                "file get: {:.0} MB/s vs the sendfile baseline's {:.0} MB/s = {} (target ≥ 0.90×). \
+                 With the same client (switchboard-load) on both servers: {:.0} vs {:.0} MB/s = {}.",
+                sbm / 1e6,
+                base / 1e6,
+                ratio(sbm, base),
+                sbm / 1e6,
+                base_load / 1e6,
+                ratio(sbm, base_load)
+            ),
+        );
+    }
+    if let Some((ok, bad, mbs)) = r.file_md5 {
+        let _ = writeln!(
+            s,
+            "- file get with md5 checked by the load generator: {ok} download(s) matched, {bad} \
+             mismatched ({mbs:.0} MB/s: the server computes the md5 on this first request, and the \
+             load generator computes it too, on the same cores)."
+        );
+    }
+    if !r.chat.is_empty() {
+        let complete = r.chat.iter().all(|c| c.complete == c.members && c.errors == 0);
+        let _ = writeln!(
+            s,
+            "- chat, {} members: {} deliveries/s, p99 {}; {}.",
+            group(r.chat_members as f64),
+            group(median(r.chat.iter().map(|c| c.delivered).collect())),
+            us(median(r.chat.iter().map(|c| c.p99_us).collect())),
+            if complete {
+                "every member received every other member's messages in every round".to_string()
+            } else {
+                format!(
+                    "NOT every member received every message (errors per round: {:?})",
+                    r.chat.iter().map(|c| c.errors).collect::<Vec<_>>()
+                )
+            }
+        );
+    }
+    let errors: u64 =
+        r.echo.iter().flat_map(|(_, runs)| runs.iter().flatten()).map(|x| x.errors + x.failed).sum();
+    let file_errors: u64 = r.file.iter().map(|x| x.errors).sum();
+    if errors + file_errors > 0 {
+        let _ = writeln!(
+            s,
+            "- Errors: the load generator counted {} errors or failed connections over all runs; \
+             the numbers above include those runs.",
+            errors + file_errors
+        );
+    } else {
+        s.push_str("- No run saw an error or a failed connection.\n");
+    }
+    let spread = r
+        .echo
+        .iter()
+        .flat_map(|(_, runs)| runs.iter())
+        .filter(|v| v.len() > 1)
+        .map(|v| {
+            let xs: Vec<f64> = v.iter().map(|x| x.msgs).collect();
+            let (lo, hi) = xs.iter().fold((f64::MAX, 0.0_f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            let m = median(xs);
+            if m > 0.0 {
+                (hi - lo) / m
+            } else {
+                0.0
+            }
+        })
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        s,
+        "- Spread: between rounds, one server's echo throughput on one load varied by up to {:.0}% of \
+         its median; ratios within that band are not conclusive.",
+        spread * 100.0
+    );
+    let cores = r.echo.iter().flat_map(|(_, runs)| runs[SB].iter()).map(|x| x.load_cores).fold(0.0, f64::max);
+    let _ = writeln!(
+        s,
+        "- The load generator used at most {cores:.2} cores during a measured window; it shares the \
+         cores with the server, so absolute numbers are lower than with separate machines, equally \
+         for both servers."
+    );
+    let _ = writeln!(
+        s,
+        "\n{}",
+        if missed == 0 {
+            "Every target with a measurement is met.".to_string()
+        } else {
+            format!("{missed} target line(s) not met (see above).")
+        }
+    );
+    s
+}
+
+/// Today's date (UTC) as YYYY-MM-DD.
+fn today() -> String {
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
