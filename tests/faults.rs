@@ -1,0 +1,237 @@
+//! Connection faults: peers that reset in the middle of a reply or of a
+//! file, bursts of connections that close at once, connections that never
+//! send. The server keeps serving everyone else, closes what it must, and
+//! its counters add up.
+//!
+//! Covered elsewhere: a peer that half-closes after sending still gets its
+//! replies (`shutdown.rs`, `half_closed_client_gets_its_replies_before_the_close`);
+//! descriptor exhaustion (`bins/tests/server.rs`,
+//! `descriptor_exhaustion_backs_off_and_recovers`).
+
+mod util;
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use switchboard::{CloseReason, Conn, Flow, Framing, Handler, Server};
+use util::*;
+
+/// Why each connection closed, as the handler saw it.
+type Closes = Arc<Mutex<Vec<String>>>;
+
+/// Echoes raw bytes; `get\n` alone in a read sends the file instead.
+/// Records every close reason.
+struct Recording {
+    closes: Closes,
+    file: Option<(Arc<File>, u64)>,
+}
+
+impl Handler for Recording {
+    type Session = ();
+    fn framing(&self) -> Framing {
+        Framing::Raw
+    }
+    fn open(&self, _: &mut Conn<'_>) {}
+    fn frame(&self, _: &mut (), data: &[u8], conn: &mut Conn<'_>) -> Flow {
+        match &self.file {
+            Some((file, len)) if data == b"get\n" => conn.send_file(Arc::clone(file), 0, *len),
+            _ => conn.send(data),
+        }
+        Flow::Continue
+    }
+    fn close(&self, _: (), reason: &CloseReason) {
+        self.closes.lock().push(reason.to_string());
+    }
+}
+
+fn recording(file: Option<(Arc<File>, u64)>) -> (Recording, Closes) {
+    let closes = Closes::default();
+    (Recording { closes: Arc::clone(&closes), file }, closes)
+}
+
+/// A client socket with a small receive buffer, so the server's reply backs
+/// up in the server rather than in the client's kernel.
+fn small_window_client(addr: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&addr.into()).unwrap();
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(TIMEOUT)).unwrap();
+    s
+}
+
+/// Closes `s` with a reset (SO_LINGER 0), as a crashed or killed peer does.
+fn reset(s: TcpStream) {
+    let s = socket2::Socket::from(s);
+    s.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("switchboard-faults-{}-{n}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn reset_in_the_middle_of_a_large_reply() {
+    let (handler, closes) = recording(None);
+    let server = start(Server::builder().workers(1).high_water(256 << 10), handler);
+    let addr = server.local_addr();
+    let mut bystander = connect(addr);
+    assert_eq!(round_trip(&mut bystander, b"before"), b"before");
+
+    // Send without reading until the server holds an echo it cannot write:
+    // the reply is being written when the peer resets.
+    let mut s = small_window_client(addr);
+    s.set_nonblocking(true).unwrap();
+    let chunk = vec![b'r'; 64 << 10];
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let stats = server.stats();
+        if stats.bytes_out > 0 && stats.bytes_in - stats.bytes_out >= 128 << 10 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server never backed up: {stats}");
+        match s.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    reset(s);
+
+    wait_until("the reset connection is closed", || closes.lock().len() == 1);
+    let reason = closes.lock()[0].clone();
+    assert!(reason.starts_with("I/O error"), "closed for {reason:?}");
+    assert_eq!(server.stats().open, 1);
+    // The worker that was writing to the reset peer still serves others.
+    assert_eq!(round_trip(&mut bystander, b"after"), b"after");
+    let mut late = connect(addr);
+    assert_eq!(round_trip(&mut late, b"new"), b"new");
+}
+
+#[test]
+fn reset_in_the_middle_of_a_file() {
+    let dir = temp_dir("midfile");
+    let path = dir.join("big");
+    let len = 32u64 << 20;
+    std::fs::write(&path, random_bytes(len as usize, 21)).unwrap();
+    let file = Arc::new(File::open(&path).unwrap());
+    let (handler, closes) = recording(Some((file, len)));
+    let server = start(Server::builder().workers(1), handler);
+    let addr = server.local_addr();
+
+    // Three downloads cut off by a reset after a few hundred KiB each, with
+    // a whole download in between: the file's own descriptor is shared, so a
+    // cut transfer must not disturb the next one's offset.
+    for round in 0..3 {
+        let mut s = small_window_client(addr);
+        s.write_all(b"get\n").unwrap();
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 << 10];
+        while got < 256 << 10 {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "round {round}: early EOF");
+            got += n;
+        }
+        reset(s);
+        wait_until("the reset download is closed", || closes.lock().len() == round + 1);
+        let reason = closes.lock()[round].clone();
+        assert!(reason.starts_with("I/O error"), "round {round}: closed for {reason:?}");
+    }
+    let stats = server.stats();
+    assert_eq!(stats.open, 0);
+    assert!(stats.bytes_out < 3 * len, "{stats}");
+
+    let mut whole = connect(addr);
+    whole.write_all(b"get\n").unwrap();
+    let got = read_exact(&mut whole, len as usize);
+    assert!(got == random_bytes(len as usize, 21), "a later download differs");
+    drop(whole);
+    wait_until("all closed", || server.stats().open == 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_burst_of_two_thousand_connect_and_close() {
+    let (handler, closes) = recording(None);
+    let server = start(Server::builder().workers(2), handler);
+    let addr = server.local_addr();
+    let mut steady = connect(addr);
+    assert_eq!(round_trip(&mut steady, b"0"), b"0");
+
+    let threads = 4;
+    let per_thread = 500;
+    let burst: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..per_thread {
+                    drop(TcpStream::connect(addr).expect("connect in the burst"));
+                }
+            })
+        })
+        .collect();
+    // The steady client is served all through the burst.
+    let mut i = 0u32;
+    while burst.iter().any(|t| !t.is_finished()) && i < 100_000 {
+        let msg = i.to_string();
+        assert_eq!(round_trip(&mut steady, msg.as_bytes()), msg.as_bytes());
+        i += 1;
+    }
+    for t in burst {
+        t.join().unwrap();
+    }
+    let total = threads * per_thread;
+    wait_until("every burst connection is closed", || server.stats().open == 1);
+    assert_eq!(round_trip(&mut steady, b"still"), b"still");
+    let stats = server.stats();
+    assert_eq!(stats.accepted, total as u64 + 1, "{stats}");
+    assert_eq!(stats.rejected, 0);
+    assert_eq!(stats.accept_errors, 0);
+    assert_eq!(stats.closed, total as u64);
+    assert_eq!(closes.lock().len(), total);
+    drop(steady);
+    wait_until("all closed", || server.stats().open == 0);
+}
+
+#[test]
+fn connections_that_never_send_are_closed_by_the_idle_timeout() {
+    let idle = Duration::from_millis(400);
+    let (handler, closes) = recording(None);
+    let server = start(Server::builder().workers(2).idle_timeout(idle), handler);
+    let addr = server.local_addr();
+    let silent = 100;
+    let mut quiet: Vec<TcpStream> = (0..silent).map(|_| connect(addr)).collect();
+    let mut active = connect(addr);
+    wait_until("all are open", || server.stats().open == silent + 1);
+    let started = Instant::now();
+    // The active one keeps talking while the silent ones time out.
+    let mut i = 0;
+    while server.stats().timed_out < silent as u64 {
+        assert!(started.elapsed() < TIMEOUT, "silent connections not closed: {}", server.stats());
+        let msg = format!("ping {i}");
+        assert_eq!(round_trip(&mut active, msg.as_bytes()), msg.as_bytes());
+        i += 1;
+        std::thread::sleep(idle / 8);
+    }
+    assert!(started.elapsed() >= idle / 2);
+    for q in quiet.iter_mut() {
+        assert!(matches!(read_end(q), End::Eof | End::Reset));
+    }
+    assert_eq!(round_trip(&mut active, b"alive"), b"alive");
+    let stats = server.stats();
+    assert_eq!(stats.timed_out, silent as u64);
+    assert_eq!(stats.open, 1);
+    let timeouts = closes.lock().iter().filter(|r| *r == &CloseReason::IdleTimeout.to_string()).count();
+    assert_eq!(timeouts, silent);
+}
