@@ -241,3 +241,29 @@ fn descriptor_exhaustion_backs_off_and_recovers() {
     wait_log("accepting again");
     drop(server);
 }
+
+#[test]
+fn each_handler_is_selected_by_its_flag() {
+    let upper = spawn(&["--handler", "upper"]);
+    let mut s = connect(upper.addr);
+    s.write_all("straße".as_bytes()).unwrap();
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, "STRASSE".as_bytes());
+
+    let chat = spawn(&["--handler", "chat", "--max-frame", "16"]);
+    let s = connect(chat.addr);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "* welcome guest-1\n");
+    // --max-frame is the chat's line limit.
+    w.write_all(b"0123456789abcdefg\n/who\n").unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "! line too long\n");
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "* online: guest-1\n");
+}

@@ -221,10 +221,15 @@ impl Decoder {
                 }
             }
             None if window.len() < max.saturating_add(2) => Step::Incomplete,
-            None => {
-                self.skip = 1;
-                Step::Error(FrameError::TooLong { max }, buf.len())
-            }
+            // Too long: drop it up to its newline if that is here, else
+            // everything here and the rest of the line as it comes.
+            None => match buf[window.len()..].iter().position(|&b| b == b'\n') {
+                Some(j) => Step::Error(FrameError::TooLong { max }, window.len() + j + 1),
+                None => {
+                    self.skip = 1;
+                    Step::Error(FrameError::TooLong { max }, buf.len())
+                }
+            },
         }
     }
 
@@ -302,6 +307,18 @@ mod tests {
         // Exactly max with CRLF is accepted; max + 1 is not.
         let got = frames(Framing::lines(4), &[b"1234\r\n12345\nx\n"]);
         assert_eq!(got, vec![Ok(b"1234".to_vec()), Err(FrameError::TooLong { max: 4 }), Ok(b"x".to_vec())]);
+    }
+
+    #[test]
+    fn long_line_with_its_newline_in_the_same_read_spares_the_next_line() {
+        let got = frames(Framing::lines(4), &[b"1234567\nok\n", b"x\n"]);
+        assert_eq!(got, vec![Err(FrameError::TooLong { max: 4 }), Ok(b"ok".to_vec()), Ok(b"x".to_vec())]);
+        let got = frames(Framing::lines(4), &[&[b'y'; 200], b"\nnext\n"]);
+        assert_eq!(got, vec![Err(FrameError::TooLong { max: 4 }), Ok(b"next".to_vec())]);
+        let mut long = vec![b'z'; 300];
+        long.extend_from_slice(b"\r\nnext\n");
+        let got = frames(Framing::lines(4), &[&long]);
+        assert_eq!(got, vec![Err(FrameError::TooLong { max: 4 }), Ok(b"next".to_vec())]);
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub enum Flow {
 /// 2. [`frame`](Handler::frame) for every frame, in order, as the
 ///    [`framing`](Handler::framing) cuts them, or
 ///    [`frame_error`](Handler::frame_error) for a frame it had to reject;
-/// 3. [`drain`](Handler::drain) once if the server starts shutting down while
+/// 3. [`eof`](Handler::eof) if the peer ends its sending side, and
+///    [`drain`](Handler::drain) once if the server starts shutting down while
 ///    the connection is open;
 /// 4. [`close`](Handler::close) exactly once, with the reason, after which the
 ///    session is dropped. A connection that [`open`](Handler::open) saw always
@@ -88,6 +89,13 @@ pub trait Handler: Send + Sync + 'static {
         let _ = session;
         log::info!("{}: {error}; closing", conn.peer_addr());
         Flow::Close
+    }
+
+    /// The peer finished sending (EOF; it may still be reading). Replies
+    /// queued here are delivered before the connection closes; an
+    /// incomplete frame left at EOF is dropped. Default: nothing.
+    fn eof(&self, session: &mut Self::Session, conn: &mut Conn<'_>) {
+        let _ = (session, conn);
     }
 
     /// The server started a graceful shutdown. Frames keep arriving and being

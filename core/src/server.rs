@@ -219,9 +219,10 @@ impl ServerBuilder {
         let listener = bind(&addr, self.config.backlog)?;
         let local_addr = listener.local_addr()?;
         let shutdown = Arc::new(ShutdownState::new());
+        let stats = Arc::new(Counters::new(self.config.workers));
         let shared = Arc::new(Shared {
             config: self.config,
-            stats: Arc::new(Counters::default()),
+            stats,
             shutdown: Arc::clone(&shutdown),
             next_id: AtomicU64::new(1),
             acceptor_done: AtomicBool::new(false),

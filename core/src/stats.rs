@@ -60,23 +60,39 @@ impl fmt::Display for Stats {
     }
 }
 
-/// The live counters behind [`Stats`], shared by the acceptor and workers.
+/// The live counters behind [`Stats`]. Those bumped on every read, write
+/// or frame are per worker, each on its own cache line, so workers never
+/// contend for them; a snapshot adds them up.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) open: AtomicUsize,
     pub(crate) accepted: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    /// Connections the acceptor had to close itself (a worker was gone).
+    pub(crate) closed: AtomicU64,
+    pub(crate) slow_consumer_disconnects: AtomicU64,
+    pub(crate) messages_dropped: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+    pub(crate) handler_panics: AtomicU64,
+    pub(crate) workers: Box<[WorkerCounters]>,
+}
+
+/// The counters one worker bumps.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct WorkerCounters {
     pub(crate) closed: AtomicU64,
     pub(crate) timed_out: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) frames: AtomicU64,
     pub(crate) frame_errors: AtomicU64,
-    pub(crate) slow_consumer_disconnects: AtomicU64,
-    pub(crate) messages_dropped: AtomicU64,
     pub(crate) forced_closes: AtomicU64,
-    pub(crate) accept_errors: AtomicU64,
-    pub(crate) handler_panics: AtomicU64,
+}
+
+/// Adds `n` to a counter.
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Relaxed);
 }
 
 /// Adds one to a counter.
@@ -85,20 +101,27 @@ pub(crate) fn bump(counter: &AtomicU64) {
 }
 
 impl Counters {
+    pub(crate) fn new(workers: usize) -> Counters {
+        Counters { workers: (0..workers).map(|_| WorkerCounters::default()).collect(), ..Counters::default() }
+    }
+
     pub(crate) fn snapshot(&self) -> Stats {
+        let sum = |f: fn(&WorkerCounters) -> &AtomicU64| -> u64 {
+            self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
+        };
         Stats {
             open: self.open.load(Relaxed),
             accepted: self.accepted.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
-            closed: self.closed.load(Relaxed),
-            timed_out: self.timed_out.load(Relaxed),
-            bytes_in: self.bytes_in.load(Relaxed),
-            bytes_out: self.bytes_out.load(Relaxed),
-            frames: self.frames.load(Relaxed),
-            frame_errors: self.frame_errors.load(Relaxed),
+            closed: self.closed.load(Relaxed) + sum(|w| &w.closed),
+            timed_out: sum(|w| &w.timed_out),
+            bytes_in: sum(|w| &w.bytes_in),
+            bytes_out: sum(|w| &w.bytes_out),
+            frames: sum(|w| &w.frames),
+            frame_errors: sum(|w| &w.frame_errors),
             slow_consumer_disconnects: self.slow_consumer_disconnects.load(Relaxed),
             messages_dropped: self.messages_dropped.load(Relaxed),
-            forced_closes: self.forced_closes.load(Relaxed),
+            forced_closes: sum(|w| &w.forced_closes),
             accept_errors: self.accept_errors.load(Relaxed),
             handler_panics: self.handler_panics.load(Relaxed),
         }

@@ -18,7 +18,7 @@ use crate::handler::{CloseReason, Flow, Handler};
 use crate::outbound::{Outbound, WriteError};
 use crate::server::Shared;
 use crate::shutdown::{DRAINING, FORCING};
-use crate::stats::bump;
+use crate::stats::{add, bump, WorkerCounters};
 
 const WAKER: Token = Token(usize::MAX);
 /// Reads per readiness event before other connections get a turn.
@@ -176,6 +176,8 @@ pub(crate) struct Worker<H: Handler> {
     draining: bool,
     grace_deadline: Option<Instant>,
     report: WorkerReport,
+    /// The time at the start of this loop turn: precise enough for timeouts.
+    now: Instant,
 }
 
 macro_rules! guarded {
@@ -214,8 +216,13 @@ impl<H: Handler> Worker<H> {
             draining: false,
             grace_deadline: None,
             report: WorkerReport::default(),
+            now: Instant::now(),
         };
         Ok((worker, link))
+    }
+
+    fn counters(&self) -> &WorkerCounters {
+        &self.shared.stats.workers[self.index]
     }
 
     pub(crate) fn run(mut self) -> WorkerReport {
@@ -236,6 +243,7 @@ impl<H: Handler> Worker<H> {
                 }
                 continue;
             }
+            self.now = Instant::now();
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKER {
@@ -255,7 +263,7 @@ impl<H: Handler> Worker<H> {
             for token in std::mem::take(&mut self.dirty) {
                 self.flush(token);
             }
-            let now = Instant::now();
+            let now = self.now;
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + tick;
@@ -366,7 +374,7 @@ impl<H: Handler> Worker<H> {
             log::warn!("{peer}: cannot register the connection: {e}; closing");
             self.shared.stats.open.fetch_sub(1, Ordering::AcqRel);
             self.load.fetch_sub(1, Ordering::AcqRel);
-            bump(&self.shared.stats.closed);
+            bump(&self.counters().closed);
             return;
         }
         let config = &self.shared.config;
@@ -382,7 +390,7 @@ impl<H: Handler> Worker<H> {
             mailbox: Arc::clone(&self.mailbox),
             stats: Arc::clone(&self.shared.stats),
         });
-        let now = Instant::now();
+        let now = self.now;
         let mut c = Connection {
             sock,
             shared,
@@ -428,14 +436,20 @@ impl<H: Handler> Worker<H> {
                 Ok(0) => {
                     // Half-close: serve what was read, deliver the replies,
                     // then close. An incomplete frame at EOF is dropped.
+                    let handler = &self.handler;
+                    let (session, mut conn) = c.conn(self.draining);
+                    if let Some(session) = session {
+                        if guarded!(self.shared.stats, handler.eof(session, &mut conn)).is_none() {
+                            return self.close_now(token, CloseReason::HandlerPanic);
+                        }
+                    }
                     self.begin_close(token, CloseReason::PeerClosed);
                     break;
                 }
                 Ok(n) => {
-                    let now = Instant::now();
-                    c.last_io = now;
-                    c.last_read = now;
-                    self.shared.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    c.last_io = self.now;
+                    c.last_read = self.now;
+                    add(&self.shared.stats.workers[self.index].bytes_in, n as u64);
                     if !self.process(token, n) {
                         break;
                     }
@@ -464,6 +478,7 @@ impl<H: Handler> Worker<H> {
         let input: &[u8] = if from_tail { &owned } else { fresh };
         let handler = &self.handler;
         let stats = &self.shared.stats;
+        let counters = &stats.workers[self.index];
         let high_water = self.shared.config.high_water;
         let mut pos = 0;
         let mut completed = false;
@@ -483,12 +498,12 @@ impl<H: Handler> Worker<H> {
                 Step::Frame(frame, used) => {
                     pos += used;
                     completed = true;
-                    bump(&stats.frames);
+                    bump(&counters.frames);
                     guarded!(stats, handler.frame(session, frame, &mut conn))
                 }
                 Step::Error(err, used) => {
                     pos += used;
-                    bump(&stats.frame_errors);
+                    bump(&counters.frame_errors);
                     match guarded!(stats, handler.frame_error(session, err, &mut conn)) {
                         Some(Flow::Continue) if !err.is_fatal() => Some(Flow::Continue),
                         Some(_) => {
@@ -528,7 +543,7 @@ impl<H: Handler> Worker<H> {
         if !partial {
             c.partial_since = None;
         } else if completed || c.partial_since.is_none() {
-            c.partial_since = Some(Instant::now());
+            c.partial_since = Some(self.now);
         }
         if c.tail.capacity() > 0 && c.tail.is_empty() {
             c.tail = Vec::new();
@@ -555,8 +570,8 @@ impl<H: Handler> Worker<H> {
             match c.out.write_to(&mut c.sock, &c.shared.queued, &mut self.scratch) {
                 Ok(n) => {
                     if n > 0 {
-                        c.last_io = Instant::now();
-                        self.shared.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+                        c.last_io = self.now;
+                        add(&self.shared.stats.workers[self.index].bytes_out, n);
                     }
                 }
                 Err(WriteError::FileTruncated) => return self.close_now(token, CloseReason::FileTruncated),
@@ -577,7 +592,7 @@ impl<H: Handler> Worker<H> {
         let Some(c) = self.conns.get_mut(token) else { return };
         if c.phase == Phase::Flushing && c.out.is_empty() {
             let _ = c.sock.shutdown(Shutdown::Write);
-            c.phase = Phase::Lingering { until: Instant::now() + self.shared.config.linger };
+            c.phase = Phase::Lingering { until: self.now + self.shared.config.linger };
             self.linger(token);
         }
     }
@@ -632,10 +647,11 @@ impl<H: Handler> Worker<H> {
         let stats = &self.shared.stats;
         stats.open.fetch_sub(1, Ordering::AcqRel);
         self.load.fetch_sub(1, Ordering::AcqRel);
-        bump(&stats.closed);
+        let counters = &stats.workers[self.index];
+        bump(&counters.closed);
         match reason {
-            CloseReason::IdleTimeout | CloseReason::FrameTimeout => bump(&stats.timed_out),
-            CloseReason::Forced => bump(&stats.forced_closes),
+            CloseReason::IdleTimeout | CloseReason::FrameTimeout => bump(&counters.timed_out),
+            CloseReason::Forced => bump(&counters.forced_closes),
             _ => {}
         }
         if self.draining {

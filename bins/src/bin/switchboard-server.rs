@@ -9,13 +9,13 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
 use switchboard_bins::cli::{parse_args, parse_duration, parse_size};
-use switchboard_handlers::Echo;
+use switchboard_handlers::{Chat, Echo, Upper};
 
 /// A multithreaded TCP server: pick a handler, and Switchboard runs the
 /// accept loop, the worker pool, the limits and a graceful shutdown
 /// (Ctrl-C or SIGTERM once: drain; twice: stop now).
 #[derive(Debug, Parser)]
-#[command(name = "switchboard-server", version, about, long_about = None)]
+#[command(name = "switchboard-server", version)]
 struct Args {
     /// The protocol to serve.
     #[arg(long, value_enum, default_value_t = HandlerName::Echo)]
@@ -50,6 +50,10 @@ struct Args {
 enum HandlerName {
     /// Every byte back unchanged (binary-safe, no framing).
     Echo,
+    /// Text back in Unicode upper case as it arrives (no newline needed).
+    Upper,
+    /// One chat room: lines go to every other member; /nick, /who, /msg, /help, /quit.
+    Chat,
 }
 
 fn main() -> ExitCode {
@@ -73,9 +77,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.workers {
         builder = builder.workers(n);
     }
-    let _ = args.max_frame;
     match args.handler {
         HandlerName::Echo => serve(builder, &args.listen, Echo),
+        HandlerName::Upper => serve(builder, &args.listen, Upper::new()),
+        HandlerName::Chat => serve(builder, &args.listen, Chat::new(args.max_frame)),
     }
 }
 

@@ -1,0 +1,150 @@
+//! The chat's input lines: a pure parser, and the nick rule.
+
+/// The longest nick, in characters.
+pub(crate) const MAX_NICK: usize = 32;
+
+/// What one input line asks for. Borrowed from the line; parsing never
+/// fails and never panics: anything that is not a command is text, and a
+/// malformed command is a [`Command::Unknown`] or [`Command::MsgUsage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// An empty line: ignored.
+    Empty,
+    /// Text for every other member.
+    Text(&'a str),
+    /// `/nick NAME`: the name as given (trimmed), not yet validated.
+    Nick(&'a str),
+    /// `/who`.
+    Who,
+    /// `/msg NAME text`.
+    Msg {
+        /// The addressee as given.
+        to: &'a str,
+        /// The text, never empty.
+        text: &'a str,
+    },
+    /// `/msg` without a name or without text.
+    MsgUsage,
+    /// `/help`.
+    Help,
+    /// `/quit`, or exactly `quit`.
+    Quit,
+    /// Any other `/word`: the word, slash included.
+    Unknown(&'a str),
+}
+
+/// Parses one line (without its line ending).
+///
+/// - An empty line is [`Command::Empty`]; exactly `quit` is [`Command::Quit`].
+/// - A line starting with `/` is a command: the word up to the first
+///   whitespace, matched exactly (commands are lower case). Arguments are
+///   separated by whitespace; `/who`, `/help` and `/quit` ignore any.
+/// - Anything else, leading or trailing spaces included, is text as is.
+pub fn parse(line: &str) -> Command<'_> {
+    if line.is_empty() {
+        return Command::Empty;
+    }
+    if line == "quit" {
+        return Command::Quit;
+    }
+    if !line.starts_with('/') {
+        return Command::Text(line);
+    }
+    let (word, args) = match line.split_once(char::is_whitespace) {
+        Some((word, args)) => (word, args.trim()),
+        None => (line, ""),
+    };
+    match word {
+        "/nick" => Command::Nick(args),
+        "/who" => Command::Who,
+        "/help" => Command::Help,
+        "/quit" => Command::Quit,
+        "/msg" => match args.split_once(char::is_whitespace) {
+            Some((to, text)) if !text.trim_start().is_empty() => Command::Msg { to, text: text.trim_start() },
+            _ => Command::MsgUsage,
+        },
+        _ => Command::Unknown(word),
+    }
+}
+
+/// Whether `name` is a valid nick: 1 to 32 characters, each a letter or a
+/// digit of any script, `_` or `-`.
+pub fn valid_nick(name: &str) -> bool {
+    let mut count = 0;
+    for c in name.chars() {
+        count += 1;
+        if count > MAX_NICK || !(c.is_alphanumeric() || c == '_' || c == '-') {
+            return false;
+        }
+    }
+    count > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_empty() {
+        assert_eq!(parse(""), Command::Empty);
+        assert_eq!(parse("hello world"), Command::Text("hello world"));
+        assert_eq!(parse(" /nick x"), Command::Text(" /nick x"));
+        assert_eq!(parse(" "), Command::Text(" "));
+        assert_eq!(parse("quit "), Command::Text("quit "));
+        assert_eq!(parse("Quit"), Command::Text("Quit"));
+        assert_eq!(parse("a\0b"), Command::Text("a\0b"));
+        assert_eq!(parse("\u{fffd}"), Command::Text("\u{fffd}"));
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(parse("quit"), Command::Quit);
+        assert_eq!(parse("/quit"), Command::Quit);
+        assert_eq!(parse("/quit now"), Command::Quit);
+        assert_eq!(parse("/who"), Command::Who);
+        assert_eq!(parse("/help"), Command::Help);
+        assert_eq!(parse("/nick bob"), Command::Nick("bob"));
+        assert_eq!(parse("/nick  bob \t"), Command::Nick("bob"));
+        assert_eq!(parse("/nick"), Command::Nick(""));
+        assert_eq!(parse("/nick a b"), Command::Nick("a b"));
+        assert_eq!(parse("/msg bob hi there"), Command::Msg { to: "bob", text: "hi there" });
+        assert_eq!(parse("/msg bob   hi  "), Command::Msg { to: "bob", text: "hi" });
+        assert_eq!(parse("/msg"), Command::MsgUsage);
+        assert_eq!(parse("/msg bob"), Command::MsgUsage);
+        assert_eq!(parse("/msg bob   "), Command::MsgUsage);
+        assert_eq!(parse("/other"), Command::Unknown("/other"));
+        assert_eq!(parse("/other x y"), Command::Unknown("/other"));
+        assert_eq!(parse("/"), Command::Unknown("/"));
+        assert_eq!(parse("/WHO"), Command::Unknown("/WHO"));
+        assert_eq!(parse("//who"), Command::Unknown("//who"));
+        assert_eq!(parse("/nick\u{3000}名前"), Command::Nick("名前"));
+    }
+
+    #[test]
+    fn nicks() {
+        for ok in ["a", "guest-1", "Bob_2", "名前", "Ünïcödé", "x".repeat(32).as_str(), "٣"] {
+            assert!(valid_nick(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a.b", "x".repeat(33).as_str(), "bob!", "\u{fffd}", "a\0", "😀"] {
+            assert!(!valid_nick(bad), "{bad:?}");
+        }
+        // 32 characters of several bytes each are fine.
+        assert!(valid_nick(&"é".repeat(32)));
+        assert!(!valid_nick(&"é".repeat(33)));
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        let samples =
+            ["/", "/ ", "/msg ", "/msg  ", "/msg \u{3000}", "/\u{85}", "/msg a\u{2028}b", "\r", "/nick \r"];
+        for s in samples {
+            let _ = parse(s);
+        }
+        // Every prefix of a mixed string, at char boundaries.
+        let s = "/msg 名前 héllo wörld\t/who";
+        for (i, _) in s.char_indices() {
+            let _ = parse(&s[..i]);
+            let _ = parse(&s[i..]);
+        }
+    }
+}

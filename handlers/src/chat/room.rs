@@ -1,0 +1,165 @@
+//! The room: who is in it, under which nick, and how to reach them.
+//!
+//! Pure bookkeeping under the chat's lock: nothing here sends. Operations
+//! that lead to a broadcast return the handles to send to, so the caller
+//! sends after releasing the lock.
+
+use std::collections::HashMap;
+
+use super::command::valid_nick;
+
+/// One member; `H` is how to reach it (a `ConnHandle` in the server).
+#[derive(Debug)]
+struct Member<H> {
+    nick: String,
+    handle: H,
+}
+
+/// Why a nick change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NickError {
+    /// Not 1–32 letters, digits, `_` or `-`.
+    Invalid,
+    /// Another member has it, ignoring case.
+    Taken,
+    /// The connection is not in the room.
+    NotMember,
+}
+
+/// Every member, by connection id, and a case-insensitive nick index.
+#[derive(Debug)]
+pub(crate) struct Room<H> {
+    members: HashMap<u64, Member<H>>,
+    /// `nick.to_lowercase()` → connection id.
+    by_nick: HashMap<String, u64>,
+    /// The number of the last `guest-N` handed out.
+    guests: u64,
+}
+
+/// The key nicks are compared by: the same ignoring case.
+fn key(nick: &str) -> String {
+    nick.to_lowercase()
+}
+
+impl<H> Default for Room<H> {
+    fn default() -> Self {
+        Room { members: HashMap::new(), by_nick: HashMap::new(), guests: 0 }
+    }
+}
+
+impl<H: Clone> Room<H> {
+    /// How many members there are.
+    pub(crate) fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Adds a member under the next free `guest-N` (a number someone took
+    /// by `/nick` is skipped). Returns its nick and the other members.
+    pub(crate) fn join(&mut self, id: u64, handle: H) -> (String, Vec<H>) {
+        // At most one number per member is taken, so this ends.
+        let nick = loop {
+            self.guests = self.guests.wrapping_add(1);
+            let nick = format!("guest-{}", self.guests);
+            if !self.by_nick.contains_key(&key(&nick)) {
+                break nick;
+            }
+        };
+        let others = self.others(id);
+        if let Some(old) = self.members.insert(id, Member { nick: nick.clone(), handle }) {
+            // A connection id joined twice (cannot happen): forget the old nick.
+            self.by_nick.remove(&key(&old.nick));
+        }
+        self.by_nick.insert(key(&nick), id);
+        (nick, others)
+    }
+
+    /// Removes a member. Returns its nick and the members left, or `None`
+    /// if it was not in the room.
+    pub(crate) fn leave(&mut self, id: u64) -> Option<(String, Vec<H>)> {
+        let member = self.members.remove(&id)?;
+        self.by_nick.remove(&key(&member.nick));
+        Some((member.nick, self.others(id)))
+    }
+
+    /// A member's nick.
+    pub(crate) fn nick(&self, id: u64) -> Option<&str> {
+        self.members.get(&id).map(|m| m.nick.as_str())
+    }
+
+    /// Every member but `id`.
+    pub(crate) fn others(&self, id: u64) -> Vec<H> {
+        self.members.iter().filter(|(&other, _)| other != id).map(|(_, m)| m.handle.clone()).collect()
+    }
+
+    /// Renames member `id` to `new`. Returns the old nick and the other
+    /// members. Changing only the case of one's own nick is allowed.
+    pub(crate) fn rename(&mut self, id: u64, new: &str) -> Result<(String, Vec<H>), NickError> {
+        if !valid_nick(new) {
+            return Err(NickError::Invalid);
+        }
+        let new_key = key(new);
+        if self.by_nick.get(&new_key).is_some_and(|&owner| owner != id) {
+            return Err(NickError::Taken);
+        }
+        let member = self.members.get_mut(&id).ok_or(NickError::NotMember)?;
+        let old = std::mem::replace(&mut member.nick, new.to_owned());
+        self.by_nick.remove(&key(&old));
+        self.by_nick.insert(new_key, id);
+        Ok((old, self.others(id)))
+    }
+
+    /// The member called `name` (ignoring case): its connection id and handle.
+    pub(crate) fn find(&self, name: &str) -> Option<(u64, H)> {
+        let id = *self.by_nick.get(&key(name))?;
+        self.members.get(&id).map(|m| (id, m.handle.clone()))
+    }
+
+    /// Every nick, sorted ignoring case (ties, which unique nicks cannot
+    /// have, by code point).
+    pub(crate) fn who(&self) -> Vec<&str> {
+        let mut nicks: Vec<(String, &str)> =
+            self.members.values().map(|m| (key(&m.nick), m.nick.as_str())).collect();
+        nicks.sort_unstable();
+        nicks.into_iter().map(|(_, nick)| nick).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guests_rename_and_leave() {
+        let mut room: Room<u64> = Room::default();
+        assert_eq!(room.join(10, 10), ("guest-1".to_string(), vec![]));
+        assert_eq!(room.join(11, 11), ("guest-2".to_string(), vec![10]));
+        assert_eq!(room.rename(10, "guest-3"), Ok(("guest-1".to_string(), vec![11])));
+        // guest-3 is taken by a rename: the next guest skips it.
+        assert_eq!(room.join(12, 12).0, "guest-4");
+        assert_eq!(room.rename(11, "GUEST-3"), Err(NickError::Taken));
+        assert_eq!(room.rename(11, "bad nick"), Err(NickError::Invalid));
+        assert_eq!(room.rename(99, "nobody"), Err(NickError::NotMember));
+        // Changing the case of one's own nick is fine.
+        assert_eq!(room.rename(10, "Guest-3").map(|(old, _)| old), Ok("guest-3".to_string()));
+        assert_eq!(room.find("GUEST-3"), Some((10, 10)));
+        assert_eq!(room.nick(10), Some("Guest-3"));
+        let (nick, mut others) = room.leave(10).unwrap();
+        others.sort_unstable();
+        assert_eq!((nick.as_str(), others), ("Guest-3", vec![11, 12]));
+        assert_eq!(room.leave(10), None);
+        assert_eq!(room.find("guest-3"), None);
+        assert_eq!(room.len(), 2);
+        // The freed nick can be taken again.
+        assert!(room.rename(11, "guest-3").is_ok());
+    }
+
+    #[test]
+    fn who_is_sorted_ignoring_case() {
+        let mut room: Room<()> = Room::default();
+        for (id, nick) in [(1, "bob"), (2, "Alice"), (3, "carol"), (4, "Émile"), (5, "_x"), (6, "Zed")] {
+            room.join(id, ());
+            room.rename(id, nick).unwrap();
+        }
+        assert_eq!(room.who(), vec!["_x", "Alice", "bob", "carol", "Zed", "Émile"]);
+    }
+}
