@@ -6,10 +6,10 @@
 use libfuzzer_sys::fuzz_target;
 use switchboard::{Framing, Prefix};
 
-#[path = "../../tests/util/decode.rs"]
-mod decode;
 #[path = "common.rs"]
 mod common;
+#[path = "../../tests/util/decode.rs"]
+mod decode;
 
 fuzz_target!(|data: &[u8]| {
     let [p, m0, m1, rest @ ..] = data else { return };

@@ -5,10 +5,10 @@
 use libfuzzer_sys::fuzz_target;
 use switchboard::Framing;
 
-#[path = "../../tests/util/decode.rs"]
-mod decode;
 #[path = "common.rs"]
 mod common;
+#[path = "../../tests/util/decode.rs"]
+mod decode;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&m, rest)) = data.split_first() else { return };
