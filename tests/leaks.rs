@@ -12,15 +12,8 @@ use std::time::Duration;
 
 use switchboard::Server;
 use switchboard_handlers::Echo;
+use util::proc::{open_fds, threads};
 use util::*;
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd").count()
-}
-
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").expect("read /proc/self/task").count()
-}
 
 #[test]
 fn twenty_thousand_connections_leave_no_descriptor_or_thread_behind() {

@@ -108,3 +108,4 @@ pub fn round_trip(s: &mut TcpStream, data: &[u8]) -> Vec<u8> {
     read_exact(s, data.len())
 }
 pub mod decode;
+pub mod proc;
