@@ -267,3 +267,51 @@ fn each_handler_is_selected_by_its_flag() {
     r.read_line(&mut line).unwrap();
     assert_eq!(line, "* online: guest-1\n");
 }
+
+#[test]
+fn file_handler_serves_the_client_a_verified_download() {
+    let base = std::env::temp_dir().join(format!("switchboard-server-file-{}", std::process::id()));
+    let (root, dest) = (base.join("root"), base.join("dest"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&dest).unwrap();
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(root.join("data 数据.bin"), &content).unwrap();
+    let server = spawn(&["--handler", "file", "--root", root.to_str().unwrap()]);
+    let client = env!("CARGO_BIN_EXE_switchboard-client");
+    let addr = server.addr.to_string();
+    let out = Command::new(client)
+        .args([&addr, "get", "data 数据.bin", "-o", dest.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(dest.join("data 数据.bin")).unwrap(), content);
+    let out = Command::new(client).args([&addr, "list"]).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success());
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("300000") && listing.contains("data 数据.bin"), "{listing}");
+    let out = Command::new(client)
+        .args([&addr, "get", "../etc/passwd", "-o", dest.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside root"));
+    assert!(!dest.join("passwd").exists());
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn file_handler_needs_a_usable_root() {
+    let out = Command::new(BIN).args(["--handler", "file"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--root"));
+    let out = Command::new(BIN)
+        .args(["--handler", "file", "--listen", "127.0.0.1:0", "--root", "/nonexistent/switchboard"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.trim_end().lines().last().unwrap().starts_with("switchboard-server: file root"), "{err}");
+}

@@ -1,10 +1,12 @@
 //! The built-in Switchboard handlers: [`Echo`], [`Upper`], [`Chat`] (relay)
-//! and file get. Wire formats: PROTOCOLS.md.
+//! and [`FileGet`]. Wire formats: PROTOCOLS.md.
 
 pub mod chat;
 mod echo;
+mod file;
 mod upper;
 
 pub use chat::Chat;
 pub use echo::Echo;
+pub use file::FileGet;
 pub use upper::Upper;

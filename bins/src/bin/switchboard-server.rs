@@ -1,6 +1,7 @@
 //! `switchboard-server`: runs one of the built-in handlers.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
 use switchboard_bins::cli::{parse_args, parse_duration, parse_size};
-use switchboard_handlers::{Chat, Echo, Upper};
+use switchboard_handlers::{Chat, Echo, FileGet, Upper};
 
 /// A multithreaded TCP server: pick a handler, and Switchboard runs the
 /// accept loop, the worker pool, the limits and a graceful shutdown
@@ -41,9 +42,13 @@ struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     grace: Duration,
 
-    /// The largest frame (chat: line) accepted, e.g. 4096 or 64KiB.
+    /// The largest frame accepted (chat: a line; file: a request line), e.g. 4096 or 64KiB.
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "4096")]
     max_frame: usize,
+
+    /// The folder the file handler serves; nothing outside it is ever sent.
+    #[arg(long, value_name = "DIR", required_if_eq("handler", "file"))]
+    root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,6 +59,8 @@ enum HandlerName {
     Upper,
     /// One chat room: lines go to every other member; /nick, /who, /msg, /help, /quit.
     Chat,
+    /// Serves the files under --root: `get NAME` and `list`, length + JSON header + raw bytes.
+    File,
 }
 
 fn main() -> ExitCode {
@@ -77,10 +84,19 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.workers {
         builder = builder.workers(n);
     }
+    if args.root.is_some() && args.handler != HandlerName::File {
+        log::warn!("--root is used only by --handler file; ignoring it");
+    }
     match args.handler {
         HandlerName::Echo => serve(builder, &args.listen, Echo),
         HandlerName::Upper => serve(builder, &args.listen, Upper::new()),
         HandlerName::Chat => serve(builder, &args.listen, Chat::new(args.max_frame)),
+        HandlerName::File => {
+            let root = args.root.unwrap_or_default();
+            let handler = FileGet::new(&root, args.max_frame)?;
+            log::info!("serving files under {}", handler.root().display());
+            serve(builder, &args.listen, handler)
+        }
     }
 }
 
