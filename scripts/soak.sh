@@ -40,6 +40,7 @@ load_pid=""
 cleanup() {
     [ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null || true
     [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null || true
+    rm -rf "$work/files"
 }
 trap cleanup EXIT
 
