@@ -159,3 +159,50 @@ fn a_handle_can_close_its_connection_after_flushing() {
     assert_eq!(got, "last words\n");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Replies to every line from another thread, once the test allows it;
+/// reports EOF to the test.
+struct Later {
+    go: crossbeam_channel::Receiver<()>,
+    eof: crossbeam_channel::Sender<()>,
+}
+
+impl Handler for Later {
+    type Session = ();
+    fn framing(&self) -> Framing {
+        Framing::lines(64)
+    }
+    fn open(&self, _: &mut Conn<'_>) {}
+    fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        let reply = conn.defer();
+        let go = self.go.clone();
+        let text = format!("done {}\n", String::from_utf8_lossy(line));
+        std::thread::spawn(move || {
+            let _ = go.recv();
+            reply.send(text).unwrap();
+        });
+        Flow::Continue
+    }
+    fn eof(&self, _: &mut (), _: &mut Conn<'_>) {
+        let _ = self.eof.send(());
+    }
+}
+
+#[test]
+fn a_deferred_reply_reaches_a_client_that_half_closed() {
+    let (go_tx, go) = crossbeam_channel::unbounded();
+    let (eof, eof_rx) = crossbeam_channel::unbounded();
+    let server = start(Server::builder().workers(1), Later { go, eof });
+    let mut s = connect(server.local_addr());
+    s.write_all(b"one\ntwo\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    // The server has seen the EOF; only then are the replies computed.
+    eof_rx.recv_timeout(TIMEOUT).expect("the handler sees EOF");
+    go_tx.send(()).unwrap();
+    go_tx.send(()).unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    let mut lines: Vec<&str> = got.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["done one", "done two"]);
+}

@@ -538,3 +538,38 @@ fn a_file_that_shrinks_during_the_send_is_a_short_transfer() {
     let mut other = connect(server.local_addr());
     assert_found(&get(&mut other, "small"), "small", b"small");
 }
+
+#[test]
+fn hashing_a_big_file_does_not_hold_up_other_clients_on_the_worker() {
+    let _g = shared();
+    let dir = TempDir::new("offload");
+    dir.sparse("big", 1 << 30);
+    dir.write("small", b"tiny");
+    // One worker: if hashing ran on it, nobody else would be served.
+    let handler = FileGet::new(dir.path(), 4096).expect("file handler");
+    let server = Server::builder().workers(1).start("127.0.0.1:0", handler).expect("server starts");
+    let mut big = connect(server.local_addr());
+    big.write_all(b"get big\n").unwrap();
+    let mut other = connect(server.local_addr());
+    let missing = request(&mut other, b"get missing");
+    assert_error(&missing, "missing", "not found");
+    // The big file's header cannot have gone out yet: its md5 takes seconds.
+    big.set_nonblocking(true).unwrap();
+    let mut probe = [0u8; 1];
+    let pending = matches!(big.peek(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    assert!(pending, "the big file was answered before a quick request on the same worker");
+    // Its connection's later requests wait behind it, in order: once the
+    // client half-closes, it still gets both replies, then EOF.
+    big.set_nonblocking(false).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    big.write_all(b"get small\n").unwrap();
+    big.shutdown(std::net::Shutdown::Write).unwrap();
+    let header = read_header(&mut big);
+    assert_eq!(file_size(&header), 1 << 30);
+    assert_eq!(header["md5"], "cd573cfaace07e7949bc0c46028904ff");
+    std::io::copy(&mut (&mut big).take(1 << 30), &mut std::io::sink()).unwrap();
+    assert_found(&read_reply(&mut big), "small", b"tiny");
+    let mut rest = Vec::new();
+    big.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}

@@ -115,6 +115,8 @@ pub(crate) struct ConnShared {
     pub(crate) queued: AtomicUsize,
     pub(crate) closed: AtomicBool,
     pub(crate) warned: AtomicBool,
+    /// Deferred replies outstanding: a graceful close waits for them.
+    pub(crate) deferred: AtomicUsize,
     pub(crate) max_outbound: usize,
     pub(crate) policy: SlowConsumerPolicy,
     pub(crate) mailbox: Arc<Mailbox>,
@@ -304,5 +306,51 @@ impl Conn<'_> {
     /// Whether the server is shutting down.
     pub fn is_draining(&self) -> bool {
         self.draining
+    }
+
+    /// Promises a reply that another thread will send: blocking work (a
+    /// file to hash, a database to ask) leaves the event loop, and the
+    /// reply still goes out. Until the [`Deferred`] is dropped, a graceful
+    /// close of the connection (EOF from the peer, [`Flow::Close`](crate::Flow::Close),
+    /// the quiet rule of a drain) waits for it; the idle timeout, errors and
+    /// a forced shutdown do not. Replies sent through it leave after
+    /// everything queued before.
+    pub fn defer(&self) -> Deferred {
+        self.shared.deferred.fetch_add(1, Ordering::AcqRel);
+        Deferred { handle: self.handle() }
+    }
+}
+
+/// A reply promised by [`Conn::defer`], to be sent from any thread. Dropping
+/// it says the reply is complete.
+#[derive(Debug)]
+pub struct Deferred {
+    handle: ConnHandle,
+}
+
+impl Deferred {
+    /// Queues `msg`, as [`ConnHandle::send`] does.
+    pub fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
+        self.handle.send(msg)
+    }
+
+    /// Queues a file region, as [`ConnHandle::send_file`] does.
+    pub fn send_file(&self, file: Arc<File>, offset: u64, len: u64) -> Result<(), SendError> {
+        self.handle.send_file(file, offset, len)
+    }
+
+    /// The connection's handle.
+    pub fn handle(&self) -> &ConnHandle {
+        &self.handle
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        let s = &*self.handle.shared;
+        s.deferred.fetch_sub(1, Ordering::AcqRel);
+        // Comes after every reply this Deferred sent: the worker can close
+        // once they are written.
+        let _ = s.mailbox.post(Mail::Release { token: s.token, id: s.id });
     }
 }

@@ -47,7 +47,7 @@ mod shutdown;
 mod stats;
 mod worker;
 
-pub use conn::{Conn, ConnHandle, Message, SendError, SlowConsumerPolicy};
+pub use conn::{Conn, ConnHandle, Deferred, Message, SendError, SlowConsumerPolicy};
 pub use err::StartError;
 pub use framing::{Decoder, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};

@@ -49,9 +49,16 @@ pub(crate) struct Outbound {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     head: usize,
+    /// File regions queued.
+    files: usize,
 }
 
 impl Outbound {
+    /// File regions queued (each holds a descriptor).
+    pub(crate) fn files(&self) -> usize {
+        self.files
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.chunks.is_empty()
     }
@@ -74,6 +81,7 @@ impl Outbound {
 
     pub(crate) fn push_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
         let end = offset.saturating_add(len);
+        self.files += 1;
         self.chunks.push_back(Chunk::File { file, offset, end });
     }
 
@@ -86,6 +94,7 @@ impl Outbound {
             }
         }
         self.head = 0;
+        self.files = 0;
         self.chunks = VecDeque::new();
         n
     }
@@ -179,6 +188,7 @@ impl Outbound {
         *offset += n as u64;
         if *offset >= *end {
             self.chunks.pop_front();
+            self.files -= 1;
         }
         Ok(n)
     }

@@ -25,6 +25,8 @@ const WAKER: Token = Token(usize::MAX);
 const READS_PER_TURN: usize = 16;
 /// Mail handled per loop turn before sockets get a turn.
 const MAIL_PER_TURN: usize = 16 * 1024;
+/// File regions queued for one connection before reading from it stops.
+const MAX_QUEUED_FILES: usize = 16;
 /// Bytes a lingering close reads and discards at most.
 const LINGER_BYTES: usize = 1 << 20;
 
@@ -36,6 +38,8 @@ pub(crate) enum Mail {
     Send { token: usize, id: u64, msg: Message },
     /// A file region from a [`ConnHandle`](crate::ConnHandle).
     SendFile { token: usize, id: u64, file: Arc<File>, offset: u64, len: u64 },
+    /// A deferred reply is complete.
+    Release { token: usize, id: u64 },
     /// Close a connection: a slow consumer (at once) or on request (after
     /// flushing).
     Close { token: usize, id: u64, slow: bool },
@@ -114,6 +118,22 @@ impl<S> Connection<S> {
 
     fn queued(&self) -> usize {
         self.shared.queued.load(Ordering::Acquire)
+    }
+
+    /// Replies are still taken: open, or closing with the queue not yet flushed.
+    fn accepts_output(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::Flushing)
+    }
+
+    /// Deferred replies outstanding.
+    fn deferred(&self) -> bool {
+        self.shared.deferred.load(Ordering::Acquire) > 0
+    }
+
+    /// Too much queued: stop reading (memory bytes, or file regions, each of
+    /// which holds a descriptor).
+    fn over_high_water(&self, high_water: usize) -> bool {
+        self.queued() > high_water || self.out.files() > MAX_QUEUED_FILES
     }
 }
 
@@ -335,7 +355,7 @@ impl<H: Handler> Worker<H> {
             match mail {
                 Mail::Conn(sock, peer) => self.open(sock, peer),
                 Mail::Send { token, id, msg } => match self.conns.get_mut(token) {
-                    Some(c) if c.shared.id == id && c.phase == Phase::Open => {
+                    Some(c) if c.shared.id == id && c.accepts_output() => {
                         c.out.push_message(msg);
                         self.dirty.push(token);
                     }
@@ -346,12 +366,17 @@ impl<H: Handler> Worker<H> {
                     _ => {}
                 },
                 Mail::SendFile { token, id, file, offset, len } => match self.conns.get_mut(token) {
-                    Some(c) if c.shared.id == id && c.phase == Phase::Open => {
+                    Some(c) if c.shared.id == id && c.accepts_output() => {
                         c.out.push_file(file, offset, len);
                         self.dirty.push(token);
                     }
                     _ => {}
                 },
+                Mail::Release { token, id } => {
+                    if self.conns.get_mut(token).is_some_and(|c| c.shared.id == id) {
+                        self.dirty.push(token);
+                    }
+                }
                 Mail::Close { token, id, slow } => {
                     if self.conns.get_mut(token).is_some_and(|c| c.shared.id == id) {
                         if slow {
@@ -385,6 +410,7 @@ impl<H: Handler> Worker<H> {
             queued: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             warned: AtomicBool::new(false),
+            deferred: AtomicUsize::new(0),
             max_outbound: config.max_outbound,
             policy: config.policy,
             mailbox: Arc::clone(&self.mailbox),
@@ -527,7 +553,7 @@ impl<H: Handler> Worker<H> {
                 }
                 Some(Flow::Continue) => {}
             }
-            if c.queued() > high_water {
+            if c.over_high_water(high_water) {
                 c.paused = true;
             }
         }
@@ -579,7 +605,7 @@ impl<H: Handler> Worker<H> {
             }
         }
         let low_water = self.shared.config.high_water / 2;
-        if c.paused && c.queued() <= low_water {
+        if c.paused && c.queued() <= low_water && c.out.files() <= MAX_QUEUED_FILES / 2 {
             c.paused = false;
             if c.phase == Phase::Open {
                 // Frames left over from before the pause, then read again.
@@ -590,7 +616,7 @@ impl<H: Handler> Worker<H> {
             }
         }
         let Some(c) = self.conns.get_mut(token) else { return };
-        if c.phase == Phase::Flushing && c.out.is_empty() {
+        if c.phase == Phase::Flushing && c.out.is_empty() && !c.deferred() {
             let _ = c.sock.shutdown(Shutdown::Write);
             c.phase = Phase::Lingering { until: self.now + self.shared.config.linger };
             self.linger(token);
@@ -691,6 +717,7 @@ impl<H: Handler> Worker<H> {
                 Phase::Open
                     if self.draining
                         && c.out.is_empty()
+                        && !c.deferred()
                         && c.tail.is_empty()
                         && now.duration_since(c.last_read) >= quiet =>
                 {

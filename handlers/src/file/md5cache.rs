@@ -6,6 +6,7 @@ use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use md5::{Digest, Md5};
 use parking_lot::Mutex;
@@ -41,6 +42,8 @@ pub(crate) enum HashError {
     Shrank,
     /// A read failed.
     Io(io::Error),
+    /// The handler is going away: hashing stopped.
+    Cancelled,
 }
 
 /// A bounded map from [`Key`] to md5; when full the oldest entry goes.
@@ -61,13 +64,24 @@ impl Md5Cache {
         Md5Cache { capacity: capacity.max(1), inner: Mutex::new(Inner::default()) }
     }
 
+    /// The cached md5 for `key`, if there is one.
+    pub(crate) fn get(&self, key: &Key) -> Option<[u8; 16]> {
+        self.inner.lock().map.get(key).copied()
+    }
+
     /// The md5 of the first `key.size` bytes of `file`, from the cache or
-    /// computed (outside the lock) and then cached.
-    pub(crate) fn get_or_compute(&self, key: Key, file: &File) -> Result<[u8; 16], HashError> {
-        if let Some(sum) = self.inner.lock().map.get(&key) {
-            return Ok(*sum);
+    /// computed (outside the lock; it stops early when `cancel` is set) and
+    /// then cached.
+    pub(crate) fn get_or_compute(
+        &self,
+        key: Key,
+        file: &File,
+        cancel: &AtomicBool,
+    ) -> Result<[u8; 16], HashError> {
+        if let Some(sum) = self.get(&key) {
+            return Ok(sum);
         }
-        let sum = md5_of(file, key.size)?;
+        let sum = md5_of(file, key.size, cancel)?;
         let mut inner = self.inner.lock();
         if !inner.map.contains_key(&key) {
             while inner.map.len() >= self.capacity {
@@ -88,11 +102,14 @@ impl Md5Cache {
 
 /// The md5 of the first `size` bytes of `file`, read with `pread` (the
 /// file's offset is left alone).
-pub(crate) fn md5_of(file: &File, size: u64) -> Result<[u8; 16], HashError> {
+pub(crate) fn md5_of(file: &File, size: u64, cancel: &AtomicBool) -> Result<[u8; 16], HashError> {
     let mut hasher = Md5::new();
     let mut buf = vec![0u8; CHUNK.min(usize::try_from(size).unwrap_or(CHUNK)).max(1)];
     let mut pos = 0u64;
     while pos < size {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(HashError::Cancelled);
+        }
         let want = usize::try_from(size - pos).unwrap_or(usize::MAX).min(buf.len());
         match file.read_at(&mut buf[..want], pos) {
             Ok(0) => return Err(HashError::Shrank),
@@ -123,7 +140,7 @@ mod tests {
             std::fs::File::create(&path).unwrap().write_all(content).unwrap();
             let file = File::open(&path).unwrap();
             let key = Key::new(&path, &file.metadata().unwrap());
-            sums.push(cache.get_or_compute(key, &file).unwrap());
+            sums.push(cache.get_or_compute(key, &file, &AtomicBool::new(false)).unwrap());
             assert!(cache.len() <= 2);
         }
         let hex = |s: &[u8; 16]| s.iter().map(|b| format!("{b:02x}")).collect::<String>();
@@ -131,7 +148,8 @@ mod tests {
         assert_eq!(hex(&sums[1]), "900150983cd24fb0d6963f7d28e17f72");
         // Asking for more than the file holds means it shrank.
         let file = File::open(dir.join("f1")).unwrap();
-        assert!(matches!(md5_of(&file, 10), Err(HashError::Shrank)));
+        assert!(matches!(md5_of(&file, 10, &AtomicBool::new(false)), Err(HashError::Shrank)));
+        assert!(matches!(md5_of(&file, 10, &AtomicBool::new(true)), Err(HashError::Cancelled)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

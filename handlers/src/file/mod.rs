@@ -4,32 +4,38 @@ mod confine;
 mod header;
 mod list;
 mod md5cache;
+mod pool;
 mod request;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use rustix::fs::{Mode, OFlags};
 use switchboard::{Conn, Flow, FrameError, Framing, Handler};
 
 use self::header::Reason;
 use self::md5cache::{HashError, Key, Md5Cache};
+use self::pool::{HashPool, Job};
 use self::request::Request;
 
 /// How many md5 sums are cached (oldest out first).
 const MD5_CACHE_ENTRIES: usize = 1024;
-/// The most file regions one connection may have queued and not yet sent.
-/// Each holds an open descriptor; a client that keeps asking without
-/// reading is closed rather than allowed to exhaust the descriptors.
-const MAX_PENDING_FILES: usize = 64;
+/// Requests one connection may have waiting behind a reply being prepared
+/// off the event loop; a client that keeps asking without reading is closed.
+const MAX_WAITING_REQUESTS: usize = 64;
 /// How often a file that shrinks while being hashed is looked at again.
 const HASH_ATTEMPTS: usize = 3;
 /// The shortest request line limit accepted.
 const MIN_REQUEST: usize = 16;
+/// Threads that hash files and list the root, off the event loop.
+const POOL_THREADS: usize = 2;
 
 /// The file get handler: answers `get NAME` with a length-prefixed JSON
 /// header and the file's bytes (sent zero-copy), and `list` with the files
@@ -47,11 +53,12 @@ const MIN_REQUEST: usize = 16;
 /// holds at most 10,000 files and a 64 KiB header; a longer list is cut and
 /// carries `"truncated": true`.
 ///
-/// Limitation: the md5 of a file not yet in the cache is computed on the
-/// worker thread that received the request, which stalls that worker's
-/// other connections for as long as the file takes to read (about 2 s per
-/// GiB). A client that queues requests without reading its replies is
-/// closed once 64 files wait to be sent to it.
+/// The event loop never blocks on a big file: a `get` whose md5 is cached
+/// is answered at once; one that needs hashing, and every `list`, is
+/// prepared on a small pool of threads and sent as a deferred reply, and
+/// the connection's later requests wait behind it so replies stay in
+/// request order. A client that queues more than 64 requests behind one
+/// being prepared is closed.
 ///
 /// ```no_run
 /// use switchboard::Server;
@@ -63,30 +70,54 @@ const MIN_REQUEST: usize = 16;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct FileGet {
+    inner: Arc<Inner>,
+    pool: HashPool,
+}
+
+/// What the handler and its pool share.
+struct Inner {
     root: PathBuf,
     max_request: usize,
     md5: Md5Cache,
+    /// Set when the handler is dropped: hashing in progress stops.
+    cancel: AtomicBool,
 }
 
 impl fmt::Debug for FileGet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileGet")
-            .field("root", &self.root)
-            .field("max_request", &self.max_request)
+            .field("root", &self.inner.root)
+            .field("max_request", &self.inner.max_request)
             .finish_non_exhaustive()
     }
 }
 
-/// One connection's state: the file regions queued for it, to bound them.
+/// Per-connection state: the requests waiting behind a reply that is being
+/// prepared off the event loop.
 #[derive(Debug, Default)]
 pub struct FileSession {
-    pending: Vec<Arc<File>>,
+    chain: Arc<Mutex<Chain>>,
+}
+
+/// A connection's requests handed to the pool, answered in order.
+#[derive(Debug, Default)]
+struct Chain {
+    queue: VecDeque<Request>,
+    /// A pool thread owns the chain: new requests queue behind it.
+    active: bool,
+}
+
+/// A reply: the framed header, then maybe the file's bytes.
+struct Reply {
+    header: Vec<u8>,
+    file: Option<(Arc<File>, u64)>,
 }
 
 impl FileGet {
-    /// Serves the files under `root`, reading request lines of at most
-    /// `max_request` bytes. The root is made canonical once, here; it must
-    /// be an existing folder.
+    /// Serves the files under `root`, with request lines of at most
+    /// `max_request` bytes. Fails with a clear message if the root is not an
+    /// existing folder, the limit is under 16 bytes, or the hashing threads
+    /// cannot start.
     pub fn new(root: impl AsRef<Path>, max_request: usize) -> io::Result<FileGet> {
         let given = root.as_ref();
         let root = fs::canonicalize(given)
@@ -107,78 +138,110 @@ impl FileGet {
                 ),
             ));
         }
-        Ok(FileGet { root, max_request, md5: Md5Cache::new(MD5_CACHE_ENTRIES) })
+        let inner = Arc::new(Inner {
+            root,
+            max_request,
+            md5: Md5Cache::new(MD5_CACHE_ENTRIES),
+            cancel: AtomicBool::new(false),
+        });
+        let pool = HashPool::start(POOL_THREADS, Arc::clone(&inner))?;
+        Ok(FileGet { inner, pool })
     }
 
-    /// The canonical root folder.
+    /// The root folder, canonical (symbolic links resolved).
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.inner.root
     }
 
-    /// The longest request line accepted, in bytes.
+    /// The request line limit in bytes.
     pub fn max_request(&self) -> usize {
-        self.max_request
+        self.inner.max_request
     }
 
-    /// Opens the file `name` names: the open file, its size and its md5.
-    fn open(&self, name: &str) -> Result<(File, u64, [u8; 16]), Reason> {
+    /// Answers `request` on the event loop if that is quick (a cached md5, an
+    /// error); otherwise hands it to the pool and returns it.
+    fn answer_now(&self, request: Request, conn: &mut Conn<'_>) -> Option<Request> {
+        match request {
+            Request::Get(name) => match self.inner.open(&name, false) {
+                Ok(Some(found)) => send(conn, self.inner.found(&name, found)),
+                Ok(None) => return Some(Request::Get(name)),
+                Err(reason) => {
+                    log::debug!("{}: file: get {name:?}: {reason}", conn.peer_addr());
+                    conn.send(&header::error(&name, reason));
+                }
+            },
+            Request::List => return Some(Request::List),
+            Request::Bad(text) => conn.send(&header::error(&text, Reason::BadRequest)),
+        }
+        None
+    }
+}
+
+fn send(conn: &mut Conn<'_>, reply: Reply) {
+    conn.send(&reply.header);
+    if let Some((file, size)) = reply.file {
+        conn.send_file(file, 0, size);
+    }
+}
+
+impl Inner {
+    /// Opens `name` under the root; with `hash`, computes its md5 if it is
+    /// not cached (blocking), else answers `None` when it is not cached.
+    fn open(&self, name: &str, hash: bool) -> Result<Option<(File, u64, [u8; 16])>, Reason> {
         let resolved = confine::resolve(&self.root, name)?;
         if !resolved.meta.is_file() {
             return Err(Reason::NotAFile);
         }
-        // The path is canonical: a link in its place now is a race, so do
-        // not follow it. O_NONBLOCK: if a FIFO took the file's place, the
-        // open must not wait for a writer.
         let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
         let fd = rustix::fs::open(&resolved.path, flags, Mode::empty())
             .map_err(|e| confine::reason_for(&e.into()))?;
         let file = File::from(fd);
-        // Where the descriptor really points, in case a folder on the way
-        // was swapped for a link after resolution.
         if let Ok(real) = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
             if !confine::inside(&real, &self.root) {
                 return Err(Reason::OutsideRoot);
             }
         }
         for _ in 0..HASH_ATTEMPTS {
-            // Size and identity from the descriptor that will be sent from.
             let meta = file.metadata().map_err(|e| confine::reason_for(&e))?;
             if !meta.is_file() {
                 return Err(Reason::NotAFile);
             }
             let key = Key::new(&resolved.path, &meta);
-            match self.md5.get_or_compute(key, &file) {
-                Ok(sum) => return Ok((file, meta.len(), sum)),
+            if !hash {
+                return Ok(self.md5.get(&key).map(|sum| (file, meta.len(), sum)));
+            }
+            match self.md5.get_or_compute(key, &file, &self.cancel) {
+                Ok(sum) => return Ok(Some((file, meta.len(), sum))),
                 Err(HashError::Shrank) => continue,
                 Err(HashError::Io(e)) => return Err(confine::reason_for(&e)),
+                Err(HashError::Cancelled) => return Err(Reason::NotFound),
             }
         }
         log::warn!("file: {} kept shrinking while being hashed", resolved.path.display());
         Err(Reason::NotFound)
     }
 
-    fn get(&self, session: &mut FileSession, name: &str, conn: &mut Conn<'_>) -> Flow {
-        session.pending.retain(|f| Arc::strong_count(f) > 1);
-        if session.pending.len() >= MAX_PENDING_FILES {
-            log::warn!("{}: file: {MAX_PENDING_FILES} files queued and not read; closing", conn.peer_addr());
-            return Flow::Close;
-        }
-        match self.open(name) {
-            Ok((file, size, sum)) => {
-                log::debug!("{}: file: get {name:?}: {size} bytes", conn.peer_addr());
-                conn.send(&header::found(name, size, &sum));
-                if size > 0 {
-                    let file = Arc::new(file);
-                    session.pending.push(Arc::clone(&file));
-                    conn.send_file(file, 0, size);
+    fn found(&self, name: &str, (file, size, sum): (File, u64, [u8; 16])) -> Reply {
+        log::debug!("file: get {name:?}: {size} bytes");
+        let header = header::found(name, size, &sum);
+        Reply { header, file: (size > 0).then(|| (Arc::new(file), size)) }
+    }
+
+    /// Prepares the reply to `request`, blocking as long as it takes.
+    fn reply(&self, request: Request) -> Reply {
+        let header = match request {
+            Request::Get(name) => match self.open(&name, true) {
+                Ok(Some(found)) => return self.found(&name, found),
+                Ok(None) => header::error(&name, Reason::NotFound),
+                Err(reason) => {
+                    log::debug!("file: get {name:?}: {reason}");
+                    header::error(&name, reason)
                 }
-            }
-            Err(reason) => {
-                log::debug!("{}: file: get {name:?}: {reason}", conn.peer_addr());
-                conn.send(&header::error(name, reason));
-            }
-        }
-        Flow::Continue
+            },
+            Request::List => list::list(&self.root),
+            Request::Bad(text) => header::error(&text, Reason::BadRequest),
+        };
+        Reply { header, file: None }
     }
 }
 
@@ -186,7 +249,7 @@ impl Handler for FileGet {
     type Session = FileSession;
 
     fn framing(&self) -> Framing {
-        Framing::lines(self.max_request)
+        Framing::lines(self.inner.max_request)
     }
 
     fn open(&self, _conn: &mut Conn<'_>) -> FileSession {
@@ -194,22 +257,44 @@ impl Handler for FileGet {
     }
 
     fn frame(&self, session: &mut FileSession, line: &[u8], conn: &mut Conn<'_>) -> Flow {
-        match request::parse(line) {
-            Request::Get(name) => self.get(session, &name, conn),
-            Request::List => {
-                conn.send(&list::list(&self.root));
-                Flow::Continue
-            }
-            Request::Bad(text) => {
-                conn.send(&header::error(&text, Reason::BadRequest));
-                Flow::Continue
-            }
-        }
+        self.handle(session, request::parse(line), conn)
     }
 
-    fn frame_error(&self, _: &mut FileSession, error: FrameError, conn: &mut Conn<'_>) -> Flow {
+    fn frame_error(&self, session: &mut FileSession, error: FrameError, conn: &mut Conn<'_>) -> Flow {
         log::debug!("{}: file: {error}", conn.peer_addr());
-        conn.send(&header::error("", Reason::BadRequest));
+        self.handle(session, Request::Bad(String::new()), conn)
+    }
+}
+
+impl FileGet {
+    /// Answers `request` now, or after the replies it must follow.
+    fn handle(&self, session: &mut FileSession, request: Request, conn: &mut Conn<'_>) -> Flow {
+        let mut chain = session.chain.lock();
+        if chain.active {
+            // Behind a reply being prepared: wait in line.
+            if chain.queue.len() >= MAX_WAITING_REQUESTS {
+                log::warn!(
+                    "{}: file: {MAX_WAITING_REQUESTS} requests waiting and not read; closing",
+                    conn.peer_addr()
+                );
+                return Flow::Close;
+            }
+            chain.queue.push_back(request);
+            return Flow::Continue;
+        }
+        if let Some(request) = self.answer_now(request, conn) {
+            chain.active = true;
+            chain.queue.push_back(request);
+            drop(chain);
+            self.pool.submit(Job { chain: Arc::clone(&session.chain), reply: conn.defer() });
+        }
         Flow::Continue
+    }
+}
+
+impl Drop for FileGet {
+    fn drop(&mut self) {
+        self.inner.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.pool.stop();
     }
 }
