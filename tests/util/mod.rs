@@ -107,3 +107,5 @@ pub fn round_trip(s: &mut TcpStream, data: &[u8]) -> Vec<u8> {
     s.write_all(data).expect("write");
     read_exact(s, data.len())
 }
+pub mod decode;
+pub mod proc;

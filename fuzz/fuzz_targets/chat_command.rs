@@ -1,0 +1,75 @@
+//! The chat's input path: bytes cut into lines by the chat's framing, made
+//! UTF-8 (lossily, as the handler does), parsed as a command. Parsing never
+//! panics and every part it returns is a piece of the line, as documented.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use switchboard::{Decoder, Framing, Step};
+use switchboard_handlers::chat::{parse, valid_nick, Command};
+
+fn check_line(line: &str) {
+    // Every non-empty part borrows from the line (an empty one may be a
+    // literal "").
+    let within = |part: &str| {
+        if part.is_empty() {
+            return;
+        }
+        let (start, end) = (part.as_ptr() as usize, part.as_ptr() as usize + part.len());
+        let (lo, hi) = (line.as_ptr() as usize, line.as_ptr() as usize + line.len());
+        assert!(lo <= start && end <= hi, "{part:?} is not a piece of {line:?}");
+    };
+    match parse(line) {
+        Command::Empty => assert!(line.is_empty()),
+        Command::Text(t) => {
+            assert_eq!(t, line);
+            assert!(!line.starts_with('/') && line != "quit");
+        }
+        Command::Nick(n) => {
+            within(n);
+            assert!(line.starts_with("/nick"));
+            assert_eq!(n, n.trim());
+        }
+        Command::Msg { to, text } => {
+            within(to);
+            within(text);
+            assert!(line.starts_with("/msg"));
+            assert!(!to.is_empty() && !to.contains(char::is_whitespace), "{to:?}");
+            assert!(!text.is_empty() && !text.starts_with(char::is_whitespace), "{text:?}");
+        }
+        Command::Unknown(w) => {
+            within(w);
+            assert!(line.starts_with(w) && w.starts_with('/'));
+            assert!(!w.contains(char::is_whitespace));
+            assert!(!matches!(w, "/nick" | "/who" | "/help" | "/quit" | "/msg"), "{w:?}");
+        }
+        Command::Who | Command::Help | Command::Quit | Command::MsgUsage => {
+            assert!(line.starts_with('/') || line == "quit");
+        }
+    }
+    if valid_nick(line) {
+        let n = line.chars().count();
+        assert!((1..=32).contains(&n), "{line:?}");
+        assert!(line.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-'), "{line:?}");
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut dec = Decoder::new(Framing::lines(4096));
+    let mut rest = data;
+    // Each step uses at least one byte.
+    for _ in 0..=data.len() {
+        match dec.next(rest) {
+            Step::Frame(line, used) => {
+                check_line(&String::from_utf8_lossy(line));
+                rest = &rest[used..];
+            }
+            Step::Error(_, used) | Step::Skip(used) => rest = &rest[used..],
+            Step::Incomplete => break,
+        }
+    }
+    // The last line, even without its newline, and the raw input as one line.
+    check_line(&String::from_utf8_lossy(rest));
+    if let Ok(s) = std::str::from_utf8(data) {
+        check_line(s);
+    }
+});

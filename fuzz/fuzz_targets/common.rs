@@ -1,0 +1,15 @@
+//! Input layout shared by the fuzz targets.
+#![allow(dead_code)]
+
+/// Splits fuzz data into read boundaries and the stream: the first byte is
+/// how many cuts follow (up to 15), each a little-endian u16 position.
+pub fn cuts(data: &[u8]) -> (Vec<usize>, &[u8]) {
+    let Some((&n, rest)) = data.split_first() else { return (Vec::new(), data) };
+    let n = usize::from(n % 16).min(rest.len() / 2);
+    let (head, input) = rest.split_at(n * 2);
+    let cuts = head
+        .chunks_exact(2)
+        .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])) % (input.len() + 1))
+        .collect();
+    (cuts, input)
+}
