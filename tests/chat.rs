@@ -408,8 +408,10 @@ fn three_members_see_everything_in_order() {
 
 #[test]
 fn slow_member_is_cut_off_and_the_others_carry_on() {
-    let server =
-        start(Server::builder().workers(2).max_outbound(64 << 10).high_water(16 << 10), Chat::new(4096));
+    let server = start(
+        Server::builder().workers(2).max_outbound(64 << 10).high_water(16 << 10),
+        Chat::new(4096).rate_limit(0),
+    );
     let addr = server.local_addr();
     let (mut watcher, _) = Client::join(addr);
     let (mut flooder, _) = Client::join(addr);

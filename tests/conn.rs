@@ -206,3 +206,31 @@ fn a_deferred_reply_reaches_a_client_that_half_closed() {
     lines.sort();
     assert_eq!(lines, ["done one", "done two"]);
 }
+
+#[test]
+fn pause_reading_delays_the_next_frames_and_loses_none() {
+    let pause = std::time::Duration::from_millis(150);
+    let handler = switchboard::handler_fn(Framing::lines(64), move |line, conn| {
+        conn.send(line);
+        conn.send(b"\n");
+        conn.pause_reading(pause);
+        Flow::Continue
+    });
+    let server = start(Server::builder().workers(1), handler);
+    let s = connect(server.local_addr());
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let started = std::time::Instant::now();
+    // Four lines in one write: each waits for the pause after the one before.
+    w.write_all(b"a\nb\nc\nd\n").unwrap();
+    for want in ["a\n", "b\n", "c\n", "d\n"] {
+        assert_eq!(read_line(&mut r), want);
+    }
+    assert!(started.elapsed() >= pause * 3, "paused {:?} in all", started.elapsed());
+    // A paused peer that half-closes still gets every reply.
+    w.write_all(b"e\nf\n").unwrap();
+    w.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "e\nf\n");
+}

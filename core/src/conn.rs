@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::outbound::Outbound;
 use crate::stats::{bump, Counters};
@@ -239,6 +240,8 @@ pub struct Conn<'a> {
     pub(crate) shared: &'a Arc<ConnShared>,
     pub(crate) out: &'a mut Outbound,
     pub(crate) draining: bool,
+    /// Reading from the peer is paused until then.
+    pub(crate) paused_until: &'a mut Option<Instant>,
 }
 
 impl fmt::Debug for Conn<'_> {
@@ -306,6 +309,16 @@ impl Conn<'_> {
     /// Whether the server is shutting down.
     pub fn is_draining(&self) -> bool {
         self.draining
+    }
+
+    /// Stops reading from the peer for `d` (frames already read wait too):
+    /// a lossless way to rate-limit a sender, since TCP then slows it down.
+    /// A later call extends the pause, never shortens it.
+    pub fn pause_reading(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        if self.paused_until.is_none_or(|t| t < until) {
+            *self.paused_until = Some(until);
+        }
     }
 
     /// Promises a reply that another thread will send: blocking work (a

@@ -1,5 +1,7 @@
 //! A worker thread: one `mio::Poll` over many connections.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
@@ -107,12 +109,15 @@ struct Connection<S> {
     partial_since: Option<Instant>,
     /// Reading stopped: too much queued (backpressure).
     paused: bool,
+    /// Reading stopped by the handler until then ([`Conn::pause_reading`]).
+    paused_until: Option<Instant>,
     linger_read: usize,
 }
 
 impl<S> Connection<S> {
     fn conn(&mut self, draining: bool) -> (Option<&mut S>, Conn<'_>) {
-        let conn = Conn { shared: &self.shared, out: &mut self.out, draining };
+        let conn =
+            Conn { shared: &self.shared, out: &mut self.out, draining, paused_until: &mut self.paused_until };
         (self.session.as_mut(), conn)
     }
 
@@ -198,6 +203,8 @@ pub(crate) struct Worker<H: Handler> {
     report: WorkerReport,
     /// The time at the start of this loop turn: precise enough for timeouts.
     now: Instant,
+    /// When paused connections resume reading: (time, token, connection id).
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
 }
 
 macro_rules! guarded {
@@ -237,6 +244,7 @@ impl<H: Handler> Worker<H> {
             grace_deadline: None,
             report: WorkerReport::default(),
             now: Instant::now(),
+            timers: BinaryHeap::new(),
         };
         Ok((worker, link))
     }
@@ -254,7 +262,8 @@ impl<H: Handler> Worker<H> {
             let timeout = if more_mail || !self.ready.is_empty() {
                 Duration::ZERO
             } else {
-                next_sweep.saturating_duration_since(Instant::now())
+                let wake = self.timers.peek().map_or(next_sweep, |Reverse((t, _, _))| (*t).min(next_sweep));
+                wake.saturating_duration_since(Instant::now())
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -281,6 +290,7 @@ impl<H: Handler> Worker<H> {
                 }
             }
             more_mail = self.take_mail();
+            self.resume_paused();
             for token in std::mem::take(&mut self.ready) {
                 self.on_readable(token, true);
             }
@@ -298,6 +308,29 @@ impl<H: Handler> Worker<H> {
         }
         log::debug!("worker {} done: {:?}", self.index, self.report);
         self.report
+    }
+
+    /// Connections whose handler-set pause is over read again.
+    fn resume_paused(&mut self) {
+        while let Some(Reverse((until, token, id))) = self.timers.peek().copied() {
+            if until > self.now {
+                break;
+            }
+            self.timers.pop();
+            let Some(c) = self.conns.get_mut(token) else { continue };
+            if c.shared.id != id || c.paused_until.is_none_or(|t| t > self.now) {
+                continue;
+            }
+            c.paused_until = None;
+            if c.phase == Phase::Open {
+                if !c.tail.is_empty() && !self.process(token, 0) {
+                    self.flush(token);
+                    continue;
+                }
+                self.flush(token);
+                self.ready.push(token);
+            }
+        }
     }
 
     /// Handles the shutdown phases; true when the worker may exit.
@@ -434,6 +467,7 @@ impl<H: Handler> Worker<H> {
             last_read: now,
             partial_since: None,
             paused: false,
+            paused_until: None,
             linger_read: 0,
         };
         log::debug!("{peer}: connection {} open on worker {}", c.shared.id, self.index);
@@ -458,7 +492,7 @@ impl<H: Handler> Worker<H> {
     fn on_readable(&mut self, token: usize, to_eof: bool) {
         let Some(c) = self.conns.get_mut(token) else { return };
         match c.phase {
-            Phase::Open if !c.paused => {}
+            Phase::Open if !c.paused && c.paused_until.is_none() => {}
             Phase::Lingering { .. } => return self.linger(token),
             _ => return,
         }
@@ -519,9 +553,14 @@ impl<H: Handler> Worker<H> {
         let mut completed = false;
         let mut outcome: Option<CloseReason> = None;
         let mut close_gracefully = false;
-        while c.phase == Phase::Open && !c.paused {
+        while c.phase == Phase::Open && !c.paused && c.paused_until.is_none() {
             let step = c.decoder.next(&input[pos..]);
-            let mut conn = Conn { shared: &c.shared, out: &mut c.out, draining: self.draining };
+            let mut conn = Conn {
+                shared: &c.shared,
+                out: &mut c.out,
+                draining: self.draining,
+                paused_until: &mut c.paused_until,
+            };
             let session = c.session.as_mut();
             let Some(session) = session else { break };
             let flow = match step {
@@ -583,7 +622,10 @@ impl<H: Handler> Worker<H> {
         if c.tail.capacity() > 0 && c.tail.is_empty() {
             c.tail = Vec::new();
         }
-        let paused = c.paused;
+        let paused = c.paused || c.paused_until.is_some();
+        if let Some(until) = c.paused_until {
+            self.timers.push(Reverse((until, token, c.shared.id)));
+        }
         match outcome {
             Some(reason) if close_gracefully => {
                 self.begin_close(token, reason);

@@ -46,6 +46,11 @@ struct Args {
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "4096")]
     max_frame: usize,
 
+    /// Chat: lines a second each member may send (bursts of twice that); past it
+    /// the server stops reading from the member for a while. 0: no limit.
+    #[arg(long, value_name = "LINES", default_value_t = switchboard_handlers::chat::DEFAULT_RATE)]
+    chat_rate: u32,
+
     /// The folder the file handler serves; nothing outside it is ever sent.
     #[arg(long, value_name = "DIR", required_if_eq("handler", "file"))]
     root: Option<PathBuf>,
@@ -90,7 +95,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     match args.handler {
         HandlerName::Echo => serve(builder, &args.listen, Echo),
         HandlerName::Upper => serve(builder, &args.listen, Upper::new()),
-        HandlerName::Chat => serve(builder, &args.listen, Chat::new(args.max_frame)),
+        HandlerName::Chat => {
+            serve(builder, &args.listen, Chat::new(args.max_frame).rate_limit(args.chat_rate))
+        }
         HandlerName::File => {
             let root = args.root.unwrap_or_default();
             let handler = FileGet::new(&root, args.max_frame)?;

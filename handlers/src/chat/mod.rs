@@ -4,6 +4,7 @@ mod command;
 mod room;
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use switchboard::{CloseReason, Conn, ConnHandle, Flow, FrameError, Framing, Handler, Message, SendError};
@@ -42,10 +43,21 @@ const HELP: &str = "\
 /// Broadcasts are one shared [`Message`] sent through each member's
 /// [`ConnHandle`]: a slow member never holds anyone up, it is cut off (or
 /// loses messages) by the server's slow-consumer policy.
+///
+/// Flood control: each member may send [`DEFAULT_RATE`] lines a second on
+/// average, in bursts of twice that ([`Chat::rate_limit`]). A member over
+/// its rate is not cut off and loses nothing: the server stops reading from
+/// it for as long as the rate requires, so TCP slows the sender down, and
+/// the members who read keep up with the room.
 pub struct Chat {
     max_line: usize,
     room: Mutex<Room<ConnHandle>>,
+    /// Lines per second per member; 0: no limit.
+    rate: u32,
 }
+
+/// The default rate limit of each member, in lines per second.
+pub const DEFAULT_RATE: u32 = 100;
 
 impl fmt::Debug for Chat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -67,7 +79,30 @@ impl Chat {
     /// A chat with an empty room whose lines are at most `max_line` bytes
     /// (without the line ending).
     pub fn new(max_line: usize) -> Chat {
-        Chat { max_line, room: Mutex::new(Room::default()) }
+        Chat { max_line, room: Mutex::new(Room::default()), rate: DEFAULT_RATE }
+    }
+
+    /// Limits each member to `lines_per_sec` lines a second on average, with
+    /// bursts of twice that; 0 lifts the limit.
+    pub fn rate_limit(mut self, lines_per_sec: u32) -> Chat {
+        self.rate = lines_per_sec;
+        self
+    }
+
+    /// Spends one line of the member's rate; past it, pauses reading from
+    /// the member until the rate allows the next line.
+    fn spend(&self, session: &mut ChatSession, conn: &mut Conn<'_>) {
+        if self.rate == 0 {
+            return;
+        }
+        let rate = f64::from(self.rate);
+        let now = Instant::now();
+        let refill = now.duration_since(session.refilled).as_secs_f64() * rate;
+        session.tokens = (session.tokens + refill).min(2.0 * rate) - 1.0;
+        session.refilled = now;
+        if session.tokens < 0.0 {
+            conn.pause_reading(Duration::from_secs_f64(-session.tokens / rate));
+        }
     }
 
     /// The line limit in bytes.
@@ -95,6 +130,10 @@ pub struct ChatSession {
     id: u64,
     /// Whether it is still in the room (it leaves at `/quit` or close).
     joined: bool,
+    /// Lines the member may still send at once (the rate limit's bucket).
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    refilled: Instant,
 }
 
 /// Sends one shared message to every handle. A member over its outbound
@@ -136,10 +175,11 @@ impl Handler for Chat {
         // which comes through the worker's mailbox after this callback.
         reply(conn, &format!("* welcome {nick}"));
         broadcast(&others, format!("* {nick} joined\n"));
-        ChatSession { id, joined: true }
+        ChatSession { id, joined: true, tokens: 2.0 * f64::from(self.rate), refilled: Instant::now() }
     }
 
     fn frame(&self, session: &mut ChatSession, line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        self.spend(session, conn);
         let text = String::from_utf8_lossy(line);
         let id = session.id;
         match parse(&text) {
@@ -204,7 +244,8 @@ impl Handler for Chat {
         Flow::Continue
     }
 
-    fn frame_error(&self, _session: &mut ChatSession, error: FrameError, conn: &mut Conn<'_>) -> Flow {
+    fn frame_error(&self, session: &mut ChatSession, error: FrameError, conn: &mut Conn<'_>) -> Flow {
+        self.spend(session, conn);
         match error {
             FrameError::TooLong { .. } => {
                 reply(conn, "! line too long");
