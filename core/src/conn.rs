@@ -361,9 +361,10 @@ impl Deferred {
 impl Drop for Deferred {
     fn drop(&mut self) {
         let s = &*self.handle.shared;
-        s.deferred.fetch_sub(1, Ordering::AcqRel);
-        // Comes after every reply this Deferred sent: the worker can close
-        // once they are written.
+        // Comes after every reply this Deferred sent. The worker counts it
+        // off when it takes it, so when none is left outstanding, every
+        // reply has reached the queue (counting it off here could let the
+        // worker close while another thread's reply is still on its way).
         let _ = s.mailbox.post(Mail::Release { token: s.token, id: s.id });
     }
 }

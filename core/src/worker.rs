@@ -410,7 +410,8 @@ impl<H: Handler> Worker<H> {
                     _ => {}
                 },
                 Mail::Release { token, id } => {
-                    if self.conns.get_mut(token).is_some_and(|c| c.shared.id == id) {
+                    if let Some(c) = self.conns.get_mut(token).filter(|c| c.shared.id == id) {
+                        c.shared.deferred.fetch_sub(1, Ordering::AcqRel);
                         self.dirty.push(token);
                     }
                 }
