@@ -3,7 +3,7 @@
 
 pub mod chat;
 mod echo;
-mod file;
+pub mod file;
 mod upper;
 
 pub use chat::Chat;

@@ -23,7 +23,7 @@ use switchboard::{Conn, Flow, FrameError, Framing, Handler};
 use self::header::Reason;
 use self::md5cache::{HashError, Key, Md5Cache};
 use self::pool::{HashPool, Job};
-use self::request::Request;
+pub use self::request::{parse as parse_request, Request};
 
 /// How many md5 sums are cached (oldest out first).
 const MD5_CACHE_ENTRIES: usize = 1024;
@@ -105,6 +105,14 @@ struct Chain {
     queue: VecDeque<Request>,
     /// A pool thread owns the chain: new requests queue behind it.
     active: bool,
+}
+
+/// Resolves `name` below `root` (canonical) exactly as `get` does: the
+/// canonical path of what it names, or the reason a client would be given
+/// (`outside root`, `not found`, `permission denied`). Public so that the
+/// confinement rules can be fuzzed and checked from outside.
+pub fn confine(root: &Path, name: &str) -> Result<PathBuf, &'static str> {
+    confine::resolve(root, name).map(|r| r.path).map_err(Reason::as_str)
 }
 
 /// A reply: the framed header, then maybe the file's bytes.

@@ -2,7 +2,7 @@
 
 /// One request, as parsed from a line (without its line ending).
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Request {
+pub enum Request {
     /// `get NAME`: everything after `get ` is the name.
     Get(String),
     /// `list`.
@@ -13,7 +13,7 @@ pub(crate) enum Request {
 
 /// Parses one request line. `get ` with an empty name, an unknown command
 /// and a name that is not valid UTF-8 are all [`Request::Bad`].
-pub(crate) fn parse(line: &[u8]) -> Request {
+pub fn parse(line: &[u8]) -> Request {
     if line == b"list" {
         return Request::List;
     }
