@@ -11,10 +11,12 @@
 #
 #   scripts/soak.sh [DURATION_SECONDS] [HANDLER...]     (handlers: echo upper chat file)
 #
-# The load is switchboard-load when it offers --duration (its flags are read
-# from its --help), else a small built-in Python client (python3). Set
-# SOAK_LOAD=builtin to force the built-in one, SOAK_CONNS for concurrent
-# clients (default 64), SOAK_INTERVAL for the sampling period (default 3 s).
+# The load is two clients at once: a small built-in Python client (python3)
+# whose connections keep opening, talking and closing, and switchboard-load
+# holding a few hundred steady connections in the handler's mode (echo,
+# chat, file; upper has none). SOAK_LOAD=builtin runs the Python client
+# alone, SOAK_CONNS sets its concurrent clients (default 64), SOAK_INTERVAL
+# the sampling period (default 3 s).
 set -euo pipefail
 
 duration="${1:-60}"
@@ -125,27 +127,31 @@ sys.exit(1 if counts["errors"] > counts["sessions"] // 100 else 0)
 PY
 }
 
-use_load_bin() {
-    [ "${SOAK_LOAD:-}" != builtin ] && [ -x "$bin/switchboard-load" ] &&
-        "$bin/switchboard-load" --help 2>/dev/null | grep -q -- "--duration"
+# switchboard-load's mode for each handler (upper has none: its replies
+# are not the bytes sent), with a few hundred steady connections.
+load_bin_args() { # HANDLER ADDR SECONDS
+    case "$1" in
+        echo) echo "echo -t $2 -c 200 --size 256 -d ${3}s -q" ;;
+        chat) echo "chat -t $2 -c 100 -d ${3}s -q" ;;
+        file) echo "file -t $2 medium.bin -c 4 -d ${3}s -q" ;;
+        *) return 1 ;;
+    esac
 }
 
 run_load() { # HANDLER ADDR SECONDS
-    local handler="$1" addr="$2" secs="$3"
-    if use_load_bin; then
-        local help args
-        help="$("$bin/switchboard-load" --help)"
-        args=(--duration "${secs}s")
-        grep -q -- "--handler" <<<"$help" && args+=(--handler "$handler")
-        grep -q -- "--connections" <<<"$help" && args+=(--connections "$conns")
-        grep -q -- "--reconnect" <<<"$help" && args+=(--reconnect)
-        if grep -q -- "--addr" <<<"$help"; then args+=(--addr "$addr"); else args+=("$addr"); fi
-        echo "load: switchboard-load ${args[*]}" >&2
-        "$bin/switchboard-load" "${args[@]}"
-    else
-        echo "load: built-in python client, $conns clients opening and closing connections" >&2
-        builtin_load "$handler" "${addr%:*}" "${addr##*:}" "$secs"
+    local handler="$1" addr="$2" secs="$3" pid status=0 args
+    # Connections opening and closing all along: the built-in client.
+    echo "load: built-in python client, $conns clients opening and closing connections" >&2
+    builtin_load "$handler" "${addr%:*}" "${addr##*:}" "$secs" &
+    pid=$!
+    # Steady protocol load beside it: switchboard-load.
+    if [ "${SOAK_LOAD:-}" != builtin ] && [ -x "$bin/switchboard-load" ] && args=$(load_bin_args "$@"); then
+        echo "load: switchboard-load $args" >&2
+        # shellcheck disable=SC2086
+        "$bin/switchboard-load" $args || status=$?
     fi
+    wait "$pid" || status=$?
+    return "$status"
 }
 
 sample() { # PID -> "rss_kib fds threads"
