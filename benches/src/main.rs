@@ -15,6 +15,7 @@
 mod filebench;
 mod markdown;
 mod procs;
+mod profile;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -157,6 +158,8 @@ pub(crate) struct Results {
     pub(crate) loadavg: String,
     /// Runs that could not be made, with why.
     pub(crate) failures: Vec<String>,
+    /// The profile section (markdown).
+    pub(crate) profile: String,
 }
 
 fn main() -> ExitCode {
@@ -184,7 +187,9 @@ fn main() -> ExitCode {
         eprintln!("bench: the machine is busy (load average {l:.1} on {cores} cores): expect noisy numbers");
     }
     let started = Instant::now();
-    let results = run_all(&opts, &bins);
+    let mut results = run_all(&opts, &bins);
+    eprintln!("profile");
+    results.profile = profile::section(&bins, if opts.quick { 2 } else { 4 });
     let md = markdown::render(&opts, &results, started.elapsed());
     println!("{}", markdown::tables(&results));
     if let Some(path) = &opts.out {

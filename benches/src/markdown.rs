@@ -227,6 +227,8 @@ pub(crate) fn render(opts: &Options, r: &Results, took: Duration) -> String {
     s.push_str(&tables(r));
     s.push_str("\n## What it means\n\n");
     s.push_str(&meaning(r));
+    s.push('\n');
+    s.push_str(&r.profile);
     if !r.failures.is_empty() {
         s.push_str("\n## Runs that failed\n\n");
         for f in &r.failures {

@@ -1,0 +1,209 @@
+//! Where the time goes: `perf` on each echo server under the same load, and
+//! switchboard with one worker against two (the load generator shares the
+//! cores). Written into BENCHMARKS.md by the same run.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::procs::{run_load, Bins, ServerProc};
+use crate::Kind;
+
+/// Connections of the profiled load.
+const CONNS: usize = 64;
+
+/// The profile section, in markdown.
+pub(crate) fn section(bins: &Bins, secs: u64) -> String {
+    let mut s = String::from("## Profile\n\n");
+    let _ = writeln!(
+        s,
+        "Echo, 64 B, {CONNS} connections, {secs} s per server, measured by this run. `perf stat` counts \
+         the server's context switches; `perf record -g` samples where its CPU time goes (by binary, then \
+         the top symbols). Then switchboard with `--workers 1` beside `--workers 2`, the tokio baseline \
+         keeping its 2 workers.\n"
+    );
+    if Command::new("perf").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        s.push_str("`perf` is not installed here (Debian: `linux-perf`): no profile taken.\n\n");
+    } else {
+        for kind in [Kind::Switchboard, Kind::Tokio] {
+            match profile_one(bins, kind, secs) {
+                Ok(text) => s.push_str(&text),
+                Err(e) => {
+                    let _ = writeln!(s, "- {}: profile failed: {e}\n", kind.name());
+                }
+            }
+        }
+    }
+    s.push_str("| server | connections | msg/s | p99 | server CPU/msg |\n|---|---:|---:|---:|---:|\n");
+    let mut rows = Vec::new();
+    for conns in [CONNS, 1000] {
+        for (label, args) in [
+            ("switchboard --workers 1", Some("1")),
+            ("switchboard --workers 2", Some("2")),
+            ("tokio (2 workers)", None),
+        ] {
+            match workers_run(bins, args, conns, secs) {
+                Ok((msgs, p99, cpu)) => {
+                    let _ =
+                        writeln!(s, "| {label} | {conns} | {msgs:.0} | {:.2} ms | {cpu:.2} µs |", p99 / 1e3);
+                    rows.push((label, conns, msgs));
+                }
+                Err(e) => {
+                    let _ = writeln!(s, "| {label} | {conns} | failed: {e} | | |");
+                }
+            }
+        }
+    }
+    s.push('\n');
+    for conns in [CONNS, 1000] {
+        let get = |l: &str| rows.iter().find(|r| r.0 == l && r.1 == conns).map(|r| r.2);
+        if let (Some(w1), Some(w2), Some(t)) =
+            (get("switchboard --workers 1"), get("switchboard --workers 2"), get("tokio (2 workers)"))
+        {
+            let _ = writeln!(
+                s,
+                "- {conns} connections: switchboard with 1 worker does {:.2}× tokio's messages per second, \
+                 with 2 workers {:.2}×.",
+                w1 / t.max(1.0),
+                w2 / t.max(1.0)
+            );
+        }
+    }
+    s.push('\n');
+    s
+}
+
+fn start(bins: &Bins, kind: Kind, workers: &str) -> Result<ServerProc, String> {
+    match kind {
+        Kind::Switchboard => ServerProc::start(
+            &bins.server,
+            &[
+                "--handler",
+                "echo",
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                workers,
+                "--max-connections",
+                "20000",
+            ],
+        ),
+        Kind::Tokio => ServerProc::start(&bins.tokio_echo, &["--listen", "127.0.0.1:0"]),
+    }
+}
+
+fn load_args(addr: &str, conns: usize, secs: u64) -> Vec<String> {
+    [
+        "echo",
+        "--target",
+        addr,
+        "--connections",
+        &conns.to_string(),
+        "--size",
+        "64",
+        "--duration",
+        &format!("{secs}s"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn profile_one(bins: &Bins, kind: Kind, secs: u64) -> Result<String, String> {
+    let server = start(bins, kind, "2")?;
+    let pid = server.pid().to_string();
+    let dir = std::env::temp_dir().join(format!("switchboard-bench-perf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let data = dir.join(format!("{}.data", kind.name()));
+    let stat_out = dir.join(format!("{}.stat", kind.name()));
+    let window = format!("{}", secs.saturating_sub(1).max(1));
+    let mut stat = Command::new("perf")
+        .args(["stat", "-x,", "-e", "context-switches,task-clock", "-o"])
+        .arg(&stat_out)
+        .args(["-p", &pid, "--", "sleep", &window])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("perf stat: {e}"))?;
+    let mut record = Command::new("perf")
+        .args(["record", "-F", "999", "-g", "-o"])
+        .arg(&data)
+        .args(["-p", &pid, "--", "sleep", &window])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("perf record: {e}"))?;
+    let v = run_load(&bins.load, &load_args(&server.addr, CONNS, secs), Duration::from_secs(60));
+    let _ = crate::procs::wait_bounded(&mut stat, Duration::from_secs(30));
+    let _ = crate::procs::wait_bounded(&mut record, Duration::from_secs(30));
+    drop(server);
+    let v = v?;
+    let msgs = v["messages"]["received"].as_f64().unwrap_or(0.0);
+    let mut s = String::new();
+    let _ = writeln!(s, "### {} ({msgs:.0} messages echoed in {secs} s)\n", kind.name());
+    let stat = std::fs::read_to_string(&stat_out).unwrap_or_default();
+    for line in stat.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let cols: Vec<&str> = line.split(',').collect();
+        if cols.len() > 2 {
+            let unit = cols[1].trim();
+            let unit = if unit.is_empty() { String::new() } else { format!(" {unit}") };
+            let _ = writeln!(s, "- perf stat: {}{unit} {} over the window", cols[0].trim(), cols[2].trim());
+        }
+    }
+    s.push('\n');
+    for (title, sort, limit) in [("by binary", "dso", 4), ("top symbols", "sym", 12)] {
+        let text = report(&data, sort, limit);
+        if sort == "dso" {
+            if let Some(k) = text.lines().find(|l| l.contains("[kernel")) {
+                let pct = k.split_whitespace().next().unwrap_or("?");
+                let _ = writeln!(
+                    s,
+                    "- {pct} of the sampled server time is in the kernel (TCP on loopback, scheduling)\n"
+                );
+            }
+        }
+        let _ = writeln!(s, "{title}:\n\n```");
+        s.push_str(&text);
+        s.push_str("```\n\n");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(s)
+}
+
+/// The first `limit` lines of `perf report --sort SORT`.
+fn report(data: &Path, sort: &str, limit: usize) -> String {
+    let out = Command::new("perf")
+        .args(["report", "--stdio", "--no-children", "--sort", sort, "-g", "none", "-i"])
+        .arg(data)
+        .stderr(Stdio::null())
+        .output();
+    let Ok(out) = out else { return "perf report failed\n".into() };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut s = String::new();
+    for line in
+        text.lines().filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit())).take(limit)
+    {
+        let _ = writeln!(s, "{}", line.trim_end());
+    }
+    s
+}
+
+fn workers_run(
+    bins: &Bins,
+    workers: Option<&str>,
+    conns: usize,
+    secs: u64,
+) -> Result<(f64, f64, f64), String> {
+    let server = match workers {
+        Some(w) => start(bins, Kind::Switchboard, w)?,
+        None => start(bins, Kind::Tokio, "2")?,
+    };
+    let cpu0 = server.cpu();
+    let v = run_load(&bins.load, &load_args(&server.addr, conns, secs), Duration::from_secs(120))?;
+    let cpu = server.cpu().saturating_sub(cpu0);
+    let received = v["messages"]["received"].as_f64().unwrap_or(0.0).max(1.0);
+    let msgs = v["throughput_per_s"].as_f64().unwrap_or(0.0);
+    let p99 = v["latency_us"]["p99"].as_f64().unwrap_or(0.0);
+    Ok((msgs, p99, cpu.as_secs_f64() * 1e6 / received))
+}
