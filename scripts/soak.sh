@@ -81,10 +81,14 @@ def session(i, k):
                 assert got == want, (got, want)
         elif handler == "chat":
             f = s.makefile("rb")
-            f.readline()  # welcome
+            welcome = f.readline().decode().split()  # * welcome NICK
+            me = welcome[-1] if welcome else "nobody"
+            # Joins, renames, private lines and leaves, but no room-wide
+            # text: switchboard-load's members check that every line of
+            # the room is one of theirs.
             for j in range(10):
-                s.sendall(b"line %d from %d\n" % (j, i))
-            s.sendall(b"/who\n")
+                s.sendall(b"/msg %s line %d from %d\n" % (me.encode(), j, i))
+            s.sendall(b"/nick soak%d_%d\n/who\n" % (i, k))
             while not f.readline().startswith(b"* online:"):
                 pass
             s.sendall(b"/quit\n")
