@@ -13,7 +13,7 @@ use crate::err::StartError;
 use crate::handler::Handler;
 use crate::shutdown::{ShutdownHandle, ShutdownReport, ShutdownState};
 use crate::stats::{Counters, Stats};
-use crate::worker::{Worker, WorkerLink, WorkerReport};
+use crate::worker::{Worker, WorkerReport};
 
 /// The settings of a server, all bounded.
 #[derive(Debug, Clone)]
@@ -236,7 +236,7 @@ impl ServerBuilder {
             links.push(link);
             workers.push(worker);
         }
-        let acceptor = Acceptor::new(listener, links.clone(), Arc::clone(&shared))?;
+        let acceptor = Acceptor::new(listener, links, Arc::clone(&shared))?;
         shutdown.add_waker(acceptor.waker());
         let mut threads = Vec::new();
         for (i, worker) in workers.into_iter().enumerate() {
@@ -267,7 +267,7 @@ impl ServerBuilder {
             shared.config.workers,
             shared.config.max_connections
         );
-        Ok(Server { local_addr, shared, _links: links, acceptor: Some(acceptor), workers: threads })
+        Ok(Server { local_addr, shared, acceptor: Some(acceptor), workers: threads })
     }
 }
 
@@ -304,7 +304,6 @@ fn bind<A: ToSocketAddrs + fmt::Display>(
 pub struct Server {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    _links: Vec<WorkerLink>,
     acceptor: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<WorkerReport>>,
 }
