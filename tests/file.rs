@@ -2,22 +2,22 @@
 //! bytes), confinement to the root, every error reason, big and sparse
 //! files, and clients or files that misbehave mid-transfer.
 
+mod util;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
 use switchboard::Server;
 use switchboard_handlers::FileGet;
-
-/// How long any single read, write or wait may take before the test fails.
-const TIMEOUT: Duration = Duration::from_secs(20);
+use util::{connect, random_bytes, wait_until};
 
 /// Tests hold this for reading; the descriptor-counting test holds it for
 /// writing, so no other test opens or closes descriptors while it counts.
@@ -77,24 +77,6 @@ fn start(root: &Path) -> Server {
     Server::builder().workers(2).start("127.0.0.1:0", handler).expect("server starts")
 }
 
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(TIMEOUT)).unwrap();
-    s
-}
-
-/// Polls `cond` until it holds, failing the test after [`TIMEOUT`].
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    let mut pause = Duration::from_millis(1);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
 /// Reads one header: a 4-byte little-endian signed length, then that much
 /// JSON (at most 64 KiB).
 fn read_header(s: &mut impl Read) -> Value {
@@ -139,19 +121,6 @@ fn get(s: &mut TcpStream, name: &str) -> Reply {
 
 fn md5_hex(data: &[u8]) -> String {
     Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Deterministic pseudo-random bytes (xorshift64*).
-fn random_bytes(n: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        seed ^= seed >> 12;
-        seed ^= seed << 25;
-        seed ^= seed >> 27;
-        out.extend_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(n);
-    out
 }
 
 /// Asserts `reply` is the error `reason` for `filename`, with no content.
