@@ -80,6 +80,17 @@ impl Client {
     }
 }
 
+/// Three members, guest-1 to guest-3, each past the others' join notices.
+fn three_members(addr: std::net::SocketAddr) -> (Client, Client, Client) {
+    let (mut a, _) = Client::join(addr);
+    let (mut b, _) = Client::join(addr);
+    let (c, _) = Client::join(addr);
+    a.expect("* guest-2 joined");
+    a.expect("* guest-3 joined");
+    b.expect("* guest-3 joined");
+    (a, b, c)
+}
+
 #[test]
 fn welcome_and_joined() {
     let server = server();
@@ -97,12 +108,7 @@ fn welcome_and_joined() {
 fn text_goes_to_every_other_member_only() {
     let server = server();
     let addr = server.local_addr();
-    let (mut a, _) = Client::join(addr);
-    let (mut b, _) = Client::join(addr);
-    let (mut c, _) = Client::join(addr);
-    a.expect("* guest-2 joined");
-    a.expect("* guest-3 joined");
-    b.expect("* guest-3 joined");
+    let (mut a, mut b, mut c) = three_members(addr);
     a.send("some text");
     b.expect("<guest-1> some text");
     c.expect("<guest-1> some text");
@@ -174,12 +180,7 @@ fn nick_changes_and_rules() {
 fn who_is_sorted_ignoring_case() {
     let server = server();
     let addr = server.local_addr();
-    let (mut a, _) = Client::join(addr);
-    let (mut b, _) = Client::join(addr);
-    let (mut c, _) = Client::join(addr);
-    a.expect("* guest-2 joined");
-    a.expect("* guest-3 joined");
-    b.expect("* guest-3 joined");
+    let (mut a, mut b, mut c) = three_members(addr);
     let mut clients = [a, b, c];
     for (i, nick) in [(0, "carol"), (1, "Bob"), (2, "alice")] {
         let guest = format!("guest-{}", i + 1);
@@ -206,12 +207,7 @@ fn who_is_sorted_ignoring_case() {
 fn private_messages() {
     let server = server();
     let addr = server.local_addr();
-    let (mut a, _) = Client::join(addr);
-    let (mut b, _) = Client::join(addr);
-    let (mut c, _) = Client::join(addr);
-    a.expect("* guest-2 joined");
-    a.expect("* guest-3 joined");
-    b.expect("* guest-3 joined");
+    let (mut a, mut b, mut c) = three_members(addr);
     b.send("/nick bob");
     b.expect("* you are now bob");
     a.expect("* guest-2 is now bob");
