@@ -171,6 +171,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = build_release(&opts) {
+        eprintln!("bench: {e}");
+        return ExitCode::FAILURE;
+    }
     let bins = match Bins::find(&opts.bin_dir) {
         Ok(b) => b,
         Err(e) => {
@@ -200,6 +204,34 @@ fn main() -> ExitCode {
         eprintln!("bench: wrote {} ({:.0} s)", path.display(), started.elapsed().as_secs_f64());
     }
     ExitCode::SUCCESS
+}
+
+/// Builds the release binaries the runs need (quick when they are up to
+/// date), so that one `cargo run` is the whole benchmark. Only when run by
+/// cargo from this workspace's own release folder; with `--bin-dir`
+/// elsewhere the binaries are taken as they are.
+fn build_release(opts: &Options) -> Result<(), String> {
+    let Some(cargo) = std::env::var_os("CARGO") else { return Ok(()) };
+    let own = std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from));
+    if own.as_deref() != Some(opts.bin_dir.as_path()) {
+        return Ok(());
+    }
+    let release = opts.bin_dir.file_name().is_some_and(|n| n == "release");
+    if !release {
+        eprintln!("bench: not a release build: the numbers will mean little (use cargo run --release)");
+    }
+    eprintln!("building the binaries it runs");
+    let mut build = Command::new(cargo);
+    build.args(["build", "-p", "switchboard-bins", "-p", "switchboard-benches", "--bins"]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("building the release binaries failed ({status})"))
+    }
 }
 
 fn parse_args() -> Result<Options, String> {

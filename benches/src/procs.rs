@@ -185,7 +185,7 @@ impl Bins {
                 Ok(p)
             } else {
                 Err(format!(
-                    "{} is missing: build the release binaries first with `cargo build --release --workspace`",
+                    "{} is missing: run the benchmark with `cargo run --release -p switchboard-benches --bin bench`, which builds them, or build them with `cargo build --release --workspace`",
                     p.display()
                 ))
             }
