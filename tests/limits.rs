@@ -10,32 +10,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use switchboard::{
-    handler_fn, CloseReason, Conn, ConnHandle, Flow, FrameError, Framing, Handler, Server, SlowConsumerPolicy,
+    handler_fn, CloseReason, Conn, ConnHandle, Flow, Framing, Handler, Server, SlowConsumerPolicy,
 };
 use switchboard_handlers::Echo;
 use util::*;
-
-/// Echoes lines; answers an over-long line with an error and keeps going.
-struct LineEcho {
-    max: usize,
-}
-
-impl Handler for LineEcho {
-    type Session = ();
-    fn framing(&self) -> Framing {
-        Framing::lines(self.max)
-    }
-    fn open(&self, _: &mut Conn<'_>) {}
-    fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
-        conn.send(line);
-        conn.send(b"\n");
-        Flow::Continue
-    }
-    fn frame_error(&self, _: &mut (), e: FrameError, conn: &mut Conn<'_>) -> Flow {
-        conn.send(format!("! {e}\n").as_bytes());
-        Flow::Continue
-    }
-}
 
 #[test]
 fn frame_maximum_answers_an_error_and_skips_the_frame() {

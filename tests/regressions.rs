@@ -124,28 +124,10 @@ fn a_prefix_cut_in_its_middle_waits_for_the_rest() {
 #[test]
 fn server_answers_the_line_after_an_over_long_one_in_the_same_write() {
     use std::io::{BufReader, Write};
-    use switchboard::{Conn, Flow, Handler, Server};
+    use switchboard::Server;
     use util::*;
 
-    struct LineEcho;
-    impl Handler for LineEcho {
-        type Session = ();
-        fn framing(&self) -> Framing {
-            Framing::lines(16)
-        }
-        fn open(&self, _: &mut Conn<'_>) {}
-        fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
-            conn.send(line);
-            conn.send(b"\n");
-            Flow::Continue
-        }
-        fn frame_error(&self, _: &mut (), e: FrameError, conn: &mut Conn<'_>) -> Flow {
-            conn.send(format!("! {e}\n").as_bytes());
-            Flow::Continue
-        }
-    }
-
-    let server = start(Server::builder().workers(1), LineEcho);
+    let server = start(Server::builder().workers(1), LineEcho { max: 16 });
     let s = connect(server.local_addr());
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut w = s;

@@ -6,7 +6,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use switchboard::{Handler, Server, ServerBuilder};
+use switchboard::{Conn, Flow, FrameError, Framing, Handler, Server, ServerBuilder};
 
 /// How long any single wait in a test may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
@@ -109,3 +109,25 @@ pub fn round_trip(s: &mut TcpStream, data: &[u8]) -> Vec<u8> {
 }
 pub mod decode;
 pub mod proc;
+
+/// Echoes lines; answers an over-long line with an error and keeps going.
+pub struct LineEcho {
+    pub max: usize,
+}
+
+impl Handler for LineEcho {
+    type Session = ();
+    fn framing(&self) -> Framing {
+        Framing::lines(self.max)
+    }
+    fn open(&self, _: &mut Conn<'_>) {}
+    fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        conn.send(line);
+        conn.send(b"\n");
+        Flow::Continue
+    }
+    fn frame_error(&self, _: &mut (), e: FrameError, conn: &mut Conn<'_>) -> Flow {
+        conn.send(format!("! {e}\n").as_bytes());
+        Flow::Continue
+    }
+}
