@@ -3,8 +3,10 @@
 //! panics and every part it returns is a piece of the line, as documented.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use libfuzzer_sys::fuzz_target;
-use switchboard::{Decoder, Framing, Step};
 use switchboard_handlers::chat::{parse, valid_nick, Command};
 
 fn check_line(line: &str) {
@@ -54,21 +56,9 @@ fn check_line(line: &str) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut dec = Decoder::new(Framing::lines(4096));
-    let mut rest = data;
-    // Each step uses at least one byte.
-    for _ in 0..=data.len() {
-        match dec.next(rest) {
-            Step::Frame(line, used) => {
-                check_line(&String::from_utf8_lossy(line));
-                rest = &rest[used..];
-            }
-            Step::Error(_, used) | Step::Skip(used) => rest = &rest[used..],
-            Step::Incomplete => break,
-        }
-    }
-    // The last line, even without its newline, and the raw input as one line.
-    check_line(&String::from_utf8_lossy(rest));
+    // Each line, and the last one even without its newline.
+    common::for_each_line(data, 4096, |line| check_line(&String::from_utf8_lossy(line)));
+    // The raw input as one line.
     if let Ok(s) = std::str::from_utf8(data) {
         check_line(s);
     }

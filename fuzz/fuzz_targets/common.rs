@@ -13,3 +13,23 @@ pub fn cuts(data: &[u8]) -> (Vec<usize>, &[u8]) {
         .collect();
     (cuts, input)
 }
+
+/// Cuts `data` into lines as a server with `Framing::lines(max)` would and
+/// calls `f` on each whole line, then on the unterminated rest.
+pub fn for_each_line(data: &[u8], max: usize, mut f: impl FnMut(&[u8])) {
+    use switchboard::{Decoder, Framing, Step};
+    let mut dec = Decoder::new(Framing::lines(max));
+    let mut rest = data;
+    // Each step uses at least one byte.
+    for _ in 0..=data.len() {
+        match dec.next(rest) {
+            Step::Frame(line, used) => {
+                f(line);
+                rest = &rest[used..];
+            }
+            Step::Error(_, used) | Step::Skip(used) => rest = &rest[used..],
+            Step::Incomplete => break,
+        }
+    }
+    f(rest);
+}

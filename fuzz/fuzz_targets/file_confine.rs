@@ -50,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
             assert_ne!(&path, secret);
         }
         Err(reason) => {
-            assert!(["not found", "not a file", "outside root", "permission denied"].contains(&reason), "{reason}");
+            assert!(
+                ["not found", "not a file", "outside root", "permission denied"].contains(&reason),
+                "{reason}"
+            );
         }
     }
     if name.starts_with('/') || name.contains('\0') {

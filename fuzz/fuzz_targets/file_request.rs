@@ -3,8 +3,10 @@
 //! exactly or a bad request.
 #![no_main]
 
+#[path = "common.rs"]
+mod common;
+
 use libfuzzer_sys::fuzz_target;
-use switchboard::{Decoder, Framing, Step};
 use switchboard_handlers::file::{parse_request, Request};
 
 fn check(line: &[u8]) {
@@ -16,24 +18,14 @@ fn check(line: &[u8]) {
         }
         Request::List => assert_eq!(line, b"list"),
         Request::Bad(_) => {
-            let get_ok = line.starts_with(b"get ") && line.len() > 4 && std::str::from_utf8(&line[4..]).is_ok();
+            let get_ok =
+                line.starts_with(b"get ") && line.len() > 4 && std::str::from_utf8(&line[4..]).is_ok();
             assert!(!get_ok && line != b"list", "{line:?} was refused");
         }
     }
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut dec = Decoder::new(Framing::lines(4096));
-    let mut rest = data;
-    for _ in 0..=data.len() {
-        match dec.next(rest) {
-            Step::Frame(line, used) => {
-                check(line);
-                rest = &rest[used..];
-            }
-            Step::Error(_, used) | Step::Skip(used) => rest = &rest[used..],
-            Step::Incomplete => break,
-        }
-    }
+    common::for_each_line(data, 4096, check);
     check(data);
 });
