@@ -189,22 +189,23 @@ impl Handler for Later {
 }
 
 #[test]
-fn a_deferred_reply_reaches_a_client_that_half_closed() {
+fn deferred_replies_reach_a_client_that_half_closed_in_request_order() {
     let (go_tx, go) = crossbeam_channel::unbounded();
     let (eof, eof_rx) = crossbeam_channel::unbounded();
     let server = start(Server::builder().workers(1), Later { go, eof });
     let mut s = connect(server.local_addr());
     s.write_all(b"one\ntwo\n").unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
-    // The server has seen the EOF; only then are the replies computed.
-    eof_rx.recv_timeout(TIMEOUT).expect("the handler sees EOF");
+    // "two" waits for the reply to "one": one frame in, the EOF not yet seen.
+    wait_until("the first frame is taken", || server.stats().frames == 1);
+    assert!(eof_rx.try_recv().is_err(), "EOF is not handled while a deferred reply is outstanding");
     go_tx.send(()).unwrap();
     go_tx.send(()).unwrap();
     let mut got = String::new();
     s.read_to_string(&mut got).unwrap();
-    let mut lines: Vec<&str> = got.lines().collect();
-    lines.sort();
-    assert_eq!(lines, ["done one", "done two"]);
+    assert_eq!(got, "done one\ndone two\n");
+    eof_rx.recv_timeout(TIMEOUT).expect("the handler sees EOF after both replies");
+    assert_eq!(server.stats().frames, 2);
 }
 
 #[test]

@@ -12,7 +12,7 @@ mod util;
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -53,18 +53,6 @@ impl Handler for Recording {
 fn recording(file: Option<(Arc<File>, u64)>) -> (Recording, Closes) {
     let closes = Closes::default();
     (Recording { closes: Arc::clone(&closes), file }, closes)
-}
-
-/// A client socket with a small receive buffer, so the server's reply backs
-/// up in the server rather than in the client's kernel.
-fn small_window_client(addr: SocketAddr) -> TcpStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.set_recv_buffer_size(4096).unwrap();
-    s.connect(&addr.into()).unwrap();
-    let s: TcpStream = s.into();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(TIMEOUT)).unwrap();
-    s
 }
 
 /// Closes `s` with a reset (SO_LINGER 0), as a crashed or killed peer does.

@@ -12,10 +12,10 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustix::io::Errno;
 
+use crate::mailbox::{Mail, WorkerLink};
 use crate::server::Shared;
 use crate::shutdown::RUNNING;
 use crate::stats::bump;
-use crate::worker::{Mail, WorkerLink};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -171,11 +171,11 @@ impl Acceptor {
         if let Err(e) = sock.set_nodelay(true) {
             log::debug!("{peer}: cannot set TCP_NODELAY: {e}");
         }
-        let Some(worker) = self.workers.iter().min_by_key(|w| w.load.load(Ordering::Acquire)) else {
+        let Some(worker) = pick(&self.workers, self.shared.config.activate_above) else {
             return;
         };
-        stats.open.fetch_add(1, Ordering::AcqRel);
         bump(&stats.accepted);
+        stats.open.fetch_add(1, Ordering::AcqRel);
         worker.load.fetch_add(1, Ordering::AcqRel);
         if worker.mailbox.post(Mail::Conn(sock, peer)).is_err() {
             log::error!("{peer}: a worker has stopped; closing the connection");
@@ -233,6 +233,18 @@ impl Acceptor {
             self.last_reject_log = Some(now);
         }
     }
+}
+
+/// The worker for a new connection: the first (in order) that is not
+/// saturated, so that a light load runs on one event loop and more join as
+/// load grows; when all are busy, the one with the fewest connections.
+fn pick(workers: &[WorkerLink], activate_above: u32) -> Option<&WorkerLink> {
+    if activate_above < 1000 {
+        if let Some(w) = workers.iter().find(|w| w.busy.load(Ordering::Relaxed) < activate_above) {
+            return Some(w);
+        }
+    }
+    workers.iter().min_by_key(|w| w.load.load(Ordering::Acquire))
 }
 
 /// Accept errors that concern one connection only: try the next.

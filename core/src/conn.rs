@@ -4,71 +4,15 @@
 use std::fmt;
 use std::fs::File;
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::connection::{ConnKey, Control};
+use crate::mailbox::{Mail, Mailbox};
+use crate::message::Message;
 use crate::outbound::Outbound;
 use crate::stats::{bump, Counters};
-use crate::worker::{Mail, Mailbox};
-
-/// An immutable, cheaply cloned byte message: one allocation shared by every
-/// connection it is sent to (a chat broadcast copies nothing per member).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Message(Arc<[u8]>);
-
-impl Message {
-    /// The message's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Deref for Message {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl AsRef<[u8]> for Message {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Message {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Message({} bytes)", self.0.len())
-    }
-}
-
-impl From<Vec<u8>> for Message {
-    fn from(v: Vec<u8>) -> Message {
-        Message(v.into())
-    }
-}
-impl From<&[u8]> for Message {
-    fn from(v: &[u8]) -> Message {
-        Message(v.into())
-    }
-}
-impl From<String> for Message {
-    fn from(v: String) -> Message {
-        Message(v.into_bytes().into())
-    }
-}
-impl From<&str> for Message {
-    fn from(v: &str) -> Message {
-        Message(v.as_bytes().into())
-    }
-}
-impl From<Arc<[u8]>> for Message {
-    fn from(v: Arc<[u8]>) -> Message {
-        Message(v)
-    }
-}
 
 /// What happens when a [`ConnHandle::send`] would take a connection past its
 /// outbound budget ([`ServerBuilder::max_outbound`](crate::ServerBuilder::max_outbound)).
@@ -109,19 +53,92 @@ impl std::error::Error for SendError {}
 /// The part of a connection shared with its handles.
 pub(crate) struct ConnShared {
     pub(crate) id: u64,
-    pub(crate) token: usize,
+    /// Where the connection lives on its worker.
+    pub(crate) key: ConnKey,
     pub(crate) peer: SocketAddr,
     /// Bytes queued for this connection and not yet written, in its queue or
     /// on the way in its worker's mailbox.
-    pub(crate) queued: AtomicUsize,
+    queued: AtomicUsize,
     pub(crate) closed: AtomicBool,
     pub(crate) warned: AtomicBool,
-    /// Deferred replies outstanding: a graceful close waits for them.
+    /// Deferred replies outstanding: frames after them wait, and a graceful
+    /// close waits for them.
     pub(crate) deferred: AtomicUsize,
     pub(crate) max_outbound: usize,
+    pub(crate) max_outbound_total: usize,
     pub(crate) policy: SlowConsumerPolicy,
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) stats: Arc<Counters>,
+}
+
+impl ConnShared {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: u64,
+        key: ConnKey,
+        peer: SocketAddr,
+        max_outbound: usize,
+        max_outbound_total: usize,
+        policy: SlowConsumerPolicy,
+        mailbox: Arc<Mailbox>,
+        stats: Arc<Counters>,
+    ) -> ConnShared {
+        ConnShared {
+            id,
+            key,
+            peer,
+            queued: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
+            deferred: AtomicUsize::new(0),
+            max_outbound,
+            max_outbound_total,
+            policy,
+            mailbox,
+            stats,
+        }
+    }
+
+    /// Bytes queued for this connection.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Counts `n` more bytes queued; returns the count before.
+    pub(crate) fn add_queued(&self, n: usize) -> usize {
+        self.queued.fetch_add(n, Ordering::AcqRel)
+    }
+
+    /// Counts `n` bytes written or dropped.
+    pub(crate) fn sub_queued(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// The server-wide count of bytes held in connections' queues.
+    pub(crate) fn total(&self) -> &AtomicUsize {
+        &self.stats.queued_total
+    }
+
+    /// Deferred replies outstanding.
+    pub(crate) fn deferred(&self) -> bool {
+        self.deferred.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether queueing `len` more bytes (on top of `before`) breaks a
+    /// budget: the connection's own, or the server-wide one while this
+    /// connection holds more than its fair share of it.
+    fn over_budget(&self, before: usize, len: usize) -> bool {
+        let after = before.saturating_add(len);
+        if after > self.max_outbound {
+            return true;
+        }
+        let total = self.stats.queued_total.load(Ordering::Acquire);
+        if total <= self.max_outbound_total {
+            return false;
+        }
+        let open = self.stats.open.load(Ordering::Acquire).max(1);
+        after > self.max_outbound_total / open
+    }
 }
 
 /// A handle to send to a connection from any thread: `Clone + Send + Sync`.
@@ -157,6 +174,12 @@ impl ConnHandle {
         self.shared.peer
     }
 
+    /// Bytes queued for the connection and not yet written, counting those
+    /// still on their way to its worker (file regions not included).
+    pub fn queued(&self) -> usize {
+        self.shared.queued()
+    }
+
     /// Whether the connection is closed or closing.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
@@ -171,14 +194,14 @@ impl ConnHandle {
         }
         let msg = msg.into();
         let len = msg.len();
-        let before = s.queued.fetch_add(len, Ordering::AcqRel);
-        if before.saturating_add(len) > s.max_outbound {
-            s.queued.fetch_sub(len, Ordering::AcqRel);
+        let before = s.add_queued(len);
+        if s.over_budget(before, len) {
+            s.sub_queued(len);
             return Err(self.over_budget(before));
         }
-        let mail = Mail::Send { token: s.token, id: s.id, msg };
+        let mail = Mail::Send { key: s.key, msg };
         s.mailbox.post(mail).map_err(|_| {
-            s.queued.fetch_sub(len, Ordering::AcqRel);
+            s.sub_queued(len);
             SendError::Closed
         })
     }
@@ -202,7 +225,7 @@ impl ConnHandle {
             SlowConsumerPolicy::Disconnect => {
                 if !s.closed.swap(true, Ordering::AcqRel) {
                     bump(&s.stats.slow_consumer_disconnects);
-                    let _ = s.mailbox.post(Mail::Close { token: s.token, id: s.id, slow: true });
+                    let _ = s.mailbox.post(Mail::Close { key: s.key, slow: true });
                 }
                 SendError::Disconnected
             }
@@ -222,7 +245,7 @@ impl ConnHandle {
         if len == 0 {
             return Ok(());
         }
-        let mail = Mail::SendFile { token: s.token, id: s.id, file, offset, len };
+        let mail = Mail::SendFile { key: s.key, file, offset, len };
         s.mailbox.post(mail).map_err(|_| SendError::Closed)
     }
 
@@ -230,7 +253,7 @@ impl ConnHandle {
     /// [`Flow::Close`](crate::Flow::Close) would).
     pub fn close(&self) {
         let s = &*self.shared;
-        let _ = s.mailbox.post(Mail::Close { token: s.token, id: s.id, slow: false });
+        let _ = s.mailbox.post(Mail::Close { key: s.key, slow: false });
     }
 }
 
@@ -240,8 +263,8 @@ pub struct Conn<'a> {
     pub(crate) shared: &'a Arc<ConnShared>,
     pub(crate) out: &'a mut Outbound,
     pub(crate) draining: bool,
-    /// Reading from the peer is paused until then.
-    pub(crate) paused_until: &'a mut Option<Instant>,
+    /// What the callback asked of the worker (pause, close, timers).
+    pub(crate) ctl: &'a mut Control,
 }
 
 impl fmt::Debug for Conn<'_> {
@@ -253,6 +276,9 @@ impl fmt::Debug for Conn<'_> {
             .finish()
     }
 }
+
+/// The most timers one connection may have armed at once.
+pub const MAX_TIMERS: usize = 64;
 
 impl Conn<'_> {
     /// The connection's id, unique for the life of the server.
@@ -268,8 +294,8 @@ impl Conn<'_> {
     /// Queues a copy of `data`.
     pub fn send(&mut self, data: &[u8]) {
         if !data.is_empty() {
-            self.shared.queued.fetch_add(data.len(), Ordering::AcqRel);
-            self.out.push_bytes(data);
+            self.shared.add_queued(data.len());
+            self.out.push_bytes(data, self.shared.total());
         }
     }
 
@@ -277,8 +303,8 @@ impl Conn<'_> {
     pub fn send_message(&mut self, msg: impl Into<Message>) {
         let msg = msg.into();
         if !msg.is_empty() {
-            self.shared.queued.fetch_add(msg.len(), Ordering::AcqRel);
-            self.out.push_message(msg);
+            self.shared.add_queued(msg.len());
+            self.out.push_message(msg, self.shared.total());
         }
     }
 
@@ -288,7 +314,8 @@ impl Conn<'_> {
     /// than send anything else in its place
     /// ([`CloseReason::FileTruncated`](crate::CloseReason::FileTruncated)).
     /// File regions do not count against the outbound budget: they hold no
-    /// memory.
+    /// memory (but each holds a descriptor, and reading from the peer stops
+    /// while 16 are queued).
     pub fn send_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
         if len > 0 {
             self.out.push_file(file, offset, len);
@@ -298,7 +325,7 @@ impl Conn<'_> {
     /// Bytes queued for this connection and not yet written (file regions
     /// not included).
     pub fn queued(&self) -> usize {
-        self.shared.queued.load(Ordering::Acquire)
+        self.shared.queued()
     }
 
     /// A handle to send to this connection later or from another thread.
@@ -311,27 +338,71 @@ impl Conn<'_> {
         self.draining
     }
 
+    /// Closes the connection once this callback returns and everything
+    /// queued has been sent, as returning [`Flow::Close`](crate::Flow::Close)
+    /// does. This is how [`Handler::open`](crate::Handler::open) refuses a
+    /// connection: send the reason, call `close`; the handler's
+    /// [`close`](crate::Handler::close) follows with
+    /// [`CloseReason::Handler`](crate::CloseReason::Handler).
+    pub fn close(&mut self) {
+        self.ctl.close = true;
+    }
+
     /// Stops reading from the peer for `d` (frames already read wait too):
     /// a lossless way to rate-limit a sender, since TCP then slows it down.
-    /// A later call extends the pause, never shortens it.
+    /// A later call extends the pause, never shortens it. Works from any
+    /// callback, [`open`](crate::Handler::open) included.
     pub fn pause_reading(&mut self, d: Duration) {
-        let until = Instant::now() + d;
-        if self.paused_until.is_none_or(|t| t < until) {
-            *self.paused_until = Some(until);
+        let until = deadline(d);
+        if self.ctl.paused_until.is_none_or(|t| t < until) {
+            self.ctl.paused_until = Some(until);
         }
+    }
+
+    /// Arms timer `id` of this connection to fire once after `after`:
+    /// [`Handler::timer`](crate::Handler::timer) is called with the id on
+    /// the connection's worker. Arming an id that is armed already moves
+    /// its deadline. Timers are cancelled when the connection closes.
+    /// Returns false (and arms nothing) when [`MAX_TIMERS`] are armed.
+    #[must_use = "a connection has at most MAX_TIMERS timers"]
+    pub fn set_timer(&mut self, id: u64, after: Duration) -> bool {
+        let at = deadline(after);
+        if let Some(t) = self.ctl.timers.iter_mut().find(|(i, _)| *i == id) {
+            t.1 = at;
+        } else if self.ctl.timers.len() >= MAX_TIMERS {
+            return false;
+        } else {
+            self.ctl.timers.push((id, at));
+        }
+        self.ctl.timers_changed = true;
+        true
+    }
+
+    /// Disarms timer `id`; returns whether it was armed.
+    pub fn cancel_timer(&mut self, id: u64) -> bool {
+        let before = self.ctl.timers.len();
+        self.ctl.timers.retain(|(i, _)| *i != id);
+        before != self.ctl.timers.len()
     }
 
     /// Promises a reply that another thread will send: blocking work (a
     /// file to hash, a database to ask) leaves the event loop, and the
-    /// reply still goes out. Until the [`Deferred`] is dropped, a graceful
-    /// close of the connection (EOF from the peer, [`Flow::Close`](crate::Flow::Close),
-    /// the quiet rule of a drain) waits for it; the idle timeout, errors and
-    /// a forced shutdown do not. Replies sent through it leave after
-    /// everything queued before.
+    /// reply still goes out in order. Until the [`Deferred`] is dropped, the
+    /// connection's later frames wait (so replies always leave in request
+    /// order), and a graceful close (EOF from the peer,
+    /// [`Flow::Close`](crate::Flow::Close), the quiet rule of a drain) waits
+    /// for it; the idle timeout, errors and a forced shutdown do not.
+    /// Replies sent through it leave after everything queued before.
     pub fn defer(&self) -> Deferred {
         self.shared.deferred.fetch_add(1, Ordering::AcqRel);
         Deferred { handle: self.handle() }
     }
+}
+
+/// `d` from now, saturating far in the future rather than overflowing.
+pub(crate) fn deadline(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// A reply promised by [`Conn::defer`], to be sent from any thread. Dropping
@@ -365,6 +436,6 @@ impl Drop for Deferred {
         // off when it takes it, so when none is left outstanding, every
         // reply has reached the queue (counting it off here could let the
         // worker close while another thread's reply is still on its way).
-        let _ = s.mailbox.post(Mail::Release { token: s.token, id: s.id });
+        let _ = s.mailbox.post(Mail::Release { key: s.key });
     }
 }

@@ -22,10 +22,15 @@ pub enum Flow {
 /// # Lifecycle
 ///
 /// For each connection the server calls, on the worker thread that owns it:
-/// 1. [`open`](Handler::open) once, which creates the session;
+/// 1. [`open`](Handler::open) once, which creates the session (and may
+///    refuse the connection with [`Conn::close`]);
 /// 2. [`frame`](Handler::frame) for every frame, in order, as the
 ///    [`framing`](Handler::framing) cuts them, or
-///    [`frame_error`](Handler::frame_error) for a frame it had to reject;
+///    [`frame_error`](Handler::frame_error) for a frame it had to reject.
+///    While a reply promised with [`Conn::defer`] is outstanding, the next
+///    frames wait, so replies always leave in request order;
+///    [`timer`](Handler::timer) whenever a timer armed with
+///    [`Conn::set_timer`] fires;
 /// 3. [`eof`](Handler::eof) if the peer ends its sending side, and
 ///    [`drain`](Handler::drain) once if the server starts shutting down while
 ///    the connection is open;
@@ -74,7 +79,8 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     /// A connection opened; create its session. Anything sent through `conn`
-    /// here (a greeting) goes out first.
+    /// here (a greeting) goes out first. To refuse the connection, send the
+    /// reason and call [`Conn::close`]: it closes once that is delivered.
     fn open(&self, conn: &mut Conn<'_>) -> Self::Session;
 
     /// One frame arrived. Replies queued on `conn` leave in order.
@@ -103,6 +109,14 @@ pub trait Handler: Send + Sync + 'static {
     /// is the place to say goodbye. Default: nothing.
     fn drain(&self, session: &mut Self::Session, conn: &mut Conn<'_>) -> Flow {
         let _ = (session, conn);
+        Flow::Continue
+    }
+
+    /// Timer `id`, armed with [`Conn::set_timer`], fired (once; arm it again
+    /// for another). Timers still armed when the connection closes never
+    /// fire. Default: nothing.
+    fn timer(&self, session: &mut Self::Session, id: u64, conn: &mut Conn<'_>) -> Flow {
+        let _ = (session, id, conn);
         Flow::Continue
     }
 
@@ -143,6 +157,20 @@ pub enum CloseReason {
     HandlerPanic,
     /// An I/O error on the socket (a reset, for example).
     Io(io::Error),
+}
+
+impl CloseReason {
+    /// Whether the log should say so at `info`: limits, faults and forced
+    /// closes; an ordinary close or a peer's reset is only `debug`.
+    pub(crate) fn is_notable(&self) -> bool {
+        match self {
+            CloseReason::Io(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted
+            ),
+            other => !other.is_normal(),
+        }
+    }
 }
 
 impl CloseReason {

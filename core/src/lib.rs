@@ -38,19 +38,26 @@
 
 mod acceptor;
 mod conn;
+mod connection;
 mod err;
 mod framing;
 mod handler;
+mod harness;
+mod mailbox;
+mod message;
 mod outbound;
 mod server;
 mod shutdown;
 mod stats;
+mod transport;
 mod worker;
 
-pub use conn::{Conn, ConnHandle, Deferred, Message, SendError, SlowConsumerPolicy};
+pub use conn::{Conn, ConnHandle, Deferred, SendError, SlowConsumerPolicy, MAX_TIMERS};
 pub use err::StartError;
 pub use framing::{Decoder, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
+pub use harness::Harness;
+pub use message::Message;
 pub use server::{Server, ServerBuilder};
 pub use shutdown::{ShutdownHandle, ShutdownReport};
 pub use stats::Stats;

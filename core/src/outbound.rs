@@ -10,12 +10,17 @@ use std::sync::Arc;
 
 use rustix::io::Errno;
 
-use crate::conn::Message;
+use crate::conn::ConnShared;
+use crate::message::Message;
+use crate::transport::Transport;
 
 /// Small replies are appended to the last owned chunk up to this size.
 const COALESCE: usize = 16 * 1024;
 /// At most this many chunks go into one `writev`.
 const MAX_IOV: usize = 64;
+/// A shared message this small is copied into the coalescing buffer: its
+/// bytes cost less than a queue entry of its own.
+const SMALL_SHARED: usize = 256;
 /// The largest count handed to one `sendfile` call.
 const MAX_SENDFILE: usize = 1 << 30;
 
@@ -63,7 +68,10 @@ impl Outbound {
         self.chunks.is_empty()
     }
 
-    pub(crate) fn push_bytes(&mut self, data: &[u8]) {
+    /// Queues a copy of `data`; `total` is the server-wide count of queued
+    /// memory bytes (every change to what a queue holds is counted there).
+    pub(crate) fn push_bytes(&mut self, data: &[u8], total: &AtomicUsize) {
+        total.fetch_add(data.len(), Ordering::Relaxed);
         // The front chunk may be partly written: never append to it.
         let appendable = self.chunks.len() > 1 || self.head == 0;
         if let Some(Chunk::Owned(last)) = self.chunks.back_mut() {
@@ -75,7 +83,11 @@ impl Outbound {
         self.chunks.push_back(Chunk::Owned(data.to_vec()));
     }
 
-    pub(crate) fn push_message(&mut self, msg: Message) {
+    pub(crate) fn push_message(&mut self, msg: Message, total: &AtomicUsize) {
+        if msg.len() <= SMALL_SHARED {
+            return self.push_bytes(&msg, total);
+        }
+        total.fetch_add(msg.len(), Ordering::Relaxed);
         self.chunks.push_back(Chunk::Shared(msg));
     }
 
@@ -86,7 +98,7 @@ impl Outbound {
     }
 
     /// Drops everything queued; returns the memory bytes dropped.
-    pub(crate) fn clear(&mut self) -> usize {
+    pub(crate) fn clear(&mut self, total: &AtomicUsize) -> usize {
         let mut n = 0;
         for (i, c) in self.chunks.drain(..).enumerate() {
             if let Some(b) = c.bytes() {
@@ -96,16 +108,18 @@ impl Outbound {
         self.head = 0;
         self.files = 0;
         self.chunks = VecDeque::new();
+        total.fetch_sub(n, Ordering::Relaxed);
         n
     }
 
     /// Writes until the socket would block or the queue is empty. Returns the
-    /// bytes written; memory bytes written are taken off `queued`. `spare` is
-    /// a buffer for the read-and-write fallback of file regions.
-    pub(crate) fn write_to<S: Write + std::os::fd::AsFd>(
+    /// bytes written; memory bytes written are counted off the connection's
+    /// queue. `spare` is a buffer for the read-and-write fallback of file
+    /// regions.
+    pub(crate) fn write_to(
         &mut self,
-        sock: &mut S,
-        queued: &AtomicUsize,
+        sock: &mut Transport,
+        shared: &ConnShared,
         spare: &mut [u8],
     ) -> Result<u64, WriteError> {
         let mut total = 0u64;
@@ -113,7 +127,10 @@ impl Outbound {
             let result = match self.chunks.front() {
                 None => break,
                 Some(Chunk::File { .. }) => self.write_file(sock, spare),
-                Some(_) => self.write_bytes(sock, queued),
+                Some(_) => self.write_bytes(sock).inspect(|&n| {
+                    shared.sub_queued(n);
+                    shared.total().fetch_sub(n, Ordering::Relaxed);
+                }),
             };
             match result {
                 Ok(n) => total += n as u64,
@@ -128,7 +145,27 @@ impl Outbound {
         Ok(total)
     }
 
-    fn write_bytes<S: Write>(&mut self, sock: &mut S, queued: &AtomicUsize) -> Result<usize, WriteError> {
+    /// Everything queued, as bytes (file regions read), for a test harness
+    /// with no socket. Memory bytes are counted off the connection's queue.
+    pub(crate) fn drain_into(&mut self, sink: &mut Vec<u8>, shared: &ConnShared) -> Result<(), WriteError> {
+        while let Some(chunk) = self.chunks.pop_front() {
+            let head = std::mem::take(&mut self.head);
+            if let Chunk::File { file, offset, end } = chunk {
+                self.files -= 1;
+                let len = usize::try_from(end - offset).map_err(|_| WriteError::FileTruncated)?;
+                let start = sink.len();
+                sink.resize(start + len, 0);
+                file.read_exact_at(&mut sink[start..], offset).map_err(|_| WriteError::FileTruncated)?;
+            } else if let Some(bytes) = chunk.bytes() {
+                sink.extend_from_slice(&bytes[head..]);
+                shared.sub_queued(bytes.len() - head);
+                shared.total().fetch_sub(bytes.len() - head, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_bytes<S: Write>(&mut self, sock: &mut S) -> Result<usize, WriteError> {
         let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
         let mut count = 0;
         for (i, chunk) in self.chunks.iter().enumerate().take(MAX_IOV) {
@@ -141,7 +178,6 @@ impl Outbound {
         if n == 0 {
             return Err(WriteError::Io(io::ErrorKind::WriteZero.into()));
         }
-        queued.fetch_sub(n, Ordering::AcqRel);
         let mut left = n;
         while left > 0 {
             let len = self.chunks.front().and_then(Chunk::bytes).map_or(0, <[u8]>::len);
@@ -158,17 +194,17 @@ impl Outbound {
         Ok(n)
     }
 
-    fn write_file<S: Write + std::os::fd::AsFd>(
-        &mut self,
-        sock: &mut S,
-        spare: &mut [u8],
-    ) -> Result<usize, WriteError> {
+    fn write_file(&mut self, sock: &mut Transport, spare: &mut [u8]) -> Result<usize, WriteError> {
         let Some(Chunk::File { file, offset, end }) = self.chunks.front_mut() else {
             unreachable!("write_file is called with a file region at the front");
         };
         let want = usize::try_from(*end - *offset).unwrap_or(usize::MAX).min(MAX_SENDFILE);
         let mut pos = *offset;
-        let n = match rustix::fs::sendfile(&*sock, &**file, Some(&mut pos), want) {
+        let sent = match sock.zero_copy() {
+            Some(fd) => rustix::fs::sendfile(fd, &**file, Some(&mut pos), want),
+            None => Err(Errno::OPNOTSUPP),
+        };
+        let n = match sent {
             Ok(n) => n,
             Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
                 // No sendfile for this pair: read and write. Only what the
@@ -199,33 +235,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn coalesces_small_replies_and_accounts_bytes() {
+    fn coalesces_small_replies_and_small_shared_messages() {
         let mut out = Outbound::default();
-        let queued = AtomicUsize::new(0);
+        let total = AtomicUsize::new(0);
         for i in 0..100u8 {
-            queued.fetch_add(1, Ordering::AcqRel);
-            out.push_bytes(&[i]);
+            out.push_bytes(&[i], &total);
         }
-        queued.fetch_add(3, Ordering::AcqRel);
-        out.push_message(Message::from("abc"));
-        assert_eq!(out.chunks.len(), 2);
+        out.push_message(Message::from("abc"), &total);
+        let big = Message::from(vec![7u8; SMALL_SHARED + 1]);
+        out.push_message(big.clone(), &total);
+        assert_eq!(total.load(Ordering::Relaxed), 103 + big.len());
+        assert_eq!(out.chunks.len(), 2, "small bytes and the small message share one chunk");
         let mut sink: Vec<u8> = Vec::new();
         // A Vec is no socket; exercise the byte path directly.
-        let n = out.write_bytes(&mut sink, &queued).unwrap();
-        assert_eq!(n, 103);
+        let n = out.write_bytes(&mut sink).unwrap();
+        assert_eq!(n, 103 + big.len());
         assert_eq!(&sink[..100], &(0..100u8).collect::<Vec<_>>()[..]);
-        assert_eq!(&sink[100..], b"abc");
-        assert_eq!(queued.load(Ordering::Acquire), 0);
+        assert_eq!(&sink[100..103], b"abc");
+        assert_eq!(&sink[103..], &big[..]);
         assert!(out.is_empty());
     }
 
     #[test]
     fn clear_counts_unwritten_bytes() {
         let mut out = Outbound::default();
-        out.push_bytes(b"hello");
-        out.push_message(Message::from("world"));
+        let total = AtomicUsize::new(0);
+        out.push_bytes(b"hello", &total);
+        out.push_message(Message::from(vec![b'w'; 300]), &total);
         out.head = 2;
-        assert_eq!(out.clear(), 8);
+        assert_eq!(out.clear(&total), 303);
+        assert_eq!(total.load(Ordering::Relaxed), 2, "what was written before is counted off by the writer");
         assert!(out.is_empty());
     }
 }

@@ -26,10 +26,17 @@ pub(crate) struct Config {
     pub(crate) quiet: Duration,
     pub(crate) linger: Duration,
     pub(crate) max_outbound: usize,
+    pub(crate) max_outbound_total: usize,
     pub(crate) high_water: usize,
     pub(crate) policy: SlowConsumerPolicy,
     pub(crate) read_buffer: usize,
     pub(crate) backlog: i32,
+    /// How long a worker keeps polling without sleeping after socket
+    /// events, before it parks in `epoll_wait`.
+    pub(crate) spin: Duration,
+    /// How busy (per mille of its time) a worker may be before the acceptor
+    /// gives new connections to the next one.
+    pub(crate) activate_above: u32,
 }
 
 impl Default for Config {
@@ -43,10 +50,13 @@ impl Default for Config {
             quiet: Duration::from_secs(1),
             linger: Duration::from_secs(2),
             max_outbound: 1 << 20,
+            max_outbound_total: 256 << 20,
             high_water: 256 << 10,
             policy: SlowConsumerPolicy::Disconnect,
             read_buffer: 64 << 10,
             backlog: 4096,
+            spin: Duration::ZERO,
+            activate_above: 700,
         }
     }
 }
@@ -69,6 +79,21 @@ impl Config {
             if d.is_zero() {
                 return bad(format!("{name} must be more than zero"));
             }
+        }
+        if self.max_outbound_total < self.max_outbound {
+            return bad(format!(
+                "the server-wide outbound budget ({} B) must be at least the per-connection one ({} B)",
+                self.max_outbound_total, self.max_outbound
+            ));
+        }
+        if self.spin > Duration::from_millis(10) {
+            return bad(format!("spin must be at most 10ms, not {:?}", self.spin));
+        }
+        if self.activate_above > 1000 {
+            return bad(format!(
+                "activation threshold is per mille: at most 1000, not {}",
+                self.activate_above
+            ));
         }
         if self.max_outbound == 0 || self.high_water == 0 {
             return bad("outbound budget and high-water mark must be more than zero".into());
@@ -185,6 +210,37 @@ impl ServerBuilder {
     /// slow-consumer policy.
     pub fn max_outbound(mut self, bytes: usize) -> Self {
         self.config.max_outbound = bytes;
+        self
+    }
+
+    /// The outbound budget of the whole server in bytes (default 256 MiB):
+    /// while the bytes queued for all connections together exceed it, a
+    /// [`ConnHandle::send`](crate::ConnHandle::send) to a connection that
+    /// holds more than its fair share (this budget divided by the open
+    /// connections) applies the slow-consumer policy. So peers that do not
+    /// read cannot, together, hold more than about this much memory, and
+    /// the largest queues are cut first.
+    pub fn max_outbound_total(mut self, bytes: usize) -> Self {
+        self.config.max_outbound_total = bytes;
+        self
+    }
+
+    /// After handling socket events, a worker polls again without sleeping
+    /// for this long before it parks (default 0: park at once; at most
+    /// 10 ms). Spinning saves the wake-up of a request-response load at the
+    /// cost of CPU time while idle.
+    pub fn spin(mut self, d: Duration) -> Self {
+        self.config.spin = d;
+        self
+    }
+
+    /// New connections go to the first worker (in order) whose event loop
+    /// was busy less than this share of the time, in per mille (default
+    /// 700): light loads run on one worker and pay no cross-core wake-ups,
+    /// and more workers join as load grows. 1000 spreads connections by
+    /// count alone.
+    pub fn activate_above(mut self, per_mille: u32) -> Self {
+        self.config.activate_above = per_mille;
         self
     }
 

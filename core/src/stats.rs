@@ -4,6 +4,17 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// A snapshot of a server's counters, from [`Server::stats`](crate::Server::stats).
+///
+/// # Order of updates
+///
+/// When a connection closes, its worker first counts it in [`closed`](Stats::closed)
+/// (and [`timed_out`](Stats::timed_out) or [`forced_closes`](Stats::forced_closes)),
+/// then runs [`Handler::close`](crate::Handler::close), and only then takes it
+/// off [`open`](Stats::open). A connection is counted in
+/// [`accepted`](Stats::accepted) before it is counted in `open`. So once a
+/// snapshot shows `open == k`, every connection not among those `k` has been
+/// counted as closed and its handler's `close` has returned: a test may wait
+/// for `accepted == n && closed == n - k` and then assert on what `close` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -35,6 +46,9 @@ pub struct Stats {
     pub accept_errors: u64,
     /// Handler callbacks that panicked.
     pub handler_panics: u64,
+    /// Bytes queued for all connections and not yet written (file regions
+    /// not included).
+    pub queued_bytes: usize,
 }
 
 impl fmt::Display for Stats {
@@ -42,7 +56,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "open {} accepted {} rejected {} closed {} timed-out {} in {} B out {} B \
-             frames {} frame-errors {} slow-consumers {} dropped {} forced {} accept-errors {}",
+             frames {} frame-errors {} slow-consumers {} dropped {} forced {} accept-errors {} queued {} B",
             self.open,
             self.accepted,
             self.rejected,
@@ -56,6 +70,7 @@ impl fmt::Display for Stats {
             self.messages_dropped,
             self.forced_closes,
             self.accept_errors,
+            self.queued_bytes,
         )
     }
 }
@@ -66,6 +81,8 @@ impl fmt::Display for Stats {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) open: AtomicUsize,
+    /// Bytes queued for every connection (the server-wide outbound budget).
+    pub(crate) queued_total: AtomicUsize,
     pub(crate) accepted: AtomicU64,
     pub(crate) rejected: AtomicU64,
     /// Connections the acceptor had to close itself (a worker was gone).
@@ -110,7 +127,8 @@ impl Counters {
             self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
         };
         Stats {
-            open: self.open.load(Relaxed),
+            // First, and acquiring: every close counted before this decrement is seen below.
+            open: self.open.load(std::sync::atomic::Ordering::Acquire),
             accepted: self.accepted.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
             closed: self.closed.load(Relaxed) + sum(|w| &w.closed),
@@ -124,6 +142,7 @@ impl Counters {
             forced_closes: sum(|w| &w.forced_closes),
             accept_errors: self.accept_errors.load(Relaxed),
             handler_panics: self.handler_panics.load(Relaxed),
+            queued_bytes: self.queued_total.load(Relaxed),
         }
     }
 }

@@ -1,78 +1,42 @@
-//! A worker thread: one `mio::Poll` over many connections.
+//! A worker thread: one `mio::Poll` over many connections. Each
+//! [`Connection`] says what state it is in and what it is due for; the
+//! worker reads, writes, calls the handler and applies what the callback
+//! returned in one place ([`Worker::settle`]).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::fs::File;
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
+use slotmap::{Key, KeyData, SlotMap};
 
-use crate::conn::{Conn, ConnShared, Message};
+use crate::conn::ConnShared;
+use crate::connection::{ConnKey, Connection, Due, Timeouts, Writing};
 use crate::framing::{Decoder, Step};
 use crate::handler::{CloseReason, Flow, Handler};
-use crate::outbound::{Outbound, WriteError};
+use crate::mailbox::{Mail, Mailbox, WorkerLink};
+use crate::outbound::WriteError;
 use crate::server::Shared;
 use crate::shutdown::{DRAINING, FORCING};
 use crate::stats::{add, bump, WorkerCounters};
+use crate::transport::Transport;
 
 const WAKER: Token = Token(usize::MAX);
 /// Reads per readiness event before other connections get a turn.
 const READS_PER_TURN: usize = 16;
 /// Mail handled per loop turn before sockets get a turn.
 const MAIL_PER_TURN: usize = 16 * 1024;
-/// File regions queued for one connection before reading from it stops.
-const MAX_QUEUED_FILES: usize = 16;
 /// Bytes a lingering close reads and discards at most.
 const LINGER_BYTES: usize = 1 << 20;
-
-/// What other threads send to a worker.
-pub(crate) enum Mail {
-    /// A new connection from the acceptor.
-    Conn(TcpStream, SocketAddr),
-    /// Bytes from a [`ConnHandle`](crate::ConnHandle).
-    Send { token: usize, id: u64, msg: Message },
-    /// A file region from a [`ConnHandle`](crate::ConnHandle).
-    SendFile { token: usize, id: u64, file: Arc<File>, offset: u64, len: u64 },
-    /// A deferred reply is complete.
-    Release { token: usize, id: u64 },
-    /// Close a connection: a slow consumer (at once) or on request (after
-    /// flushing).
-    Close { token: usize, id: u64, slow: bool },
-}
-
-/// A worker's inbox: a channel and the waker of its poll.
-pub(crate) struct Mailbox {
-    tx: Sender<Mail>,
-    pub(crate) waker: Arc<Waker>,
-    /// A wake is pending: senders skip the system call.
-    pending: AtomicBool,
-}
-
-impl Mailbox {
-    pub(crate) fn post(&self, mail: Mail) -> Result<(), Mail> {
-        self.tx.send(mail).map_err(|e| e.into_inner())?;
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            if let Err(e) = self.waker.wake() {
-                log::error!("cannot wake a worker: {e}");
-            }
-        }
-        Ok(())
-    }
-}
-
-/// How the acceptor reaches a worker.
-#[derive(Clone)]
-pub(crate) struct WorkerLink {
-    pub(crate) mailbox: Arc<Mailbox>,
-    pub(crate) load: Arc<AtomicUsize>,
-}
+/// How often a worker publishes how busy it is.
+const BUSY_WINDOW: Duration = Duration::from_millis(20);
 
 /// What a worker did during shutdown.
 #[derive(Debug, Default)]
@@ -81,106 +45,42 @@ pub(crate) struct WorkerReport {
     pub(crate) forced: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Open,
-    /// Closing: no more frames; flush, then shut down the write side.
-    Flushing,
-    /// Write side shut: read and discard until EOF or the deadline.
-    Lingering {
-        until: Instant,
-    },
+/// What a callback's result means for its connection.
+#[derive(Debug)]
+enum Outcome {
+    /// Go on.
+    Continue,
+    /// Close gracefully: deliver what is queued, then close.
+    Close(CloseReason),
+    /// Close at once (a panic).
+    Abort(CloseReason),
 }
 
-struct Connection<S> {
-    sock: TcpStream,
-    shared: Arc<ConnShared>,
-    session: Option<S>,
-    decoder: Decoder,
-    /// The unconsumed tail of the input: at most one incomplete frame (and,
-    /// while reading is paused, what the last read brought).
-    tail: Vec<u8>,
-    out: Outbound,
-    phase: Phase,
-    /// Why the connection is closing, once it is.
-    reason: Option<CloseReason>,
-    last_io: Instant,
-    last_read: Instant,
-    partial_since: Option<Instant>,
-    /// Reading stopped: too much queued (backpressure).
-    paused: bool,
-    /// Reading stopped by the handler until then ([`Conn::pause_reading`]).
-    paused_until: Option<Instant>,
-    linger_read: usize,
-}
-
-impl<S> Connection<S> {
-    fn conn(&mut self, draining: bool) -> (Option<&mut S>, Conn<'_>) {
-        let conn =
-            Conn { shared: &self.shared, out: &mut self.out, draining, paused_until: &mut self.paused_until };
-        (self.session.as_mut(), conn)
-    }
-
-    fn queued(&self) -> usize {
-        self.shared.queued.load(Ordering::Acquire)
-    }
-
-    /// Replies are still taken: open, or closing with the queue not yet flushed.
-    fn accepts_output(&self) -> bool {
-        matches!(self.phase, Phase::Open | Phase::Flushing)
-    }
-
-    /// Deferred replies outstanding.
-    fn deferred(&self) -> bool {
-        self.shared.deferred.load(Ordering::Acquire) > 0
-    }
-
-    /// Too much queued: stop reading (memory bytes, or file regions, each of
-    /// which holds a descriptor).
-    fn over_high_water(&self, high_water: usize) -> bool {
-        self.queued() > high_water || self.out.files() > MAX_QUEUED_FILES
-    }
-}
-
-/// A minimal slab: tokens are indices, freed slots are reused.
-struct Slab<T> {
-    slots: Vec<Option<T>>,
-    free: Vec<usize>,
-    len: usize,
-}
-
-impl<T> Slab<T> {
-    fn new() -> Slab<T> {
-        Slab { slots: Vec::new(), free: Vec::new(), len: 0 }
-    }
-    fn vacant(&self) -> usize {
-        self.free.last().copied().unwrap_or(self.slots.len())
-    }
-    fn insert(&mut self, value: T) -> usize {
-        self.len += 1;
-        match self.free.pop() {
-            Some(i) => {
-                self.slots[i] = Some(value);
-                i
-            }
-            None => {
-                self.slots.push(Some(value));
-                self.slots.len() - 1
-            }
+impl Outcome {
+    fn of(flow: Option<Flow>) -> Outcome {
+        match flow {
+            Some(Flow::Continue) => Outcome::Continue,
+            Some(Flow::Close) => Outcome::Close(CloseReason::Handler),
+            None => Outcome::Abort(CloseReason::HandlerPanic),
         }
     }
-    fn get_mut(&mut self, i: usize) -> Option<&mut T> {
-        self.slots.get_mut(i).and_then(Option::as_mut)
-    }
-    fn remove(&mut self, i: usize) -> Option<T> {
-        let v = self.slots.get_mut(i)?.take()?;
-        self.free.push(i);
-        self.len -= 1;
-        Some(v)
-    }
-    fn tokens(&self) -> Vec<usize> {
-        self.slots.iter().enumerate().filter(|(_, s)| s.is_some()).map(|(i, _)| i).collect()
-    }
+}
+
+/// A scheduled wake-up of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Wake {
+    /// A handler-set reading pause may be over.
+    Resume,
+    /// A handler timer may be due.
+    Timer(u64),
+}
+
+fn token(key: ConnKey) -> Token {
+    Token(key.data().as_ffi() as usize)
+}
+
+fn key(token: Token) -> ConnKey {
+    KeyData::from_ffi(token.0 as u64).into()
 }
 
 /// One worker: its poll, its connections, its scratch buffer.
@@ -192,19 +92,21 @@ pub(crate) struct Worker<H: Handler> {
     mailbox: Arc<Mailbox>,
     rx: Receiver<Mail>,
     load: Arc<AtomicUsize>,
-    conns: Slab<Connection<H::Session>>,
+    busy: Arc<AtomicU32>,
+    conns: SlotMap<ConnKey, Connection<H::Session>>,
     scratch: Vec<u8>,
     /// Connections to read again without waiting for an event.
-    ready: Vec<usize>,
+    ready: Vec<ConnKey>,
     /// Connections with new output to write.
-    dirty: Vec<usize>,
+    dirty: Vec<ConnKey>,
     draining: bool,
     grace_deadline: Option<Instant>,
     report: WorkerReport,
     /// The time at the start of this loop turn: precise enough for timeouts.
     now: Instant,
-    /// When paused connections resume reading: (time, token, connection id).
-    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// Scheduled wake-ups; stale ones (closed connection, moved deadline)
+    /// are skipped when they come up.
+    wakeups: BinaryHeap<Reverse<(Instant, ConnKey, Wake)>>,
 }
 
 macro_rules! guarded {
@@ -226,7 +128,9 @@ impl<H: Handler> Worker<H> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mailbox = Arc::new(Mailbox { tx, waker, pending: AtomicBool::new(false) });
         let load = Arc::new(AtomicUsize::new(0));
-        let link = WorkerLink { mailbox: Arc::clone(&mailbox), load: Arc::clone(&load) };
+        let busy = Arc::new(AtomicU32::new(0));
+        let link =
+            WorkerLink { mailbox: Arc::clone(&mailbox), load: Arc::clone(&load), busy: Arc::clone(&busy) };
         let scratch = vec![0; shared.config.read_buffer];
         let worker = Worker {
             index,
@@ -236,7 +140,8 @@ impl<H: Handler> Worker<H> {
             mailbox,
             rx,
             load,
-            conns: Slab::new(),
+            busy,
+            conns: SlotMap::with_key(),
             scratch,
             ready: Vec::new(),
             dirty: Vec::new(),
@@ -244,7 +149,7 @@ impl<H: Handler> Worker<H> {
             grace_deadline: None,
             report: WorkerReport::default(),
             now: Instant::now(),
-            timers: BinaryHeap::new(),
+            wakeups: BinaryHeap::new(),
         };
         Ok((worker, link))
     }
@@ -256,14 +161,19 @@ impl<H: Handler> Worker<H> {
     pub(crate) fn run(mut self) -> WorkerReport {
         let mut events = Events::with_capacity(1024);
         let tick = self.shared.config.tick();
+        let spin = self.shared.config.spin;
         let mut next_sweep = Instant::now() + tick;
         let mut more_mail = false;
+        let mut spin_until = Instant::now();
+        let mut window_start = Instant::now();
+        let mut waited = Duration::ZERO;
         loop {
-            let timeout = if more_mail || !self.ready.is_empty() {
+            let before = Instant::now();
+            let timeout = if more_mail || !self.ready.is_empty() || before < spin_until {
                 Duration::ZERO
             } else {
-                let wake = self.timers.peek().map_or(next_sweep, |Reverse((t, _, _))| (*t).min(next_sweep));
-                wake.saturating_duration_since(Instant::now())
+                let wake = self.wakeups.peek().map_or(next_sweep, |Reverse((t, _, _))| (*t).min(next_sweep));
+                wake.saturating_duration_since(before)
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -273,29 +183,42 @@ impl<H: Handler> Worker<H> {
                 continue;
             }
             self.now = Instant::now();
+            waited += self.now - before;
+            if self.now - window_start >= BUSY_WINDOW {
+                let window = self.now - window_start;
+                let busy = window.saturating_sub(waited).as_micros() * 1000 / window.as_micros().max(1);
+                self.busy.store(busy.min(1000) as u32, Ordering::Relaxed);
+                window_start = self.now;
+                waited = Duration::ZERO;
+            }
+            let mut socket_events = false;
             for event in events.iter() {
-                let token = event.token();
-                if token == WAKER {
+                if event.token() == WAKER {
                     continue;
                 }
+                socket_events = true;
+                let key = key(event.token());
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
-                    self.flush(token.0);
+                    self.flush(key);
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     // A read shorter than the buffer drained the socket: the
                     // next bytes bring a new edge. Unless the peer's FIN is
                     // already here, stop there and save a system call.
                     let to_eof = event.is_read_closed() || event.is_error();
-                    self.on_readable(token.0, to_eof);
+                    self.on_readable(key, to_eof);
                 }
             }
-            more_mail = self.take_mail();
-            self.resume_paused();
-            for token in std::mem::take(&mut self.ready) {
-                self.on_readable(token, true);
+            if socket_events && !spin.is_zero() {
+                spin_until = self.now + spin;
             }
-            for token in std::mem::take(&mut self.dirty) {
-                self.flush(token);
+            more_mail = self.take_mail();
+            self.fire_wakeups();
+            for key in std::mem::take(&mut self.ready) {
+                self.on_readable(key, true);
+            }
+            for key in std::mem::take(&mut self.dirty) {
+                self.flush(key);
             }
             let now = self.now;
             if now >= next_sweep {
@@ -310,27 +233,88 @@ impl<H: Handler> Worker<H> {
         self.report
     }
 
-    /// Connections whose handler-set pause is over read again.
-    fn resume_paused(&mut self) {
-        while let Some(Reverse((until, token, id))) = self.timers.peek().copied() {
-            if until > self.now {
-                break;
-            }
-            self.timers.pop();
-            let Some(c) = self.conns.get_mut(token) else { continue };
-            if c.shared.id != id || c.paused_until.is_none_or(|t| t > self.now) {
-                continue;
-            }
-            c.paused_until = None;
-            if c.phase == Phase::Open {
-                if !c.tail.is_empty() && !self.process(token, 0) {
-                    self.flush(token);
-                    continue;
-                }
-                self.flush(token);
-                self.ready.push(token);
+    /// Applies what a callback returned and asked through its `Conn`: the
+    /// one place where a callback's wishes become the connection's state.
+    /// Returns whether the connection still takes frames.
+    fn settle(&mut self, key: ConnKey, outcome: Outcome) -> bool {
+        if let Outcome::Abort(reason) = outcome {
+            self.finish(key, reason);
+            return false;
+        }
+        let high_water = self.shared.config.high_water;
+        let Some(c) = self.conns.get_mut(key) else { return false };
+        if let Some(until) = c.ctl.paused_until {
+            if c.ctl.pause_scheduled != Some(until) {
+                c.ctl.pause_scheduled = Some(until);
+                self.wakeups.push(Reverse((until, key, Wake::Resume)));
             }
         }
+        if std::mem::take(&mut c.ctl.timers_changed) {
+            for &(id, at) in &c.ctl.timers {
+                self.wakeups.push(Reverse((at, key, Wake::Timer(id))));
+            }
+        }
+        c.update_backpressure(high_water);
+        let close = match outcome {
+            Outcome::Close(reason) => Some(reason),
+            _ if std::mem::take(&mut c.ctl.close) => Some(CloseReason::Handler),
+            _ => None,
+        };
+        self.dirty.push(key);
+        if let Some(reason) = close {
+            self.begin_close(key, reason);
+            return false;
+        }
+        c.takes_frames()
+    }
+
+    /// Wake-ups that are due: pauses that are over, timers.
+    fn fire_wakeups(&mut self) {
+        while let Some(&Reverse((at, key, wake))) = self.wakeups.peek() {
+            if at > self.now {
+                break;
+            }
+            self.wakeups.pop();
+            let Some(c) = self.conns.get_mut(key) else { continue };
+            match wake {
+                Wake::Resume => {
+                    if c.ctl.pause_scheduled != Some(at) {
+                        continue; // moved: a later wake-up is scheduled
+                    }
+                    c.ctl.pause_scheduled = None;
+                    c.ctl.paused_until = None;
+                    self.wake_reading(key);
+                }
+                Wake::Timer(id) => {
+                    let Some(i) = c.ctl.timers.iter().position(|&(t, d)| t == id && d == at) else {
+                        continue; // cancelled or moved
+                    };
+                    c.ctl.timers.swap_remove(i);
+                    if c.writing != Writing::Open {
+                        continue;
+                    }
+                    let handler = &self.handler;
+                    let (session, mut conn) = c.parts(self.draining);
+                    let Some(session) = session else { continue };
+                    let flow = guarded!(self.shared.stats, handler.timer(session, id, &mut conn));
+                    self.settle(key, Outcome::of(flow));
+                }
+            }
+        }
+    }
+
+    /// Reading may go on again (a hold ended): serve the frames read before
+    /// the hold, then read.
+    fn wake_reading(&mut self, key: ConnKey) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if !c.takes_frames() {
+            return;
+        }
+        if !c.tail.is_empty() && !self.process(key, 0) {
+            return;
+        }
+        self.ready.push(key);
+        self.dirty.push(key);
     }
 
     /// Handles the shutdown phases; true when the worker may exit.
@@ -340,21 +324,22 @@ impl<H: Handler> Worker<H> {
             self.begin_drain();
         }
         let past_grace = self.grace_deadline.is_some_and(|d| now >= d);
-        if (phase >= FORCING || past_grace) && self.conns.len > 0 {
-            for token in self.conns.tokens() {
+        if (phase >= FORCING || past_grace) && !self.conns.is_empty() {
+            let keys: Vec<ConnKey> = self.conns.keys().collect();
+            for key in keys {
                 // A lingering connection has delivered everything: not forced.
-                let lingering = self.conns.get_mut(token).and_then(|c| match c.phase {
-                    Phase::Lingering { .. } => Some(c.reason.take()),
+                let lingering = self.conns.get_mut(key).and_then(|c| match c.writing {
+                    Writing::Lingering { .. } => Some(c.reason.take()),
                     _ => None,
                 });
                 match lingering {
-                    Some(reason) => self.finish(token, reason.unwrap_or(CloseReason::Drained)),
-                    None => self.close_now(token, CloseReason::Forced),
+                    Some(reason) => self.finish(key, reason.unwrap_or(CloseReason::Drained)),
+                    None => self.finish(key, CloseReason::Forced),
                 }
             }
         }
         self.draining
-            && self.conns.len == 0
+            && self.conns.is_empty()
             && self.shared.acceptor_done.load(Ordering::Acquire)
             && self.rx.is_empty()
     }
@@ -362,26 +347,23 @@ impl<H: Handler> Worker<H> {
     fn begin_drain(&mut self) {
         self.draining = true;
         let started = self.shared.shutdown.started().unwrap_or_else(Instant::now);
-        self.grace_deadline = Some(started + self.shared.config.grace);
-        for token in self.conns.tokens() {
-            self.drain_one(token);
+        self.grace_deadline = started.checked_add(self.shared.config.grace);
+        let keys: Vec<ConnKey> = self.conns.keys().collect();
+        for key in keys {
+            self.drain_one(key);
         }
     }
 
-    fn drain_one(&mut self, token: usize) {
-        let Some(c) = self.conns.get_mut(token) else { return };
-        if c.phase != Phase::Open {
+    fn drain_one(&mut self, key: ConnKey) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if c.writing != Writing::Open {
             return;
         }
         let handler = &self.handler;
-        let (session, mut conn) = c.conn(true);
+        let (session, mut conn) = c.parts(true);
         let Some(session) = session else { return };
-        match guarded!(self.shared.stats, handler.drain(session, &mut conn)) {
-            Some(Flow::Continue) => {}
-            Some(Flow::Close) => self.begin_close(token, CloseReason::Handler),
-            None => return self.close_now(token, CloseReason::HandlerPanic),
-        }
-        self.dirty.push(token);
+        let flow = guarded!(self.shared.stats, handler.drain(session, &mut conn));
+        self.settle(key, Outcome::of(flow));
     }
 
     /// Drains the mailbox; true if mail was left for the next turn.
@@ -391,36 +373,37 @@ impl<H: Handler> Worker<H> {
             let Ok(mail) = self.rx.try_recv() else { return false };
             match mail {
                 Mail::Conn(sock, peer) => self.open(sock, peer),
-                Mail::Send { token, id, msg } => match self.conns.get_mut(token) {
-                    Some(c) if c.shared.id == id && c.accepts_output() => {
-                        c.out.push_message(msg);
-                        self.dirty.push(token);
+                Mail::Send { key, msg } => match self.conns.get_mut(key) {
+                    Some(c) if c.accepts_output() => {
+                        c.out.push_message(msg, c.shared.total());
+                        self.dirty.push(key);
                     }
-                    // Closed meanwhile: the bytes will never be written.
-                    Some(c) if c.shared.id == id => {
-                        c.shared.queued.fetch_sub(msg.len(), Ordering::AcqRel);
-                    }
-                    _ => {}
+                    // Closing meanwhile: the bytes will never be written.
+                    Some(c) => c.shared.sub_queued(msg.len()),
+                    None => {}
                 },
-                Mail::SendFile { token, id, file, offset, len } => match self.conns.get_mut(token) {
-                    Some(c) if c.shared.id == id && c.accepts_output() => {
+                Mail::SendFile { key, file, offset, len } => match self.conns.get_mut(key) {
+                    Some(c) if c.accepts_output() => {
                         c.out.push_file(file, offset, len);
-                        self.dirty.push(token);
+                        self.dirty.push(key);
                     }
                     _ => {}
                 },
-                Mail::Release { token, id } => {
-                    if let Some(c) = self.conns.get_mut(token).filter(|c| c.shared.id == id) {
-                        c.shared.deferred.fetch_sub(1, Ordering::AcqRel);
-                        self.dirty.push(token);
+                Mail::Release { key } => {
+                    if let Some(c) = self.conns.get_mut(key) {
+                        if c.shared.deferred.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            // The last one: the frames that waited for it go on.
+                            self.wake_reading(key);
+                        }
+                        self.dirty.push(key);
                     }
                 }
-                Mail::Close { token, id, slow } => {
-                    if self.conns.get_mut(token).is_some_and(|c| c.shared.id == id) {
+                Mail::Close { key, slow } => {
+                    if self.conns.contains_key(key) {
                         if slow {
-                            self.close_now(token, CloseReason::SlowConsumer);
+                            self.finish(key, CloseReason::SlowConsumer);
                         } else {
-                            self.begin_close(token, CloseReason::Handler);
+                            self.begin_close(key, CloseReason::Handler);
                         }
                     }
                 }
@@ -429,116 +412,101 @@ impl<H: Handler> Worker<H> {
         true
     }
 
-    fn open(&mut self, mut sock: TcpStream, peer: SocketAddr) {
-        let token = self.conns.vacant();
-        if let Err(e) =
-            self.poll.registry().register(&mut sock, Token(token), Interest::READABLE | Interest::WRITABLE)
-        {
+    fn open(&mut self, sock: TcpStream, peer: SocketAddr) {
+        let config = &self.shared.config;
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (max_outbound, max_total, policy) =
+            (config.max_outbound, config.max_outbound_total, config.policy);
+        let (mailbox, stats, now) = (&self.mailbox, &self.shared.stats, self.now);
+        let decoder = Decoder::new(self.handler.framing());
+        let key = self.conns.insert_with_key(|key| {
+            let shared = ConnShared::new(
+                id,
+                key,
+                peer,
+                max_outbound,
+                max_total,
+                policy,
+                Arc::clone(mailbox),
+                Arc::clone(stats),
+            );
+            Connection::new(Transport::Tcp(sock), Arc::new(shared), decoder, now)
+        });
+        let c = &mut self.conns[key];
+        if let Err(e) = c.sock.register(self.poll.registry(), token(key)) {
             log::warn!("{peer}: cannot register the connection: {e}; closing");
-            self.shared.stats.open.fetch_sub(1, Ordering::AcqRel);
-            self.load.fetch_sub(1, Ordering::AcqRel);
+            self.conns.remove(key);
             bump(&self.counters().closed);
+            self.load.fetch_sub(1, Ordering::AcqRel);
+            self.shared.stats.open.fetch_sub(1, Ordering::AcqRel);
             return;
         }
-        let config = &self.shared.config;
-        let shared = Arc::new(ConnShared {
-            id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
-            token,
-            peer,
-            queued: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
-            warned: AtomicBool::new(false),
-            deferred: AtomicUsize::new(0),
-            max_outbound: config.max_outbound,
-            policy: config.policy,
-            mailbox: Arc::clone(&self.mailbox),
-            stats: Arc::clone(&self.shared.stats),
-        });
-        let now = self.now;
-        let mut c = Connection {
-            sock,
-            shared,
-            session: None,
-            decoder: Decoder::new(self.handler.framing()),
-            tail: Vec::new(),
-            out: Outbound::default(),
-            phase: Phase::Open,
-            reason: None,
-            last_io: now,
-            last_read: now,
-            partial_since: None,
-            paused: false,
-            paused_until: None,
-            linger_read: 0,
-        };
-        log::debug!("{peer}: connection {} open on worker {}", c.shared.id, self.index);
+        log::debug!("{peer}: connection {id} open on worker {}", self.index);
         let handler = &self.handler;
-        let (_, mut conn) = c.conn(self.draining);
+        let (_, mut conn) = c.parts(self.draining);
         let session = guarded!(self.shared.stats, handler.open(&mut conn));
-        let panicked = session.is_none();
-        c.session = session;
-        let inserted = self.conns.insert(c);
-        debug_assert_eq!(inserted, token);
-        if panicked {
-            return self.close_now(token, CloseReason::HandlerPanic);
+        let Some(session) = session else { return self.finish(key, CloseReason::HandlerPanic) };
+        c.session = Some(session);
+        if self.settle(key, Outcome::Continue) && self.draining {
+            self.drain_one(key);
         }
-        if self.draining {
-            self.drain_one(token);
-        }
-        self.dirty.push(token);
     }
 
     /// Reads and serves what the peer sent: until the socket would block, or
     /// (unless `to_eof`) until a read comes back short.
-    fn on_readable(&mut self, token: usize, to_eof: bool) {
-        let Some(c) = self.conns.get_mut(token) else { return };
-        match c.phase {
-            Phase::Open if !c.paused && c.paused_until.is_none() => {}
-            Phase::Lingering { .. } => return self.linger(token),
-            _ => return,
+    fn on_readable(&mut self, key: ConnKey, to_eof: bool) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if let Writing::Lingering { .. } = c.writing {
+            return self.linger(key);
+        }
+        if !c.takes_frames() {
+            return;
         }
         for turn in 0..READS_PER_TURN {
-            let Some(c) = self.conns.get_mut(token) else { return };
+            let Some(c) = self.conns.get_mut(key) else { return };
             match c.sock.read(&mut self.scratch) {
                 Ok(0) => {
                     // Half-close: serve what was read, deliver the replies,
                     // then close. An incomplete frame at EOF is dropped.
                     let handler = &self.handler;
-                    let (session, mut conn) = c.conn(self.draining);
-                    if let Some(session) = session {
-                        if guarded!(self.shared.stats, handler.eof(session, &mut conn)).is_none() {
-                            return self.close_now(token, CloseReason::HandlerPanic);
-                        }
-                    }
-                    self.begin_close(token, CloseReason::PeerClosed);
+                    let (session, mut conn) = c.parts(self.draining);
+                    let outcome = match session {
+                        Some(session) => match guarded!(self.shared.stats, handler.eof(session, &mut conn)) {
+                            Some(()) => Outcome::Close(CloseReason::PeerClosed),
+                            None => Outcome::Abort(CloseReason::HandlerPanic),
+                        },
+                        None => Outcome::Close(CloseReason::PeerClosed),
+                    };
+                    self.settle(key, outcome);
                     break;
                 }
                 Ok(n) => {
                     c.last_io = self.now;
                     c.last_read = self.now;
                     add(&self.shared.stats.workers[self.index].bytes_in, n as u64);
-                    if !self.process(token, n) {
+                    if !self.process(key, n) {
                         break;
                     }
                     if n < self.scratch.len() && !to_eof {
                         break;
                     }
                     if turn + 1 == READS_PER_TURN {
-                        self.ready.push(token);
+                        self.ready.push(key);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.close_now(token, CloseReason::Io(e)),
+                Err(e) => return self.finish(key, CloseReason::Io(e)),
             }
         }
-        self.flush(token);
+        self.flush(key);
     }
 
     /// Decodes the tail plus `scratch[..n]` and hands the frames to the
-    /// handler. Returns whether reading may go on.
-    fn process(&mut self, token: usize, n: usize) -> bool {
-        let Some(c) = self.conns.get_mut(token) else { return false };
+    /// handler while the connection takes them. Returns whether reading may
+    /// go on.
+    fn process(&mut self, key: ConnKey, n: usize) -> bool {
+        let Some(c) = self.conns.get_mut(key) else { return false };
         let fresh = &self.scratch[..n];
         let mut owned = std::mem::take(&mut c.tail);
         let from_tail = !owned.is_empty();
@@ -552,132 +520,75 @@ impl<H: Handler> Worker<H> {
         let high_water = self.shared.config.high_water;
         let mut pos = 0;
         let mut completed = false;
-        let mut outcome: Option<CloseReason> = None;
-        let mut close_gracefully = false;
-        while c.phase == Phase::Open && !c.paused && c.paused_until.is_none() {
+        let mut outcome = Outcome::Continue;
+        while c.takes_frames() && !c.ctl.close {
             let step = c.decoder.next(&input[pos..]);
-            let mut conn = Conn {
-                shared: &c.shared,
-                out: &mut c.out,
-                draining: self.draining,
-                paused_until: &mut c.paused_until,
-            };
-            let session = c.session.as_mut();
+            let (session, mut conn) = c.parts(self.draining);
             let Some(session) = session else { break };
-            let flow = match step {
+            match step {
                 Step::Incomplete => break,
-                Step::Skip(used) => {
-                    pos += used;
-                    continue;
-                }
+                Step::Skip(used) => pos += used,
                 Step::Frame(frame, used) => {
                     pos += used;
                     completed = true;
                     bump(&counters.frames);
-                    guarded!(stats, handler.frame(session, frame, &mut conn))
+                    outcome = Outcome::of(guarded!(stats, handler.frame(session, frame, &mut conn)));
                 }
                 Step::Error(err, used) => {
                     pos += used;
                     bump(&counters.frame_errors);
-                    match guarded!(stats, handler.frame_error(session, err, &mut conn)) {
-                        Some(Flow::Continue) if !err.is_fatal() => Some(Flow::Continue),
-                        Some(_) => {
-                            outcome = Some(CloseReason::BadFrame(err));
-                            close_gracefully = true;
-                            break;
-                        }
-                        None => None,
-                    }
+                    outcome = match guarded!(stats, handler.frame_error(session, err, &mut conn)) {
+                        Some(Flow::Continue) if !err.is_fatal() => Outcome::Continue,
+                        Some(_) => Outcome::Close(CloseReason::BadFrame(err)),
+                        None => Outcome::Abort(CloseReason::HandlerPanic),
+                    };
                 }
-            };
-            match flow {
-                None => {
-                    outcome = Some(CloseReason::HandlerPanic);
-                    break;
-                }
-                Some(Flow::Close) => {
-                    outcome = Some(CloseReason::Handler);
-                    close_gracefully = true;
-                    break;
-                }
-                Some(Flow::Continue) => {}
             }
-            if c.over_high_water(high_water) {
-                c.paused = true;
+            if !matches!(outcome, Outcome::Continue) {
+                break;
             }
+            c.update_backpressure(high_water);
         }
-        let rest = &input[pos..];
         if from_tail {
             owned.drain(..pos);
             c.tail = owned;
-        } else if !rest.is_empty() {
-            c.tail = rest.to_vec();
+        } else if pos < input.len() {
+            c.tail = input[pos..].to_vec();
         }
-        let partial = !c.tail.is_empty() || c.decoder.skipping();
-        // The frame timeout runs from the start of the frame now incomplete.
-        if !partial {
-            c.partial_since = None;
-        } else if completed || c.partial_since.is_none() {
-            c.partial_since = Some(self.now);
-        }
-        if c.tail.capacity() > 0 && c.tail.is_empty() {
-            c.tail = Vec::new();
-        }
-        let paused = c.paused || c.paused_until.is_some();
-        if let Some(until) = c.paused_until {
-            self.timers.push(Reverse((until, token, c.shared.id)));
-        }
-        match outcome {
-            Some(reason) if close_gracefully => {
-                self.begin_close(token, reason);
-                false
-            }
-            Some(reason) => {
-                self.close_now(token, reason);
-                false
-            }
-            None => !paused,
-        }
+        c.track_partial(completed, self.now);
+        self.settle(key, outcome)
     }
 
     /// Writes what is queued; resumes reading below the low-water mark;
     /// moves a closing connection on once its queue is empty.
-    fn flush(&mut self, token: usize) {
-        let Some(c) = self.conns.get_mut(token) else { return };
+    fn flush(&mut self, key: ConnKey) {
+        let Some(c) = self.conns.get_mut(key) else { return };
         if !c.out.is_empty() {
-            match c.out.write_to(&mut c.sock, &c.shared.queued, &mut self.scratch) {
+            match c.out.write_to(&mut c.sock, &c.shared, &mut self.scratch) {
                 Ok(n) => {
                     if n > 0 {
                         c.last_io = self.now;
                         add(&self.shared.stats.workers[self.index].bytes_out, n);
                     }
                 }
-                Err(WriteError::FileTruncated) => return self.close_now(token, CloseReason::FileTruncated),
-                Err(WriteError::Io(e)) => return self.close_now(token, CloseReason::Io(e)),
+                Err(WriteError::FileTruncated) => return self.finish(key, CloseReason::FileTruncated),
+                Err(WriteError::Io(e)) => return self.finish(key, CloseReason::Io(e)),
             }
         }
-        let low_water = self.shared.config.high_water / 2;
-        if c.paused && c.queued() <= low_water && c.out.files() <= MAX_QUEUED_FILES / 2 {
-            c.paused = false;
-            if c.phase == Phase::Open {
-                // Frames left over from before the pause, then read again.
-                if !c.tail.is_empty() && !self.process(token, 0) {
-                    return;
-                }
-                self.ready.push(token);
-            }
+        if c.update_backpressure(self.shared.config.high_water) {
+            self.wake_reading(key);
         }
-        let Some(c) = self.conns.get_mut(token) else { return };
-        if c.phase == Phase::Flushing && c.out.is_empty() && !c.deferred() {
-            let _ = c.sock.shutdown(Shutdown::Write);
-            c.phase = Phase::Lingering { until: self.now + self.shared.config.linger };
-            self.linger(token);
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if c.flushed() {
+            let _ = c.sock.shutdown_write();
+            c.writing = Writing::Lingering { until: self.now + self.shared.config.linger };
+            self.linger(key);
         }
     }
 
     /// Reads and discards until EOF: then the close is clean.
-    fn linger(&mut self, token: usize) {
-        let Some(c) = self.conns.get_mut(token) else { return };
+    fn linger(&mut self, key: ConnKey) {
+        let Some(c) = self.conns.get_mut(key) else { return };
         loop {
             match c.sock.read(&mut self.scratch) {
                 Ok(0) => break,
@@ -693,45 +604,34 @@ impl<H: Handler> Worker<H> {
             }
         }
         let reason = c.reason.take().unwrap_or(CloseReason::PeerClosed);
-        self.finish(token, reason);
+        self.finish(key, reason);
     }
 
     /// Starts a graceful close: no more frames, flush, shut down the write
     /// side, linger.
-    fn begin_close(&mut self, token: usize, reason: CloseReason) {
-        let Some(c) = self.conns.get_mut(token) else { return };
-        if c.phase != Phase::Open {
-            return;
+    fn begin_close(&mut self, key: ConnKey, reason: CloseReason) {
+        if self.conns.get_mut(key).is_some_and(|c| c.begin_close(reason)) {
+            self.flush(key);
         }
-        c.phase = Phase::Flushing;
-        c.paused = false;
-        c.tail = Vec::new();
-        c.partial_since = None;
-        c.reason = Some(reason);
-        self.flush(token);
     }
 
-    /// Closes at once, dropping anything queued.
-    fn close_now(&mut self, token: usize, reason: CloseReason) {
-        self.finish(token, reason);
-    }
-
-    fn finish(&mut self, token: usize, reason: CloseReason) {
-        let Some(mut c) = self.conns.remove(token) else { return };
-        let _ = self.poll.registry().deregister(&mut c.sock);
+    /// Closes now, dropping anything queued. The close is counted and the
+    /// handler's `close` runs before the connection leaves `open` (the order
+    /// documented on [`Stats`](crate::Stats)).
+    fn finish(&mut self, key: ConnKey, reason: CloseReason) {
+        let Some(mut c) = self.conns.remove(key) else { return };
+        let _ = c.sock.deregister(self.poll.registry());
         c.shared.closed.store(true, Ordering::Release);
-        let dropped = c.out.clear();
-        c.shared.queued.fetch_sub(dropped.min(c.queued()), Ordering::AcqRel);
+        let dropped = c.out.clear(c.shared.total());
+        c.shared.sub_queued(dropped.min(c.shared.queued()));
         let stats = &self.shared.stats;
-        stats.open.fetch_sub(1, Ordering::AcqRel);
-        self.load.fetch_sub(1, Ordering::AcqRel);
         let counters = &stats.workers[self.index];
-        bump(&counters.closed);
         match reason {
             CloseReason::IdleTimeout | CloseReason::FrameTimeout => bump(&counters.timed_out),
             CloseReason::Forced => bump(&counters.forced_closes),
             _ => {}
         }
+        bump(&counters.closed);
         if self.draining {
             if matches!(reason, CloseReason::Forced) {
                 self.report.forced += 1;
@@ -740,10 +640,10 @@ impl<H: Handler> Worker<H> {
             }
         }
         let (peer, id) = (c.shared.peer, c.shared.id);
-        if reason.is_normal() {
-            log::debug!("{peer}: connection {id} closed: {reason}");
-        } else {
+        if reason.is_notable() {
             log::info!("{peer}: connection {id} closed: {reason}");
+        } else {
+            log::debug!("{peer}: connection {id} closed: {reason}");
         }
         if let Some(session) = c.session.take() {
             let handler = &self.handler;
@@ -751,44 +651,24 @@ impl<H: Handler> Worker<H> {
                 log::error!("{peer}: connection {id}: the handler panicked in close");
             }
         }
+        self.load.fetch_sub(1, Ordering::AcqRel);
+        stats.open.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Timeouts, and the quiet check of a drain.
     fn sweep(&mut self, now: Instant) {
         let config = &self.shared.config;
-        let (idle, frame_timeout, quiet) = (config.idle_timeout, config.frame_timeout, config.quiet);
-        let mut actions = Vec::new();
-        for (token, slot) in self.conns.slots.iter().enumerate() {
-            let Some(c) = slot else { continue };
-            let action = match c.phase {
-                Phase::Lingering { until } if now >= until => Some(None),
-                _ if now.duration_since(c.last_io) >= idle => Some(Some(CloseReason::IdleTimeout)),
-                Phase::Open if c.partial_since.is_some_and(|s| now.duration_since(s) >= frame_timeout) => {
-                    Some(Some(CloseReason::FrameTimeout))
+        let t = Timeouts { idle: config.idle_timeout, frame: config.frame_timeout, quiet: config.quiet };
+        let due: Vec<(ConnKey, Due)> =
+            self.conns.iter().filter_map(|(key, c)| c.due(now, t, self.draining).map(|d| (key, d))).collect();
+        for (key, due) in due {
+            match due {
+                Due::EndLinger => {
+                    let reason = self.conns.get_mut(key).and_then(|c| c.reason.take());
+                    self.finish(key, reason.unwrap_or(CloseReason::PeerClosed));
                 }
-                Phase::Open
-                    if self.draining
-                        && c.out.is_empty()
-                        && !c.deferred()
-                        && c.tail.is_empty()
-                        && now.duration_since(c.last_read) >= quiet =>
-                {
-                    Some(Some(CloseReason::Drained))
-                }
-                _ => None,
-            };
-            if let Some(a) = action {
-                actions.push((token, a));
-            }
-        }
-        for (token, action) in actions {
-            match action {
-                None => {
-                    let reason = self.conns.get_mut(token).and_then(|c| c.reason.take());
-                    self.finish(token, reason.unwrap_or(CloseReason::PeerClosed));
-                }
-                Some(CloseReason::Drained) => self.begin_close(token, CloseReason::Drained),
-                Some(reason) => self.close_now(token, reason),
+                Due::Drain => self.begin_close(key, CloseReason::Drained),
+                Due::CloseNow(reason) => self.finish(key, reason),
             }
         }
     }

@@ -107,6 +107,18 @@ pub fn round_trip(s: &mut TcpStream, data: &[u8]) -> Vec<u8> {
     s.write_all(data).expect("write");
     read_exact(s, data.len())
 }
+/// A client socket with a small receive buffer, so the server's reply backs
+/// up in the server rather than in the client's kernel.
+pub fn small_window_client(addr: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&addr.into()).unwrap();
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(TIMEOUT)).unwrap();
+    s
+}
+
 pub mod decode;
 pub mod proc;
 

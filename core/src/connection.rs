@@ -1,0 +1,233 @@
+//! One connection's state on its worker: how it reads, how it writes, what
+//! its handler asked for, and when it is due for a timeout. The worker asks
+//! it what to do next and applies the answer in one place; nothing here
+//! calls the handler or touches the poll.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::conn::{Conn, ConnShared};
+use crate::framing::Decoder;
+use crate::handler::CloseReason;
+use crate::outbound::Outbound;
+use crate::transport::Transport;
+
+slotmap::new_key_type! {
+    /// Where a connection lives on its worker: a generational key, so a
+    /// handle's mail for a connection that closed never reaches the next
+    /// connection in the same slot.
+    pub(crate) struct ConnKey;
+}
+
+/// File regions queued for one connection before reading from it stops.
+pub(crate) const MAX_QUEUED_FILES: usize = 16;
+
+/// The writing side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writing {
+    /// Replies are taken and written as the socket allows.
+    Open,
+    /// Closing: write what is queued and what deferred replies still bring,
+    /// then shut down the write side.
+    Flushing,
+    /// Write side shut: read and discard until EOF (a clean close, no reset
+    /// that would destroy replies in flight) or the deadline.
+    Lingering {
+        /// When to give up waiting for the peer's EOF.
+        until: Instant,
+    },
+}
+
+/// Why a connection whose reading side is open takes no frames now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// Too much is queued for the peer: reading resumes below the low-water
+    /// mark.
+    Backpressure,
+    /// The handler paused reading until then ([`Conn::pause_reading`](crate::Conn::pause_reading)).
+    PausedUntil(Instant),
+    /// A deferred reply is outstanding: later frames wait so that replies
+    /// leave in request order.
+    Deferred,
+}
+
+/// What a handler callback asked of the worker through its
+/// [`Conn`](crate::Conn); the worker settles it after every callback.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// Reading is paused until then.
+    pub(crate) paused_until: Option<Instant>,
+    /// The pause deadline the worker has a wake-up scheduled for.
+    pub(crate) pause_scheduled: Option<Instant>,
+    /// Close once the callback returns (as [`Flow::Close`](crate::Flow::Close)).
+    pub(crate) close: bool,
+    /// Armed timers: (id, deadline).
+    pub(crate) timers: Vec<(u64, Instant)>,
+    /// Some timer was armed or moved earlier since the worker last looked.
+    pub(crate) timers_changed: bool,
+}
+
+/// What a connection is due for at a sweep of the timeouts.
+#[derive(Debug)]
+pub(crate) enum Due {
+    /// The linger deadline passed: finish with the reason already set.
+    EndLinger,
+    /// Close now for this reason (a timeout).
+    CloseNow(CloseReason),
+    /// Draining, quiet, flushed: start the graceful close.
+    Drain,
+}
+
+/// The limits a sweep checks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub(crate) idle: Duration,
+    pub(crate) frame: Duration,
+    pub(crate) quiet: Duration,
+}
+
+pub(crate) struct Connection<S> {
+    pub(crate) sock: Transport,
+    pub(crate) shared: Arc<ConnShared>,
+    pub(crate) session: Option<S>,
+    pub(crate) decoder: Decoder,
+    /// The unconsumed tail of the input: at most one incomplete frame, or
+    /// what the last read brought while frames were held.
+    pub(crate) tail: Vec<u8>,
+    pub(crate) out: Outbound,
+    pub(crate) writing: Writing,
+    /// Reading stopped for backpressure (kept with hysteresis: set above the
+    /// high-water mark, cleared below half of it).
+    pub(crate) backpressure: bool,
+    pub(crate) ctl: Control,
+    /// Why the connection is closing, once it is.
+    pub(crate) reason: Option<CloseReason>,
+    pub(crate) last_io: Instant,
+    pub(crate) last_read: Instant,
+    /// When the frame now incomplete started (the frame timeout).
+    pub(crate) partial_since: Option<Instant>,
+    pub(crate) linger_read: usize,
+}
+
+impl<S> Connection<S> {
+    pub(crate) fn new(sock: Transport, shared: Arc<ConnShared>, decoder: Decoder, now: Instant) -> Self {
+        Connection {
+            sock,
+            shared,
+            session: None,
+            decoder,
+            tail: Vec::new(),
+            out: Outbound::default(),
+            writing: Writing::Open,
+            backpressure: false,
+            ctl: Control::default(),
+            reason: None,
+            last_io: now,
+            last_read: now,
+            partial_since: None,
+            linger_read: 0,
+        }
+    }
+
+    /// The session and a [`Conn`] for a callback.
+    pub(crate) fn parts(&mut self, draining: bool) -> (Option<&mut S>, Conn<'_>) {
+        let conn = Conn { shared: &self.shared, out: &mut self.out, draining, ctl: &mut self.ctl };
+        (self.session.as_mut(), conn)
+    }
+
+    /// Why frames are held now, if they are.
+    pub(crate) fn hold(&self) -> Option<Hold> {
+        if self.backpressure {
+            Some(Hold::Backpressure)
+        } else if let Some(until) = self.ctl.paused_until {
+            Some(Hold::PausedUntil(until))
+        } else if self.shared.deferred() {
+            Some(Hold::Deferred)
+        } else {
+            None
+        }
+    }
+
+    /// The one predicate that decides whether to read and hand frames to
+    /// the handler. (Reading ends with the writing side: an EOF from the
+    /// peer starts the graceful close.)
+    pub(crate) fn takes_frames(&self) -> bool {
+        self.writing == Writing::Open && self.hold().is_none()
+    }
+
+    /// Replies are still taken: open, or closing with the queue not yet
+    /// flushed.
+    pub(crate) fn accepts_output(&self) -> bool {
+        matches!(self.writing, Writing::Open | Writing::Flushing)
+    }
+
+    /// Updates the backpressure hold from what is queued; returns true when
+    /// it was just released.
+    pub(crate) fn update_backpressure(&mut self, high_water: usize) -> bool {
+        let queued = self.shared.queued();
+        let files = self.out.files();
+        if !self.backpressure && (queued > high_water || files > MAX_QUEUED_FILES) {
+            self.backpressure = true;
+        } else if self.backpressure && queued <= high_water / 2 && files <= MAX_QUEUED_FILES / 2 {
+            self.backpressure = false;
+            return true;
+        }
+        false
+    }
+
+    /// Starts the graceful close: no more frames; returns false if it was
+    /// closing already.
+    pub(crate) fn begin_close(&mut self, reason: CloseReason) -> bool {
+        if self.writing != Writing::Open {
+            return false;
+        }
+        self.writing = Writing::Flushing;
+        self.backpressure = false;
+        self.tail = Vec::new();
+        self.partial_since = None;
+        self.reason = Some(reason);
+        true
+    }
+
+    /// Everything is written and no deferred reply is outstanding: a
+    /// flushing connection may shut down its write side.
+    pub(crate) fn flushed(&self) -> bool {
+        self.writing == Writing::Flushing && self.out.is_empty() && !self.shared.deferred()
+    }
+
+    /// Whether the input ends mid-frame, and since when, after the decoder
+    /// ran (`completed`: a frame was completed in this pass).
+    pub(crate) fn track_partial(&mut self, completed: bool, now: Instant) {
+        let partial = !self.tail.is_empty() || self.decoder.skipping();
+        if !partial {
+            self.partial_since = None;
+        } else if completed || self.partial_since.is_none() {
+            self.partial_since = Some(now);
+        }
+        if self.tail.capacity() > 0 && self.tail.is_empty() {
+            self.tail = Vec::new();
+        }
+    }
+
+    /// What the timeouts say of this connection now.
+    pub(crate) fn due(&self, now: Instant, t: Timeouts, draining: bool) -> Option<Due> {
+        match self.writing {
+            Writing::Lingering { until } if now >= until => return Some(Due::EndLinger),
+            _ => {}
+        }
+        if now.saturating_duration_since(self.last_io) >= t.idle {
+            return Some(Due::CloseNow(CloseReason::IdleTimeout));
+        }
+        if self.writing != Writing::Open {
+            return None;
+        }
+        if self.partial_since.is_some_and(|s| now.saturating_duration_since(s) >= t.frame) {
+            return Some(Due::CloseNow(CloseReason::FrameTimeout));
+        }
+        let quiet = self.out.is_empty()
+            && !self.shared.deferred()
+            && self.tail.is_empty()
+            && now.saturating_duration_since(self.last_read) >= t.quiet;
+        (draining && quiet).then_some(Due::Drain)
+    }
+}

@@ -1,0 +1,59 @@
+//! A worker's inbox: what other threads (the acceptor, connection handles,
+//! deferred replies) send to the worker that owns a connection.
+
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use mio::net::TcpStream;
+use mio::Waker;
+
+use crate::connection::ConnKey;
+use crate::message::Message;
+
+/// What other threads send to a worker.
+pub(crate) enum Mail {
+    /// A new connection from the acceptor.
+    Conn(TcpStream, std::net::SocketAddr),
+    /// Bytes from a [`ConnHandle`](crate::ConnHandle).
+    Send { key: ConnKey, msg: Message },
+    /// A file region from a [`ConnHandle`](crate::ConnHandle).
+    SendFile { key: ConnKey, file: Arc<File>, offset: u64, len: u64 },
+    /// A deferred reply is complete.
+    Release { key: ConnKey },
+    /// Close a connection: a slow consumer (at once) or on request (after
+    /// flushing).
+    Close { key: ConnKey, slow: bool },
+}
+
+/// A worker's inbox: a channel and the waker of its poll.
+pub(crate) struct Mailbox {
+    pub(crate) tx: Sender<Mail>,
+    pub(crate) waker: Arc<Waker>,
+    /// A wake is pending: senders skip the system call.
+    pub(crate) pending: AtomicBool,
+}
+
+impl Mailbox {
+    pub(crate) fn post(&self, mail: Mail) -> Result<(), Mail> {
+        self.tx.send(mail).map_err(|e| e.into_inner())?;
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("cannot wake a worker: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How the acceptor reaches a worker, and what it knows of its load.
+#[derive(Clone)]
+pub(crate) struct WorkerLink {
+    pub(crate) mailbox: Arc<Mailbox>,
+    /// Connections the worker owns (or has on the way in its mailbox).
+    pub(crate) load: Arc<AtomicUsize>,
+    /// How busy the worker's loop was over its last measuring window, in
+    /// per mille of wall time spent outside `epoll_wait`.
+    pub(crate) busy: Arc<AtomicU32>,
+}

@@ -1,0 +1,311 @@
+//! The handler API's control of a connection: pauses from any callback,
+//! deferred replies in request order, timers, refusing in `open`, the
+//! server-wide outbound budget, and the socket-free harness.
+
+mod util;
+
+use std::io::{BufReader, Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use switchboard::{
+    handler_fn, CloseReason, Conn, ConnHandle, Flow, Framing, Handler, Harness, SendError, Server,
+};
+use util::*;
+
+/// Echoes lines; pauses reading from `open`, `drain` or `eof` as told.
+struct PauseIn {
+    open: Option<Duration>,
+    drain: Option<Duration>,
+    eof: Option<Duration>,
+    /// Told when `drain` ran.
+    drained: Option<Sender<()>>,
+}
+
+impl Handler for PauseIn {
+    type Session = ();
+    fn framing(&self) -> Framing {
+        Framing::lines(64)
+    }
+    fn open(&self, conn: &mut Conn<'_>) {
+        if let Some(d) = self.open {
+            conn.pause_reading(d);
+        }
+    }
+    fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        conn.send(line);
+        conn.send(b"\n");
+        Flow::Continue
+    }
+    fn drain(&self, _: &mut (), conn: &mut Conn<'_>) -> Flow {
+        if let Some(d) = self.drain {
+            conn.pause_reading(d);
+        }
+        if let Some(tx) = &self.drained {
+            let _ = tx.send(());
+        }
+        Flow::Continue
+    }
+    fn eof(&self, _: &mut (), conn: &mut Conn<'_>) {
+        if let Some(d) = self.eof {
+            conn.pause_reading(d);
+        }
+        conn.send(b"bye\n");
+    }
+}
+
+#[test]
+fn pause_reading_from_open_resumes_when_the_pause_ends() {
+    let pause = Duration::from_millis(200);
+    let handler = PauseIn { open: Some(pause), drain: None, eof: None, drained: None };
+    let server = start(Server::builder().workers(1).idle_timeout(Duration::from_secs(120)), handler);
+    let started = Instant::now();
+    let mut s = connect(server.local_addr());
+    s.write_all(b"a\n").unwrap();
+    // Before the fix the pause never ended: the read timed out.
+    assert_eq!(read_exact(&mut s, 2), b"a\n");
+    assert!(started.elapsed() >= pause, "answered after {:?}, inside the pause", started.elapsed());
+}
+
+#[test]
+fn pause_reading_from_drain_resumes_and_the_frames_are_served() {
+    let pause = Duration::from_millis(200);
+    let (drained, drain_seen) = crossbeam_channel::unbounded();
+    let handler = PauseIn { open: None, drain: Some(pause), eof: None, drained: Some(drained) };
+    let server = start(Server::builder().workers(1).quiet_period(Duration::from_secs(2)), handler);
+    let mut s = connect(server.local_addr());
+    assert_eq!(round_trip(&mut s, b"x\n"), b"x\n");
+    let shutdown = server.shutdown_handle();
+    let drained = Instant::now();
+    shutdown.shutdown();
+    drain_seen.recv_timeout(TIMEOUT).expect("the handler is told of the drain");
+    s.write_all(b"y\n").unwrap();
+    assert_eq!(read_exact(&mut s, 2), b"y\n");
+    assert!(drained.elapsed() >= pause, "answered {:?} after the drain, inside the pause", drained.elapsed());
+    assert_eq!(read_end(&mut s), End::Eof);
+    let report = server.wait();
+    assert_eq!((report.drained, report.forced), (1, 0));
+}
+
+#[test]
+fn pause_reading_from_eof_does_not_hold_the_close() {
+    // A pause far longer than the client's read timeout: the close must
+    // not wait for it.
+    let handler = PauseIn { open: None, drain: None, eof: Some(Duration::from_secs(600)), drained: None };
+    let server = start(Server::builder().workers(1), handler);
+    let mut s = connect(server.local_addr());
+    s.write_all(b"a\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).expect("EOF before the read timeout");
+    assert_eq!(got, "a\nbye\n");
+}
+
+/// `slow` lines are answered from another thread once the test says so;
+/// other lines at once.
+struct SlowFirst {
+    go: Receiver<()>,
+}
+
+impl Handler for SlowFirst {
+    type Session = ();
+    fn framing(&self) -> Framing {
+        Framing::lines(64)
+    }
+    fn open(&self, _: &mut Conn<'_>) {}
+    fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        if line == b"slow" {
+            let reply = conn.defer();
+            let go = self.go.clone();
+            std::thread::spawn(move || {
+                let _ = go.recv();
+                let _ = reply.send("slow done\n");
+            });
+        } else {
+            conn.send(line);
+            conn.send(b"\n");
+        }
+        Flow::Continue
+    }
+}
+
+#[test]
+fn a_slow_deferred_request_and_fast_ones_after_it_reply_in_request_order() {
+    let (go_tx, go) = crossbeam_channel::unbounded();
+    let server = start(Server::builder().workers(1), SlowFirst { go });
+    let mut s = connect(server.local_addr());
+    s.write_all(b"fast0\nslow\nfast1\nfast2\nslow\nfast3\n").unwrap();
+    assert_eq!(read_exact(&mut s, 6), b"fast0\n");
+    // The frames after the first slow one wait for its reply.
+    wait_until("the first slow frame is taken", || server.stats().frames == 2);
+    go_tx.send(()).unwrap();
+    go_tx.send(()).unwrap();
+    let want = "slow done\nfast1\nfast2\nslow done\nfast3\n";
+    assert_eq!(String::from_utf8(read_exact(&mut s, want.len())).unwrap(), want);
+    assert_eq!(server.stats().frames, 6);
+}
+
+/// Arms timer 1 at open (after `after`), which sends `tick` and reports;
+/// records every close reason.
+struct Ticker {
+    after: Duration,
+    fired: Sender<u64>,
+    closed: Arc<Mutex<Vec<String>>>,
+}
+
+impl Handler for Ticker {
+    type Session = u64;
+    fn framing(&self) -> Framing {
+        Framing::lines(64)
+    }
+    fn open(&self, conn: &mut Conn<'_>) -> u64 {
+        assert!(conn.set_timer(1, self.after));
+        conn.id()
+    }
+    fn frame(&self, _: &mut u64, line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        // "later N": move timer 1 to N ms from now.
+        let ms: u64 = std::str::from_utf8(line).unwrap().trim_start_matches("later ").parse().unwrap();
+        assert!(conn.set_timer(1, Duration::from_millis(ms)));
+        Flow::Continue
+    }
+    fn timer(&self, id: &mut u64, timer: u64, conn: &mut Conn<'_>) -> Flow {
+        conn.send(format!("tick {timer}\n").as_bytes());
+        let _ = self.fired.send(*id);
+        Flow::Continue
+    }
+    fn close(&self, _: u64, reason: &CloseReason) {
+        self.closed.lock().push(format!("{reason:?}"));
+    }
+}
+
+#[test]
+fn a_timer_fires_and_a_closed_connections_timer_never_does() {
+    let (fired, fired_rx) = crossbeam_channel::unbounded();
+    let closed = Arc::new(Mutex::new(Vec::new()));
+    let handler = Ticker { after: Duration::from_millis(300), fired, closed: Arc::clone(&closed) };
+    let server = start(Server::builder().workers(1), handler);
+    // A: closes before its timer is due.
+    let a = connect(server.local_addr());
+    // B: its timer moved later than A's, so it fires after A's would have.
+    let mut b = connect(server.local_addr());
+    b.write_all(b"later 600\n").unwrap();
+    wait_until("B's frame is taken", || server.stats().frames == 1);
+    drop(a);
+    wait_until("A is closed", || closed.lock().len() == 1);
+    let mut r = BufReader::new(b.try_clone().unwrap());
+    assert_eq!(read_line(&mut r), "tick 1\n");
+    let b_id = fired_rx.recv_timeout(TIMEOUT).unwrap();
+    // Timers fire in deadline order on one worker: A's, had it survived
+    // its close, would have come first.
+    assert!(fired_rx.try_recv().is_err());
+    assert_eq!(b_id, 2, "only B's timer fired");
+    assert_eq!(closed.lock()[0], "PeerClosed");
+}
+
+#[test]
+fn open_refuses_with_a_reason_and_close_says_handler() {
+    let closed = Arc::new(Mutex::new(Vec::new()));
+    struct Refuse(Arc<Mutex<Vec<String>>>);
+    impl Handler for Refuse {
+        type Session = ();
+        fn open(&self, conn: &mut Conn<'_>) {
+            conn.send(b"! not today\n");
+            conn.close();
+        }
+        fn frame(&self, _: &mut (), _: &[u8], _: &mut Conn<'_>) -> Flow {
+            panic!("a refused connection gets no frames");
+        }
+        fn close(&self, _: (), reason: &CloseReason) {
+            self.0.lock().push(format!("{reason:?}"));
+        }
+    }
+    let server = start(Server::builder().workers(1), Refuse(Arc::clone(&closed)));
+    let mut s = connect(server.local_addr());
+    s.write_all(b"hello\n").unwrap();
+    assert_eq!(read_exact(&mut s, 12), b"! not today\n");
+    assert_eq!(read_end(&mut s), End::Eof);
+    wait_until("the connection is closed", || server.stats().open == 0);
+    assert_eq!(*closed.lock(), ["Handler"]);
+    assert_eq!(server.stats().frames, 0);
+}
+
+#[test]
+fn the_server_wide_budget_cuts_the_largest_queues_and_spares_the_small() {
+    // Four peers that never read and one that does; one budget of 256 KiB
+    // for the whole server, as large as each connection's own.
+    const TOTAL: usize = 256 << 10;
+    let handles: Arc<Mutex<Vec<ConnHandle>>> = Arc::default();
+    struct Keep(Arc<Mutex<Vec<ConnHandle>>>);
+    impl Handler for Keep {
+        type Session = ();
+        fn open(&self, conn: &mut Conn<'_>) {
+            self.0.lock().push(conn.handle());
+        }
+        fn frame(&self, _: &mut (), _: &[u8], _: &mut Conn<'_>) -> Flow {
+            Flow::Continue
+        }
+    }
+    let builder = Server::builder().workers(1).max_outbound(TOTAL).max_outbound_total(TOTAL);
+    let server = start(builder, Keep(Arc::clone(&handles)));
+    let mut peers = Vec::new();
+    for i in 0..4 {
+        peers.push(small_window_client(server.local_addr()));
+        wait_until("the peer is open", || handles.lock().len() == i + 1);
+    }
+    let mut control = connect(server.local_addr());
+    wait_until("the control client is open", || handles.lock().len() == 5);
+    let h = handles.lock().clone();
+    let chunk = vec![b'x'; 8 << 10];
+    let mut refused = None;
+    'rounds: for _ in 0..10_000 {
+        for (i, peer) in h[..4].iter().enumerate() {
+            if let Err(e) = peer.send(chunk.clone()) {
+                refused = Some((i, e, peer.queued(), server.stats().queued_bytes));
+                break 'rounds;
+            }
+        }
+        // The worker takes mail in order: once the marker is read back,
+        // every chunk before it is in its connection's queue.
+        h[4].send(&b"m"[..]).unwrap();
+        assert_eq!(read_exact(&mut control, 1), b"m");
+    }
+    let (_, err, queued, total) = refused.expect("the budget refuses at last");
+    assert_eq!(err, SendError::Disconnected, "the largest queue is cut as a slow consumer");
+    assert!(queued < TOTAL, "refused at {queued} B, below its own budget: the server-wide rule cut it");
+    assert!(total <= TOTAL + 4 * chunk.len(), "queued {total} B over a {TOTAL}-byte budget");
+    wait_until("one peer is cut", || server.stats().slow_consumer_disconnects == 1);
+    // The reader, far below its fair share, is still served.
+    h[4].send(&b"still here"[..]).unwrap();
+    assert_eq!(read_exact(&mut control, 10), b"still here");
+    drop(peers);
+}
+
+#[test]
+fn the_harness_drives_a_handler_without_sockets_in_request_order() {
+    let (go_tx, go) = crossbeam_channel::unbounded();
+    let mut h = Harness::new(SlowFirst { go });
+    assert_eq!(h.input(b"fast0\nslow\nfast1\n"), Flow::Continue);
+    assert_eq!(h.output(), b"fast0\n");
+    go_tx.send(()).unwrap();
+    assert!(h.wait_deferred(TIMEOUT));
+    assert_eq!(h.output(), b"slow done\nfast1\n");
+    h.eof();
+    assert_eq!(format!("{:?}", h.close(CloseReason::Drained)), "PeerClosed");
+
+    let (fired, _rx) = crossbeam_channel::unbounded();
+    let mut t = Harness::new(Ticker { after: Duration::from_secs(5), fired, closed: Arc::default() });
+    assert_eq!(t.timers().len(), 1);
+    assert_eq!(t.fire_timer(1), Some(Flow::Continue));
+    assert_eq!(t.output(), b"tick 1\n");
+    assert_eq!(t.fire_timer(1), None, "a timer fires once");
+
+    let limited = handler_fn(Framing::lines(4), |line, conn| {
+        conn.send(line);
+        Flow::Continue
+    });
+    let mut l = Harness::new(limited);
+    assert_eq!(l.input(b"toolong\n"), Flow::Close, "the default frame_error closes");
+    assert!(matches!(l.closing(), Some(CloseReason::BadFrame(_))));
+}
