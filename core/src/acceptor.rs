@@ -171,7 +171,8 @@ impl Acceptor {
         if let Err(e) = sock.set_nodelay(true) {
             log::debug!("{peer}: cannot set TCP_NODELAY: {e}");
         }
-        let Some(worker) = pick(&self.workers, self.shared.config.activate_above) else {
+        let spare = self.shared.idle_cpu.load(Ordering::Relaxed) >= self.shared.config.idle_to_activate;
+        let Some(worker) = pick(&self.workers, self.shared.config.activate_above, spare) else {
             return;
         };
         bump(&stats.accepted);
@@ -235,13 +236,22 @@ impl Acceptor {
     }
 }
 
-/// The worker for a new connection: the first (in order) that is not
-/// saturated, so that a light load runs on one event loop and more join as
-/// load grows; when all are busy, the one with the fewest connections.
-fn pick(workers: &[WorkerLink], activate_above: u32) -> Option<&WorkerLink> {
+/// The worker for a new connection: the first (in order) that is not busy,
+/// so that a light load runs on one event loop and more join as load grows
+/// (a worker busy past the threshold passes new connections on only while
+/// the machine has a spare core for the next one: otherwise waking it would
+/// only take CPU from the busy one). When all are busy, the one with the
+/// fewest connections.
+fn pick(workers: &[WorkerLink], activate_above: u32, spare_core: bool) -> Option<&WorkerLink> {
     if activate_above < 1000 {
-        if let Some(w) = workers.iter().find(|w| w.busy.load(Ordering::Relaxed) < activate_above) {
-            return Some(w);
+        for (i, w) in workers.iter().enumerate() {
+            if w.busy.load(Ordering::Relaxed) < activate_above {
+                return Some(w);
+            }
+            if !spare_core {
+                // No core for another worker: stay among the active ones.
+                return workers[..=i].iter().min_by_key(|w| w.busy.load(Ordering::Relaxed));
+            }
         }
     }
     workers.iter().min_by_key(|w| w.load.load(Ordering::Acquire))

@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+
 use crate::connection::{ConnKey, Control};
-use crate::mailbox::{Mail, Mailbox};
+use crate::mailbox::{Mail, Mailbox, Route, To};
 use crate::message::Message;
 use crate::outbound::Outbound;
 use crate::stats::{bump, Counters};
@@ -53,8 +55,8 @@ impl std::error::Error for SendError {}
 /// The part of a connection shared with its handles.
 pub(crate) struct ConnShared {
     pub(crate) id: u64,
-    /// Where the connection lives on its worker.
-    pub(crate) key: ConnKey,
+    /// Where mail for the connection goes (its worker and key there).
+    pub(crate) route: Mutex<Route>,
     pub(crate) peer: SocketAddr,
     /// Bytes queued for this connection and not yet written, in its queue or
     /// on the way in its worker's mailbox.
@@ -67,7 +69,6 @@ pub(crate) struct ConnShared {
     pub(crate) max_outbound: usize,
     pub(crate) max_outbound_total: usize,
     pub(crate) policy: SlowConsumerPolicy,
-    pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) stats: Arc<Counters>,
 }
 
@@ -85,7 +86,7 @@ impl ConnShared {
     ) -> ConnShared {
         ConnShared {
             id,
-            key,
+            route: Mutex::new(Route { mailbox, key }),
             peer,
             queued: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -94,9 +95,14 @@ impl ConnShared {
             max_outbound,
             max_outbound_total,
             policy,
-            mailbox,
             stats,
         }
+    }
+
+    /// Posts mail for this connection to the worker that owns it now.
+    pub(crate) fn post(&self, mail: impl FnOnce(To) -> Mail) -> Result<(), Mail> {
+        let route = self.route.lock();
+        route.mailbox.post(mail(To { key: route.key, id: self.id }))
     }
 
     /// Bytes queued for this connection.
@@ -199,8 +205,7 @@ impl ConnHandle {
             s.sub_queued(len);
             return Err(self.over_budget(before));
         }
-        let mail = Mail::Send { key: s.key, msg };
-        s.mailbox.post(mail).map_err(|_| {
+        s.post(|to| Mail::Send { to, msg }).map_err(|_| {
             s.sub_queued(len);
             SendError::Closed
         })
@@ -225,7 +230,7 @@ impl ConnHandle {
             SlowConsumerPolicy::Disconnect => {
                 if !s.closed.swap(true, Ordering::AcqRel) {
                     bump(&s.stats.slow_consumer_disconnects);
-                    let _ = s.mailbox.post(Mail::Close { key: s.key, slow: true });
+                    let _ = s.post(|to| Mail::Close { to, slow: true });
                 }
                 SendError::Disconnected
             }
@@ -245,15 +250,14 @@ impl ConnHandle {
         if len == 0 {
             return Ok(());
         }
-        let mail = Mail::SendFile { key: s.key, file, offset, len };
-        s.mailbox.post(mail).map_err(|_| SendError::Closed)
+        s.post(|to| Mail::SendFile { to, file, offset, len }).map_err(|_| SendError::Closed)
     }
 
     /// Asks the connection to close once what is queued has been sent (as
     /// [`Flow::Close`](crate::Flow::Close) would).
     pub fn close(&self) {
         let s = &*self.shared;
-        let _ = s.mailbox.post(Mail::Close { key: s.key, slow: false });
+        let _ = s.post(|to| Mail::Close { to, slow: false });
     }
 }
 
@@ -436,6 +440,6 @@ impl Drop for Deferred {
         // off when it takes it, so when none is left outstanding, every
         // reply has reached the queue (counting it off here could let the
         // worker close while another thread's reply is still on its way).
-        let _ = s.mailbox.post(Mail::Release { key: s.key });
+        let _ = s.post(|to| Mail::Release { to });
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::conn::{Conn, ConnShared};
 use crate::framing::Decoder;
 use crate::handler::CloseReason;
+use crate::mailbox::Mail;
 use crate::outbound::Outbound;
 use crate::transport::Transport;
 
@@ -107,6 +108,9 @@ pub(crate) struct Connection<S> {
     /// When the frame now incomplete started (the frame timeout).
     pub(crate) partial_since: Option<Instant>,
     pub(crate) linger_read: usize,
+    /// While the connection moves in from another worker: mail posted after
+    /// the move, held until the mail posted before it has been forwarded.
+    pub(crate) held: Option<Vec<Mail>>,
 }
 
 impl<S> Connection<S> {
@@ -126,6 +130,7 @@ impl<S> Connection<S> {
             last_read: now,
             partial_since: None,
             linger_read: 0,
+            held: None,
         }
     }
 

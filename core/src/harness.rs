@@ -286,7 +286,7 @@ impl<H: Handler> Harness<H> {
                     CloseReason::Handler
                 });
             }
-            Mail::Conn(..) => {}
+            _ => {}
         }
     }
 }

@@ -39,6 +39,7 @@
 mod acceptor;
 mod conn;
 mod connection;
+mod cpu;
 mod err;
 mod framing;
 mod handler;

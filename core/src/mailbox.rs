@@ -1,6 +1,7 @@
 //! A worker's inbox: what other threads (the acceptor, connection handles,
 //! deferred replies) send to the worker that owns a connection.
 
+use std::any::Any;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,19 +13,48 @@ use mio::Waker;
 use crate::connection::ConnKey;
 use crate::message::Message;
 
+/// Who a piece of mail is for: the connection's key on the worker it was
+/// posted to (null while the connection is moving to that worker) and its
+/// id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct To {
+    pub(crate) key: ConnKey,
+    pub(crate) id: u64,
+}
+
+/// Where mail for a connection goes. It changes when the connection moves
+/// to another worker; senders hold its lock while they post, so mail posted
+/// after a move is behind the moving connection in the new worker's inbox.
+pub(crate) struct Route {
+    pub(crate) mailbox: Arc<Mailbox>,
+    pub(crate) key: ConnKey,
+}
+
 /// What other threads send to a worker.
 pub(crate) enum Mail {
     /// A new connection from the acceptor.
     Conn(TcpStream, std::net::SocketAddr),
     /// Bytes from a [`ConnHandle`](crate::ConnHandle).
-    Send { key: ConnKey, msg: Message },
+    Send { to: To, msg: Message },
     /// A file region from a [`ConnHandle`](crate::ConnHandle).
-    SendFile { key: ConnKey, file: Arc<File>, offset: u64, len: u64 },
+    SendFile { to: To, file: Arc<File>, offset: u64, len: u64 },
     /// A deferred reply is complete.
-    Release { key: ConnKey },
+    Release { to: To },
     /// Close a connection: a slow consumer (at once) or on request (after
     /// flushing).
-    Close { key: ConnKey, slow: bool },
+    Close { to: To, slow: bool },
+    /// A connection moving in from a busier worker (a boxed `Connection`).
+    Migrate(Box<dyn Any + Send>),
+    /// Mail posted to the worker a connection left, before it left.
+    Forwarded(Box<Mail>),
+    /// The worker connection `id` left has forwarded all its earlier mail.
+    ForwardDone { id: u64 },
+    /// To the worker a connection left (key there): every mail posted for
+    /// it before it left has been seen.
+    Moved { key: ConnKey },
+    /// To the worker a connection moved to: no more mail without a key can
+    /// come for it.
+    Settled { id: u64 },
 }
 
 /// A worker's inbox: a channel and the waker of its poll.

@@ -37,6 +37,9 @@ pub(crate) struct Config {
     /// How busy (per mille of its time) a worker may be before the acceptor
     /// gives new connections to the next one.
     pub(crate) activate_above: u32,
+    /// Idle CPU of the machine, in thousandths of a core, needed before a
+    /// busy worker's load is given to another.
+    pub(crate) idle_to_activate: u32,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             backlog: 4096,
             spin: Duration::ZERO,
             activate_above: 700,
+            idle_to_activate: 500,
         }
     }
 }
@@ -124,6 +128,9 @@ pub(crate) struct Shared {
     pub(crate) shutdown: Arc<ShutdownState>,
     pub(crate) next_id: AtomicU64,
     pub(crate) acceptor_done: AtomicBool,
+    /// Idle CPU of the machine, in thousandths of a core, as workers last
+    /// read it (`u32::MAX`: unknown).
+    pub(crate) idle_cpu: std::sync::atomic::AtomicU32,
 }
 
 /// Configures and starts a [`Server`]. Every setting has a bounded default;
@@ -237,10 +244,22 @@ impl ServerBuilder {
     /// New connections go to the first worker (in order) whose event loop
     /// was busy less than this share of the time, in per mille (default
     /// 700): light loads run on one worker and pay no cross-core wake-ups,
-    /// and more workers join as load grows. 1000 spreads connections by
-    /// count alone.
+    /// and more workers join as load grows. A worker saturated for 100 ms
+    /// moves some of its connections to a worker below this threshold (see
+    /// [`idle_to_activate`](ServerBuilder::idle_to_activate)). 1000 spreads
+    /// connections by count alone and never moves them.
     pub fn activate_above(mut self, per_mille: u32) -> Self {
         self.config.activate_above = per_mille;
+        self
+    }
+
+    /// How much of the machine's CPU must be idle, in thousandths of a core,
+    /// before a busy worker's load is given to the next worker (default
+    /// 500: half a core). Where the server shares its cores with other busy
+    /// processes, another worker would only take CPU time from the busy one;
+    /// 0 activates workers on their own busyness alone.
+    pub fn idle_to_activate(mut self, thousandths_of_a_core: u32) -> Self {
+        self.config.idle_to_activate = thousandths_of_a_core;
         self
     }
 
@@ -282,6 +301,7 @@ impl ServerBuilder {
             shutdown: Arc::clone(&shutdown),
             next_id: AtomicU64::new(1),
             acceptor_done: AtomicBool::new(false),
+            idle_cpu: std::sync::atomic::AtomicU32::new(u32::MAX),
         });
         let handler = Arc::new(handler);
         let mut links = Vec::new();
@@ -291,6 +311,9 @@ impl ServerBuilder {
             shutdown.add_waker(Arc::clone(&link.mailbox.waker));
             links.push(link);
             workers.push(worker);
+        }
+        for worker in &mut workers {
+            worker.set_peers(links.clone());
         }
         let acceptor = Acceptor::new(listener, links, Arc::clone(&shared))?;
         shutdown.add_waker(acceptor.waker());

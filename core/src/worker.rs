@@ -4,7 +4,7 @@
 //! returned in one place ([`Worker::settle`]).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -19,6 +19,7 @@ use slotmap::{Key, KeyData, SlotMap};
 
 use crate::conn::ConnShared;
 use crate::connection::{ConnKey, Connection, Due, Timeouts, Writing};
+use crate::cpu::IdleCpu;
 use crate::framing::{Decoder, Step};
 use crate::handler::{CloseReason, Flow, Handler};
 use crate::mailbox::{Mail, Mailbox, WorkerLink};
@@ -37,6 +38,24 @@ const MAIL_PER_TURN: usize = 16 * 1024;
 const LINGER_BYTES: usize = 1 << 20;
 /// How often a worker publishes how busy it is.
 const BUSY_WINDOW: Duration = Duration::from_millis(20);
+/// A worker busy this share of its time (per mille) is saturated.
+const SATURATED: u32 = 900;
+/// Windows in a row a worker must be saturated before it moves connections.
+const HOT_WINDOWS: u32 = 5;
+/// Windows after moving connections before it moves more.
+const COOL_WINDOWS: u32 = 25;
+/// Connections moved at most at once.
+const MAX_MIGRATIONS: usize = 256;
+
+/// A connection that moved in, until the mail about its move is done.
+#[derive(Debug, Clone, Copy)]
+struct Arriving {
+    key: ConnKey,
+    /// Keyless mail for it can no longer come.
+    settled: bool,
+    /// The worker it left has forwarded all earlier mail.
+    forwarded: bool,
+}
 
 /// What a worker did during shutdown.
 #[derive(Debug, Default)]
@@ -107,6 +126,14 @@ pub(crate) struct Worker<H: Handler> {
     /// Scheduled wake-ups; stale ones (closed connection, moved deadline)
     /// are skipped when they come up.
     wakeups: BinaryHeap<Reverse<(Instant, ConnKey, Wake)>>,
+    /// Every worker's link (this one's included), to move connections to.
+    peers: Vec<WorkerLink>,
+    /// Connections that moved away, by their old key: where their late mail
+    /// goes, and their id.
+    moved: HashMap<ConnKey, (Arc<Mailbox>, u64)>,
+    /// Connections that moved in, by id, until their move is settled.
+    arriving: HashMap<u64, Arriving>,
+    idle_cpu: IdleCpu,
 }
 
 macro_rules! guarded {
@@ -150,8 +177,17 @@ impl<H: Handler> Worker<H> {
             report: WorkerReport::default(),
             now: Instant::now(),
             wakeups: BinaryHeap::new(),
+            peers: Vec::new(),
+            moved: HashMap::new(),
+            arriving: HashMap::new(),
+            idle_cpu: IdleCpu::new(),
         };
         Ok((worker, link))
+    }
+
+    /// Gives the worker the links of all workers, to move connections to.
+    pub(crate) fn set_peers(&mut self, peers: Vec<WorkerLink>) {
+        self.peers = peers;
     }
 
     fn counters(&self) -> &WorkerCounters {
@@ -167,6 +203,7 @@ impl<H: Handler> Worker<H> {
         let mut spin_until = Instant::now();
         let mut window_start = Instant::now();
         let mut waited = Duration::ZERO;
+        let (mut hot, mut cool) = (0u32, 0u32);
         loop {
             let before = Instant::now();
             let timeout = if more_mail || !self.ready.is_empty() || before < spin_until {
@@ -187,9 +224,22 @@ impl<H: Handler> Worker<H> {
             if self.now - window_start >= BUSY_WINDOW {
                 let window = self.now - window_start;
                 let busy = window.saturating_sub(waited).as_micros() * 1000 / window.as_micros().max(1);
-                self.busy.store(busy.min(1000) as u32, Ordering::Relaxed);
+                let busy = busy.min(1000) as u32;
+                self.busy.store(busy, Ordering::Relaxed);
                 window_start = self.now;
                 waited = Duration::ZERO;
+                cool = cool.saturating_sub(1);
+                hot = if busy >= SATURATED { hot + 1 } else { 0 };
+                if busy >= self.shared.config.activate_above {
+                    // Busy: is there a core for another worker?
+                    let idle = self.idle_cpu.idle(self.now);
+                    self.shared.idle_cpu.store(idle, Ordering::Relaxed);
+                }
+                if hot >= HOT_WINDOWS && cool == 0 {
+                    self.rebalance();
+                    hot = 0;
+                    cool = COOL_WINDOWS;
+                }
             }
             let mut socket_events = false;
             for event in events.iter() {
@@ -371,45 +421,207 @@ impl<H: Handler> Worker<H> {
         self.mailbox.pending.store(false, Ordering::Release);
         for _ in 0..MAIL_PER_TURN {
             let Ok(mail) = self.rx.try_recv() else { return false };
-            match mail {
-                Mail::Conn(sock, peer) => self.open(sock, peer),
-                Mail::Send { key, msg } => match self.conns.get_mut(key) {
-                    Some(c) if c.accepts_output() => {
-                        c.out.push_message(msg, c.shared.total());
-                        self.dirty.push(key);
-                    }
-                    // Closing meanwhile: the bytes will never be written.
-                    Some(c) => c.shared.sub_queued(msg.len()),
-                    None => {}
-                },
-                Mail::SendFile { key, file, offset, len } => match self.conns.get_mut(key) {
-                    Some(c) if c.accepts_output() => {
-                        c.out.push_file(file, offset, len);
-                        self.dirty.push(key);
-                    }
-                    _ => {}
-                },
-                Mail::Release { key } => {
-                    if let Some(c) = self.conns.get_mut(key) {
-                        if c.shared.deferred.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            // The last one: the frames that waited for it go on.
-                            self.wake_reading(key);
-                        }
-                        self.dirty.push(key);
-                    }
-                }
-                Mail::Close { key, slow } => {
-                    if self.conns.contains_key(key) {
-                        if slow {
-                            self.finish(key, CloseReason::SlowConsumer);
-                        } else {
-                            self.begin_close(key, CloseReason::Handler);
-                        }
-                    }
-                }
-            }
+            self.deliver(mail, false);
         }
         true
+    }
+
+    /// Handles one piece of mail. `forwarded`: it was posted before its
+    /// connection moved here, so it goes before anything held back.
+    fn deliver(&mut self, mail: Mail, forwarded: bool) {
+        let to = match &mail {
+            Mail::Conn(..) => {
+                let Mail::Conn(sock, peer) = mail else { unreachable!() };
+                return self.open(sock, peer);
+            }
+            Mail::Migrate(_) => {
+                let Mail::Migrate(conn) = mail else { unreachable!() };
+                return self.arrive(conn);
+            }
+            Mail::Forwarded(_) => {
+                let Mail::Forwarded(inner) = mail else { unreachable!() };
+                return self.deliver(*inner, true);
+            }
+            Mail::ForwardDone { id } => return self.forward_done(*id),
+            Mail::Settled { id } => return self.settled(*id),
+            Mail::Moved { key } => {
+                if let Some((mailbox, id)) = self.moved.remove(key) {
+                    let _ = mailbox.post(Mail::ForwardDone { id });
+                }
+                return;
+            }
+            Mail::Send { to, .. }
+            | Mail::SendFile { to, .. }
+            | Mail::Release { to }
+            | Mail::Close { to, .. } => *to,
+        };
+        if let Some((mailbox, _)) = self.moved.get(&to.key) {
+            // Posted before the connection moved away: after it, in order.
+            let _ = mailbox.post(Mail::Forwarded(Box::new(mail)));
+            return;
+        }
+        let key = match to.key.is_null() {
+            true => match self.arriving.get(&to.id) {
+                Some(a) => a.key,
+                None => return,
+            },
+            false => to.key,
+        };
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if let (Some(held), false) = (&mut c.held, forwarded) {
+            // Posted after it moved: waits for what was posted before.
+            held.push(mail);
+            return;
+        }
+        self.apply(key, mail);
+    }
+
+    /// Applies a handle's mail to its connection.
+    fn apply(&mut self, key: ConnKey, mail: Mail) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        match mail {
+            Mail::Send { msg, .. } if c.accepts_output() => {
+                c.out.push_message(msg, c.shared.total());
+                self.dirty.push(key);
+            }
+            // Closing meanwhile: the bytes will never be written.
+            Mail::Send { msg, .. } => c.shared.sub_queued(msg.len()),
+            Mail::SendFile { file, offset, len, .. } if c.accepts_output() => {
+                c.out.push_file(file, offset, len);
+                self.dirty.push(key);
+            }
+            Mail::Release { .. } => {
+                if c.shared.deferred.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    // The last one: the frames that waited for it go on.
+                    self.wake_reading(key);
+                }
+                self.dirty.push(key);
+            }
+            Mail::Close { slow: true, .. } => self.finish(key, CloseReason::SlowConsumer),
+            Mail::Close { slow: false, .. } => self.begin_close(key, CloseReason::Handler),
+            _ => {}
+        }
+    }
+
+    /// Moves connection `key` to another worker. Its route is switched
+    /// under its lock, so every later mail lands behind it there; mail that
+    /// reached this worker before is forwarded, and the new owner holds
+    /// later mail back until that is done.
+    fn migrate_out(&mut self, key: ConnKey, to: &WorkerLink) -> bool {
+        let Some(c) = self.conns.get(key) else { return false };
+        if c.writing != Writing::Open || c.held.is_some() || self.arriving.contains_key(&c.shared.id) {
+            return false;
+        }
+        let shared = Arc::clone(&c.shared);
+        let mut route = shared.route.lock();
+        let Some(mut c) = self.conns.remove(key) else { return false };
+        let _ = c.sock.deregister(self.poll.registry());
+        c.held = Some(Vec::new());
+        c.ctl.pause_scheduled = None;
+        c.ctl.timers_changed = true;
+        to.load.fetch_add(1, Ordering::AcqRel);
+        if let Err(Mail::Migrate(back)) = to.mailbox.post(Mail::Migrate(Box::new(c))) {
+            // The other worker has stopped: keep the connection here.
+            to.load.fetch_sub(1, Ordering::AcqRel);
+            drop(route);
+            let mut c = *back.downcast::<Connection<H::Session>>().expect("the connection just boxed");
+            c.held = None;
+            let key = self.conns.insert(c);
+            shared.route.lock().key = key;
+            if let Err(e) = self.conns[key].sock.register(self.poll.registry(), token(key)) {
+                self.finish(key, CloseReason::Io(e));
+            }
+            return false;
+        }
+        route.mailbox = Arc::clone(&to.mailbox);
+        route.key = ConnKey::null();
+        self.moved.insert(key, (Arc::clone(&to.mailbox), shared.id));
+        let _ = self.mailbox.post(Mail::Moved { key });
+        drop(route);
+        self.load.fetch_sub(1, Ordering::AcqRel);
+        true
+    }
+
+    /// A connection moved in: register it, take its route, wake it.
+    fn arrive(&mut self, conn: Box<dyn std::any::Any + Send>) {
+        let Ok(c) = conn.downcast::<Connection<H::Session>>() else {
+            log::error!("worker {}: a migrating connection of another handler type", self.index);
+            return;
+        };
+        let shared = Arc::clone(&c.shared);
+        let key = self.conns.insert(*c);
+        {
+            let mut route = shared.route.lock();
+            if Arc::ptr_eq(&route.mailbox, &self.mailbox) {
+                route.key = key;
+            }
+        }
+        self.arriving.insert(shared.id, Arriving { key, settled: false, forwarded: false });
+        let _ = self.mailbox.post(Mail::Settled { id: shared.id });
+        if let Err(e) = self.conns[key].sock.register(self.poll.registry(), token(key)) {
+            return self.finish(key, CloseReason::Io(e));
+        }
+        if self.settle(key, Outcome::Continue) {
+            self.ready.push(key);
+        }
+    }
+
+    /// All mail posted before connection `id` moved here has arrived: the
+    /// mail held back goes on.
+    fn forward_done(&mut self, id: u64) {
+        let Some(a) = self.arriving.get_mut(&id) else { return };
+        a.forwarded = true;
+        let (key, done) = (a.key, a.settled);
+        if done {
+            self.arriving.remove(&id);
+        }
+        let held = self.conns.get_mut(key).and_then(|c| c.held.take()).unwrap_or_default();
+        for mail in held {
+            self.apply(key, mail);
+        }
+    }
+
+    /// No more keyless mail can come for connection `id`.
+    fn settled(&mut self, id: u64) {
+        let Some(a) = self.arriving.get_mut(&id) else { return };
+        a.settled = true;
+        if a.forwarded {
+            self.arriving.remove(&id);
+        }
+    }
+
+    /// This worker has been saturated for a while: if another is idle and
+    /// the machine has a core for it, move some connections there.
+    fn rebalance(&mut self) {
+        let idle = self.shared.idle_cpu.load(Ordering::Relaxed);
+        if self.draining || idle < self.shared.config.idle_to_activate || self.conns.len() < 2 {
+            return;
+        }
+        let threshold = self.shared.config.activate_above;
+        if threshold >= 1000 {
+            return;
+        }
+        let mine = self.conns.len();
+        let target = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(i, w)| *i != self.index && w.busy.load(Ordering::Relaxed) < threshold)
+            .map(|(_, w)| w)
+            .min_by_key(|w| w.load.load(Ordering::Acquire))
+            .cloned();
+        let Some(target) = target else { return };
+        let theirs = target.load.load(Ordering::Acquire);
+        if theirs + 1 >= mine {
+            return;
+        }
+        let count = ((mine - theirs) / 4).clamp(1, MAX_MIGRATIONS);
+        let keys: Vec<ConnKey> = self.conns.keys().take(count).collect();
+        let moved = keys.into_iter().filter(|&key| self.migrate_out(key, &target)).count();
+        log::debug!(
+            "worker {}: saturated; moved {moved} of {mine} connections to a quieter worker",
+            self.index
+        );
     }
 
     fn open(&mut self, sock: TcpStream, peer: SocketAddr) {
