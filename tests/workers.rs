@@ -17,8 +17,8 @@ use util::*;
 /// served each connection; keeps every connection's handle.
 struct Burner {
     spin: Duration,
-    handles: Arc<Mutex<Vec<ConnHandle>>>,
-    threads: Arc<Mutex<Vec<(u64, String)>>>,
+    handles: Shared<ConnHandle>,
+    threads: Shared<(u64, String)>,
 }
 
 impl Handler for Burner {
@@ -42,7 +42,9 @@ impl Handler for Burner {
     }
 }
 
-fn burner(spin: Duration) -> (Burner, Arc<Mutex<Vec<ConnHandle>>>, Arc<Mutex<Vec<(u64, String)>>>) {
+type Shared<T> = Arc<Mutex<Vec<T>>>;
+
+fn burner(spin: Duration) -> (Burner, Shared<ConnHandle>, Shared<(u64, String)>) {
     let handles: Arc<Mutex<Vec<ConnHandle>>> = Arc::default();
     let threads: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
     (Burner { spin, handles: Arc::clone(&handles), threads: Arc::clone(&threads) }, handles, threads)
