@@ -315,7 +315,7 @@ impl Conn<'_> {
     /// a lossless way to rate-limit a sender, since TCP then slows it down.
     /// A later call extends the pause, never shortens it.
     pub fn pause_reading(&mut self, d: Duration) {
-        let until = Instant::now() + d;
+        let until = crate::clock::after(Instant::now(), d);
         if self.paused_until.is_none_or(|t| t < until) {
             *self.paused_until = Some(until);
         }

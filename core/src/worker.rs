@@ -19,7 +19,8 @@ use crate::framing::{Decoder, Step};
 use crate::handler::{CloseReason, Flow, Handler};
 use crate::outbound::{Outbound, WriteError};
 use crate::server::Shared;
-use crate::shutdown::{DRAINING, FORCING};
+use crate::clock;
+use crate::shutdown::Phase as Lifecycle;
 use crate::stats::{add, bump, WorkerCounters};
 
 const WAKER: Token = Token(usize::MAX);
@@ -336,11 +337,11 @@ impl<H: Handler> Worker<H> {
     /// Handles the shutdown phases; true when the worker may exit.
     fn check_shutdown(&mut self, now: Instant) -> bool {
         let phase = self.shared.shutdown.phase();
-        if phase >= DRAINING && !self.draining {
+        if phase >= Lifecycle::Draining && !self.draining {
             self.begin_drain();
         }
         let past_grace = self.grace_deadline.is_some_and(|d| now >= d);
-        if (phase >= FORCING || past_grace) && self.conns.len > 0 {
+        if (phase >= Lifecycle::Forcing || past_grace) && self.conns.len > 0 {
             for token in self.conns.tokens() {
                 // A lingering connection has delivered everything: not forced.
                 let lingering = self.conns.get_mut(token).and_then(|c| match c.phase {
@@ -362,7 +363,7 @@ impl<H: Handler> Worker<H> {
     fn begin_drain(&mut self) {
         self.draining = true;
         let started = self.shared.shutdown.started().unwrap_or_else(Instant::now);
-        self.grace_deadline = Some(started + self.shared.config.grace);
+        self.grace_deadline = Some(clock::after(started, self.shared.config.grace));
         for token in self.conns.tokens() {
             self.drain_one(token);
         }
@@ -670,7 +671,7 @@ impl<H: Handler> Worker<H> {
         let Some(c) = self.conns.get_mut(token) else { return };
         if c.phase == Phase::Flushing && c.out.is_empty() && !c.deferred() {
             let _ = c.sock.shutdown(Shutdown::Write);
-            c.phase = Phase::Lingering { until: self.now + self.shared.config.linger };
+            c.phase = Phase::Lingering { until: clock::after(self.now, self.shared.config.linger) };
             self.linger(token);
         }
     }

@@ -30,15 +30,22 @@ struct Args {
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
 
-    /// Connections open at once; past it a client gets `! server busy`.
-    #[arg(long, value_name = "N", default_value_t = 20_000)]
-    max_connections: usize,
+    /// Connections open at once; past it a client gets the handler's busy reply
+    /// (`! server busy` for the line handlers) and is closed [default: what the
+    /// descriptor limit allows]. At start the soft descriptor limit is raised to
+    /// the hard one (`ulimit -Hn`); the default is that limit minus the server's
+    /// own descriptors (7 + 2 per worker) minus a reserve for the handler's files
+    /// of max(64, limit/8), e.g. 181 under `ulimit -n 256` with 2 workers. A value
+    /// above that default is lowered to it with a warning.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
 
     /// Close a connection after this long with no bytes either way (e.g. 500ms, 30s, 5m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
     idle_timeout: Duration,
 
-    /// On shutdown, how long connections may drain before they are forced closed.
+    /// On shutdown, how long connections may drain before they are forced closed
+    /// (at most 100 years, like every duration).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     grace: Duration,
 
@@ -71,7 +78,6 @@ enum HandlerName {
 fn main() -> ExitCode {
     let args: Args = parse_args();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    raise_fd_limit();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -82,12 +88,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let mut builder = Server::builder()
-        .max_connections(args.max_connections)
-        .idle_timeout(args.idle_timeout)
-        .grace(args.grace);
+    let mut builder = Server::builder().idle_timeout(args.idle_timeout).grace(args.grace);
     if let Some(n) = args.workers {
         builder = builder.workers(n);
+    }
+    if let Some(n) = args.max_connections {
+        builder = builder.max_connections(n);
     }
     if args.root.is_some() && args.handler != HandlerName::File {
         log::warn!("--root is used only by --handler file; ignoring it");
@@ -116,7 +122,10 @@ fn serve<H: Handler>(builder: ServerBuilder, listen: &str, handler: H) -> anyhow
     }
     wire_signals(server.shutdown_handle())?;
     let report = server.wait();
-    log::info!("exiting: {} drained, {} forced", report.drained, report.forced);
+    // Logged by `wait`; also on stdout, for whoever ran the server (a
+    // closed stdout is no failure: the log has it).
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{report}").and_then(|()| out.flush());
     Ok(())
 }
 
@@ -128,10 +137,10 @@ fn wire_signals(handle: ShutdownHandle) -> anyhow::Result<()> {
         let n = signals.fetch_add(1, Ordering::AcqRel);
         if n == 0 {
             log::info!("shutdown signal: draining (send again to stop now)");
-            handle.shutdown();
+            handle.drain();
         } else {
             log::warn!("second shutdown signal: closing every connection now");
-            handle.shutdown();
+            handle.force();
             std::thread::spawn(|| {
                 std::thread::sleep(Duration::from_secs(2));
                 log::error!("shutdown did not finish after a second signal; exiting");
@@ -140,17 +149,4 @@ fn wire_signals(handle: ShutdownHandle) -> anyhow::Result<()> {
         }
     })
     .map_err(|e| anyhow::anyhow!("cannot install the signal handler: {e}"))
-}
-
-/// Serving thousands of connections needs descriptors: raise the soft limit
-/// to the hard one.
-fn raise_fd_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        limit.current = limit.maximum;
-        if let Err(e) = setrlimit(Resource::Nofile, limit) {
-            log::debug!("cannot raise the descriptor limit: {e}");
-        }
-    }
 }
