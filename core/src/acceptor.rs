@@ -27,8 +27,6 @@ use crate::worker::{Mail, WorkerLink};
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_REJECTED: usize = 2;
-/// Rejected sockets lingering at once; past it they are closed straight away.
-const MAX_LINGERING: usize = 1024;
 /// How long a rejected socket may linger.
 const REJECT_LINGER: Duration = Duration::from_secs(1);
 /// Accepts per turn before lingering sockets get a turn.
@@ -143,7 +141,10 @@ impl Acceptor {
         let now = Instant::now();
         let retry = self.backoff.map(|(at, _)| at);
         let linger = self.rejected.values().map(|(_, until)| *until).min();
-        [retry, linger].into_iter().flatten().min().map(|t| t.saturating_duration_since(now))
+        // Rejections not yet logged are logged within a second.
+        let log = (self.unlogged_rejections + self.unlogged_exhausted > 0)
+            .then(|| self.last_reject_log.map_or(now, |t| t + Duration::from_secs(1)));
+        [retry, linger, log].into_iter().flatten().min().map(|t| t.saturating_duration_since(now))
     }
 
     /// Accepts until the backlog is empty, the turn is over or accepting
@@ -249,7 +250,7 @@ impl Acceptor {
         self.unlogged_rejections += 1;
         let _ = sock.write(&self.busy);
         let _ = sock.shutdown(Shutdown::Write);
-        if self.rejected.len() >= MAX_LINGERING {
+        if self.rejected.len() >= self.shared.config.max_lingering {
             return;
         }
         let token = self.next_token;

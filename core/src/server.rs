@@ -35,7 +35,13 @@ pub(crate) struct Config {
     pub(crate) policy: SlowConsumerPolicy,
     pub(crate) read_buffer: usize,
     pub(crate) backlog: i32,
+    /// Turned-away sockets lingering at once in the acceptor (set at start
+    /// from the descriptor reserve); past it they are closed straight away.
+    pub(crate) max_lingering: usize,
 }
+
+/// The most turned-away sockets lingering at once, whatever the budget.
+const MAX_LINGERING: usize = 1024;
 
 impl Default for Config {
     fn default() -> Config {
@@ -52,6 +58,7 @@ impl Default for Config {
             policy: SlowConsumerPolicy::Disconnect,
             read_buffer: 64 << 10,
             backlog: 4096,
+            max_lingering: MAX_LINGERING,
         }
     }
 }
@@ -168,11 +175,13 @@ impl ServerBuilder {
     ///
     /// The default is what the descriptor limit allows: the soft
     /// `RLIMIT_NOFILE` (raised to the hard limit at start) minus the
-    /// server's own descriptors (7 + 2 per worker: standard streams,
-    /// listener, pollers, wakers, a spare) minus a reserve for handlers'
+    /// descriptors the process holds when `start` begins (at least the 3
+    /// standard streams), minus the server's own (4 + 2 per worker:
+    /// listener, pollers, wakers, a spare), minus a reserve for handlers'
     /// own descriptors (files, pipes) of max(64, limit / 8), the reserve at
-    /// most half of what is left. With `ulimit -n 1024` and 2 workers that
-    /// is 1024 − 11 − 128 = 885. A value above it is clamped to it with a
+    /// most half of what is left. With `ulimit -n 1024`, 3 descriptors open
+    /// and 2 workers that is 1024 − 3 − 8 − 128 = 885. A value above it is
+    /// clamped to it with a
     /// warning: more connections than descriptors would fail at the OS, in
     /// the middle of serving, instead of with a busy reply.
     /// [`Server::max_connections`] tells the limit in force.
@@ -267,7 +276,9 @@ impl ServerBuilder {
         }
         config.validate()?;
         let nofile = budget::raise_nofile();
-        let allowed = budget::connection_limit(nofile, config.workers);
+        let (allowed, reserve) = budget::connection_limit(nofile, budget::open_now(), config.workers);
+        // Turned-away sockets linger from the reserve: a quarter of it at most.
+        config.max_lingering = (reserve / 4).min(MAX_LINGERING);
         config.max_connections = match max_connections {
             Some(n) if n > allowed => {
                 log::warn!(
@@ -308,7 +319,8 @@ impl ServerBuilder {
         let probe = probe.unwrap_or_default();
         for (i, worker) in workers.into_iter().enumerate() {
             let fail = probe.fail_worker == Some(i);
-            let t = spawn(format!("switchboard-worker-{i}"), fail, &probe.live_threads, move || worker.run())?;
+            let t =
+                spawn(format!("switchboard-worker-{i}"), fail, &probe.live_threads, move || worker.run())?;
             threads.workers.push(t);
         }
         let t = spawn("switchboard-acceptor".into(), probe.fail_acceptor, &probe.live_threads, move || {
@@ -360,7 +372,8 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    let failed = |e: io::Error| StartError::Io(io::Error::new(e.kind(), format!("cannot start thread {name}: {e}")));
+    let failed =
+        |e: io::Error| StartError::Io(io::Error::new(e.kind(), format!("cannot start thread {name}: {e}")));
     if fail {
         return Err(failed(io::Error::other("injected failure")));
     }

@@ -14,12 +14,12 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::clock;
 use crate::conn::{Conn, ConnShared, Message};
 use crate::framing::{Decoder, Step};
 use crate::handler::{CloseReason, Flow, Handler};
 use crate::outbound::{Outbound, WriteError};
 use crate::server::Shared;
-use crate::clock;
 use crate::shutdown::Phase as Lifecycle;
 use crate::stats::{add, bump, WorkerCounters};
 

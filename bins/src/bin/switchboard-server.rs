@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -33,10 +33,11 @@ struct Args {
     /// Connections open at once; past it a client gets the handler's busy reply
     /// (`! server busy` for the line handlers) and is closed [default: what the
     /// descriptor limit allows]. At start the soft descriptor limit is raised to
-    /// the hard one (`ulimit -Hn`); the default is that limit minus the server's
-    /// own descriptors (7 + 2 per worker) minus a reserve for the handler's files
-    /// of max(64, limit/8), e.g. 181 under `ulimit -n 256` with 2 workers. A value
-    /// above that default is lowered to it with a warning.
+    /// the hard one (`ulimit -Hn`); the default is that limit minus the descriptors
+    /// already open (standard streams, the signal pipe), minus the server's own
+    /// (4 + 2 per worker), minus a reserve for the handler's files of
+    /// max(64, limit/8): 179 under `ulimit -n 256` with 2 workers. A value above
+    /// that default is lowered to it with a warning.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
 
@@ -114,13 +115,17 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn serve<H: Handler>(builder: ServerBuilder, listen: &str, handler: H) -> anyhow::Result<()> {
+    // The signal handler first: its descriptors then count in the budget
+    // the server derives at start.
+    let handle = Arc::new(OnceLock::new());
+    wire_signals(Arc::clone(&handle))?;
     let server = builder.start(listen, handler)?;
+    let _ = handle.set(server.shutdown_handle());
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", server.local_addr())?;
         out.flush()?;
     }
-    wire_signals(server.shutdown_handle())?;
     let report = server.wait();
     // Logged by `wait`; also on stdout, for whoever ran the server (a
     // closed stdout is no failure: the log has it).
@@ -130,10 +135,15 @@ fn serve<H: Handler>(builder: ServerBuilder, listen: &str, handler: H) -> anyhow
 }
 
 /// Ctrl-C / SIGTERM: the first starts a graceful shutdown, the second forces
-/// it (and, should anything hang, exits the process a moment later).
-fn wire_signals(handle: ShutdownHandle) -> anyhow::Result<()> {
+/// it (and, should anything hang, exits the process a moment later). Before
+/// the server runs, a signal exits at once.
+fn wire_signals(handle: Arc<OnceLock<ShutdownHandle>>) -> anyhow::Result<()> {
     let signals = Arc::new(AtomicUsize::new(0));
     ctrlc::set_handler(move || {
+        let Some(handle) = handle.get() else {
+            log::info!("shutdown signal before the server started; exiting");
+            std::process::exit(130);
+        };
         let n = signals.fetch_add(1, Ordering::AcqRel);
         if n == 0 {
             log::info!("shutdown signal: draining (send again to stop now)");
