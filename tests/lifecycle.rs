@@ -53,10 +53,13 @@ fn an_acceptor_spawn_failure_joins_every_worker() {
     assert_eq!(live.load(Ordering::Acquire), 0);
 }
 
+/// A builder method setting one duration.
+type Setter = fn(ServerBuilder, Duration) -> ServerBuilder;
+
 #[test]
 fn durations_that_overflow_an_instant_are_refused_at_start() {
     let huge = Duration::from_secs(u64::MAX);
-    let settings: [(&str, fn(ServerBuilder, Duration) -> ServerBuilder); 5] = [
+    let settings: [(&str, Setter); 5] = [
         ("grace", ServerBuilder::grace),
         ("idle timeout", ServerBuilder::idle_timeout),
         ("frame timeout", ServerBuilder::frame_timeout),
