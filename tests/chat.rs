@@ -463,7 +463,7 @@ fn members_hear_the_server_shutting_down() {
     let (mut a, _) = Client::join(addr);
     let (mut b, _) = Client::join(addr);
     a.expect("* guest-2 joined");
-    server.shutdown_handle().shutdown();
+    server.shutdown_handle().drain();
     a.expect("* server shutting down");
     b.expect("* server shutting down");
     // Then the server closes both; one may hear the other leave first.

@@ -79,7 +79,7 @@ fn pause_reading_from_drain_resumes_and_the_frames_are_served() {
     assert_eq!(round_trip(&mut s, b"x\n"), b"x\n");
     let shutdown = server.shutdown_handle();
     let drained = Instant::now();
-    shutdown.shutdown();
+    shutdown.drain();
     drain_seen.recv_timeout(TIMEOUT).expect("the handler is told of the drain");
     s.write_all(b"y\n").unwrap();
     assert_eq!(read_exact(&mut s, 2), b"y\n");

@@ -90,7 +90,7 @@ fn shutdown_under_load_delivers_every_reply_without_reset() {
         .collect();
     halfway.wait();
     let handle = server.shutdown_handle();
-    handle.shutdown();
+    handle.drain();
     // New connections are refused at once.
     wait_until("the listener is closed", || TcpStream::connect(addr).is_err());
     for t in threads {
@@ -145,12 +145,12 @@ fn second_shutdown_forces_at_once() {
     let handle = server.shutdown_handle();
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || tx.send(server.wait()).unwrap());
-    handle.shutdown();
+    handle.drain();
     assert!(handle.is_shutting_down());
     // Still draining: the connection is served.
     assert_eq!(round_trip(&mut s, b"y"), b"y");
     assert!(rx.try_recv().is_err());
-    handle.shutdown();
+    handle.force();
     let report = rx.recv_timeout(TIMEOUT).expect("the second shutdown ends the server");
     waiter.join().unwrap();
     assert_eq!(report.forced, 1);

@@ -121,8 +121,8 @@ fn shutdown_with_500_ping_pong_clients_and_5_downloads() {
     assert_eq!(echo.stats().open, PINGERS);
 
     let (echo_stop, file_stop) = (echo.shutdown_handle(), files.shutdown_handle());
-    echo_stop.shutdown();
-    file_stop.shutdown();
+    echo_stop.drain();
+    file_stop.drain();
     stop.store(true, Ordering::SeqCst);
     let echo_report = std::thread::spawn(move || echo.wait());
     let file_report = std::thread::spawn(move || files.wait());

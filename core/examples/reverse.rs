@@ -3,7 +3,7 @@
 //! Run it with `cargo run -p switchboard --example reverse`, then
 //! `nc 127.0.0.1 7979` and type.
 
-use switchboard::{Conn, Flow, Framing, Handler, Server};
+use switchboard::{Conn, Flow, Framing, Handler, Phase, Server};
 
 struct Reverse;
 
@@ -31,7 +31,12 @@ fn main() {
     };
     println!("listening on {}", server.local_addr());
     let shutdown = server.shutdown_handle();
-    if let Err(e) = ctrlc::set_handler(move || shutdown.shutdown()) {
+    // The first Ctrl-C drains, a second one closes everything now.
+    let on_signal = move || match shutdown.phase() {
+        Phase::Running => shutdown.drain(),
+        _ => shutdown.force(),
+    };
+    if let Err(e) = ctrlc::set_handler(on_signal) {
         eprintln!("reverse: cannot install the Ctrl-C handler: {e}");
     }
     println!("{}", server.wait());

@@ -1,7 +1,14 @@
 //! The acceptor thread: owns the listener, applies the connection limit and
 //! hands each socket to the least-loaded worker.
+//!
+//! It keeps one spare descriptor (`/dev/null`, opened at start). When
+//! accepting fails because the process or the system is out of descriptors
+//! (`EMFILE`, `ENFILE`), it closes the spare, accepts one client, sends it
+//! the busy reply, closes it and reopens the spare, until the backlog is
+//! empty: no client is left hanging in the backlog (the libev/nginx trick).
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::atomic::Ordering;
@@ -14,16 +21,12 @@ use rustix::io::Errno;
 
 use crate::mailbox::{Mail, WorkerLink};
 use crate::server::Shared;
-use crate::shutdown::RUNNING;
+use crate::shutdown::Phase;
 use crate::stats::bump;
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_REJECTED: usize = 2;
-/// The line a connection over the limit gets before it is closed.
-const BUSY: &[u8] = b"! server busy\n";
-/// Rejected sockets lingering at once; past it they are closed straight away.
-const MAX_LINGERING: usize = 1024;
 /// How long a rejected socket may linger.
 const REJECT_LINGER: Duration = Duration::from_secs(1);
 /// Accepts per turn before lingering sockets get a turn.
@@ -45,7 +48,15 @@ pub(crate) struct Acceptor {
     backoff: Option<(Instant, Duration)>,
     /// Rejections not yet logged, and when the last log line was written.
     unlogged_rejections: u64,
+    /// Clients turned away for lack of descriptors, not yet logged.
+    unlogged_exhausted: u64,
     last_reject_log: Option<Instant>,
+    /// What a client the server cannot take gets ([`Handler::busy_reply`]).
+    ///
+    /// [`Handler::busy_reply`]: crate::Handler::busy_reply
+    busy: Vec<u8>,
+    /// The descriptor given up to answer a client at `EMFILE`.
+    spare: Option<File>,
 }
 
 impl Acceptor {
@@ -53,8 +64,10 @@ impl Acceptor {
         mut listener: TcpListener,
         workers: Vec<WorkerLink>,
         shared: Arc<Shared>,
+        busy: Vec<u8>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
+        let spare = open_spare()?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         Ok(Acceptor {
@@ -67,7 +80,10 @@ impl Acceptor {
             next_token: FIRST_REJECTED,
             backoff: None,
             unlogged_rejections: 0,
+            unlogged_exhausted: 0,
             last_reject_log: None,
+            busy,
+            spare: Some(spare),
         })
     }
 
@@ -88,7 +104,7 @@ impl Acceptor {
                 }
                 continue;
             }
-            if self.shared.shutdown.phase() != RUNNING {
+            if self.shared.shutdown.phase() != Phase::Running {
                 break;
             }
             for event in events.iter() {
@@ -125,7 +141,10 @@ impl Acceptor {
         let now = Instant::now();
         let retry = self.backoff.map(|(at, _)| at);
         let linger = self.rejected.values().map(|(_, until)| *until).min();
-        [retry, linger].into_iter().flatten().min().map(|t| t.saturating_duration_since(now))
+        // Rejections not yet logged are logged within a second.
+        let log = (self.unlogged_rejections + self.unlogged_exhausted > 0)
+            .then(|| self.last_reject_log.map_or(now, |t| t + Duration::from_secs(1)));
+        [retry, linger, log].into_iter().flatten().min().map(|t| t.saturating_duration_since(now))
     }
 
     /// Accepts until the backlog is empty, the turn is over or accepting
@@ -146,21 +165,60 @@ impl Acceptor {
                     return false;
                 }
                 Err(e) if transient(&e) => {}
-                Err(e) => {
-                    bump(&self.shared.stats.accept_errors);
-                    let delay = match self.backoff {
-                        None => {
-                            log::warn!("accept failed: {e}; backing off and retrying");
-                            BACKOFF_MIN
-                        }
-                        Some((_, d)) => (d * 2).min(BACKOFF_MAX),
-                    };
-                    self.backoff = Some((Instant::now() + delay, delay));
-                    return false;
-                }
+                Err(e) if out_of_descriptors(&e) && self.spare.is_some() => match self.turn_away_one() {
+                    Spare::TurnedAway => {}
+                    Spare::BacklogEmpty => return false,
+                    Spare::NoLuck => return self.back_off(&e),
+                },
+                Err(e) => return self.back_off(&e),
             }
         }
         true
+    }
+
+    /// Out of descriptors: gives up the spare to accept one client, tells it
+    /// the server is busy, closes it and takes the spare back.
+    fn turn_away_one(&mut self) -> Spare {
+        self.spare = None;
+        let outcome = match self.listener.accept() {
+            Ok((mut sock, peer)) => {
+                bump(&self.shared.stats.rejected);
+                self.unlogged_exhausted += 1;
+                log::debug!("{peer}: out of descriptors; turned away");
+                let _ = sock.write(&self.busy);
+                let _ = sock.shutdown(Shutdown::Write);
+                Spare::TurnedAway
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Spare::BacklogEmpty,
+            Err(e) if transient(&e) => Spare::TurnedAway,
+            Err(_) => Spare::NoLuck,
+        };
+        match open_spare() {
+            Ok(f) => self.spare = Some(f),
+            Err(e) => {
+                log::warn!("cannot reopen the spare descriptor: {e}");
+                return Spare::NoLuck;
+            }
+        }
+        outcome
+    }
+
+    /// Accepting fails for want of resources: retry later, backing off.
+    /// Returns false (do not come back at once).
+    fn back_off(&mut self, e: &io::Error) -> bool {
+        bump(&self.shared.stats.accept_errors);
+        let delay = match self.backoff {
+            None => {
+                log::warn!("accept failed: {e}; backing off and retrying");
+                BACKOFF_MIN
+            }
+            Some((_, d)) => (d * 2).min(BACKOFF_MAX),
+        };
+        self.backoff = Some((Instant::now() + delay, delay));
+        if self.spare.is_none() {
+            self.spare = open_spare().ok();
+        }
+        false
     }
 
     fn dispatch(&mut self, sock: TcpStream, peer: std::net::SocketAddr) {
@@ -191,9 +249,9 @@ impl Acceptor {
     fn reject(&mut self, mut sock: TcpStream) {
         bump(&self.shared.stats.rejected);
         self.unlogged_rejections += 1;
-        let _ = sock.write(BUSY);
+        let _ = sock.write(&self.busy);
         let _ = sock.shutdown(Shutdown::Write);
-        if self.rejected.len() >= MAX_LINGERING {
+        if self.rejected.len() >= self.shared.config.max_lingering {
             return;
         }
         let token = self.next_token;
@@ -220,17 +278,26 @@ impl Acceptor {
 
     /// One log line per second at most for rejections.
     fn log_rejections(&mut self, now: Instant, force: bool) {
-        if self.unlogged_rejections == 0 {
+        if self.unlogged_rejections == 0 && self.unlogged_exhausted == 0 {
             return;
         }
         let due = self.last_reject_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
         if due || force {
-            log::warn!(
-                "connection limit ({}) reached: {} connection(s) turned away with '! server busy'",
-                self.shared.config.max_connections,
-                self.unlogged_rejections
-            );
+            if self.unlogged_rejections > 0 {
+                log::warn!(
+                    "connection limit ({}) reached: {} connection(s) turned away with the busy reply",
+                    self.shared.config.max_connections,
+                    self.unlogged_rejections
+                );
+            }
+            if self.unlogged_exhausted > 0 {
+                log::warn!(
+                    "out of file descriptors: {} connection(s) turned away with the busy reply",
+                    self.unlogged_exhausted
+                );
+            }
             self.unlogged_rejections = 0;
+            self.unlogged_exhausted = 0;
             self.last_reject_log = Some(now);
         }
     }
@@ -255,6 +322,26 @@ fn pick(workers: &[WorkerLink], activate_above: u32, spare_core: bool) -> Option
         }
     }
     workers.iter().min_by_key(|w| w.load.load(Ordering::Acquire))
+}
+
+/// What giving up the spare descriptor achieved.
+enum Spare {
+    /// A client was accepted and turned away (or vanished): try the next.
+    TurnedAway,
+    /// Nobody was waiting.
+    BacklogEmpty,
+    /// Still no descriptor: back off.
+    NoLuck,
+}
+
+/// The spare descriptor.
+fn open_spare() -> io::Result<File> {
+    File::open("/dev/null")
+}
+
+/// The process or the system has no descriptor left.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(Errno::from_io_error(e), Some(Errno::MFILE | Errno::NFILE))
 }
 
 /// Accept errors that concern one connection only: try the next.

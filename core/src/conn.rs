@@ -357,7 +357,7 @@ impl Conn<'_> {
     /// A later call extends the pause, never shortens it. Works from any
     /// callback, [`open`](crate::Handler::open) included.
     pub fn pause_reading(&mut self, d: Duration) {
-        let until = deadline(d);
+        let until = crate::clock::after(Instant::now(), d);
         if self.ctl.paused_until.is_none_or(|t| t < until) {
             self.ctl.paused_until = Some(until);
         }
@@ -370,7 +370,7 @@ impl Conn<'_> {
     /// Returns false (and arms nothing) when [`MAX_TIMERS`] are armed.
     #[must_use = "a connection has at most MAX_TIMERS timers"]
     pub fn set_timer(&mut self, id: u64, after: Duration) -> bool {
-        let at = deadline(after);
+        let at = crate::clock::after(Instant::now(), after);
         if let Some(t) = self.ctl.timers.iter_mut().find(|(i, _)| *i == id) {
             t.1 = at;
         } else if self.ctl.timers.len() >= MAX_TIMERS {
@@ -401,12 +401,6 @@ impl Conn<'_> {
         self.shared.deferred.fetch_add(1, Ordering::AcqRel);
         Deferred { handle: self.handle() }
     }
-}
-
-/// `d` from now, saturating far in the future rather than overflowing.
-pub(crate) fn deadline(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 /// A reply promised by [`Conn::defer`], to be sent from any thread. Dropping

@@ -31,15 +31,11 @@ impl fmt::Display for StartError {
     }
 }
 
-impl std::error::Error for StartError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            StartError::Config(_) => None,
-            StartError::Bind { source, .. } => Some(source),
-            StartError::Io(e) => Some(e),
-        }
-    }
-}
+/// The system's message is part of the [`Display`](fmt::Display) text
+/// (`cannot listen on 127.0.0.1:7878: Address already in use (os error
+/// 98)`), so `source` is `None`: an error chain printer (`anyhow`'s `{:#}`)
+/// shows the cause once. The [`io::Error`] itself is in the variant.
+impl std::error::Error for StartError {}
 
 impl From<io::Error> for StartError {
     fn from(e: io::Error) -> StartError {

@@ -124,6 +124,15 @@ pub trait Handler: Send + Sync + 'static {
     fn close(&self, session: Self::Session, reason: &CloseReason) {
         let _ = (session, reason);
     }
+
+    /// The bytes a client gets when the server cannot take it (the
+    /// connection limit is reached, or the process is out of descriptors)
+    /// before its connection is closed; no session is created for it. Called
+    /// once, when the server starts; override it to answer in the
+    /// protocol's own framing. Default: the line `! server busy`.
+    fn busy_reply(&self) -> Vec<u8> {
+        b"! server busy\n".to_vec()
+    }
 }
 
 /// Why a connection closed; given to [`Handler::close`] and logged.

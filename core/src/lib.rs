@@ -29,7 +29,7 @@
 //!
 //! let server = Server::builder().start("127.0.0.1:7878", Reverse)?;
 //! let shutdown = server.shutdown_handle(); // e.g. for a Ctrl-C handler
-//! # shutdown.shutdown();
+//! # shutdown.drain();
 //! let report = server.wait();
 //! println!("{report}");
 //! # Ok::<(), switchboard::StartError>(())
@@ -37,6 +37,8 @@
 #![forbid(unsafe_code)]
 
 mod acceptor;
+mod budget;
+mod clock;
 mod conn;
 mod connection;
 mod cpu;
@@ -59,6 +61,8 @@ pub use framing::{Decoder, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
 pub use harness::Harness;
 pub use message::Message;
-pub use server::{Server, ServerBuilder};
-pub use shutdown::{ShutdownHandle, ShutdownReport};
+#[doc(hidden)]
+pub use server::StartProbe;
+pub use server::{Server, ServerBuilder, StatsHandle};
+pub use shutdown::{Phase, ShutdownHandle, ShutdownReport};
 pub use stats::Stats;

@@ -1,17 +1,20 @@
 //! [`ServerBuilder`] and the running [`Server`].
 
 use std::fmt;
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::acceptor::Acceptor;
+use crate::budget;
+use crate::clock;
 use crate::conn::SlowConsumerPolicy;
 use crate::err::StartError;
 use crate::handler::Handler;
-use crate::shutdown::{ShutdownHandle, ShutdownReport, ShutdownState};
+use crate::shutdown::{Phase, ShutdownHandle, ShutdownReport, ShutdownState};
 use crate::stats::{Counters, Stats};
 use crate::worker::{Worker, WorkerReport};
 
@@ -19,6 +22,8 @@ use crate::worker::{Worker, WorkerReport};
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) workers: usize,
+    /// The connection limit in force (set at start from the builder and
+    /// the descriptor budget).
     pub(crate) max_connections: usize,
     pub(crate) idle_timeout: Duration,
     pub(crate) frame_timeout: Duration,
@@ -40,13 +45,19 @@ pub(crate) struct Config {
     /// Idle CPU of the machine, in thousandths of a core, needed before a
     /// busy worker's load is given to another.
     pub(crate) idle_to_activate: u32,
+    /// Turned-away sockets lingering at once in the acceptor (set at start
+    /// from the descriptor reserve); past it they are closed straight away.
+    pub(crate) max_lingering: usize,
 }
+
+/// The most turned-away sockets lingering at once, whatever the budget.
+const MAX_LINGERING: usize = 1024;
 
 impl Default for Config {
     fn default() -> Config {
         Config {
             workers: thread::available_parallelism().map_or(2, |n| n.get()),
-            max_connections: 20_000,
+            max_connections: usize::MAX,
             idle_timeout: Duration::from_secs(300),
             frame_timeout: Duration::from_secs(30),
             grace: Duration::from_secs(30),
@@ -61,6 +72,7 @@ impl Default for Config {
             spin: Duration::ZERO,
             activate_above: 700,
             idle_to_activate: 500,
+            max_lingering: MAX_LINGERING,
         }
     }
 }
@@ -98,6 +110,21 @@ impl Config {
                 "activation threshold is per mille: at most 1000, not {}",
                 self.activate_above
             ));
+        }
+        for (name, d) in [
+            ("grace", self.grace),
+            ("idle timeout", self.idle_timeout),
+            ("frame timeout", self.frame_timeout),
+            ("quiet period", self.quiet),
+            ("linger", self.linger),
+        ] {
+            if d > clock::MAX_DURATION || Instant::now().checked_add(d).is_none() {
+                return bad(format!(
+                    "{name} must be at most 100 years ({}s), not {}s",
+                    clock::MAX_DURATION.as_secs(),
+                    d.as_secs()
+                ));
+            }
         }
         if self.max_outbound == 0 || self.high_water == 0 {
             return bad("outbound budget and high-water mark must be more than zero".into());
@@ -137,6 +164,10 @@ pub(crate) struct Shared {
 /// [`start`](ServerBuilder::start) checks them and returns an error rather
 /// than panic.
 ///
+/// At start the server raises the process's soft descriptor limit
+/// (`RLIMIT_NOFILE`) to the hard limit and derives its connection budget
+/// from it; see [`max_connections`](ServerBuilder::max_connections).
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use switchboard::{handler_fn, Flow, Framing, Server};
@@ -159,6 +190,8 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone, Default)]
 pub struct ServerBuilder {
     config: Config,
+    max_connections: Option<usize>,
+    probe: Option<StartProbe>,
 }
 
 impl ServerBuilder {
@@ -168,15 +201,29 @@ impl ServerBuilder {
         self
     }
 
-    /// Connections open at once (default 20,000). Past it the acceptor sends
-    /// `! server busy` and closes; counted in [`Stats::rejected`].
+    /// Connections open at once. Past it the acceptor sends the handler's
+    /// [`busy_reply`](Handler::busy_reply) and closes; counted in
+    /// [`Stats::rejected`].
+    ///
+    /// The default is what the descriptor limit allows: the soft
+    /// `RLIMIT_NOFILE` (raised to the hard limit at start) minus the
+    /// descriptors the process holds when `start` begins (at least the 3
+    /// standard streams), minus the server's own (4 + 2 per worker:
+    /// listener, pollers, wakers, a spare), minus a reserve for handlers'
+    /// own descriptors (files, pipes) of max(64, limit / 8), the reserve at
+    /// most half of what is left. With `ulimit -n 1024`, 3 descriptors open
+    /// and 2 workers that is 1024 − 3 − 8 − 128 = 885. A value above it is
+    /// clamped to it with a
+    /// warning: more connections than descriptors would fail at the OS, in
+    /// the middle of serving, instead of with a busy reply.
+    /// [`Server::max_connections`] tells the limit in force.
     pub fn max_connections(mut self, n: usize) -> Self {
-        self.config.max_connections = n;
+        self.max_connections = Some(n);
         self
     }
 
     /// Close a connection when no byte has moved either way for this long
-    /// (default 5 minutes).
+    /// (default 5 minutes; at most 100 years, like every duration here).
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.config.idle_timeout = d;
         self
@@ -283,20 +330,48 @@ impl ServerBuilder {
         self
     }
 
+    /// Test seam: injects start failures and counts the server's threads.
+    #[doc(hidden)]
+    pub fn probe(mut self, probe: StartProbe) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
     /// Binds `addr` (port 0 picks a free port) and starts the acceptor and
-    /// the workers. Returns once the server is accepting.
+    /// the workers. Returns once the server is accepting. On any failure
+    /// every thread already started has been stopped and joined.
     pub fn start<A, H>(self, addr: A, handler: H) -> Result<Server, StartError>
     where
         A: ToSocketAddrs + fmt::Display,
         H: Handler,
     {
-        self.config.validate()?;
-        let listener = bind(&addr, self.config.backlog)?;
+        let ServerBuilder { mut config, max_connections, probe } = self;
+        if max_connections == Some(0) {
+            return Err(StartError::Config("max connections must be at least 1".into()));
+        }
+        config.validate()?;
+        let nofile = budget::raise_nofile();
+        let (allowed, reserve) = budget::connection_limit(nofile, budget::open_now(), config.workers);
+        // Turned-away sockets linger from the reserve: a quarter of it at most.
+        config.max_lingering = (reserve / 4).min(MAX_LINGERING);
+        config.max_connections = match max_connections {
+            Some(n) if n > allowed => {
+                log::warn!(
+                    "max connections {n} is more than the descriptor limit ({}) allows; using {allowed}",
+                    nofile.map_or_else(|| "unlimited".into(), |n| n.to_string())
+                );
+                allowed
+            }
+            Some(n) => n,
+            None => allowed,
+        };
+        let listener = bind(&addr, config.backlog)?;
         let local_addr = listener.local_addr()?;
+        let busy = handler.busy_reply();
         let shutdown = Arc::new(ShutdownState::new());
-        let stats = Arc::new(Counters::new(self.config.workers));
+        let stats = Arc::new(Counters::new(config.workers));
         let shared = Arc::new(Shared {
-            config: self.config,
+            config,
             stats,
             shutdown: Arc::clone(&shutdown),
             next_id: AtomicU64::new(1),
@@ -315,38 +390,126 @@ impl ServerBuilder {
         for worker in &mut workers {
             worker.set_peers(links.clone());
         }
-        let acceptor = Acceptor::new(listener, links, Arc::clone(&shared))?;
+        let acceptor = Acceptor::new(listener, links, Arc::clone(&shared), busy)?;
         shutdown.add_waker(acceptor.waker());
-        let mut threads = Vec::new();
+        // From here on `threads` owns every thread started: on an early
+        // return its drop forces the shutdown and joins them.
+        let mut threads = Threads { shared: Arc::clone(&shared), acceptor: None, workers: Vec::new() };
+        let probe = probe.unwrap_or_default();
         for (i, worker) in workers.into_iter().enumerate() {
+            let fail = probe.fail_worker == Some(i);
             let t =
-                thread::Builder::new().name(format!("switchboard-worker-{i}")).spawn(move || worker.run());
-            match t {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    ShutdownHandle { state: Arc::clone(&shutdown) }.shutdown();
-                    return Err(StartError::Io(e));
-                }
-            }
+                spawn(format!("switchboard-worker-{i}"), fail, &probe.live_threads, move || worker.run())?;
+            threads.workers.push(t);
         }
-        let acceptor =
-            thread::Builder::new().name("switchboard-acceptor".into()).spawn(move || acceptor.run());
-        let acceptor = match acceptor {
-            Ok(t) => t,
-            Err(e) => {
-                shared.acceptor_done.store(true, std::sync::atomic::Ordering::Release);
-                let h = ShutdownHandle { state: shutdown };
-                h.shutdown();
-                h.shutdown();
-                return Err(StartError::Io(e));
-            }
-        };
+        let t = spawn("switchboard-acceptor".into(), probe.fail_acceptor, &probe.live_threads, move || {
+            acceptor.run()
+        })?;
+        threads.acceptor = Some(t);
         log::info!(
             "listening on {local_addr} with {} workers, up to {} connections",
             shared.config.workers,
             shared.config.max_connections
         );
-        Ok(Server { local_addr, shared, acceptor: Some(acceptor), workers: threads })
+        Ok(Server { local_addr, shared, threads })
+    }
+}
+
+/// Test seam for [`ServerBuilder::probe`]: makes a thread spawn fail in
+/// `start` and counts the server threads alive, so a test can show that
+/// every failure path joins what it started.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct StartProbe {
+    /// Spawning the worker with this index fails.
+    pub fail_worker: Option<usize>,
+    /// Spawning the acceptor fails.
+    pub fail_acceptor: bool,
+    /// The server threads running now: each adds one as it starts and
+    /// takes it back as it ends.
+    pub live_threads: Arc<AtomicUsize>,
+}
+
+/// Counts a thread as alive while it exists.
+struct Alive(Arc<AtomicUsize>);
+
+impl Alive {
+    fn new(count: Arc<AtomicUsize>) -> Alive {
+        count.fetch_add(1, Ordering::AcqRel);
+        Alive(count)
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn spawn<T, F>(name: String, fail: bool, live: &Arc<AtomicUsize>, f: F) -> Result<JoinHandle<T>, StartError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let failed =
+        |e: io::Error| StartError::Io(io::Error::new(e.kind(), format!("cannot start thread {name}: {e}")));
+    if fail {
+        return Err(failed(io::Error::other("injected failure")));
+    }
+    let live = Arc::clone(live);
+    thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let _alive = Alive::new(live);
+            f()
+        })
+        .map_err(failed)
+}
+
+/// The server's threads, with one owner: joining them (in
+/// [`wait`](Server::wait), or on drop after forcing the shutdown) is the
+/// only way they end.
+struct Threads {
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<WorkerReport>>,
+}
+
+impl Threads {
+    /// Joins every thread (some shutdown must be under way) and marks the
+    /// server stopped.
+    fn join(&mut self) -> ShutdownReport {
+        let mut report = ShutdownReport::default();
+        if let Some(a) = self.acceptor.take() {
+            if a.join().is_err() {
+                log::error!("the acceptor thread panicked");
+            }
+        }
+        // The workers wait for the acceptor to be done; it is (or it never
+        // ran, or it panicked).
+        self.shared.acceptor_done.store(true, Ordering::Release);
+        self.shared.shutdown.wake_all();
+        for w in self.workers.drain(..) {
+            match w.join() {
+                Ok(r) => {
+                    report.drained += r.drained;
+                    report.forced += r.forced;
+                }
+                Err(_) => log::error!("a worker thread panicked"),
+            }
+        }
+        report.elapsed = self.shared.shutdown.started().map_or(Duration::ZERO, |s| s.elapsed());
+        self.shared.shutdown.advance(Phase::Stopped);
+        report
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        if self.acceptor.is_some() || !self.workers.is_empty() {
+            self.shared.shutdown.advance(Phase::Forcing);
+            let _ = self.join();
+        }
     }
 }
 
@@ -371,27 +534,29 @@ fn bind<A: ToSocketAddrs + fmt::Display>(
             Err(e) => last = Some(e),
         }
     }
-    Err(err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))))
+    Err(err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))))
 }
 
 /// A running server: an acceptor thread and a pool of workers.
 ///
 /// [`wait`](Server::wait) blocks until a [`ShutdownHandle`] ends it and
-/// returns the [`ShutdownReport`]. Dropping a `Server` without waiting
-/// shuts it down at once (connections are force-closed) and joins its
-/// threads; no thread outlives it.
+/// returns the [`ShutdownReport`]; meanwhile a [`StatsHandle`] reads the
+/// counters from any thread. Dropping a `Server` without waiting forces
+/// the shutdown (connections are closed at once) and joins its threads; no
+/// thread outlives it.
 pub struct Server {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
-    workers: Vec<JoinHandle<WorkerReport>>,
+    threads: Threads,
 }
 
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
             .field("local_addr", &self.local_addr)
-            .field("workers", &self.workers.len())
+            .field("workers", &self.threads.workers.len())
+            .field("max_connections", &self.shared.config.max_connections)
+            .field("phase", &self.shared.shutdown.phase())
             .finish()
     }
 }
@@ -407,6 +572,12 @@ impl Server {
         self.local_addr
     }
 
+    /// The connection limit in force: the one asked for, or derived from the
+    /// descriptor limit (see [`ServerBuilder::max_connections`]).
+    pub fn max_connections(&self) -> usize {
+        self.shared.config.max_connections
+    }
+
     /// A handle to shut the server down from anywhere (a signal handler, a
     /// test, another thread).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -418,51 +589,63 @@ impl Server {
         self.shared.stats.snapshot()
     }
 
-    /// Starts a graceful shutdown and waits for it: [`ShutdownHandle::shutdown`]
-    /// then [`wait`](Server::wait).
+    /// A handle to read the counters from any thread, also while
+    /// [`wait`](Server::wait) runs and after it returned.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle { counters: Arc::clone(&self.shared.stats) }
+    }
+
+    /// Starts a graceful shutdown ([`ShutdownHandle::drain`]) and waits for
+    /// it ([`wait`](Server::wait)).
     pub fn shutdown(self) -> ShutdownReport {
-        self.shutdown_handle().shutdown();
+        self.shutdown_handle().drain();
         self.wait()
     }
 
     /// Blocks until the server has shut down (some [`ShutdownHandle`] must
-    /// start it) and all its threads are joined; returns and logs the report.
+    /// start it) and all its threads are joined; the phase is then
+    /// [`Phase::Stopped`]. Returns and logs the report.
     pub fn wait(mut self) -> ShutdownReport {
-        let report = self.join();
+        let report = self.threads.join();
         log::info!("{report}");
-        report
-    }
-
-    fn join(&mut self) -> ShutdownReport {
-        let mut report = ShutdownReport::default();
-        if let Some(a) = self.acceptor.take() {
-            if a.join().is_err() {
-                log::error!("the acceptor thread panicked");
-            }
-        }
-        for w in self.workers.drain(..) {
-            match w.join() {
-                Ok(r) => {
-                    report.drained += r.drained;
-                    report.forced += r.forced;
-                }
-                Err(_) => log::error!("a worker thread panicked"),
-            }
-        }
-        report.elapsed = self.shared.shutdown.started().map_or(Duration::ZERO, |s| s.elapsed());
         report
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.acceptor.is_some() || !self.workers.is_empty() {
-            let h = self.shutdown_handle();
-            if !h.is_shutting_down() {
-                h.shutdown();
-            }
-            h.shutdown();
-            let _ = self.join();
-        }
+/// Reads a server's counters from any thread: `Clone + Send + Sync`, from
+/// [`Server::stats_handle`]. It keeps only the counters alive, not the
+/// server.
+///
+/// ```no_run
+/// use switchboard::{handler_fn, Flow, Framing, Server};
+///
+/// let echo = handler_fn(Framing::Raw, |data, conn| {
+///     conn.send(data);
+///     Flow::Continue
+/// });
+/// let server = Server::builder().start("127.0.0.1:0", echo)?;
+/// let stats = server.stats_handle();
+/// std::thread::spawn(move || loop {
+///     println!("{}", stats.snapshot());
+///     std::thread::sleep(std::time::Duration::from_secs(10));
+/// });
+/// server.wait();
+/// # Ok::<(), switchboard::StartError>(())
+/// ```
+#[derive(Clone)]
+pub struct StatsHandle {
+    counters: Arc<Counters>,
+}
+
+impl StatsHandle {
+    /// A snapshot of the counters now.
+    pub fn snapshot(&self) -> Stats {
+        self.counters.snapshot()
+    }
+}
+
+impl fmt::Debug for StatsHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatsHandle").field("stats", &self.snapshot()).finish()
     }
 }

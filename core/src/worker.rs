@@ -17,6 +17,7 @@ use mio::net::TcpStream;
 use mio::{Events, Poll, Token, Waker};
 use slotmap::{Key, KeyData, SlotMap};
 
+use crate::clock;
 use crate::conn::ConnShared;
 use crate::connection::{ConnKey, Connection, Due, Timeouts, Writing};
 use crate::cpu::IdleCpu;
@@ -25,7 +26,7 @@ use crate::handler::{CloseReason, Flow, Handler};
 use crate::mailbox::{Mail, Mailbox, WorkerLink};
 use crate::outbound::WriteError;
 use crate::server::Shared;
-use crate::shutdown::{DRAINING, FORCING};
+use crate::shutdown::Phase as Lifecycle;
 use crate::stats::{add, bump, WorkerCounters};
 use crate::transport::Transport;
 
@@ -370,11 +371,11 @@ impl<H: Handler> Worker<H> {
     /// Handles the shutdown phases; true when the worker may exit.
     fn check_shutdown(&mut self, now: Instant) -> bool {
         let phase = self.shared.shutdown.phase();
-        if phase >= DRAINING && !self.draining {
+        if phase >= Lifecycle::Draining && !self.draining {
             self.begin_drain();
         }
         let past_grace = self.grace_deadline.is_some_and(|d| now >= d);
-        if (phase >= FORCING || past_grace) && !self.conns.is_empty() {
+        if (phase >= Lifecycle::Forcing || past_grace) && !self.conns.is_empty() {
             let keys: Vec<ConnKey> = self.conns.keys().collect();
             for key in keys {
                 // A lingering connection has delivered everything: not forced.
@@ -397,7 +398,7 @@ impl<H: Handler> Worker<H> {
     fn begin_drain(&mut self) {
         self.draining = true;
         let started = self.shared.shutdown.started().unwrap_or_else(Instant::now);
-        self.grace_deadline = started.checked_add(self.shared.config.grace);
+        self.grace_deadline = Some(clock::after(started, self.shared.config.grace));
         let keys: Vec<ConnKey> = self.conns.keys().collect();
         for key in keys {
             self.drain_one(key);
@@ -793,7 +794,7 @@ impl<H: Handler> Worker<H> {
         let Some(c) = self.conns.get_mut(key) else { return };
         if c.flushed() {
             let _ = c.sock.shutdown_write();
-            c.writing = Writing::Lingering { until: self.now + self.shared.config.linger };
+            c.writing = Writing::Lingering { until: clock::after(self.now, self.shared.config.linger) };
             self.linger(key);
         }
     }

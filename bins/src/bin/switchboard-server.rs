@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -30,15 +30,23 @@ struct Args {
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
 
-    /// Connections open at once; past it a client gets `! server busy`.
-    #[arg(long, value_name = "N", default_value_t = 20_000)]
-    max_connections: usize,
+    /// Connections open at once; past it a client gets the handler's busy reply
+    /// (`! server busy` for the line handlers) and is closed [default: what the
+    /// descriptor limit allows]. At start the soft descriptor limit is raised to
+    /// the hard one (`ulimit -Hn`); the default is that limit minus the descriptors
+    /// already open (standard streams, the signal pipe), minus the server's own
+    /// (4 + 2 per worker), minus a reserve for the handler's files of
+    /// max(64, limit/8): 179 under `ulimit -n 256` with 2 workers. A value above
+    /// that default is lowered to it with a warning.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
 
     /// Close a connection after this long with no bytes either way (e.g. 500ms, 30s, 5m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
     idle_timeout: Duration,
 
-    /// On shutdown, how long connections may drain before they are forced closed.
+    /// On shutdown, how long connections may drain before they are forced closed
+    /// (at most 100 years, like every duration).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     grace: Duration,
 
@@ -71,7 +79,6 @@ enum HandlerName {
 fn main() -> ExitCode {
     let args: Args = parse_args();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    raise_fd_limit();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -82,12 +89,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let mut builder = Server::builder()
-        .max_connections(args.max_connections)
-        .idle_timeout(args.idle_timeout)
-        .grace(args.grace);
+    let mut builder = Server::builder().idle_timeout(args.idle_timeout).grace(args.grace);
     if let Some(n) = args.workers {
         builder = builder.workers(n);
+    }
+    if let Some(n) = args.max_connections {
+        builder = builder.max_connections(n);
     }
     if args.root.is_some() && args.handler != HandlerName::File {
         log::warn!("--root is used only by --handler file; ignoring it");
@@ -108,30 +115,42 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn serve<H: Handler>(builder: ServerBuilder, listen: &str, handler: H) -> anyhow::Result<()> {
+    // The signal handler first: its descriptors then count in the budget
+    // the server derives at start.
+    let handle = Arc::new(OnceLock::new());
+    wire_signals(Arc::clone(&handle))?;
     let server = builder.start(listen, handler)?;
+    let _ = handle.set(server.shutdown_handle());
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", server.local_addr())?;
         out.flush()?;
     }
-    wire_signals(server.shutdown_handle())?;
     let report = server.wait();
-    log::info!("exiting: {} drained, {} forced", report.drained, report.forced);
+    // Logged by `wait`; also on stdout, for whoever ran the server (a
+    // closed stdout is no failure: the log has it).
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{report}").and_then(|()| out.flush());
     Ok(())
 }
 
 /// Ctrl-C / SIGTERM: the first starts a graceful shutdown, the second forces
-/// it (and, should anything hang, exits the process a moment later).
-fn wire_signals(handle: ShutdownHandle) -> anyhow::Result<()> {
+/// it (and, should anything hang, exits the process a moment later). Before
+/// the server runs, a signal exits at once.
+fn wire_signals(handle: Arc<OnceLock<ShutdownHandle>>) -> anyhow::Result<()> {
     let signals = Arc::new(AtomicUsize::new(0));
     ctrlc::set_handler(move || {
+        let Some(handle) = handle.get() else {
+            log::info!("shutdown signal before the server started; exiting");
+            std::process::exit(130);
+        };
         let n = signals.fetch_add(1, Ordering::AcqRel);
         if n == 0 {
             log::info!("shutdown signal: draining (send again to stop now)");
-            handle.shutdown();
+            handle.drain();
         } else {
             log::warn!("second shutdown signal: closing every connection now");
-            handle.shutdown();
+            handle.force();
             std::thread::spawn(|| {
                 std::thread::sleep(Duration::from_secs(2));
                 log::error!("shutdown did not finish after a second signal; exiting");
@@ -140,17 +159,4 @@ fn wire_signals(handle: ShutdownHandle) -> anyhow::Result<()> {
         }
     })
     .map_err(|e| anyhow::anyhow!("cannot install the signal handler: {e}"))
-}
-
-/// Serving thousands of connections needs descriptors: raise the soft limit
-/// to the hard one.
-fn raise_fd_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        limit.current = limit.maximum;
-        if let Err(e) = setrlimit(Resource::Nofile, limit) {
-            log::debug!("cannot raise the descriptor limit: {e}");
-        }
-    }
 }

@@ -1,0 +1,280 @@
+//! Descriptor budgets of `switchboard-server` with default flags under a low
+//! `ulimit -n`: clients beyond the budget get the busy reply and EOF, never
+//! hang in the backlog; a connected client is still served; the spare
+//! descriptor answers clients when descriptors run out anyway.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard-server");
+const TIMEOUT: Duration = Duration::from_secs(20);
+const BUSY: &[u8] = b"! server busy\n";
+
+/// The server under `ulimit -n`, its address and its log so far.
+struct Limited {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Limited {
+    fn spawn(nofile: u32, args: &[&str]) -> Limited {
+        let script = format!("ulimit -n {nofile} && exec \"$0\" --listen 127.0.0.1:0 \"$@\"");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run switchboard-server");
+        let log = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let addr = match first.trim().strip_prefix("listening on ") {
+            Some(a) => a.parse().unwrap(),
+            None => panic!("first line {first:?}; log: {}", log.lock().unwrap()),
+        };
+        Limited { child, addr, log }
+    }
+
+    fn wait_log(&self, what: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.log.lock().unwrap().contains(what) {
+            assert!(Instant::now() < deadline, "log lacks {what:?}: {}", self.log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The connection limit the server logged at start.
+    fn connection_limit(&self) -> usize {
+        let log = self.log.lock().unwrap();
+        let at = log.find("up to ").unwrap_or_else(|| panic!("no limit in the log: {log}"));
+        let rest = &log[at + "up to ".len()..];
+        rest[..rest.find(' ').unwrap()].parse().unwrap()
+    }
+
+    /// Descriptors the server process holds now.
+    fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).unwrap().count()
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(TIMEOUT)).unwrap();
+    s
+}
+
+/// Echo: a byte goes out and comes back, so the connection is served.
+fn served(s: &mut TcpStream) -> bool {
+    if s.write_all(b"x").is_err() {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).is_ok() && &b == b"x"
+}
+
+/// Everything until EOF; a timeout (a client left hanging) fails the test.
+fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => got,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => got,
+        Err(e) => panic!("no EOF within {TIMEOUT:?} (after {got:?}): {e}"),
+    }
+}
+
+#[test]
+fn echo_under_ulimit_256_turns_extra_clients_away_and_recovers() {
+    let server = Limited::spawn(256, &["--workers", "2"]);
+    // 256 − 5 open at start (standard streams, the signal pipe) − (4 + 2 × 2)
+    // the server's own − a reserve of 64.
+    let budget = 179;
+    server.wait_log(&format!("up to {budget} connections"));
+    let mut clients: Vec<TcpStream> = (0..budget).map(|_| connect(server.addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert!(served(c), "client {i} of the budget is served");
+    }
+    // The reserve is still there at the budget.
+    assert!(server.open_fds() <= 256 - 64, "{} descriptors open", server.open_fds());
+    for i in 0..20 {
+        let mut extra = connect(server.addr);
+        assert_eq!(read_to_eof(&mut extra), BUSY, "extra client {i}");
+    }
+    server.wait_log("connection limit (179) reached");
+    // The budget's clients were never disturbed.
+    for c in clients.iter_mut().take(5) {
+        assert!(served(c));
+    }
+    // When some leave, new clients are served again.
+    clients.truncate(budget - 10);
+    let deadline = Instant::now() + TIMEOUT;
+    let mut fresh = Vec::new();
+    while fresh.len() < 10 {
+        assert!(Instant::now() < deadline, "only {} new clients served", fresh.len());
+        let mut c = connect(server.addr);
+        if served(&mut c) {
+            fresh.push(c);
+        } else {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A unique empty folder, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("switchboard-budget-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes `len` bytes of a pattern to `path`.
+fn write_file(path: &Path, len: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
+/// One file-protocol reply header: 4-byte little-endian length, JSON.
+fn read_header(s: &mut TcpStream) -> serde_json::Value {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).expect("a reply header");
+    let mut json = vec![0u8; i32::from_le_bytes(len) as usize];
+    s.read_exact(&mut json).unwrap();
+    serde_json::from_slice(&json).unwrap()
+}
+
+fn get(s: &mut TcpStream, name: &str) -> serde_json::Value {
+    s.write_all(format!("get {name}\n").as_bytes()).unwrap();
+    read_header(s)
+}
+
+#[test]
+fn file_client_at_the_connection_budget_still_gets_its_file() {
+    let dir = TempDir::new("budget");
+    let data = write_file(&dir.path().join("small"), 100_000);
+    let root = dir.path().to_str().unwrap();
+    let server = Limited::spawn(256, &["--workers", "2", "--handler", "file", "--root", root]);
+    let budget = 179;
+    server.wait_log(&format!("up to {budget} connections"));
+    let mut client = connect(server.addr);
+    let mut idle: Vec<TcpStream> = Vec::new();
+    for _ in 1..budget {
+        let mut c = connect(server.addr);
+        // `list` answers once the server holds the connection.
+        c.write_all(b"list\n").unwrap();
+        let header = read_header(&mut c);
+        assert!(header["files"].is_array(), "{header}");
+        idle.push(c);
+    }
+    let mut extra = connect(server.addr);
+    assert_eq!(read_to_eof(&mut extra), BUSY);
+    // At the budget the connected client asks for a file that exists.
+    let header = get(&mut client, "small");
+    assert_eq!(header["error"], serde_json::Value::Null, "{header}");
+    assert_eq!(header["file_size"], data.len(), "{header}");
+    let mut body = vec![0u8; data.len()];
+    client.read_exact(&mut body).unwrap();
+    assert!(body == data);
+}
+
+#[test]
+fn out_of_descriptors_the_spare_answers_busy_instead_of_the_backlog() {
+    // Under `ulimit -n 32` with one worker the budget is some N connections
+    // (11: 32 − 5 open − 4 − 2 − a reserve of 10). File clients that never
+    // read pin a file each, so N − 1 of them hold 2 descriptors each; one
+    // more connection takes the last descriptor, and the next accept fails
+    // with EMFILE.
+    let dir = TempDir::new("spare");
+    let big = 16 << 20;
+    write_file(&dir.path().join("big"), big);
+    let root = dir.path().to_str().unwrap();
+    let server = Limited::spawn(32, &["--workers", "1", "--handler", "file", "--root", root]);
+    server.wait_log(" connections");
+    let budget = server.connection_limit();
+    assert_eq!(budget, 11);
+    // Warm the md5 cache with one whole download.
+    {
+        let mut c = connect(server.addr);
+        let header = get(&mut c, "big");
+        assert_eq!(header["file_size"], big, "{header}");
+        let mut body = vec![0u8; big];
+        c.read_exact(&mut body).unwrap();
+    }
+    let mut pinning = Vec::new();
+    for i in 0..budget - 1 {
+        let mut c = connect(server.addr);
+        let header = get(&mut c, "big");
+        assert_eq!(header["file_size"], big, "pinning client {i}: {header}");
+        pinning.push(c);
+    }
+    let last = connect(server.addr);
+    let deadline = Instant::now() + TIMEOUT;
+    while server.open_fds() < 32 {
+        assert!(Instant::now() < deadline, "{} descriptors open", server.open_fds());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // No descriptor left: these clients are answered through the spare.
+    for i in 0..5 {
+        let mut c = connect(server.addr);
+        assert_eq!(read_to_eof(&mut c), BUSY, "client {i} past the descriptors");
+    }
+    server.wait_log("out of file descriptors");
+    // Once the pinning clients leave, clients are served again.
+    drop(pinning);
+    drop(last);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        assert!(Instant::now() < deadline, "no client served after the descriptors came back");
+        let mut c = connect(server.addr);
+        c.write_all(b"list\n").unwrap();
+        let mut len = [0u8; 4];
+        match c.read_exact(&mut len) {
+            Ok(()) if &len != b"! se" => break,
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The typed lifecycle: phases, drain and force, one owner of the threads
+//! on every start failure, durations that cannot overflow, the stats handle
+//! while `wait` runs, and the connection budget.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use switchboard::{Conn, Flow, Phase, Server, ServerBuilder, StartError, StartProbe};
+use switchboard_handlers::Echo;
+use util::*;
+
+fn start_failure(builder: ServerBuilder) -> StartError {
+    init_logs();
+    match builder.start("127.0.0.1:0", Echo) {
+        Ok(server) => panic!("start succeeded: {server:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn the_probe_counts_every_server_thread() {
+    let probe = StartProbe::default();
+    let live = probe.live_threads.clone();
+    let server = start(Server::builder().workers(3).probe(probe), Echo);
+    // Three workers and the acceptor.
+    wait_until("four threads run", || live.load(Ordering::Acquire) == 4);
+    server.shutdown();
+    assert_eq!(live.load(Ordering::Acquire), 0);
+}
+
+#[test]
+fn a_worker_spawn_failure_joins_the_workers_already_started() {
+    let probe = StartProbe { fail_worker: Some(2), ..StartProbe::default() };
+    let live = probe.live_threads.clone();
+    let e = start_failure(Server::builder().workers(4).probe(probe));
+    assert!(matches!(e, StartError::Io(_)), "{e:?}");
+    let text = e.to_string();
+    assert!(text.contains("switchboard-worker-2") && text.contains("injected failure"), "{text}");
+    // Workers 0 and 1 had started; start returned only after joining them.
+    assert_eq!(live.load(Ordering::Acquire), 0);
+}
+
+#[test]
+fn an_acceptor_spawn_failure_joins_every_worker() {
+    let probe = StartProbe { fail_acceptor: true, ..StartProbe::default() };
+    let live = probe.live_threads.clone();
+    let e = start_failure(Server::builder().workers(3).probe(probe));
+    assert!(e.to_string().contains("switchboard-acceptor"), "{e}");
+    assert_eq!(live.load(Ordering::Acquire), 0);
+}
+
+/// A builder method setting one duration.
+type Setter = fn(ServerBuilder, Duration) -> ServerBuilder;
+
+#[test]
+fn durations_that_overflow_an_instant_are_refused_at_start() {
+    let huge = Duration::from_secs(u64::MAX);
+    let settings: [(&str, Setter); 5] = [
+        ("grace", ServerBuilder::grace),
+        ("idle timeout", ServerBuilder::idle_timeout),
+        ("frame timeout", ServerBuilder::frame_timeout),
+        ("quiet period", ServerBuilder::quiet_period),
+        ("linger", ServerBuilder::linger),
+    ];
+    for (name, set) in settings {
+        for d in [huge, Duration::MAX] {
+            let e = start_failure(set(Server::builder().workers(1), d));
+            let StartError::Config(msg) = &e else { panic!("{name}: {e:?}") };
+            assert!(msg.starts_with(&format!("{name} must be at most 100 years")), "{name}: {msg}");
+        }
+    }
+    // A long but representable grace is fine.
+    let server = start(Server::builder().workers(1).grace(Duration::from_secs(10 * 365 * 86_400)), Echo);
+    server.shutdown_handle().force();
+    server.wait();
+}
+
+#[test]
+fn phases_move_forward_from_drain_to_force_to_stopped() {
+    let server = start(
+        Server::builder().workers(2).grace(Duration::from_secs(600)).quiet_period(Duration::from_secs(600)),
+        Echo,
+    );
+    let handle = server.shutdown_handle();
+    assert_eq!(handle.phase(), Phase::Running);
+    let mut s = connect(server.local_addr());
+    assert_eq!(round_trip(&mut s, b"x"), b"x");
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || tx.send(server.wait()).unwrap());
+    handle.drain();
+    assert_eq!(handle.phase(), Phase::Draining);
+    handle.drain(); // a second drain is not a force
+    assert_eq!(handle.phase(), Phase::Draining);
+    assert_eq!(round_trip(&mut s, b"y"), b"y");
+    assert!(rx.try_recv().is_err());
+    handle.force();
+    let report = rx.recv_timeout(TIMEOUT).expect("force ends the server");
+    waiter.join().unwrap();
+    assert_eq!(report.forced, 1);
+    assert_eq!(handle.phase(), Phase::Stopped);
+    handle.drain();
+    assert_eq!(handle.phase(), Phase::Stopped);
+}
+
+#[test]
+fn force_on_a_running_server_closes_everything_at_once() {
+    let server = start(Server::builder().workers(1).grace(Duration::from_secs(600)), Echo);
+    let handle = server.shutdown_handle();
+    let mut s = connect(server.local_addr());
+    assert_eq!(round_trip(&mut s, b"x"), b"x");
+    handle.force();
+    assert_eq!(handle.phase(), Phase::Forcing);
+    let report = server.wait();
+    assert_eq!((report.drained, report.forced), (0, 1));
+    assert!(report.elapsed < Duration::from_secs(60));
+    assert!(matches!(read_end(&mut s), End::Eof | End::Reset));
+}
+
+#[test]
+fn stats_are_readable_while_wait_runs() {
+    let server = start(Server::builder().workers(1).quiet_period(Duration::from_millis(50)), Echo);
+    let addr = server.local_addr();
+    let stats = server.stats_handle();
+    let handle = server.shutdown_handle();
+    let waiter = std::thread::spawn(move || server.wait());
+    let mut s = connect(addr);
+    assert_eq!(round_trip(&mut s, b"hello"), b"hello");
+    wait_until("the stats show the connection", || stats.snapshot().open == 1);
+    let now = stats.snapshot();
+    assert_eq!((now.accepted, now.bytes_in, now.bytes_out), (1, 5, 5));
+    drop(s);
+    wait_until("the stats show the close", || stats.snapshot().closed == 1);
+    handle.drain();
+    waiter.join().unwrap();
+    // The handle outlives the server.
+    assert_eq!(stats.snapshot().open, 0);
+}
+
+/// Echo that answers in its own framing when the server cannot take a client.
+struct Framed;
+
+impl switchboard::Handler for Framed {
+    type Session = ();
+    fn open(&self, _: &mut Conn<'_>) {}
+    fn frame(&self, _: &mut (), data: &[u8], conn: &mut Conn<'_>) -> Flow {
+        conn.send(data);
+        Flow::Continue
+    }
+    fn busy_reply(&self) -> Vec<u8> {
+        b"\x00\x00\x00\x04BUSY".to_vec()
+    }
+}
+
+#[test]
+fn the_handlers_busy_reply_is_sent_at_the_limit() {
+    let server = start(Server::builder().workers(1).max_connections(1), Framed);
+    let mut first = connect(server.local_addr());
+    assert_eq!(round_trip(&mut first, b"x"), b"x");
+    let mut second = connect(server.local_addr());
+    let mut got = Vec::new();
+    second.read_to_end(&mut got).expect("the busy reply, then EOF");
+    assert_eq!(got, b"\x00\x00\x00\x04BUSY");
+    assert_eq!(server.stats().rejected, 1);
+    // The first is still served.
+    first.write_all(b"y").unwrap();
+    assert_eq!(read_exact(&mut first, 1), b"y");
+}
+
+#[test]
+fn the_default_connection_limit_leaves_a_descriptor_reserve() {
+    let server = start(Server::builder().workers(2), Echo);
+    // Start raised the soft limit to the hard one.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    assert_eq!(limit.current, limit.maximum);
+    let nofile = limit.current.expect("a finite descriptor limit") as usize;
+    let reserve = 64.max(nofile / 8);
+    // What ServerBuilder::max_connections documents: the limit minus the
+    // descriptors open at start, the server's own (4 + 2 × 2) and the
+    // reserve. This process held at least its 3 standard streams.
+    let own = 4 + 2 * 2;
+    let ceiling = nofile - 3 - own - reserve;
+    let default = server.max_connections();
+    assert!(default <= ceiling, "{default} > {ceiling}");
+    let open_at_start = ceiling + 3 - default;
+    assert!(open_at_start < 1000, "{open_at_start} descriptors counted as open at start");
+    // Asking for more than the descriptors allow is clamped; less is kept.
+    let clamped = start(Server::builder().workers(2).max_connections(nofile * 4), Echo);
+    assert!(clamped.max_connections() <= ceiling, "{} > {ceiling}", clamped.max_connections());
+    let small = start(Server::builder().workers(2).max_connections(10), Echo);
+    assert_eq!(small.max_connections(), 10);
+}
