@@ -2,6 +2,7 @@
 
 mod command;
 mod room;
+mod text;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use parking_lot::Mutex;
 use switchboard::{CloseReason, Conn, ConnHandle, Flow, FrameError, Framing, Handler, Message, SendError};
 
 pub use command::{parse, valid_nick, Command};
+pub use text::{clean, is_unsafe};
 use room::{NickError, Room};
 
 /// The line limit of [`Chat::default`], in bytes.
@@ -180,7 +182,10 @@ impl Handler for Chat {
 
     fn frame(&self, session: &mut ChatSession, line: &[u8], conn: &mut Conn<'_>) -> Flow {
         self.spend(session, conn);
-        let text = String::from_utf8_lossy(line);
+        // Nothing a terminal would act on goes further, whatever the line
+        // turns out to be (text, a /msg, a name echoed in an error).
+        let lossy = String::from_utf8_lossy(line);
+        let text = clean(&lossy);
         let id = session.id;
         match parse(&text) {
             Command::Empty => {}
@@ -191,7 +196,7 @@ impl Handler for Chat {
             Command::Nick(new) => {
                 let result = self.room.lock().rename(id, new);
                 match result {
-                    Ok((old, others)) => {
+                    Ok((old, new, others)) => {
                         reply(conn, &format!("* you are now {new}"));
                         if old != new {
                             broadcast(&others, format!("* {old} is now {new}\n"));
