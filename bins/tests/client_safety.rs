@@ -136,10 +136,8 @@ fn assert_one_error_line(run: &Run, needle: &str) {
 fn a_size_beyond_the_free_space_is_refused_before_writing() {
     let dir = TempDir::new("nospace");
     let size = 1u64 << 62;
-    let header = frame(&format!(
-        r#"{{"filename": "huge.bin", "file_size": {size}, "md5": "{}"}}"#,
-        md5_hex(b"")
-    ));
+    let header =
+        frame(&format!(r#"{{"filename": "huge.bin", "file_size": {size}, "md5": "{}"}}"#, md5_hex(b"")));
     let mut reply = header;
     reply.extend_from_slice(&[0u8; 4096]);
     let (addr, server) = fake_server(true, reply);

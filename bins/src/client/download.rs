@@ -175,7 +175,8 @@ fn progress_bar(len: u64, wanted: bool) -> ProgressBar {
 /// Refuses `size` bytes when the file system of `dir` has less free space
 /// for an unprivileged user.
 fn check_free_space(dir: &Path, size: u64) -> Result<(), Error> {
-    let st = rustix::fs::statvfs(dir).map_err(|e| Error::io(format!("checking free space in {}", dir.display()), e.into()))?;
+    let st = rustix::fs::statvfs(dir)
+        .map_err(|e| Error::io(format!("checking free space in {}", dir.display()), e.into()))?;
     let free = st.f_bavail.saturating_mul(st.f_frsize);
     if size > free {
         return Err(Error::NoSpace { dir: dir.to_path_buf(), needed: size, free });
@@ -215,7 +216,10 @@ fn remove_stale_parts(dir: &Path, final_name: &OsString) {
             continue;
         }
         if entry.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(entry.path()).is_ok() {
-            log::info!("removed {}, left by an earlier download that did not finish", printable(&entry.path().to_string_lossy()));
+            log::info!(
+                "removed {}, left by an earlier download that did not finish",
+                printable(&entry.path().to_string_lossy())
+            );
         }
     }
 }

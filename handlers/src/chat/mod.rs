@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use switchboard::{CloseReason, Conn, ConnHandle, Flow, FrameError, Framing, Handler, Message, SendError};
 
 pub use command::{parse, valid_nick, Command};
-pub use text::{clean, is_unsafe};
 use room::{NickError, Room};
+pub use text::{clean, is_unsafe};
 
 /// The line limit of [`Chat::default`], in bytes.
 pub(crate) const DEFAULT_MAX_LINE: usize = 4096;
@@ -37,7 +37,10 @@ const HELP: &str = "\
 ///   `/msg NAME text`, `/help`, `/quit` (or exactly `quit`); command words
 ///   are matched exactly, in lower case; errors start with `! `;
 /// - a line over the limit is answered `! line too long` and dropped; the
-///   connection stays. Invalid UTF-8 becomes U+FFFD.
+///   connection stays. Invalid UTF-8 becomes U+FFFD, and so does every
+///   control and bidi character ([`clean`]) before a line goes anywhere;
+/// - nicks that look alike are one nick: compared after NFKC case folding
+///   and the UTS #39 confusable skeleton;
 /// - whoever leaves, for whatever reason, is announced as `* NAME left`, or
 ///   `* NAME left (too slow)` when the server cut it off as a slow consumer;
 /// - when the server drains, every member gets `* server shutting down`.

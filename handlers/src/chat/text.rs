@@ -75,7 +75,9 @@ mod tests {
         assert_eq!(clean("\x1b]52;c;ZXZpbA==\x1b\\"), "\u{fffd}]52;c;ZXZpbA==\u{fffd}\\");
         assert_eq!(clean("a\0b\x08c\x7fd\u{85}e\u{9b}f"), "a\u{fffd}b\u{fffd}c\u{fffd}d\u{fffd}e\u{fffd}f");
         assert_eq!(clean("abc\u{202e}fdp.exe"), "abc\u{fffd}fdp.exe");
-        for c in ['\u{61c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202d}', '\u{2066}', '\u{2069}', '\u{2028}'] {
+        for c in
+            ['\u{61c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{202d}', '\u{2066}', '\u{2069}', '\u{2028}']
+        {
             assert_eq!(clean(&format!("x{c}y")), "x\u{fffd}y", "{:?}", c);
         }
         // Printable neighbours stay.
