@@ -65,7 +65,8 @@ const HELP: &str = "\
 ///   the room's rate never has more queued than
 ///   `room burst + senders at once × 3 × max line` (3: a line may triple
 ///   when control characters become U+FFFD), which the default 1 MiB
-///   outbound budget holds with room to spare (256 KiB + 64 × 12 KiB).
+///   outbound budget holds for fewer than 64 members sending at the same
+///   moment (256 KiB + 64 × 12 KiB = 1 MiB).
 ///
 /// Join and leave notices go out only while the room has at most
 /// [`DEFAULT_ANNOUNCE_UP_TO`] members ([`Chat::announce_up_to`]): past
