@@ -308,9 +308,9 @@ fn bad_input_is_handled() {
     a.expect("<guest-2> caf\u{fffd} \u{fffd}\u{fffd}");
     b.send_raw(b"/nick b\xff\n");
     b.expect("! invalid nick");
-    // NUL bytes are text like any other.
+    // NUL bytes, like every control character, arrive as U+FFFD.
     b.send_raw(b"a\0b\0\n");
-    a.expect("<guest-2> a\0b\0");
+    a.expect("<guest-2> a\u{fffd}b\u{fffd}");
     // CRLF: the CR is not part of the line.
     b.send_raw(b"crlf\r\n/who\r\n");
     a.expect("<guest-2> crlf");

@@ -345,7 +345,7 @@ fn a_chat_flood_leaves_memory_bounded_and_the_room_usable() {
     use switchboard_handlers::Chat;
     use util::proc::rss_bytes;
 
-    let server = start(Server::builder().workers(2), Chat::new(4096).rate_limit(0));
+    let server = start(Server::builder().workers(2), Chat::new(4096).rate_limit(0).room_rate(0, 1));
     let addr = server.local_addr();
     let mut flooder = small_window_client(addr);
     flooder.write_all(b"/nick flooder\n").unwrap();

@@ -134,7 +134,7 @@ fn run(args: Args) -> Result<(), String> {
             })?;
             print_stdout(&format!(
                 "saved {} ({} bytes, md5 {} verified)\n",
-                saved.path.display(),
+                client::terminal::escape_name(&saved.path.to_string_lossy()),
                 saved.size,
                 saved.md5
             ))

@@ -5,7 +5,13 @@
 //! (`.NAME.part-PID-RANDOM`, created exclusively), its md5 is checked
 //! against the header, it is flushed to disk, and only then renamed. On any
 //! failure the temporary file is removed (on Ctrl-C too, once
-//! [`remove_partial_on_interrupt`] is installed).
+//! [`remove_partial_on_interrupt`] is installed). A process killed outright
+//! (SIGKILL, a power cut) cannot clean up: the next download of the same
+//! target removes the temporary files of that target whose process is
+//! gone.
+//!
+//! A `file_size` larger than the space free at the target is refused
+//! before anything is written ([`Error::NoSpace`]).
 
 use std::collections::hash_map::RandomState;
 use std::ffi::OsString;
@@ -19,7 +25,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::protocol::{self, printable, BodyError, ProtocolError};
+use super::protocol::{self, BodyError, ProtocolError};
+use super::terminal::escape_name as printable;
 use super::Error;
 
 /// Where a download goes, decided before connecting.
@@ -112,6 +119,8 @@ pub fn fetch(conn: &mut TcpStream, target: &Target, progress: bool) -> Result<Sa
         .md5
         .ok_or_else(|| Error::Protocol(ProtocolError::BadHeader("no md5 for a found file".into())))?;
 
+    remove_stale_parts(&target.dir, &target.file_name);
+    check_free_space(&target.dir, header.file_size)?;
     let mut temp = TempFile::create(&target.dir, &target.file_name)?;
     let bar = progress_bar(header.file_size, progress);
     let copied = protocol::read_body(conn, header.file_size, temp.file()?, |n| bar.inc(n));
@@ -163,6 +172,58 @@ fn progress_bar(len: u64, wanted: bool) -> ProgressBar {
     bar
 }
 
+/// Refuses `size` bytes when the file system of `dir` has less free space
+/// for an unprivileged user.
+fn check_free_space(dir: &Path, size: u64) -> Result<(), Error> {
+    let st = rustix::fs::statvfs(dir)
+        .map_err(|e| Error::io(format!("checking free space in {}", dir.display()), e.into()))?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if size > free {
+        return Err(Error::NoSpace { dir: dir.to_path_buf(), needed: size, free });
+    }
+    Ok(())
+}
+
+/// The stem of the temporary files of `final_name`: `.NAME.part-`, NAME
+/// cut to at most 100 bytes at a character boundary (under NAME_MAX).
+fn part_prefix(final_name: &OsString) -> String {
+    let lossy = final_name.to_string_lossy();
+    let mut end = lossy.len().min(100);
+    while !lossy.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(".{}.part-", &lossy[..end])
+}
+
+/// Removes the temporary files `.NAME.part-PID-RANDOM` of this target left
+/// by a client that is no longer running (killed before it could clean
+/// up). A file of a live process, or not of this exact form, is left alone.
+fn remove_stale_parts(dir: &Path, final_name: &OsString) {
+    let prefix = part_prefix(final_name);
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+        let Some((pid, rand)) = rest.split_once('-') else { continue };
+        if rand.len() != 16 || !rand.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let Some(pid) = pid.parse::<i32>().ok().and_then(rustix::process::Pid::from_raw) else { continue };
+        // EPERM: the process exists (another user's).
+        let alive = !matches!(rustix::process::test_kill_process(pid), Err(rustix::io::Errno::SRCH));
+        let mine = pid.as_raw_nonzero().get().unsigned_abs() == std::process::id();
+        if alive || mine {
+            continue;
+        }
+        if entry.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(entry.path()).is_ok() {
+            log::info!(
+                "removed {}, left by an earlier download that did not finish",
+                printable(&entry.path().to_string_lossy())
+            );
+        }
+    }
+}
+
 /// The temporary file being written, if any: removed by the Ctrl-C handler.
 static PENDING: Mutex<Option<PathBuf>> = Mutex::new(None);
 
@@ -196,17 +257,12 @@ struct TempFile {
 impl TempFile {
     fn create(dir: &Path, final_name: &OsString) -> Result<TempFile, Error> {
         // Keep the name under NAME_MAX whatever the target's length.
-        let lossy = final_name.to_string_lossy();
-        let mut end = lossy.len().min(100);
-        while !lossy.is_char_boundary(end) {
-            end -= 1;
-        }
-        let stem = &lossy[..end];
+        let prefix = part_prefix(final_name);
         let pid = std::process::id();
         let mut last = None;
         for _ in 0..16 {
             let rand = RandomState::new().build_hasher().finish();
-            let path = dir.join(format!(".{stem}.part-{pid}-{rand:016x}"));
+            let path = dir.join(format!("{prefix}{pid}-{rand:016x}"));
             // Register before creating, so an interrupt in between still
             // finds it (removing a file that does not exist is harmless).
             *pending() = Some(path.clone());

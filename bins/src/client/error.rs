@@ -6,7 +6,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::protocol::{printable, ProtocolError};
+use super::protocol::ProtocolError;
+use super::terminal::escape_name as printable;
 
 /// Why a client command failed.
 #[derive(Debug)]
@@ -31,6 +32,15 @@ pub enum Error {
     Server(String),
     /// The server's answer broke the protocol or was cut short.
     Protocol(ProtocolError),
+    /// The file is larger than the space free where it would be saved.
+    NoSpace {
+        /// The folder it would be saved in.
+        dir: PathBuf,
+        /// The file's size, from the server's header.
+        needed: u64,
+        /// The bytes free there for this user.
+        free: u64,
+    },
     /// The server sent nothing for the read timeout.
     Stalled(Duration),
     /// The content does not match the md5 the server announced.
@@ -80,6 +90,11 @@ impl fmt::Display for Error {
             Error::Connect { addr, source, .. } => write!(f, "cannot connect to {addr}: {source}"),
             Error::Server(reason) => write!(f, "server: {}", printable(reason)),
             Error::Protocol(e) => e.fmt(f),
+            Error::NoSpace { dir, needed, free } => write!(
+                f,
+                "the file is {needed} bytes but only {free} bytes are free in {}; nothing saved",
+                dir.display()
+            ),
             Error::Stalled(d) => {
                 write!(f, "the server sent nothing for {d:?} (see --read-timeout)")
             }

@@ -1,6 +1,8 @@
 //! The interactive mode: what is typed goes to the server, what the server
-//! sends is printed the moment it arrives, byte for byte (no waiting for a
-//! newline, so `upper` answers show up as they come).
+//! sends is printed the moment it arrives (no waiting for a newline, so
+//! `upper` answers show up as they come), with control and bidi characters
+//! and bytes that are not UTF-8 escaped ([`StreamEscaper`]): a chat line
+//! cannot move the cursor, set the window title or reorder what follows.
 //!
 //! Two threads copy, one each way; the caller's thread waits for the first
 //! to finish and decides:
@@ -16,6 +18,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::terminal::StreamEscaper;
 use super::Error;
 
 /// The copy buffer each way.
@@ -133,14 +136,30 @@ fn wait_output(rx: &mpsc::Receiver<Event>, linger: Duration) -> Option<Event> {
 
 fn server_to_output(mut from: TcpStream, mut out: impl Write) -> Event {
     let mut buf = vec![0u8; CHUNK];
+    let mut escaper = StreamEscaper::default();
+    let mut shown = Vec::with_capacity(CHUNK);
     loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Event::ServerClosed,
-            Ok(n) => n,
+        shown.clear();
+        let end = match from.read(&mut buf) {
+            Ok(0) => {
+                escaper.finish(&mut shown);
+                Some(Event::ServerClosed)
+            }
+            Ok(n) => {
+                escaper.push(&buf[..n], &mut shown);
+                None
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Event::ServerFailed(e),
+            Err(e) => {
+                escaper.finish(&mut shown);
+                Some(Event::ServerFailed(e))
+            }
         };
-        if let Err(e) = out.write_all(&buf[..n]).and_then(|()| out.flush()) {
+        let written = out.write_all(&shown).and_then(|()| out.flush());
+        if let (Some(end), Ok(())) = (end, &written) {
+            return end;
+        }
+        if let Err(e) = written {
             return if e.kind() == io::ErrorKind::BrokenPipe {
                 Event::OutputClosed
             } else {

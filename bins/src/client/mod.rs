@@ -5,7 +5,9 @@
 //! - [`download`]: `get NAME` and `list` against the file handler, with the
 //!   md5 checked before anything appears under the final name;
 //! - [`protocol`]: the file protocol's reader and request writers, free of
-//!   sockets and files, shared with the load generator.
+//!   sockets and files, shared with the load generator;
+//! - [`terminal`]: escapes for everything printed, so no control or bidi
+//!   character from a server reaches the terminal.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -26,6 +28,7 @@ pub mod download;
 mod error;
 pub mod interactive;
 pub mod protocol;
+pub mod terminal;
 
 pub use error::Error;
 pub use protocol::{read_header, Header, ProtocolError, MAX_HEADER_LEN};

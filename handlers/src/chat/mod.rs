@@ -2,6 +2,7 @@
 
 mod command;
 mod room;
+mod text;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use switchboard::{CloseReason, Conn, ConnHandle, Flow, FrameError, Framing, Hand
 
 pub use command::{parse, valid_nick, Command};
 use room::{NickError, Room};
+pub use text::{clean, is_unsafe};
 
 /// The line limit of [`Chat::default`], in bytes.
 pub(crate) const DEFAULT_MAX_LINE: usize = 4096;
@@ -35,7 +37,10 @@ const HELP: &str = "\
 ///   `/msg NAME text`, `/help`, `/quit` (or exactly `quit`); command words
 ///   are matched exactly, in lower case; errors start with `! `;
 /// - a line over the limit is answered `! line too long` and dropped; the
-///   connection stays. Invalid UTF-8 becomes U+FFFD.
+///   connection stays. Invalid UTF-8 becomes U+FFFD, and so does every
+///   control and bidi character ([`clean`]) before a line goes anywhere;
+/// - nicks that look alike are one nick: compared after NFKC case folding
+///   and the UTS #39 confusable skeleton;
 /// - whoever leaves, for whatever reason, is announced as `* NAME left`, or
 ///   `* NAME left (too slow)` when the server cut it off as a slow consumer;
 /// - when the server drains, every member gets `* server shutting down`.
@@ -44,20 +49,78 @@ const HELP: &str = "\
 /// [`ConnHandle`]: a slow member never holds anyone up, it is cut off (or
 /// loses messages) by the server's slow-consumer policy.
 ///
-/// Flood control: each member may send [`DEFAULT_RATE`] lines a second on
-/// average, in bursts of twice that ([`Chat::rate_limit`]). A member over
-/// its rate is not cut off and loses nothing: the server stops reading from
-/// it for as long as the rate requires, so TCP slows the sender down, and
-/// the members who read keep up with the room.
+/// Flood control, two token buckets; a sender over either is not cut off
+/// and loses nothing: the server stops reading from it for as long as the
+/// bucket requires, so TCP slows the sender down.
+///
+/// - Each member may send [`DEFAULT_RATE`] lines a second on average, in
+///   bursts of twice that ([`Chat::rate_limit`]).
+/// - The room as a whole carries at most [`DEFAULT_ROOM_RATE`] bytes of
+///   lines a second, in bursts of [`DEFAULT_ROOM_BURST`]
+///   ([`Chat::room_rate`]): every text line, private message and nick
+///   change costs its length on the wire. This is what keeps readers
+///   connected: whatever the number of senders, a member hears at most
+///   the room's burst plus one line per member sending at that moment
+///   beyond what the room's rate drains, so a member that reads at least
+///   the room's rate never has more queued than
+///   `room burst + senders at once × 3 × max line` (3: a line may triple
+///   when control characters become U+FFFD), which the default 1 MiB
+///   outbound budget holds for fewer than 64 members sending at the same
+///   moment (256 KiB + 64 × 12 KiB = 1 MiB).
+///
+/// Join and leave notices go out only while the room has at most
+/// [`DEFAULT_ANNOUNCE_UP_TO`] members ([`Chat::announce_up_to`]): past
+/// that, announcing every arrival to every member costs memory in the
+/// square of the members (10,000 members that never read held 2.2 GB of
+/// notices), and `/who` tells who is there.
 pub struct Chat {
     max_line: usize,
     room: Mutex<Room<ConnHandle>>,
     /// Lines per second per member; 0: no limit.
     rate: u32,
+    /// Bytes per second through the room, and its burst; 0: no limit.
+    room_rate: u64,
+    room_burst: u64,
+    /// The room's bucket, shared by every sender.
+    room_bucket: Mutex<Bucket>,
+    /// Join and leave notices only while the room has at most this many.
+    announce_up_to: usize,
 }
 
 /// The default rate limit of each member, in lines per second.
 pub const DEFAULT_RATE: u32 = 100;
+
+/// The default rate of the whole room, in bytes of lines a second.
+pub const DEFAULT_ROOM_RATE: u64 = 512 << 10;
+
+/// The default burst of the whole room, in bytes of lines.
+pub const DEFAULT_ROOM_BURST: u64 = 256 << 10;
+
+/// The default room size up to which joins and leaves are announced.
+pub const DEFAULT_ANNOUNCE_UP_TO: usize = 200;
+
+/// A token bucket: `tokens` may go negative, the debt is paid by waiting.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Bucket {
+    fn full(burst: f64) -> Bucket {
+        Bucket { tokens: burst, refilled: Instant::now() }
+    }
+
+    /// Spends `cost`; returns how long the spender should wait for the
+    /// bucket to be out of debt, if it is in debt.
+    fn spend(&mut self, cost: f64, rate: f64, burst: f64) -> Option<Duration> {
+        let now = Instant::now();
+        let refill = now.duration_since(self.refilled).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(burst) - cost;
+        self.refilled = now;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / rate))
+    }
+}
 
 impl fmt::Debug for Chat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -79,7 +142,55 @@ impl Chat {
     /// A chat with an empty room whose lines are at most `max_line` bytes
     /// (without the line ending).
     pub fn new(max_line: usize) -> Chat {
-        Chat { max_line, room: Mutex::new(Room::default()), rate: DEFAULT_RATE }
+        Chat {
+            max_line,
+            room: Mutex::new(Room::default()),
+            rate: DEFAULT_RATE,
+            room_rate: DEFAULT_ROOM_RATE,
+            room_burst: DEFAULT_ROOM_BURST,
+            room_bucket: Mutex::new(Bucket::full(DEFAULT_ROOM_BURST as f64)),
+            announce_up_to: DEFAULT_ANNOUNCE_UP_TO,
+        }
+    }
+
+    /// Limits the whole room to `bytes_per_sec` bytes of lines a second,
+    /// in bursts of `burst` bytes (see the type's docs for the rule that
+    /// sizes them against the outbound budget); a rate of 0 lifts the
+    /// limit.
+    pub fn room_rate(mut self, bytes_per_sec: u64, burst: u64) -> Chat {
+        self.room_rate = bytes_per_sec;
+        self.room_burst = burst.max(1);
+        self.room_bucket = Mutex::new(Bucket::full(self.room_burst as f64));
+        self
+    }
+
+    /// Announces joins and leaves only while the room has at most
+    /// `members` members.
+    pub fn announce_up_to(mut self, members: usize) -> Chat {
+        self.announce_up_to = members;
+        self
+    }
+
+    /// Spends `bytes` of the room's rate for a line from this member;
+    /// past it, pauses reading from the member until the room is out of
+    /// debt.
+    fn spend_room(&self, bytes: usize, conn: &mut Conn<'_>) {
+        if self.room_rate == 0 {
+            return;
+        }
+        let wait = self.room_bucket.lock().spend(bytes as f64, self.room_rate as f64, self.room_burst as f64);
+        if let Some(wait) = wait {
+            conn.pause_reading(wait);
+        }
+    }
+
+    /// The members to tell of a join or leave: nobody in a big room.
+    fn announce_to(&self, members: Vec<ConnHandle>) -> Vec<ConnHandle> {
+        if members.len() >= self.announce_up_to {
+            Vec::new()
+        } else {
+            members
+        }
     }
 
     /// Limits each member to `lines_per_sec` lines a second on average, with
@@ -96,12 +207,8 @@ impl Chat {
             return;
         }
         let rate = f64::from(self.rate);
-        let now = Instant::now();
-        let refill = now.duration_since(session.refilled).as_secs_f64() * rate;
-        session.tokens = (session.tokens + refill).min(2.0 * rate) - 1.0;
-        session.refilled = now;
-        if session.tokens < 0.0 {
-            conn.pause_reading(Duration::from_secs_f64(-session.tokens / rate));
+        if let Some(wait) = session.bucket.spend(1.0, rate, 2.0 * rate) {
+            conn.pause_reading(wait);
         }
     }
 
@@ -131,9 +238,7 @@ pub struct ChatSession {
     /// Whether it is still in the room (it leaves at `/quit` or close).
     joined: bool,
     /// Lines the member may still send at once (the rate limit's bucket).
-    tokens: f64,
-    /// When `tokens` was last brought up to date.
-    refilled: Instant,
+    bucket: Bucket,
 }
 
 /// Sends one shared message to every handle. A member over its outbound
@@ -174,27 +279,36 @@ impl Handler for Chat {
         // Straight into this connection's queue: ahead of any broadcast,
         // which comes through the worker's mailbox after this callback.
         reply(conn, &format!("* welcome {nick}"));
-        broadcast(&others, format!("* {nick} joined\n"));
-        ChatSession { id, joined: true, tokens: 2.0 * f64::from(self.rate), refilled: Instant::now() }
+        broadcast(&self.announce_to(others), format!("* {nick} joined\n"));
+        ChatSession { id, joined: true, bucket: Bucket::full(2.0 * f64::from(self.rate)) }
     }
 
     fn frame(&self, session: &mut ChatSession, line: &[u8], conn: &mut Conn<'_>) -> Flow {
         self.spend(session, conn);
-        let text = String::from_utf8_lossy(line);
+        // Nothing a terminal would act on goes further, whatever the line
+        // turns out to be (text, a /msg, a name echoed in an error).
+        let lossy = String::from_utf8_lossy(line);
+        let text = clean(&lossy);
         let id = session.id;
         match parse(&text) {
             Command::Empty => {}
             Command::Text(text) => match self.me_and_others(id) {
-                Some((nick, others)) => broadcast(&others, format!("<{nick}> {text}\n")),
+                Some((nick, others)) => {
+                    let line = format!("<{nick}> {text}\n");
+                    self.spend_room(line.len(), conn);
+                    broadcast(&others, line);
+                }
                 None => return not_in_room(conn),
             },
             Command::Nick(new) => {
                 let result = self.room.lock().rename(id, new);
                 match result {
-                    Ok((old, others)) => {
+                    Ok((old, new, others)) => {
                         reply(conn, &format!("* you are now {new}"));
                         if old != new {
-                            broadcast(&others, format!("* {old} is now {new}\n"));
+                            let line = format!("* {old} is now {new}\n");
+                            self.spend_room(line.len(), conn);
+                            broadcast(&others, line);
                         }
                     }
                     Err(NickError::Invalid) => reply(conn, "! invalid nick"),
@@ -219,6 +333,7 @@ impl Handler for Chat {
                         if target == id {
                             reply(conn, &line);
                         } else {
+                            self.spend_room(line.len() + 1, conn);
                             broadcast(&[handle], line + "\n");
                         }
                     }
@@ -234,7 +349,7 @@ impl Handler for Chat {
                     // free and the others hear it at once.
                     let left = self.room.lock().leave(id);
                     if let Some((nick, others)) = left {
-                        broadcast(&others, format!("* {nick} left\n"));
+                        broadcast(&self.announce_to(others), format!("* {nick} left\n"));
                     }
                 }
                 return Flow::Close;
@@ -267,7 +382,7 @@ impl Handler for Chat {
         let left = self.room.lock().leave(session.id);
         if let Some((nick, others)) = left {
             let why = if matches!(reason, CloseReason::SlowConsumer) { " (too slow)" } else { "" };
-            broadcast(&others, format!("* {nick} left{why}\n"));
+            broadcast(&self.announce_to(others), format!("* {nick} left{why}\n"));
         }
     }
 }

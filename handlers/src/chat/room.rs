@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use super::command::valid_nick;
+use super::text::{nick_key, normalize_nick};
 
 /// One member; `H` is how to reach it (a `ConnHandle` in the server).
 #[derive(Debug)]
@@ -20,25 +21,27 @@ struct Member<H> {
 pub(crate) enum NickError {
     /// Not 1–32 letters, digits, `_` or `-`.
     Invalid,
-    /// Another member has it, ignoring case.
+    /// Another member has it or a name that looks the same (see
+    /// [`nick_key`]).
     Taken,
     /// The connection is not in the room.
     NotMember,
 }
 
-/// Every member, by connection id, and a case-insensitive nick index.
+/// Every member, by connection id, and a nick index by [`nick_key`].
 #[derive(Debug)]
 pub(crate) struct Room<H> {
     members: HashMap<u64, Member<H>>,
-    /// `nick.to_lowercase()` → connection id.
+    /// `nick_key(nick)` → connection id.
     by_nick: HashMap<String, u64>,
     /// The number of the last `guest-N` handed out.
     guests: u64,
 }
 
-/// The key nicks are compared by: the same ignoring case.
+/// The key nicks are compared by: the same ignoring case, compatibility
+/// forms and look-alikes of other scripts.
 fn key(nick: &str) -> String {
-    nick.to_lowercase()
+    nick_key(nick)
 }
 
 impl<H> Default for Room<H> {
@@ -91,26 +94,28 @@ impl<H: Clone> Room<H> {
         self.members.iter().filter(|(&other, _)| other != id).map(|(_, m)| m.handle.clone()).collect()
     }
 
-    /// Renames member `id` to `new`. Returns the old nick and the other
-    /// members. Changing only the case of one's own nick is allowed.
-    pub(crate) fn rename(&mut self, id: u64, new: &str) -> Result<(String, Vec<H>), NickError> {
-        if !valid_nick(new) {
+    /// Renames member `id` to `new` (in NFC). Returns the old nick, the new
+    /// one and the other members. Changing one's own nick to a variant of
+    /// it (another case, say) is allowed.
+    pub(crate) fn rename(&mut self, id: u64, new: &str) -> Result<(String, String, Vec<H>), NickError> {
+        let new = normalize_nick(new);
+        if !valid_nick(&new) {
             return Err(NickError::Invalid);
         }
-        let new_key = key(new);
+        let new_key = key(&new);
         if self.by_nick.get(&new_key).is_some_and(|&owner| owner != id) {
             return Err(NickError::Taken);
         }
         let member = self.members.get_mut(&id).ok_or(NickError::NotMember)?;
-        let old = std::mem::replace(&mut member.nick, new.to_owned());
+        let old = std::mem::replace(&mut member.nick, new.clone());
         self.by_nick.remove(&key(&old));
         self.by_nick.insert(new_key, id);
-        Ok((old, self.others(id)))
+        Ok((old, new, self.others(id)))
     }
 
-    /// The member called `name` (ignoring case): its connection id and handle.
+    /// The member called `name` (by [`nick_key`]): its connection id and handle.
     pub(crate) fn find(&self, name: &str) -> Option<(u64, H)> {
-        let id = *self.by_nick.get(&key(name))?;
+        let id = *self.by_nick.get(&key(&normalize_nick(name)))?;
         self.members.get(&id).map(|m| (id, m.handle.clone()))
     }
 
@@ -118,7 +123,7 @@ impl<H: Clone> Room<H> {
     /// have, by code point).
     pub(crate) fn who(&self) -> Vec<&str> {
         let mut nicks: Vec<(String, &str)> =
-            self.members.values().map(|m| (key(&m.nick), m.nick.as_str())).collect();
+            self.members.values().map(|m| (m.nick.to_lowercase(), m.nick.as_str())).collect();
         nicks.sort_unstable();
         nicks.into_iter().map(|(_, nick)| nick).collect()
     }
@@ -133,14 +138,14 @@ mod tests {
         let mut room: Room<u64> = Room::default();
         assert_eq!(room.join(10, 10), ("guest-1".to_string(), vec![]));
         assert_eq!(room.join(11, 11), ("guest-2".to_string(), vec![10]));
-        assert_eq!(room.rename(10, "guest-3"), Ok(("guest-1".to_string(), vec![11])));
+        assert_eq!(room.rename(10, "guest-3"), Ok(("guest-1".to_string(), "guest-3".to_string(), vec![11])));
         // guest-3 is taken by a rename: the next guest skips it.
         assert_eq!(room.join(12, 12).0, "guest-4");
         assert_eq!(room.rename(11, "GUEST-3"), Err(NickError::Taken));
         assert_eq!(room.rename(11, "bad nick"), Err(NickError::Invalid));
         assert_eq!(room.rename(99, "nobody"), Err(NickError::NotMember));
         // Changing the case of one's own nick is fine.
-        assert_eq!(room.rename(10, "Guest-3").map(|(old, _)| old), Ok("guest-3".to_string()));
+        assert_eq!(room.rename(10, "Guest-3").map(|(old, _, _)| old), Ok("guest-3".to_string()));
         assert_eq!(room.find("GUEST-3"), Some((10, 10)));
         assert_eq!(room.nick(10), Some("Guest-3"));
         let (nick, mut others) = room.leave(10).unwrap();
@@ -151,6 +156,35 @@ mod tests {
         assert_eq!(room.len(), 2);
         // The freed nick can be taken again.
         assert!(room.rename(11, "guest-3").is_ok());
+    }
+
+    #[test]
+    fn look_alikes_are_taken() {
+        let mut room: Room<u64> = Room::default();
+        for id in 1..=3 {
+            room.join(id, id);
+        }
+        let groups: [&[&str]; 4] = [
+            &["ΑΣ", "ασ", "ας"],
+            &["straße", "STRASSE", "Strasse"],
+            &["alice", "\u{430}lice", "ａｌｉｃｅ", "ALICE"],
+            &["café", "cafe\u{301}", "CAFÉ"],
+        ];
+        for group in groups {
+            let (first, rest) = group.split_first().unwrap();
+            assert!(room.rename(1, first).is_ok(), "{first}");
+            for other in rest {
+                assert_eq!(room.rename(2, other), Err(NickError::Taken), "{first} / {other}");
+                assert_eq!(room.find(other).map(|(id, _)| id), Some(1), "{other}");
+            }
+        }
+        // Stored in NFC: the combining form is shown precomposed.
+        assert_eq!(room.rename(3, "zoe\u{308}").map(|(_, new, _)| new), Ok("zoë".to_string()));
+        assert_eq!(room.nick(3), Some("zoë"));
+        // A mark that composes with nothing is not a letter: invalid.
+        assert_eq!(room.rename(3, "x\u{20dd}"), Err(NickError::Invalid));
+        // The owner may switch between its own variants.
+        assert!(room.rename(1, "CAFE\u{301}").is_ok());
     }
 
     #[test]
