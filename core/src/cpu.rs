@@ -18,25 +18,29 @@ const INTERVAL: Duration = Duration::from_millis(100);
 
 impl IdleCpu {
     pub(crate) fn new() -> IdleCpu {
-        let mut cpu = IdleCpu { last: None, read_at: Instant::now(), idle: u32::MAX };
-        cpu.last = jiffies();
-        cpu
+        IdleCpu { last: jiffies(), read_at: Instant::now(), idle: 0 }
     }
 
-    /// Idle cores over the last interval, in thousandths of a core
-    /// (`u32::MAX` where the system does not say: then assume there is room).
+    /// Idle cores over the last interval, in thousandths of a core;
+    /// `u32::MAX` where the system does not say (then assume there is
+    /// room). Called after a pause, it first takes a new baseline (and says
+    /// 0 until a fresh interval is measured), so that a quiet stretch
+    /// before the load does not count as room.
     pub(crate) fn idle(&mut self, now: Instant) -> u32 {
-        if now.saturating_duration_since(self.read_at) >= INTERVAL {
-            self.read_at = now;
+        let age = now.saturating_duration_since(self.read_at);
+        if age >= INTERVAL {
             let current = jiffies();
             self.idle = match (self.last, current) {
+                (_, None) => u32::MAX,
+                _ if age > 3 * INTERVAL => 0,
                 (Some((idle0, total0)), Some((idle1, total1))) if total1 > total0 => {
                     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-                    ((idle1 - idle0) * cores * 1000 / (total1 - total0)) as u32
+                    ((idle1.saturating_sub(idle0)) * cores * 1000 / (total1 - total0)) as u32
                 }
-                _ => u32::MAX,
+                _ => 0,
             };
             self.last = current;
+            self.read_at = now;
         }
         self.idle
     }
@@ -62,8 +66,11 @@ mod tests {
         assert!(idle <= total);
         let mut cpu = IdleCpu::new();
         let cores = std::thread::available_parallelism().unwrap().get() as u32;
-        let later = Instant::now() + INTERVAL;
-        let idle = cpu.idle(later);
-        assert!(idle == u32::MAX || idle <= cores * 1000, "{idle} thousandths of {cores} cores");
+        let start = cpu.read_at;
+        assert_eq!(cpu.idle(start + INTERVAL / 2), 0, "nothing measured yet");
+        let idle = cpu.idle(start + INTERVAL);
+        assert!(idle <= cores * 1000, "{idle} thousandths of {cores} cores");
+        // After a long pause the old baseline is not used.
+        assert_eq!(cpu.idle(start + INTERVAL * 10), 0);
     }
 }

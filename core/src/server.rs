@@ -155,8 +155,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: Arc<ShutdownState>,
     pub(crate) next_id: AtomicU64,
     pub(crate) acceptor_done: AtomicBool,
-    /// Idle CPU of the machine, in thousandths of a core, as workers last
-    /// read it (`u32::MAX`: unknown).
+    /// Idle CPU of the machine, in thousandths of a core, as busy workers
+    /// last read it (0 until one has; `u32::MAX`: the system does not say).
     pub(crate) idle_cpu: std::sync::atomic::AtomicU32,
 }
 
@@ -376,7 +376,7 @@ impl ServerBuilder {
             shutdown: Arc::clone(&shutdown),
             next_id: AtomicU64::new(1),
             acceptor_done: AtomicBool::new(false),
-            idle_cpu: std::sync::atomic::AtomicU32::new(u32::MAX),
+            idle_cpu: std::sync::atomic::AtomicU32::new(0),
         });
         let handler = Arc::new(handler);
         let mut links = Vec::new();

@@ -59,6 +59,25 @@ struct Args {
     #[arg(long, value_name = "LINES", default_value_t = switchboard_handlers::chat::DEFAULT_RATE)]
     chat_rate: u32,
 
+    /// Chat: bytes of lines a second the whole room may relay (bursts of half
+    /// that); past it a sender is paused, losing nothing. It keeps every member
+    /// that reads at that pace within its outbound budget. 0: no limit.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size,
+          default_value_t = switchboard_handlers::chat::DEFAULT_ROOM_RATE as usize)]
+    chat_room_rate: usize,
+
+    /// Bytes that may wait for one reader: a chat member past it is cut off as
+    /// too slow. (Echo and upper stop reading from a peer whose replies back up
+    /// past 256 KiB, or past this if smaller.)
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1MiB")]
+    max_outbound: usize,
+
+    /// Bytes that may wait for all readers together: past it, the connections
+    /// holding more than their share are cut off first, so peers that do not
+    /// read cannot exhaust memory. At least --max-outbound.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "256MiB")]
+    max_outbound_total: usize,
+
     /// The folder the file handler serves; nothing outside it is ever sent.
     #[arg(long, value_name = "DIR", required_if_eq("handler", "file"))]
     root: Option<PathBuf>,
@@ -89,7 +108,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let mut builder = Server::builder().idle_timeout(args.idle_timeout).grace(args.grace);
+    let mut builder = Server::builder()
+        .idle_timeout(args.idle_timeout)
+        .grace(args.grace)
+        .max_outbound(args.max_outbound)
+        .high_water((256 << 10).min(args.max_outbound))
+        .max_outbound_total(args.max_outbound_total);
     if let Some(n) = args.workers {
         builder = builder.workers(n);
     }
@@ -103,7 +127,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         HandlerName::Echo => serve(builder, &args.listen, Echo),
         HandlerName::Upper => serve(builder, &args.listen, Upper::new()),
         HandlerName::Chat => {
-            serve(builder, &args.listen, Chat::new(args.max_frame).rate_limit(args.chat_rate))
+            let rate = args.chat_room_rate as u64;
+            let chat = Chat::new(args.max_frame).rate_limit(args.chat_rate).room_rate(rate, rate / 2);
+            serve(builder, &args.listen, chat)
         }
         HandlerName::File => {
             let root = args.root.unwrap_or_default();
