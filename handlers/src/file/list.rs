@@ -16,14 +16,20 @@
 //! One answer is kept and shared: it is reused for up to [`CACHE_TTL`] as
 //! long as the root folder's modification time has not changed, so a storm
 //! of `list` requests costs one walk per [`CACHE_TTL`], and only one walk
-//! runs at a time.
+//! runs at a time. The answer is kept in an anonymous in-memory file and
+//! sent from it like a file's content: up to 64 KiB a reply, it would
+//! otherwise count against the connection's outbound budget, and a client
+//! that pipelines 64 `list`s and reads them as they come would be cut off
+//! as a slow reader.
 
-use std::fs;
-use std::io;
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
+use rustix::fs::MemfdFlags;
 use switchboard::Message;
 
 use super::confine::reason_for;
@@ -127,12 +133,52 @@ pub(crate) fn build(root: &Path, max_request: usize) -> Result<Vec<u8>, Vec<u8>>
     }
 }
 
+/// A `list` answer, framed: in an anonymous file (sent like a file's
+/// content), or in memory where no such file could be made.
+#[derive(Debug, Clone)]
+pub(crate) enum Answer {
+    /// The whole framed answer is the file's `len` bytes.
+    File(Arc<File>, u64),
+    /// The framed answer.
+    Bytes(Message),
+}
+
+impl Answer {
+    fn new(framed: Vec<u8>) -> Answer {
+        let stored = rustix::fs::memfd_create("switchboard-list", MemfdFlags::CLOEXEC)
+            .map(File::from)
+            .map_err(io::Error::from)
+            .and_then(|mut f| f.write_all(&framed).map(|()| f));
+        match stored {
+            Ok(f) => Answer::File(Arc::new(f), framed.len() as u64),
+            Err(e) => {
+                log::debug!("file: list: no in-memory file ({e}); the answer is sent from memory");
+                Answer::Bytes(Message::from(framed))
+            }
+        }
+    }
+
+    /// The framed bytes (reads the file back; for tests).
+    #[cfg(test)]
+    fn bytes(&self) -> Vec<u8> {
+        use std::os::unix::fs::FileExt;
+        match self {
+            Answer::Bytes(m) => m.to_vec(),
+            Answer::File(f, len) => {
+                let mut buf = vec![0; *len as usize];
+                f.read_exact_at(&mut buf, 0).unwrap();
+                buf
+            }
+        }
+    }
+}
+
 /// The last answer built, and what it is valid for.
 #[derive(Debug)]
 struct Cached {
     at: Instant,
     root_mtime: SystemTime,
-    answer: Message,
+    answer: Answer,
 }
 
 /// The shared `list` answer (see the module docs).
@@ -144,14 +190,14 @@ pub(crate) struct ListCache {
 }
 
 impl ListCache {
-    fn fresh(&self, mtime: Option<SystemTime>) -> Option<Message> {
+    fn fresh(&self, mtime: Option<SystemTime>) -> Option<Answer> {
         let cached = self.cached.lock();
         let c = cached.as_ref()?;
         (c.at.elapsed() < CACHE_TTL && Some(c.root_mtime) == mtime).then(|| c.answer.clone())
     }
 
     /// The `list` answer: the cached one if still valid, else a new walk.
-    pub(crate) fn get(&self, root: &Path, max_request: usize) -> Message {
+    pub(crate) fn get(&self, root: &Path, max_request: usize) -> Answer {
         let mtime = || fs::metadata(root).and_then(|m| m.modified()).ok();
         if let Some(answer) = self.fresh(mtime()) {
             return answer;
@@ -164,8 +210,8 @@ impl ListCache {
         }
         let at = Instant::now();
         let answer = match build(root, max_request) {
-            Ok(list) => Message::from(list),
-            Err(error) => return Message::from(error),
+            Ok(list) => Answer::new(list),
+            Err(error) => return Answer::Bytes(Message::from(error)),
         };
         // Only a walk whose root did not change under it is kept.
         if let Some(root_mtime) = before.filter(|_| mtime() == before) {
@@ -222,13 +268,18 @@ mod tests {
         std::fs::write(dir.join("a"), b"1").unwrap();
         let cache = ListCache::default();
         let first = cache.get(&dir, 4096);
-        // The same shared bytes, not a new walk.
-        assert_eq!(first.as_bytes().as_ptr(), cache.get(&dir, 4096).as_bytes().as_ptr());
+        // The same shared answer, not a new walk.
+        let (Answer::File(a, _), Answer::File(b, _)) = (&first, &cache.get(&dir, 4096)) else {
+            panic!("the answer is not in a file");
+        };
+        assert!(Arc::ptr_eq(a, b));
+        let (h, _) = decode(&first.bytes()).unwrap().unwrap();
+        assert_eq!(h.files.unwrap().len(), 1);
         std::fs::write(dir.join("b"), b"22").unwrap();
         // Make sure the root's mtime moves even on a coarse clock.
         let later = SystemTime::now() + Duration::from_secs(10);
         std::fs::File::open(&dir).unwrap().set_modified(later).unwrap();
-        let (h, _) = decode(&cache.get(&dir, 4096)).unwrap().unwrap();
+        let (h, _) = decode(&cache.get(&dir, 4096).bytes()).unwrap().unwrap();
         assert_eq!(h.files.unwrap().len(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }

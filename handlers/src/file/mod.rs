@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use rustix::fs::{Mode, OFlags};
 use switchboard::{Conn, Decoder, Flow, Framing, Handler, Message, Step};
 
-use self::list::ListCache;
+use self::list::{Answer, ListCache};
 use self::md5cache::{HashError, Key, Md5Cache};
 use self::pool::{ConnQueue, Entry, Pool, State};
 use self::proto::{encode, Header, Reason, MAX_QUEUED_REQUESTS};
@@ -124,7 +124,8 @@ pub fn confine(root: &Path, name: &str) -> Result<PathBuf, &'static str> {
     confine::resolve(root, name).map(|r| r.path).map_err(Reason::as_str)
 }
 
-/// A reply: the framed header, then maybe the file's bytes.
+/// A reply: the framed header (maybe empty), then maybe a file region
+/// (the file's bytes, or a `list` answer kept in a file).
 struct Reply {
     header: Message,
     file: Option<(Arc<File>, u64)>,
@@ -308,7 +309,10 @@ impl Inner {
                     Reply::error(&name, reason)
                 }
             },
-            Request::List => Reply { header: self.listing.get(&self.root, self.max_request), file: None },
+            Request::List => match self.listing.get(&self.root, self.max_request) {
+                Answer::File(file, len) => Reply { header: Message::from(Vec::new()), file: Some((file, len)) },
+                Answer::Bytes(header) => Reply { header, file: None },
+            },
             Request::Bad(text) => Reply::error(&text, Reason::BadRequest),
         }
     }

@@ -217,7 +217,9 @@ fn send_header(handle: &ConnHandle, header: Vec<u8>) -> Result<(), switchboard::
 
 fn answer(inner: &Inner, handle: &ConnHandle, request: Request) -> Result<(), switchboard::SendError> {
     let reply = inner.reply(request);
-    handle.send(reply.header)?;
+    if !reply.header.is_empty() {
+        handle.send(reply.header)?;
+    }
     match reply.file {
         Some((file, size)) => handle.send_file(file, 0, size),
         None => Ok(()),
