@@ -310,7 +310,9 @@ impl Inner {
                 }
             },
             Request::List => match self.listing.get(&self.root, self.max_request) {
-                Answer::File(file, len) => Reply { header: Message::from(Vec::new()), file: Some((file, len)) },
+                Answer::File(file, len) => {
+                    Reply { header: Message::from(Vec::new()), file: Some((file, len)) }
+                }
                 Answer::Bytes(header) => Reply { header, file: None },
             },
             Request::Bad(text) => Reply::error(&text, Reason::BadRequest),

@@ -332,7 +332,10 @@ mod tests {
         let wire = busy_header();
         let (h, used) = decode(&wire).unwrap().unwrap();
         assert_eq!(used, wire.len());
-        assert_eq!(h, Header { filename: Some(String::new()), error: Some("server busy".into()), ..Header::default() });
+        assert_eq!(
+            h,
+            Header { filename: Some(String::new()), error: Some("server busy".into()), ..Header::default() }
+        );
         assert_eq!(value(&wire), serde_json::json!({"filename": "", "file_size": 0, "error": "server busy"}));
     }
 
@@ -350,7 +353,8 @@ mod tests {
         // Short lists are whole, without `truncated`.
         let wire = encode(&Header::list(files[..3].to_vec(), false));
         assert!(!value(&wire).as_object().unwrap().contains_key("truncated"));
-        let tiny: Vec<ListEntry> = (0..20_000).map(|i| ListEntry { name: String::new(), size: i % 10 }).collect();
+        let tiny: Vec<ListEntry> =
+            (0..20_000).map(|i| ListEntry { name: String::new(), size: i % 10 }).collect();
         let h = Header::list(tiny, false);
         // 21 bytes an entry: the 64 KiB header is reached before 10,000 files.
         assert_eq!(h.files.as_ref().map(Vec::len), Some((MAX_HEADER - 48) / 21));
@@ -380,8 +384,9 @@ mod tests {
         ] {
             assert!(matches!(parse(json.as_bytes()), Err(DecodeError::BadHeader(_))), "{json}");
         }
-        let h = parse(br#"{"file_size": 3, "md5": "D41D8CD98F00B204E9800998ECF8427E", "x": 1, "error": null}"#)
-            .unwrap();
+        let h =
+            parse(br#"{"file_size": 3, "md5": "D41D8CD98F00B204E9800998ECF8427E", "x": 1, "error": null}"#)
+                .unwrap();
         assert_eq!(h.md5.as_deref(), Some("d41d8cd98f00b204e9800998ecf8427e"));
         assert_eq!(h.error, None);
     }
