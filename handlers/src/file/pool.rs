@@ -7,17 +7,32 @@
 //! waiting. So each connection has at most one job in flight, and a
 //! connection that just asked waits for at most one job of each connection
 //! ahead of it, however long their backlogs are.
+//!
+//! The cost of a job (its time on the pool thread, beyond a [`QUANTUM`]) is
+//! counted against the connection that asked: it then lets the others go
+//! first, one [`QUANTUM`] of its debt per turn it skips. A client whose
+//! `list`s walk a big tree, or whose `get`s hash big files, gets fewer
+//! turns, not more of the pool. A new connection has no debt.
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use switchboard::{ConnHandle, Deferred};
 
 use super::proto::{encode, Header, Reason};
 use super::{Inner, Request};
+
+/// The pool time a turn gives a connection for free.
+pub(crate) const QUANTUM: Duration = Duration::from_millis(5);
+
+/// The most debt a connection carries (one job's worth of skipped turns
+/// at most this long, so a single huge file does not stall its owner for
+/// good).
+const MAX_DEBT: Duration = Duration::from_secs(1);
 
 /// One request waiting in a connection's queue.
 #[derive(Debug)]
@@ -48,6 +63,8 @@ pub(crate) struct ConnQueue {
     pub(crate) state: State,
     /// Held while the connection has work: its graceful close waits.
     pub(crate) reply: Option<Deferred>,
+    /// Pool time used beyond its quanta, still to be paid by skipped turns.
+    pub(crate) debt: Duration,
 }
 
 impl ConnQueue {
@@ -172,6 +189,11 @@ fn turn(inner: &Inner, conn: &Shared) -> bool {
             q.state = State::Idle;
             return false;
         };
+        if !q.debt.is_zero() {
+            // Others go first.
+            q.debt = q.debt.saturating_sub(QUANTUM);
+            return true;
+        }
         let mut refused = Vec::new();
         let mut work = None;
         while let Some(entry) = q.waiting.pop_front() {
@@ -189,10 +211,13 @@ fn turn(inner: &Inner, conn: &Shared) -> bool {
     let mut sent = refused
         .iter()
         .try_for_each(|name| send_header(&handle, encode(&Header::error(name, Reason::TooManyRequests))));
+    let started = Instant::now();
     if let (Ok(()), Some(request)) = (&sent, work) {
         sent = answer(inner, &handle, request);
     }
+    let cost = started.elapsed();
     let mut q = conn.lock();
+    q.debt = cost.saturating_sub(QUANTUM).min(MAX_DEBT);
     if sent.is_err() {
         // The connection is gone: nothing more to answer.
         q.waiting.clear();
