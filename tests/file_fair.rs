@@ -115,6 +115,7 @@ fn a_list_storm_does_not_hold_up_another_clients_first_get() {
     other.write_all(b"get big.bin\n").unwrap();
     let (header, body) = read_reply(&mut other);
     let waited = asked.elapsed();
+    eprintln!("the first get was answered in {waited:?} during the list storm");
     assert_eq!(header.error, None);
     assert_eq!(header.md5.as_deref(), Some(md5_hex(&big).as_str()));
     assert!(body == big);

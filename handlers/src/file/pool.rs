@@ -184,9 +184,14 @@ fn run(sched: &Scheduler, inner: &Inner) {
 fn turn(inner: &Inner, conn: &Shared) -> bool {
     let (handle, refused, work) = {
         let mut q = conn.lock();
-        let Some(handle) = q.reply.as_ref().map(|d| d.handle().clone()) else {
+        let handle = q.reply.as_ref().map(|d| d.handle().clone()).filter(|h| !h.is_closed());
+        let Some(handle) = handle else {
+            // The connection is gone: nothing to prepare.
             q.waiting.clear();
             q.state = State::Idle;
+            let done = q.reply.take();
+            drop(q);
+            drop(done);
             return false;
         };
         if !q.debt.is_zero() {
