@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::Server;
+use switchboard_handlers::file::proto;
 use switchboard_handlers::{Echo, FileGet};
 use util::*;
 
@@ -29,14 +30,9 @@ struct Download {
 fn download(addr: std::net::SocketAddr, name: &str, started: Arc<AtomicUsize>) -> Download {
     let mut s = connect(addr);
     s.write_all(format!("get {name}\n").as_bytes()).unwrap();
-    let len = i32::from_le_bytes(read_exact(&mut s, 4).try_into().unwrap());
-    let header = String::from_utf8(read_exact(&mut s, len as usize)).unwrap();
-    let size: usize = header
-        .split("\"file_size\":")
-        .nth(1)
-        .and_then(|r| r.trim_start().split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no file_size in {header}"));
+    let len = proto::decode_len(read_exact(&mut s, proto::LEN_PREFIX).try_into().unwrap()).unwrap();
+    let header = proto::parse(&read_exact(&mut s, len)).unwrap();
+    let size = usize::try_from(header.file_size).unwrap();
     let mut body = Vec::with_capacity(size);
     let mut buf = vec![0u8; 64 << 10];
     let mut counted = false;

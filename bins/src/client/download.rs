@@ -144,9 +144,10 @@ pub fn list(conn: &mut TcpStream) -> Result<Vec<(String, u64)>, Error> {
     if let Some(reason) = header.error {
         return Err(Error::Server(reason));
     }
-    header
+    let files = header
         .files
-        .ok_or_else(|| Error::Protocol(ProtocolError::BadHeader("no files in the list answer".into())))
+        .ok_or_else(|| Error::Protocol(ProtocolError::BadHeader("no files in the list answer".into())))?;
+    Ok(files.into_iter().map(|e| (e.name, e.size)).collect())
 }
 
 /// Formats a listing: one file a line, the size in bytes right-aligned,

@@ -10,32 +10,14 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 use md5::{Digest, Md5};
-use serde_json::Value;
+pub use switchboard_handlers::file::proto::Header;
+use switchboard_handlers::file::proto::{self, DecodeError, LEN_PREFIX};
 
 /// The largest header accepted, in bytes (the protocol's limit: 64 KiB).
-pub const MAX_HEADER_LEN: usize = 64 * 1024;
+pub const MAX_HEADER_LEN: usize = proto::MAX_HEADER;
 
 /// The buffer used to stream a body: the most memory a transfer holds.
 const BODY_CHUNK: usize = 64 * 1024;
-
-/// A parsed response header.
-///
-/// Which fields are set depends on the response: a found file has
-/// `filename`, `file_size` and `md5`; an error has `filename`, `file_size`
-/// (0) and `error`; a `list` answer has `files` and `file_size` (0).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
-    /// The name the server answered for, if it sent one.
-    pub filename: Option<String>,
-    /// How many content bytes follow the header.
-    pub file_size: u64,
-    /// The content's md5, 32 lower-case hex digits (normalised), if sent.
-    pub md5: Option<String>,
-    /// The server's reason for refusing the request (`not found`, ...).
-    pub error: Option<String>,
-    /// The `list` answer: each file's name and size.
-    pub files: Option<Vec<(String, u64)>>,
-}
 
 /// Why a response could not be read.
 #[derive(Debug)]
@@ -113,6 +95,15 @@ pub fn write_list(w: &mut impl Write) -> io::Result<()> {
     w.flush()
 }
 
+impl From<DecodeError> for ProtocolError {
+    fn from(e: DecodeError) -> ProtocolError {
+        match e {
+            DecodeError::BadLength(n) => ProtocolError::BadLength(n),
+            DecodeError::BadHeader(why) => ProtocolError::BadHeader(why),
+        }
+    }
+}
+
 /// Reads one response header: the 4-byte signed little-endian length L,
 /// then L bytes of JSON, parsed with [`parse_header`]. The body (if any)
 /// is left unread.
@@ -120,19 +111,19 @@ pub fn write_list(w: &mut impl Write) -> io::Result<()> {
 /// A clean end of stream before the first byte is [`ProtocolError::Closed`];
 /// an end anywhere later is [`ProtocolError::Truncated`].
 pub fn read_header(r: &mut impl Read) -> Result<Header, ProtocolError> {
-    let mut len = [0u8; 4];
+    let mut len = [0u8; LEN_PREFIX];
     let got = read_full(r, &mut len)?;
     if got == 0 {
         return Err(ProtocolError::Closed);
     }
     if got < len.len() {
-        return Err(ProtocolError::Truncated { what: "header length", got: got as u64, expected: 4 });
+        return Err(ProtocolError::Truncated {
+            what: "header length",
+            got: got as u64,
+            expected: LEN_PREFIX as u64,
+        });
     }
-    let n = i32::from_le_bytes(len);
-    let n_usize = usize::try_from(n).map_err(|_| ProtocolError::BadLength(n))?;
-    if n_usize > MAX_HEADER_LEN {
-        return Err(ProtocolError::BadLength(n));
-    }
+    let n_usize = proto::decode_len(len)?;
     let mut json = vec![0u8; n_usize];
     let got = read_full(r, &mut json)?;
     if got < n_usize {
@@ -141,51 +132,10 @@ pub fn read_header(r: &mut impl Read) -> Result<Header, ProtocolError> {
     parse_header(&json)
 }
 
-/// Parses the JSON text of a header (without its length prefix).
-///
-/// `file_size` is required (a non-negative integer); `filename`, `md5`,
-/// `error` and `files` are optional but must have the right type when
-/// present; `md5` must be 32 hex digits. Unknown fields are ignored.
+/// Parses the JSON text of a header (without its length prefix), as
+/// [`proto::parse`] does.
 pub fn parse_header(json: &[u8]) -> Result<Header, ProtocolError> {
-    let bad = |why: String| ProtocolError::BadHeader(why);
-    let value: Value = serde_json::from_slice(json).map_err(|e| bad(format!("not JSON ({e})")))?;
-    let obj = value.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
-
-    let file_size = match obj.get("file_size") {
-        None => return Err(bad("no file_size".into())),
-        Some(v) => v.as_u64().ok_or_else(|| bad(format!("file_size is not a size: {v}")))?,
-    };
-    let string_field = |key: &str| -> Result<Option<String>, ProtocolError> {
-        match obj.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(bad(format!("{key} is not a string"))),
-        }
-    };
-    let filename = string_field("filename")?;
-    let error = string_field("error")?;
-    let md5 = match string_field("md5")? {
-        None => None,
-        Some(s) if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) => Some(s.to_ascii_lowercase()),
-        Some(_) => return Err(bad("md5 is not 32 hex digits".into())),
-    };
-    let files = match obj.get("files") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => {
-            let mut files = Vec::with_capacity(items.len());
-            for item in items {
-                let name = item.get("name").and_then(Value::as_str);
-                let size = item.get("size").and_then(Value::as_u64);
-                match (name, size) {
-                    (Some(name), Some(size)) => files.push((name.to_owned(), size)),
-                    _ => return Err(bad("a files entry lacks a name or a size".into())),
-                }
-            }
-            Some(files)
-        }
-        Some(_) => return Err(bad("files is not a list".into())),
-    };
-    Ok(Header { filename, file_size, md5, error, files })
+    Ok(proto::parse(json)?)
 }
 
 /// Why a body could not be copied.
@@ -249,18 +199,7 @@ pub fn read_body(
         done += n as u64;
         progress(n as u64);
     }
-    Ok(hex(&hasher.finalize()))
-}
-
-/// Lower-case hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
+    Ok(proto::hex(&hasher.finalize()))
 }
 
 /// Fills `buf` from `r`, stopping early only at end of stream; returns the
@@ -318,7 +257,15 @@ mod tests {
         let bytes =
             framed(r#"{"files": [{"name": "a", "size": 1}, {"name": "b/c", "size": 22}], "file_size": 0}"#);
         let h = read_header(&mut &bytes[..]).unwrap();
-        assert_eq!(h.files, Some(vec![("a".into(), 1), ("b/c".into(), 22)]));
+        let files: Vec<(String, u64)> = h.files.unwrap().into_iter().map(|e| (e.name, e.size)).collect();
+        assert_eq!(files, [("a".into(), 1), ("b/c".into(), 22)]);
+    }
+
+    #[test]
+    fn the_busy_reply_of_a_file_server_is_a_header() {
+        let h = read_header(&mut &proto::busy_header()[..]).unwrap();
+        assert_eq!(h.error.as_deref(), Some("server busy"));
+        assert_eq!((h.filename.as_deref(), h.file_size), (Some(""), 0));
     }
 
     #[test]

@@ -5,11 +5,9 @@
 use std::collections::VecDeque;
 
 use md5::{Digest, Md5};
+use switchboard_handlers::file::proto::{self, LEN_PREFIX};
 
 use super::worker::{Cx, Protocol};
-
-/// The largest JSON header accepted (the protocol's limit).
-const MAX_HEADER: usize = 64 * 1024;
 /// Open loop: requests one connection may have in flight.
 const OPEN_LOOP_MAX_IN_FLIGHT: usize = 1024;
 
@@ -36,7 +34,7 @@ pub(crate) struct FileOutput {
 
 enum Stage {
     /// Reading the 4-byte header length.
-    Len { buf: [u8; 4], got: usize },
+    Len { buf: [u8; LEN_PREFIX], got: usize },
     /// Reading the JSON header.
     Header { buf: Vec<u8>, need: usize },
     /// Reading the content.
@@ -69,18 +67,17 @@ impl FileGet {
     }
 
     fn header(&mut self, c: &mut FileConn, json: &[u8], cx: &mut Cx<'_>) -> Result<(), String> {
-        let v: serde_json::Value =
-            serde_json::from_slice(json).map_err(|e| format!("the response header is not JSON: {e}"))?;
-        let size = v.get("file_size").and_then(|s| s.as_u64()).ok_or("the header has no file_size")?;
-        if let Some(err) = v.get("error") {
+        let header = proto::parse(json).map_err(|e| e.to_string())?;
+        let size = header.file_size;
+        if let Some(err) = &header.error {
             log::debug!("server error: {err}");
             self.out.error_replies += 1;
             cx.tally.errors.protocol += 1;
         }
         self.out.file_size = size;
-        let expected = v.get("md5").and_then(|m| m.as_str()).unwrap_or_default().to_ascii_lowercase();
+        let expected = header.md5.unwrap_or_default();
         if size == 0 {
-            if v.get("error").is_none() {
+            if header.error.is_none() {
                 self.check_md5(&expected, Md5::new(), cx);
             }
             return self.done(c, cx);
@@ -117,16 +114,15 @@ impl Protocol for FileGet {
             }
             match &mut c.stage {
                 Stage::Len { buf, got } => {
-                    let n = (4 - *got).min(data.len());
+                    let n = (LEN_PREFIX - *got).min(data.len());
                     buf[*got..*got + n].copy_from_slice(&data[..n]);
                     *got += n;
                     data = &data[n..];
-                    if *got == 4 {
-                        let len = i32::from_le_bytes(*buf);
-                        let need = usize::try_from(len)
-                            .ok()
-                            .filter(|&l| l > 0 && l <= MAX_HEADER)
-                            .ok_or_else(|| format!("bad header length {len}"))?;
+                    if *got == LEN_PREFIX {
+                        let need = proto::decode_len(*buf).map_err(|e| e.to_string())?;
+                        if need == 0 {
+                            return Err("bad header length 0".into());
+                        }
                         c.stage = Stage::Header { buf: Vec::with_capacity(need), need };
                     }
                 }

@@ -19,7 +19,7 @@ use std::path::{Component, Path, PathBuf};
 
 use rustix::io::Errno;
 
-use super::header::Reason;
+use super::proto::Reason;
 
 /// The most symbolic links followed for one name (the kernel's limit).
 const MAX_LINKS: usize = 40;
@@ -59,15 +59,24 @@ fn lexical(name: &str) -> Result<Vec<OsString>, Reason> {
     Ok(parts)
 }
 
-/// Maps an error met while resolving or opening to the answer's reason.
+/// Maps an error met while resolving, opening or reading to the answer's
+/// reason: `not found` only when the name does not exist, `server busy`
+/// when the server is out of descriptors or memory, `read error` (logged)
+/// for anything else.
 pub(crate) fn reason_for(e: &io::Error) -> Reason {
     match Errno::from_io_error(e) {
-        Some(Errno::ACCESS | Errno::PERM) => Reason::PermissionDenied,
-        Some(Errno::NOENT | Errno::NOTDIR | Errno::NAMETOOLONG | Errno::LOOP) => Reason::NotFound,
-        Some(Errno::NXIO | Errno::ISDIR) => Reason::NotAFile,
+        Some(Errno::ACCESS | Errno::PERM | Errno::ROFS) => Reason::PermissionDenied,
+        Some(Errno::NOENT | Errno::NOTDIR) => Reason::NotFound,
+        Some(Errno::NAMETOOLONG) => Reason::NameTooLong,
+        Some(Errno::LOOP) => Reason::TooManyLinks,
+        Some(Errno::NXIO | Errno::ISDIR | Errno::NODEV) => Reason::NotAFile,
+        Some(Errno::MFILE | Errno::NFILE | Errno::NOMEM | Errno::NOBUFS | Errno::AGAIN) => {
+            log::warn!("file: out of resources: {e}");
+            Reason::ServerBusy
+        }
         _ => {
-            log::warn!("file: unexpected error resolving a name: {e}");
-            Reason::NotFound
+            log::warn!("file: read error: {e}");
+            Reason::ReadError
         }
     }
 }
@@ -109,7 +118,7 @@ pub(crate) fn resolve(root: &Path, name: &str) -> Result<Resolved, Reason> {
         if next_meta.file_type().is_symlink() {
             links += 1;
             if links > MAX_LINKS {
-                return Err(stop(&current, Reason::NotFound));
+                return Err(stop(&current, Reason::TooManyLinks));
             }
             let target = fs::read_link(&next).map_err(|e| stop(&current, reason_for(&e)))?;
             if target.has_root() {
@@ -158,7 +167,14 @@ mod tests {
         assert_eq!(reason(Errno::PERM.raw_os_error()), Reason::PermissionDenied);
         assert_eq!(reason(Errno::NOENT.raw_os_error()), Reason::NotFound);
         assert_eq!(reason(Errno::NOTDIR.raw_os_error()), Reason::NotFound);
-        assert_eq!(reason(Errno::LOOP.raw_os_error()), Reason::NotFound);
+        assert_eq!(reason(Errno::LOOP.raw_os_error()), Reason::TooManyLinks);
+        assert_eq!(reason(Errno::NAMETOOLONG.raw_os_error()), Reason::NameTooLong);
         assert_eq!(reason(Errno::ISDIR.raw_os_error()), Reason::NotAFile);
+        // Out of descriptors or memory is never `not found`.
+        for errno in [Errno::MFILE, Errno::NFILE, Errno::NOMEM] {
+            assert_eq!(reason(errno.raw_os_error()), Reason::ServerBusy, "{errno:?}");
+        }
+        assert_eq!(reason(Errno::IO.raw_os_error()), Reason::ReadError);
+        assert_eq!(reason_for(&io::Error::other("no errno")), Reason::ReadError);
     }
 }

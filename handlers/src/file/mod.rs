@@ -1,13 +1,12 @@
 //! file get: serves the files under one root folder (PROTOCOLS.md, "file").
 
 mod confine;
-mod header;
 mod list;
 mod md5cache;
 mod pool;
+pub mod proto;
 mod request;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File};
 use std::io;
@@ -15,31 +14,39 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rustix::fs::{Mode, OFlags};
-use switchboard::{Conn, Flow, FrameError, Framing, Handler};
+use switchboard::{Conn, Decoder, Flow, Framing, Handler, Message, Step};
 
-use self::header::Reason;
+use self::list::{Answer, ListCache};
 use self::md5cache::{HashError, Key, Md5Cache};
-use self::pool::{HashPool, Job};
+use self::pool::{ConnQueue, Entry, Pool, State};
+use self::proto::{encode, Header, Reason, MAX_QUEUED_REQUESTS};
 pub use self::request::{parse as parse_request, Request};
 
 /// How many md5 sums are cached (oldest out first).
 const MD5_CACHE_ENTRIES: usize = 1024;
-/// Requests one connection may have waiting behind a reply being prepared
-/// off the event loop; a client that keeps asking without reading is closed.
-const MAX_WAITING_REQUESTS: usize = 64;
+/// Requests refused (`too many requests`) that may wait for their turn
+/// behind a full queue; a client that sends one more is closed after its
+/// answers.
+const MAX_REFUSED: usize = 256;
 /// How often a file that shrinks while being hashed is looked at again.
 const HASH_ATTEMPTS: usize = 3;
 /// The shortest request line limit accepted.
 const MIN_REQUEST: usize = 16;
 /// Threads that hash files and list the root, off the event loop.
 const POOL_THREADS: usize = 2;
+/// How long a request line may stay incomplete while bytes trickle in
+/// (the handler cuts its own lines, so it keeps the core's default frame
+/// timeout itself).
+const LINE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The file get handler: answers `get NAME` with a length-prefixed JSON
 /// header and the file's bytes (sent zero-copy), and `list` with the files
-/// under the root. Wire format: PROTOCOLS.md, section "file".
+/// under the root. Wire format: PROTOCOLS.md, section "file"; the header
+/// type and its limits: [`proto`].
 ///
 /// Names are confined to the root: `..` that leaves it, absolute names, NUL
 /// bytes and symbolic links that point out all answer `outside root`, and
@@ -48,17 +55,21 @@ const POOL_THREADS: usize = 2;
 /// and cached (1,024 entries).
 ///
 /// `list` names the regular files under the root, recursively, with paths
-/// relative to it (`sub/name`), sorted by name; symbolic links are not
-/// listed nor followed, and names that are not UTF-8 are left out. It
-/// holds at most 10,000 files and a 64 KiB header; a longer list is cut and
-/// carries `"truncated": true`.
+/// relative to it (`sub/name`), sorted by name; symbolic links are neither
+/// listed nor followed, and names a request line cannot carry are left out.
+/// The walk has a budget and its answer is shared for up to a second while
+/// the root is unchanged; a list over the limits is cut and carries
+/// `"truncated": true`.
 ///
-/// The event loop never blocks on a big file: a `get` whose md5 is cached
-/// is answered at once; one that needs hashing, and every `list`, is
-/// prepared on a small pool of threads and sent as a deferred reply, and
-/// the connection's later requests wait behind it so replies stay in
-/// request order. A client that queues more than 64 requests behind one
-/// being prepared is closed.
+/// The event loop never blocks on the disk for long: a `get` whose md5 is
+/// cached is answered at once; one that needs hashing, and every `list`, is
+/// prepared on a small pool of threads shared fairly (one job in flight
+/// per connection, connections served in turn), and the connection's later
+/// requests wait behind it so replies stay in request order. At most 64
+/// requests per connection wait; more are answered `too many requests`.
+///
+/// Lines are cut by the handler itself (the connection's framing is raw),
+/// so a last request ended by EOF instead of a newline is answered too.
 ///
 /// ```no_run
 /// use switchboard::Server;
@@ -71,7 +82,7 @@ const POOL_THREADS: usize = 2;
 /// ```
 pub struct FileGet {
     inner: Arc<Inner>,
-    pool: HashPool,
+    pool: Pool,
 }
 
 /// What the handler and its pool share.
@@ -79,6 +90,7 @@ struct Inner {
     root: PathBuf,
     max_request: usize,
     md5: Md5Cache,
+    listing: ListCache,
     /// Set when the handler is dropped: hashing in progress stops.
     cancel: AtomicBool,
 }
@@ -92,39 +104,49 @@ impl fmt::Debug for FileGet {
     }
 }
 
-/// Per-connection state: the requests waiting behind a reply that is being
-/// prepared off the event loop.
-#[derive(Debug, Default)]
+/// Per-connection state: the request line being received, and the requests
+/// waiting behind a reply that is being prepared off the event loop.
+#[derive(Debug)]
 pub struct FileSession {
-    chain: Arc<Mutex<Chain>>,
-}
-
-/// A connection's requests handed to the pool, answered in order.
-#[derive(Debug, Default)]
-struct Chain {
-    queue: VecDeque<Request>,
-    /// A pool thread owns the chain: new requests queue behind it.
-    active: bool,
+    lines: Decoder,
+    /// The start of a request line not yet ended (at most the limit + 1).
+    tail: Vec<u8>,
+    /// When the incomplete line at the end of `tail` started.
+    partial_since: Option<Instant>,
+    queue: pool::Shared,
 }
 
 /// Resolves `name` below `root` (canonical) exactly as `get` does: the
 /// canonical path of what it names, or the reason a client would be given
-/// (`outside root`, `not found`, `permission denied`). Public so that the
-/// confinement rules can be fuzzed and checked from outside.
+/// (`outside root`, `not found`, `permission denied`, ...). Public so that
+/// the confinement rules can be fuzzed and checked from outside.
 pub fn confine(root: &Path, name: &str) -> Result<PathBuf, &'static str> {
     confine::resolve(root, name).map(|r| r.path).map_err(Reason::as_str)
 }
 
-/// A reply: the framed header, then maybe the file's bytes.
+/// A reply: the framed header (maybe empty), then maybe a file region
+/// (the file's bytes, or a `list` answer kept in a file).
 struct Reply {
-    header: Vec<u8>,
+    header: Message,
     file: Option<(Arc<File>, u64)>,
+}
+
+impl Reply {
+    fn error(name: &str, reason: Reason) -> Reply {
+        Reply { header: encode(&Header::error(name, reason)).into(), file: None }
+    }
+}
+
+/// Whether `name` can only name a folder (`x/`, `x/.`, `.`): a file named
+/// so is `not a file`, as the kernel would refuse it (ENOTDIR).
+fn names_a_folder(name: &str) -> bool {
+    name.ends_with('/') || name == "." || name.ends_with("/.")
 }
 
 impl FileGet {
     /// Serves the files under `root`, with request lines of at most
     /// `max_request` bytes. Fails with a clear message if the root is not an
-    /// existing folder, the limit is under 16 bytes, or the hashing threads
+    /// existing folder, the limit is under 16 bytes, or the pool threads
     /// cannot start.
     pub fn new(root: impl AsRef<Path>, max_request: usize) -> io::Result<FileGet> {
         let given = root.as_ref();
@@ -150,9 +172,10 @@ impl FileGet {
             root,
             max_request,
             md5: Md5Cache::new(MD5_CACHE_ENTRIES),
+            listing: ListCache::default(),
             cancel: AtomicBool::new(false),
         });
-        let pool = HashPool::start(POOL_THREADS, Arc::clone(&inner))?;
+        let pool = Pool::start(POOL_THREADS, Arc::clone(&inner))?;
         Ok(FileGet { inner, pool })
     }
 
@@ -166,8 +189,14 @@ impl FileGet {
         self.inner.max_request
     }
 
+    /// The header a file client gets when the server is at its connection
+    /// limit (see [`proto::busy_header`]).
+    pub fn busy_header(&self) -> Vec<u8> {
+        proto::busy_header()
+    }
+
     /// Answers `request` on the event loop if that is quick (a cached md5, an
-    /// error); otherwise hands it to the pool and returns it.
+    /// error); otherwise returns it for the pool.
     fn answer_now(&self, request: Request, conn: &mut Conn<'_>) -> Option<Request> {
         match request {
             Request::Get(name) => match self.inner.open(&name, false) {
@@ -175,18 +204,52 @@ impl FileGet {
                 Ok(None) => return Some(Request::Get(name)),
                 Err(reason) => {
                     log::debug!("{}: file: get {name:?}: {reason}", conn.peer_addr());
-                    conn.send(&header::error(&name, reason));
+                    conn.send(&encode(&Header::error(&name, reason)));
                 }
             },
             Request::List => return Some(Request::List),
-            Request::Bad(text) => conn.send(&header::error(&text, Reason::BadRequest)),
+            Request::Bad(text) => conn.send(&encode(&Header::error(&text, Reason::BadRequest))),
         }
         None
+    }
+
+    /// Answers `request` now, or queues it behind the replies it must follow.
+    fn handle(&self, queue: &pool::Shared, request: Request, conn: &mut Conn<'_>) -> Flow {
+        let mut q = queue.lock();
+        if q.state == State::Idle && q.waiting.is_empty() {
+            let Some(request) = self.answer_now(request, conn) else { return Flow::Continue };
+            q.waiting.push_back(Entry::Work(request));
+            q.reply = Some(conn.defer());
+            q.state = State::Queued;
+            drop(q);
+            self.pool.sched.push(Arc::clone(queue));
+            return Flow::Continue;
+        }
+        if q.pending_work() < MAX_QUEUED_REQUESTS {
+            q.waiting.push_back(Entry::Work(request));
+            return Flow::Continue;
+        }
+        let refused = q.refused() + 1;
+        let name = match request {
+            Request::Get(name) | Request::Bad(name) => name,
+            Request::List => String::new(),
+        };
+        q.waiting.push_back(Entry::Refused(proto::clip(&name).to_owned()));
+        if refused > MAX_REFUSED {
+            log::warn!(
+                "{}: file: {MAX_QUEUED_REQUESTS} requests waiting and {MAX_REFUSED} refused; \
+                 closing after their answers",
+                conn.peer_addr()
+            );
+            return Flow::Close;
+        }
+        log::debug!("{}: file: {MAX_QUEUED_REQUESTS} requests waiting: too many requests", conn.peer_addr());
+        Flow::Continue
     }
 }
 
 fn send(conn: &mut Conn<'_>, reply: Reply) {
-    conn.send(&reply.header);
+    conn.send_message(reply.header);
     if let Some((file, size)) = reply.file {
         conn.send_file(file, 0, size);
     }
@@ -197,7 +260,7 @@ impl Inner {
     /// not cached (blocking), else answers `None` when it is not cached.
     fn open(&self, name: &str, hash: bool) -> Result<Option<(File, u64, [u8; 16])>, Reason> {
         let resolved = confine::resolve(&self.root, name)?;
-        if !resolved.meta.is_file() {
+        if !resolved.meta.is_file() || names_a_folder(name) {
             return Err(Reason::NotAFile);
         }
         let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
@@ -222,81 +285,123 @@ impl Inner {
                 Ok(sum) => return Ok(Some((file, meta.len(), sum))),
                 Err(HashError::Shrank) => continue,
                 Err(HashError::Io(e)) => return Err(confine::reason_for(&e)),
-                Err(HashError::Cancelled) => return Err(Reason::NotFound),
+                Err(HashError::Cancelled) => return Err(Reason::ShuttingDown),
             }
         }
         log::warn!("file: {} kept shrinking while being hashed", resolved.path.display());
-        Err(Reason::NotFound)
+        Err(Reason::FileChanged)
     }
 
     fn found(&self, name: &str, (file, size, sum): (File, u64, [u8; 16])) -> Reply {
         log::debug!("file: get {name:?}: {size} bytes");
-        let header = header::found(name, size, &sum);
+        let header = encode(&Header::found(name, size, &sum)).into();
         Reply { header, file: (size > 0).then(|| (Arc::new(file), size)) }
     }
 
     /// Prepares the reply to `request`, blocking as long as it takes.
     fn reply(&self, request: Request) -> Reply {
-        let header = match request {
+        match request {
             Request::Get(name) => match self.open(&name, true) {
-                Ok(Some(found)) => return self.found(&name, found),
-                Ok(None) => header::error(&name, Reason::NotFound),
+                Ok(Some(found)) => self.found(&name, found),
+                Ok(None) => Reply::error(&name, Reason::NotFound),
                 Err(reason) => {
                     log::debug!("file: get {name:?}: {reason}");
-                    header::error(&name, reason)
+                    Reply::error(&name, reason)
                 }
             },
-            Request::List => list::list(&self.root),
-            Request::Bad(text) => header::error(&text, Reason::BadRequest),
-        };
-        Reply { header, file: None }
+            Request::List => match self.listing.get(&self.root, self.max_request) {
+                Answer::File(file, len) => {
+                    Reply { header: Message::from(Vec::new()), file: Some((file, len)) }
+                }
+                Answer::Bytes(header) => Reply { header, file: None },
+            },
+            Request::Bad(text) => Reply::error(&text, Reason::BadRequest),
+        }
     }
 }
 
 impl Handler for FileGet {
     type Session = FileSession;
 
+    /// Raw: the handler cuts lines itself (with the core's [`Decoder`]), so
+    /// that a last line ended by EOF is still answered.
     fn framing(&self) -> Framing {
-        Framing::lines(self.inner.max_request)
+        Framing::Raw
     }
 
     fn open(&self, _conn: &mut Conn<'_>) -> FileSession {
-        FileSession::default()
+        FileSession {
+            lines: Decoder::new(Framing::lines(self.inner.max_request)),
+            tail: Vec::new(),
+            partial_since: None,
+            queue: Arc::new(Mutex::new(ConnQueue::default())),
+        }
     }
 
-    fn frame(&self, session: &mut FileSession, line: &[u8], conn: &mut Conn<'_>) -> Flow {
-        self.handle(session, request::parse(line), conn)
-    }
-
-    fn frame_error(&self, session: &mut FileSession, error: FrameError, conn: &mut Conn<'_>) -> Flow {
-        log::debug!("{}: file: {error}", conn.peer_addr());
-        self.handle(session, Request::Bad(String::new()), conn)
-    }
-}
-
-impl FileGet {
-    /// Answers `request` now, or after the replies it must follow.
-    fn handle(&self, session: &mut FileSession, request: Request, conn: &mut Conn<'_>) -> Flow {
-        let mut chain = session.chain.lock();
-        if chain.active {
-            // Behind a reply being prepared: wait in line.
-            if chain.queue.len() >= MAX_WAITING_REQUESTS {
-                log::warn!(
-                    "{}: file: {MAX_WAITING_REQUESTS} requests waiting and not read; closing",
-                    conn.peer_addr()
-                );
+    fn frame(&self, session: &mut FileSession, data: &[u8], conn: &mut Conn<'_>) -> Flow {
+        let mut owned = std::mem::take(&mut session.tail);
+        let input: &[u8] = if owned.is_empty() {
+            data
+        } else {
+            owned.extend_from_slice(data);
+            &owned
+        };
+        let mut pos = 0;
+        let mut completed = false;
+        loop {
+            let request = match session.lines.next(&input[pos..]) {
+                Step::Frame(line, used) => {
+                    pos += used;
+                    request::parse(line)
+                }
+                Step::Error(error, used) => {
+                    pos += used;
+                    log::debug!("{}: file: {error}", conn.peer_addr());
+                    Request::Bad(String::new())
+                }
+                Step::Skip(used) => {
+                    pos += used;
+                    continue;
+                }
+                Step::Incomplete => break,
+            };
+            completed = true;
+            if self.handle(&session.queue, request, conn) == Flow::Close {
                 return Flow::Close;
             }
-            chain.queue.push_back(request);
-            return Flow::Continue;
         }
-        if let Some(request) = self.answer_now(request, conn) {
-            chain.active = true;
-            chain.queue.push_back(request);
-            drop(chain);
-            self.pool.submit(Job { chain: Arc::clone(&session.chain), reply: conn.defer() });
+        session.tail = input[pos..].to_vec();
+        if session.tail.is_empty() && !session.lines.skipping() {
+            session.partial_since = None;
+        } else if completed || session.partial_since.is_none() {
+            session.partial_since = Some(Instant::now());
+        } else if session.partial_since.is_some_and(|t| t.elapsed() >= LINE_TIMEOUT) {
+            log::info!(
+                "{}: file: a request line still incomplete after {LINE_TIMEOUT:?}; closing",
+                conn.peer_addr()
+            );
+            return Flow::Close;
         }
         Flow::Continue
+    }
+
+    /// The peer finished sending: a last line without its newline is a
+    /// request too.
+    fn eof(&self, session: &mut FileSession, conn: &mut Conn<'_>) {
+        let mut line = std::mem::take(&mut session.tail);
+        if line.is_empty() || session.lines.skipping() {
+            return;
+        }
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let request = if line.len() > self.inner.max_request {
+            Request::Bad(String::new())
+        } else {
+            request::parse(&line)
+        };
+        // Closing follows anyway: the flow changes nothing.
+        let _ = self.handle(&session.queue, request, conn);
     }
 }
 
@@ -304,5 +409,20 @@ impl Drop for FileGet {
     fn drop(&mut self) {
         self.inner.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
         self.pool.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_can_only_be_folders() {
+        for name in ["a.txt/", ".", "a/.", "sub/a.txt//"] {
+            assert!(names_a_folder(name), "{name}");
+        }
+        for name in ["a.txt", "a/.b", "a./x", ".hidden"] {
+            assert!(!names_a_folder(name), "{name}");
+        }
     }
 }
