@@ -15,6 +15,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchboard-server");
 const TIMEOUT: Duration = Duration::from_secs(20);
 const BUSY: &[u8] = b"! server busy\n";
 
+use switchboard_handlers::file::proto;
+
 /// The server under `ulimit -n`, its address and its log so far.
 struct Limited {
     child: Child,
@@ -211,7 +213,8 @@ fn file_client_at_the_connection_budget_still_gets_its_file() {
         idle.push(c);
     }
     let mut extra = connect(server.addr);
-    assert_eq!(read_to_eof(&mut extra), BUSY);
+    // The file handler's busy reply is a header its clients can read.
+    assert_eq!(read_to_eof(&mut extra), proto::busy_header());
     // At the budget the connected client asks for a file that exists.
     let header = get(&mut client, "small");
     assert_eq!(header["error"], serde_json::Value::Null, "{header}");
@@ -260,7 +263,7 @@ fn out_of_descriptors_the_spare_answers_busy_instead_of_the_backlog() {
     // No descriptor left: these clients are answered through the spare.
     for i in 0..5 {
         let mut c = connect(server.addr);
-        assert_eq!(read_to_eof(&mut c), BUSY, "client {i} past the descriptors");
+        assert_eq!(read_to_eof(&mut c), proto::busy_header(), "client {i} past the descriptors");
     }
     server.wait_log("out of file descriptors");
     // Once the pinning clients leave, clients are served again.

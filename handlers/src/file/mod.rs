@@ -329,6 +329,12 @@ impl Handler for FileGet {
         Framing::Raw
     }
 
+    /// A client turned away at the connection limit reads a header like any
+    /// other answer: `"error": "server busy"`.
+    fn busy_reply(&self) -> Vec<u8> {
+        proto::busy_header()
+    }
+
     fn open(&self, _conn: &mut Conn<'_>) -> FileSession {
         FileSession {
             lines: Decoder::new(Framing::lines(self.inner.max_request)),
