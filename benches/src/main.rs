@@ -4,9 +4,14 @@
 //! BENCHMARKS.md.
 //!
 //! ```text
-//! cargo build --release --workspace
-//! cargo run --release -p switchboard-benches --bin bench -- [--quick] [--rounds N] [--out FILE]
+//! cargo run --release -p switchboard-benches --bin bench -- [--quick] [--rounds N] [--out FILE | --no-write]
 //! ```
+//!
+//! Two settings, as issue 9's "done when" lines ask: both servers with their
+//! defaults sharing the cores with the load generator (64, 1,000 and 10,000
+//! connections: msg/s, p99, server CPU and context switches per message), and
+//! both pinned to CPU 0 with one worker, the load generator on CPU 1 (64 and
+//! 1,000 connections: msg/s).
 //!
 //! It builds nothing itself: it drives the release binaries beside its own
 //! executable (`switchboard-server`, `switchboard-load`, `tokio-echo`,
@@ -84,14 +89,29 @@ impl Kind {
     }
 }
 
+/// Which of issue 9's targets apply to an echo load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Targets {
+    /// None: the row is for reference.
+    Reference,
+    /// msg/s ≥ 1.2× tokio, p99 ≤ tokio's, server CPU per message ≤ 0.8×
+    /// tokio's, context switches per message ≤ tokio's.
+    All,
+    /// msg/s ≥ 1.2× tokio only.
+    Throughput,
+}
+
 /// One echo load.
 #[derive(Debug, Clone)]
 pub(crate) struct EchoLoad {
     pub(crate) name: String,
     pub(crate) conns: usize,
     pub(crate) depth: usize,
-    /// Whether the echo targets (throughput, p99, server CPU) apply to it.
-    pub(crate) throughput_target: bool,
+    /// The targets that apply to it.
+    pub(crate) targets: Targets,
+    /// Servers on CPU 0 with one worker, the load generator on CPU 1
+    /// (otherwise: defaults, every process on every core).
+    pub(crate) pinned: bool,
 }
 
 /// One echo run's numbers.
@@ -102,6 +122,8 @@ pub(crate) struct EchoSample {
     pub(crate) p99_us: f64,
     pub(crate) p999_us: f64,
     pub(crate) server_cpu_us: f64,
+    /// Server context switches (all threads, voluntary + nonvoluntary) per message.
+    pub(crate) ctx_per_msg: f64,
     pub(crate) load_cpu_us: f64,
     pub(crate) load_cores: f64,
     pub(crate) errors: u64,
@@ -162,12 +184,44 @@ pub(crate) struct Results {
     pub(crate) profile: String,
 }
 
+/// The usage text (`--help`).
+const USAGE: &str = "\
+usage: bench [--quick] [--rounds N] [--out FILE | --no-write] [--bin-dir DIR]
+
+Runs switchboard-server against the tokio-echo baseline (and the file handler
+against sendfile-server), driven by switchboard-load, and writes BENCHMARKS.md
+with medians, their spread over the rounds and a met / not met line per target.
+Run it as `cargo run --release -p switchboard-benches --bin bench -- ARGS`:
+it builds the release binaries it drives first.
+
+Settings measured (every figure from this one run, the servers alternating
+within each round and swapping order between rounds):
+  defaults  `switchboard-server --handler echo` (no --workers, no
+            --max-connections) against `tokio-echo` (tokio's default runtime);
+            the load generator shares every core with the server
+  pinned    both servers on CPU 0 with one worker (`taskset -c 0 ...
+            --workers 1`), the load generator on CPU 1 (`taskset -c 1`)
+
+Options:
+  --quick        1 s per load and a 64 MiB file (default: 3 s per load, 1 GiB)
+  --rounds N     rounds, 1 to 20 (default 3); every figure is the median over them
+  --out FILE     where to write the report (default: BENCHMARKS.md at the root)
+  --no-write     print the tables only, write nothing
+  --bin-dir DIR  take the binaries from DIR as they are (default: beside this
+                 executable, built first when run by cargo)
+  -h, --help     this text";
+
 fn main() -> ExitCode {
     let opts = match parse_args() {
-        Ok(o) => o,
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("bench: {e}");
-            eprintln!("usage: bench [--quick] [--rounds N] [--out FILE | --no-write] [--bin-dir DIR]");
+            eprintln!("{}", USAGE.lines().next().unwrap_or_default());
+            eprintln!("(bench --help explains the options)");
             return ExitCode::from(2);
         }
     };
@@ -234,7 +288,8 @@ fn build_release(opts: &Options) -> Result<(), String> {
     }
 }
 
-fn parse_args() -> Result<Options, String> {
+/// The options, or `None` for `--help`.
+fn parse_args() -> Result<Option<Options>, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let default_out = manifest.parent().unwrap_or(&manifest).join("BENCHMARKS.md");
@@ -257,11 +312,11 @@ fn parse_args() -> Result<Options, String> {
             "--out" => o.out = Some(PathBuf::from(it.next().ok_or("--out needs a file")?)),
             "--no-write" => o.out = None,
             "--bin-dir" => o.bin_dir = PathBuf::from(it.next().ok_or("--bin-dir needs a folder")?),
-            "-h" | "--help" => return Err("runs the benchmarks and writes BENCHMARKS.md".into()),
+            "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
-    Ok(o)
+    Ok(Some(o))
 }
 
 fn run_all(opts: &Options, bins: &Bins) -> Results {
@@ -271,14 +326,16 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
         .unwrap_or_else(|| "unknown".into());
     let mut r = Results { idle_conns: 10_000, chat_members: 1_000, loadavg, ..Results::default() };
     let loads = [
-        ("echo 64 B, 1 connection", 1, 1, false),
-        ("echo 64 B, 64 connections", 64, 1, true),
-        ("echo 64 B, 1,000 connections", 1_000, 1, true),
-        ("echo 64 B, 10,000 connections", 10_000, 1, true),
-        ("echo 64 B, 64 connections, depth 16", 64, 16, false),
+        ("echo 64 B, 1 connection", 1, 1, Targets::Reference, false),
+        ("echo 64 B, 64 connections", 64, 1, Targets::All, false),
+        ("echo 64 B, 1,000 connections", 1_000, 1, Targets::All, false),
+        ("echo 64 B, 10,000 connections", 10_000, 1, Targets::All, false),
+        ("echo 64 B, 64 connections, depth 16", 64, 16, Targets::Reference, false),
+        ("pinned: echo 64 B, 64 connections", 64, 1, Targets::Throughput, true),
+        ("pinned: echo 64 B, 1,000 connections", 1_000, 1, Targets::Throughput, true),
     ];
-    for (name, conns, depth, t) in loads {
-        let load = EchoLoad { name: name.into(), conns, depth, throughput_target: t };
+    for (name, conns, depth, targets, pinned) in loads {
+        let load = EchoLoad { name: name.into(), conns, depth, targets, pinned };
         r.echo.push((load, [Vec::new(), Vec::new()]));
     }
     let file = match filebench::BenchFile::create(opts.file_size()) {
@@ -296,12 +353,26 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
         eprintln!("round {}/{}", round + 1, opts.rounds);
         for i in 0..r.echo.len() {
             let load = r.echo[i].0.clone();
+            if load.pinned && bins.taskset.is_none() {
+                fail(
+                    &mut r,
+                    format!("{}: `taskset` is not on PATH (util-linux): pinned runs not made", load.name),
+                );
+                continue;
+            }
             for kind in order {
                 match echo_run(opts, bins, kind, &load) {
                     Ok(s) => {
                         eprintln!(
-                            "  {:<38} {:<11} {:>9.0} msg/s  p99 {:>8.0} µs  server CPU {:.2} µs/msg  errors {}",
-                            load.name, kind.name(), s.msgs, s.p99_us, s.server_cpu_us, s.errors + s.failed
+                            "  {:<38} {:<11} {:>9.0} msg/s  p99 {:>8.0} µs  server CPU {:.2} µs/msg  \
+                             {:.3} cs/msg  errors {}",
+                            load.name,
+                            kind.name(),
+                            s.msgs,
+                            s.p99_us,
+                            s.server_cpu_us,
+                            s.ctx_per_msg,
+                            s.errors + s.failed
                         );
                         r.echo[i].1[kind.index()].push(s);
                     }
@@ -370,14 +441,23 @@ fn fail(r: &mut Results, msg: String) {
     }
 }
 
-fn start_echo(bins: &Bins, kind: Kind) -> Result<ServerProc, String> {
-    match kind {
-        Kind::Switchboard => ServerProc::start(
-            &bins.server,
-            &["--handler", "echo", "--listen", "127.0.0.1:0", "--workers", "2", "--max-connections", "20000"],
-        ),
-        Kind::Tokio => ServerProc::start(&bins.tokio_echo, &["--listen", "127.0.0.1:0"]),
+/// Starts an echo server with its defaults, or (`pinned`) on CPU 0 with one
+/// worker through `taskset -c 0` (which execs the server: the process is the
+/// server's).
+pub(crate) fn start_echo(bins: &Bins, kind: Kind, pinned: bool) -> Result<ServerProc, String> {
+    let (bin, mut args) = match kind {
+        Kind::Switchboard => (&bins.server, vec!["--handler", "echo", "--listen", "127.0.0.1:0"]),
+        Kind::Tokio => (&bins.tokio_echo, vec!["--listen", "127.0.0.1:0"]),
+    };
+    if !pinned {
+        return ServerProc::start(bin, &args);
     }
+    let taskset = bins.taskset.as_ref().ok_or("`taskset` is not on PATH (util-linux)")?;
+    let bin = bin.to_string_lossy();
+    args.extend(["--workers", "1"]);
+    let mut all = vec!["-c", "0", bin.as_ref()];
+    all.extend(args);
+    ServerProc::start(taskset, &all)
 }
 
 fn f(v: &Value, path: &[&str]) -> f64 {
@@ -389,9 +469,10 @@ fn f(v: &Value, path: &[&str]) -> f64 {
 }
 
 fn echo_run(opts: &Options, bins: &Bins, kind: Kind, load: &EchoLoad) -> Result<EchoSample, String> {
-    let server = start_echo(bins, kind)?;
+    let server = start_echo(bins, kind, load.pinned)?;
     let cpu0 = server.cpu();
-    let args: Vec<String> = [
+    let cs0 = server.ctx_switches();
+    let mut args: Vec<String> = [
         "echo",
         "--target",
         &server.addr,
@@ -407,8 +488,16 @@ fn echo_run(opts: &Options, bins: &Bins, kind: Kind, load: &EchoLoad) -> Result<
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let v = run_load(&bins.load, &args, Duration::from_secs(120))?;
+    let v = if load.pinned {
+        let taskset = bins.taskset.as_ref().ok_or("`taskset` is not on PATH (util-linux)")?;
+        let mut pinned = vec!["-c".to_string(), "1".to_string(), bins.load.to_string_lossy().into_owned()];
+        pinned.append(&mut args);
+        run_load(taskset, &pinned, Duration::from_secs(120))?
+    } else {
+        run_load(&bins.load, &args, Duration::from_secs(120))?
+    };
     let cpu = server.cpu().saturating_sub(cpu0);
+    let cs = server.ctx_switches().saturating_sub(cs0);
     let received = f(&v, &["messages", "received"]);
     Ok(EchoSample {
         msgs: f(&v, &["throughput_per_s"]),
@@ -416,6 +505,7 @@ fn echo_run(opts: &Options, bins: &Bins, kind: Kind, load: &EchoLoad) -> Result<
         p99_us: f(&v, &["latency_us", "p99"]),
         p999_us: f(&v, &["latency_us", "p99_9"]),
         server_cpu_us: if received > 0.0 { cpu.as_secs_f64() * 1e6 / received } else { 0.0 },
+        ctx_per_msg: if received > 0.0 { cs as f64 / received } else { 0.0 },
         load_cpu_us: f(&v, &["cpu", "per_message_us"]),
         load_cores: f(&v, &["cpu", "cores"]),
         errors: f(&v, &["errors", "total"]) as u64,
@@ -424,7 +514,7 @@ fn echo_run(opts: &Options, bins: &Bins, kind: Kind, load: &EchoLoad) -> Result<
 }
 
 fn idle_run(bins: &Bins, kind: Kind, conns: usize) -> Result<IdleSample, String> {
-    let server = start_echo(bins, kind)?;
+    let server = start_echo(bins, kind, false)?;
     let base_fds = server.fds();
     let rss_before = server.rss() as f64;
     let mut load = Command::new(&bins.load)
@@ -461,10 +551,7 @@ fn idle_run(bins: &Bins, kind: Kind, conns: usize) -> Result<IdleSample, String>
 }
 
 fn chat_run(opts: &Options, bins: &Bins, members: usize) -> Result<ChatSample, String> {
-    let server = ServerProc::start(
-        &bins.server,
-        &["--handler", "chat", "--listen", "127.0.0.1:0", "--workers", "2", "--max-connections", "20000"],
-    )?;
+    let server = ServerProc::start(&bins.server, &["--handler", "chat", "--listen", "127.0.0.1:0"])?;
     let cpu0 = server.cpu();
     let args: Vec<String> = [
         "chat",
@@ -522,10 +609,8 @@ fn file_run(
         (raw, f(&v, &["mb_per_s"]) * 1e6, errors(&v))
     };
     let dir = file.dir.to_string_lossy();
-    let server = ServerProc::start(
-        &bins.server,
-        &["--handler", "file", "--root", &dir, "--listen", "127.0.0.1:0", "--workers", "2"],
-    )?;
+    let server =
+        ServerProc::start(&bins.server, &["--handler", "file", "--root", &dir, "--listen", "127.0.0.1:0"])?;
     // Warm-up: the server computes the md5 on the first request (then caches
     // it); that download also checks the md5 in the first round.
     let warm = load(&server.addr, 1, check_md5)?;

@@ -4,13 +4,30 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::{median, EchoSample, Options, Results};
+use crate::{median, EchoLoad, EchoSample, Options, Results, Targets};
 
 const TOKIO: usize = 1;
 const SB: usize = 0;
 
 fn med(v: &[EchoSample], f: impl Fn(&EchoSample) -> f64) -> f64 {
     median(v.iter().map(f).collect())
+}
+
+/// The median of a figure with its spread over the rounds: `m (min–max)`,
+/// or `m` alone from one round.
+fn med_spread(v: &[EchoSample], f: impl Fn(&EchoSample) -> f64, fmt: impl Fn(f64) -> String) -> String {
+    let xs: Vec<f64> = v.iter().map(&f).collect();
+    let m = fmt(median(xs.clone()));
+    if xs.len() < 2 {
+        return m;
+    }
+    let (lo, hi) = xs.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    format!("{m} ({}–{})", fmt(lo), fmt(hi))
+}
+
+/// Context switches per message.
+fn cs(v: f64) -> String {
+    format!("{v:.3}")
 }
 
 fn group(n: f64) -> String {
@@ -51,36 +68,51 @@ fn mb(bytes: f64) -> String {
     format!("{:.1} MB", bytes / 1e6)
 }
 
-/// The tables of medians.
-pub(crate) fn tables(r: &Results) -> String {
-    let mut s = String::new();
-    s.push_str("| load | switchboard msg/s | tokio msg/s | ratio | switchboard p99 | tokio p99 | switchboard CPU/msg | tokio CPU/msg | ratio | load-gen CPU/msg |\n");
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for (load, runs) in &r.echo {
+/// One table of echo medians (spread over the rounds in parentheses).
+fn echo_table(s: &mut String, rows: &[&(EchoLoad, [Vec<EchoSample>; 2])]) {
+    s.push_str(
+        "| load | switchboard msg/s | tokio msg/s | ratio | switchboard p99 | tokio p99 | \
+         switchboard CPU/msg | tokio CPU/msg | ratio | switchboard ctx switches/msg | \
+         tokio ctx switches/msg | ratio | load-gen CPU/msg |\n",
+    );
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (load, runs) in rows {
         let (sb, tk) = (&runs[SB], &runs[TOKIO]);
         if sb.is_empty() && tk.is_empty() {
-            let _ = writeln!(s, "| {} | (failed) | | | | | | | | |", load.name);
+            let _ = writeln!(s, "| {} | (failed) | | | | | | | | | | | |", load.name);
             continue;
         }
         let msgs = (med(sb, |x| x.msgs), med(tk, |x| x.msgs));
-        let p99 = (med(sb, |x| x.p99_us), med(tk, |x| x.p99_us));
         let cpu = (med(sb, |x| x.server_cpu_us), med(tk, |x| x.server_cpu_us));
+        let ctx = (med(sb, |x| x.ctx_per_msg), med(tk, |x| x.ctx_per_msg));
         let lg = med(sb, |x| x.load_cpu_us);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             load.name,
-            group(msgs.0),
-            group(msgs.1),
+            med_spread(sb, |x| x.msgs, group),
+            med_spread(tk, |x| x.msgs, group),
             ratio(msgs.0, msgs.1),
-            us(p99.0),
-            us(p99.1),
-            us(cpu.0),
-            us(cpu.1),
+            med_spread(sb, |x| x.p99_us, us),
+            med_spread(tk, |x| x.p99_us, us),
+            med_spread(sb, |x| x.server_cpu_us, us),
+            med_spread(tk, |x| x.server_cpu_us, us),
             ratio(cpu.0, cpu.1),
+            med_spread(sb, |x| x.ctx_per_msg, cs),
+            med_spread(tk, |x| x.ctx_per_msg, cs),
+            ratio(ctx.0, ctx.1),
             us(lg)
         );
     }
+}
+
+/// The tables of medians.
+pub(crate) fn tables(r: &Results) -> String {
+    let mut s = String::new();
+    s.push_str("Defaults, load generator sharing every core:\n\n");
+    echo_table(&mut s, &r.echo.iter().filter(|(l, _)| !l.pinned).collect::<Vec<_>>());
+    s.push_str("\nPinned: each server on CPU 0 with one worker, the load generator on CPU 1:\n\n");
+    echo_table(&mut s, &r.echo.iter().filter(|(l, _)| l.pinned).collect::<Vec<_>>());
     s.push('\n');
     s.push_str("| load | switchboard p50 | tokio p50 | switchboard p99.9 | tokio p99.9 |\n");
     s.push_str("|---|---:|---:|---:|---:|\n");
@@ -174,18 +206,28 @@ pub(crate) fn render(opts: &Options, r: &Results, took: Duration) -> String {
         took.as_secs_f64()
     );
     s.push_str("## Method\n\n");
+    let _ = writeln!(
+        s,
+        "- Servers, defaults: `switchboard-server --handler echo --listen 127.0.0.1:0` (no `--workers`, \
+         no `--max-connections`: the server starts one worker per available core, activating them as \
+         load grows, and derives its connection limit from the descriptor limit) against `tokio-echo` \
+         (in `benches/`: tokio's default multi-thread runtime, one worker per available core — {cores} \
+         here —, a task per connection, TCP_NODELAY, 4 KiB buffer). A fresh server process for every \
+         run; the two servers alternate within each round and swap order between rounds. Every number \
+         is the median over the rounds, with the lowest and highest round in parentheses when there \
+         are several."
+    );
     s.push_str(
-        "- Servers: `switchboard-server --handler echo --workers 2` against `tokio-echo` (in `benches/`: \
-         tokio multi-thread runtime with 2 workers, a task per connection, TCP_NODELAY, 4 KiB buffer). \
-         A fresh server process for every run; the two servers alternate within each round and swap \
-         order between rounds. Every number is the median over the rounds.\n",
+        "- Servers, pinned (rows marked `pinned`): `taskset -c 0 switchboard-server --handler echo \
+         --workers 1` against `taskset -c 0 tokio-echo --workers 1`, the load generator under \
+         `taskset -c 1`: one core each, the engines compared per core.\n",
     );
     s.push_str(
         "- Load: `switchboard-load` (one event-loop thread, closed loop: each connection keeps `depth` \
          messages in flight; every echoed byte is checked). Connections open at 5,000/s; the measured \
-         window starts once all are connected. The load generator and the server share the same cores, \
-         as in DESIGN.md's measurements. The targets apply at 64, 1,000 and 10,000 connections; the \
-         other rows are for reference.\n",
+         window starts once all are connected. Outside the pinned rows the load generator and the \
+         server share the same cores, as in DESIGN.md's measurements. The targets apply at 64, 1,000 \
+         and 10,000 connections (pinned: 64 and 1,000); the other rows are for reference.\n",
     );
     s.push_str(
         "- Server CPU per message: utime + stime of the server from /proc/PID/stat (10 ms ticks) before \
@@ -193,16 +235,22 @@ pub(crate) fn render(opts: &Options, r: &Results, took: Duration) -> String {
          Load-gen CPU/msg is the load generator's own CPU (clock of the process) over the window, per \
          message.\n",
     );
+    s.push_str(
+        "- Context switches per message: `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` \
+         summed over the server's threads (/proc/PID/task/*/status) before and after the run, divided \
+         by the messages echoed; like the CPU figure it includes accepting the connections.\n",
+    );
     let _ = writeln!(
         s,
-        "- Idle: {} connections opened by `switchboard-load idle`; the server's VmRSS from \
-         /proc/PID/status once its descriptor count shows every connection established (growth: \
-         against the RSS before connecting).",
+        "- Idle: {} connections opened by `switchboard-load idle` to each echo server with its \
+         defaults; the server's VmRSS from /proc/PID/status once its descriptor count shows every \
+         connection established (growth: against the RSS before connecting; per connection: the \
+         growth divided by the connections held).",
         group(r.idle_conns as f64)
     );
     let _ = writeln!(
         s,
-        "- Chat: {} members in one room of `--handler chat`, each keeping one message on its way to \
+        "- Chat: {} members in one room of `--handler chat` (defaults), each keeping one message on its way to \
          all others (closed loop); every member checks it receives every other member's messages. \
          The latency is that of a burst: in each turn of the closed loop all members send at once, so \
          a message can wait behind up to a million deliveries. The tokio baseline has no chat: \
@@ -214,7 +262,7 @@ pub(crate) fn render(opts: &Options, r: &Results, took: Duration) -> String {
         "- File get: a {} MiB file of random bytes, downloaded {} times over one connection. Baseline: \
          `sendfile-server` (in `benches/`: blocking, a thread per connection, `sendfile()` of the whole \
          file) read by a minimal blocking client with 256 KiB reads: the loopback bandwidth. \
-         Switchboard: `--handler file` read by `switchboard-load file --no-md5` (bytes counted, md5 \
+         Switchboard: `--handler file` (defaults) read by `switchboard-load file --no-md5` (bytes counted, md5 \
          not computed, so the load generator's md5 speed does not cap the number), after one warm-up \
          download (the server computes a file's md5 on its first request and caches it); the warm-up \
          of the first round checks the md5. The sendfile baseline is also read by `switchboard-load`, \
@@ -256,24 +304,36 @@ fn meaning(r: &Results) -> String {
         let _ = writeln!(s, "- {} {text}", verdict(ok));
     };
     s.push_str(
-        "Targets: echo msgs/s ≥ 1.2× tokio at 64, 1,000 and 10,000 connections; p99 ≤ tokio's; \
-                server CPU per echoed message ≤ 0.8× tokio's; 10,000 idle connections in ≤ 15 MB \
-                server RSS; file get ≥ 0.9× the sendfile baseline.\n\n",
+        "Targets (issue 9): with both servers' defaults and the load generator sharing the cores, echo \
+         msg/s ≥ 1.2× tokio at 64, 1,000 and 10,000 connections, p99 ≤ tokio's, server CPU per \
+         message ≤ 0.8× tokio's, server context switches per message ≤ tokio's; pinned (one core and \
+         one worker each, load generator on another core), msg/s ≥ 1.2× tokio at 64 and 1,000 \
+         connections; 10,000 idle connections at ≤ 512 bytes of server RSS each; file get ≥ 0.9× the \
+         sendfile baseline.\n\n",
     );
     for (load, runs) in &r.echo {
         let (sb, tk) = (&runs[SB], &runs[TOKIO]);
         if sb.is_empty() || tk.is_empty() {
-            let _ = writeln!(s, "- {}: no comparison (a run failed, see below).", load.name);
+            if load.targets == Targets::Reference {
+                let _ = writeln!(s, "- {}: no comparison (a run failed, see below).", load.name);
+            } else {
+                line(
+                    &mut s,
+                    false,
+                    format!("{}: no measurement to compare (a run failed, see below).", load.name),
+                );
+            }
             continue;
         }
         let msgs = (med(sb, |x| x.msgs), med(tk, |x| x.msgs));
         let p99 = (med(sb, |x| x.p99_us), med(tk, |x| x.p99_us));
         let cpu = (med(sb, |x| x.server_cpu_us), med(tk, |x| x.server_cpu_us));
-        if !load.throughput_target {
+        let ctx = (med(sb, |x| x.ctx_per_msg), med(tk, |x| x.ctx_per_msg));
+        if load.targets == Targets::Reference {
             let _ = writeln!(
                 s,
                 "- {} (no target; for reference): throughput {} vs {} msg/s = {}; p99 {} vs {}; \
-                 server CPU {} vs {} per message = {}.",
+                 server CPU {} vs {} per message = {}; context switches {} vs {} per message = {}.",
                 load.name,
                 group(msgs.0),
                 group(msgs.1),
@@ -282,7 +342,10 @@ fn meaning(r: &Results) -> String {
                 us(p99.1),
                 us(cpu.0),
                 us(cpu.1),
-                ratio(cpu.0, cpu.1)
+                ratio(cpu.0, cpu.1),
+                cs(ctx.0),
+                cs(ctx.1),
+                ratio(ctx.0, ctx.1)
             );
             continue;
         }
@@ -297,6 +360,22 @@ fn meaning(r: &Results) -> String {
                 ratio(msgs.0, msgs.1)
             ),
         );
+        if load.targets == Targets::Throughput {
+            let _ = writeln!(
+                s,
+                "  (for reference: p99 {} vs {}; server CPU {} vs {} per message = {}; context \
+                 switches {} vs {} per message = {}.)",
+                us(p99.0),
+                us(p99.1),
+                us(cpu.0),
+                us(cpu.1),
+                ratio(cpu.0, cpu.1),
+                cs(ctx.0),
+                cs(ctx.1),
+                ratio(ctx.0, ctx.1)
+            );
+            continue;
+        }
         line(
             &mut s,
             p99.0 <= p99.1,
@@ -313,6 +392,17 @@ fn meaning(r: &Results) -> String {
                 ratio(cpu.0, cpu.1)
             ),
         );
+        line(
+            &mut s,
+            ctx.0 <= ctx.1,
+            format!(
+                "{}: server context switches {} vs {} per message = {} (target ≤ tokio's).",
+                load.name,
+                cs(ctx.0),
+                cs(ctx.1),
+                ratio(ctx.0, ctx.1)
+            ),
+        );
     }
     if !r.idle[SB].is_empty() {
         let rss = median(r.idle[SB].iter().map(|x| x.rss).collect());
@@ -322,15 +412,17 @@ fn meaning(r: &Results) -> String {
         let per = if conns > 0.0 { (rss - before) / conns } else { 0.0 };
         line(
             &mut s,
-            rss <= 15e6 && all,
+            per <= 512.0 && all,
             format!(
-                "{} idle connections: server RSS {} ({} before connecting, about {:.0} bytes per \
-                 connection; {} connections held) (target ≤ 15 MB).",
+                "{} idle connections: server RSS {} ({} before connecting): {:.0} bytes per \
+                 connection; {} of {} connections held (target ≤ 512 bytes each, every connection \
+                 held).",
                 group(r.idle_conns as f64),
                 mb(rss),
                 mb(before),
                 per,
-                group(conns)
+                group(conns),
+                group(r.idle_conns as f64)
             ),
         );
     }
@@ -414,12 +506,18 @@ fn meaning(r: &Results) -> String {
          its median; ratios within that band are not conclusive.",
         spread * 100.0
     );
-    let cores = r.echo.iter().flat_map(|(_, runs)| runs[SB].iter()).map(|x| x.load_cores).fold(0.0, f64::max);
+    let cores = r
+        .echo
+        .iter()
+        .filter(|(l, _)| !l.pinned)
+        .flat_map(|(_, runs)| runs[SB].iter())
+        .map(|x| x.load_cores)
+        .fold(0.0, f64::max);
     let _ = writeln!(
         s,
-        "- The load generator used at most {cores:.2} cores during a measured window; it shares the \
-         cores with the server, so absolute numbers are lower than with separate machines, equally \
-         for both servers."
+        "- The load generator used at most {cores:.2} cores during a measured window of the default \
+         setting; there it shares the cores with the server, so absolute numbers are lower than with \
+         separate machines, equally for both servers."
     );
     let _ = writeln!(
         s,
@@ -449,4 +547,83 @@ fn today() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::IdleSample;
+
+    fn sample(msgs: f64, p99_us: f64, server_cpu_us: f64, ctx_per_msg: f64) -> EchoSample {
+        EchoSample { msgs, p99_us, server_cpu_us, ctx_per_msg, ..EchoSample::default() }
+    }
+
+    fn load(name: &str, targets: Targets, pinned: bool) -> EchoLoad {
+        EchoLoad { name: name.into(), conns: 64, depth: 1, targets, pinned }
+    }
+
+    /// The verdict lines of `meaning` for the given results.
+    fn verdicts(r: &Results) -> Vec<String> {
+        meaning(r).lines().filter(|l| l.starts_with("- **")).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn every_default_target_is_judged_from_the_medians() {
+        let mut r = Results { idle_conns: 10_000, ..Results::default() };
+        // Switchboard: rounds 130/140/90 msg/s (median 130 = 1.3× tokio's 100),
+        // p99 equal, CPU 0.7×, context switches 1.1× tokio's.
+        let sb =
+            vec![sample(130.0, 5.0, 7.0, 1.1), sample(140.0, 5.0, 7.0, 1.1), sample(90.0, 5.0, 7.0, 1.1)];
+        let tk = vec![sample(100.0, 5.0, 10.0, 1.0); 3];
+        r.echo.push((load("defaults", Targets::All, false), [sb, tk]));
+        let v = verdicts(&r);
+        assert_eq!(v.len(), 4, "{v:?}");
+        assert!(v[0].starts_with("- **met** defaults: throughput 130 vs 100 msg/s = 1.30×"), "{}", v[0]);
+        assert!(v[1].starts_with("- **met** defaults: p99"), "{}", v[1]);
+        assert!(v[2].starts_with("- **met** defaults: server CPU"), "{}", v[2]);
+        assert!(
+            v[3].starts_with("- **not met** defaults: server context switches 1.100 vs 1.000"),
+            "{}",
+            v[3]
+        );
+        assert!(meaning(&r).contains("1 target line(s) not met"));
+        // The table shows the spread of the rounds.
+        assert!(tables(&r).contains("| 130 (90–140) | 100 (100–100) | 1.30× |"), "{}", tables(&r));
+    }
+
+    #[test]
+    fn pinned_rows_judge_throughput_only_and_a_missing_run_is_not_met() {
+        let mut r = Results { idle_conns: 10_000, ..Results::default() };
+        r.echo.push((
+            load("pinned 64", Targets::Throughput, true),
+            [vec![sample(119.0, 50.0, 20.0, 2.0)], vec![sample(100.0, 5.0, 10.0, 1.0)]],
+        ));
+        r.echo.push((load("pinned 1000", Targets::Throughput, true), [Vec::new(), Vec::new()]));
+        let v = verdicts(&r);
+        assert_eq!(
+            v,
+            [
+                "- **not met** pinned 64: throughput 119 vs 100 msg/s = 1.19× (target ≥ 1.20×).",
+                "- **not met** pinned 1000: no measurement to compare (a run failed, see below).",
+            ]
+        );
+        assert!(tables(&r).contains("Pinned"));
+        let opts = Options { quick: true, rounds: 1, out: None, bin_dir: ".".into(), args: Vec::new() };
+        let md = render(&opts, &r, Duration::from_secs(1));
+        assert!(md.contains("`taskset -c 0 switchboard-server --handler echo --workers 1`"), "{md}");
+        assert!(md.contains("no `--workers`, no `--max-connections`"), "{md}");
+    }
+
+    #[test]
+    fn idle_target_is_bytes_per_connection() {
+        let idle = |rss: f64| IdleSample { rss, rss_before: 4e6, conns: 10_000 };
+        let mut r = Results { idle_conns: 10_000, ..Results::default() };
+        r.idle[SB].push(idle(4e6 + 512.0 * 10_000.0));
+        assert!(verdicts(&r)[0].starts_with("- **met** 10,000 idle connections"), "{:?}", verdicts(&r));
+        r.idle[SB][0] = idle(4e6 + 513.0 * 10_000.0);
+        assert!(verdicts(&r)[0].starts_with("- **not met** 10,000 idle connections"), "{:?}", verdicts(&r));
+        // Not every connection held: not met, however small the growth.
+        r.idle[SB][0] = IdleSample { rss: 4e6, rss_before: 4e6, conns: 9_000 };
+        assert!(verdicts(&r)[0].starts_with("- **not met**"), "{:?}", verdicts(&r));
+    }
 }

@@ -77,6 +77,12 @@ impl ServerProc {
         rss(self.pid()).unwrap_or(0)
     }
 
+    /// Context switches (voluntary + nonvoluntary) summed over the
+    /// process's live threads.
+    pub(crate) fn ctx_switches(&self) -> u64 {
+        ctx_switches(self.pid())
+    }
+
     /// Open descriptors.
     pub(crate) fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
@@ -100,6 +106,26 @@ pub(crate) fn cpu_time(pid: u32) -> Option<Duration> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(Duration::from_secs_f64((utime + stime) as f64 / TICKS_PER_SEC))
+}
+
+/// `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` summed over
+/// /proc/PID/task/*/status (every live thread of the process; a thread that
+/// has exited no longer counts).
+pub(crate) fn ctx_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+        for line in status.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
 }
 
 /// VmRSS of a process in bytes.
@@ -175,6 +201,8 @@ pub(crate) struct Bins {
     pub(crate) load: PathBuf,
     pub(crate) tokio_echo: PathBuf,
     pub(crate) sendfile: PathBuf,
+    /// `taskset` (util-linux), for the pinned runs; `None` when not on PATH.
+    pub(crate) taskset: Option<PathBuf>,
 }
 
 impl Bins {
@@ -195,6 +223,13 @@ impl Bins {
             load: get("switchboard-load")?,
             tokio_echo: get("tokio-echo")?,
             sendfile: get("sendfile-server")?,
+            taskset: in_path("taskset"),
         })
     }
+}
+
+/// The first executable file called `name` in the folders of PATH.
+fn in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }

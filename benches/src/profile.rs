@@ -1,6 +1,6 @@
-//! Where the time goes: `perf` on each echo server under the same load, and
-//! switchboard with one worker against two (the load generator shares the
-//! cores). Written into BENCHMARKS.md by the same run.
+//! Where the time goes: `perf` on each echo server (defaults) under the same
+//! load, and switchboard with one worker beside its defaults (the load
+//! generator shares the cores). Written into BENCHMARKS.md by the same run.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -20,8 +20,8 @@ pub(crate) fn section(bins: &Bins, secs: u64) -> String {
         s,
         "Echo, 64 B, {CONNS} connections, {secs} s per server, measured by this run. `perf stat` counts \
          the server's context switches; `perf record -g` samples where its CPU time goes (by binary, then \
-         the top symbols). Then switchboard with `--workers 1` beside `--workers 2`, the tokio baseline \
-         keeping its 2 workers.\n"
+         the top symbols). Both servers with their defaults. Then switchboard with `--workers 1` beside \
+         its defaults, the tokio baseline with its defaults.\n"
     );
     if Command::new("perf").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
         s.push_str("`perf` is not installed here (Debian: `linux-perf`): no profile taken.\n\n");
@@ -38,12 +38,12 @@ pub(crate) fn section(bins: &Bins, secs: u64) -> String {
     s.push_str("| server | connections | msg/s | p99 | server CPU/msg |\n|---|---:|---:|---:|---:|\n");
     let mut rows = Vec::new();
     for conns in [CONNS, 1000] {
-        for (label, args) in [
-            ("switchboard --workers 1", Some("1")),
-            ("switchboard --workers 2", Some("2")),
-            ("tokio (2 workers)", None),
+        for (label, kind, one_worker) in [
+            ("switchboard --workers 1", Kind::Switchboard, true),
+            ("switchboard (defaults)", Kind::Switchboard, false),
+            ("tokio (defaults)", Kind::Tokio, false),
         ] {
-            match workers_run(bins, args, conns, secs) {
+            match workers_run(bins, kind, one_worker, conns, secs) {
                 Ok((msgs, p99, cpu)) => {
                     let _ =
                         writeln!(s, "| {label} | {conns} | {msgs:.0} | {:.2} ms | {cpu:.2} µs |", p99 / 1e3);
@@ -59,12 +59,12 @@ pub(crate) fn section(bins: &Bins, secs: u64) -> String {
     for conns in [CONNS, 1000] {
         let get = |l: &str| rows.iter().find(|r| r.0 == l && r.1 == conns).map(|r| r.2);
         if let (Some(w1), Some(w2), Some(t)) =
-            (get("switchboard --workers 1"), get("switchboard --workers 2"), get("tokio (2 workers)"))
+            (get("switchboard --workers 1"), get("switchboard (defaults)"), get("tokio (defaults)"))
         {
             let _ = writeln!(
                 s,
                 "- {conns} connections: switchboard with 1 worker does {:.2}× tokio's messages per second, \
-                 with 2 workers {:.2}×.",
+                 with its defaults {:.2}×.",
                 w1 / t.max(1.0),
                 w2 / t.max(1.0)
             );
@@ -74,22 +74,13 @@ pub(crate) fn section(bins: &Bins, secs: u64) -> String {
     s
 }
 
-fn start(bins: &Bins, kind: Kind, workers: &str) -> Result<ServerProc, String> {
-    match kind {
-        Kind::Switchboard => ServerProc::start(
-            &bins.server,
-            &[
-                "--handler",
-                "echo",
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                workers,
-                "--max-connections",
-                "20000",
-            ],
-        ),
-        Kind::Tokio => ServerProc::start(&bins.tokio_echo, &["--listen", "127.0.0.1:0"]),
+/// Starts an echo server with its defaults, or switchboard with one worker
+/// (`one_worker`; on every core, unlike the pinned runs).
+fn start(bins: &Bins, kind: Kind, one_worker: bool) -> Result<ServerProc, String> {
+    if one_worker && kind == Kind::Switchboard {
+        ServerProc::start(&bins.server, &["--handler", "echo", "--listen", "127.0.0.1:0", "--workers", "1"])
+    } else {
+        crate::start_echo(bins, kind, false)
     }
 }
 
@@ -111,7 +102,7 @@ fn load_args(addr: &str, conns: usize, secs: u64) -> Vec<String> {
 }
 
 fn profile_one(bins: &Bins, kind: Kind, secs: u64) -> Result<String, String> {
-    let server = start(bins, kind, "2")?;
+    let server = start(bins, kind, false)?;
     let pid = server.pid().to_string();
     let dir = std::env::temp_dir().join(format!("switchboard-bench-perf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -191,14 +182,12 @@ fn report(data: &Path, sort: &str, limit: usize) -> String {
 
 fn workers_run(
     bins: &Bins,
-    workers: Option<&str>,
+    kind: Kind,
+    one_worker: bool,
     conns: usize,
     secs: u64,
 ) -> Result<(f64, f64, f64), String> {
-    let server = match workers {
-        Some(w) => start(bins, Kind::Switchboard, w)?,
-        None => start(bins, Kind::Tokio, "2")?,
-    };
+    let server = start(bins, kind, one_worker)?;
     let cpu0 = server.cpu();
     let v = run_load(&bins.load, &load_args(&server.addr, conns, secs), Duration::from_secs(120))?;
     let cpu = server.cpu().saturating_sub(cpu0);
