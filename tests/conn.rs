@@ -1,7 +1,6 @@
 //! Replying through `Conn` and `ConnHandle`: order, file regions, closed
 //! connections.
 
-mod util;
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -10,7 +9,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use switchboard::{CloseReason, Conn, ConnHandle, Flow, Framing, Handler, SendError, Server};
-use util::*;
+use switchboard_test_support::*;
 
 fn temp_file(name: &str, data: &[u8]) -> (PathBuf, Arc<File>) {
     let dir = std::env::temp_dir().join(format!("switchboard-conn-{}-{name}", std::process::id()));

@@ -1,7 +1,6 @@
 //! Limits: frame maximum, idle timeout, slow senders, the connection limit,
 //! backpressure and slow consumers.
 
-mod util;
 
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
@@ -13,7 +12,7 @@ use switchboard::{
     handler_fn, CloseReason, Conn, ConnHandle, Flow, Framing, Handler, Server, SlowConsumerPolicy,
 };
 use switchboard_handlers::Echo;
-use util::*;
+use switchboard_test_support::*;
 
 #[test]
 fn frame_maximum_answers_an_error_and_skips_the_frame() {

@@ -1,7 +1,6 @@
 //! Graceful shutdown: replies delivered, no resets, the report, and a
 //! second signal that forces.
 
-mod util;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -10,7 +9,7 @@ use std::time::Duration;
 
 use switchboard::{Conn, Flow, Framing, Handler, Server};
 use switchboard_handlers::Echo;
-use util::*;
+use switchboard_test_support::*;
 
 /// Echoes lines; says goodbye when the server drains.
 struct Lines;

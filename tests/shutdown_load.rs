@@ -4,7 +4,6 @@
 //! cleanly; the downloads are cut at the grace deadline, counted as forced,
 //! and what they received is a true prefix of the file.
 
-mod util;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,7 +13,7 @@ use std::time::Duration;
 
 use switchboard::Server;
 use switchboard_handlers::{Echo, FileGet};
-use util::*;
+use switchboard_test_support::*;
 
 const PINGERS: usize = 500;
 const PINGER_THREADS: usize = 10;
