@@ -174,6 +174,25 @@ impl Spawned {
         }
     }
 
+    /// Waits for the `listening on ADDR` line the Switchboard servers print
+    /// first, and returns the address.
+    pub fn listening_addr(&mut self) -> SocketAddr {
+        let line = self.line_where(TIMEOUT, |l| l.starts_with("listening on "));
+        line["listening on ".len()..].trim().parse().unwrap_or_else(|e| panic!("{line:?}: {e}"))
+    }
+
+    /// Waits until stderr contains `what`; fails the test after `timeout`
+    /// with what stderr holds.
+    pub fn wait_stderr(&self, what: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        while !self.stderr_so_far().contains(what) {
+            assert!(Instant::now() < deadline, "stderr lacks {what:?} after {timeout:?}:\n{}", self.stderr_so_far());
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
     /// Everything printed on stderr so far.
     pub fn stderr_so_far(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
@@ -270,8 +289,7 @@ impl ChildServer {
         let mut cmd = Command::new(bin);
         cmd.args(args).stdin(Stdio::piped());
         let mut proc = Spawned::spawn(&mut cmd);
-        let line = proc.line_where(TIMEOUT, |l| l.starts_with("listening on "));
-        let addr = line["listening on ".len()..].trim().parse().expect("the address the server printed");
+        let addr = proc.listening_addr();
         ChildServer { proc, addr }
     }
 
