@@ -7,7 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use md5::{Digest, Md5};
@@ -16,35 +16,6 @@ use switchboard::Server;
 use switchboard_handlers::FileGet;
 use switchboard_test_support::child::ChildServer;
 use switchboard_test_support::{connect, random_bytes, temp_dir, wait_stats, wait_until};
-
-/// A folder of its own under the system temp dir, removed on drop.
-struct TempDir(tempfile::TempDir);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        TempDir(temp_dir(&format!("file-{tag}")))
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-
-    fn write(&self, name: &str, content: &[u8]) -> PathBuf {
-        let path = self.path().join(name);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).unwrap();
-        }
-        fs::write(&path, content).unwrap();
-        path
-    }
-
-    /// A sparse file of `len` bytes (all zero, taking no disk space).
-    fn sparse(&self, name: &str, len: u64) -> PathBuf {
-        let path = self.path().join(name);
-        File::create(&path).unwrap().set_len(len).unwrap();
-        path
-    }
-}
 
 fn start(root: &Path) -> Server {
     let _ = env_logger::builder().is_test(true).try_init();
@@ -116,7 +87,7 @@ fn assert_found(reply: &Reply, filename: &str, content: &[u8]) {
 /// The number of descriptors this process has open.
 #[test]
 fn a_file_comes_with_its_size_and_md5_then_exactly_its_bytes() {
-    let dir = TempDir::new("found");
+    let dir = temp_dir("found");
     let content = random_bytes(300_000, 7);
     dir.write("data.bin", &content);
     dir.write("empty", b"");
@@ -147,7 +118,7 @@ fn a_file_comes_with_its_size_and_md5_then_exactly_its_bytes() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let dir = TempDir::new("order");
+    let dir = temp_dir("order");
     let a = random_bytes(200_000, 1);
     let b = random_bytes(70_000, 2);
     dir.write("a", &a);
@@ -167,7 +138,7 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn list_names_the_regular_files_under_the_root_sorted() {
-    let dir = TempDir::new("list");
+    let dir = temp_dir("list");
     dir.write("b.txt", b"bb");
     dir.write("a.txt", b"a");
     dir.write("sub/c.txt", b"ccc");
@@ -197,7 +168,7 @@ fn list_names_the_regular_files_under_the_root_sorted() {
 
 #[test]
 fn names_with_spaces_quotes_backslashes_and_cjk() {
-    let dir = TempDir::new("names");
+    let dir = temp_dir("names");
     let name = "my \"quoted\" file \\ 你好 世界.txt";
     dir.write(name, "内容 content".as_bytes());
     dir.write(" leading space", b"x");
@@ -210,9 +181,9 @@ fn names_with_spaces_quotes_backslashes_and_cjk() {
 
 #[test]
 fn every_error_reason() {
-    let outside = TempDir::new("outside");
+    let outside = temp_dir("outside");
     outside.write("secret.txt", b"outside the root");
-    let dir = TempDir::new("errors");
+    let dir = temp_dir("errors");
     dir.write("a.txt", b"a");
     fs::create_dir(dir.path().join("folder")).unwrap();
     let server = start(dir.path());
@@ -256,7 +227,7 @@ fn every_error_reason() {
 
 #[test]
 fn permission_denied() {
-    let dir = TempDir::new("perm");
+    let dir = temp_dir("perm");
     dir.write("ok", b"ok");
     let locked = dir.write("locked.txt", b"no");
     dir.write("closed/inner", b"no");
@@ -282,9 +253,9 @@ fn permission_denied() {
 
 #[test]
 fn symbolic_links_are_followed_only_while_they_stay_inside() {
-    let outside = TempDir::new("outside-links");
+    let outside = temp_dir("outside-links");
     outside.write("secret.txt", b"outside the root");
-    let dir = TempDir::new("links");
+    let dir = temp_dir("links");
     dir.write("sub/target.txt", b"target");
     let root = dir.path();
     symlink("sub/target.txt", root.join("relative-in")).unwrap();
@@ -322,7 +293,7 @@ fn symbolic_links_are_followed_only_while_they_stay_inside() {
 
 #[test]
 fn an_over_long_request_line_is_a_bad_request_and_the_connection_stays() {
-    let dir = TempDir::new("long");
+    let dir = temp_dir("long");
     dir.write("a", b"after");
     let server = start(dir.path());
     let mut s = connect(server.local_addr());
@@ -338,7 +309,7 @@ fn an_over_long_request_line_is_a_bad_request_and_the_connection_stays() {
 
 #[test]
 fn an_over_long_request_line_followed_by_more_in_one_write() {
-    let dir = TempDir::new("long-pipelined");
+    let dir = temp_dir("long-pipelined");
     dir.write("a", b"after");
     let server = start(dir.path());
     let mut s = connect(server.local_addr());
@@ -352,7 +323,7 @@ fn an_over_long_request_line_followed_by_more_in_one_write() {
 
 #[test]
 fn the_root_must_be_an_existing_folder() {
-    let dir = TempDir::new("root");
+    let dir = temp_dir("root");
     let file = dir.write("plain", b"");
     let err = FileGet::new(dir.path().join("missing"), 4096).unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
@@ -364,7 +335,7 @@ fn the_root_must_be_an_existing_folder() {
 
 #[test]
 fn a_sparse_file_over_4_gib_is_listed_with_its_size() {
-    let dir = TempDir::new("big-list");
+    let dir = temp_dir("big-list");
     dir.sparse("five-gib", 5 << 30);
     let server = start(dir.path());
     let mut s = connect(server.local_addr());
@@ -377,7 +348,7 @@ fn a_sparse_file_over_4_gib_is_listed_with_its_size() {
 /// even in test builds (see the root Cargo.toml).
 #[test]
 fn a_sparse_file_over_4_gib_gets_its_size_and_the_client_may_stop_after_the_header() {
-    let dir = TempDir::new("big-get");
+    let dir = temp_dir("big-get");
     dir.sparse("five-gib", 5 << 30);
     dir.write("small", b"small");
     let server = start(dir.path());
@@ -401,7 +372,7 @@ fn a_sparse_file_over_4_gib_gets_its_size_and_the_client_may_stop_after_the_head
 
 #[test]
 fn a_client_that_resets_mid_download_leaks_nothing() {
-    let dir = TempDir::new("reset");
+    let dir = temp_dir("reset");
     let size = 32u64 << 20;
     dir.sparse("big", size);
     dir.write("small", b"small");
@@ -442,7 +413,7 @@ fn a_client_that_resets_mid_download_leaks_nothing() {
 
 #[test]
 fn a_file_that_shrinks_during_the_send_is_a_short_transfer() {
-    let dir = TempDir::new("shrink");
+    let dir = temp_dir("shrink");
     let size = 48u64 << 20;
     let path = dir.sparse("big", size);
     dir.write("small", b"small");
@@ -472,7 +443,7 @@ fn a_file_that_shrinks_during_the_send_is_a_short_transfer() {
 
 #[test]
 fn hashing_a_big_file_does_not_hold_up_other_clients_on_the_worker() {
-    let dir = TempDir::new("offload");
+    let dir = temp_dir("offload");
     dir.sparse("big", 1 << 30);
     dir.write("small", b"tiny");
     // One worker: if hashing ran on it, nobody else would be served.

@@ -19,29 +19,6 @@ const RUN_DEADLINE: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------- helpers
 
-/// A unique empty folder, removed on drop.
-struct TempDir(tempfile::TempDir);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        TempDir(temp_dir(&format!("client-{tag}")))
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-
-    /// The names in the folder, sorted (hidden temporary files included).
-    fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
 struct Run {
     status: ExitStatus,
     stdout: String,
@@ -207,7 +184,7 @@ fn content() -> Vec<u8> {
 
 #[test]
 fn download_is_verified_and_renamed() {
-    let dir = TempDir::new("ok");
+    let dir = temp_dir("client-ok");
     let data = content();
     let (addr, server) = fake_file_server(Fake::Correct, data.clone());
     let run = run_client(&[&addr.to_string(), "get", "sub dir/data file.bin"], dir.path(), None);
@@ -220,7 +197,7 @@ fn download_is_verified_and_renamed() {
 
 #[test]
 fn download_into_folder_and_to_path() {
-    let dir = TempDir::new("out");
+    let dir = temp_dir("client-out");
     std::fs::create_dir(dir.path().join("inbox")).unwrap();
     let data = b"hello".to_vec();
 
@@ -246,7 +223,7 @@ fn download_into_folder_and_to_path() {
 
 #[test]
 fn empty_file_downloads() {
-    let dir = TempDir::new("empty");
+    let dir = temp_dir("client-empty");
     let (addr, server) = fake_file_server(Fake::Correct, Vec::new());
     let run = run_client(&[&addr.to_string(), "get", "empty"], dir.path(), None);
     assert!(run.status.success(), "stderr: {}", run.stderr);
@@ -257,7 +234,7 @@ fn empty_file_downloads() {
 
 #[test]
 fn corrupted_download_leaves_nothing() {
-    let dir = TempDir::new("corrupt");
+    let dir = temp_dir("client-corrupt");
     let (addr, server) = fake_file_server(Fake::Corrupted, content());
     let run = run_client(&[&addr.to_string(), "get", "data.bin"], dir.path(), None);
     server.join().unwrap();
@@ -267,7 +244,7 @@ fn corrupted_download_leaves_nothing() {
 
 #[test]
 fn cut_transfer_leaves_nothing() {
-    let dir = TempDir::new("cut");
+    let dir = temp_dir("client-cut");
     let data = content();
     let (addr, server) = fake_file_server(Fake::Cut, data.clone());
     let run = run_client(&[&addr.to_string(), "get", "data.bin"], dir.path(), None);
@@ -279,7 +256,7 @@ fn cut_transfer_leaves_nothing() {
 
 #[test]
 fn server_error_reason_is_printed() {
-    let dir = TempDir::new("notfound");
+    let dir = temp_dir("client-notfound");
     let (addr, server) = fake_file_server(Fake::NotFound, Vec::new());
     let run = run_client(&[&addr.to_string(), "get", "missing.txt"], dir.path(), None);
     assert_eq!(server.join().unwrap(), "get missing.txt");
@@ -289,7 +266,7 @@ fn server_error_reason_is_printed() {
 
 #[test]
 fn bad_header_length_is_refused() {
-    let dir = TempDir::new("badlen");
+    let dir = temp_dir("client-badlen");
     let (addr, server) = fake_file_server(Fake::BadLength, Vec::new());
     let run = run_client(&[&addr.to_string(), "get", "x.bin"], dir.path(), None);
     server.join().unwrap();
@@ -299,7 +276,7 @@ fn bad_header_length_is_refused() {
 
 #[test]
 fn stalled_server_times_out() {
-    let dir = TempDir::new("stall");
+    let dir = temp_dir("client-stall");
     let (addr, server) = fake_file_server(Fake::Stall, content());
     let run = run_client(&[&addr.to_string(), "get", "x.bin", "--read-timeout", "300ms"], dir.path(), None);
     run.assert_one_error_line("sent nothing for 300ms");
@@ -309,7 +286,7 @@ fn stalled_server_times_out() {
 
 #[test]
 fn existing_file_needs_force() {
-    let dir = TempDir::new("force");
+    let dir = temp_dir("client-force");
     std::fs::write(dir.path().join("x.bin"), b"old").unwrap();
     // Refused before connecting: the address is never contacted.
     let run = run_client(&["127.0.0.1:1", "get", "x.bin"], dir.path(), None);
@@ -326,7 +303,7 @@ fn existing_file_needs_force() {
 
 #[test]
 fn name_without_base_name_is_refused() {
-    let dir = TempDir::new("badname");
+    let dir = temp_dir("client-badname");
     for name in ["..", "a/..", ""] {
         let run = run_client(&["127.0.0.1:1", "get", name], dir.path(), None);
         run.assert_one_error_line("no file name");
@@ -335,7 +312,7 @@ fn name_without_base_name_is_refused() {
 
 #[test]
 fn missing_output_folder_is_refused() {
-    let dir = TempDir::new("nofolder");
+    let dir = temp_dir("client-nofolder");
     let run = run_client(&["127.0.0.1:1", "get", "x.bin", "-o", "nope/x.bin"], dir.path(), None);
     run.assert_one_error_line("there is no folder nope");
     assert!(dir.names().is_empty());
@@ -345,7 +322,7 @@ fn missing_output_folder_is_refused() {
 
 #[test]
 fn list_prints_files_and_sizes() {
-    let dir = TempDir::new("list");
+    let dir = temp_dir("client-list");
     let (addr, server) = fake_file_server(Fake::List, Vec::new());
     let run = run_client(&[&addr.to_string(), "list"], dir.path(), None);
     assert!(run.status.success(), "stderr: {}", run.stderr);
@@ -355,7 +332,7 @@ fn list_prints_files_and_sizes() {
 
 #[test]
 fn list_error_fails() {
-    let dir = TempDir::new("listerr");
+    let dir = temp_dir("client-listerr");
     let (addr, server) = fake_file_server(Fake::BadLength, Vec::new());
     let run = run_client(&[&addr.to_string(), "list"], dir.path(), None);
     server.join().unwrap();
@@ -366,7 +343,7 @@ fn list_error_fails() {
 
 #[test]
 fn interactive_echo_until_stdin_ends() {
-    let dir = TempDir::new("echo");
+    let dir = temp_dir("client-echo");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = thread::spawn(move || {
@@ -390,7 +367,7 @@ fn interactive_echo_until_stdin_ends() {
 
 #[test]
 fn interactive_exits_when_server_closes() {
-    let dir = TempDir::new("bye");
+    let dir = temp_dir("client-bye");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = thread::spawn(move || {
@@ -408,7 +385,7 @@ fn interactive_exits_when_server_closes() {
 
 #[test]
 fn interactive_against_real_echo_server() {
-    let dir = TempDir::new("real");
+    let dir = temp_dir("client-real");
     let server =
         switchboard::Server::builder().workers(1).start("127.0.0.1:0", switchboard_handlers::Echo).unwrap();
     let run = run_client(&[&server.local_addr().to_string()], dir.path(), Some(b"ping\npong"));
@@ -421,7 +398,7 @@ fn interactive_against_real_echo_server() {
 
 #[test]
 fn bad_args_exit_2() {
-    let dir = TempDir::new("args");
+    let dir = temp_dir("client-args");
     for args in [&[][..], &["127.0.0.1:1", "get"][..], &["127.0.0.1:1", "--timeout", "10"][..]] {
         let run = run_client(args, dir.path(), None);
         assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
@@ -432,7 +409,7 @@ fn bad_args_exit_2() {
 
 #[test]
 fn connection_refused_is_one_clear_line() {
-    let dir = TempDir::new("refused");
+    let dir = temp_dir("client-refused");
     // A port that was just free: nothing listens on it.
     let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let run = run_client(&[&addr.to_string(), "list"], dir.path(), None);

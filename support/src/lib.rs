@@ -24,6 +24,6 @@ mod wait;
 pub use line_echo::LineEcho;
 pub use net::{
     connect, init_logs, raise_fd_limit, random_bytes, read_end, read_exact, read_line, reset, round_trip,
-    small_window_client, start, temp_dir, End,
+    small_window_client, start, temp_dir, End, TempDir,
 };
 pub use wait::{wait_stats, wait_until, StatsSource, TIMEOUT};

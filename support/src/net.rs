@@ -2,6 +2,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use switchboard::{Handler, Server, ServerBuilder};
@@ -47,9 +48,48 @@ pub fn reset(s: TcpStream) {
     drop(s);
 }
 
-/// A folder of its own under the system temp dir, removed when dropped.
-pub fn temp_dir(tag: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("switchboard-{tag}-")).tempdir().expect("create a temp dir")
+/// A folder of its own under the system temp dir (`switchboard-TAG-...`),
+/// removed when dropped.
+pub fn temp_dir(tag: &str) -> TempDir {
+    TempDir(tempfile::Builder::new().prefix(&format!("switchboard-{tag}-")).tempdir().expect("create a temp dir"))
+}
+
+/// A unique temporary folder (from [`temp_dir`]), removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(tempfile::TempDir);
+
+impl TempDir {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Writes `content` to `name` (a relative path; folders are created).
+    pub fn write(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = self.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// A sparse file of `len` bytes (all zero, taking no disk space).
+    pub fn sparse(&self, name: &str, len: u64) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::File::create(&path).unwrap().set_len(len).unwrap();
+        path
+    }
+
+    /// The names in the folder, sorted (hidden files included).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 /// Reads exactly `n` bytes.
