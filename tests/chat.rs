@@ -4,7 +4,6 @@
 //! `* welcome`, and a line is known to be handled once some client has
 //! received what it causes.
 
-
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;

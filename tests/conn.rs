@@ -1,7 +1,6 @@
 //! Replying through `Conn` and `ConnHandle`: order, file regions, closed
 //! connections.
 
-
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::path::PathBuf;

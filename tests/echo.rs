@@ -1,7 +1,6 @@
 //! The echo handler on the core: many clients, large binary payloads,
 //! handler panics.
 
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
@@ -21,7 +20,9 @@ fn two_thousand_concurrent_clients_on_two_workers() {
     let threads_idle = server.pid().threads();
     // Every client connected at once, then every one sends, then every one reads.
     let mut socks: Vec<TcpStream> = (0..clients).map(|_| connect(addr)).collect();
-    wait_stats(&server, "all clients are open on the server", |s| s.accepted == clients as u64 && s.open == clients);
+    wait_stats(&server, "all clients are open on the server", |s| {
+        s.accepted == clients as u64 && s.open == clients
+    });
     for (i, s) in socks.iter_mut().enumerate() {
         s.write_all(format!("hello from client {i}\n").as_bytes()).unwrap();
     }

@@ -8,7 +8,6 @@
 //! descriptor exhaustion (`bins/tests/server.rs`,
 //! `descriptor_exhaustion_backs_off_and_recovers`).
 
-
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -235,7 +234,8 @@ fn connections_that_never_send_are_closed_by_the_idle_timeout() {
         assert!(matches!(read_end(q), End::Eof | End::Reset));
     }
     assert_eq!(round_trip(&mut active, b"alive"), b"alive");
-    let stats = wait_stats(&server, "the silent connections are counted closed", |s| s.closed == silent as u64);
+    let stats =
+        wait_stats(&server, "the silent connections are counted closed", |s| s.closed == silent as u64);
     assert_eq!((stats.timed_out, stats.open), (silent as u64, 1), "{stats}");
     // Every silent connection, and only those, closed for the idle timeout,
     // and lived at least the timeout.
@@ -426,7 +426,18 @@ const READ_BUFFER: u64 = 64 << 10;
 const RSS_SLACK: u64 = 8 << 20;
 
 fn chat_server_args(rate: &str) -> Vec<&str> {
-    vec!["--handler", "chat", "--workers", "2", "--max-frame", "4096", "--chat-rate", rate, "--max-outbound", "1048576"]
+    vec![
+        "--handler",
+        "chat",
+        "--workers",
+        "2",
+        "--max-frame",
+        "4096",
+        "--chat-rate",
+        rate,
+        "--max-outbound",
+        "1048576",
+    ]
 }
 
 /// The server's peak resident memory grew by at most what `members`
@@ -435,7 +446,12 @@ fn chat_server_args(rate: &str) -> Vec<&str> {
 fn assert_rss_within_budgets(server: &ChildServer, rss_before: u64, members: u64) {
     let peak = server.pid().peak_rss_bytes();
     let budget = members * (MAX_OUTBOUND + READ_BUFFER) + RSS_SLACK;
-    eprintln!("RSS {} KiB before, peak {} KiB; allowed growth {} KiB", rss_before >> 10, peak >> 10, budget >> 10);
+    eprintln!(
+        "RSS {} KiB before, peak {} KiB; allowed growth {} KiB",
+        rss_before >> 10,
+        peak >> 10,
+        budget >> 10
+    );
     assert!(
         peak.saturating_sub(rss_before) <= budget,
         "peak RSS grew by {} KiB, over {members} x ({MAX_OUTBOUND} + {READ_BUFFER}) B + {RSS_SLACK} B slack",

@@ -2,7 +2,6 @@
 //! bytes), confinement to the root, every error reason, big and sparse
 //! files, and clients or files that misbehave mid-transfer.
 
-
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -378,7 +377,8 @@ fn a_client_that_resets_mid_download_leaks_nothing() {
     dir.write("small", b"small");
     // In a process of its own, so its descriptors can be counted.
     let root = dir.path().to_str().unwrap();
-    let server = ChildServer::start(&["--handler", "file", "--root", root, "--workers", "2", "--max-frame", "4096"]);
+    let server =
+        ChildServer::start(&["--handler", "file", "--root", root, "--workers", "2", "--max-frame", "4096"]);
     let addr = server.local_addr();
     // Warm the md5 cache so the measured download starts at once.
     {

@@ -18,7 +18,9 @@ fn twenty_thousand_connections_leave_no_descriptor_or_thread_behind() {
     let mut warm = connect(addr);
     assert_eq!(round_trip(&mut warm, b"warm"), b"warm");
     drop(warm);
-    wait_stats(&server, "the warm-up connection is closed", |s| s.accepted == 1 && s.closed == 1 && s.open == 0);
+    wait_stats(&server, "the warm-up connection is closed", |s| {
+        s.accepted == 1 && s.closed == 1 && s.open == 0
+    });
     let (fds0, threads0) = (pid.open_fds(), pid.threads());
 
     let clients = 4;

@@ -1,7 +1,6 @@
 //! Limits: frame maximum, idle timeout, slow senders, the connection limit,
 //! backpressure and slow consumers.
 
-
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;

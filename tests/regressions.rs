@@ -8,7 +8,6 @@
 //! or say `Incomplete`, never return a frame over the maximum, and never make
 //! the caller hold more than `max_pending()` undecided bytes.
 
-
 use switchboard::{FrameError, Framing, Prefix};
 use switchboard_test_support::decode::{check, decode_in_chunks, Event};
 

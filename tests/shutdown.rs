@@ -1,7 +1,6 @@
 //! Graceful shutdown: replies delivered, no resets, the report, and a
 //! second signal that forces.
 
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::{mpsc, Arc, Barrier};

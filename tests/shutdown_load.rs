@@ -4,7 +4,6 @@
 //! cleanly; the downloads are cut at the grace deadline, counted as forced,
 //! and what they received is a true prefix of the file.
 
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

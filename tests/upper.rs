@@ -1,6 +1,5 @@
 //! The upper handler over real sockets: PROTOCOLS.md "upper".
 
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;

@@ -376,7 +376,8 @@ fn interactive_exits_when_server_closes() {
         conn.write_all(b"* bye").unwrap();
     });
     // stdin stays open: only the server's close can end the client.
-    let child = Spawned::spawn(Command::new(BIN).arg(addr.to_string()).current_dir(dir.path()).stdin(Stdio::piped()));
+    let child =
+        Spawned::spawn(Command::new(BIN).arg(addr.to_string()).current_dir(dir.path()).stdin(Stdio::piped()));
     let run = finish(child);
     server.join().unwrap();
     assert!(run.status.success(), "stderr: {}", run.stderr);

@@ -42,7 +42,10 @@ fn the_readme_handler_is_the_reverse_example_byte_for_byte() {
     let rust = blocks(&readme, "rust");
     assert_eq!(rust.len(), 1, "README.md has one Rust block, the handler");
     // (The example itself is compiled by `cargo test`, as every example is.)
-    assert!(rust[0] == read("core/examples/reverse.rs"), "README's handler differs from core/examples/reverse.rs");
+    assert!(
+        rust[0] == read("core/examples/reverse.rs"),
+        "README's handler differs from core/examples/reverse.rs"
+    );
 }
 
 #[test]
@@ -55,7 +58,10 @@ fn the_readme_sessions_print_what_the_readme_shows() {
     )
     .unwrap();
     let out = run(
-        Command::new("bash").arg(repo().join("scripts/readme-sessions.sh")).arg(repo().join("README.md")).env("PATH", path),
+        Command::new("bash")
+            .arg(repo().join("scripts/readme-sessions.sh"))
+            .arg(repo().join("README.md"))
+            .env("PATH", path),
         Duration::from_secs(120),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -83,8 +89,12 @@ fn every_link_in_the_readme_and_the_docs_resolves_inside_the_repository() {
             if file.is_empty() || file.contains("://") || file.starts_with("mailto:") {
                 continue;
             }
-            let resolved = dir.join(file).canonicalize().unwrap_or_else(|e| panic!("{doc}: link {target}: {e}"));
-            assert!(resolved.starts_with(repo().canonicalize().unwrap()), "{doc}: {target} leaves the repository");
+            let resolved =
+                dir.join(file).canonicalize().unwrap_or_else(|e| panic!("{doc}: link {target}: {e}"));
+            assert!(
+                resolved.starts_with(repo().canonicalize().unwrap()),
+                "{doc}: {target} leaves the repository"
+            );
             checked += 1;
         }
         assert!(!text.contains("shared/"), "{doc} points outside the repository (shared/)");

@@ -134,7 +134,8 @@ fn help_describes_the_handlers() {
 fn descriptor_exhaustion_backs_off_and_recovers() {
     // A descriptor limit the server cannot raise: accept fails with EMFILE.
     let mut cmd = Command::new("bash");
-    cmd.args(["-c", &format!("ulimit -n 32 && exec {BIN} --listen 127.0.0.1:0 --workers 1")]).stdin(Stdio::null());
+    cmd.args(["-c", &format!("ulimit -n 32 && exec {BIN} --listen 127.0.0.1:0 --workers 1")])
+        .stdin(Stdio::null());
     let mut proc = Spawned::spawn(&mut cmd);
     let addr = proc.listening_addr();
     let wait_log = |what: &str| proc.wait_stderr(what, TIMEOUT);
@@ -210,14 +211,20 @@ fn file_handler_serves_the_client_a_verified_download() {
     let server = spawn(&["--handler", "file", "--root", root.to_str().unwrap()]);
     let client = env!("CARGO_BIN_EXE_switchboard-client");
     let addr = server.addr.to_string();
-    let out = run(Command::new(client).args([&addr, "get", "data 数据.bin", "-o", dest.to_str().unwrap()]), TIMEOUT);
+    let out = run(
+        Command::new(client).args([&addr, "get", "data 数据.bin", "-o", dest.to_str().unwrap()]),
+        TIMEOUT,
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(dest.join("data 数据.bin")).unwrap(), content);
     let out = run(Command::new(client).args([&addr, "list"]), TIMEOUT);
     assert!(out.status.success());
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains("300000") && listing.contains("data 数据.bin"), "{listing}");
-    let out = run(Command::new(client).args([&addr, "get", "../etc/passwd", "-o", dest.to_str().unwrap()]), TIMEOUT);
+    let out = run(
+        Command::new(client).args([&addr, "get", "../etc/passwd", "-o", dest.to_str().unwrap()]),
+        TIMEOUT,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("outside root"));
     assert!(!dest.join("passwd").exists());
@@ -228,7 +235,8 @@ fn file_handler_needs_a_usable_root() {
     let out = run_bin(&["--handler", "file"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--root"));
-    let out = run_bin(&["--handler", "file", "--listen", "127.0.0.1:0", "--root", "/nonexistent/switchboard"]);
+    let out =
+        run_bin(&["--handler", "file", "--listen", "127.0.0.1:0", "--root", "/nonexistent/switchboard"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.trim_end().lines().last().unwrap().starts_with("switchboard-server: file root"), "{err}");

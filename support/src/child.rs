@@ -187,7 +187,11 @@ impl Spawned {
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_millis(1);
         while !self.stderr_so_far().contains(what) {
-            assert!(Instant::now() < deadline, "stderr lacks {what:?} after {timeout:?}:\n{}", self.stderr_so_far());
+            assert!(
+                Instant::now() < deadline,
+                "stderr lacks {what:?} after {timeout:?}:\n{}",
+                self.stderr_so_far()
+            );
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
         }
@@ -214,27 +218,40 @@ impl Spawned {
         rustix::process::kill_process(pid, signal).expect("signal the child");
     }
 
-    /// Waits for the process to exit; kills it and fails the test after
-    /// `timeout`, showing its stderr.
+    /// Waits for the process to exit, then for its output to be read to
+    /// the end, so [`Spawned::stderr_so_far`] and [`Spawned::stdout_so_far`]
+    /// hold all of it; kills it and fails the test after `timeout`, showing
+    /// its stderr.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        match self.child.wait_timeout(timeout).expect("wait for the child") {
+        let deadline = Instant::now() + timeout;
+        let status = match self.child.wait_timeout(timeout).expect("wait for the child") {
             Some(status) => status,
             None => {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 panic!("still running after {timeout:?}, killed; stderr:\n{}", self.stderr_so_far())
             }
+        };
+        // The readers end at EOF, once every holder of the pipes is gone (a
+        // process the child left behind may still hold them: bounded).
+        let mut pause = Duration::from_millis(1);
+        while !self.readers.iter().all(JoinHandle::is_finished) {
+            assert!(
+                Instant::now() < deadline,
+                "exited ({status}) but its output is still open after {timeout:?}; stderr:\n{}",
+                self.stderr_so_far()
+            );
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
         }
-    }
-
-    /// Waits for the readers to see the end of the output and returns it
-    /// all with `status`.
-    pub fn output(&mut self, status: ExitStatus) -> Output {
         for r in self.readers.drain(..) {
-            // A grandchild holding the pipe open would keep this waiting: the
-            // readers end at EOF, which the exited child has given.
             r.join().expect("output reader");
         }
+        status
+    }
+
+    /// All the output, after [`Spawned::wait`] returned `status`.
+    pub fn output(&self, status: ExitStatus) -> Output {
         Output { status, stdout: self.stdout.lock().unwrap().clone(), stderr: self.stderr.lock().unwrap().clone() }
     }
 }

@@ -51,7 +51,9 @@ pub fn reset(s: TcpStream) {
 /// A folder of its own under the system temp dir (`switchboard-TAG-...`),
 /// removed when dropped.
 pub fn temp_dir(tag: &str) -> TempDir {
-    TempDir(tempfile::Builder::new().prefix(&format!("switchboard-{tag}-")).tempdir().expect("create a temp dir"))
+    TempDir(
+        tempfile::Builder::new().prefix(&format!("switchboard-{tag}-")).tempdir().expect("create a temp dir"),
+    )
 }
 
 /// A unique temporary folder (from [`temp_dir`]), removed when dropped.

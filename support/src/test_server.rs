@@ -77,7 +77,9 @@ fn serve<H: Handler>(builder: ServerBuilder, handler: H) {
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         if line.trim() == "stats" {
-            writeln!(out, "stats {}", format_stats(&server.stats())).and_then(|()| out.flush()).expect("stdout");
+            writeln!(out, "stats {}", format_stats(&server.stats()))
+                .and_then(|()| out.flush())
+                .expect("stdout");
         }
     }
     let report = server.shutdown();
