@@ -252,7 +252,11 @@ impl Spawned {
 
     /// All the output, after [`Spawned::wait`] returned `status`.
     pub fn output(&self, status: ExitStatus) -> Output {
-        Output { status, stdout: self.stdout.lock().unwrap().clone(), stderr: self.stderr.lock().unwrap().clone() }
+        Output {
+            status,
+            stdout: self.stdout.lock().unwrap().clone(),
+            stderr: self.stderr.lock().unwrap().clone(),
+        }
     }
 }
 
