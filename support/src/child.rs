@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use switchboard::Stats;
 use wait_timeout::ChildExt;
 
-use crate::wait::{StatsSource, TIMEOUT};
+use crate::wait::{poll, StatsSource, TIMEOUT};
 
 /// A process this test spawned, to be measured through `/proc/PID`. Made
 /// only from a [`Child`], so nothing else can be measured with it.
@@ -184,17 +184,8 @@ impl Spawned {
     /// Waits until stderr contains `what`; fails the test after `timeout`
     /// with what stderr holds.
     pub fn wait_stderr(&self, what: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(1);
-        while !self.stderr_so_far().contains(what) {
-            assert!(
-                Instant::now() < deadline,
-                "stderr lacks {what:?} after {timeout:?}:\n{}",
-                self.stderr_so_far()
-            );
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
+        let found = poll(timeout, || self.stderr_so_far().contains(what));
+        assert!(found, "stderr lacks {what:?} after {timeout:?}:\n{}", self.stderr_so_far());
     }
 
     /// Everything printed on stderr so far.
@@ -223,7 +214,7 @@ impl Spawned {
     /// hold all of it; kills it and fails the test after `timeout`, showing
     /// its stderr.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
         let status = match self.child.wait_timeout(timeout).expect("wait for the child") {
             Some(status) => status,
             None => {
@@ -234,16 +225,13 @@ impl Spawned {
         };
         // The readers end at EOF, once every holder of the pipes is gone (a
         // process the child left behind may still hold them: bounded).
-        let mut pause = Duration::from_millis(1);
-        while !self.readers.iter().all(JoinHandle::is_finished) {
-            assert!(
-                Instant::now() < deadline,
-                "exited ({status}) but its output is still open after {timeout:?}; stderr:\n{}",
-                self.stderr_so_far()
-            );
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
+        let left = timeout.saturating_sub(started.elapsed());
+        let ended = poll(left, || self.readers.iter().all(JoinHandle::is_finished));
+        assert!(
+            ended,
+            "exited ({status}) but its output is still open after {timeout:?}; stderr:\n{}",
+            self.stderr_so_far()
+        );
         for r in self.readers.drain(..) {
             r.join().expect("output reader");
         }

@@ -10,14 +10,23 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// Polls `cond` until it holds, failing the test after [`TIMEOUT`] with
 /// `what`. Prefer [`wait_stats`] when the condition is on a server's
 /// counters: its failure message shows them.
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
+pub fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    assert!(poll(TIMEOUT, cond), "timed out after {TIMEOUT:?} waiting until {what}");
+}
+
+/// Polls `cond` (at growing intervals, up to 50 ms) until it holds, or
+/// `timeout` passes; returns whether it held.
+pub(crate) fn poll(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(1);
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {TIMEOUT:?} waiting until {what}");
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+    true
 }
 
 /// Something whose counters a test can read: a [`Server`] in the test
@@ -37,15 +46,11 @@ impl StatsSource for Server {
 /// that satisfied it; after [`TIMEOUT`] fails with `what` and the last
 /// counters seen.
 pub fn wait_stats(server: &impl StatsSource, what: &str, mut cond: impl FnMut(&Stats) -> bool) -> Stats {
-    let deadline = Instant::now() + TIMEOUT;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        let stats = server.stats();
-        if cond(&stats) {
-            return stats;
-        }
-        assert!(Instant::now() < deadline, "timed out after {TIMEOUT:?} waiting until {what}: {stats}");
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
+    let mut last = Stats::default();
+    let held = poll(TIMEOUT, || {
+        last = server.stats();
+        cond(&last)
+    });
+    assert!(held, "timed out after {TIMEOUT:?} waiting until {what}: {last}");
+    last
 }
