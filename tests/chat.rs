@@ -4,15 +4,13 @@
 //! `* welcome`, and a line is known to be handled once some client has
 //! received what it causes.
 
-mod util;
-
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use switchboard::Server;
 use switchboard_handlers::Chat;
-use util::{connect, start};
+use switchboard_test_support::{connect, start};
 
 fn server() -> Server {
     start(Server::builder().workers(2), Chat::new(4096))

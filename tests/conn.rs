@@ -1,23 +1,18 @@
 //! Replying through `Conn` and `ConnHandle`: order, file regions, closed
 //! connections.
 
-mod util;
-
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use switchboard::{CloseReason, Conn, ConnHandle, Flow, Framing, Handler, SendError, Server};
-use util::*;
+use switchboard_test_support::*;
 
-fn temp_file(name: &str, data: &[u8]) -> (PathBuf, Arc<File>) {
-    let dir = std::env::temp_dir().join(format!("switchboard-conn-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("data");
-    std::fs::write(&path, data).unwrap();
-    let file = Arc::new(File::open(&path).unwrap());
+/// A file holding `data` in a temp dir of its own (removed with the dir).
+fn temp_file(name: &str, data: &[u8]) -> (TempDir, Arc<File>) {
+    let dir = temp_dir(&format!("conn-{name}"));
+    let file = Arc::new(File::open(dir.write("data", data)).unwrap());
     (dir, file)
 }
 
@@ -68,7 +63,7 @@ impl Handler for Files {
     }
 }
 
-fn files_server(data: &[u8], name: &str) -> (Server, Files, PathBuf) {
+fn files_server(data: &[u8], name: &str) -> (Server, Files, TempDir) {
     let (dir, file) = temp_file(name, data);
     let h = Files {
         file: Arc::clone(&file),
@@ -96,7 +91,7 @@ fn file_regions_go_out_in_order_with_bytes() {
     assert!(got[1..=data.len()] == data[..], "file content differs");
     assert_eq!(&got[data.len() + 1..data.len() + 7], b">ping\n");
     assert_eq!(&got[data.len() + 7..], &data[data.len() - 3..]);
-    std::fs::remove_dir_all(dir).unwrap();
+    drop(dir);
 }
 
 #[test]
@@ -109,7 +104,7 @@ fn replies_from_another_thread_keep_their_order() {
     assert_eq!(got[0], b'[');
     assert!(got[1..=data.len()] == data[..]);
     assert_eq!(got[data.len() + 1], b']');
-    std::fs::remove_dir_all(dir).unwrap();
+    drop(dir);
 }
 
 #[test]
@@ -124,7 +119,7 @@ fn a_file_shorter_than_its_region_closes_the_connection() {
     assert_eq!(got, data);
     wait_until("the close is reported", || !h.closes.lock().is_empty());
     assert_eq!(h.closes.lock()[0], CloseReason::FileTruncated.to_string());
-    std::fs::remove_dir_all(dir).unwrap();
+    drop(dir);
 }
 
 #[test]
@@ -140,10 +135,12 @@ fn sending_to_a_closed_connection_says_closed() {
     assert_eq!(handle.send("pushed\n"), Ok(()));
     assert_eq!(read_line(&mut r), "pushed\n");
     drop((r, w));
-    wait_until("the handle sees the close", || handle.is_closed());
+    wait_until("the handle sees the close and the handler is told", || {
+        handle.is_closed() && !h.closes.lock().is_empty()
+    });
     assert_eq!(handle.send("late\n"), Err(SendError::Closed));
-    assert_eq!(h.closes.lock()[0], CloseReason::PeerClosed.to_string());
-    std::fs::remove_dir_all(dir).unwrap();
+    assert_eq!(*h.closes.lock(), [CloseReason::PeerClosed.to_string()]);
+    drop(dir);
 }
 
 #[test]
@@ -157,7 +154,7 @@ fn a_handle_can_close_its_connection_after_flushing() {
     let mut got = String::new();
     s.read_to_string(&mut got).unwrap();
     assert_eq!(got, "last words\n");
-    std::fs::remove_dir_all(dir).unwrap();
+    drop(dir);
 }
 
 /// Replies to every line from another thread, once the test allows it;

@@ -1,30 +1,27 @@
 //! No leak: after tens of thousands of connections the server's
-//! descriptors and threads are back to where they started.
-//!
-//! One test in its own binary, so no other test's sockets or threads are
-//! counted.
-
-mod util;
+//! descriptors and threads are back to where they started. The server runs
+//! in a process of its own (`switchboard-test-server`), measured through
+//! `/proc/PID`.
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::time::Duration;
 
-use switchboard::Server;
-use switchboard_handlers::Echo;
-use util::proc::{open_fds, threads};
-use util::*;
+use switchboard_test_support::child::ChildServer;
+use switchboard_test_support::*;
 
 #[test]
 fn twenty_thousand_connections_leave_no_descriptor_or_thread_behind() {
-    let server = start(Server::builder().workers(2), Echo);
+    let server = ChildServer::start(&["--handler", "echo", "--workers", "2"]);
     let addr = server.local_addr();
+    let pid = server.pid();
     // Warm up (lazy statics, the logger, thread-locals), then take the counts.
     let mut warm = connect(addr);
     assert_eq!(round_trip(&mut warm, b"warm"), b"warm");
     drop(warm);
-    wait_until("warm-up connection closed", || server.stats().open == 0);
-    let (fds0, threads0) = (open_fds(), threads());
+    wait_stats(&server, "the warm-up connection is closed", |s| {
+        s.accepted == 1 && s.closed == 1 && s.open == 0
+    });
+    let (fds0, threads0) = (pid.open_fds(), pid.threads());
 
     let clients = 4;
     let per_client = 5_000;
@@ -54,25 +51,21 @@ fn twenty_thousand_connections_leave_no_descriptor_or_thread_behind() {
         w.join().expect("client thread");
     }
     let total = (clients * per_client) as u64;
-    wait_until("every connection closed", || server.stats().open == 0);
-    assert_eq!(server.stats().accepted, total + 1);
+    let stats = wait_stats(&server, "every connection is closed", |s| s.closed == total + 1 && s.open == 0);
+    assert_eq!((stats.accepted, stats.rejected, stats.accept_errors), (total + 1, 0, 0), "{stats}");
 
-    // Closing is asynchronous (a closing connection lingers to read what the
-    // peer still sends): poll for the counts to come back.
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    let mut now = (open_fds(), threads());
-    while (now.0 > fds0 || now.1 > threads0) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-        now = (open_fds(), threads());
-    }
-    assert!(
-        now.0 <= fds0 && now.1 <= threads0,
-        "descriptors {} (started with {fds0}), threads {} (started with {threads0})",
-        now.0,
-        now.1
-    );
+    // A closed connection's socket is closed by its worker: wait for the
+    // exact counts the server started with.
+    let mut now = (0, 0);
+    wait_until("the server's descriptors and threads are back where they started", || {
+        now = (pid.open_fds(), pid.threads());
+        now == (fds0, threads0)
+    });
+    assert_eq!(now, (fds0, threads0), "(descriptors, threads) now and at the start");
     // Still serving.
-    let mut after = TcpStream::connect(addr).unwrap();
-    after.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut after = connect(addr);
     assert_eq!(round_trip(&mut after, b"after"), b"after");
+    drop(after);
+    wait_stats(&server, "the last connection is closed", |s| s.closed == total + 2 && s.open == 0);
+    assert_eq!(server.stop(), "exited drained=0 forced=0");
 }

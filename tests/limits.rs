@@ -1,8 +1,6 @@
 //! Limits: frame maximum, idle timeout, slow senders, the connection limit,
 //! backpressure and slow consumers.
 
-mod util;
-
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -13,7 +11,7 @@ use switchboard::{
     handler_fn, CloseReason, Conn, ConnHandle, Flow, Framing, Handler, Server, SlowConsumerPolicy,
 };
 use switchboard_handlers::Echo;
-use util::*;
+use switchboard_test_support::*;
 
 #[test]
 fn frame_maximum_answers_an_error_and_skips_the_frame() {
@@ -52,17 +50,23 @@ fn idle_connections_time_out() {
     let idle = Duration::from_millis(300);
     let server = start(Server::builder().workers(1).idle_timeout(idle), Echo);
     let mut active = connect(server.local_addr());
-    let started = Instant::now();
+    // Taken before the quiet one connects: the server opens it later.
+    let before_connect = Instant::now();
     let mut quiet = connect(server.local_addr());
-    // The active one keeps talking past the timeout and stays open.
-    while started.elapsed() < idle * 3 {
+    let watcher = std::thread::spawn(move || (read_end(&mut quiet), before_connect.elapsed()));
+    // The active one keeps talking until the quiet one is closed, and stays open.
+    let deadline = Instant::now() + TIMEOUT;
+    while !watcher.is_finished() {
+        assert!(Instant::now() < deadline, "the quiet connection was never closed: {}", server.stats());
         assert_eq!(round_trip(&mut active, b"ping"), b"ping");
         std::thread::sleep(idle / 6);
     }
-    assert!(matches!(read_end(&mut quiet), End::Eof | End::Reset));
-    assert!(started.elapsed() >= idle);
+    let (end, lived) = watcher.join().unwrap();
+    assert!(matches!(end, End::Eof | End::Reset), "{end:?}");
+    assert!(lived >= idle, "the quiet connection lived {lived:?}, under the {idle:?} timeout");
     assert_eq!(round_trip(&mut active, b"still here"), b"still here");
-    assert_eq!(server.stats().timed_out, 1);
+    let stats = wait_stats(&server, "the quiet connection is counted closed", |s| s.closed == 1);
+    assert_eq!((stats.timed_out, stats.open), (1, 1), "{stats}");
 }
 
 #[test]
@@ -93,7 +97,8 @@ fn slowloris_peer_is_cut_off() {
     assert!(started.elapsed() >= Duration::from_millis(400));
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert!(matches!(read_end(&mut s), End::Eof | End::Reset));
-    assert_eq!(server.stats().timed_out, 1);
+    let stats = wait_stats(&server, "the trickling peer is counted closed", |s| s.closed == 1);
+    assert_eq!((stats.timed_out, stats.open), (1, 0), "{stats}");
 }
 
 #[test]
@@ -102,17 +107,18 @@ fn server_busy_at_max_connections() {
     let addr = server.local_addr();
     let mut a = connect(addr);
     let mut b = connect(addr);
-    wait_until("two connections open", || server.stats().open == 2);
+    wait_stats(&server, "two connections open", |s| s.accepted == 2 && s.open == 2);
     let mut c = connect(addr);
     let mut reply = String::new();
     c.read_to_string(&mut reply).unwrap();
     assert_eq!(reply, "! server busy\n");
-    assert_eq!(server.stats().rejected, 1);
+    let stats = wait_stats(&server, "the third is rejected", |s| s.rejected == 1);
+    assert_eq!((stats.accepted, stats.open), (2, 2), "{stats}");
     // The two admitted ones are served; once one leaves, a new one gets in.
     assert_eq!(round_trip(&mut a, b"a"), b"a");
     assert_eq!(round_trip(&mut b, b"b"), b"b");
     drop(a);
-    wait_until("one connection closed", || server.stats().open == 1);
+    wait_stats(&server, "one connection closed", |s| s.closed == 1 && s.open == 1);
     let mut d = connect(addr);
     assert_eq!(round_trip(&mut d, b"d"), b"d");
 }

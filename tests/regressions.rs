@@ -2,16 +2,14 @@
 //! parser, found by the fuzz targets in `fuzz/` (`scripts/fuzz.sh`) or by
 //! reading the code. Each test names the input and what must hold.
 //!
-//! Every decoder input goes through `util::decode::check`: decoded whole and
+//! Every decoder input goes through `switchboard_test_support::decode::check`: decoded whole and
 //! cut into chunks, it must give the same frames as the framing's plain
 //! definition, never use more bytes than it was given, always make progress
 //! or say `Incomplete`, never return a frame over the maximum, and never make
 //! the caller hold more than `max_pending()` undecided bytes.
 
-mod util;
-
 use switchboard::{FrameError, Framing, Prefix};
-use util::decode::{check, decode_in_chunks, Event};
+use switchboard_test_support::decode::{check, decode_in_chunks, Event};
 
 fn frame(b: &[u8]) -> Event {
     Event::Frame(b.to_vec())
@@ -125,7 +123,7 @@ fn a_prefix_cut_in_its_middle_waits_for_the_rest() {
 fn server_answers_the_line_after_an_over_long_one_in_the_same_write() {
     use std::io::{BufReader, Write};
     use switchboard::Server;
-    use util::*;
+    use switchboard_test_support::*;
 
     let server = start(Server::builder().workers(1), LineEcho { max: 16 });
     let s = connect(server.local_addr());

@@ -1,8 +1,6 @@
 //! Graceful shutdown: replies delivered, no resets, the report, and a
 //! second signal that forces.
 
-mod util;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::{mpsc, Arc, Barrier};
@@ -10,7 +8,7 @@ use std::time::Duration;
 
 use switchboard::{Conn, Flow, Framing, Handler, Server};
 use switchboard_handlers::Echo;
-use util::*;
+use switchboard_test_support::*;
 
 /// Echoes lines; says goodbye when the server drains.
 struct Lines;
@@ -91,15 +89,16 @@ fn shutdown_under_load_delivers_every_reply_without_reset() {
     halfway.wait();
     let handle = server.shutdown_handle();
     handle.drain();
-    // New connections are refused at once.
+    // New connections are refused once the listener is closed (a probe
+    // that got in before is accepted and drained like the others).
     wait_until("the listener is closed", || TcpStream::connect(addr).is_err());
     for t in threads {
         t.join().expect("client thread");
     }
+    let accepted = server.stats().accepted as usize;
+    assert!(accepted >= clients, "{}", server.stats());
     let report = server.wait();
-    assert_eq!(report.drained, clients);
-    assert_eq!(report.forced, 0);
-    assert!(report.elapsed < Duration::from_secs(15));
+    assert_eq!((report.drained, report.forced), (accepted, 0), "{report}");
 }
 
 #[test]

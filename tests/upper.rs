@@ -1,14 +1,12 @@
 //! The upper handler over real sockets: PROTOCOLS.md "upper".
 
-mod util;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
 
 use switchboard::Server;
 use switchboard_handlers::Upper;
-use util::{connect, start};
+use switchboard_test_support::{connect, start};
 
 fn server() -> Server {
     start(Server::builder().workers(2), Upper::new())

@@ -4,49 +4,20 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
+use switchboard_test_support::child::Spawned;
+use switchboard_test_support::temp_dir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-client");
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const RUN_DEADLINE: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------- helpers
-
-/// A unique empty folder, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("switchboard-client-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    /// The names in the folder, sorted (hidden temporary files included).
-    fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 struct Run {
     status: ExitStatus,
@@ -71,49 +42,25 @@ impl Run {
 /// Runs the client with `args` in `cwd`, feeding it `stdin` (None: no
 /// stdin at all), killing it if it outlives the deadline.
 fn run_client(args: &[&str], cwd: &Path, stdin: Option<&[u8]>) -> Run {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn switchboard-client");
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(cwd).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = Spawned::spawn(&mut cmd);
     if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(input).unwrap();
-        // Dropping the pipe closes the client's stdin.
+        child.stdin().write_all(input).unwrap();
+        child.close_stdin();
     }
     finish(child)
 }
 
-/// Waits for `child` with a deadline (killing it past it), collecting its output.
-fn finish(mut child: std::process::Child) -> Run {
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + RUN_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("switchboard-client did not exit within {RUN_DEADLINE:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    Run { status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() }
+/// Waits for `child` with a deadline (killing it past it), with its output.
+fn finish(mut child: Spawned) -> Run {
+    let status = child.wait(RUN_DEADLINE);
+    let out = child.output(status);
+    Run {
+        status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// Accepts one connection on `listener`, polling until a deadline.
@@ -237,36 +184,36 @@ fn content() -> Vec<u8> {
 
 #[test]
 fn download_is_verified_and_renamed() {
-    let dir = TempDir::new("ok");
+    let dir = temp_dir("client-ok");
     let data = content();
     let (addr, server) = fake_file_server(Fake::Correct, data.clone());
-    let run = run_client(&[&addr.to_string(), "get", "sub dir/data file.bin"], &dir.0, None);
+    let run = run_client(&[&addr.to_string(), "get", "sub dir/data file.bin"], dir.path(), None);
     assert!(run.status.success(), "stderr: {}", run.stderr);
     assert_eq!(server.join().unwrap(), "get sub dir/data file.bin");
-    assert_eq!(std::fs::read(dir.0.join("data file.bin")).unwrap(), data);
+    assert_eq!(std::fs::read(dir.path().join("data file.bin")).unwrap(), data);
     assert_eq!(dir.names(), ["data file.bin"], "no temporary file left");
     assert!(run.stdout.contains(&md5_hex(&data)), "stdout: {}", run.stdout);
 }
 
 #[test]
 fn download_into_folder_and_to_path() {
-    let dir = TempDir::new("out");
-    std::fs::create_dir(dir.0.join("inbox")).unwrap();
+    let dir = temp_dir("client-out");
+    std::fs::create_dir(dir.path().join("inbox")).unwrap();
     let data = b"hello".to_vec();
 
     let (addr, server) = fake_file_server(Fake::Correct, data.clone());
-    let run = run_client(&[&addr.to_string(), "get", "a/b.txt", "-o", "inbox"], &dir.0, None);
+    let run = run_client(&[&addr.to_string(), "get", "a/b.txt", "-o", "inbox"], dir.path(), None);
     assert!(run.status.success(), "stderr: {}", run.stderr);
     server.join().unwrap();
-    assert_eq!(std::fs::read(dir.0.join("inbox/b.txt")).unwrap(), data);
+    assert_eq!(std::fs::read(dir.path().join("inbox/b.txt")).unwrap(), data);
 
     let (addr, server) = fake_file_server(Fake::Correct, data.clone());
-    let run = run_client(&[&addr.to_string(), "get", "a/b.txt", "-o", "inbox/c.txt"], &dir.0, None);
+    let run = run_client(&[&addr.to_string(), "get", "a/b.txt", "-o", "inbox/c.txt"], dir.path(), None);
     assert!(run.status.success(), "stderr: {}", run.stderr);
     server.join().unwrap();
-    assert_eq!(std::fs::read(dir.0.join("inbox/c.txt")).unwrap(), data);
+    assert_eq!(std::fs::read(dir.path().join("inbox/c.txt")).unwrap(), data);
 
-    let mut inbox: Vec<String> = std::fs::read_dir(dir.0.join("inbox"))
+    let mut inbox: Vec<String> = std::fs::read_dir(dir.path().join("inbox"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -276,20 +223,20 @@ fn download_into_folder_and_to_path() {
 
 #[test]
 fn empty_file_downloads() {
-    let dir = TempDir::new("empty");
+    let dir = temp_dir("client-empty");
     let (addr, server) = fake_file_server(Fake::Correct, Vec::new());
-    let run = run_client(&[&addr.to_string(), "get", "empty"], &dir.0, None);
+    let run = run_client(&[&addr.to_string(), "get", "empty"], dir.path(), None);
     assert!(run.status.success(), "stderr: {}", run.stderr);
     server.join().unwrap();
-    assert_eq!(std::fs::read(dir.0.join("empty")).unwrap(), b"");
+    assert_eq!(std::fs::read(dir.path().join("empty")).unwrap(), b"");
     assert_eq!(dir.names(), ["empty"]);
 }
 
 #[test]
 fn corrupted_download_leaves_nothing() {
-    let dir = TempDir::new("corrupt");
+    let dir = temp_dir("client-corrupt");
     let (addr, server) = fake_file_server(Fake::Corrupted, content());
-    let run = run_client(&[&addr.to_string(), "get", "data.bin"], &dir.0, None);
+    let run = run_client(&[&addr.to_string(), "get", "data.bin"], dir.path(), None);
     server.join().unwrap();
     run.assert_one_error_line("md5 mismatch");
     assert!(dir.names().is_empty(), "left behind: {:?}", dir.names());
@@ -297,10 +244,10 @@ fn corrupted_download_leaves_nothing() {
 
 #[test]
 fn cut_transfer_leaves_nothing() {
-    let dir = TempDir::new("cut");
+    let dir = temp_dir("client-cut");
     let data = content();
     let (addr, server) = fake_file_server(Fake::Cut, data.clone());
-    let run = run_client(&[&addr.to_string(), "get", "data.bin"], &dir.0, None);
+    let run = run_client(&[&addr.to_string(), "get", "data.bin"], dir.path(), None);
     server.join().unwrap();
     run.assert_one_error_line(&format!("of {} bytes", data.len()));
     assert!(run.stderr.contains("cut short"), "{}", run.stderr);
@@ -309,9 +256,9 @@ fn cut_transfer_leaves_nothing() {
 
 #[test]
 fn server_error_reason_is_printed() {
-    let dir = TempDir::new("notfound");
+    let dir = temp_dir("client-notfound");
     let (addr, server) = fake_file_server(Fake::NotFound, Vec::new());
-    let run = run_client(&[&addr.to_string(), "get", "missing.txt"], &dir.0, None);
+    let run = run_client(&[&addr.to_string(), "get", "missing.txt"], dir.path(), None);
     assert_eq!(server.join().unwrap(), "get missing.txt");
     run.assert_one_error_line("server: not found");
     assert!(dir.names().is_empty(), "left behind: {:?}", dir.names());
@@ -319,9 +266,9 @@ fn server_error_reason_is_printed() {
 
 #[test]
 fn bad_header_length_is_refused() {
-    let dir = TempDir::new("badlen");
+    let dir = temp_dir("client-badlen");
     let (addr, server) = fake_file_server(Fake::BadLength, Vec::new());
-    let run = run_client(&[&addr.to_string(), "get", "x.bin"], &dir.0, None);
+    let run = run_client(&[&addr.to_string(), "get", "x.bin"], dir.path(), None);
     server.join().unwrap();
     run.assert_one_error_line("bad header length -5");
     assert!(dir.names().is_empty(), "left behind: {:?}", dir.names());
@@ -329,9 +276,9 @@ fn bad_header_length_is_refused() {
 
 #[test]
 fn stalled_server_times_out() {
-    let dir = TempDir::new("stall");
+    let dir = temp_dir("client-stall");
     let (addr, server) = fake_file_server(Fake::Stall, content());
-    let run = run_client(&[&addr.to_string(), "get", "x.bin", "--read-timeout", "300ms"], &dir.0, None);
+    let run = run_client(&[&addr.to_string(), "get", "x.bin", "--read-timeout", "300ms"], dir.path(), None);
     run.assert_one_error_line("sent nothing for 300ms");
     server.join().unwrap();
     assert!(dir.names().is_empty(), "left behind: {:?}", dir.names());
@@ -339,34 +286,34 @@ fn stalled_server_times_out() {
 
 #[test]
 fn existing_file_needs_force() {
-    let dir = TempDir::new("force");
-    std::fs::write(dir.0.join("x.bin"), b"old").unwrap();
+    let dir = temp_dir("client-force");
+    std::fs::write(dir.path().join("x.bin"), b"old").unwrap();
     // Refused before connecting: the address is never contacted.
-    let run = run_client(&["127.0.0.1:1", "get", "x.bin"], &dir.0, None);
+    let run = run_client(&["127.0.0.1:1", "get", "x.bin"], dir.path(), None);
     run.assert_one_error_line("already exists");
-    assert_eq!(std::fs::read(dir.0.join("x.bin")).unwrap(), b"old");
+    assert_eq!(std::fs::read(dir.path().join("x.bin")).unwrap(), b"old");
 
     let (addr, server) = fake_file_server(Fake::Correct, b"new".to_vec());
-    let run = run_client(&[&addr.to_string(), "get", "x.bin", "--force"], &dir.0, None);
+    let run = run_client(&[&addr.to_string(), "get", "x.bin", "--force"], dir.path(), None);
     assert!(run.status.success(), "stderr: {}", run.stderr);
     server.join().unwrap();
-    assert_eq!(std::fs::read(dir.0.join("x.bin")).unwrap(), b"new");
+    assert_eq!(std::fs::read(dir.path().join("x.bin")).unwrap(), b"new");
     assert_eq!(dir.names(), ["x.bin"]);
 }
 
 #[test]
 fn name_without_base_name_is_refused() {
-    let dir = TempDir::new("badname");
+    let dir = temp_dir("client-badname");
     for name in ["..", "a/..", ""] {
-        let run = run_client(&["127.0.0.1:1", "get", name], &dir.0, None);
+        let run = run_client(&["127.0.0.1:1", "get", name], dir.path(), None);
         run.assert_one_error_line("no file name");
     }
 }
 
 #[test]
 fn missing_output_folder_is_refused() {
-    let dir = TempDir::new("nofolder");
-    let run = run_client(&["127.0.0.1:1", "get", "x.bin", "-o", "nope/x.bin"], &dir.0, None);
+    let dir = temp_dir("client-nofolder");
+    let run = run_client(&["127.0.0.1:1", "get", "x.bin", "-o", "nope/x.bin"], dir.path(), None);
     run.assert_one_error_line("there is no folder nope");
     assert!(dir.names().is_empty());
 }
@@ -375,9 +322,9 @@ fn missing_output_folder_is_refused() {
 
 #[test]
 fn list_prints_files_and_sizes() {
-    let dir = TempDir::new("list");
+    let dir = temp_dir("client-list");
     let (addr, server) = fake_file_server(Fake::List, Vec::new());
-    let run = run_client(&[&addr.to_string(), "list"], &dir.0, None);
+    let run = run_client(&[&addr.to_string(), "list"], dir.path(), None);
     assert!(run.status.success(), "stderr: {}", run.stderr);
     assert_eq!(server.join().unwrap(), "list");
     assert_eq!(run.stdout, "         5  a.txt\n5000000000  dir/big.iso\n");
@@ -385,9 +332,9 @@ fn list_prints_files_and_sizes() {
 
 #[test]
 fn list_error_fails() {
-    let dir = TempDir::new("listerr");
+    let dir = temp_dir("client-listerr");
     let (addr, server) = fake_file_server(Fake::BadLength, Vec::new());
-    let run = run_client(&[&addr.to_string(), "list"], &dir.0, None);
+    let run = run_client(&[&addr.to_string(), "list"], dir.path(), None);
     server.join().unwrap();
     run.assert_one_error_line("bad header length");
 }
@@ -396,7 +343,7 @@ fn list_error_fails() {
 
 #[test]
 fn interactive_echo_until_stdin_ends() {
-    let dir = TempDir::new("echo");
+    let dir = temp_dir("client-echo");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = thread::spawn(move || {
@@ -412,7 +359,7 @@ fn interactive_echo_until_stdin_ends() {
             conn.write_all(&buf[..n]).unwrap();
         }
     });
-    let run = run_client(&[&addr.to_string()], &dir.0, Some("hello\nstraße 你好\n".as_bytes()));
+    let run = run_client(&[&addr.to_string()], dir.path(), Some("hello\nstraße 你好\n".as_bytes()));
     assert!(run.status.success(), "stderr: {}", run.stderr);
     assert_eq!(run.stdout, "hello\nstraße 你好\n");
     assert_eq!(server.join().unwrap(), "hello\nstraße 你好\n".len());
@@ -420,7 +367,7 @@ fn interactive_echo_until_stdin_ends() {
 
 #[test]
 fn interactive_exits_when_server_closes() {
-    let dir = TempDir::new("bye");
+    let dir = temp_dir("client-bye");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let server = thread::spawn(move || {
@@ -428,18 +375,10 @@ fn interactive_exits_when_server_closes() {
         // No newline: printed as it arrives all the same.
         conn.write_all(b"* bye").unwrap();
     });
-    let mut child = Command::new(BIN)
-        .arg(addr.to_string())
-        .current_dir(&dir.0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // stdin stays open: only the server's close can end the client.
-    let stdin = child.stdin.take().unwrap();
+    let child =
+        Spawned::spawn(Command::new(BIN).arg(addr.to_string()).current_dir(dir.path()).stdin(Stdio::piped()));
     let run = finish(child);
-    drop(stdin);
     server.join().unwrap();
     assert!(run.status.success(), "stderr: {}", run.stderr);
     assert_eq!(run.stdout, "* bye");
@@ -447,10 +386,10 @@ fn interactive_exits_when_server_closes() {
 
 #[test]
 fn interactive_against_real_echo_server() {
-    let dir = TempDir::new("real");
+    let dir = temp_dir("client-real");
     let server =
         switchboard::Server::builder().workers(1).start("127.0.0.1:0", switchboard_handlers::Echo).unwrap();
-    let run = run_client(&[&server.local_addr().to_string()], &dir.0, Some(b"ping\npong"));
+    let run = run_client(&[&server.local_addr().to_string()], dir.path(), Some(b"ping\npong"));
     assert!(run.status.success(), "stderr: {}", run.stderr);
     assert_eq!(run.stdout, "ping\npong");
     server.shutdown();
@@ -460,9 +399,9 @@ fn interactive_against_real_echo_server() {
 
 #[test]
 fn bad_args_exit_2() {
-    let dir = TempDir::new("args");
+    let dir = temp_dir("client-args");
     for args in [&[][..], &["127.0.0.1:1", "get"][..], &["127.0.0.1:1", "--timeout", "10"][..]] {
-        let run = run_client(args, &dir.0, None);
+        let run = run_client(args, dir.path(), None);
         assert_eq!(run.status.code(), Some(2), "{args:?}: {}", run.stderr);
         assert!(run.stderr.starts_with("error:"), "{args:?}: {}", run.stderr);
         assert!(run.stderr.contains("--help"), "{args:?}: {}", run.stderr);
@@ -471,11 +410,11 @@ fn bad_args_exit_2() {
 
 #[test]
 fn connection_refused_is_one_clear_line() {
-    let dir = TempDir::new("refused");
+    let dir = temp_dir("client-refused");
     // A port that was just free: nothing listens on it.
     let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let run = run_client(&[&addr.to_string(), "list"], &dir.0, None);
+    let run = run_client(&[&addr.to_string(), "list"], dir.path(), None);
     run.assert_one_error_line(&format!("cannot connect to {addr}"));
-    let run = run_client(&["no-port-here", "list"], &dir.0, None);
+    let run = run_client(&["no-port-here", "list"], dir.path(), None);
     run.assert_one_error_line("HOST:PORT");
 }

@@ -2,55 +2,34 @@
 //! runs briefly with few connections and its counts are checked from the
 //! `--json` output.
 
-use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 use serde_json::Value;
 use switchboard::{handler_fn, Conn, ConnHandle, Flow, Framing, Handler, Server};
 use switchboard_handlers::{Chat, Echo, FileGet};
+use switchboard_test_support::child::run;
+use switchboard_test_support::temp_dir;
 
 /// How long one run of the load generator may take before the test fails.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What a run printed, as text.
 struct Output {
     status: ExitStatus,
     stdout: String,
     stderr: String,
 }
 
-/// Runs `switchboard-load ARGS`, killing it (and failing) after [`TIMEOUT`].
+/// Runs `switchboard-load ARGS`, its output read while it runs, killing it
+/// (and failing) after [`TIMEOUT`].
 fn load(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-load"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("switchboard-load starts");
-    let status = wait(&mut child);
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    Output { status, stdout, stderr }
-}
-
-fn wait(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + TIMEOUT;
-    let mut pause = Duration::from_millis(5);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for switchboard-load") {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("switchboard-load did not finish within {TIMEOUT:?}");
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
+    let out = run(Command::new(env!("CARGO_BIN_EXE_switchboard-load")).args(args), TIMEOUT);
+    Output {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
@@ -229,28 +208,9 @@ fn chat_missing_deliveries_are_counted() {
     assert!(u(&v, &["errors", "lost"]) >= 40);
 }
 
-/// A unique temporary folder, removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("switchboard-load-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn file_downloads_are_md5_checked() {
-    let dir = TempDir::new("file");
+    let dir = temp_dir("file");
     let size = 3 * 1024 * 1024 + 17;
     let mut state = 0x1234_5678_9abc_def1_u64;
     let data: Vec<u8> = (0..size)
@@ -261,10 +221,10 @@ fn file_downloads_are_md5_checked() {
             state as u8
         })
         .collect();
-    std::fs::write(dir.0.join("big file.bin"), &data).unwrap();
+    std::fs::write(dir.path().join("big file.bin"), &data).unwrap();
     let server = Server::builder()
         .workers(2)
-        .start("127.0.0.1:0", FileGet::new(&dir.0, 4096).unwrap())
+        .start("127.0.0.1:0", FileGet::new(dir.path(), 4096).unwrap())
         .expect("server starts");
     let (out, v) =
         load_json(server.local_addr(), &["file", "big file.bin", "-c", "2", "-n", "6", "--depth", "2"]);

@@ -3,70 +3,31 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard-server");
-const TIMEOUT: Duration = Duration::from_secs(20);
+use rustix::process::Signal;
+use switchboard_test_support::child::{run, Spawned};
+use switchboard_test_support::{connect, temp_dir, TIMEOUT};
 
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard-server");
+
+/// A running `switchboard-server` and the address it printed.
 struct Running {
-    child: Child,
+    proc: Spawned,
     addr: SocketAddr,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn spawn(args: &[&str]) -> Running {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run switchboard-server");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    let addr = first
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first line was {first:?}"))
-        .trim()
-        .parse()
-        .unwrap();
-    Running { child, addr }
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--listen", "127.0.0.1:0"]).args(args).stdin(Stdio::null());
+    let mut proc = Spawned::spawn(&mut cmd);
+    let addr = proc.listening_addr();
+    Running { proc, addr }
 }
 
-fn wait_exit(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the server did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn signal(child: &Child, sig: rustix::process::Signal) {
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, sig).unwrap();
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s
-}
-
-fn stderr_of(child: &mut Child) -> String {
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    err
+fn run_bin(args: &[&str]) -> Output {
+    run(Command::new(BIN).args(args), TIMEOUT)
 }
 
 #[test]
@@ -77,14 +38,14 @@ fn echo_by_default_and_sigterm_drains_with_a_report() {
     let mut buf = [0u8; 6];
     s.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"hello\n");
-    signal(&server.child, rustix::process::Signal::TERM);
+    server.proc.signal(Signal::TERM);
     // The idle client is drained after the quiet period: a clean EOF.
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
-    let status = wait_exit(&mut server.child);
+    let status = server.proc.wait(TIMEOUT);
     assert!(status.success(), "{status}");
-    let err = stderr_of(&mut server.child);
+    let err = server.proc.stderr_so_far();
     assert!(err.contains("shutdown complete: 1 drained, 0 forced"), "{err}");
 }
 
@@ -109,28 +70,27 @@ fn second_signal_forces_the_exit() {
         }
         false
     });
-    signal(&server.child, rustix::process::Signal::INT);
-    // Still serving while draining; a new connection is refused.
-    let deadline = Instant::now() + TIMEOUT;
-    while TcpStream::connect(addr).is_ok() {
-        assert!(Instant::now() < deadline, "still accepting after the signal");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    signal(&server.child, rustix::process::Signal::INT);
-    let status = wait_exit(&mut server.child);
+    server.proc.signal(Signal::INT);
+    // The first signal closes the listener: wait for the server to say so,
+    // then a new connection is refused while the busy one is still served.
+    server.proc.wait_stderr("stopped accepting; draining connections", TIMEOUT);
+    let refused = TcpStream::connect(addr).map(drop).map_err(|e| e.kind());
+    assert_eq!(refused, Err(std::io::ErrorKind::ConnectionRefused), "a connect after the listener closed");
+    assert!(!keep_busy.is_finished(), "the busy connection ended before the second signal");
+    server.proc.signal(Signal::INT);
+    let status = server.proc.wait(TIMEOUT);
     assert!(status.success(), "{status}");
     assert!(keep_busy.join().unwrap(), "the busy connection was not closed");
-    let err = stderr_of(&mut server.child);
-    // (A probe connect may have been accepted just before the listener
-    // closed; it drains. The busy connection is the forced one.)
-    assert!(err.contains(" drained, 1 forced"), "{err}");
+    // The busy connection, the only one, is forced.
+    let err = server.proc.stderr_so_far();
+    assert!(err.contains("shutdown complete: 0 drained, 1 forced"), "{err}");
 }
 
 #[test]
 fn bad_flags_exit_2_with_usage() {
     for args in [&["--workers", "many"][..], &["--idle-timeout", "10"], &["--handler", "nope"], &["--bogus"]]
     {
-        let out = Command::new(BIN).args(args).stdin(Stdio::null()).output().unwrap();
+        let out = run_bin(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("Usage") || err.contains("usage"), "{args:?}: {err}");
@@ -142,7 +102,7 @@ fn bad_flags_exit_2_with_usage() {
 fn port_in_use_is_one_clear_line_and_exit_1() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(BIN).args(["--listen", &addr]).stdin(Stdio::null()).output().unwrap();
+    let out = run_bin(&["--listen", &addr]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err.lines().last().unwrap_or("");
@@ -152,11 +112,7 @@ fn port_in_use_is_one_clear_line_and_exit_1() {
 
 #[test]
 fn invalid_settings_are_refused_before_listening() {
-    let out = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--workers", "0"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run_bin(&["--listen", "127.0.0.1:0", "--workers", "0"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("workers must be 1 to 1024"), "{err}");
@@ -164,7 +120,7 @@ fn invalid_settings_are_refused_before_listening() {
 
 #[test]
 fn help_describes_the_handlers() {
-    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let out = run_bin(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for word in
@@ -176,37 +132,14 @@ fn help_describes_the_handlers() {
 
 #[test]
 fn a_low_descriptor_limit_turns_clients_away_and_recovers() {
-    use std::sync::{Arc, Mutex};
     // A descriptor limit the server cannot raise: the connection budget is
     // derived from it, and clients beyond it are told so at once.
-    let mut child = Command::new("bash")
-        .args(["-c", &format!("ulimit -n 32 && exec {BIN} --listen 127.0.0.1:0 --workers 1")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    let addr: SocketAddr = first.trim().strip_prefix("listening on ").unwrap().parse().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let err = child.stderr.take().unwrap();
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    let server = Running { child, addr };
-    let wait_log = |what: &str| {
-        let deadline = Instant::now() + TIMEOUT;
-        while !log.lock().unwrap().contains(what) {
-            assert!(Instant::now() < deadline, "log lacks {what:?}: {}", log.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", &format!("ulimit -n 32 && exec {BIN} --listen 127.0.0.1:0 --workers 1")])
+        .stdin(Stdio::null());
+    let mut proc = Spawned::spawn(&mut cmd);
+    let addr = proc.listening_addr();
+    let wait_log = |what: &str| proc.wait_stderr(what, TIMEOUT);
     // 32 − 5 open (standard streams, signal pipe) − 4 − 2 − a reserve of 10.
     let budget = 11;
     wait_log(&format!("up to {budget} connections"));
@@ -245,7 +178,6 @@ fn a_low_descriptor_limit_turns_clients_away_and_recovers() {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    drop(server);
 }
 
 #[test]
@@ -276,8 +208,8 @@ fn each_handler_is_selected_by_its_flag() {
 
 #[test]
 fn file_handler_serves_the_client_a_verified_download() {
-    let base = std::env::temp_dir().join(format!("switchboard-server-file-{}", std::process::id()));
-    let (root, dest) = (base.join("root"), base.join("dest"));
+    let base = temp_dir("server-file");
+    let (root, dest) = (base.path().join("root"), base.path().join("dest"));
     std::fs::create_dir_all(&root).unwrap();
     std::fs::create_dir_all(&dest).unwrap();
     let content: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
@@ -285,38 +217,32 @@ fn file_handler_serves_the_client_a_verified_download() {
     let server = spawn(&["--handler", "file", "--root", root.to_str().unwrap()]);
     let client = env!("CARGO_BIN_EXE_switchboard-client");
     let addr = server.addr.to_string();
-    let out = Command::new(client)
-        .args([&addr, "get", "data 数据.bin", "-o", dest.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run(
+        Command::new(client).args([&addr, "get", "data 数据.bin", "-o", dest.to_str().unwrap()]),
+        TIMEOUT,
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(dest.join("data 数据.bin")).unwrap(), content);
-    let out = Command::new(client).args([&addr, "list"]).stdin(Stdio::null()).output().unwrap();
+    let out = run(Command::new(client).args([&addr, "list"]), TIMEOUT);
     assert!(out.status.success());
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains("300000") && listing.contains("data 数据.bin"), "{listing}");
-    let out = Command::new(client)
-        .args([&addr, "get", "../etc/passwd", "-o", dest.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run(
+        Command::new(client).args([&addr, "get", "../etc/passwd", "-o", dest.to_str().unwrap()]),
+        TIMEOUT,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("outside root"));
     assert!(!dest.join("passwd").exists());
-    std::fs::remove_dir_all(&base).unwrap();
 }
 
 #[test]
 fn file_handler_needs_a_usable_root() {
-    let out = Command::new(BIN).args(["--handler", "file"]).stdin(Stdio::null()).output().unwrap();
+    let out = run_bin(&["--handler", "file"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--root"));
-    let out = Command::new(BIN)
-        .args(["--handler", "file", "--listen", "127.0.0.1:0", "--root", "/nonexistent/switchboard"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out =
+        run_bin(&["--handler", "file", "--listen", "127.0.0.1:0", "--root", "/nonexistent/switchboard"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.trim_end().lines().last().unwrap().starts_with("switchboard-server: file root"), "{err}");

@@ -1,7 +1,7 @@
 //! A custom handler in a dozen lines: every line comes back reversed.
 //!
 //! Run it with `cargo run -p switchboard --example reverse`, then
-//! `nc 127.0.0.1 7979` and type.
+//! `switchboard-client 127.0.0.1:7979` and type; Ctrl-C drains and exits.
 
 use switchboard::{Conn, Flow, Framing, Handler, Phase, Server};
 

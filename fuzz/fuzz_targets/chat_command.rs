@@ -3,8 +3,7 @@
 //! panics and every part it returns is a piece of the line, as documented.
 #![no_main]
 
-#[path = "common.rs"]
-mod common;
+use switchboard_test_support::lines;
 
 use libfuzzer_sys::fuzz_target;
 use switchboard_handlers::chat::{parse, valid_nick, Command};
@@ -57,7 +56,7 @@ fn check_line(line: &str) {
 
 fuzz_target!(|data: &[u8]| {
     // Each line, and the last one even without its newline.
-    common::for_each_line(data, 4096, |line| check_line(&String::from_utf8_lossy(line)));
+    lines::for_each_line(data, 4096, |line| check_line(&String::from_utf8_lossy(line)));
     // The raw input as one line.
     if let Ok(s) = std::str::from_utf8(data) {
         check_line(s);

@@ -3,8 +3,7 @@
 //! exactly or a bad request.
 #![no_main]
 
-#[path = "common.rs"]
-mod common;
+use switchboard_test_support::lines;
 
 use libfuzzer_sys::fuzz_target;
 use switchboard_handlers::file::{parse_request, Request};
@@ -26,6 +25,6 @@ fn check(line: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    common::for_each_line(data, 4096, check);
+    lines::for_each_line(data, 4096, check);
     check(data);
 });

@@ -1,15 +1,12 @@
 //! The length-prefixed decoder: every prefix, any maximum, any input, any
-//! way of cutting it into reads. See `tests/util/decode.rs` for the
+//! way of cutting it into reads. See `support/src/decode.rs` for the
 //! invariants checked.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use switchboard::{Framing, Prefix};
 
-#[path = "common.rs"]
-mod common;
-#[path = "../../tests/util/decode.rs"]
-mod decode;
+use switchboard_test_support::{decode, lines};
 
 fuzz_target!(|data: &[u8]| {
     let [p, m0, m1, rest @ ..] = data else { return };
@@ -20,6 +17,6 @@ fuzz_target!(|data: &[u8]| {
         _ => Prefix::I32Le,
     };
     let max = usize::from(u16::from_le_bytes([*m0, *m1]));
-    let (cuts, input) = common::cuts(rest);
+    let (cuts, input) = lines::cuts(rest);
     decode::check(Framing::length_prefixed(prefix, max), input, &cuts);
 });

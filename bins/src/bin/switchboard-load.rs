@@ -24,7 +24,7 @@ use switchboard_bins::load::{run_with_progress, Config, LoadError, Mode, Stop};
 /// connections (the summary says which); 2 if it could not start (bad
 /// arguments, target unreachable).
 #[derive(Debug, Parser)]
-#[command(name = "switchboard-load", version, about, long_about)]
+#[command(name = "switchboard-load", version)]
 struct Cli {
     #[command(subcommand)]
     mode: ModeCmd,

@@ -1,8 +1,7 @@
 //! Runs a [`Decoder`] over an input cut into arbitrary chunks, the way the
 //! server feeds it, checks its invariants at every step, and compares what it
 //! decodes with a plain model of the framing. Shared by the regression tests
-//! and the fuzz targets (`fuzz/`), which include this file.
-#![allow(dead_code, unreachable_pub)]
+//! and the fuzz targets (`fuzz/`).
 
 use switchboard::{Decoder, FrameError, Framing, Step};
 

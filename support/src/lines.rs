@@ -1,5 +1,7 @@
-//! Input layout shared by the fuzz targets.
-#![allow(dead_code)]
+//! The input layout of the fuzz targets, and line cutting as the server
+//! does it.
+
+use switchboard::{Decoder, Framing, Step};
 
 /// Splits fuzz data into read boundaries and the stream: the first byte is
 /// how many cuts follow (up to 15), each a little-endian u16 position.
@@ -17,7 +19,6 @@ pub fn cuts(data: &[u8]) -> (Vec<usize>, &[u8]) {
 /// Cuts `data` into lines as a server with `Framing::lines(max)` would and
 /// calls `f` on each whole line, then on the unterminated rest.
 pub fn for_each_line(data: &[u8], max: usize, mut f: impl FnMut(&[u8])) {
-    use switchboard::{Decoder, Framing, Step};
     let mut dec = Decoder::new(Framing::lines(max));
     let mut rest = data;
     // Each step uses at least one byte.

@@ -1,0 +1,29 @@
+//! Helpers shared by the Switchboard tests (`tests/`, `bins/tests/`) and the
+//! fuzz targets (`fuzz/`). Dev-only, never published.
+//!
+//! - [`start`], [`connect`], [`small_window_client`], [`round_trip`] and
+//!   friends: servers in the test process on 127.0.0.1:0 and blocking
+//!   clients with timeouts;
+//! - [`wait_until`] and [`wait_stats`]: poll for the exact condition a test
+//!   then asserts, with a deadline and the server's counters in the failure
+//!   message;
+//! - [`child`]: binaries run with a deadline, their output read while they
+//!   run, and [`child::ChildServer`], a server in a process of its own whose
+//!   memory, descriptors and threads the test reads through `/proc/PID`;
+//! - [`LineEcho`], the line-echo test handler; [`decode`], the decoder
+//!   driver; [`lines`], the fuzz input layout.
+
+pub mod child;
+pub mod decode;
+mod line_echo;
+pub mod lines;
+mod net;
+pub mod test_server;
+mod wait;
+
+pub use line_echo::LineEcho;
+pub use net::{
+    connect, init_logs, raise_fd_limit, random_bytes, read_end, read_exact, read_line, reset, round_trip,
+    small_window_client, start, temp_dir, End, TempDir,
+};
+pub use wait::{wait_stats, wait_until, StatsSource, TIMEOUT};
