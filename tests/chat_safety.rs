@@ -2,15 +2,13 @@
 //! look-alike nicks (PROTOCOLS.md "chat"), and bursts within the documented
 //! limits that must not cut off members who read.
 
-mod util;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 
 use switchboard::Server;
 use switchboard_handlers::Chat;
-use util::{connect, start};
+use switchboard_test_support::{connect, start};
 
 /// A line-oriented test client.
 struct Client {
@@ -33,8 +31,8 @@ impl Client {
         sock.set_recv_buffer_size(8 << 10).expect("SO_RCVBUF");
         sock.connect(&addr.into()).expect("connect");
         let s: TcpStream = sock.into();
-        s.set_read_timeout(Some(util::TIMEOUT)).unwrap();
-        s.set_write_timeout(Some(util::TIMEOUT)).unwrap();
+        s.set_read_timeout(Some(switchboard_test_support::TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(switchboard_test_support::TIMEOUT)).unwrap();
         s.set_nodelay(true).unwrap();
         Client::welcome(s)
     }
@@ -237,7 +235,7 @@ fn big_rooms_do_not_announce_joins_and_leaves() {
     let (mut a, mut b) = two(addr);
     let c = Client::join(addr);
     drop(c);
-    util::wait_until("guest-3 has left", || {
+    switchboard_test_support::wait_until("guest-3 has left", || {
         b.send("/who");
         b.line() == "* online: guest-1, guest-2"
     });

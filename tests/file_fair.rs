@@ -4,8 +4,6 @@
 //! a trailing `/` on a file is `not a file`, and `list` names only what a
 //! request can name.
 
-mod util;
-
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
@@ -19,7 +17,7 @@ use md5::{Digest, Md5};
 use switchboard::Server;
 use switchboard_handlers::file::proto::{self, Header, MAX_QUEUED_REQUESTS};
 use switchboard_handlers::FileGet;
-use util::{connect, random_bytes};
+use switchboard_test_support::{connect, random_bytes};
 
 /// A folder of its own under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -50,7 +48,7 @@ impl Drop for TempDir {
 }
 
 fn start(root: &Path) -> Server {
-    util::init_logs();
+    switchboard_test_support::init_logs();
     let handler = FileGet::new(root, 4096).expect("file handler");
     Server::builder().workers(2).start("127.0.0.1:0", handler).expect("server starts")
 }

@@ -2,8 +2,6 @@
 //! deferred replies in request order, timers, refusing in `open`, the
 //! server-wide outbound budget, and the socket-free harness.
 
-mod util;
-
 use std::io::{BufReader, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +11,7 @@ use parking_lot::Mutex;
 use switchboard::{
     handler_fn, CloseReason, Conn, ConnHandle, Flow, Framing, Handler, Harness, SendError, Server,
 };
-use util::*;
+use switchboard_test_support::*;
 
 /// Echoes lines; pauses reading from `open`, `drain` or `eof` as told.
 struct PauseIn {

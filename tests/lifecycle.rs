@@ -2,8 +2,6 @@
 //! on every start failure, durations that cannot overflow, the stats handle
 //! while `wait` runs, and the connection budget.
 
-mod util;
-
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -11,7 +9,7 @@ use std::time::Duration;
 
 use switchboard::{Conn, Flow, Phase, Server, ServerBuilder, StartError, StartProbe};
 use switchboard_handlers::Echo;
-use util::*;
+use switchboard_test_support::*;
 
 fn start_failure(builder: ServerBuilder) -> StartError {
     init_logs();

@@ -2,8 +2,6 @@
 //! moves connections to an idle one, and nothing sent to a moving
 //! connection is lost or reordered.
 
-mod util;
-
 use std::io::{BufRead, BufReader, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use switchboard::{Conn, ConnHandle, Flow, Framing, Handler, Server};
-use util::*;
+use switchboard_test_support::*;
 
 /// Echoes lines after burning `spin` of CPU; records which worker thread
 /// served each connection; keeps every connection's handle.
