@@ -4,78 +4,15 @@
 //! `* welcome`, and a line is known to be handled once some client has
 //! received what it causes.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use switchboard::Server;
 use switchboard_handlers::Chat;
-use switchboard_test_support::{connect, start};
+use switchboard_test_support::{start, ChatClient as Client};
 
 fn server() -> Server {
     start(Server::builder().workers(2), Chat::new(4096))
-}
-
-/// A line-oriented test client.
-struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let s = connect(addr);
-        let writer = s.try_clone().expect("clone");
-        Client { reader: BufReader::new(s), writer }
-    }
-
-    /// Connects and waits for the welcome; returns the client and its nick.
-    fn join(addr: SocketAddr) -> (Client, String) {
-        let mut c = Client::connect(addr);
-        let welcome = c.line();
-        let nick = welcome.strip_prefix("* welcome ").unwrap_or_else(|| panic!("not a welcome: {welcome:?}"));
-        let nick = nick.to_owned();
-        (c, nick)
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("write");
-    }
-
-    fn send(&mut self, line: &str) {
-        self.send_raw(format!("{line}\n").as_bytes());
-    }
-
-    /// The next line, without its LF; server lines never carry CR.
-    fn line(&mut self) -> String {
-        let mut buf = Vec::new();
-        let n = self.reader.read_until(b'\n', &mut buf).expect("read a line");
-        assert!(n > 0, "EOF where a line was expected");
-        assert_eq!(buf.pop(), Some(b'\n'), "a server line ends in LF: {buf:?}");
-        String::from_utf8(buf).expect("server lines are UTF-8")
-    }
-
-    fn expect(&mut self, want: &str) {
-        assert_eq!(self.line(), want);
-    }
-
-    /// Reads to EOF (a reset also counts as closed); returns the lines read.
-    fn lines_to_eof(&mut self) -> Vec<String> {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("waiting for EOF: {e}"),
-        }
-        String::from_utf8(rest).expect("UTF-8").lines().map(str::to_owned).collect()
-    }
-
-    /// Proves nothing else was queued for this client before the command:
-    /// `/who`'s answer must be the very next line.
-    fn expect_nothing_before_who(&mut self, online: &str) {
-        self.send("/who");
-        self.expect(&format!("* online: {online}"));
-    }
 }
 
 /// Three members, guest-1 to guest-3, each past the others' join notices.

@@ -2,74 +2,18 @@
 //! look-alike nicks (PROTOCOLS.md "chat"), and bursts within the documented
 //! limits that must not cut off members who read.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::thread;
 
 use switchboard::Server;
 use switchboard_handlers::Chat;
-use switchboard_test_support::{connect, start};
-
-/// A line-oriented test client.
-struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Client {
-    /// Connects and waits for the welcome.
-    fn join(addr: SocketAddr) -> Client {
-        Client::welcome(connect(addr))
-    }
-
-    /// Connects with a small receive buffer, so what the member has not
-    /// read yet waits in the server's queue rather than in the kernel's,
-    /// and waits for the welcome.
-    fn join_small_buffer(addr: SocketAddr) -> Client {
-        use socket2::{Domain, Socket, Type};
-        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        sock.set_recv_buffer_size(8 << 10).expect("SO_RCVBUF");
-        sock.connect(&addr.into()).expect("connect");
-        let s: TcpStream = sock.into();
-        s.set_read_timeout(Some(switchboard_test_support::TIMEOUT)).unwrap();
-        s.set_write_timeout(Some(switchboard_test_support::TIMEOUT)).unwrap();
-        s.set_nodelay(true).unwrap();
-        Client::welcome(s)
-    }
-
-    fn welcome(s: TcpStream) -> Client {
-        let writer = s.try_clone().expect("clone");
-        let mut c = Client { reader: BufReader::new(s), writer };
-        let welcome = c.line();
-        assert!(welcome.starts_with("* welcome "), "not a welcome: {welcome:?}");
-        c
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("write");
-    }
-
-    fn send(&mut self, line: &str) {
-        self.send_raw(format!("{line}\n").as_bytes());
-    }
-
-    fn line(&mut self) -> String {
-        let mut buf = Vec::new();
-        let n = self.reader.read_until(b'\n', &mut buf).expect("read a line");
-        assert!(n > 0, "EOF where a line was expected");
-        assert_eq!(buf.pop(), Some(b'\n'));
-        String::from_utf8(buf).expect("server lines are UTF-8")
-    }
-
-    fn expect(&mut self, want: &str) {
-        assert_eq!(self.line(), want);
-    }
-}
+use switchboard_test_support::{start, ChatClient as Client};
 
 /// Two members, `a` past `b`'s join notice.
 fn two(addr: SocketAddr) -> (Client, Client) {
-    let mut a = Client::join(addr);
-    let b = Client::join(addr);
+    let mut a = Client::join(addr).0;
+    let b = Client::join(addr).0;
     a.expect("* guest-2 joined");
     (a, b)
 }
@@ -154,8 +98,8 @@ fn bursts_within_the_limits_never_cut_off_readers() {
     const LINES: usize = 200;
     let server = start(Server::builder().workers(2), Chat::default());
     let addr = server.local_addr();
-    let mut readers: Vec<Client> = (0..READERS).map(|_| Client::join_small_buffer(addr)).collect();
-    let mut senders: Vec<Client> = (0..SENDERS).map(|_| Client::join_small_buffer(addr)).collect();
+    let mut readers: Vec<Client> = (0..READERS).map(|_| Client::join_small_buffer(addr, 8 << 10).0).collect();
+    let mut senders: Vec<Client> = (0..SENDERS).map(|_| Client::join_small_buffer(addr, 8 << 10).0).collect();
     // Everyone is past the join notices: guest-1..4 read, guest-5..7 send.
     for (i, r) in readers.iter_mut().enumerate() {
         for n in i + 2..=READERS + SENDERS {
@@ -172,10 +116,7 @@ fn bursts_within_the_limits_never_cut_off_readers() {
     // senders, each sender the other two.
     let reading: Vec<_> = readers
         .into_iter()
-        .chain(senders.iter().map(|s| Client {
-            reader: BufReader::new(s.writer.try_clone().expect("clone")),
-            writer: s.writer.try_clone().expect("clone"),
-        }))
+        .chain(senders.iter().map(Client::try_clone))
         .enumerate()
         .map(|(me, mut r)| {
             thread::spawn(move || {
@@ -200,7 +141,7 @@ fn bursts_within_the_limits_never_cut_off_readers() {
     let sending: Vec<_> = senders
         .iter()
         .map(|s| {
-            let mut w = s.writer.try_clone().expect("clone");
+            let mut w = s.stream();
             let pad = pad.clone();
             thread::spawn(move || {
                 let mut burst = String::new();
@@ -233,7 +174,7 @@ fn big_rooms_do_not_announce_joins_and_leaves() {
     let server = start(Server::builder().workers(2), Chat::new(4096).announce_up_to(2));
     let addr = server.local_addr();
     let (mut a, mut b) = two(addr);
-    let c = Client::join(addr);
+    let c = Client::join(addr).0;
     drop(c);
     switchboard_test_support::wait_until("guest-3 has left", || {
         b.send("/who");

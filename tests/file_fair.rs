@@ -9,8 +9,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -18,34 +17,6 @@ use switchboard::Server;
 use switchboard_handlers::file::proto::{self, Header, MAX_QUEUED_REQUESTS};
 use switchboard_handlers::FileGet;
 use switchboard_test_support::{connect, random_bytes};
-
-/// A folder of its own under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("sb-file-fair-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn write(&self, name: impl AsRef<Path>, content: &[u8]) {
-        fs::write(self.0.join(name), content).unwrap();
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn start(root: &Path) -> Server {
     switchboard_test_support::init_logs();
@@ -78,7 +49,7 @@ fn assert_eof(s: &mut TcpStream) {
 
 #[test]
 fn a_list_storm_does_not_hold_up_another_clients_first_get() {
-    let dir = TempDir::new("storm");
+    let dir = switchboard_test_support::temp_dir("storm");
     // Empty files: quick to create and to remove (folders are far slower
     // to remove on some filesystems).
     for i in 0..100_000 {
@@ -130,7 +101,7 @@ fn a_list_storm_does_not_hold_up_another_clients_first_get() {
 
 #[test]
 fn pipelining_past_the_queue_gets_an_answer_for_every_request() {
-    let dir = TempDir::new("pipeline");
+    let dir = switchboard_test_support::temp_dir("pipeline");
     let total = 100;
     // Distinct, uncached files: each first `get` needs the pool.
     let contents: Vec<Vec<u8>> = (0..total).map(|i| random_bytes(256 * 1024, i as u64 + 1)).collect();
@@ -174,7 +145,7 @@ fn pipelining_past_the_queue_gets_an_answer_for_every_request() {
 
 #[test]
 fn a_last_request_ended_by_eof_is_answered() {
-    let dir = TempDir::new("eof");
+    let dir = switchboard_test_support::temp_dir("eof");
     dir.write("a.txt", b"alpha");
     dir.write("b.txt", b"beta");
     let server = start(dir.path());
@@ -204,7 +175,7 @@ fn a_last_request_ended_by_eof_is_answered() {
 
 #[test]
 fn a_trailing_slash_on_a_file_is_not_a_file() {
-    let dir = TempDir::new("slash");
+    let dir = switchboard_test_support::temp_dir("slash");
     dir.write("a.txt", b"a");
     fs::create_dir(dir.path().join("sub")).unwrap();
     dir.write("sub/b", b"b");
@@ -221,7 +192,7 @@ fn a_trailing_slash_on_a_file_is_not_a_file() {
 
 #[test]
 fn list_leaves_out_names_no_request_can_carry() {
-    let dir = TempDir::new("unnameable");
+    let dir = switchboard_test_support::temp_dir("unnameable");
     dir.write("plain", b"1");
     dir.write("tab\there", b"22");
     dir.write("new\nline", b"x");

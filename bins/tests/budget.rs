@@ -5,9 +5,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -149,30 +148,6 @@ fn echo_under_ulimit_256_turns_extra_clients_away_and_recovers() {
     }
 }
 
-/// A unique empty folder, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("switchboard-budget-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Writes `len` bytes of a pattern to `path`.
 fn write_file(path: &Path, len: usize) -> Vec<u8> {
     let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
@@ -196,7 +171,7 @@ fn get(s: &mut TcpStream, name: &str) -> serde_json::Value {
 
 #[test]
 fn file_client_at_the_connection_budget_still_gets_its_file() {
-    let dir = TempDir::new("budget");
+    let dir = switchboard_test_support::temp_dir("budget");
     let data = write_file(&dir.path().join("small"), 100_000);
     let root = dir.path().to_str().unwrap();
     let server = Limited::spawn(256, &["--workers", "2", "--handler", "file", "--root", root]);
@@ -231,7 +206,7 @@ fn out_of_descriptors_the_spare_answers_busy_instead_of_the_backlog() {
     // read pin two files each (two requests in a row), so N − 1 of them
     // hold up to 3 descriptors each: more than the reserve, so the
     // descriptors run out, and the next accept fails with EMFILE.
-    let dir = TempDir::new("spare");
+    let dir = switchboard_test_support::temp_dir("spare");
     let big = 16 << 20;
     write_file(&dir.path().join("big"), big);
     write_file(&dir.path().join("big2"), big);

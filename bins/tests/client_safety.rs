@@ -5,9 +5,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -15,36 +14,6 @@ use md5::{Digest, Md5};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-client");
 const RUN_DEADLINE: Duration = Duration::from_secs(20);
-
-/// A unique empty folder, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("switchboard-safety-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    /// The names in the folder, sorted (hidden temporary files included).
-    fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 struct Run {
     status: ExitStatus,
@@ -134,14 +103,14 @@ fn assert_one_error_line(run: &Run, needle: &str) {
 
 #[test]
 fn a_size_beyond_the_free_space_is_refused_before_writing() {
-    let dir = TempDir::new("nospace");
+    let dir = switchboard_test_support::temp_dir("nospace");
     let size = 1u64 << 62;
     let header =
         frame(&format!(r#"{{"filename": "huge.bin", "file_size": {size}, "md5": "{}"}}"#, md5_hex(b"")));
     let mut reply = header;
     reply.extend_from_slice(&[0u8; 4096]);
     let (addr, server) = fake_server(true, reply);
-    let run = run_client(&[&addr.to_string(), "get", "huge.bin"], &dir.0);
+    let run = run_client(&[&addr.to_string(), "get", "huge.bin"], dir.path());
     assert_one_error_line(&run, &format!("the file is {size} bytes but only"));
     assert!(run.stderr.contains("bytes are free in"), "{}", run.stderr);
     server.join().unwrap();
@@ -150,7 +119,7 @@ fn a_size_beyond_the_free_space_is_refused_before_writing() {
 
 #[test]
 fn a_transfer_that_stops_is_given_up_at_the_timeout() {
-    let dir = TempDir::new("stall");
+    let dir = switchboard_test_support::temp_dir("stall");
     let content = vec![7u8; 100_000];
     let mut reply = frame(&format!(
         r#"{{"filename": "x.bin", "file_size": {}, "md5": "{}"}}"#,
@@ -160,7 +129,7 @@ fn a_transfer_that_stops_is_given_up_at_the_timeout() {
     // A third of the content, then silence with the connection open.
     reply.extend_from_slice(&content[..content.len() / 3]);
     let (addr, server) = fake_server(true, reply);
-    let run = run_client(&[&addr.to_string(), "get", "x.bin", "--read-timeout", "1s"], &dir.0);
+    let run = run_client(&[&addr.to_string(), "get", "x.bin", "--read-timeout", "1s"], dir.path());
     assert_one_error_line(&run, "sent nothing for 1s");
     assert!(run.took >= Duration::from_secs(1), "gave up after {:?}", run.took);
     server.join().unwrap();
@@ -170,7 +139,7 @@ fn a_transfer_that_stops_is_given_up_at_the_timeout() {
 
 #[test]
 fn stale_part_files_of_the_target_are_removed_on_the_next_run() {
-    let dir = TempDir::new("stale");
+    let dir = switchboard_test_support::temp_dir("stale");
     // The pid of a process that has exited: a client killed with SIGKILL.
     let mut gone = Command::new("true").spawn().expect("run true");
     let dead = gone.id();
@@ -182,7 +151,7 @@ fn stale_part_files_of_the_target_are_removed_on_the_next_run() {
     let other = format!(".y.bin.part-{dead}-0123456789abcdef");
     let mine = ".x.bin.part-notes".to_owned();
     for name in [&stale, &live, &other, &mine] {
-        std::fs::write(dir.0.join(name), b"partial").unwrap();
+        std::fs::write(dir.path().join(name), b"partial").unwrap();
     }
     let content = b"the whole file".to_vec();
     let mut reply = frame(&format!(
@@ -192,21 +161,21 @@ fn stale_part_files_of_the_target_are_removed_on_the_next_run() {
     ));
     reply.extend_from_slice(&content);
     let (addr, server) = fake_server(true, reply);
-    let run = run_client(&[&addr.to_string(), "get", "x.bin"], &dir.0);
+    let run = run_client(&[&addr.to_string(), "get", "x.bin"], dir.path());
     assert_eq!(run.status.code(), Some(0), "stderr: {}", run.stderr);
     server.join().unwrap();
     let mut want = vec![live, other, mine, "x.bin".to_owned()];
     want.sort();
     assert_eq!(dir.names(), want);
-    assert_eq!(std::fs::read(dir.0.join("x.bin")).unwrap(), content);
+    assert_eq!(std::fs::read(dir.path().join("x.bin")).unwrap(), content);
 }
 
 #[test]
 fn listed_names_are_printed_escaped() {
-    let dir = TempDir::new("list");
+    let dir = switchboard_test_support::temp_dir("list");
     let json = r#"{"files": [{"name": "invoice\u202efdp.exe", "size": 5}, {"name": "a\u001b]0;x\u0007b", "size": 1}], "file_size": 0}"#;
     let (addr, server) = fake_server(true, frame(json));
-    let run = run_client(&[&addr.to_string(), "list"], &dir.0);
+    let run = run_client(&[&addr.to_string(), "list"], dir.path());
     assert_eq!(run.status.code(), Some(0), "stderr: {}", run.stderr);
     server.join().unwrap();
     assert_eq!(run.stdout, "5  invoice\\u{202e}fdp.exe\n1  a\\u{1b}]0;x\\u{7}b\n");
@@ -214,10 +183,10 @@ fn listed_names_are_printed_escaped() {
 
 #[test]
 fn interactive_lines_are_printed_escaped() {
-    let dir = TempDir::new("interactive");
+    let dir = switchboard_test_support::temp_dir("interactive");
     let (addr, server) =
         fake_server(false, "<eve> hi\r<admin> run\x1b[2J\u{202e}txt.exe\n\tok é\n".as_bytes().to_vec());
-    let run = run_client(&[&addr.to_string()], &dir.0);
+    let run = run_client(&[&addr.to_string()], dir.path());
     assert_eq!(run.status.code(), Some(0), "stderr: {}", run.stderr);
     server.join().unwrap();
     assert_eq!(run.stdout, "<eve> hi\\u{d}<admin> run\\u{1b}[2J\\u{202e}txt.exe\n\tok é\n");

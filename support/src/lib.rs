@@ -13,6 +13,7 @@
 //! - [`LineEcho`], the line-echo test handler; [`decode`], the decoder
 //!   driver; [`lines`], the fuzz input layout.
 
+mod chat_client;
 pub mod child;
 pub mod decode;
 mod line_echo;
@@ -21,9 +22,10 @@ mod net;
 pub mod test_server;
 mod wait;
 
+pub use chat_client::ChatClient;
 pub use line_echo::LineEcho;
 pub use net::{
     connect, init_logs, raise_fd_limit, random_bytes, read_end, read_exact, read_line, reset, round_trip,
-    small_window_client, start, temp_dir, End, TempDir,
+    small_window_client, small_window_client_with, start, temp_dir, End, TempDir,
 };
 pub use wait::{wait_stats, wait_until, StatsSource, TIMEOUT};

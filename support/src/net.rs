@@ -32,12 +32,19 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 /// A client socket with a 4 KiB receive buffer, so the server's reply backs
 /// up in the server rather than in the client's kernel.
 pub fn small_window_client(addr: SocketAddr) -> TcpStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.set_recv_buffer_size(4096).unwrap();
+    small_window_client_with(addr, 4096)
+}
+
+/// A client socket with a receive buffer of `rcvbuf` bytes (which also
+/// stops the kernel from growing it), with the usual timeouts and no delay.
+pub fn small_window_client_with(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(rcvbuf).unwrap();
     s.connect(&addr.into()).unwrap();
     let s: TcpStream = s.into();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     s.set_write_timeout(Some(TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
     s
 }
 
@@ -67,7 +74,7 @@ impl TempDir {
     }
 
     /// Writes `content` to `name` (a relative path; folders are created).
-    pub fn write(&self, name: &str, content: &[u8]) -> PathBuf {
+    pub fn write(&self, name: impl AsRef<Path>, content: &[u8]) -> PathBuf {
         let path = self.path().join(name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).unwrap();
