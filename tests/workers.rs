@@ -138,4 +138,9 @@ fn a_saturated_worker_moves_connections_and_no_message_is_lost_or_reordered() {
         threads.lock().iter().filter(|(_, t)| t == "switchboard-worker-1").map(|(id, _)| *id).collect();
     assert!(!moved.is_empty() && moved.len() < CLIENTS, "moved {moved:?} of {CLIENTS}");
     assert_eq!(server.stats().slow_consumer_disconnects, 0);
+    // The queued bytes moved with their connections: once every client is
+    // gone (the reader threads dropped their sockets) the count is exactly
+    // zero, neither leaked on one worker nor wrapped below zero on another.
+    wait_until("every connection is closed", || server.stats().open == 0);
+    assert_eq!(server.stats().queued_bytes, 0);
 }

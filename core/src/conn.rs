@@ -120,11 +120,6 @@ impl ConnShared {
         self.queued.fetch_sub(n, Ordering::AcqRel);
     }
 
-    /// The server-wide count of bytes held in connections' queues.
-    pub(crate) fn total(&self) -> &AtomicUsize {
-        &self.stats.queued_total
-    }
-
     /// Deferred replies outstanding.
     pub(crate) fn deferred(&self) -> bool {
         self.deferred.load(Ordering::Acquire) > 0
@@ -138,7 +133,7 @@ impl ConnShared {
         if after > self.max_outbound {
             return true;
         }
-        let total = self.stats.queued_total.load(Ordering::Acquire);
+        let total = self.stats.queued();
         if total <= self.max_outbound_total {
             return false;
         }
@@ -266,6 +261,8 @@ impl ConnHandle {
 pub struct Conn<'a> {
     pub(crate) shared: &'a Arc<ConnShared>,
     pub(crate) out: &'a mut Outbound,
+    /// The owning worker's count of queued bytes.
+    pub(crate) held: &'a AtomicUsize,
     pub(crate) draining: bool,
     /// What the callback asked of the worker (pause, close, timers).
     pub(crate) ctl: &'a mut Control,
@@ -299,7 +296,7 @@ impl Conn<'_> {
     pub fn send(&mut self, data: &[u8]) {
         if !data.is_empty() {
             self.shared.add_queued(data.len());
-            self.out.push_bytes(data, self.shared.total());
+            self.out.push_bytes(data, self.held);
         }
     }
 
@@ -308,7 +305,7 @@ impl Conn<'_> {
         let msg = msg.into();
         if !msg.is_empty() {
             self.shared.add_queued(msg.len());
-            self.out.push_message(msg, self.shared.total());
+            self.out.push_message(msg, self.held);
         }
     }
 

@@ -3,6 +3,7 @@
 //! it what to do next and applies the answer in one place; nothing here
 //! calls the handler or touches the poll.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,8 +136,13 @@ impl<S> Connection<S> {
     }
 
     /// The session and a [`Conn`] for a callback.
-    pub(crate) fn parts(&mut self, draining: bool) -> (Option<&mut S>, Conn<'_>) {
-        let conn = Conn { shared: &self.shared, out: &mut self.out, draining, ctl: &mut self.ctl };
+    /// `held`: the owning worker's count of queued bytes.
+    pub(crate) fn parts<'a>(
+        &'a mut self,
+        held: &'a AtomicUsize,
+        draining: bool,
+    ) -> (Option<&'a mut S>, Conn<'a>) {
+        let conn = Conn { shared: &self.shared, out: &mut self.out, held, draining, ctl: &mut self.ctl };
         (self.session.as_mut(), conn)
     }
 

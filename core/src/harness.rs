@@ -97,7 +97,8 @@ impl<H: Handler> Harness<H> {
             closing: None,
             _poll: poll,
         };
-        let mut conn = Conn { shared: &h.shared, out: &mut h.out, draining: false, ctl: &mut h.ctl };
+        let held = &h.shared.stats.workers[0].queued;
+        let mut conn = Conn { shared: &h.shared, out: &mut h.out, held, draining: false, ctl: &mut h.ctl };
         h.session = Some(h.handler.open(&mut conn));
         if std::mem::take(&mut h.ctl.close) {
             h.closing = Some(CloseReason::Handler);
@@ -182,7 +183,7 @@ impl<H: Handler> Harness<H> {
     pub fn output(&mut self) -> Vec<u8> {
         self.take_mail();
         let mut sink = Vec::new();
-        if self.out.drain_into(&mut sink, &self.shared).is_err() {
+        if self.out.drain_into(&mut sink, &self.shared, &self.shared.stats.workers[0].queued).is_err() {
             self.closing.get_or_insert(CloseReason::FileTruncated);
         }
         sink
@@ -210,7 +211,8 @@ impl<H: Handler> Harness<H> {
     }
 
     fn parts(&mut self, draining: bool) -> (&H, &mut H::Session, Conn<'_>) {
-        let conn = Conn { shared: &self.shared, out: &mut self.out, draining, ctl: &mut self.ctl };
+        let held = &self.shared.stats.workers[0].queued;
+        let conn = Conn { shared: &self.shared, out: &mut self.out, held, draining, ctl: &mut self.ctl };
         (&self.handler, self.session.as_mut().expect("the session lives until close"), conn)
     }
 
@@ -274,7 +276,7 @@ impl<H: Handler> Harness<H> {
 
     fn apply(&mut self, mail: Mail) {
         match mail {
-            Mail::Send { msg, .. } => self.out.push_message(msg, self.shared.total()),
+            Mail::Send { msg, .. } => self.out.push_message(msg, &self.shared.stats.workers[0].queued),
             Mail::SendFile { file, offset, len, .. } => self.out.push_file(file, offset, len),
             Mail::Release { .. } => {
                 self.shared.deferred.fetch_sub(1, Ordering::AcqRel);

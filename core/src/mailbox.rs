@@ -80,6 +80,8 @@ impl Mailbox {
 /// How the acceptor reaches a worker, and what it knows of its load.
 #[derive(Clone)]
 pub(crate) struct WorkerLink {
+    /// The worker's index (its counters in the stats).
+    pub(crate) index: usize,
     pub(crate) mailbox: Arc<Mailbox>,
     /// Connections the worker owns (or has on the way in its mailbox).
     pub(crate) load: Arc<AtomicUsize>,

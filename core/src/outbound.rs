@@ -97,6 +97,12 @@ impl Outbound {
         self.chunks.push_back(Chunk::File { file, offset, end });
     }
 
+    /// The memory bytes queued (file regions not included).
+    pub(crate) fn mem(&self) -> usize {
+        let all: usize = self.chunks.iter().filter_map(Chunk::bytes).map(<[u8]>::len).sum();
+        all - if self.chunks.front().and_then(Chunk::bytes).is_some() { self.head } else { 0 }
+    }
+
     /// Drops everything queued; returns the memory bytes dropped.
     pub(crate) fn clear(&mut self, total: &AtomicUsize) -> usize {
         let mut n = 0;
@@ -120,6 +126,7 @@ impl Outbound {
         &mut self,
         sock: &mut Transport,
         shared: &ConnShared,
+        held: &AtomicUsize,
         spare: &mut [u8],
     ) -> Result<u64, WriteError> {
         let mut total = 0u64;
@@ -129,7 +136,7 @@ impl Outbound {
                 Some(Chunk::File { .. }) => self.write_file(sock, spare),
                 Some(_) => self.write_bytes(sock).inspect(|&n| {
                     shared.sub_queued(n);
-                    shared.total().fetch_sub(n, Ordering::Relaxed);
+                    held.fetch_sub(n, Ordering::Relaxed);
                 }),
             };
             match result {
@@ -147,7 +154,12 @@ impl Outbound {
 
     /// Everything queued, as bytes (file regions read), for a test harness
     /// with no socket. Memory bytes are counted off the connection's queue.
-    pub(crate) fn drain_into(&mut self, sink: &mut Vec<u8>, shared: &ConnShared) -> Result<(), WriteError> {
+    pub(crate) fn drain_into(
+        &mut self,
+        sink: &mut Vec<u8>,
+        shared: &ConnShared,
+        total: &AtomicUsize,
+    ) -> Result<(), WriteError> {
         while let Some(chunk) = self.chunks.pop_front() {
             let head = std::mem::take(&mut self.head);
             if let Chunk::File { file, offset, end } = chunk {
@@ -159,7 +171,7 @@ impl Outbound {
             } else if let Some(bytes) = chunk.bytes() {
                 sink.extend_from_slice(&bytes[head..]);
                 shared.sub_queued(bytes.len() - head);
-                shared.total().fetch_sub(bytes.len() - head, Ordering::Relaxed);
+                total.fetch_sub(bytes.len() - head, Ordering::Relaxed);
             }
         }
         Ok(())

@@ -81,8 +81,6 @@ impl fmt::Display for Stats {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) open: AtomicUsize,
-    /// Bytes queued for every connection (the server-wide outbound budget).
-    pub(crate) queued_total: AtomicUsize,
     pub(crate) accepted: AtomicU64,
     pub(crate) rejected: AtomicU64,
     /// Connections the acceptor had to close itself (a worker was gone).
@@ -105,6 +103,10 @@ pub(crate) struct WorkerCounters {
     pub(crate) frames: AtomicU64,
     pub(crate) frame_errors: AtomicU64,
     pub(crate) forced_closes: AtomicU64,
+    /// Bytes held in the queues of this worker's connections (the
+    /// server-wide outbound budget adds them up). Only the worker changes
+    /// it, so the line is never contended.
+    pub(crate) queued: AtomicUsize,
 }
 
 /// Adds `n` to a counter.
@@ -120,6 +122,11 @@ pub(crate) fn bump(counter: &AtomicU64) {
 impl Counters {
     pub(crate) fn new(workers: usize) -> Counters {
         Counters { workers: (0..workers).map(|_| WorkerCounters::default()).collect(), ..Counters::default() }
+    }
+
+    /// Bytes held in every connection's queue.
+    pub(crate) fn queued(&self) -> usize {
+        self.workers.iter().map(|w| w.queued.load(Relaxed)).sum()
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -142,7 +149,7 @@ impl Counters {
             forced_closes: sum(|w| &w.forced_closes),
             accept_errors: self.accept_errors.load(Relaxed),
             handler_panics: self.handler_panics.load(Relaxed),
-            queued_bytes: self.queued_total.load(Relaxed),
+            queued_bytes: self.queued(),
         }
     }
 }

@@ -157,8 +157,12 @@ impl<H: Handler> Worker<H> {
         let mailbox = Arc::new(Mailbox { tx, waker, pending: AtomicBool::new(false) });
         let load = Arc::new(AtomicUsize::new(0));
         let busy = Arc::new(AtomicU32::new(0));
-        let link =
-            WorkerLink { mailbox: Arc::clone(&mailbox), load: Arc::clone(&load), busy: Arc::clone(&busy) };
+        let link = WorkerLink {
+            index,
+            mailbox: Arc::clone(&mailbox),
+            load: Arc::clone(&load),
+            busy: Arc::clone(&busy),
+        };
         let scratch = vec![0; shared.config.read_buffer];
         let worker = Worker {
             index,
@@ -345,7 +349,8 @@ impl<H: Handler> Worker<H> {
                         continue;
                     }
                     let handler = &self.handler;
-                    let (session, mut conn) = c.parts(self.draining);
+                    let (session, mut conn) =
+                        c.parts(&self.shared.stats.workers[self.index].queued, self.draining);
                     let Some(session) = session else { continue };
                     let flow = guarded!(self.shared.stats, handler.timer(session, id, &mut conn));
                     self.settle(key, Outcome::of(flow));
@@ -411,7 +416,7 @@ impl<H: Handler> Worker<H> {
             return;
         }
         let handler = &self.handler;
-        let (session, mut conn) = c.parts(true);
+        let (session, mut conn) = c.parts(&self.shared.stats.workers[self.index].queued, true);
         let Some(session) = session else { return };
         let flow = guarded!(self.shared.stats, handler.drain(session, &mut conn));
         self.settle(key, Outcome::of(flow));
@@ -482,7 +487,7 @@ impl<H: Handler> Worker<H> {
         let Some(c) = self.conns.get_mut(key) else { return };
         match mail {
             Mail::Send { msg, .. } if c.accepts_output() => {
-                c.out.push_message(msg, c.shared.total());
+                c.out.push_message(msg, &self.shared.stats.workers[self.index].queued);
                 self.dirty.push(key);
             }
             // Closing meanwhile: the bytes will never be written.
@@ -517,6 +522,10 @@ impl<H: Handler> Worker<H> {
         let mut route = shared.route.lock();
         let Some(mut c) = self.conns.remove(key) else { return false };
         let _ = c.sock.deregister(self.poll.registry());
+        // Its queued bytes are counted by the worker that holds it.
+        let mem = c.out.mem();
+        self.shared.stats.workers[self.index].queued.fetch_sub(mem, Ordering::Relaxed);
+        self.shared.stats.workers[to.index].queued.fetch_add(mem, Ordering::Relaxed);
         c.held = Some(Vec::new());
         c.ctl.pause_scheduled = None;
         c.ctl.timers_changed = true;
@@ -524,6 +533,8 @@ impl<H: Handler> Worker<H> {
         if let Err(Mail::Migrate(back)) = to.mailbox.post(Mail::Migrate(Box::new(c))) {
             // The other worker has stopped: keep the connection here.
             to.load.fetch_sub(1, Ordering::AcqRel);
+            self.shared.stats.workers[to.index].queued.fetch_sub(mem, Ordering::Relaxed);
+            self.shared.stats.workers[self.index].queued.fetch_add(mem, Ordering::Relaxed);
             drop(route);
             let mut c = *back.downcast::<Connection<H::Session>>().expect("the connection just boxed");
             c.held = None;
@@ -656,7 +667,7 @@ impl<H: Handler> Worker<H> {
         }
         log::debug!("{peer}: connection {id} open on worker {}", self.index);
         let handler = &self.handler;
-        let (_, mut conn) = c.parts(self.draining);
+        let (_, mut conn) = c.parts(&self.shared.stats.workers[self.index].queued, self.draining);
         let session = guarded!(self.shared.stats, handler.open(&mut conn));
         let Some(session) = session else { return self.finish(key, CloseReason::HandlerPanic) };
         c.session = Some(session);
@@ -682,7 +693,8 @@ impl<H: Handler> Worker<H> {
                     // Half-close: serve what was read, deliver the replies,
                     // then close. An incomplete frame at EOF is dropped.
                     let handler = &self.handler;
-                    let (session, mut conn) = c.parts(self.draining);
+                    let (session, mut conn) =
+                        c.parts(&self.shared.stats.workers[self.index].queued, self.draining);
                     let outcome = match session {
                         Some(session) => match guarded!(self.shared.stats, handler.eof(session, &mut conn)) {
                             Some(()) => Outcome::Close(CloseReason::PeerClosed),
@@ -736,7 +748,7 @@ impl<H: Handler> Worker<H> {
         let mut outcome = Outcome::Continue;
         while c.takes_frames() && !c.ctl.close {
             let step = c.decoder.next(&input[pos..]);
-            let (session, mut conn) = c.parts(self.draining);
+            let (session, mut conn) = c.parts(&self.shared.stats.workers[self.index].queued, self.draining);
             let Some(session) = session else { break };
             match step {
                 Step::Incomplete => break,
@@ -777,7 +789,12 @@ impl<H: Handler> Worker<H> {
     fn flush(&mut self, key: ConnKey) {
         let Some(c) = self.conns.get_mut(key) else { return };
         if !c.out.is_empty() {
-            match c.out.write_to(&mut c.sock, &c.shared, &mut self.scratch) {
+            match c.out.write_to(
+                &mut c.sock,
+                &c.shared,
+                &self.shared.stats.workers[self.index].queued,
+                &mut self.scratch,
+            ) {
                 Ok(n) => {
                     if n > 0 {
                         c.last_io = self.now;
@@ -835,7 +852,7 @@ impl<H: Handler> Worker<H> {
         let Some(mut c) = self.conns.remove(key) else { return };
         let _ = c.sock.deregister(self.poll.registry());
         c.shared.closed.store(true, Ordering::Release);
-        let dropped = c.out.clear(c.shared.total());
+        let dropped = c.out.clear(&self.shared.stats.workers[self.index].queued);
         c.shared.sub_queued(dropped.min(c.shared.queued()));
         let stats = &self.shared.stats;
         let counters = &stats.workers[self.index];
