@@ -127,9 +127,12 @@ fn stats_are_readable_while_wait_runs() {
     let waiter = std::thread::spawn(move || server.wait());
     let mut s = connect(addr);
     assert_eq!(round_trip(&mut s, b"hello"), b"hello");
-    wait_until("the stats show the connection", || stats.snapshot().open == 1);
-    let now = stats.snapshot();
-    assert_eq!((now.accepted, now.bytes_in, now.bytes_out), (1, 5, 5));
+    // The reply can reach the client before the worker counts it: wait for
+    // the counts themselves (a stats handle that did not move would fail).
+    wait_until("the stats show the connection and its bytes", || {
+        let now = stats.snapshot();
+        (now.open, now.accepted, now.bytes_in, now.bytes_out) == (1, 1, 5, 5)
+    });
     drop(s);
     wait_until("the stats show the close", || stats.snapshot().closed == 1);
     handle.drain();
