@@ -292,18 +292,9 @@ mod tests {
 
     #[test]
     fn bad_fields() {
-        for json in [
-            "[1, 2]",
-            "{}",
-            r#"{"file_size": -1}"#,
-            r#"{"file_size": 1.5}"#,
-            r#"{"file_size": "10"}"#,
-            r#"{"file_size": 1, "md5": "xyz"}"#,
-            r#"{"file_size": 1, "filename": 7}"#,
-            r#"{"file_size": 0, "files": [{"name": "a"}]}"#,
-            r#"{"file_size": 0, "files": {}}"#,
-            "{not json",
-        ] {
+        // Which headers are bad is file::proto's (and tested there); the
+        // client reports each as a bad header.
+        for json in ["{}", "{not json"] {
             assert!(matches!(parse_header(json.as_bytes()), Err(ProtocolError::BadHeader(_))), "{json}");
         }
     }
