@@ -329,23 +329,26 @@ fn meaning(r: &Results) -> String {
         let p99 = (med(sb, |x| x.p99_us), med(tk, |x| x.p99_us));
         let cpu = (med(sb, |x| x.server_cpu_us), med(tk, |x| x.server_cpu_us));
         let ctx = (med(sb, |x| x.ctx_per_msg), med(tk, |x| x.ctx_per_msg));
+        // The figures a row without its own target lines is given as is.
+        let others = format!(
+            "p99 {} vs {}; server CPU {} vs {} per message = {}; context switches {} vs {} per message = {}.",
+            us(p99.0),
+            us(p99.1),
+            us(cpu.0),
+            us(cpu.1),
+            ratio(cpu.0, cpu.1),
+            cs(ctx.0),
+            cs(ctx.1),
+            ratio(ctx.0, ctx.1)
+        );
         if load.targets == Targets::Reference {
             let _ = writeln!(
                 s,
-                "- {} (no target; for reference): throughput {} vs {} msg/s = {}; p99 {} vs {}; \
-                 server CPU {} vs {} per message = {}; context switches {} vs {} per message = {}.",
+                "- {} (no target; for reference): throughput {} vs {} msg/s = {}; {others}",
                 load.name,
                 group(msgs.0),
                 group(msgs.1),
                 ratio(msgs.0, msgs.1),
-                us(p99.0),
-                us(p99.1),
-                us(cpu.0),
-                us(cpu.1),
-                ratio(cpu.0, cpu.1),
-                cs(ctx.0),
-                cs(ctx.1),
-                ratio(ctx.0, ctx.1)
             );
             continue;
         }
@@ -361,19 +364,7 @@ fn meaning(r: &Results) -> String {
             ),
         );
         if load.targets == Targets::Throughput {
-            let _ = writeln!(
-                s,
-                "  (for reference: p99 {} vs {}; server CPU {} vs {} per message = {}; context \
-                 switches {} vs {} per message = {}.)",
-                us(p99.0),
-                us(p99.1),
-                us(cpu.0),
-                us(cpu.1),
-                ratio(cpu.0, cpu.1),
-                cs(ctx.0),
-                cs(ctx.1),
-                ratio(ctx.0, ctx.1)
-            );
+            let _ = writeln!(s, "  (for reference: {others})");
             continue;
         }
         line(
