@@ -724,7 +724,8 @@ impl<H: Handler> Worker<H> {
                 Err(e) => return self.finish(key, CloseReason::Io(e)),
             }
         }
-        self.flush(key);
+        // Replies go out with the loop pass's other writes: every callback
+        // that queued one marked the connection dirty (`settle`).
     }
 
     /// Decodes the tail plus `scratch[..n]` and hands the frames to the
