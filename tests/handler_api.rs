@@ -307,3 +307,29 @@ fn the_harness_drives_a_handler_without_sockets_in_request_order() {
     assert_eq!(l.input(b"toolong\n"), Flow::Close, "the default frame_error closes");
     assert!(matches!(l.closing(), Some(CloseReason::BadFrame(_))));
 }
+
+#[test]
+fn has_deferred_holds_until_the_deferred_replies_have_reached_the_queue() {
+    // Each line: promise a reply, send it at once from "another thread"
+    // (here: before returning), and report what has_deferred says.
+    let handler = handler_fn(Framing::lines(16), |line, conn| {
+        if line == b"defer" {
+            let reply = conn.defer();
+            reply.send(&b"deferred\n"[..]).unwrap();
+            drop(reply);
+        }
+        let state = format!("outstanding={}\n", conn.has_deferred());
+        conn.send(state.as_bytes());
+        Flow::Continue
+    });
+    let mut h = Harness::new(handler);
+    h.input(b"plain\n");
+    assert_eq!(h.output(), b"outstanding=false\n");
+    // The deferred reply is on its way, not in the queue: a reply sent now
+    // would overtake it, and has_deferred says so.
+    h.input(b"defer\n");
+    assert!(h.wait_deferred(TIMEOUT));
+    assert_eq!(h.output(), b"outstanding=true\ndeferred\n");
+    h.input(b"plain\n");
+    assert_eq!(h.output(), b"outstanding=false\n");
+}

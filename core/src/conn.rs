@@ -386,6 +386,15 @@ impl Conn<'_> {
         before != self.ctl.timers.len()
     }
 
+    /// Whether replies promised with [`defer`](Conn::defer) are still
+    /// outstanding: some [`Deferred`] is alive, or what it sent has not all
+    /// reached this connection's queue yet. While it is, a reply sent
+    /// through this `Conn` could overtake them; a handler that answers some
+    /// requests at once and others later asks this before answering at once.
+    pub fn has_deferred(&self) -> bool {
+        self.shared.deferred()
+    }
+
     /// Promises a reply that another thread will send: blocking work (a
     /// file to hash, a database to ask) leaves the event loop, and the
     /// reply still goes out in order. Until the [`Deferred`] is dropped, the

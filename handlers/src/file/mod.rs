@@ -217,7 +217,16 @@ impl FileGet {
     fn handle(&self, queue: &pool::Shared, request: Request, conn: &mut Conn<'_>) -> Flow {
         let mut q = queue.lock();
         if q.state == State::Idle && q.waiting.is_empty() {
-            let Some(request) = self.answer_now(request, conn) else { return Flow::Continue };
+            // The pool may have finished the last request while its replies
+            // are still on their way to the queue: then this one goes
+            // through the pool too, behind them.
+            let request = match conn.has_deferred() {
+                true => request,
+                false => match self.answer_now(request, conn) {
+                    Some(request) => request,
+                    None => return Flow::Continue,
+                },
+            };
             q.waiting.push_back(Entry::Work(request));
             q.reply = Some(conn.defer());
             q.state = State::Queued;
