@@ -15,6 +15,7 @@ const BUSY: &[u8] = b"! server busy\n";
 
 use switchboard_handlers::file::proto;
 use switchboard_test_support::child::Spawned;
+use switchboard_test_support::DescriptorBudget;
 
 /// The server under `ulimit -n`, and its address.
 struct Limited {
@@ -36,12 +37,18 @@ impl Limited {
         self.proc.wait_stderr(what, TIMEOUT);
     }
 
-    /// The connection limit the server logged at start.
-    fn connection_limit(&self) -> usize {
+    /// The connection limit the server logged at start, checked against
+    /// the derivation from the descriptor limit `nofile` and `workers`
+    /// (what the process held at start differs between machines: a test
+    /// harness may hand down pipes of its own).
+    fn connection_limit(&self, nofile: usize, workers: usize) -> usize {
+        self.wait_log(" for connections");
         let log = self.proc.stderr_so_far();
-        let at = log.find("up to ").unwrap_or_else(|| panic!("no limit in the log: {log}"));
-        let rest = &log[at + "up to ".len()..];
-        rest[..rest.find(' ').unwrap()].parse().unwrap()
+        let budget =
+            DescriptorBudget::from_log(&log).unwrap_or_else(|| panic!("no budget in the log: {log}"));
+        let limit = budget.check(nofile, workers);
+        self.wait_log(&format!("up to {limit} connections"));
+        limit
     }
 
     /// Descriptors the server process holds now.
@@ -79,10 +86,9 @@ fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
 #[test]
 fn echo_under_ulimit_256_turns_extra_clients_away_and_recovers() {
     let server = Limited::spawn(256, &["--workers", "2"]);
-    // 256 − 5 open at start (standard streams, the signal pipe) − (4 + 2 × 2)
-    // the server's own − a reserve of 64.
-    let budget = 179;
-    server.wait_log(&format!("up to {budget} connections"));
+    // 256 − those open at start (standard streams, inherited pipes) −
+    // (4 + 2 × 2) the server's own − a reserve of 64.
+    let budget = server.connection_limit(256, 2);
     let mut clients: Vec<TcpStream> = (0..budget).map(|_| connect(server.addr)).collect();
     for (i, c) in clients.iter_mut().enumerate() {
         assert!(served(c), "client {i} of the budget is served");
@@ -93,7 +99,7 @@ fn echo_under_ulimit_256_turns_extra_clients_away_and_recovers() {
         let mut extra = connect(server.addr);
         assert_eq!(read_to_eof(&mut extra), BUSY, "extra client {i}");
     }
-    server.wait_log("connection limit (179) reached");
+    server.wait_log(&format!("connection limit ({budget}) reached"));
     // The budget's clients were never disturbed.
     for c in clients.iter_mut().take(5) {
         assert!(served(c));
@@ -140,8 +146,7 @@ fn file_client_at_the_connection_budget_still_gets_its_file() {
     let data = write_file(&dir.path().join("small"), 100_000);
     let root = dir.path().to_str().unwrap();
     let server = Limited::spawn(256, &["--workers", "2", "--handler", "file", "--root", root]);
-    let budget = 179;
-    server.wait_log(&format!("up to {budget} connections"));
+    let budget = server.connection_limit(256, 2);
     let mut client = connect(server.addr);
     let mut idle: Vec<TcpStream> = Vec::new();
     for _ in 1..budget {
@@ -167,19 +172,18 @@ fn file_client_at_the_connection_budget_still_gets_its_file() {
 #[test]
 fn out_of_descriptors_the_spare_answers_busy_instead_of_the_backlog() {
     // Under `ulimit -n 32` with one worker the budget is some N connections
-    // (11: 32 − 5 open − 4 − 2 − a reserve of 10). File clients that never
-    // read pin two files each (two requests in a row), so N − 1 of them
-    // hold up to 3 descriptors each: more than the reserve, so the
-    // descriptors run out, and the next accept fails with EMFILE.
+    // (32 − those open at start − 4 − 2 − a reserve of half the rest: 11
+    // when 5 were open). File clients that never read pin two files each
+    // (two requests in a row), so N − 1 of them hold up to 3 descriptors
+    // each: more than the reserve, so the descriptors run out, and the
+    // next accept fails with EMFILE.
     let dir = switchboard_test_support::temp_dir("spare");
     let big = 16 << 20;
     write_file(&dir.path().join("big"), big);
     write_file(&dir.path().join("big2"), big);
     let root = dir.path().to_str().unwrap();
     let server = Limited::spawn(32, &["--workers", "1", "--handler", "file", "--root", root]);
-    server.wait_log(" connections");
-    let budget = server.connection_limit();
-    assert_eq!(budget, 11);
+    let budget = server.connection_limit(32, 1);
     // Warm the md5 cache with one whole download, and wait until the
     // server has closed that connection (its descriptor would otherwise
     // come free after the count below).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 use switchboard_test_support::child::{run, Spawned};
-use switchboard_test_support::{connect, temp_dir, TIMEOUT};
+use switchboard_test_support::{connect, temp_dir, DescriptorBudget, TIMEOUT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-server");
 
@@ -128,8 +128,12 @@ fn a_low_descriptor_limit_turns_clients_away_and_recovers() {
     let mut proc = Spawned::spawn(&mut cmd);
     let addr = proc.listening_addr();
     let wait_log = |what: &str| proc.wait_stderr(what, TIMEOUT);
-    // 32 − 5 open (standard streams, signal pipe) − 4 − 2 − a reserve of 10.
-    let budget = 11;
+    // 32 − those open at start (standard streams, inherited pipes) − 4 − 2
+    // − a reserve of half the rest: 11 when 5 were open.
+    wait_log(" for connections");
+    let log = proc.stderr_so_far();
+    let budget =
+        DescriptorBudget::from_log(&log).unwrap_or_else(|| panic!("no budget in {log}")).check(32, 1);
     wait_log(&format!("up to {budget} connections"));
     // More clients than descriptors; each says hello.
     let mut clients: Vec<TcpStream> = (0..40).map(|_| connect(addr)).collect();
@@ -150,7 +154,7 @@ fn a_low_descriptor_limit_turns_clients_away_and_recovers() {
         }
     }
     assert_eq!(served.len(), budget);
-    wait_log("connection limit (11) reached");
+    wait_log(&format!("connection limit ({budget}) reached"));
     // Free the budget: new clients are served.
     drop(served);
     let deadline = Instant::now() + TIMEOUT;

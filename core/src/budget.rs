@@ -66,9 +66,10 @@ mod tests {
 
     #[test]
     fn limit_keeps_a_reserve() {
-        // 256 descriptors, 2 workers: 256 - 11 own - 64 reserve.
         // 256 descriptors, 5 open, 2 workers: 256 - 5 - 8 own - 64 reserve.
         assert_eq!(connection_limit(Some(256), 5, 2), (179, 64));
+        // The same with only the standard streams open.
+        assert_eq!(connection_limit(Some(256), 3, 2), (181, 64));
         // 1 Mi descriptors: the reserve is an eighth.
         assert_eq!(connection_limit(Some(1 << 20), 3, 2), ((1 << 20) - 11 - (1 << 17), 1 << 17));
         // A tiny limit still leaves half for handlers and serves one.

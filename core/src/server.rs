@@ -351,7 +351,16 @@ impl ServerBuilder {
         }
         config.validate()?;
         let nofile = budget::raise_nofile();
-        let (allowed, reserve) = budget::connection_limit(nofile, budget::open_now(), config.workers);
+        let open = budget::open_now();
+        let (allowed, reserve) = budget::connection_limit(nofile, open, config.workers);
+        if let Some(limit) = nofile {
+            // Where the default connection limit comes from, so an operator
+            // (and a test) can check it against the descriptor limit.
+            log::info!(
+                "descriptor limit {limit}: {open} open at start, {} for the server, {reserve} kept for handlers, {allowed} for connections",
+                budget::FIXED + budget::PER_WORKER * config.workers
+            );
+        }
         // Turned-away sockets linger from the reserve: a quarter of it at most.
         config.max_lingering = (reserve / 4).min(MAX_LINGERING);
         config.max_connections = match max_connections {

@@ -10,9 +10,11 @@
 //! - [`child`]: binaries run with a deadline, their output read while they
 //!   run, and [`child::ChildServer`], a server in a process of its own whose
 //!   memory, descriptors and threads the test reads through `/proc/PID`;
+//! - [`DescriptorBudget`]: the descriptor budget a server logs at start;
 //! - [`LineEcho`], the line-echo test handler; [`decode`], the decoder
 //!   driver; [`lines`], the fuzz input layout.
 
+mod budget;
 mod chat_client;
 pub mod child;
 pub mod decode;
@@ -22,6 +24,7 @@ mod net;
 pub mod test_server;
 mod wait;
 
+pub use budget::DescriptorBudget;
 pub use chat_client::ChatClient;
 pub use line_echo::LineEcho;
 pub use net::{

@@ -36,8 +36,9 @@ struct Args {
     /// the hard one (`ulimit -Hn`); the default is that limit minus the descriptors
     /// already open (standard streams, the signal pipe), minus the server's own
     /// (4 + 2 per worker), minus a reserve for the handler's files of
-    /// max(64, limit/8): 179 under `ulimit -n 256` with 2 workers. A value above
-    /// that default is lowered to it with a warning.
+    /// max(64, limit/8): 179 under `ulimit -n 256` with 2 workers and 5 open. The
+    /// log's first line shows the figures. A value above that default is lowered
+    /// to it with a warning.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
 
