@@ -52,11 +52,42 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// What a handle queued for its connection, applied by the owning worker in
+/// the order queued.
+pub(crate) enum Pending {
+    Send(Message),
+    SendFile {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
+    /// A [`Deferred`] is done: everything it sent is ahead of this.
+    Release,
+    /// Close: a slow consumer (at once) or on request (after flushing).
+    Close {
+        slow: bool,
+    },
+}
+
+/// A connection's inbox: what its handles queued and the worker has not
+/// taken yet. The worker hears of it through one [`Mail::Inbox`] per batch,
+/// so a broadcast to many connections costs a lock and a push each, and a
+/// connection that receives many messages in one loop pass is told once.
+#[derive(Default)]
+pub(crate) struct Inbox {
+    pub(crate) items: Vec<Pending>,
+    /// A [`Mail::Inbox`] is on its way (or the worker is gone): no need to
+    /// post another.
+    pub(crate) notified: bool,
+}
+
 /// The part of a connection shared with its handles.
 pub(crate) struct ConnShared {
     pub(crate) id: u64,
     /// Where mail for the connection goes (its worker and key there).
     pub(crate) route: Mutex<Route>,
+    /// What handles queued, in order.
+    pub(crate) inbox: Mutex<Inbox>,
     pub(crate) peer: SocketAddr,
     /// Bytes queued for this connection and not yet written, in its queue or
     /// on the way in its worker's mailbox.
@@ -87,6 +118,7 @@ impl ConnShared {
         ConnShared {
             id,
             route: Mutex::new(Route { mailbox, key }),
+            inbox: Mutex::new(Inbox::default()),
             peer,
             queued: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -103,6 +135,31 @@ impl ConnShared {
     pub(crate) fn post(&self, mail: impl FnOnce(To) -> Mail) -> Result<(), Mail> {
         let route = self.route.lock();
         route.mailbox.post(mail(To { key: route.key, id: self.id }))
+    }
+
+    /// Queues `item` in the inbox and tells the worker if it has not been
+    /// told yet. Fails, leaving the item to be dropped with the
+    /// connection, when the worker has stopped.
+    pub(crate) fn enqueue(&self, item: Pending) -> Result<(), ()> {
+        let notify = {
+            let mut inbox = self.inbox.lock();
+            inbox.items.push(item);
+            !std::mem::replace(&mut inbox.notified, true)
+        };
+        if notify && self.post(|to| Mail::Inbox { to }).is_err() {
+            // Nothing will take the inbox again: later sends see `closed`.
+            self.closed.store(true, Ordering::Release);
+            return Err(());
+        }
+        Ok(())
+    }
+
+    /// Takes what the inbox holds into `into` (empty), in order, and lets
+    /// the next item notify the worker again.
+    pub(crate) fn take_inbox(&self, into: &mut Vec<Pending>) {
+        let mut inbox = self.inbox.lock();
+        inbox.notified = false;
+        std::mem::swap(&mut inbox.items, into);
     }
 
     /// Bytes queued for this connection.
@@ -144,8 +201,9 @@ impl ConnShared {
 
 /// A handle to send to a connection from any thread: `Clone + Send + Sync`.
 ///
-/// Messages sent through handles go into the owning worker's mailbox and
-/// leave in the order they were sent (per sending thread). Every connection
+/// Messages sent through handles go into the connection's inbox, which its
+/// worker takes in one piece, and leave in the order they were sent (the
+/// order the inbox saw, whatever the sending threads). Every connection
 /// has an outbound budget: a send that would take its queued bytes past the
 /// budget is refused and the connection's [`SlowConsumerPolicy`] applies, so
 /// a slow reader never blocks the sender nor grows memory without bound.
@@ -200,7 +258,7 @@ impl ConnHandle {
             s.sub_queued(len);
             return Err(self.over_budget(before));
         }
-        s.post(|to| Mail::Send { to, msg }).map_err(|_| {
+        s.enqueue(Pending::Send(msg)).map_err(|()| {
             s.sub_queued(len);
             SendError::Closed
         })
@@ -225,7 +283,7 @@ impl ConnHandle {
             SlowConsumerPolicy::Disconnect => {
                 if !s.closed.swap(true, Ordering::AcqRel) {
                     bump(&s.stats.slow_consumer_disconnects);
-                    let _ = s.post(|to| Mail::Close { to, slow: true });
+                    let _ = s.enqueue(Pending::Close { slow: true });
                 }
                 SendError::Disconnected
             }
@@ -245,14 +303,14 @@ impl ConnHandle {
         if len == 0 {
             return Ok(());
         }
-        s.post(|to| Mail::SendFile { to, file, offset, len }).map_err(|_| SendError::Closed)
+        s.enqueue(Pending::SendFile { file, offset, len }).map_err(|()| SendError::Closed)
     }
 
     /// Asks the connection to close once what is queued has been sent (as
     /// [`Flow::Close`](crate::Flow::Close) would).
     pub fn close(&self) {
         let s = &*self.shared;
-        let _ = s.post(|to| Mail::Close { to, slow: false });
+        let _ = s.enqueue(Pending::Close { slow: false });
     }
 }
 
@@ -440,6 +498,6 @@ impl Drop for Deferred {
         // off when it takes it, so when none is left outstanding, every
         // reply has reached the queue (counting it off here could let the
         // worker close while another thread's reply is still on its way).
-        let _ = s.post(|to| Mail::Release { to });
+        let _ = s.enqueue(Pending::Release);
     }
 }

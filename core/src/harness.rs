@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::{Poll, Token, Waker};
 
-use crate::conn::{Conn, ConnHandle, ConnShared};
+use crate::conn::{Conn, ConnHandle, ConnShared, Pending};
 use crate::connection::{ConnKey, Control};
 use crate::framing::{Decoder, Step};
 use crate::handler::{CloseReason, Flow, Handler};
@@ -275,20 +275,24 @@ impl<H: Handler> Harness<H> {
     }
 
     fn apply(&mut self, mail: Mail) {
-        match mail {
-            Mail::Send { msg, .. } => self.out.push_message(msg, &self.shared.stats.workers[0].queued),
-            Mail::SendFile { file, offset, len, .. } => self.out.push_file(file, offset, len),
-            Mail::Release { .. } => {
-                self.shared.deferred.fetch_sub(1, Ordering::AcqRel);
+        let Mail::Inbox { .. } = mail else { return };
+        let mut items = Vec::new();
+        self.shared.take_inbox(&mut items);
+        for item in items {
+            match item {
+                Pending::Send(msg) => self.out.push_message(msg, &self.shared.stats.workers[0].queued),
+                Pending::SendFile { file, offset, len } => self.out.push_file(file, offset, len),
+                Pending::Release => {
+                    self.shared.deferred.fetch_sub(1, Ordering::AcqRel);
+                }
+                Pending::Close { slow } => {
+                    self.closing.get_or_insert(if slow {
+                        CloseReason::SlowConsumer
+                    } else {
+                        CloseReason::Handler
+                    });
+                }
             }
-            Mail::Close { slow, .. } => {
-                self.closing.get_or_insert(if slow {
-                    CloseReason::SlowConsumer
-                } else {
-                    CloseReason::Handler
-                });
-            }
-            _ => {}
         }
     }
 }

@@ -2,7 +2,6 @@
 //! deferred replies) send to the worker that owns a connection.
 
 use std::any::Any;
-use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -11,7 +10,6 @@ use mio::net::TcpStream;
 use mio::Waker;
 
 use crate::connection::ConnKey;
-use crate::message::Message;
 
 /// Who a piece of mail is for: the connection's key on the worker it was
 /// posted to (null while the connection is moving to that worker) and its
@@ -34,15 +32,10 @@ pub(crate) struct Route {
 pub(crate) enum Mail {
     /// A new connection from the acceptor.
     Conn(TcpStream, std::net::SocketAddr),
-    /// Bytes from a [`ConnHandle`](crate::ConnHandle).
-    Send { to: To, msg: Message },
-    /// A file region from a [`ConnHandle`](crate::ConnHandle).
-    SendFile { to: To, file: Arc<File>, offset: u64, len: u64 },
-    /// A deferred reply is complete.
-    Release { to: To },
-    /// Close a connection: a slow consumer (at once) or on request (after
-    /// flushing).
-    Close { to: To, slow: bool },
+    /// Something is in the connection's inbox (what its handles queued, in
+    /// order): one notice for any number of items, posted when the inbox
+    /// turns from idle to pending.
+    Inbox { to: To },
     /// A connection moving in from a busier worker (a boxed `Connection`).
     Migrate(Box<dyn Any + Send>),
     /// Mail posted to the worker a connection left, before it left.
@@ -68,7 +61,12 @@ pub(crate) struct Mailbox {
 impl Mailbox {
     pub(crate) fn post(&self, mail: Mail) -> Result<(), Mail> {
         self.tx.send(mail).map_err(|e| e.into_inner())?;
-        if !self.pending.swap(true, Ordering::AcqRel) {
+        // The mail before the flag, as the worker clears the flag before it
+        // looks for mail (`take_mail`): one of the two sees the other. A
+        // plain load first: while a wake is pending, senders leave the
+        // flag's cache line shared rather than bouncing it between cores.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !self.pending.load(Ordering::Relaxed) && !self.pending.swap(true, Ordering::AcqRel) {
             if let Err(e) = self.waker.wake() {
                 log::error!("cannot wake a worker: {e}");
             }

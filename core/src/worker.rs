@@ -18,7 +18,7 @@ use mio::{Events, Poll, Token, Waker};
 use slotmap::{Key, KeyData, SlotMap};
 
 use crate::clock;
-use crate::conn::ConnShared;
+use crate::conn::{ConnShared, Pending};
 use crate::connection::{ConnKey, Connection, Due, Timeouts, Writing};
 use crate::cpu::IdleCpu;
 use crate::framing::{Decoder, Step};
@@ -115,6 +115,8 @@ pub(crate) struct Worker<H: Handler> {
     busy: Arc<AtomicU32>,
     conns: SlotMap<ConnKey, Connection<H::Session>>,
     scratch: Vec<u8>,
+    /// Reused to take connections' inboxes.
+    inbox: Vec<Pending>,
     /// Connections to read again without waiting for an event.
     ready: Vec<ConnKey>,
     /// Connections with new output to write.
@@ -175,6 +177,7 @@ impl<H: Handler> Worker<H> {
             busy,
             conns: SlotMap::with_key(),
             scratch,
+            inbox: Vec::new(),
             ready: Vec::new(),
             dirty: Vec::new(),
             draining: false,
@@ -424,7 +427,10 @@ impl<H: Handler> Worker<H> {
 
     /// Drains the mailbox; true if mail was left for the next turn.
     fn take_mail(&mut self) -> bool {
-        self.mailbox.pending.store(false, Ordering::Release);
+        self.mailbox.pending.store(false, Ordering::Relaxed);
+        // The flag cleared before looking for mail, as senders post before
+        // they look at the flag (`Mailbox::post`).
+        std::sync::atomic::fence(Ordering::SeqCst);
         for _ in 0..MAIL_PER_TURN {
             let Ok(mail) = self.rx.try_recv() else { return false };
             self.deliver(mail, false);
@@ -456,10 +462,7 @@ impl<H: Handler> Worker<H> {
                 }
                 return;
             }
-            Mail::Send { to, .. }
-            | Mail::SendFile { to, .. }
-            | Mail::Release { to }
-            | Mail::Close { to, .. } => *to,
+            Mail::Inbox { to } => *to,
         };
         if let Some((mailbox, _)) = self.moved.get(&to.key) {
             // Posted before the connection moved away: after it, in order.
@@ -482,30 +485,42 @@ impl<H: Handler> Worker<H> {
         self.apply(key, mail);
     }
 
-    /// Applies a handle's mail to its connection.
+    /// Applies a handle's mail to its connection: takes everything in its
+    /// inbox, in order.
     fn apply(&mut self, key: ConnKey, mail: Mail) {
+        let Mail::Inbox { .. } = mail else { return };
+        let Some(c) = self.conns.get(key) else { return };
+        let mut items = std::mem::take(&mut self.inbox);
+        c.shared.take_inbox(&mut items);
+        for item in items.drain(..) {
+            self.apply_one(key, item);
+        }
+        self.inbox = items;
+    }
+
+    fn apply_one(&mut self, key: ConnKey, item: Pending) {
         let Some(c) = self.conns.get_mut(key) else { return };
-        match mail {
-            Mail::Send { msg, .. } if c.accepts_output() => {
+        match item {
+            Pending::Send(msg) if c.accepts_output() => {
                 c.out.push_message(msg, &self.shared.stats.workers[self.index].queued);
                 self.dirty.push(key);
             }
             // Closing meanwhile: the bytes will never be written.
-            Mail::Send { msg, .. } => c.shared.sub_queued(msg.len()),
-            Mail::SendFile { file, offset, len, .. } if c.accepts_output() => {
+            Pending::Send(msg) => c.shared.sub_queued(msg.len()),
+            Pending::SendFile { file, offset, len } if c.accepts_output() => {
                 c.out.push_file(file, offset, len);
                 self.dirty.push(key);
             }
-            Mail::Release { .. } => {
+            Pending::SendFile { .. } => {}
+            Pending::Release => {
                 if c.shared.deferred.fetch_sub(1, Ordering::AcqRel) == 1 {
                     // The last one: the frames that waited for it go on.
                     self.wake_reading(key);
                 }
                 self.dirty.push(key);
             }
-            Mail::Close { slow: true, .. } => self.finish(key, CloseReason::SlowConsumer),
-            Mail::Close { slow: false, .. } => self.begin_close(key, CloseReason::Handler),
-            _ => {}
+            Pending::Close { slow: true } => self.finish(key, CloseReason::SlowConsumer),
+            Pending::Close { slow: false } => self.begin_close(key, CloseReason::Handler),
         }
     }
 
@@ -853,6 +868,9 @@ impl<H: Handler> Worker<H> {
         let Some(mut c) = self.conns.remove(key) else { return };
         let _ = c.sock.deregister(self.poll.registry());
         c.shared.closed.store(true, Ordering::Release);
+        // What handles queued and the worker never took goes with it.
+        c.shared.take_inbox(&mut self.inbox);
+        self.inbox.clear();
         let dropped = c.out.clear(&self.shared.stats.workers[self.index].queued);
         c.shared.sub_queued(dropped.min(c.shared.queued()));
         let stats = &self.shared.stats;
