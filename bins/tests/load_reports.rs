@@ -189,11 +189,25 @@ fn sigterm_with_json_reports_what_ran() {
 fn a_mode_against_the_wrong_handler_says_so_in_one_line() {
     let chat = start(Server::builder().workers(1), Chat::new(4096));
     let target = chat.local_addr().to_string();
-    let out = run(Command::new(LOAD).args(["echo", "-t", &target, "-c", "2", "-d", "300ms", "-q"]), TIMEOUT);
+    let out = run(
+        Command::new(LOAD).args([
+            "echo",
+            "-t",
+            &target,
+            "-c",
+            "2",
+            "-d",
+            "300ms",
+            "-q",
+            "--drain-timeout",
+            "300ms",
+        ]),
+        TIMEOUT,
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let hints: Vec<&str> = stderr.lines().filter(|l| l.contains("is this")).collect();
-    assert_eq!(hints, ["switchboard-load: bytes came that were never sent: is this an echo server (switchboard-server --handler echo)?"], "{stderr}");
+    assert_eq!(hints, ["switchboard-load: no reply echoed what was sent: is this an echo server (switchboard-server --handler echo)?"], "{stderr}");
 
     let echo = echo_server();
     let target = echo.local_addr().to_string();
