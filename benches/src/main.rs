@@ -19,6 +19,7 @@
 
 mod filebench;
 mod markdown;
+mod plots;
 mod procs;
 mod profile;
 
@@ -81,7 +82,7 @@ impl Kind {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Kind::Switchboard => 0,
             Kind::Tokio => 1,
@@ -182,6 +183,11 @@ pub(crate) struct Results {
     pub(crate) failures: Vec<String>,
     /// The profile section (markdown).
     pub(crate) profile: String,
+    /// Per echo load (as in `echo`): each server's latency curve of its
+    /// last run, `(percentile, µs)`.
+    pub(crate) curves: Vec<[Vec<(f64, f64)>; 2]>,
+    /// The plots written: load name, path relative to the report.
+    pub(crate) plots: Vec<(String, String)>,
 }
 
 /// The usage text (`--help`).
@@ -248,6 +254,12 @@ fn main() -> ExitCode {
     let mut results = run_all(&opts, &bins);
     eprintln!("profile");
     results.profile = profile::section(&bins, if opts.quick { 2 } else { 4 });
+    if let Some(path) = &opts.out {
+        match plots::write(&results, path) {
+            Ok(written) => results.plots = written,
+            Err(e) => results.failures.push(format!("latency plots: {e}")),
+        }
+    }
     let md = markdown::render(&opts, &results, started.elapsed());
     println!("{}", markdown::tables(&results));
     if let Some(path) = &opts.out {
@@ -337,6 +349,7 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
     for (name, conns, depth, targets, pinned) in loads {
         let load = EchoLoad { name: name.into(), conns, depth, targets, pinned };
         r.echo.push((load, [Vec::new(), Vec::new()]));
+        r.curves.push([Vec::new(), Vec::new()]);
     }
     let file = match filebench::BenchFile::create(opts.file_size()) {
         Ok(f) => Some(f),
@@ -362,7 +375,8 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
             }
             for kind in order {
                 match echo_run(opts, bins, kind, &load) {
-                    Ok(s) => {
+                    Ok((s, curve)) => {
+                        r.curves[i][kind.index()] = curve;
                         eprintln!(
                             "  {:<38} {:<11} {:>9.0} msg/s  p99 {:>8.0} µs  server CPU {:.2} µs/msg  \
                              {:.3} cs/msg  errors {}",
@@ -468,7 +482,14 @@ fn f(v: &Value, path: &[&str]) -> f64 {
     cur.as_f64().unwrap_or(0.0)
 }
 
-fn echo_run(opts: &Options, bins: &Bins, kind: Kind, load: &EchoLoad) -> Result<EchoSample, String> {
+/// One echo run: its figures, and its latency percentile curve
+/// (`(percentile, µs)`, from the load generator's `percentiles_us`).
+fn echo_run(
+    opts: &Options,
+    bins: &Bins,
+    kind: Kind,
+    load: &EchoLoad,
+) -> Result<(EchoSample, Vec<(f64, f64)>), String> {
     let server = start_echo(bins, kind, load.pinned)?;
     let cpu0 = server.cpu();
     let cs0 = server.ctx_switches();
@@ -499,7 +520,11 @@ fn echo_run(opts: &Options, bins: &Bins, kind: Kind, load: &EchoLoad) -> Result<
     let cpu = server.cpu().saturating_sub(cpu0);
     let cs = server.ctx_switches().saturating_sub(cs0);
     let received = f(&v, &["messages", "received"]);
-    Ok(EchoSample {
+    let curve = v["percentiles_us"]
+        .as_array()
+        .map(|a| a.iter().map(|p| (f(p, &["percentile"]), f(p, &["us"]))).collect())
+        .unwrap_or_default();
+    let sample = EchoSample {
         msgs: f(&v, &["throughput_per_s"]),
         p50_us: f(&v, &["latency_us", "p50"]),
         p99_us: f(&v, &["latency_us", "p99"]),
@@ -510,7 +535,8 @@ fn echo_run(opts: &Options, bins: &Bins, kind: Kind, load: &EchoLoad) -> Result<
         load_cores: f(&v, &["cpu", "cores"]),
         errors: f(&v, &["errors", "total"]) as u64,
         failed: f(&v, &["connections", "failed"]) as u64,
-    })
+    };
+    Ok((sample, curve))
 }
 
 fn idle_run(bins: &Bins, kind: Kind, conns: usize) -> Result<IdleSample, String> {

@@ -272,6 +272,15 @@ pub(crate) fn render(opts: &Options, r: &Results, took: Duration) -> String {
     );
     s.push_str("## Results (medians)\n\n");
     s.push_str(&tables(r));
+    if !r.plots.is_empty() {
+        s.push_str(
+            "\n## Latency percentiles\n\nEach echo load's latency by percentile (the x axis stretches the tail: \
+             1/(1-p) on a log scale), switchboard beside tokio, from each server's last round.\n\n",
+        );
+        for (name, path) in &r.plots {
+            let _ = writeln!(s, "![{name}: latency by percentile]({path})\n");
+        }
+    }
     s.push_str("\n## What it means\n\n");
     s.push_str(&meaning(r));
     s.push('\n');

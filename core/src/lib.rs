@@ -54,6 +54,7 @@ mod shutdown;
 mod stats;
 mod transport;
 mod worker;
+mod worker_stats;
 
 pub use conn::{Conn, ConnHandle, Deferred, SendError, SlowConsumerPolicy, MAX_TIMERS};
 pub use err::StartError;
@@ -66,3 +67,4 @@ pub use server::StartProbe;
 pub use server::{Server, ServerBuilder, StatsHandle};
 pub use shutdown::{Phase, ShutdownHandle, ShutdownReport};
 pub use stats::Stats;
+pub use worker_stats::WorkerStats;

@@ -643,7 +643,7 @@ impl Server {
 /// ```
 #[derive(Clone)]
 pub struct StatsHandle {
-    counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl StatsHandle {

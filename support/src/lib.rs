@@ -10,6 +10,7 @@
 //! - [`child`]: binaries run with a deadline, their output read while they
 //!   run, and [`child::ChildServer`], a server in a process of its own whose
 //!   memory, descriptors and threads the test reads through `/proc/PID`;
+//! - [`http`]: a minimal HTTP client for the admin endpoint;
 //! - [`DescriptorBudget`]: the descriptor budget a server logs at start;
 //! - [`LineEcho`], the line-echo test handler; [`decode`], the decoder
 //!   driver; [`lines`], the fuzz input layout.
@@ -18,6 +19,7 @@ mod budget;
 mod chat_client;
 pub mod child;
 pub mod decode;
+pub mod http;
 mod line_echo;
 pub mod lines;
 mod net;

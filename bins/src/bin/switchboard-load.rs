@@ -4,12 +4,18 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use switchboard_bins::cli::{parse_duration, parse_size};
-use switchboard_bins::load::{run_with_progress, Config, LoadError, Mode, Stop};
+use switchboard_bins::load::{
+    hgrm, mismatch_hint, plot_svg, run_watched, write_atomically, Config, Interval, LoadError, Mode, Stop,
+    Watch,
+};
 
 /// Load generator for Switchboard servers.
 ///
@@ -20,9 +26,12 @@ use switchboard_bins::load::{run_with_progress, Config, LoadError, Mode, Stop};
 /// loop: messages go out on a fixed schedule and latency counts from the
 /// scheduled time, so a server that stalls shows its queueing.
 ///
-/// Exit status: 0 for a clean run; 1 if the run saw errors or failed
-/// connections (the summary says which); 2 if it could not start (bad
-/// arguments, target unreachable).
+/// Ctrl-C or SIGTERM stops sending and prints the report of what ran (a
+/// second one exits at once).
+///
+/// Exit status: 0 for a clean run (an interrupted one included); 1 if the
+/// run saw errors or failed connections (the summary says which); 2 if it
+/// could not start (bad arguments, target unreachable).
 #[derive(Debug, Parser)]
 #[command(name = "switchboard-load", version)]
 struct Cli {
@@ -79,11 +88,29 @@ struct Common {
     /// No progress line, even on a terminal.
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
+
+    // Reports: per-interval lines, the histogram file, the plot.
+    /// Print a line per interval (e.g. 1s): msg/s and the latency
+    /// percentiles of that interval (on stderr with --json). It is also the
+    /// period of the throughput series in --json and --plot [default: 1s].
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    interval: Option<Duration>,
+
+    /// Write the latency histogram to FILE in HdrHistogram's percentile
+    /// distribution format (.hgrm, values in ms).
+    #[arg(long, global = true, value_name = "FILE")]
+    hdr_out: Option<PathBuf>,
+
+    /// Draw the latency percentile curve and the throughput over time to
+    /// FILE as SVG.
+    #[arg(long, global = true, value_name = "FILE")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum ModeCmd {
     /// Ping-pong against the echo handler; every echoed byte is checked.
+    /// Needs `switchboard-server --handler echo` (the default).
     Echo {
         /// Bytes per message (e.g. 64, 4KiB).
         #[arg(long, short = 's', value_name = "BYTES", value_parser = parse_size, default_value = "64")]
@@ -94,6 +121,7 @@ enum ModeCmd {
     },
     /// Every member of one chat room sends; every member checks it receives
     /// every other member's messages, and measures send-to-receive latency.
+    /// Needs `switchboard-server --handler chat`.
     Chat {
         /// Length of each message line, at most 4000 (the text carries sender, sequence and send time).
         #[arg(long, short = 's', value_name = "BYTES", value_parser = parse_size, default_value = "64")]
@@ -103,6 +131,7 @@ enum ModeCmd {
         depth: usize,
     },
     /// `get NAME` downloads from the file handler; MB/s, md5 checked against the header.
+    /// Needs `switchboard-server --handler file --root DIR`.
     File {
         /// The file to request (relative to the server's root).
         name: String,
@@ -114,6 +143,7 @@ enum ModeCmd {
         no_md5: bool,
     },
     /// Connections that only stay open (to measure what idle connections cost the server).
+    /// Works against any handler.
     Idle,
 }
 
@@ -128,18 +158,56 @@ fn main() -> ExitCode {
         }
     };
     let progress = !cli.common.quiet && std::io::stderr().is_terminal();
-    let report = match run_with_progress(&cfg, progress) {
+    let interrupt = Arc::new(AtomicBool::new(false));
+    if let Err(e) = stop_on_signals(Arc::clone(&interrupt)) {
+        eprintln!("switchboard-load: {e}");
+        return ExitCode::from(2);
+    }
+    let json = cli.common.json;
+    let print_intervals = cli.common.interval.is_some();
+    let mut on_interval = |i: &Interval| {
+        if json {
+            eprintln!("{}", i.line());
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", i.line()).and_then(|()| out.flush());
+        }
+    };
+    let watch = Watch {
+        progress,
+        on_interval: print_intervals.then_some(&mut on_interval as &mut dyn FnMut(&Interval)),
+        interrupt: Some(interrupt),
+    };
+    let report = match run_watched(&cfg, watch) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("switchboard-load: {e}");
             return ExitCode::from(2);
         }
     };
-    let text = if cli.common.json { format!("{}\n", report.to_json()) } else { report.table() };
+    let text = if json { format!("{}\n", report.to_json()) } else { report.table() };
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             eprintln!("switchboard-load: cannot write the report: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(hint) = mismatch_hint(&report) {
+        eprintln!("switchboard-load: {hint}");
+    }
+    if let Some(path) = &cli.common.hdr_out {
+        if let Err(e) = write_atomically(path, hgrm(&report.histogram).as_bytes()) {
+            eprintln!("switchboard-load: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(path) = &cli.common.plot {
+        let written = plot_svg(&report)
+            .map_err(std::io::Error::other)
+            .and_then(|svg| write_atomically(path, svg.as_bytes()));
+        if let Err(e) = written {
+            eprintln!("switchboard-load: cannot write {}: {e}", path.display());
             return ExitCode::from(2);
         }
     }
@@ -179,6 +247,9 @@ fn config(mode: ModeCmd, c: &Common) -> Result<Config, LoadError> {
     cfg.rate = c.rate;
     cfg.drain_timeout = c.drain_timeout;
     cfg.connect_timeout = c.connect_timeout;
+    if let Some(i) = c.interval {
+        cfg.interval = i;
+    }
     cfg.validate().map_err(LoadError::Invalid)?;
     Ok(cfg)
 }
@@ -188,4 +259,17 @@ fn resolve(target: &str) -> Result<SocketAddr, LoadError> {
         .to_socket_addrs()
         .map_err(|e| LoadError::Invalid(format!("'{target}' is not an address (HOST:PORT): {e}")))?;
     addrs.next().ok_or_else(|| LoadError::Invalid(format!("'{target}' resolves to no address")))
+}
+
+/// Ctrl-C / SIGTERM: the first stops sending, awaits what is in flight and
+/// prints the report of what ran; the second exits at once (status 130).
+fn stop_on_signals(interrupt: Arc<AtomicBool>) -> Result<(), String> {
+    ctrlc::set_handler(move || {
+        if interrupt.swap(true, Ordering::AcqRel) {
+            eprintln!("switchboard-load: second signal; exiting without a report");
+            std::process::exit(130);
+        }
+        eprintln!("switchboard-load: signal: stopping; the report follows (again to exit now)");
+    })
+    .map_err(|e| format!("cannot install the signal handler: {e}"))
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
+use switchboard_bins::admin::{self, Observe, Observing, Shared};
 use switchboard_bins::cli::{parse_args, parse_duration, parse_size};
 use switchboard_handlers::{Chat, Echo, FileGet, Upper};
 
@@ -88,6 +89,19 @@ struct Args {
     /// The folder the file handler serves; nothing outside it is ever sent.
     #[arg(long, value_name = "DIR", required_if_eq("handler", "file"))]
     root: Option<PathBuf>,
+
+    // Observability: the admin endpoint and the periodic figures.
+    /// Serve HTTP on this address (e.g. 127.0.0.1:9100): /metrics in the
+    /// Prometheus text format, /healthz (200 while running, 503 while
+    /// draining), and a live status page at /. It has its own thread and at
+    /// most 32 connections, apart from the main port.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+
+    /// Print one line of figures on stdout every DURATION (e.g. 10s): totals,
+    /// and the rates over the period.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    stats_every: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,24 +145,33 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.root.is_some() && args.handler != HandlerName::File {
         log::warn!("--root is used only by --handler file; ignoring it");
     }
+    let observe = Observe { admin: args.admin.clone(), stats_every: args.stats_every };
     match args.handler {
-        HandlerName::Echo => serve(builder, &args.listen, Echo),
-        HandlerName::Upper => serve(builder, &args.listen, Upper::new()),
+        HandlerName::Echo => serve(builder, &args.listen, Echo, observe.named("echo")),
+        HandlerName::Upper => serve(builder, &args.listen, Upper::new(), observe.named("upper")),
         HandlerName::Chat => {
             let rate = args.chat_room_rate as u64;
             let chat = Chat::new(args.max_frame).rate_limit(args.chat_rate).room_rate(rate, rate / 2);
-            serve(builder, &args.listen, chat)
+            let chat = Arc::new(chat);
+            let observe = observe.named("chat").source(admin::chat_source(Arc::clone(&chat)));
+            serve(builder, &args.listen, Shared(chat), observe)
         }
         HandlerName::File => {
             let root = args.root.unwrap_or_default();
             let handler = FileGet::new(&root, args.max_frame)?;
             log::info!("serving files under {}", handler.root().display());
-            serve(builder, &args.listen, handler)
+            let observe = observe.named("file").source(admin::file_source(handler.meters()));
+            serve(builder, &args.listen, handler, observe)
         }
     }
 }
 
-fn serve<H: Handler>(builder: ServerBuilder, listen: &str, handler: H) -> anyhow::Result<()> {
+fn serve<H: Handler>(
+    builder: ServerBuilder,
+    listen: &str,
+    handler: H,
+    observe: Observing,
+) -> anyhow::Result<()> {
     // The signal handler first: its descriptors then count in the budget
     // the server derives at start.
     let handle = Arc::new(OnceLock::new());
@@ -160,7 +183,9 @@ fn serve<H: Handler>(builder: ServerBuilder, listen: &str, handler: H) -> anyhow
         writeln!(out, "listening on {}", server.local_addr())?;
         out.flush()?;
     }
+    let watch = observe.start(&server)?;
     let report = server.wait();
+    drop(watch);
     // Logged by `wait`; also on stdout, for whoever ran the server (a
     // closed stdout is no failure: the log has it).
     let mut out = std::io::stdout().lock();

@@ -27,6 +27,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// What to send.
     pub mode: Mode,
+    /// The period of the per-interval figures (`--interval`, and the
+    /// throughput curve of the report).
+    pub interval: Duration,
 }
 
 /// When a run stops sending.
@@ -82,6 +85,15 @@ impl Mode {
         }
     }
 
+    /// Payload bytes of one completed message: echo and chat their size,
+    /// file `None` (counted as it arrives), idle `None`.
+    pub fn message_size(&self) -> Option<usize> {
+        match self {
+            Mode::Echo { size, .. } | Mode::Chat { size, .. } => Some(*size),
+            Mode::File { .. } | Mode::Idle => None,
+        }
+    }
+
     /// Messages in flight per connection in the closed loop.
     pub(crate) fn depth(&self) -> usize {
         match self {
@@ -105,6 +117,7 @@ impl Config {
             drain_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             mode,
+            interval: Duration::from_secs(1),
         }
     }
 
@@ -123,6 +136,9 @@ impl Config {
             if !(r > 0.0 && r.is_finite()) {
                 return Err("--rate must be a positive number of messages per second".into());
             }
+        }
+        if self.interval < Duration::from_millis(10) {
+            return Err("--interval must be at least 10ms".into());
         }
         match (&self.mode, self.stop) {
             (Mode::Idle, Stop::Messages(_)) => {

@@ -23,9 +23,12 @@
 
 mod chat;
 mod config;
+mod diagnose;
 mod echo;
 mod file;
 mod idle;
+mod intervals;
+mod output;
 mod progress;
 mod report;
 mod shared;
@@ -35,7 +38,7 @@ mod worker;
 
 use std::fmt;
 use std::net::TcpStream;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -43,6 +46,9 @@ use std::time::Duration;
 use mio::{Poll, Waker};
 
 pub use config::{Config, Mode, Stop};
+pub use diagnose::mismatch_hint;
+pub use intervals::Interval;
+pub use output::{hgrm, plot_svg, write_atomically, PERCENTILES};
 pub use report::{ChatSummary, ErrorCounts, FileSummary, Latency, Report};
 pub use sys::{process_cpu_time, raise_fd_limit};
 
@@ -93,6 +99,32 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
 /// Like [`run`], with a progress line on stderr once a second when
 /// `progress` is true (meant for a terminal).
 pub fn run_with_progress(cfg: &Config, progress: bool) -> Result<Report, LoadError> {
+    run_watched(cfg, Watch { progress, ..Watch::default() })
+}
+
+/// What a caller of [`run_watched`] sees while the run goes.
+#[derive(Default)]
+pub struct Watch<'a> {
+    /// A progress line on stderr once a second (meant for a terminal).
+    pub progress: bool,
+    /// Called at the end of each interval of the window ([`Config::interval`]).
+    pub on_interval: Option<&'a mut dyn FnMut(&Interval)>,
+    /// Once set (by a signal handler, say), sending stops, what is in
+    /// flight is awaited as at the end of a run, and the report covers
+    /// what ran ([`Report::interrupted`]).
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+impl fmt::Debug for Watch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Watch").field("progress", &self.progress).finish_non_exhaustive()
+    }
+}
+
+/// Like [`run`], watched: a progress line, a callback per interval, and a
+/// flag that ends the run early with a report.
+pub fn run_watched(cfg: &Config, mut watch: Watch<'_>) -> Result<Report, LoadError> {
+    let progress = watch.progress;
     cfg.validate().map_err(LoadError::Invalid)?;
     let probe_timeout = cfg.connect_timeout.min(Duration::from_secs(5));
     match TcpStream::connect_timeout(&cfg.target, probe_timeout) {
@@ -115,7 +147,9 @@ pub fn run_with_progress(cfg: &Config, progress: bool) -> Result<Report, LoadErr
         Stop::Duration(_) => None,
     };
     let chat_members = matches!(cfg.mode, Mode::Chat { .. }).then_some(cfg.connections);
+    let interrupt = watch.interrupt.take().unwrap_or_default();
     let shared = Arc::new(Shared::new(cfg.threads, budget, chat_members));
+    let interrupted = || interrupt.load(Ordering::Acquire);
 
     let mut handles = Vec::with_capacity(cfg.threads);
     let mut wakers = Vec::with_capacity(cfg.threads);
@@ -154,7 +188,7 @@ pub fn run_with_progress(cfg: &Config, progress: bool) -> Result<Report, LoadErr
     let mut line = progress::Line::new(progress, shared.clone(), cfg.connections);
 
     // Phase 1: connect (and be welcomed).
-    while shared.workers_ready.load(Ordering::Acquire) < cfg.threads && !all_done() {
+    while shared.workers_ready.load(Ordering::Acquire) < cfg.threads && !all_done() && !interrupted() {
         std::thread::sleep(Duration::from_millis(10));
         line.tick("connecting");
     }
@@ -164,18 +198,25 @@ pub fn run_with_progress(cfg: &Config, progress: bool) -> Result<Report, LoadErr
     shared.run_start_ns.store(run_start_ns, Ordering::Release);
     shared.phase.store(RUN, Ordering::Release);
     wake_all();
+    let mut series = Series::new(run_start_ns, cfg.interval, &mut watch.on_interval);
     let mut cpu_end = None;
     let mut stop_ns = None;
-    if let Stop::Duration(d) = cfg.stop {
-        let end_ns = run_start_ns.saturating_add(worker::duration_ns(d));
-        loop {
-            let now = shared.now_ns();
-            if now >= end_ns || all_done() {
-                break;
-            }
-            std::thread::sleep(Duration::from_nanos(end_ns - now).min(Duration::from_millis(20)));
-            line.tick("running");
+    let end_ns = match cfg.stop {
+        Stop::Duration(d) => run_start_ns.saturating_add(worker::duration_ns(d)),
+        Stop::Messages(_) => u64::MAX,
+    };
+    loop {
+        let now = shared.now_ns();
+        if now >= end_ns || all_done() || interrupted() {
+            break;
         }
+        series.tick(now, &shared);
+        let to_tick = series.next_ns.saturating_sub(now).max(1_000_000);
+        let left = Duration::from_nanos((end_ns - now).min(to_tick)).min(Duration::from_millis(20));
+        std::thread::sleep(left);
+        line.tick("running");
+    }
+    if matches!(cfg.stop, Stop::Duration(_)) || interrupted() {
         cpu_end = Some(process_cpu_time());
         let now = shared.now_ns();
         stop_ns = Some(now);
@@ -183,6 +224,8 @@ pub fn run_with_progress(cfg: &Config, progress: bool) -> Result<Report, LoadErr
         shared.phase.store(STOP, Ordering::Release);
         wake_all();
     }
+    let window_end = stop_ns.unwrap_or_else(|| shared.now_ns());
+    series.finish(window_end, &shared);
     // Phase 3: drain.
     while !all_done() {
         std::thread::sleep(Duration::from_millis(10));
@@ -191,6 +234,7 @@ pub fn run_with_progress(cfg: &Config, progress: bool) -> Result<Report, LoadErr
     let cpu_end = cpu_end.unwrap_or_else(process_cpu_time);
     shared.phase.store(STOP, Ordering::Release);
     line.finish();
+    let intervals = series.points;
 
     let mut results = Vec::with_capacity(handles.len());
     for h in handles {
@@ -199,7 +243,76 @@ pub fn run_with_progress(cfg: &Config, progress: bool) -> Result<Report, LoadErr
             Err(_) => return Err(LoadError::Setup(std::io::Error::other("a load thread panicked"))),
         }
     }
-    Ok(build_report(&cfg, results, run_start_ns, stop_ns, cpu_end.saturating_sub(cpu_start)))
+    let mut report = build_report(&cfg, results, run_start_ns, stop_ns, cpu_end.saturating_sub(cpu_start));
+    report.interrupted = interrupted();
+    report.intervals = intervals;
+    if let Some(size) = cfg.mode.message_size() {
+        // Echo and chat: every completed message carried `size` bytes.
+        report.bytes = report.received * size as u64;
+        let secs = report.window.as_secs_f64();
+        report.bytes_per_sec = if secs > 0.0 { (report.in_window * size as u64) as f64 / secs } else { 0.0 };
+        for i in &mut report.intervals {
+            i.bytes = i.completed * size as u64;
+        }
+    }
+    Ok(report)
+}
+
+/// The per-interval figures, taken at each boundary of the window.
+struct Series<'w, 'a> {
+    start_ns: u64,
+    every_ns: u64,
+    /// The start of the interval under way.
+    from_ns: u64,
+    next_ns: u64,
+    points: Vec<Interval>,
+    on_interval: &'w mut Option<&'a mut dyn FnMut(&Interval)>,
+}
+
+impl<'w, 'a> Series<'w, 'a> {
+    fn new(
+        start_ns: u64,
+        every: Duration,
+        on_interval: &'w mut Option<&'a mut dyn FnMut(&Interval)>,
+    ) -> Self {
+        let every_ns = worker::duration_ns(every).max(1);
+        Series {
+            start_ns,
+            every_ns,
+            from_ns: start_ns,
+            next_ns: start_ns + every_ns,
+            points: Vec::new(),
+            on_interval,
+        }
+    }
+
+    /// Takes the intervals that ended by `now_ns`.
+    fn tick(&mut self, now_ns: u64, shared: &Shared) {
+        while now_ns >= self.next_ns {
+            self.take(self.next_ns, shared);
+            self.next_ns += self.every_ns;
+        }
+    }
+
+    /// Takes the last interval, cut at `end_ns`.
+    fn finish(&mut self, end_ns: u64, shared: &Shared) {
+        self.tick(end_ns, shared);
+        // A remainder under a tenth of an interval is too short for a rate.
+        if end_ns.saturating_sub(self.from_ns) >= self.every_ns / 10 {
+            self.take(end_ns, shared);
+        }
+    }
+
+    fn take(&mut self, to_ns: u64, shared: &Shared) {
+        let start = Duration::from_nanos(self.from_ns - self.start_ns);
+        let length = Duration::from_nanos(to_ns.saturating_sub(self.from_ns));
+        let point = intervals::take(&shared.intervals, start, length);
+        if let Some(f) = self.on_interval.as_mut() {
+            f(&point);
+        }
+        self.points.push(point);
+        self.from_ns = to_ns;
+    }
 }
 
 fn spawn<P, F>(
@@ -309,5 +422,9 @@ fn build_report(
         cpu_per_message,
         chat,
         file,
+        message_size: cfg.mode.message_size(),
+        interrupted: false,
+        intervals: Vec::new(),
+        histogram: hist,
     }
 }

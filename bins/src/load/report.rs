@@ -54,6 +54,14 @@ pub struct Report {
     pub chat: Option<ChatSummary>,
     /// File mode: what was downloaded.
     pub file: Option<FileSummary>,
+    /// Echo and chat: the bytes of one message.
+    pub message_size: Option<usize>,
+    /// The run was stopped early (a signal): the figures cover what ran.
+    pub interrupted: bool,
+    /// The window cut into intervals ([`Config::interval`](super::Config::interval)).
+    pub intervals: Vec<super::Interval>,
+    /// Every completed message's latency, in nanoseconds.
+    pub histogram: Histogram<u64>,
 }
 
 /// Latency percentiles. Closed loop: from send to reply. Open loop: from
@@ -206,6 +214,22 @@ impl Report {
                 "complete_members": c.complete_members,
                 "out_of_order": c.out_of_order,
             })),
+            "message_size": self.message_size,
+            "interrupted": self.interrupted,
+            "percentiles_us": super::output::percentile_points(&self.histogram)
+                .iter()
+                .map(|&(p, ns)| json!({ "percentile": p, "us": ns as f64 / 1e3 }))
+                .collect::<Vec<_>>(),
+            "intervals": self.intervals.iter().map(|i| json!({
+                "start_s": i.start.as_secs_f64(),
+                "length_s": i.length.as_secs_f64(),
+                "completed": i.completed,
+                "throughput_per_s": i.throughput,
+                "bytes": i.bytes,
+                "p50_us": i.p50.map(us),
+                "p99_us": i.p99.map(us),
+                "max_us": i.max.map(us),
+            })).collect::<Vec<_>>(),
             "file": self.file.map(|f| json!({
                 "file_size": f.file_size,
                 "verified": f.verified,
@@ -225,12 +249,13 @@ impl Report {
         };
         let _ = writeln!(
             s,
-            "switchboard-load {} -> {}  ({} connections, {lp}, {} thread{})",
+            "switchboard-load {} -> {}  ({} connections, {lp}, {} thread{}){}",
             self.mode,
             self.target,
             group(self.connections as u64),
             self.threads,
-            if self.threads == 1 { "" } else { "s" }
+            if self.threads == 1 { "" } else { "s" },
+            if self.interrupted { "  [interrupted: what ran until the signal]" } else { "" }
         );
         let _ = writeln!(
             s,
@@ -252,6 +277,9 @@ impl Report {
             group(self.in_window)
         );
         let _ = write!(s, "  throughput   {} msg/s", group(self.throughput.round() as u64));
+        if let Some(size) = self.message_size {
+            let _ = write!(s, " of {} B", group(size as u64));
+        }
         if self.bytes > 0 {
             let _ = write!(s, ", {:.1} MB/s", self.bytes_per_sec / 1e6);
         }

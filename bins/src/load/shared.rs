@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) progress: Vec<Progress>,
     /// Chat only: deliveries still expected, per sender and in total.
     pub(crate) chat: Option<ChatShared>,
+    /// Per thread: what it completed in the current interval.
+    pub(crate) intervals: Vec<std::sync::Mutex<super::intervals::IntervalAcc>>,
 }
 
 /// Live counters of one thread, published once per loop turn.
@@ -70,6 +72,9 @@ impl Shared {
                 outstanding: (0..n).map(|_| AtomicI64::new(0)).collect(),
                 total: AtomicI64::new(0),
             }),
+            intervals: (0..threads)
+                .map(|_| std::sync::Mutex::new(super::intervals::IntervalAcc::new()))
+                .collect(),
         }
     }
 

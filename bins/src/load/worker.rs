@@ -129,12 +129,16 @@ pub(crate) struct Cx<'a> {
     pub(crate) stop_ns: u64,
     pub(crate) hist: &'a mut Histogram<u64>,
     pub(crate) tally: &'a mut Tally,
+    /// This thread's figures of the current interval.
+    pub(crate) interval: &'a std::sync::Mutex<super::intervals::IntervalAcc>,
 }
 
 impl Cx<'_> {
     /// One message completed; its latency counts from `since_ns`.
     pub(crate) fn complete(&mut self, since_ns: u64) {
-        self.hist.saturating_record(self.now_ns.saturating_sub(since_ns).max(1));
+        let latency = self.now_ns.saturating_sub(since_ns).max(1);
+        self.hist.saturating_record(latency);
+        super::intervals::lock(self.interval).complete(latency);
         self.tally.received += 1;
         if self.now_ns <= self.stop_ns {
             self.tally.in_window += 1;
@@ -145,6 +149,7 @@ impl Cx<'_> {
     /// Payload bytes received (file mode).
     pub(crate) fn bytes(&mut self, n: usize) {
         self.tally.bytes += n as u64;
+        super::intervals::lock(self.interval).bytes += n as u64;
         if self.now_ns <= self.stop_ns {
             self.tally.bytes_in_window += n as u64;
         }
@@ -563,7 +568,9 @@ impl<P: Protocol> Worker<P> {
                 Ok(n) => {
                     let (now_ns, stop_ns) = self.now_cx_parts();
                     self.last_read_ns = now_ns;
-                    let mut cx = Cx { now_ns, stop_ns, hist: &mut self.hist, tally: &mut self.tally };
+                    let interval = &self.shared.intervals[self.index];
+                    let mut cx =
+                        Cx { now_ns, stop_ns, hist: &mut self.hist, tally: &mut self.tally, interval };
                     let slot = &mut self.slots[i];
                     let Some(c) = slot.conn.as_mut() else { return };
                     if let Err(e) = self.proto.on_data(c, &self.scratch[..n], &mut cx) {

@@ -71,15 +71,15 @@ impl Md5Cache {
 
     /// The md5 of the first `key.size` bytes of `file`, from the cache or
     /// computed (outside the lock; it stops early when `cancel` is set) and
-    /// then cached.
+    /// then cached; with whether it was computed.
     pub(crate) fn get_or_compute(
         &self,
         key: Key,
         file: &File,
         cancel: &AtomicBool,
-    ) -> Result<[u8; 16], HashError> {
+    ) -> Result<([u8; 16], bool), HashError> {
         if let Some(sum) = self.get(&key) {
-            return Ok(sum);
+            return Ok((sum, false));
         }
         let sum = md5_of(file, key.size, cancel)?;
         let mut inner = self.inner.lock();
@@ -91,7 +91,7 @@ impl Md5Cache {
             inner.order.push_back(key.clone());
             inner.map.insert(key, sum);
         }
-        Ok(sum)
+        Ok((sum, true))
     }
 
     #[cfg(test)]
@@ -140,7 +140,10 @@ mod tests {
             std::fs::File::create(&path).unwrap().write_all(content).unwrap();
             let file = File::open(&path).unwrap();
             let key = Key::new(&path, &file.metadata().unwrap());
-            sums.push(cache.get_or_compute(key, &file, &AtomicBool::new(false)).unwrap());
+            let (sum, computed) = cache.get_or_compute(key.clone(), &file, &AtomicBool::new(false)).unwrap();
+            assert!(computed);
+            assert_eq!(cache.get_or_compute(key, &file, &AtomicBool::new(false)).unwrap(), (sum, false));
+            sums.push(sum);
             assert!(cache.len() <= 2);
         }
         let hex = |s: &[u8; 16]| s.iter().map(|b| format!("{b:02x}")).collect::<String>();

@@ -3,6 +3,7 @@
 mod confine;
 mod list;
 mod md5cache;
+mod meters;
 mod pool;
 pub mod proto;
 mod request;
@@ -22,6 +23,7 @@ use switchboard::{Conn, Decoder, Flow, Framing, Handler, Message, Step};
 
 use self::list::{Answer, ListCache};
 use self::md5cache::{HashError, Key, Md5Cache};
+pub use self::meters::FileMeters;
 use self::pool::{ConnQueue, Entry, Pool, State};
 use self::proto::{encode, Header, Reason, MAX_QUEUED_REQUESTS};
 pub use self::request::{parse as parse_request, Request};
@@ -90,6 +92,7 @@ struct Inner {
     root: PathBuf,
     max_request: usize,
     md5: Md5Cache,
+    meters: Arc<FileMeters>,
     listing: ListCache,
     /// Set when the handler is dropped: hashing in progress stops.
     cancel: AtomicBool,
@@ -172,6 +175,7 @@ impl FileGet {
             root,
             max_request,
             md5: Md5Cache::new(MD5_CACHE_ENTRIES),
+            meters: Arc::default(),
             listing: ListCache::default(),
             cancel: AtomicBool::new(false),
         });
@@ -182,6 +186,12 @@ impl FileGet {
     /// The root folder, canonical (symbolic links resolved).
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// The handler's counters (file bytes sent, md5 cache hits), shared:
+    /// they keep counting after the handler is moved into a server.
+    pub fn meters(&self) -> Arc<FileMeters> {
+        Arc::clone(&self.inner.meters)
     }
 
     /// The request line limit in bytes.
@@ -288,10 +298,20 @@ impl Inner {
             }
             let key = Key::new(&resolved.path, &meta);
             if !hash {
-                return Ok(self.md5.get(&key).map(|sum| (file, meta.len(), sum)));
+                let found = self.md5.get(&key).map(|sum| (file, meta.len(), sum));
+                if found.is_some() {
+                    self.meters.hit();
+                }
+                return Ok(found);
             }
             match self.md5.get_or_compute(key, &file, &self.cancel) {
-                Ok(sum) => return Ok(Some((file, meta.len(), sum))),
+                Ok((sum, computed)) => {
+                    match computed {
+                        true => self.meters.computed(),
+                        false => self.meters.hit(),
+                    }
+                    return Ok(Some((file, meta.len(), sum)));
+                }
                 Err(HashError::Shrank) => continue,
                 Err(HashError::Io(e)) => return Err(confine::reason_for(&e)),
                 Err(HashError::Cancelled) => return Err(Reason::ShuttingDown),
@@ -303,6 +323,7 @@ impl Inner {
 
     fn found(&self, name: &str, (file, size, sum): (File, u64, [u8; 16])) -> Reply {
         log::debug!("file: get {name:?}: {size} bytes");
+        self.meters.sent(size);
         let header = encode(&Header::found(name, size, &sum)).into();
         Reply { header, file: (size > 0).then(|| (Arc::new(file), size)) }
     }

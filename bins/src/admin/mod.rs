@@ -1,0 +1,318 @@
+//! The admin endpoint of `switchboard-server --admin ADDR`: a small HTTP
+//! server, itself a Switchboard [`Server`] with one worker and a connection
+//! limit of its own, so a flood on it cannot take a worker or a connection
+//! slot from the main port.
+//!
+//! Routes: `GET /metrics` (Prometheus text format), `GET /healthz` (200
+//! while running, 503 once draining), `GET /stats.json` (the figures and
+//! the last minutes of history, read by the page), `GET /` (a status page
+//! that refreshes itself, with no external assets). `HEAD` works on each;
+//! other methods get 405, other paths 404. A request is read whole within
+//! [`REQUEST_TIMEOUT`] and [`MAX_REQUEST`] bytes, then answered and closed.
+//!
+//! ```no_run
+//! use switchboard::{handler_fn, Flow, Framing, Server};
+//! use switchboard_bins::admin::{Admin, View};
+//!
+//! let echo = handler_fn(Framing::Raw, |data, conn| {
+//!     conn.send(data);
+//!     Flow::Continue
+//! });
+//! let server = Server::builder().start("127.0.0.1:0", echo)?;
+//! let admin = Admin::start("127.0.0.1:9100", View::new(&server, "echo"))?;
+//! println!("metrics on http://{}/metrics", admin.local_addr());
+//! server.wait();
+//! admin.stop();
+//! # Ok::<(), switchboard::StartError>(())
+//! ```
+
+mod history;
+mod http;
+mod json;
+mod metrics;
+mod shared;
+mod ticker;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+use switchboard::{Server, ShutdownHandle, StartError, StatsHandle};
+
+pub use history::{History, Point};
+pub use shared::Shared;
+pub use ticker::{stats_line, StatsTicker};
+
+/// Connections the admin endpoint serves at once; past it a client gets
+/// `503` and is closed.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// The largest request (request line and headers) the admin endpoint reads;
+/// a longer one gets `431`.
+pub const MAX_REQUEST: usize = 8 << 10;
+
+/// How long a client has to send its whole request; past it, `408`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether a figure only grows (a counter) or goes up and down (a gauge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only grows; its name ends in `_total`.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// One handler-specific figure, as a [`Source`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    /// The metric name, `switchboard_` first (counters end in `_total`).
+    pub name: &'static str,
+    /// One line saying what it counts.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// The value now.
+    pub value: u64,
+}
+
+/// Reads a handler's own figures when `/metrics` or `/stats.json` is
+/// asked for (chat members, file bytes sent, md5 cache hits): typically a
+/// closure over an `Arc` the binary kept (see [`Shared`]).
+pub type Source = Box<dyn Fn() -> Vec<Metric> + Send + Sync>;
+
+/// What the admin endpoint shows: the main server's counters and phase,
+/// and the handler's own figures.
+pub struct View {
+    stats: StatsHandle,
+    shutdown: ShutdownHandle,
+    max_connections: usize,
+    handler: String,
+    started_unix: u64,
+    extra: Vec<Source>,
+    history: History,
+}
+
+impl fmt::Debug for View {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("View").field("handler", &self.handler).field("extra", &self.extra.len()).finish()
+    }
+}
+
+impl View {
+    /// The figures of `server`, which serves `handler` (a name shown on the
+    /// page).
+    pub fn new(server: &Server, handler: &str) -> View {
+        View {
+            stats: server.stats_handle(),
+            shutdown: server.shutdown_handle(),
+            max_connections: server.max_connections(),
+            handler: handler.to_owned(),
+            started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            extra: Vec::new(),
+            history: History::new(history::KEEP),
+        }
+    }
+
+    /// Adds a source of handler-specific figures.
+    pub fn source(mut self, source: Source) -> View {
+        self.extra.push(source);
+        self
+    }
+
+    /// The handler's own figures now, from every source.
+    fn extra_now(&self) -> Vec<Metric> {
+        self.extra.iter().flat_map(|s| s()).collect()
+    }
+}
+
+/// A running admin endpoint; [`stop`](Admin::stop) it after the main
+/// server has stopped (dropping it stops it too).
+pub struct Admin {
+    server: Option<Server>,
+    addr: SocketAddr,
+    stop_sampler: Option<Sender<()>>,
+    sampler: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admin").field("addr", &self.addr).finish()
+    }
+}
+
+impl Admin {
+    /// Binds `addr` and serves `view` there, with one worker,
+    /// [`MAX_CONNECTIONS`] connections at most, and a thread that samples
+    /// the history once a second.
+    pub fn start(addr: &str, view: View) -> Result<Admin, StartError> {
+        let view = Arc::new(view);
+        view.history.sample(&view.stats);
+        let server = Server::builder()
+            .workers(1)
+            .max_connections(MAX_CONNECTIONS)
+            .idle_timeout(REQUEST_TIMEOUT * 2)
+            .grace(Duration::from_secs(1))
+            .quiet_period(Duration::from_millis(100))
+            .max_outbound(1 << 20)
+            .max_outbound_total(MAX_CONNECTIONS << 20)
+            .start(addr, http::AdminHttp::new(Arc::clone(&view)))?;
+        let addr = server.local_addr();
+        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+        let sampler = std::thread::Builder::new()
+            .name("admin-history".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(history::EVERY)
+                {
+                    view.history.sample(&view.stats);
+                }
+            })
+            .map_err(StartError::Io)?;
+        Ok(Admin { server: Some(server), addr, stop_sampler: Some(tx), sampler: Some(sampler) })
+    }
+
+    /// The address the endpoint listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes the endpoint's connections now and joins its threads.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        drop(self.stop_sampler.take());
+        if let Some(t) = self.sampler.take() {
+            let _ = t.join();
+        }
+        if let Some(server) = self.server.take() {
+            server.shutdown_handle().force();
+            server.wait();
+        }
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// What `switchboard-server` was asked to show: `--admin ADDR` and
+/// `--stats-every DURATION`.
+#[derive(Debug, Clone, Default)]
+pub struct Observe {
+    /// Where to serve the admin endpoint, if anywhere.
+    pub admin: Option<String>,
+    /// How often to print a line of figures, if at all.
+    pub stats_every: Option<Duration>,
+}
+
+impl Observe {
+    /// The same, for a server running the handler called `handler`.
+    pub fn named(&self, handler: &str) -> Observing {
+        Observing { observe: self.clone(), handler: handler.to_owned(), sources: Vec::new() }
+    }
+}
+
+/// [`Observe`] for one handler, with the handler's own figures.
+pub struct Observing {
+    observe: Observe,
+    handler: String,
+    sources: Vec<Source>,
+}
+
+impl fmt::Debug for Observing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observing").field("observe", &self.observe).field("handler", &self.handler).finish()
+    }
+}
+
+/// The admin endpoint and the stats line of a running server; dropping it
+/// stops both.
+#[derive(Debug)]
+pub struct Watch {
+    admin: Option<Admin>,
+    ticker: Option<StatsTicker>,
+}
+
+impl Observing {
+    /// Adds a source of the handler's own figures.
+    pub fn source(mut self, source: Source) -> Observing {
+        self.sources.push(source);
+        self
+    }
+
+    /// Starts what was asked for on `server`; prints `admin on http://ADDR/`
+    /// on stdout once the endpoint listens.
+    pub fn start(self, server: &Server) -> std::io::Result<Watch> {
+        let admin = match &self.observe.admin {
+            None => None,
+            Some(addr) => {
+                let view = self.sources.into_iter().fold(View::new(server, &self.handler), View::source);
+                let admin =
+                    Admin::start(addr, view).map_err(|e| std::io::Error::other(format!("admin: {e}")))?;
+                let mut out = std::io::stdout().lock();
+                use std::io::Write;
+                writeln!(out, "admin on http://{}/", admin.local_addr())?;
+                out.flush()?;
+                Some(admin)
+            }
+        };
+        let ticker = match self.observe.stats_every {
+            None => None,
+            Some(every) => Some(StatsTicker::start(server.stats_handle(), every)?),
+        };
+        Ok(Watch { admin, ticker })
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        drop(self.ticker.take());
+        drop(self.admin.take());
+    }
+}
+
+/// The chat handler's figures: `switchboard_chat_members`.
+pub fn chat_source(chat: Arc<switchboard_handlers::Chat>) -> Source {
+    Box::new(move || {
+        vec![Metric {
+            name: "switchboard_chat_members",
+            help: "Members in the chat room now.",
+            kind: Kind::Gauge,
+            value: chat.members() as u64,
+        }]
+    })
+}
+
+/// The file handler's figures: file bytes sent, md5 cache hits and sums
+/// computed.
+pub fn file_source(meters: Arc<switchboard_handlers::file::FileMeters>) -> Source {
+    Box::new(move || {
+        vec![
+            Metric {
+                name: "switchboard_file_bytes_sent_total",
+                help: "Bytes of files queued to clients (whole files of the gets answered).",
+                kind: Kind::Counter,
+                value: meters.file_bytes_sent(),
+            },
+            Metric {
+                name: "switchboard_file_md5_cache_hits_total",
+                help: "Gets whose md5 came from the cache.",
+                kind: Kind::Counter,
+                value: meters.md5_cache_hits(),
+            },
+            Metric {
+                name: "switchboard_file_md5_computed_total",
+                help: "md5 sums computed (cache misses).",
+                kind: Kind::Counter,
+                value: meters.md5_computed(),
+            },
+        ]
+    })
+}
