@@ -8,7 +8,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use switchboard::datagram::DatagramHandler;
 use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
+use switchboard_bins::beside::Beside;
 use switchboard_bins::cli::{parse_args, parse_duration, parse_size};
 use switchboard_handlers::{Chat, Echo, FileGet, Upper};
 
@@ -88,6 +90,18 @@ struct Args {
     /// The folder the file handler serves; nothing outside it is ever sent.
     #[arg(long, value_name = "DIR", required_if_eq("handler", "file"))]
     root: Option<PathBuf>,
+
+    // --- UDP and the operator console ---
+    /// Also serve the handler over UDP on the same port number (echo, upper,
+    /// chat): a datagram per message. The second stdout line is then
+    /// `listening on udp ADDR`.
+    #[arg(long)]
+    udp: bool,
+
+    /// UDP: a peer (a chat member) not heard from for this long is forgotten
+    /// (the chat announces it as left).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    udp_idle: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -132,35 +146,54 @@ fn run(args: Args) -> anyhow::Result<()> {
         log::warn!("--root is used only by --handler file; ignoring it");
     }
     match args.handler {
-        HandlerName::Echo => serve(builder, &args.listen, Echo),
-        HandlerName::Upper => serve(builder, &args.listen, Upper::new()),
+        HandlerName::Echo => serve(builder, &args.listen, Echo, |s| udp_if(&args, s, Echo)),
+        HandlerName::Upper => serve(builder, &args.listen, Upper::new(), |s| udp_if(&args, s, Upper::new())),
         HandlerName::Chat => {
             let rate = args.chat_room_rate as u64;
             let chat = Chat::new(args.max_frame).rate_limit(args.chat_rate).room_rate(rate, rate / 2);
-            serve(builder, &args.listen, chat)
+            serve(builder, &args.listen, chat, |_| Ok(Beside::none()))
         }
         HandlerName::File => {
+            if args.udp {
+                anyhow::bail!("--udp serves echo, upper and chat; the file handler is TCP only");
+            }
             let root = args.root.unwrap_or_default();
             let handler = FileGet::new(&root, args.max_frame)?;
             log::info!("serving files under {}", handler.root().display());
-            serve(builder, &args.listen, handler)
+            serve(builder, &args.listen, handler, |_| Ok(Beside::none()))
         }
     }
 }
 
-fn serve<H: Handler>(builder: ServerBuilder, listen: &str, handler: H) -> anyhow::Result<()> {
+/// The UDP side when `--udp` is given.
+fn udp_if<H: DatagramHandler>(args: &Args, server: &Server, handler: H) -> anyhow::Result<Beside> {
+    if args.udp {
+        Beside::udp(server, args.udp_idle, handler)
+    } else {
+        Ok(Beside::none())
+    }
+}
+
+fn serve<H: Handler>(
+    builder: ServerBuilder,
+    listen: &str,
+    handler: H,
+    beside: impl FnOnce(&Server) -> anyhow::Result<Beside>,
+) -> anyhow::Result<()> {
     // The signal handler first: its descriptors then count in the budget
     // the server derives at start.
     let handle = Arc::new(OnceLock::new());
     wire_signals(Arc::clone(&handle))?;
     let server = builder.start(listen, handler)?;
     let _ = handle.set(server.shutdown_handle());
+    let mut beside = beside(&server)?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", server.local_addr())?;
-        out.flush()?;
+        beside.announce(&mut out)?;
     }
     let report = server.wait();
+    beside.wait();
     // Logged by `wait`; also on stdout, for whoever ran the server (a
     // closed stdout is no failure: the log has it).
     let mut out = std::io::stdout().lock();

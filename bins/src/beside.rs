@@ -1,0 +1,71 @@
+//! What `switchboard-server` runs beside its TCP server: the handler over
+//! UDP on the same port number (`--udp`) and the operator console
+//! (`--console`, chat).
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use switchboard::datagram::{DatagramHandler, DatagramServer};
+use switchboard::Server;
+
+/// The UDP side and the console of one server, started after the TCP
+/// server and ended with it: the TCP server's shutdown handle drains both.
+#[derive(Default)]
+pub struct Beside {
+    udp: Option<DatagramServer>,
+    console: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for Beside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Beside").field("udp", &self.udp).field("console", &self.console.is_some()).finish()
+    }
+}
+
+impl Beside {
+    /// Nothing beside the TCP server.
+    pub fn none() -> Beside {
+        Beside::default()
+    }
+
+    /// Serves `handler` over UDP on the TCP server's address (the same port
+    /// number), forgetting a peer after `idle` without a datagram; the TCP
+    /// server's shutdown handle drains it too.
+    pub fn udp<H: DatagramHandler>(server: &Server, idle: Duration, handler: H) -> anyhow::Result<Beside> {
+        let udp = DatagramServer::builder()
+            .idle_timeout(idle)
+            .lifecycle(server.shutdown_handle())
+            .start(server.local_addr(), handler)?;
+        Ok(Beside { udp: Some(udp), console: None })
+    }
+
+    /// Runs `console` on a thread of its own once the `listening on` lines
+    /// are printed ([`Beside::announce`]).
+    pub fn with_console(mut self, console: impl FnOnce() + Send + 'static) -> Beside {
+        self.console = Some(Box::new(console));
+        self
+    }
+
+    /// Prints the lines that follow `listening on ADDR` (`listening on udp
+    /// ADDR` with `--udp`), then starts the console, whose output comes
+    /// after them.
+    pub fn announce(&mut self, out: &mut impl Write) -> io::Result<()> {
+        if let Some(udp) = &self.udp {
+            writeln!(out, "listening on udp {}", udp.local_addr())?;
+        }
+        out.flush()?;
+        if let Some(console) = self.console.take() {
+            // Not joined: it may be blocked reading a terminal that never
+            // ends; the process ends with the server.
+            std::thread::Builder::new().name("switchboard-console".into()).spawn(console)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the UDP side to end (the TCP server's shutdown ends it).
+    pub fn wait(self) {
+        if let Some(udp) = self.udp {
+            udp.wait();
+        }
+    }
+}
