@@ -151,7 +151,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         HandlerName::Chat => {
             let rate = args.chat_room_rate as u64;
             let chat = Chat::new(args.max_frame).rate_limit(args.chat_rate).room_rate(rate, rate / 2);
-            serve(builder, &args.listen, chat, |_| Ok(Beside::none()))
+            let chat = Arc::new(chat);
+            serve(builder, &args.listen, Arc::clone(&chat), |s| udp_if(&args, s, chat))
         }
         HandlerName::File => {
             if args.udp {

@@ -1,18 +1,23 @@
 //! chat: one room shared by every connection, line by line.
 
 mod command;
+mod member;
+mod remote;
 mod room;
 mod text;
+mod udp;
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use switchboard::{CloseReason, Conn, ConnHandle, Flow, FrameError, Framing, Handler, Message, SendError};
+use member::Member;
+use switchboard::{CloseReason, Conn, Flow, FrameError, Framing, Handler, Message, SendError};
 
 pub use command::{parse, valid_nick, Command};
 use room::{NickError, Room};
 pub use text::{clean, is_unsafe};
+pub use udp::{UdpChatPeer, MAX_CHAT_DATAGRAM};
 
 /// The line limit of [`Chat::default`], in bytes.
 pub(crate) const DEFAULT_MAX_LINE: usize = 4096;
@@ -46,7 +51,7 @@ const HELP: &str = "\
 /// - when the server drains, every member gets `* server shutting down`.
 ///
 /// Broadcasts are one shared [`Message`] sent through each member's
-/// [`ConnHandle`]: a slow member never holds anyone up, it is cut off (or
+/// [`ConnHandle`](switchboard::ConnHandle): a slow member never holds anyone up, it is cut off (or
 /// loses messages) by the server's slow-consumer policy.
 ///
 /// Flood control, two token buckets; a sender over either is not cut off
@@ -75,7 +80,7 @@ const HELP: &str = "\
 /// notices), and `/who` tells who is there.
 pub struct Chat {
     max_line: usize,
-    room: Mutex<Room<ConnHandle>>,
+    room: Mutex<Room<Member>>,
     /// Lines per second per member; 0: no limit.
     rate: u32,
     /// Bytes per second through the room, and its burst; 0: no limit.
@@ -185,7 +190,7 @@ impl Chat {
     }
 
     /// The members to tell of a join or leave: nobody in a big room.
-    fn announce_to(&self, members: Vec<ConnHandle>) -> Vec<ConnHandle> {
+    fn announce_to(&self, members: Vec<Member>) -> Vec<Member> {
         if members.len() >= self.announce_up_to {
             Vec::new()
         } else {
@@ -223,7 +228,7 @@ impl Chat {
     }
 
     /// The nick of member `id` and every other member, read under the lock.
-    fn me_and_others(&self, id: u64) -> Option<(String, Vec<ConnHandle>)> {
+    fn me_and_others(&self, id: u64) -> Option<(String, Vec<Member>)> {
         let room = self.room.lock();
         let nick = room.nick(id)?.to_owned();
         Some((nick, room.others(id)))
@@ -243,7 +248,7 @@ pub struct ChatSession {
 
 /// Sends one shared message to every handle. A member over its outbound
 /// budget is being closed by the server; its close announces it.
-fn broadcast(handles: &[ConnHandle], msg: impl Into<Message>) {
+fn broadcast(handles: &[Member], msg: impl Into<Message>) {
     if handles.is_empty() {
         return;
     }
@@ -275,7 +280,7 @@ impl Handler for Chat {
 
     fn open(&self, conn: &mut Conn<'_>) -> ChatSession {
         let id = conn.id();
-        let (nick, others) = self.room.lock().join(id, conn.handle());
+        let (nick, others) = self.room.lock().join(id, Member::Tcp(conn.handle()));
         // Straight into this connection's queue: ahead of any broadcast,
         // which comes through the worker's mailbox after this callback.
         reply(conn, &format!("* welcome {nick}"));
