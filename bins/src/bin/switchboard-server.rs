@@ -102,6 +102,13 @@ struct Args {
     /// (the chat announces it as left).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
     udp_idle: Duration,
+
+    /// Chat: a partial line that has waited this long with no more bytes is
+    /// taken as a complete line, for clients that send `hello` with no newline
+    /// and wait for the answer (e.g. 200ms). Off by default: a line split
+    /// across TCP segments by a slow link would be cut in two.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    accept_unterminated: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -142,6 +149,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.max_connections {
         builder = builder.max_connections(n);
     }
+    if args.accept_unterminated.is_some_and(|d| d.is_zero()) {
+        anyhow::bail!("--accept-unterminated must be more than 0s (a partial line would be cut at every read)");
+    }
+    if args.accept_unterminated.is_some() && args.handler != HandlerName::Chat {
+        log::warn!("--accept-unterminated is used only by --handler chat; ignoring it");
+    }
     if args.root.is_some() && args.handler != HandlerName::File {
         log::warn!("--root is used only by --handler file; ignoring it");
     }
@@ -151,6 +164,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         HandlerName::Chat => {
             let rate = args.chat_room_rate as u64;
             let chat = Chat::new(args.max_frame).rate_limit(args.chat_rate).room_rate(rate, rate / 2);
+            let chat = match args.accept_unterminated {
+                Some(d) => chat.accept_unterminated(d),
+                None => chat,
+            };
             let chat = Arc::new(chat);
             serve(builder, &args.listen, Arc::clone(&chat), |s| udp_if(&args, s, chat))
         }

@@ -6,6 +6,7 @@ mod remote;
 mod room;
 mod text;
 mod udp;
+mod unterminated;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -90,6 +91,8 @@ pub struct Chat {
     room_bucket: Mutex<Bucket>,
     /// Join and leave notices only while the room has at most this many.
     announce_up_to: usize,
+    /// Take a partial line as a line after this long with no more bytes.
+    unterminated: Option<Duration>,
 }
 
 /// The default rate limit of each member, in lines per second.
@@ -155,6 +158,7 @@ impl Chat {
             room_burst: DEFAULT_ROOM_BURST,
             room_bucket: Mutex::new(Bucket::full(DEFAULT_ROOM_BURST as f64)),
             announce_up_to: DEFAULT_ANNOUNCE_UP_TO,
+            unterminated: None,
         }
     }
 
@@ -244,6 +248,8 @@ pub struct ChatSession {
     joined: bool,
     /// Lines the member may still send at once (the rate limit's bucket).
     bucket: Bucket,
+    /// The chat's own line cutting, with `accept_unterminated`.
+    split: Option<unterminated::Splitter>,
 }
 
 /// Sends one shared message to every handle. A member over its outbound
@@ -275,7 +281,7 @@ impl Handler for Chat {
     type Session = ChatSession;
 
     fn framing(&self) -> Framing {
-        Framing::lines(self.max_line)
+        self.chat_framing()
     }
 
     fn open(&self, conn: &mut Conn<'_>) -> ChatSession {
@@ -285,10 +291,17 @@ impl Handler for Chat {
         // which comes through the worker's mailbox after this callback.
         reply(conn, &format!("* welcome {nick}"));
         broadcast(&self.announce_to(others), format!("* {nick} joined\n"));
-        ChatSession { id, joined: true, bucket: Bucket::full(2.0 * f64::from(self.rate)) }
+        ChatSession { id, joined: true, bucket: Bucket::full(2.0 * f64::from(self.rate)), split: self.splitter() }
     }
 
     fn frame(&self, session: &mut ChatSession, line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        // With accept_unterminated the frame is raw bytes: the splitter
+        // calls back here line by line (with the splitter taken out).
+        if let Some(mut split) = session.split.take() {
+            let flow = self.split_input(session, &mut split, line, conn);
+            session.split = Some(split);
+            return flow;
+        }
         self.spend(session, conn);
         // Nothing a terminal would act on goes further, whatever the line
         // turns out to be (text, a /msg, a name echoed in an error).
@@ -372,6 +385,16 @@ impl Handler for Chat {
                 Flow::Continue
             }
             _ => Flow::Close,
+        }
+    }
+
+    fn timer(&self, session: &mut ChatSession, id: u64, conn: &mut Conn<'_>) -> Flow {
+        self.split_timer(session, id, conn)
+    }
+
+    fn eof(&self, session: &mut ChatSession, conn: &mut Conn<'_>) {
+        if let Some(mut split) = session.split.take() {
+            let _ = self.split_flush(session, &mut split, conn);
         }
     }
 
