@@ -75,3 +75,61 @@ fn a_zero_wait_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--accept-unterminated must be more than 0s"));
 }
+
+#[test]
+fn the_operator_console_answers_a_tutorial_client_that_sends_no_newline() {
+    let (mut server, addr) = spawn(&["--console", "--accept-unterminated", "200ms"], Stdio::piped());
+    assert_eq!(server.next_line(TIMEOUT).as_deref(), Some("* welcome operator\n"), "after the listening line");
+    // The tutorial client: send the message with no newline, recv(1024).
+    let mut client = connect(addr);
+    client.write_all(b"hello").unwrap();
+    recv_until(&mut client, "* welcome guest-1\n");
+    server.line_where(TIMEOUT, |l| l == "* guest-1 joined\n");
+    server.line_where(TIMEOUT, |l| l == "<guest-1> hello\n");
+    // The operator types a reply at the server's console.
+    server.stdin().write_all(b"hi there\n").unwrap();
+    server.stdin().flush().unwrap();
+    recv_until(&mut client, "<operator> hi there\n");
+    server.stdin().write_all(b"/msg guest-1 just you\n").unwrap();
+    server.stdin().flush().unwrap();
+    recv_until(&mut client, "*operator* just you\n");
+    // `quit` from the client (no newline either) ends it.
+    client.write_all(b"quit").unwrap();
+    recv_until(&mut client, "* bye\n");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "EOF after the bye, got {rest:?}");
+    server.line_where(TIMEOUT, |l| l == "* guest-1 left\n");
+    // EOF on stdin: the operator leaves, the server keeps running.
+    server.close_stdin();
+    server.wait_stderr("console: input ended; operator left the room", TIMEOUT);
+    let (mut later, nick) = ChatClient::join(addr);
+    later.send("/who");
+    later.expect(&format!("* online: {nick}"));
+    assert!(server.has_exited().is_none());
+}
+
+#[test]
+fn console_nick_and_udp_lines_come_after_both_listening_lines() {
+    let (mut server, addr) = spawn(&["--udp", "--console", "--console-nick", "sysop"], Stdio::piped());
+    let second = server.next_line(TIMEOUT).unwrap();
+    assert!(second.starts_with("listening on udp "), "{second:?}");
+    assert_eq!(server.next_line(TIMEOUT).as_deref(), Some("* welcome sysop\n"));
+    let (mut alice, _) = ChatClient::join(addr);
+    server.line_where(TIMEOUT, |l| l == "* guest-1 joined\n");
+    alice.send("/who");
+    alice.expect("* online: guest-1, sysop");
+    server.stdin().write_all(b"/nick bad nick\n").unwrap();
+    server.stdin().flush().unwrap();
+    server.line_where(TIMEOUT, |l| l == "! invalid nick\n");
+}
+
+#[test]
+fn console_flags_are_checked() {
+    let out = run(Command::new(BIN).args(["--handler", "echo", "--console"]), TIMEOUT);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--console needs --handler chat"));
+    let out = run(Command::new(BIN).args(["--handler", "chat", "--console", "--console-nick", "a b"]), TIMEOUT);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--console-nick \"a b\" is not"));
+}

@@ -109,6 +109,17 @@ struct Args {
     /// across TCP segments by a slow link would be cut in two.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     accept_unterminated: Option<Duration>,
+
+    /// Chat: the person at this terminal is a member of the room: what they
+    /// type goes to the room (or `/msg NAME`), and the room's lines are printed
+    /// on stdout after the `listening on` lines. End of input (Ctrl-D) leaves
+    /// the room; the server keeps running.
+    #[arg(long)]
+    console: bool,
+
+    /// Chat: the console member's nick.
+    #[arg(long, value_name = "NAME", default_value = switchboard_handlers::chat::CONSOLE_NICK)]
+    console_nick: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -152,6 +163,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.accept_unterminated.is_some_and(|d| d.is_zero()) {
         anyhow::bail!("--accept-unterminated must be more than 0s (a partial line would be cut at every read)");
     }
+    if args.console && args.handler != HandlerName::Chat {
+        anyhow::bail!("--console needs --handler chat");
+    }
+    if args.console && !switchboard_handlers::chat::valid_nick(&args.console_nick) {
+        anyhow::bail!("--console-nick {:?} is not 1-32 letters, digits, _ or -", args.console_nick);
+    }
     if args.accept_unterminated.is_some() && args.handler != HandlerName::Chat {
         log::warn!("--accept-unterminated is used only by --handler chat; ignoring it");
     }
@@ -169,7 +186,10 @@ fn run(args: Args) -> anyhow::Result<()> {
                 None => chat,
             };
             let chat = Arc::new(chat);
-            serve(builder, &args.listen, Arc::clone(&chat), |s| udp_if(&args, s, chat))
+            serve(builder, &args.listen, Arc::clone(&chat), |s| {
+                let beside = udp_if(&args, s, Arc::clone(&chat))?;
+                Ok(if args.console { beside.with_console(console(chat, args.console_nick.clone())) } else { beside })
+            })
         }
         HandlerName::File => {
             if args.udp {
@@ -179,6 +199,17 @@ fn run(args: Args) -> anyhow::Result<()> {
             let handler = FileGet::new(&root, args.max_frame)?;
             log::info!("serving files under {}", handler.root().display());
             serve(builder, &args.listen, handler, |_| Ok(Beside::none()))
+        }
+    }
+}
+
+/// The operator console: stdin to the room, the room to stdout.
+fn console(chat: Arc<Chat>, nick: String) -> impl FnOnce() + Send + 'static {
+    move || {
+        let stdin = std::io::stdin().lock();
+        match chat.run_console(&nick, stdin, std::io::stdout()) {
+            Ok(()) => log::info!("console: input ended; {nick} left the room"),
+            Err(e) => log::error!("{e}"),
         }
     }
 }

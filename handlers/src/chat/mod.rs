@@ -1,6 +1,7 @@
 //! chat: one room shared by every connection, line by line.
 
 mod command;
+mod console;
 mod member;
 mod remote;
 mod room;
@@ -17,6 +18,7 @@ use switchboard::{CloseReason, Conn, Flow, FrameError, Framing, Handler, Message
 
 pub use command::{parse, valid_nick, Command};
 use room::{NickError, Room};
+pub use console::{ConsoleError, CONSOLE_NICK};
 pub use text::{clean, is_unsafe};
 pub use udp::{UdpChatPeer, MAX_CHAT_DATAGRAM};
 

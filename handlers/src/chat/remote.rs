@@ -48,6 +48,19 @@ impl Chat {
         (session, format!("* welcome {nick}\n"))
     }
 
+    /// The session of a member already in the room, and its nick.
+    pub(crate) fn remote_session(&self, id: u64) -> (RemoteSession, Option<String>) {
+        let nick = self.room.lock().nick(id).map(str::to_owned);
+        let session = RemoteSession {
+            id,
+            joined: nick.is_some(),
+            bucket: Bucket::full(2.0 * f64::from(self.rate)),
+            paused_until: None,
+            warned: false,
+        };
+        (session, nick)
+    }
+
     /// The member leaves (at `/quit`, or when it goes: idle, shutdown,
     /// EOF); the others hear of it. Does nothing the second time.
     pub(crate) fn remote_leave(&self, session: &mut RemoteSession) {
