@@ -2,6 +2,7 @@
 //! number, answered the way the socket tutorials' clients expect
 //! (`sendto`, then `recvfrom(1024)`).
 
+use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -155,4 +156,23 @@ fn udp_with_the_file_handler_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--udp serves echo, upper and chat"), "{err}");
+}
+
+#[test]
+fn switchboard_client_udp_sends_a_datagram_per_line() {
+    let server = spawn(&["--handler", "upper"]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard-client"));
+    cmd.args(["--udp", &server.udp.to_string(), "--linger", "200ms"]).stdin(Stdio::piped());
+    let mut client = Spawned::spawn(&mut cmd);
+    client.stdin().write_all("hello\r\nstraße\n".as_bytes()).unwrap();
+    client.stdin().flush().unwrap();
+    // One reply datagram per line, printed with a newline added.
+    assert_eq!(client.next_line(TIMEOUT).as_deref(), Some("HELLO\n"));
+    assert_eq!(client.next_line(TIMEOUT).as_deref(), Some("STRASSE\n"));
+    client.stdin().write_all(b"esc \x1b[2J\n").unwrap();
+    client.stdin().flush().unwrap();
+    assert_eq!(client.next_line(TIMEOUT).as_deref(), Some("ESC \\u{1b}[2J\n"), "control characters escaped");
+    client.close_stdin();
+    let status = client.wait(TIMEOUT);
+    assert!(status.success(), "{status}: {}", client.stderr_so_far());
 }
