@@ -96,7 +96,11 @@ fn echo_counts_and_peers() {
     // Flow::Close forgets the peer; its next datagram opens it anew.
     a.send_to(b"bye", addr).unwrap();
     wait_until("the peer closed", || handler.closed.lock().len() == 1);
-    assert_eq!(handler.closed.lock()[0], (a.local_addr().unwrap(), PeerClose::Handler, 4), "hello, the empty one, too big, bye");
+    assert_eq!(
+        handler.closed.lock()[0],
+        (a.local_addr().unwrap(), PeerClose::Handler, 4),
+        "hello, the empty one, too big, bye"
+    );
     assert_eq!(ask(&a, addr, b"again"), b"again");
     assert_eq!(server.stats().peers_opened, 3);
     drop(server);
@@ -120,7 +124,11 @@ fn the_largest_ipv4_payload_is_echoed_and_a_larger_one_counted_as_oversize() {
     let addr = server.local_addr();
     c.send_to(&[7u8; 1001], addr).unwrap();
     wait_until("the oversize datagram counted", || server.stats().oversize == 1);
-    assert_eq!(ask(&c, addr, &[8u8; 1000]), vec![8u8; 1000], "the next reply is to the datagram in the limit");
+    assert_eq!(
+        ask(&c, addr, &[8u8; 1000]),
+        vec![8u8; 1000],
+        "the next reply is to the datagram in the limit"
+    );
     let s = server.stats();
     assert_eq!((s.datagrams_in, s.peers_opened, s.bytes_in), (1, 1, 1000));
 }

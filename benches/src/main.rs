@@ -21,6 +21,7 @@ mod filebench;
 mod markdown;
 mod procs;
 mod profile;
+mod udpbench;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -182,6 +183,8 @@ pub(crate) struct Results {
     pub(crate) failures: Vec<String>,
     /// The profile section (markdown).
     pub(crate) profile: String,
+    /// The UDP echo rows.
+    pub(crate) udp: udpbench::UdpResults,
 }
 
 /// The usage text (`--help`).
@@ -379,6 +382,9 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
                     Err(e) => fail(&mut r, format!("{} on {}: {e}", load.name, kind.name())),
                 }
             }
+        }
+        for msg in udpbench::round(opts, bins, order, &mut r.udp) {
+            fail(&mut r, msg);
         }
         for kind in order {
             match idle_run(bins, kind, r.idle_conns) {

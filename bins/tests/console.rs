@@ -25,7 +25,11 @@ fn recv_until(s: &mut TcpStream, want: &str) -> String {
     let mut got = Vec::new();
     let deadline = Instant::now() + TIMEOUT;
     while !String::from_utf8_lossy(&got).contains(want) {
-        assert!(Instant::now() < deadline, "no {want:?} within {TIMEOUT:?}; got {:?}", String::from_utf8_lossy(&got));
+        assert!(
+            Instant::now() < deadline,
+            "no {want:?} within {TIMEOUT:?}; got {:?}",
+            String::from_utf8_lossy(&got)
+        );
         let mut buf = [0u8; 1024];
         let n = s.read(&mut buf).expect("recv(1024)");
         assert!(n > 0, "closed before {want:?}; got {:?}", String::from_utf8_lossy(&got));
@@ -79,7 +83,11 @@ fn a_zero_wait_is_refused() {
 #[test]
 fn the_operator_console_answers_a_tutorial_client_that_sends_no_newline() {
     let (mut server, addr) = spawn(&["--console", "--accept-unterminated", "200ms"], Stdio::piped());
-    assert_eq!(server.next_line(TIMEOUT).as_deref(), Some("* welcome operator\n"), "after the listening line");
+    assert_eq!(
+        server.next_line(TIMEOUT).as_deref(),
+        Some("* welcome operator\n"),
+        "after the listening line"
+    );
     // The tutorial client: send the message with no newline, recv(1024).
     let mut client = connect(addr);
     client.write_all(b"hello").unwrap();
@@ -129,7 +137,8 @@ fn console_flags_are_checked() {
     let out = run(Command::new(BIN).args(["--handler", "echo", "--console"]), TIMEOUT);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--console needs --handler chat"));
-    let out = run(Command::new(BIN).args(["--handler", "chat", "--console", "--console-nick", "a b"]), TIMEOUT);
+    let out =
+        run(Command::new(BIN).args(["--handler", "chat", "--console", "--console-nick", "a b"]), TIMEOUT);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--console-nick \"a b\" is not"));
 }

@@ -52,7 +52,9 @@ impl DatagramHandler for TestServer {
 
 fn load(addr: SocketAddr, args: &[&str]) -> (Output, Value) {
     let out = run(
-        Command::new(BIN).args(["udp-echo", "-t", &addr.to_string(), "--json", "--drain-timeout", "2s"]).args(args),
+        Command::new(BIN)
+            .args(["udp-echo", "-t", &addr.to_string(), "--json", "--drain-timeout", "2s"])
+            .args(args),
         TIMEOUT,
     );
     let json = serde_json::from_slice(&out.stdout)
@@ -75,7 +77,8 @@ fn closed_loop_gets_every_datagram_back_from_an_echo_server() {
 
 #[test]
 fn open_loop_counts_exactly_the_datagrams_the_server_dropped() {
-    let server = DatagramServer::builder().start("127.0.0.1:0", TestServer(Behaviour::DropEveryTenth)).unwrap();
+    let server =
+        DatagramServer::builder().start("127.0.0.1:0", TestServer(Behaviour::DropEveryTenth)).unwrap();
     let (out, v) = load(server.local_addr(), &["-c", "1", "-n", "1000", "--rate", "5000"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!((n(&v, "sent"), n(&v, "received"), n(&v, "lost")), (1000, 900, 100), "{v}");
@@ -95,7 +98,8 @@ fn nothing_echoed_is_a_failure() {
     let server = DatagramServer::builder().start("127.0.0.1:0", TestServer(Behaviour::SwapPairs)).unwrap();
     // One datagram: held for ever by the server.
     let out = run(
-        Command::new(BIN).args(["udp-echo", "-t", &server.local_addr().to_string(), "-c", "1", "-n", "1"])
+        Command::new(BIN)
+            .args(["udp-echo", "-t", &server.local_addr().to_string(), "-c", "1", "-n", "1"])
             .args(["--drain-timeout", "300ms"]),
         TIMEOUT,
     );

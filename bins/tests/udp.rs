@@ -103,7 +103,10 @@ fn a_thousand_udp_peers_at_once_are_all_answered() {
             match s.recv_from(&mut buf) {
                 Ok((n, _)) => break buf[..n].to_vec(),
                 Err(e) if tries < 20 => {
-                    assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+                    assert!(matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ));
                     tries += 1;
                     resent += 1;
                     s.send_to(want.as_bytes(), server.udp).unwrap();

@@ -90,7 +90,10 @@ fn a_udp_member_and_a_tcp_member_exchange_lines_and_private_messages() {
     // /help comes as datagrams of whole lines.
     bob.send("/help");
     let help = bob.datagram();
-    assert!(help.starts_with("* /nick NAME") && help.ends_with("* /quit            leave (or send exactly: quit)\n"));
+    assert!(
+        help.starts_with("* /nick NAME")
+            && help.ends_with("* /quit            leave (or send exactly: quit)\n")
+    );
     bob.send("quit");
     bob.expect("* bye\n");
     alice.expect("* bob left");

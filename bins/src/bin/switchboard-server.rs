@@ -161,7 +161,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         builder = builder.max_connections(n);
     }
     if args.accept_unterminated.is_some_and(|d| d.is_zero()) {
-        anyhow::bail!("--accept-unterminated must be more than 0s (a partial line would be cut at every read)");
+        anyhow::bail!(
+            "--accept-unterminated must be more than 0s (a partial line would be cut at every read)"
+        );
     }
     if args.console && args.handler != HandlerName::Chat {
         anyhow::bail!("--console needs --handler chat");
@@ -188,7 +190,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             let chat = Arc::new(chat);
             serve(builder, &args.listen, Arc::clone(&chat), |s| {
                 let beside = udp_if(&args, s, Arc::clone(&chat))?;
-                Ok(if args.console { beside.with_console(console(chat, args.console_nick.clone())) } else { beside })
+                Ok(if args.console {
+                    beside.with_console(console(chat, args.console_nick.clone()))
+                } else {
+                    beside
+                })
             })
         }
         HandlerName::File => {

@@ -152,13 +152,12 @@ struct Peer {
 pub fn run(cfg: &UdpConfig) -> Result<UdpReport, LoadError> {
     cfg.validate().map_err(LoadError::Invalid)?;
     let mut poll = Poll::new().map_err(LoadError::Setup)?;
-    let local: SocketAddr = if cfg.target.is_ipv4() { ([127, 0, 0, 1], 0).into() } else { ([0u16; 8], 0).into() };
+    let local: SocketAddr =
+        if cfg.target.is_ipv4() { ([127, 0, 0, 1], 0).into() } else { ([0u16; 8], 0).into() };
     let mut peers = Vec::with_capacity(cfg.peers);
     for i in 0..cfg.peers {
         let mut socket = UdpSocket::bind(local).map_err(LoadError::Setup)?;
-        socket
-            .connect(cfg.target)
-            .map_err(|error| LoadError::Unreachable { addr: cfg.target, error })?;
+        socket.connect(cfg.target).map_err(|error| LoadError::Unreachable { addr: cfg.target, error })?;
         poll.registry().register(&mut socket, Token(i), Interest::READABLE).map_err(LoadError::Setup)?;
         peers.push(Peer {
             socket,
@@ -168,8 +167,10 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, LoadError> {
             highest: None,
         });
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| LoadError::Invalid(e.to_string()))?;
-    let mut report = UdpReport { sent: 0, received: 0, lost: 0, reordered: 0, bad: 0, seconds: 0.0, latency_us: [0; 4] };
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| LoadError::Invalid(e.to_string()))?;
+    let mut report =
+        UdpReport { sent: 0, received: 0, lost: 0, reordered: 0, bad: 0, seconds: 0.0, latency_us: [0; 4] };
     let epoch = Instant::now();
     let mut payload = vec![0u8; cfg.size];
     for (i, b) in payload.iter_mut().enumerate().skip(HEADER) {
@@ -229,7 +230,9 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, LoadError> {
             }
         }
         let timeout = match (sending, interval) {
-            (true, Some(_)) => next_send.saturating_duration_since(Instant::now()).min(Duration::from_millis(10)),
+            (true, Some(_)) => {
+                next_send.saturating_duration_since(Instant::now()).min(Duration::from_millis(10))
+            }
             _ => Duration::from_millis(10),
         };
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
@@ -282,8 +285,12 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, LoadError> {
     }
     report.seconds = ended_at.unwrap_or_else(Instant::now).duration_since(start).as_secs_f64();
     report.lost = report.sent - report.received;
-    report.latency_us =
-        [hist.value_at_quantile(0.5), hist.value_at_quantile(0.99), hist.value_at_quantile(0.999), hist.max()];
+    report.latency_us = [
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        hist.value_at_quantile(0.999),
+        hist.max(),
+    ];
     Ok(report)
 }
 
@@ -308,13 +315,7 @@ fn send(peer: &mut Peer, payload: &mut [u8], epoch: Instant, at: Instant, report
     let _ = peer.socket.send(payload);
 }
 
-fn receive(
-    peer: &mut Peer,
-    data: &[u8],
-    payload: &[u8],
-    hist: &mut Histogram<u64>,
-    report: &mut UdpReport,
-) {
+fn receive(peer: &mut Peer, data: &[u8], payload: &[u8], hist: &mut Histogram<u64>, report: &mut UdpReport) {
     if data.len() != payload.len() || data[HEADER..] != payload[HEADER..] {
         report.bad += 1;
         return;

@@ -123,10 +123,16 @@ impl DatagramBuilder {
             return bad(format!("max peers must be 1 to 16777216, not {}", self.max_peers));
         }
         if self.idle.is_zero() || self.idle > clock::MAX_DURATION {
-            return bad(format!("udp idle time must be more than zero and at most 100 years, not {:?}", self.idle));
+            return bad(format!(
+                "udp idle time must be more than zero and at most 100 years, not {:?}",
+                self.idle
+            ));
         }
         if !(1..=MAX_UDP_PAYLOAD).contains(&self.max_datagram) {
-            return bad(format!("max datagram must be 1 to {MAX_UDP_PAYLOAD} bytes, not {}", self.max_datagram));
+            return bad(format!(
+                "max datagram must be 1 to {MAX_UDP_PAYLOAD} bytes, not {}",
+                self.max_datagram
+            ));
         }
         Ok(())
     }
@@ -170,7 +176,9 @@ impl DatagramBuilder {
         let thread = std::thread::Builder::new()
             .name("switchboard-udp".into())
             .spawn(move || looper.run())
-            .map_err(|e| StartError::Io(io::Error::new(e.kind(), format!("cannot start thread switchboard-udp: {e}"))))?;
+            .map_err(|e| {
+            StartError::Io(io::Error::new(e.kind(), format!("cannot start thread switchboard-udp: {e}")))
+        })?;
         log::info!("listening on udp {local_addr}, up to {} peers, idle {:?}", self.max_peers, self.idle);
         Ok(DatagramServer { local_addr, sender, stats, state, stop, waker, thread: Some(thread) })
     }
@@ -374,7 +382,8 @@ impl<H: DatagramHandler> Loop<H> {
             if !writable_wait && readable {
                 self.read_all(&mut buf);
             }
-            if !self.batch.is_empty() && self.batch.flush(&self.send_socket, &self.stats) == Flushed::Blocked {
+            if !self.batch.is_empty() && self.batch.flush(&self.send_socket, &self.stats) == Flushed::Blocked
+            {
                 if !writable_wait {
                     writable_wait = true;
                     self.interest(Interest::READABLE | Interest::WRITABLE);
@@ -412,7 +421,8 @@ impl<H: DatagramHandler> Loop<H> {
                 // An ICMP error of an earlier send (port unreachable) and the like.
                 Err(e) => log::debug!("udp: recv: {e}"),
             }
-            if self.batch.len() >= 64 && self.batch.flush(&self.send_socket, &self.stats) == Flushed::Blocked {
+            if self.batch.len() >= 64 && self.batch.flush(&self.send_socket, &self.stats) == Flushed::Blocked
+            {
                 return;
             }
         }
@@ -499,7 +509,8 @@ impl<H: DatagramHandler> Loop<H> {
             let handler = &self.handler;
             for addr in &addrs {
                 if let Some(entry) = self.peers.get_mut(addr) {
-                    let mut out = Reply { addr: *addr, batch: &mut self.batch, sender: &self.sender, draining: true };
+                    let mut out =
+                        Reply { addr: *addr, batch: &mut self.batch, sender: &self.sender, draining: true };
                     if catch_unwind(AssertUnwindSafe(|| handler.drain(&mut entry.state, &mut out))).is_err() {
                         self.stats.handler_panics.fetch_add(1, Ordering::Relaxed);
                         log::error!("udp: the handler panicked draining {addr}");

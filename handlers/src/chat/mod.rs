@@ -12,13 +12,13 @@ mod unterminated;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use member::Member;
+use parking_lot::Mutex;
 use switchboard::{CloseReason, Conn, Flow, FrameError, Framing, Handler, Message, SendError};
 
 pub use command::{parse, valid_nick, Command};
-use room::{NickError, Room};
 pub use console::{ConsoleError, CONSOLE_NICK};
+use room::{NickError, Room};
 pub use text::{clean, is_unsafe};
 pub use udp::{UdpChatPeer, MAX_CHAT_DATAGRAM};
 
@@ -293,7 +293,12 @@ impl Handler for Chat {
         // which comes through the worker's mailbox after this callback.
         reply(conn, &format!("* welcome {nick}"));
         broadcast(&self.announce_to(others), format!("* {nick} joined\n"));
-        ChatSession { id, joined: true, bucket: Bucket::full(2.0 * f64::from(self.rate)), split: self.splitter() }
+        ChatSession {
+            id,
+            joined: true,
+            bucket: Bucket::full(2.0 * f64::from(self.rate)),
+            split: self.splitter(),
+        }
     }
 
     fn frame(&self, session: &mut ChatSession, line: &[u8], conn: &mut Conn<'_>) -> Flow {

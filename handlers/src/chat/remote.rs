@@ -219,7 +219,10 @@ mod tests {
         // A burst of twice the rate passes; the third line puts the member
         // in debt (it is relayed, as over TCP), the next ones are dropped.
         for line in ["a", "b", "c", "d", "e"] {
-            assert_eq!(chat.remote_line(&mut s, line.as_bytes(), &mut |r| replies.push(r.to_owned())), Flow::Continue);
+            assert_eq!(
+                chat.remote_line(&mut s, line.as_bytes(), &mut |r| replies.push(r.to_owned())),
+                Flow::Continue
+            );
         }
         assert_eq!(replies, vec!["! slow down: lines dropped\n"]);
         let heard = listener.1.lock().clone();

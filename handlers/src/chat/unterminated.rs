@@ -99,7 +99,12 @@ impl Chat {
     }
 
     /// The partial line as a line (the quiet timer fired, or EOF).
-    pub(crate) fn split_flush(&self, session: &mut ChatSession, split: &mut Splitter, conn: &mut Conn<'_>) -> Flow {
+    pub(crate) fn split_flush(
+        &self,
+        session: &mut ChatSession,
+        split: &mut Splitter,
+        conn: &mut Conn<'_>,
+    ) -> Flow {
         if split.pending.is_empty() {
             return Flow::Continue;
         }
