@@ -187,12 +187,12 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, LoadError> {
     let mut ended_at = None;
     // The closed loop's first sends.
     if interval.is_none() {
-        for p in 0..peers.len() {
+        for peer in &mut peers {
             for _ in 0..cfg.depth {
                 if !budget_left(cfg, &report) {
                     break;
                 }
-                send(&mut peers[p], &mut payload, epoch, Instant::now(), &mut report);
+                send(peer, &mut payload, epoch, Instant::now(), &mut report);
             }
         }
     }
