@@ -224,3 +224,30 @@ fn a_panic_closes_the_peer_only() {
     assert_eq!(server.stats().peers, 0);
     assert_eq!(ask(&c, addr, b"ok"), b"ok");
 }
+
+/// The TCP side may stop before the datagram thread looks at the phase:
+/// its peers are still drained after a drain, and forced after a force.
+#[test]
+fn a_tcp_server_that_stopped_first_leaves_the_udp_peers_drained_or_forced() {
+    for force in [false, true] {
+        let tcp =
+            Server::builder().start("127.0.0.1:0", handler_fn(Framing::Raw, |_, _| Flow::Continue)).unwrap();
+        let handler = Arc::new(Echo::default());
+        let udp = DatagramServer::builder()
+            .lifecycle(tcp.shutdown_handle())
+            .start("127.0.0.1:0", Arc::clone(&handler))
+            .unwrap();
+        let c = client();
+        assert_eq!(ask(&c, udp.local_addr(), b"hi"), b"hi");
+        let handle = tcp.shutdown_handle();
+        if force {
+            handle.force();
+        } else {
+            handle.drain();
+        }
+        tcp.wait();
+        let report = udp.wait();
+        let want = if force { (0, 1, PeerClose::Forced) } else { (1, 0, PeerClose::Drained) };
+        assert_eq!((report.drained, report.forced, handler.closed.lock()[0].1), want);
+    }
+}

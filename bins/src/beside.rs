@@ -3,6 +3,7 @@
 //! (`--console`, chat).
 
 use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
 use switchboard::datagram::{DatagramHandler, DatagramServer};
@@ -31,11 +32,18 @@ impl Beside {
     /// Serves `handler` over UDP on the TCP server's address (the same port
     /// number), forgetting a peer after `idle` without a datagram; the TCP
     /// server's shutdown handle drains it too.
-    pub fn udp<H: DatagramHandler>(server: &Server, idle: Duration, handler: H) -> anyhow::Result<Beside> {
-        let udp = DatagramServer::builder()
-            .idle_timeout(idle)
-            .lifecycle(server.shutdown_handle())
-            .start(server.local_addr(), handler)?;
+    /// `reserved` is the socket [`reserve`] bound, if it did.
+    pub fn udp<H: DatagramHandler>(
+        server: &Server,
+        idle: Duration,
+        reserved: Option<UdpSocket>,
+        handler: H,
+    ) -> anyhow::Result<Beside> {
+        let builder = DatagramServer::builder().idle_timeout(idle).lifecycle(server.shutdown_handle());
+        let udp = match reserved {
+            Some(socket) => builder.start_socket(socket, handler)?,
+            None => builder.start(server.local_addr(), handler)?,
+        };
         Ok(Beside { udp: Some(udp), console: None })
     }
 
@@ -68,4 +76,37 @@ impl Beside {
             udp.wait();
         }
     }
+}
+
+/// Where the TCP server should listen. With `udp` and port 0, a port number
+/// free for both TCP and UDP is chosen (a UDP socket is bound on a free port
+/// and kept, and that port is checked free for TCP; up to 32 tries), so the
+/// UDP side cannot find its port taken by another program's socket; the UDP
+/// socket is returned, to be served by [`Beside::udp`].
+pub fn reserve(listen: &str, udp: bool) -> anyhow::Result<(String, Option<UdpSocket>)> {
+    if !udp {
+        return Ok((listen.to_owned(), None));
+    }
+    let addr: SocketAddr = listen
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("cannot listen on {listen}: no address"))?;
+    if addr.port() != 0 {
+        return Ok((listen.to_owned(), None));
+    }
+    for _ in 0..32 {
+        let socket =
+            UdpSocket::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on udp {addr}: {e}"))?;
+        let chosen = socket.local_addr()?;
+        match TcpListener::bind(chosen) {
+            Ok(probe) => {
+                drop(probe);
+                return Ok((chosen.to_string(), Some(socket)));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+            Err(e) => anyhow::bail!("cannot listen on {chosen}: {e}"),
+        }
+    }
+    anyhow::bail!("cannot find a port number free for both TCP and UDP on {}", addr.ip())
 }

@@ -179,3 +179,13 @@ fn switchboard_client_udp_sends_a_datagram_per_line() {
     let status = client.wait(TIMEOUT);
     assert!(status.success(), "{status}: {}", client.stderr_so_far());
 }
+
+#[test]
+fn a_udp_port_taken_by_another_socket_is_one_clear_error() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(Command::new(BIN).args(["--listen", &addr, "--udp"]), TIMEOUT);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on udp {addr}: Address already in use")), "{err}");
+}

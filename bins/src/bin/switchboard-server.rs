@@ -1,6 +1,7 @@
 //! `switchboard-server`: runs one of the built-in handlers.
 
 use std::io::Write;
+use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use switchboard::datagram::DatagramHandler;
 use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
-use switchboard_bins::beside::Beside;
+use switchboard_bins::beside::{reserve, Beside};
 use switchboard_bins::cli::{parse_args, parse_duration, parse_size};
 use switchboard_handlers::{Chat, Echo, FileGet, Upper};
 
@@ -177,9 +178,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.root.is_some() && args.handler != HandlerName::File {
         log::warn!("--root is used only by --handler file; ignoring it");
     }
+    // --udp with port 0: a port number free for both TCP and UDP.
+    let (listen, reserved) = reserve(&args.listen, args.udp)?;
     match args.handler {
-        HandlerName::Echo => serve(builder, &args.listen, Echo, |s| udp_if(&args, s, Echo)),
-        HandlerName::Upper => serve(builder, &args.listen, Upper::new(), |s| udp_if(&args, s, Upper::new())),
+        HandlerName::Echo => serve(builder, &listen, Echo, |s| udp_if(&args, s, reserved, Echo)),
+        HandlerName::Upper => {
+            serve(builder, &listen, Upper::new(), |s| udp_if(&args, s, reserved, Upper::new()))
+        }
         HandlerName::Chat => {
             let rate = args.chat_room_rate as u64;
             let chat = Chat::new(args.max_frame).rate_limit(args.chat_rate).room_rate(rate, rate / 2);
@@ -188,8 +193,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                 None => chat,
             };
             let chat = Arc::new(chat);
-            serve(builder, &args.listen, Arc::clone(&chat), |s| {
-                let beside = udp_if(&args, s, Arc::clone(&chat))?;
+            serve(builder, &listen, Arc::clone(&chat), |s| {
+                let beside = udp_if(&args, s, reserved, Arc::clone(&chat))?;
                 Ok(if args.console {
                     beside.with_console(console(chat, args.console_nick.clone()))
                 } else {
@@ -220,10 +225,15 @@ fn console(chat: Arc<Chat>, nick: String) -> impl FnOnce() + Send + 'static {
     }
 }
 
-/// The UDP side when `--udp` is given.
-fn udp_if<H: DatagramHandler>(args: &Args, server: &Server, handler: H) -> anyhow::Result<Beside> {
+/// The UDP side when `--udp` is given (on the socket `reserve` bound, if any).
+fn udp_if<H: DatagramHandler>(
+    args: &Args,
+    server: &Server,
+    reserved: Option<UdpSocket>,
+    handler: H,
+) -> anyhow::Result<Beside> {
     if args.udp {
-        Beside::udp(server, args.udp_idle, handler)
+        Beside::udp(server, args.udp_idle, reserved, handler)
     } else {
         Ok(Beside::none())
     }

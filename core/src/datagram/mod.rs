@@ -51,6 +51,7 @@
 mod batch;
 mod handler;
 mod peers;
+mod recv;
 mod sender;
 mod server;
 mod stats;

@@ -14,6 +14,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::batch::{Batch, Flushed};
 use super::handler::{DatagramHandler, PeerClose, Reply};
 use super::peers::Peers;
+use super::recv::{Got, Receiver};
 use super::sender::DatagramSender;
 use super::stats::{DatagramStats, DgCounters};
 use super::MAX_UDP_PAYLOAD;
@@ -145,6 +146,21 @@ impl DatagramBuilder {
     {
         self.validate()?;
         let socket = bind(&addr)?;
+        self.start_socket(socket, handler)
+    }
+
+    /// Serves a UDP socket bound already (for example one reserved so that a
+    /// TCP server can take the same port number); it is made non-blocking.
+    pub fn start_socket<H: DatagramHandler>(
+        self,
+        socket: UdpSocket,
+        handler: H,
+    ) -> Result<DatagramServer, StartError> {
+        self.validate()?;
+        socket.set_nonblocking(true)?;
+        if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(SOCKET_BUFFER) {
+            log::debug!("udp: cannot enlarge the receive buffer: {e}");
+        }
         let local_addr = socket.local_addr()?;
         let stats = Arc::new(DgCounters::default());
         let sender = DatagramSender::new(socket.try_clone()?, self.max_datagram, Arc::clone(&stats));
@@ -340,6 +356,9 @@ impl<H: DatagramHandler> Loop<H> {
         match self.state.phase() {
             Phase::Running => Next::Serve,
             Phase::Draining => Next::Drain,
+            // A TCP server that drained may have stopped before this thread
+            // looked: its peers are drained too, unless a force was asked.
+            Phase::Stopped if !self.state.was_forced() => Next::Drain,
             _ => Next::Force,
         }
     }
@@ -350,9 +369,8 @@ impl<H: DatagramHandler> Loop<H> {
 
     fn run(mut self) -> DatagramReport {
         let mut events = Events::with_capacity(16);
-        // One byte more than the largest UDP payload over IPv6: every
-        // datagram fits whole, so an oversize one is seen as such.
-        let mut buf = vec![0u8; 65_536];
+        let mut recv = Receiver::new(self.max);
+        let mut got = Vec::new();
         let mut next_expiry = Instant::now() + self.tick();
         let mut writable_wait = false;
         let report = loop {
@@ -380,7 +398,7 @@ impl<H: DatagramHandler> Loop<H> {
             // While replies wait for room in the send buffer, nothing more
             // is read: the socket's receive buffer holds the rest.
             if !writable_wait && readable {
-                self.read_all(&mut buf);
+                self.read_all(&mut recv, &mut got);
             }
             if !self.batch.is_empty() && self.batch.flush(&self.send_socket, &self.stats) == Flushed::Blocked
             {
@@ -411,15 +429,37 @@ impl<H: DatagramHandler> Loop<H> {
         }
     }
 
-    /// Reads until the socket is empty (at most [`READS_PER_PASS`]).
-    fn read_all(&mut self, buf: &mut [u8]) {
-        for _ in 0..READS_PER_PASS {
-            match self.socket.recv_from(buf) {
-                Ok((n, from)) => self.datagram(from, &buf[..n]),
+    /// Reads until the socket is empty (at most [`READS_PER_PASS`]
+    /// datagrams), many per system call.
+    fn read_all(&mut self, recv: &mut Receiver, got: &mut Vec<Got>) {
+        let mut read = 0;
+        while read < READS_PER_PASS {
+            match recv.recv(&self.socket, got) {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // An ICMP error of an earlier send (port unreachable) and the like.
-                Err(e) => log::debug!("udp: recv: {e}"),
+                Err(e) => {
+                    log::debug!("udp: recv: {e}");
+                    read += 1;
+                    continue;
+                }
+            }
+            if got.is_empty() {
+                return;
+            }
+            read += got.len();
+            for (i, g) in got.iter().enumerate() {
+                if g.truncated || g.len > self.max {
+                    self.stats.oversize.fetch_add(1, Ordering::Relaxed);
+                    log::debug!(
+                        "udp: a datagram from {} is over the {}-byte limit; dropped",
+                        g.from,
+                        self.max
+                    );
+                } else {
+                    self.datagram(g.from, recv.data(i, g.len));
+                }
             }
             if self.batch.len() >= 64 && self.batch.flush(&self.send_socket, &self.stats) == Flushed::Blocked
             {
@@ -429,11 +469,6 @@ impl<H: DatagramHandler> Loop<H> {
     }
 
     fn datagram(&mut self, from: SocketAddr, data: &[u8]) {
-        if data.len() > self.max {
-            self.stats.oversize.fetch_add(1, Ordering::Relaxed);
-            log::debug!("udp: {} B from {from} is over the {}-byte limit; dropped", data.len(), self.max);
-            return;
-        }
         self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
         let now = Instant::now();
