@@ -4,10 +4,12 @@
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::datagram::{DatagramHandler, DatagramServer};
 use switchboard::Server;
+use switchboard_handlers::Chat;
 
 /// The UDP side and the console of one server, started after the TCP
 /// server and ended with it: the TCP server's shutdown handle drains both.
@@ -47,6 +49,21 @@ impl Beside {
         Ok(Beside { udp: Some(udp), console: None })
     }
 
+    /// [`Beside::udp`] when `enabled` (`--udp`), else nothing.
+    pub fn udp_if<H: DatagramHandler>(
+        enabled: bool,
+        server: &Server,
+        idle: Duration,
+        reserved: Option<UdpSocket>,
+        handler: H,
+    ) -> anyhow::Result<Beside> {
+        if enabled {
+            Beside::udp(server, idle, reserved, handler)
+        } else {
+            Ok(Beside::none())
+        }
+    }
+
     /// Runs `console` on a thread of its own once the `listening on` lines
     /// are printed ([`Beside::announce`]).
     pub fn with_console(mut self, console: impl FnOnce() + Send + 'static) -> Beside {
@@ -74,6 +91,18 @@ impl Beside {
     pub fn wait(self) {
         if let Some(udp) = self.udp {
             udp.wait();
+        }
+    }
+}
+
+/// The operator console (`--console`): stdin to the chat room as member
+/// `nick`, the room to stdout; logs when the input ends.
+pub fn console(chat: Arc<Chat>, nick: String) -> impl FnOnce() + Send + 'static {
+    move || {
+        let stdin = io::stdin().lock();
+        match chat.run_console(&nick, stdin, io::stdout()) {
+            Ok(()) => log::info!("console: input ended; {nick} left the room"),
+            Err(e) => log::error!("{e}"),
         }
     }
 }

@@ -182,8 +182,15 @@ fn switchboard_client_udp_sends_a_datagram_per_line() {
 
 #[test]
 fn a_udp_port_taken_by_another_socket_is_one_clear_error() {
-    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
+    // A UDP port taken by this test whose TCP port number is free (other
+    // tests' connections use TCP ports of the same range: try again then).
+    let (_taken, addr) = (0..32)
+        .find_map(|_| {
+            let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = taken.local_addr().unwrap();
+            std::net::TcpListener::bind(addr).ok().map(|_| (taken, addr.to_string()))
+        })
+        .expect("a port number free for TCP in 32 tries");
     let out = run(Command::new(BIN).args(["--listen", &addr, "--udp"]), TIMEOUT);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -1,7 +1,6 @@
 //! `switchboard-server`: runs one of the built-in handlers.
 
 use std::io::Write;
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,9 +8,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use switchboard::datagram::DatagramHandler;
 use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
-use switchboard_bins::beside::{reserve, Beside};
+use switchboard_bins::beside::{console, reserve, Beside};
 use switchboard_bins::cli::{parse_args, parse_duration, parse_size};
 use switchboard_handlers::{Chat, Echo, FileGet, Upper};
 
@@ -181,10 +179,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     // --udp with port 0: a port number free for both TCP and UDP.
     let (listen, reserved) = reserve(&args.listen, args.udp)?;
     match args.handler {
-        HandlerName::Echo => serve(builder, &listen, Echo, |s| udp_if(&args, s, reserved, Echo)),
-        HandlerName::Upper => {
-            serve(builder, &listen, Upper::new(), |s| udp_if(&args, s, reserved, Upper::new()))
+        HandlerName::Echo => {
+            serve(builder, &listen, Echo, |s| Beside::udp_if(args.udp, s, args.udp_idle, reserved, Echo))
         }
+        HandlerName::Upper => serve(builder, &listen, Upper::new(), |s| {
+            Beside::udp_if(args.udp, s, args.udp_idle, reserved, Upper::new())
+        }),
         HandlerName::Chat => {
             let rate = args.chat_room_rate as u64;
             let chat = Chat::new(args.max_frame).rate_limit(args.chat_rate).room_rate(rate, rate / 2);
@@ -194,7 +194,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             };
             let chat = Arc::new(chat);
             serve(builder, &listen, Arc::clone(&chat), |s| {
-                let beside = udp_if(&args, s, reserved, Arc::clone(&chat))?;
+                let beside = Beside::udp_if(args.udp, s, args.udp_idle, reserved, Arc::clone(&chat))?;
                 Ok(if args.console {
                     beside.with_console(console(chat, args.console_nick.clone()))
                 } else {
@@ -211,31 +211,6 @@ fn run(args: Args) -> anyhow::Result<()> {
             log::info!("serving files under {}", handler.root().display());
             serve(builder, &args.listen, handler, |_| Ok(Beside::none()))
         }
-    }
-}
-
-/// The operator console: stdin to the room, the room to stdout.
-fn console(chat: Arc<Chat>, nick: String) -> impl FnOnce() + Send + 'static {
-    move || {
-        let stdin = std::io::stdin().lock();
-        match chat.run_console(&nick, stdin, std::io::stdout()) {
-            Ok(()) => log::info!("console: input ended; {nick} left the room"),
-            Err(e) => log::error!("{e}"),
-        }
-    }
-}
-
-/// The UDP side when `--udp` is given (on the socket `reserve` bound, if any).
-fn udp_if<H: DatagramHandler>(
-    args: &Args,
-    server: &Server,
-    reserved: Option<UdpSocket>,
-    handler: H,
-) -> anyhow::Result<Beside> {
-    if args.udp {
-        Beside::udp(server, args.udp_idle, reserved, handler)
-    } else {
-        Ok(Beside::none())
     }
 }
 
