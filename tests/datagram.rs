@@ -138,7 +138,9 @@ fn the_peer_table_is_bounded_and_idle_peers_expire() {
     let handler = Arc::new(Echo::default());
     let server = DatagramServer::builder()
         .max_peers(2)
-        .idle_timeout(Duration::from_millis(300))
+        // Long enough that a and b are still there when c comes, however
+        // busy the machine.
+        .idle_timeout(Duration::from_secs(2))
         .start("127.0.0.1:0", Arc::clone(&handler))
         .unwrap();
     let addr = server.local_addr();

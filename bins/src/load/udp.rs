@@ -157,6 +157,9 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, LoadError> {
     let mut peers = Vec::with_capacity(cfg.peers);
     for i in 0..cfg.peers {
         let mut socket = UdpSocket::bind(local).map_err(LoadError::Setup)?;
+        // Room for a burst of echoes while this thread is busy sending (the
+        // system may grant less); what overflows counts as lost.
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20);
         socket.connect(cfg.target).map_err(|error| LoadError::Unreachable { addr: cfg.target, error })?;
         poll.registry().register(&mut socket, Token(i), Interest::READABLE).map_err(LoadError::Setup)?;
         peers.push(Peer {
