@@ -22,6 +22,7 @@ mod markdown;
 mod plots;
 mod procs;
 mod profile;
+mod udpbench;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -188,6 +189,8 @@ pub(crate) struct Results {
     pub(crate) curves: Vec<[Vec<(f64, f64)>; 2]>,
     /// The plots written: load name, path relative to the report.
     pub(crate) plots: Vec<(String, String)>,
+    /// The UDP echo rows.
+    pub(crate) udp: udpbench::UdpResults,
 }
 
 /// The usage text (`--help`).
@@ -393,6 +396,9 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
                     Err(e) => fail(&mut r, format!("{} on {}: {e}", load.name, kind.name())),
                 }
             }
+        }
+        for msg in udpbench::round(opts, bins, order, &mut r.udp) {
+            fail(&mut r, msg);
         }
         for kind in order {
             match idle_run(bins, kind, r.idle_conns) {

@@ -183,6 +183,7 @@ pub(crate) fn tables(r: &Results) -> String {
             ratio(sbm, base_load)
         );
     }
+    s.push_str(&crate::udpbench::table(&r.udp));
     s
 }
 

@@ -2,6 +2,7 @@
 //! client, the load generator, and the server's admin endpoint.
 
 pub mod admin;
+pub mod beside;
 pub mod cli;
 pub mod client;
 pub mod load;

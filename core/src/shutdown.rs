@@ -52,6 +52,10 @@ pub(crate) struct ShutdownState {
     phase: AtomicU8,
     started: Mutex<Option<Instant>>,
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
+    /// Whether [`Phase::Forcing`] was asked for (a server that drained
+    /// reaches `Stopped` without it): read by the datagram side, which may
+    /// first look after the TCP side has stopped.
+    forced: std::sync::atomic::AtomicBool,
 }
 
 impl ShutdownState {
@@ -60,6 +64,7 @@ impl ShutdownState {
             phase: AtomicU8::new(Phase::Running as u8),
             started: Mutex::new(None),
             wakers: Mutex::new(Vec::new()),
+            forced: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -71,6 +76,11 @@ impl ShutdownState {
         Phase::from_u8(self.phase.load(Ordering::Acquire))
     }
 
+    /// Whether a forced shutdown was asked for.
+    pub(crate) fn was_forced(&self) -> bool {
+        self.forced.load(Ordering::Acquire)
+    }
+
     /// When the shutdown began (the first move out of `Running`).
     pub(crate) fn started(&self) -> Option<Instant> {
         *self.started.lock()
@@ -79,6 +89,9 @@ impl ShutdownState {
     /// Moves to `to` unless the server is already there or further on;
     /// wakes every server thread when the phase changed.
     pub(crate) fn advance(&self, to: Phase) {
+        if to == Phase::Forcing {
+            self.forced.store(true, Ordering::Release);
+        }
         {
             let mut started = self.started.lock();
             if started.is_none() && to > Phase::Running {

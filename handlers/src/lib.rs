@@ -1,7 +1,10 @@
 //! The built-in Switchboard handlers: [`Echo`], [`Upper`], [`Chat`] (relay)
-//! and [`FileGet`]. Wire formats: PROTOCOLS.md.
+//! and [`FileGet`]. Echo, upper and chat are also
+//! [`DatagramHandler`](switchboard::datagram::DatagramHandler)s, served over
+//! UDP. Wire formats: PROTOCOLS.md.
 
 pub mod chat;
+mod datagram;
 mod echo;
 pub mod file;
 mod upper;

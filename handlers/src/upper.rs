@@ -4,7 +4,7 @@ use switchboard::{Conn, Flow, Framing, Handler};
 
 /// The longest incomplete UTF-8 sequence: a 4-byte character missing its
 /// last byte.
-const MAX_HELD: usize = 3;
+pub(crate) const MAX_HELD: usize = 3;
 
 /// Like [`Echo`](crate::Echo), but text comes back in Unicode upper case
 /// ([`str::to_uppercase`]): `hello` → `HELLO`, `straße` → `STRASSE`.
@@ -70,7 +70,7 @@ impl Handler for Upper {
 /// that can never be valid UTF-8 are copied unchanged, and an incomplete
 /// character at the very end is copied into `held` instead. Returns how many
 /// bytes were held (0 to 3).
-fn upper_into(input: &[u8], out: &mut Vec<u8>, held: &mut [u8; MAX_HELD]) -> usize {
+pub(crate) fn upper_into(input: &[u8], out: &mut Vec<u8>, held: &mut [u8; MAX_HELD]) -> usize {
     let mut rest = input;
     // Every turn consumes at least one byte or returns: bounded by the input.
     loop {

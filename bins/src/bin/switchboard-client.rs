@@ -47,6 +47,12 @@ struct Args {
     /// Interactive: once stdin ends, how long to keep printing what the server sends.
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     linger: Duration,
+
+    // --- UDP ---
+    /// Interactive over UDP (a server run with --udp): each line typed is one
+    /// datagram, each datagram received is printed.
+    #[arg(long)]
+    udp: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +91,9 @@ Examples:
   # One shot: send a line, print the reply, exit once the server is done.
   printf 'hello\\n' | switchboard-client 127.0.0.1:7878
 
+  # Over UDP (switchboard-server --udp): a datagram per line.
+  switchboard-client --udp 127.0.0.1:7878
+
   # The files on a file server (switchboard-server --handler file).
   switchboard-client 127.0.0.1:7878 list
 
@@ -110,6 +119,12 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     match &args.mode {
+        None if args.udp => {
+            let socket = client::udp::connect(&args.addr).map_err(|e| e.to_string())?;
+            let stdin = io::BufReader::new(io::stdin());
+            client::udp::run(socket, stdin, io::stdout(), args.linger).map_err(|e| e.to_string())
+        }
+        Some(_) if args.udp => Err("--udp is interactive only: get and list use TCP".to_owned()),
         None => {
             let stream = client::connect(&args.addr, args.timeout).map_err(|e| e.to_string())?;
             if io::stdin().is_terminal() && io::stderr().is_terminal() {

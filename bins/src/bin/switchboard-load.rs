@@ -13,8 +13,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use switchboard_bins::cli::{parse_duration, parse_size};
 use switchboard_bins::load::{
-    hgrm, mismatch_hint, plot_svg, run_watched, write_atomically, Config, Interval, LoadError, Mode, Stop,
-    Watch,
+    hgrm, mismatch_hint, plot_svg, run_watched, udp, write_atomically, Config, Interval, LoadError, Mode,
+    Stop, Watch,
 };
 
 /// Load generator for Switchboard servers.
@@ -145,11 +145,27 @@ enum ModeCmd {
     /// Connections that only stay open (to measure what idle connections cost the server).
     /// Works against any handler.
     Idle,
+    /// Datagrams against a UDP echo server (`switchboard-server --udp`): -c
+    /// sockets (peers); loss, reordering and bad echoes counted.
+    UdpEcho {
+        /// Bytes per datagram, 16 to 65507.
+        #[arg(long, short = 's', value_name = "BYTES", value_parser = parse_size, default_value = "64")]
+        size: usize,
+        /// Datagrams in flight per peer (closed loop).
+        #[arg(long, value_name = "K", default_value_t = 1)]
+        depth: usize,
+        /// Closed loop: a datagram not echoed in this long stops counting as in flight.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "200ms")]
+        loss_timeout: Duration,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    if let ModeCmd::UdpEcho { size, depth, loss_timeout } = cli.mode {
+        return udp_echo(&cli.common, size, depth, loss_timeout);
+    }
     let cfg = match config(cli.mode, &cli.common) {
         Ok(c) => c,
         Err(e) => {
@@ -232,6 +248,7 @@ fn config(mode: ModeCmd, c: &Common) -> Result<Config, LoadError> {
         ModeCmd::Chat { size, depth } => Mode::Chat { size, depth },
         ModeCmd::File { name, depth, no_md5 } => Mode::File { name, depth, verify_md5: !no_md5 },
         ModeCmd::Idle => Mode::Idle,
+        ModeCmd::UdpEcho { .. } => return Err(LoadError::Invalid("udp-echo is not a TCP mode".into())),
     };
     if c.rate.is_some() && matches!(mode, Mode::Idle) {
         return Err(LoadError::Invalid("idle mode sends nothing: --rate does not apply".into()));
@@ -252,6 +269,53 @@ fn config(mode: ModeCmd, c: &Common) -> Result<Config, LoadError> {
     }
     cfg.validate().map_err(LoadError::Invalid)?;
     Ok(cfg)
+}
+
+/// `udp-echo`: its own runner (no connections), its own report.
+fn udp_echo(c: &Common, size: usize, depth: usize, loss_timeout: Duration) -> ExitCode {
+    let target = match resolve(&c.target) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("switchboard-load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = udp::UdpConfig {
+        target,
+        peers: c.connections,
+        size,
+        depth,
+        rate: c.rate,
+        stop: match (c.messages, c.duration) {
+            (Some(n), _) => Stop::Messages(n),
+            (None, Some(d)) => Stop::Duration(d),
+            (None, None) => Stop::Duration(Duration::from_secs(10)),
+        },
+        drain_timeout: c.drain_timeout,
+        loss_timeout,
+    };
+    let report = match udp::run(&cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchboard-load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = if c.json { format!("{}\n", report.to_json()) } else { report.table() };
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("switchboard-load: cannot write the report: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    // Loss is a measurement over UDP, not an error; nothing echoed at all,
+    // or echoes that are not what was sent, are.
+    if report.received == 0 || report.bad > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn resolve(target: &str) -> Result<SocketAddr, LoadError> {

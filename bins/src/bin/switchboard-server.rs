@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
-use switchboard_bins::admin::{self, Observe, Observing, Shared};
+use switchboard_bins::admin::{self, Observe, Observing};
+use switchboard_bins::beside::{console, reserve, Beside};
 use switchboard_bins::cli::{parse_args, parse_duration, parse_size};
 use switchboard_handlers::{Chat, Echo, FileGet, Upper};
 
@@ -102,6 +103,36 @@ struct Args {
     /// and the rates over the period.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     stats_every: Option<Duration>,
+
+    // --- UDP and the operator console ---
+    /// Also serve the handler over UDP on the same port number (echo, upper,
+    /// chat): a datagram per message. The second stdout line is then
+    /// `listening on udp ADDR`.
+    #[arg(long)]
+    udp: bool,
+
+    /// UDP: a peer (a chat member) not heard from for this long is forgotten
+    /// (the chat announces it as left).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    udp_idle: Duration,
+
+    /// Chat: a partial line that has waited this long with no more bytes is
+    /// taken as a complete line, for clients that send `hello` with no newline
+    /// and wait for the answer (e.g. 200ms). Off by default: a line split
+    /// across TCP segments by a slow link would be cut in two.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    accept_unterminated: Option<Duration>,
+
+    /// Chat: the person at this terminal is a member of the room: what they
+    /// type goes to the room (or `/msg NAME`), and the room's lines are printed
+    /// on stdout after the `listening on` lines. End of input (Ctrl-D) leaves
+    /// the room; the server keeps running.
+    #[arg(long)]
+    console: bool,
+
+    /// Chat: the console member's nick.
+    #[arg(long, value_name = "NAME", default_value = switchboard_handlers::chat::CONSOLE_NICK)]
+    console_nick: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -142,26 +173,60 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.max_connections {
         builder = builder.max_connections(n);
     }
+    if args.accept_unterminated.is_some_and(|d| d.is_zero()) {
+        anyhow::bail!(
+            "--accept-unterminated must be more than 0s (a partial line would be cut at every read)"
+        );
+    }
+    if args.console && args.handler != HandlerName::Chat {
+        anyhow::bail!("--console needs --handler chat");
+    }
+    if args.console && !switchboard_handlers::chat::valid_nick(&args.console_nick) {
+        anyhow::bail!("--console-nick {:?} is not 1-32 letters, digits, _ or -", args.console_nick);
+    }
+    if args.accept_unterminated.is_some() && args.handler != HandlerName::Chat {
+        log::warn!("--accept-unterminated is used only by --handler chat; ignoring it");
+    }
     if args.root.is_some() && args.handler != HandlerName::File {
         log::warn!("--root is used only by --handler file; ignoring it");
     }
     let observe = Observe { admin: args.admin.clone(), stats_every: args.stats_every };
+    // --udp with port 0: a port number free for both TCP and UDP.
+    let (listen, reserved) = reserve(&args.listen, args.udp)?;
     match args.handler {
-        HandlerName::Echo => serve(builder, &args.listen, Echo, observe.named("echo")),
-        HandlerName::Upper => serve(builder, &args.listen, Upper::new(), observe.named("upper")),
+        HandlerName::Echo => serve(builder, &listen, Echo, observe.named("echo"), |s| {
+            Beside::udp_if(args.udp, s, args.udp_idle, reserved, Echo)
+        }),
+        HandlerName::Upper => serve(builder, &listen, Upper::new(), observe.named("upper"), |s| {
+            Beside::udp_if(args.udp, s, args.udp_idle, reserved, Upper::new())
+        }),
         HandlerName::Chat => {
             let rate = args.chat_room_rate as u64;
             let chat = Chat::new(args.max_frame).rate_limit(args.chat_rate).room_rate(rate, rate / 2);
+            let chat = match args.accept_unterminated {
+                Some(d) => chat.accept_unterminated(d),
+                None => chat,
+            };
             let chat = Arc::new(chat);
             let observe = observe.named("chat").source(admin::chat_source(Arc::clone(&chat)));
-            serve(builder, &args.listen, Shared(chat), observe)
+            serve(builder, &listen, Arc::clone(&chat), observe, |s| {
+                let beside = Beside::udp_if(args.udp, s, args.udp_idle, reserved, Arc::clone(&chat))?;
+                Ok(if args.console {
+                    beside.with_console(console(chat, args.console_nick.clone()))
+                } else {
+                    beside
+                })
+            })
         }
         HandlerName::File => {
+            if args.udp {
+                anyhow::bail!("--udp serves echo, upper and chat; the file handler is TCP only");
+            }
             let root = args.root.unwrap_or_default();
             let handler = FileGet::new(&root, args.max_frame)?;
             log::info!("serving files under {}", handler.root().display());
             let observe = observe.named("file").source(admin::file_source(handler.meters()));
-            serve(builder, &args.listen, handler, observe)
+            serve(builder, &args.listen, handler, observe, |_| Ok(Beside::none()))
         }
     }
 }
@@ -171,6 +236,7 @@ fn serve<H: Handler>(
     listen: &str,
     handler: H,
     observe: Observing,
+    beside: impl FnOnce(&Server) -> anyhow::Result<Beside>,
 ) -> anyhow::Result<()> {
     // The signal handler first: its descriptors then count in the budget
     // the server derives at start.
@@ -178,13 +244,15 @@ fn serve<H: Handler>(
     wire_signals(Arc::clone(&handle))?;
     let server = builder.start(listen, handler)?;
     let _ = handle.set(server.shutdown_handle());
+    let mut beside = beside(&server)?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", server.local_addr())?;
-        out.flush()?;
+        beside.announce(&mut out)?;
     }
     let watch = observe.start(&server)?;
     let report = server.wait();
+    beside.wait();
     drop(watch);
     // Logged by `wait`; also on stdout, for whoever ran the server (a
     // closed stdout is no failure: the log has it).

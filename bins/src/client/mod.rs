@@ -6,6 +6,7 @@
 //!   md5 checked before anything appears under the final name;
 //! - [`protocol`]: the file protocol's reader and request writers, free of
 //!   sockets and files, shared with the load generator;
+//! - [`udp`]: the interactive mode over UDP, a datagram per line;
 //! - [`terminal`]: escapes for everything printed, so no control or bidi
 //!   character from a server reaches the terminal.
 //!
@@ -29,6 +30,7 @@ mod error;
 pub mod interactive;
 pub mod protocol;
 pub mod terminal;
+pub mod udp;
 
 pub use error::Error;
 pub use protocol::{read_header, Header, ProtocolError, MAX_HEADER_LEN};

@@ -34,6 +34,7 @@ mod report;
 mod shared;
 mod sys;
 mod timer;
+pub mod udp;
 mod worker;
 
 use std::fmt;

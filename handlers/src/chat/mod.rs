@@ -1,18 +1,26 @@
 //! chat: one room shared by every connection, line by line.
 
 mod command;
+mod console;
+mod member;
+mod remote;
 mod room;
 mod text;
+mod udp;
+mod unterminated;
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use member::Member;
 use parking_lot::Mutex;
-use switchboard::{CloseReason, Conn, ConnHandle, Flow, FrameError, Framing, Handler, Message, SendError};
+use switchboard::{CloseReason, Conn, Flow, FrameError, Framing, Handler, Message, SendError};
 
 pub use command::{parse, valid_nick, Command};
+pub use console::{ConsoleError, CONSOLE_NICK};
 use room::{NickError, Room};
 pub use text::{clean, is_unsafe};
+pub use udp::{UdpChatPeer, MAX_CHAT_DATAGRAM};
 
 /// The line limit of [`Chat::default`], in bytes.
 pub(crate) const DEFAULT_MAX_LINE: usize = 4096;
@@ -46,7 +54,7 @@ const HELP: &str = "\
 /// - when the server drains, every member gets `* server shutting down`.
 ///
 /// Broadcasts are one shared [`Message`] sent through each member's
-/// [`ConnHandle`]: a slow member never holds anyone up, it is cut off (or
+/// [`ConnHandle`](switchboard::ConnHandle): a slow member never holds anyone up, it is cut off (or
 /// loses messages) by the server's slow-consumer policy.
 ///
 /// Flood control, two token buckets; a sender over either is not cut off
@@ -75,7 +83,7 @@ const HELP: &str = "\
 /// notices), and `/who` tells who is there.
 pub struct Chat {
     max_line: usize,
-    room: Mutex<Room<ConnHandle>>,
+    room: Mutex<Room<Member>>,
     /// Lines per second per member; 0: no limit.
     rate: u32,
     /// Bytes per second through the room, and its burst; 0: no limit.
@@ -85,6 +93,8 @@ pub struct Chat {
     room_bucket: Mutex<Bucket>,
     /// Join and leave notices only while the room has at most this many.
     announce_up_to: usize,
+    /// Take a partial line as a line after this long with no more bytes.
+    unterminated: Option<Duration>,
 }
 
 /// The default rate limit of each member, in lines per second.
@@ -150,6 +160,7 @@ impl Chat {
             room_burst: DEFAULT_ROOM_BURST,
             room_bucket: Mutex::new(Bucket::full(DEFAULT_ROOM_BURST as f64)),
             announce_up_to: DEFAULT_ANNOUNCE_UP_TO,
+            unterminated: None,
         }
     }
 
@@ -185,7 +196,7 @@ impl Chat {
     }
 
     /// The members to tell of a join or leave: nobody in a big room.
-    fn announce_to(&self, members: Vec<ConnHandle>) -> Vec<ConnHandle> {
+    fn announce_to(&self, members: Vec<Member>) -> Vec<Member> {
         if members.len() >= self.announce_up_to {
             Vec::new()
         } else {
@@ -223,7 +234,7 @@ impl Chat {
     }
 
     /// The nick of member `id` and every other member, read under the lock.
-    fn me_and_others(&self, id: u64) -> Option<(String, Vec<ConnHandle>)> {
+    fn me_and_others(&self, id: u64) -> Option<(String, Vec<Member>)> {
         let room = self.room.lock();
         let nick = room.nick(id)?.to_owned();
         Some((nick, room.others(id)))
@@ -239,11 +250,13 @@ pub struct ChatSession {
     joined: bool,
     /// Lines the member may still send at once (the rate limit's bucket).
     bucket: Bucket,
+    /// The chat's own line cutting, with `accept_unterminated`.
+    split: Option<unterminated::Splitter>,
 }
 
 /// Sends one shared message to every handle. A member over its outbound
 /// budget is being closed by the server; its close announces it.
-fn broadcast(handles: &[ConnHandle], msg: impl Into<Message>) {
+fn broadcast(handles: &[Member], msg: impl Into<Message>) {
     if handles.is_empty() {
         return;
     }
@@ -270,20 +283,32 @@ impl Handler for Chat {
     type Session = ChatSession;
 
     fn framing(&self) -> Framing {
-        Framing::lines(self.max_line)
+        self.chat_framing()
     }
 
     fn open(&self, conn: &mut Conn<'_>) -> ChatSession {
         let id = conn.id();
-        let (nick, others) = self.room.lock().join(id, conn.handle());
+        let (nick, others) = self.room.lock().join(id, Member::Tcp(conn.handle()));
         // Straight into this connection's queue: ahead of any broadcast,
         // which comes through the worker's mailbox after this callback.
         reply(conn, &format!("* welcome {nick}"));
         broadcast(&self.announce_to(others), format!("* {nick} joined\n"));
-        ChatSession { id, joined: true, bucket: Bucket::full(2.0 * f64::from(self.rate)) }
+        ChatSession {
+            id,
+            joined: true,
+            bucket: Bucket::full(2.0 * f64::from(self.rate)),
+            split: self.splitter(),
+        }
     }
 
     fn frame(&self, session: &mut ChatSession, line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        // With accept_unterminated the frame is raw bytes: the splitter
+        // calls back here line by line (with the splitter taken out).
+        if let Some(mut split) = session.split.take() {
+            let flow = self.split_input(session, &mut split, line, conn);
+            session.split = Some(split);
+            return flow;
+        }
         self.spend(session, conn);
         // Nothing a terminal would act on goes further, whatever the line
         // turns out to be (text, a /msg, a name echoed in an error).
@@ -367,6 +392,16 @@ impl Handler for Chat {
                 Flow::Continue
             }
             _ => Flow::Close,
+        }
+    }
+
+    fn timer(&self, session: &mut ChatSession, id: u64, conn: &mut Conn<'_>) -> Flow {
+        self.split_timer(session, id, conn)
+    }
+
+    fn eof(&self, session: &mut ChatSession, conn: &mut Conn<'_>) {
+        if let Some(mut split) = session.split.take() {
+            let _ = self.split_flush(session, &mut split, conn);
         }
     }
 

@@ -76,6 +76,22 @@ impl<H: Clone> Room<H> {
         (nick, others)
     }
 
+    /// Adds a member under `nick` (in NFC; valid and unlike any other, as
+    /// for a rename). Returns its nick and the other members.
+    pub(crate) fn join_as(&mut self, id: u64, nick: &str, handle: H) -> Result<(String, Vec<H>), NickError> {
+        let nick = normalize_nick(nick);
+        if !valid_nick(&nick) {
+            return Err(NickError::Invalid);
+        }
+        if self.by_nick.contains_key(&key(&nick)) || self.members.contains_key(&id) {
+            return Err(NickError::Taken);
+        }
+        let others = self.others(id);
+        self.members.insert(id, Member { nick: nick.clone(), handle });
+        self.by_nick.insert(key(&nick), id);
+        Ok((nick, others))
+    }
+
     /// Removes a member. Returns its nick and the members left, or `None`
     /// if it was not in the room.
     pub(crate) fn leave(&mut self, id: u64) -> Option<(String, Vec<H>)> {

@@ -1,0 +1,146 @@
+//! Chat over UDP, in the same room as TCP members.
+//!
+//! A datagram is one line or several, split on LF (a CR before the LF is
+//! dropped, and the end of the datagram ends its last line). A peer joins on
+//! its first datagram and leaves after the server's UDP idle time or at
+//! `/quit`. Everything sent to a UDP member goes as datagrams of at most
+//! [`MAX_CHAT_DATAGRAM`] bytes, each holding whole lines; a longer line is
+//! split into several datagrams (at character boundaries).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use switchboard::datagram::{DatagramHandler, DatagramSender, PeerClose, Reply};
+use switchboard::{Flow, SendError};
+
+use super::member::{Member, Remote};
+use super::remote::RemoteSession;
+use super::Chat;
+
+/// The largest datagram sent to a UDP chat member: it fits the smallest
+/// path MTU of IPv6 (1,280 bytes) with its headers, so it is never
+/// fragmented.
+pub const MAX_CHAT_DATAGRAM: usize = 1200;
+
+/// Room ids of UDP members start here, far above any TCP connection id.
+const FIRST_UDP_ID: u64 = 1 << 48;
+
+static NEXT_UDP_ID: AtomicU64 = AtomicU64::new(FIRST_UDP_ID);
+
+/// A UDP member as the room reaches it.
+#[derive(Debug)]
+struct UdpMember {
+    id: u64,
+    addr: SocketAddr,
+    sender: DatagramSender,
+}
+
+impl Remote for UdpMember {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn deliver(&self, msg: &[u8]) -> Result<(), SendError> {
+        let mut result = Ok(());
+        for d in datagrams(msg, MAX_CHAT_DATAGRAM) {
+            if self.sender.send_to(self.addr, d).is_err() {
+                result = Err(SendError::Dropped);
+            }
+        }
+        result
+    }
+}
+
+/// Cuts `msg` into datagrams of at most `max` bytes: whole lines packed
+/// together, a line longer than `max` cut at character boundaries.
+pub(crate) fn datagrams(msg: &[u8], max: usize) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < msg.len() {
+        let rest = &msg[start..];
+        if rest.len() <= max {
+            out.push(rest);
+            break;
+        }
+        // The last LF within the limit ends this datagram; else cut the line.
+        let end = match rest[..max].iter().rposition(|&b| b == b'\n') {
+            Some(lf) => lf + 1,
+            None => {
+                let mut cut = max;
+                while cut > 1 && (rest[cut] & 0xc0) == 0x80 {
+                    cut -= 1;
+                }
+                cut
+            }
+        };
+        out.push(&rest[..end]);
+        start += end;
+    }
+    out
+}
+
+/// A UDP member's state.
+#[derive(Debug)]
+pub struct UdpChatPeer {
+    session: RemoteSession,
+}
+
+fn send_lines(out: &mut Reply<'_>, text: &str) {
+    for d in datagrams(text.as_bytes(), MAX_CHAT_DATAGRAM) {
+        let _ = out.send(d);
+    }
+}
+
+/// The chat over UDP: see the module's docs and PROTOCOLS.md.
+impl DatagramHandler for Chat {
+    type Peer = UdpChatPeer;
+
+    fn open(&self, out: &mut Reply<'_>) -> UdpChatPeer {
+        let id = NEXT_UDP_ID.fetch_add(1, Ordering::Relaxed);
+        let member = UdpMember { id, addr: out.addr(), sender: out.sender() };
+        let (session, welcome) = self.remote_join(Member::Remote(Arc::new(member)));
+        send_lines(out, &welcome);
+        UdpChatPeer { session }
+    }
+
+    fn datagram(&self, peer: &mut UdpChatPeer, data: &[u8], out: &mut Reply<'_>) -> Flow {
+        let data = data.strip_suffix(b"\n").unwrap_or(data);
+        for line in data.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let flow = self.remote_line(&mut peer.session, line, &mut |text| send_lines(out, text));
+            if flow == Flow::Close {
+                return Flow::Close;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn drain(&self, _peer: &mut UdpChatPeer, out: &mut Reply<'_>) {
+        send_lines(out, "* server shutting down\n");
+    }
+
+    fn close(&self, mut peer: UdpChatPeer, addr: SocketAddr, reason: PeerClose) {
+        log::debug!("chat: udp member {addr} gone: {reason}");
+        self.remote_leave(&mut peer.session);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_hold_whole_lines_and_cut_long_ones() {
+        assert_eq!(datagrams(b"a\nb\n", 10), vec![&b"a\nb\n"[..]]);
+        assert_eq!(datagrams(b"aaaa\nbbbb\ncc\n", 10), vec![&b"aaaa\nbbbb\n"[..], b"cc\n"]);
+        assert_eq!(datagrams(b"0123456789abc\n", 10), vec![&b"0123456789"[..], b"abc\n"]);
+        // A two-byte character is never cut in half.
+        let s = "aaaaaaaaaé\n".as_bytes();
+        assert_eq!(datagrams(s, 10), vec![&s[..9], &s[9..]]);
+        assert!(datagrams(b"", 10).is_empty());
+        let long = "x".repeat(4000) + "\n";
+        let d = datagrams(long.as_bytes(), MAX_CHAT_DATAGRAM);
+        assert_eq!(d.iter().map(|d| d.len()).collect::<Vec<_>>(), vec![1200, 1200, 1200, 401]);
+    }
+}

@@ -1,0 +1,255 @@
+//! The datagram side of the core: a `DatagramHandler` on a UDP socket, its
+//! peer table, limits, counters, reply path and shared shutdown.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use switchboard::datagram::{
+    DatagramHandler, DatagramSendError, DatagramServer, PeerClose, Reply, MAX_UDP_PAYLOAD,
+};
+use switchboard::{handler_fn, Flow, Framing, Phase, Server};
+use switchboard_test_support::{wait_until, TIMEOUT};
+
+/// Echoes each datagram; `close` sends nothing back, `bye` asks to be
+/// forgotten; records every close; says goodbye on drain.
+#[derive(Default)]
+struct Echo {
+    closed: Mutex<Vec<(SocketAddr, PeerClose, u64)>>,
+}
+
+impl DatagramHandler for Echo {
+    /// Datagrams seen from the peer.
+    type Peer = u64;
+
+    fn open(&self, _out: &mut Reply<'_>) -> u64 {
+        0
+    }
+
+    fn datagram(&self, seen: &mut u64, data: &[u8], out: &mut Reply<'_>) -> Flow {
+        *seen += 1;
+        if data == b"bye" {
+            return Flow::Close;
+        }
+        if data == b"too big" {
+            let big = vec![0u8; out.sender().max_datagram() + 1];
+            let err = out.send(&big).unwrap_err();
+            let _ = out.send(err.to_string().as_bytes());
+            return Flow::Continue;
+        }
+        out.send(data).unwrap();
+        Flow::Continue
+    }
+
+    fn drain(&self, _: &mut u64, out: &mut Reply<'_>) {
+        let _ = out.send(b"goodbye");
+    }
+
+    fn close(&self, seen: u64, addr: SocketAddr, reason: PeerClose) {
+        self.closed.lock().push((addr, reason, seen));
+    }
+}
+
+fn client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s
+}
+
+/// The tutorial client: `sendto(msg, addr)`, then `recvfrom(1024)`.
+fn ask(s: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Vec<u8> {
+    s.send_to(msg, to).unwrap();
+    let mut buf = [0u8; 1024];
+    let (n, from) = s.recv_from(&mut buf).unwrap();
+    assert_eq!(from, to, "the reply comes from the server's address");
+    buf[..n].to_vec()
+}
+
+#[test]
+fn echo_counts_and_peers() {
+    let handler = Arc::new(Echo::default());
+    let server = DatagramServer::builder().start("127.0.0.1:0", Arc::clone(&handler)).unwrap();
+    let addr = server.local_addr();
+    let a = client();
+    let b = client();
+    assert_eq!(ask(&a, addr, b"hello server."), b"hello server.");
+    assert_eq!(ask(&b, addr, b"x"), b"x");
+    assert_eq!(ask(&a, addr, b""), b"", "an empty datagram is a datagram");
+    // A reply is counted once `sendmmsg` returns, which may be after the
+    // peer has it.
+    wait_until("3 replies counted", || server.stats().datagrams_out == 3);
+    let s = server.stats();
+    assert_eq!((s.datagrams_in, s.datagrams_out), (3, 3));
+    assert_eq!((s.bytes_in, s.bytes_out), (14, 14));
+    assert_eq!((s.peers, s.peers_opened, s.oversize), (2, 2, 0));
+    // The reply path from another thread, to a peer that asked nothing.
+    let sender = server.sender();
+    let to = b.local_addr().unwrap();
+    std::thread::spawn(move || sender.send_to(to, b"from elsewhere")).join().unwrap().unwrap();
+    let mut buf = [0u8; 1024];
+    let (n, _) = b.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"from elsewhere");
+    // A reply over the limit is refused, not truncated.
+    let expect = DatagramSendError::TooLarge { len: MAX_UDP_PAYLOAD + 1, max: MAX_UDP_PAYLOAD }.to_string();
+    assert_eq!(ask(&a, addr, b"too big"), expect.as_bytes());
+    // Flow::Close forgets the peer; its next datagram opens it anew.
+    a.send_to(b"bye", addr).unwrap();
+    wait_until("the peer closed", || handler.closed.lock().len() == 1);
+    assert_eq!(
+        handler.closed.lock()[0],
+        (a.local_addr().unwrap(), PeerClose::Handler, 4),
+        "hello, the empty one, too big, bye"
+    );
+    assert_eq!(ask(&a, addr, b"again"), b"again");
+    assert_eq!(server.stats().peers_opened, 3);
+    drop(server);
+}
+
+#[test]
+fn the_largest_ipv4_payload_is_echoed_and_a_larger_one_counted_as_oversize() {
+    let server = DatagramServer::builder().start("127.0.0.1:0", Echo::default()).unwrap();
+    let addr = server.local_addr();
+    let c = client();
+    let big: Vec<u8> = (0..MAX_UDP_PAYLOAD).map(|i| (i % 251) as u8).collect();
+    c.send_to(&big, addr).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(n, MAX_UDP_PAYLOAD);
+    assert!(buf[..n] == big[..]);
+    drop(server);
+
+    // With a smaller limit, one byte over is dropped unseen and counted.
+    let server = DatagramServer::builder().max_datagram(1000).start("127.0.0.1:0", Echo::default()).unwrap();
+    let addr = server.local_addr();
+    c.send_to(&[7u8; 1001], addr).unwrap();
+    wait_until("the oversize datagram counted", || server.stats().oversize == 1);
+    assert_eq!(
+        ask(&c, addr, &[8u8; 1000]),
+        vec![8u8; 1000],
+        "the next reply is to the datagram in the limit"
+    );
+    let s = server.stats();
+    assert_eq!((s.datagrams_in, s.peers_opened, s.bytes_in), (1, 1, 1000));
+}
+
+#[test]
+fn the_peer_table_is_bounded_and_idle_peers_expire() {
+    let handler = Arc::new(Echo::default());
+    let server = DatagramServer::builder()
+        .max_peers(2)
+        // Long enough that a and b are still there when c comes, however
+        // busy the machine.
+        .idle_timeout(Duration::from_secs(2))
+        .start("127.0.0.1:0", Arc::clone(&handler))
+        .unwrap();
+    let addr = server.local_addr();
+    let (a, b, c) = (client(), client(), client());
+    assert_eq!(ask(&a, addr, b"a"), b"a");
+    assert_eq!(ask(&b, addr, b"b"), b"b");
+    c.send_to(b"c", addr).unwrap();
+    wait_until("the third peer refused", || server.stats().peers_refused == 1);
+    assert_eq!(server.stats().peers, 2);
+    // Both expire after the idle time; then there is room again.
+    wait_until("both peers expired", || server.stats().expired == 2);
+    let closed = handler.closed.lock().clone();
+    assert_eq!(closed.len(), 2);
+    assert!(closed.iter().all(|&(_, reason, seen)| reason == PeerClose::Idle && seen == 1), "{closed:?}");
+    assert_eq!(server.stats().peers, 0);
+    assert_eq!(ask(&c, addr, b"c"), b"c");
+}
+
+#[test]
+fn bad_settings_are_errors() {
+    for b in [
+        DatagramServer::builder().max_peers(0),
+        DatagramServer::builder().max_datagram(MAX_UDP_PAYLOAD + 1),
+        DatagramServer::builder().max_datagram(0),
+        DatagramServer::builder().idle_timeout(Duration::ZERO),
+    ] {
+        let err = b.start("127.0.0.1:0", Echo::default()).unwrap_err();
+        assert!(err.to_string().starts_with("invalid configuration: "), "{err}");
+    }
+}
+
+#[test]
+fn one_shutdown_handle_drains_tcp_and_udp() {
+    let tcp = Server::builder()
+        .start(
+            "127.0.0.1:0",
+            handler_fn(Framing::Raw, |d, c| {
+                c.send(d);
+                Flow::Continue
+            }),
+        )
+        .unwrap();
+    let handler = Arc::new(Echo::default());
+    let udp = DatagramServer::builder()
+        .lifecycle(tcp.shutdown_handle())
+        .start(tcp.local_addr(), Arc::clone(&handler))
+        .unwrap();
+    assert_eq!(udp.local_addr().port(), tcp.local_addr().port(), "the same port number");
+    let c = client();
+    assert_eq!(ask(&c, udp.local_addr(), b"hi"), b"hi");
+    let sender = udp.sender();
+    let handle = tcp.shutdown_handle();
+    handle.drain();
+    let mut buf = [0u8; 1024];
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"goodbye", "drain was called for the peer");
+    let report = udp.wait();
+    assert_eq!((report.drained, report.forced), (1, 0));
+    tcp.wait();
+    assert_eq!(handle.phase(), Phase::Stopped);
+    assert_eq!(handler.closed.lock()[0].1, PeerClose::Drained);
+    assert_eq!(sender.send_to(c.local_addr().unwrap(), b"late"), Err(DatagramSendError::Closed));
+}
+
+/// A panicking callback closes its peer only.
+#[test]
+fn a_panic_closes_the_peer_only() {
+    struct Boom;
+    impl DatagramHandler for Boom {
+        type Peer = ();
+        fn open(&self, _: &mut Reply<'_>) {}
+        fn datagram(&self, _: &mut (), data: &[u8], out: &mut Reply<'_>) -> Flow {
+            assert_ne!(data, b"panic", "asked to panic");
+            out.send(data).unwrap();
+            Flow::Continue
+        }
+    }
+    let server = DatagramServer::builder().start("127.0.0.1:0", Boom).unwrap();
+    let addr = server.local_addr();
+    let c = client();
+    c.send_to(b"panic", addr).unwrap();
+    wait_until("the panic counted", || server.stats().handler_panics == 1);
+    assert_eq!(server.stats().peers, 0);
+    assert_eq!(ask(&c, addr, b"ok"), b"ok");
+}
+
+/// The TCP side may stop before the datagram thread looks at the phase:
+/// its peers are still drained after a drain, and forced after a force.
+#[test]
+fn a_tcp_server_that_stopped_first_leaves_the_udp_peers_drained_or_forced() {
+    for force in [false, true] {
+        let tcp =
+            Server::builder().start("127.0.0.1:0", handler_fn(Framing::Raw, |_, _| Flow::Continue)).unwrap();
+        let handler = Arc::new(Echo::default());
+        let udp = DatagramServer::builder()
+            .lifecycle(tcp.shutdown_handle())
+            .start("127.0.0.1:0", Arc::clone(&handler))
+            .unwrap();
+        let c = client();
+        assert_eq!(ask(&c, udp.local_addr(), b"hi"), b"hi");
+        let handle = tcp.shutdown_handle();
+        if force {
+            handle.force();
+        } else {
+            handle.drain();
+        }
+        tcp.wait();
+        let report = udp.wait();
+        let want = if force { (0, 1, PeerClose::Forced) } else { (1, 0, PeerClose::Drained) };
+        assert_eq!((report.drained, report.forced, handler.closed.lock()[0].1), want);
+    }
+}
