@@ -11,6 +11,8 @@
 //!   run, and [`child::ChildServer`], a server in a process of its own whose
 //!   memory, descriptors and threads the test reads through `/proc/PID`;
 //! - [`DescriptorBudget`]: the descriptor budget a server logs at start;
+//! - [`redis::TestRedis`]: a `redis-server` of the test's own on a free
+//!   loopback port, stopped and restarted on demand;
 //! - [`LineEcho`], the line-echo test handler; [`decode`], the decoder
 //!   driver; [`lines`], the fuzz input layout.
 
@@ -21,6 +23,7 @@ pub mod decode;
 mod line_echo;
 pub mod lines;
 mod net;
+pub mod redis;
 pub mod test_server;
 mod wait;
 
