@@ -11,6 +11,7 @@
 //!   run, and [`child::ChildServer`], a server in a process of its own whose
 //!   memory, descriptors and threads the test reads through `/proc/PID`;
 //! - [`DescriptorBudget`]: the descriptor budget a server logs at start;
+//! - [`ChatNode`]: a `switchboard-server` chat in a process of its own;
 //! - [`redis::TestRedis`]: a `redis-server` of the test's own on a free
 //!   loopback port, stopped and restarted on demand;
 //! - [`LineEcho`], the line-echo test handler; [`decode`], the decoder
@@ -18,6 +19,7 @@
 
 mod budget;
 mod chat_client;
+mod chat_node;
 pub mod child;
 pub mod decode;
 mod line_echo;
@@ -29,6 +31,7 @@ mod wait;
 
 pub use budget::DescriptorBudget;
 pub use chat_client::ChatClient;
+pub use chat_node::ChatNode;
 pub use line_echo::LineEcho;
 pub use net::{
     connect, init_logs, raise_fd_limit, random_bytes, read_end, read_exact, read_line, reset, round_trip,

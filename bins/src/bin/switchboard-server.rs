@@ -88,6 +88,10 @@ struct Args {
     /// The folder the file handler serves; nothing outside it is ever sent.
     #[arg(long, value_name = "DIR", required_if_eq("handler", "file"))]
     root: Option<PathBuf>,
+
+    // Chat cluster and accounts: --redis, --redis-lease, --redis-queue, --accounts.
+    #[command(flatten)]
+    cluster: switchboard_bins::cluster::ClusterArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,12 +135,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.root.is_some() && args.handler != HandlerName::File {
         log::warn!("--root is used only by --handler file; ignoring it");
     }
+    if args.cluster.any() && args.handler != HandlerName::Chat {
+        log::warn!("--redis and --accounts are used only by --handler chat; ignoring them");
+    }
     match args.handler {
         HandlerName::Echo => serve(builder, &args.listen, Echo),
         HandlerName::Upper => serve(builder, &args.listen, Upper::new()),
         HandlerName::Chat => {
             let rate = args.chat_room_rate as u64;
             let chat = Chat::new(args.max_frame).rate_limit(args.chat_rate).room_rate(rate, rate / 2);
+            let chat = args.cluster.apply(chat)?;
             serve(builder, &args.listen, chat)
         }
         HandlerName::File => {

@@ -1,0 +1,181 @@
+//! One chat across several `switchboard-server` processes sharing a real
+//! `redis-server` of the test's own (PROTOCOLS.md, "Chat cluster").
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use switchboard_test_support::redis::TestRedis;
+use switchboard_test_support::{ChatNode, TIMEOUT};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard-server");
+
+fn node(redis: &TestRedis, lease: &str) -> ChatNode {
+    ChatNode::start(Path::new(BIN), &["--redis", &redis.url(), "--redis-lease", lease])
+}
+
+#[test]
+fn two_servers_share_lines_msgs_who_nicks_joins_and_leaves() {
+    let redis = TestRedis::start();
+    let a = node(&redis, "10s");
+    let b = node(&redis, "10s");
+    let (mut alice, ga) = a.join();
+    let (mut bob, gb) = b.join();
+    // Servers are numbered in the order they joined Redis.
+    assert_eq!((ga.as_str(), gb.as_str()), ("guest-1-1", "guest-2-1"));
+    alice.until(&format!("* {gb} joined"));
+
+    alice.send("/nick alice");
+    alice.expect("* you are now alice");
+    bob.until(&format!("* {ga} is now alice"));
+    bob.send("/nick bob");
+    bob.expect("* you are now bob");
+    alice.until(&format!("* {gb} is now bob"));
+
+    // A nick held on A is taken on B, look-alikes included.
+    bob.send("/nick ALICE");
+    bob.expect("! nick taken");
+    bob.send("/nick \u{430}lice");
+    bob.expect("! nick taken");
+
+    // Lines cross in order per sender, cleaned of control characters.
+    for i in 0..50 {
+        alice.send(&format!("line {i}"));
+    }
+    alice.send("bell\u{7}esc\u{1b}[2J");
+    for i in 0..50 {
+        bob.expect(&format!("<alice> line {i}"));
+    }
+    bob.expect("<alice> bell\u{fffd}esc\u{fffd}[2J");
+
+    bob.send("/msg alice psst");
+    alice.expect("*bob* psst");
+    bob.send("/msg nobody hi");
+    bob.expect("! no such user nobody");
+    bob.until_who("alice, bob");
+    alice.until_who("alice, bob");
+
+    // A third member on A; bob leaves: A hears it.
+    let (mut carol, gc) = a.join();
+    bob.until(&format!("* {gc} joined"));
+    bob.send("/quit");
+    bob.expect("* bye");
+    alice.until("* bob left");
+    carol.until("* bob left");
+    alice.until_who(&format!("alice, {gc}"));
+    // The nick is free again across servers.
+    let (mut dave, _) = b.join();
+    dave.send("/nick bob");
+    dave.expect("* you are now bob");
+}
+
+#[test]
+fn three_servers_one_room() {
+    let redis = TestRedis::start();
+    let nodes: Vec<ChatNode> = (0..3).map(|_| node(&redis, "10s")).collect();
+    let mut members: Vec<_> = nodes.iter().map(|n| n.join().0).collect();
+    for (i, m) in members.iter_mut().enumerate() {
+        m.send(&format!("/nick m{i}"));
+        m.until(&format!("* you are now m{i}"));
+    }
+    members[2].send("from the third");
+    members[0].until("<m2> from the third");
+    members[1].until("<m2> from the third");
+    members[0].send("/msg m2 hello three");
+    members[2].until("*m0* hello three");
+    members[1].until_who("m0, m1, m2");
+}
+
+#[test]
+fn a_killed_servers_nicks_free_up_after_the_lease() {
+    let redis = TestRedis::start();
+    let lease = Duration::from_secs(3);
+    let a = node(&redis, "3s");
+    let b = node(&redis, "3s");
+    let (mut held, _) = a.join();
+    held.send("/nick keeper");
+    held.expect("* you are now keeper");
+    let (mut other, _) = b.join();
+    other.until_who("guest-2-1, keeper");
+    let killed = Instant::now();
+    a.kill();
+    // Still held right after the crash: nobody renews, nobody releases.
+    other.send("/nick keeper");
+    let first = other.line();
+    let early = killed.elapsed();
+    if early < lease {
+        assert_eq!(first, "! nick taken", "{early:?} after the kill");
+    }
+    // Free once the lease ran out (polled with a deadline).
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        other.send("/nick keeper");
+        let answer = other.line();
+        if answer == "* you are now keeper" {
+            break;
+        }
+        assert_eq!(answer, "! nick taken");
+        assert!(Instant::now() < deadline, "keeper still held {TIMEOUT:?} after the kill");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(killed.elapsed() >= lease - Duration::from_millis(400), "freed after {:?}", killed.elapsed());
+    other.until_who("keeper");
+}
+
+#[test]
+fn losing_redis_keeps_the_local_room_and_the_link_comes_back() {
+    let mut redis = TestRedis::start();
+    let a = node(&redis, "2s");
+    let b = node(&redis, "2s");
+    let (mut alice, _) = a.join();
+    alice.send("/nick alice");
+    alice.expect("* you are now alice");
+    let (mut amy, _) = a.join();
+    amy.send("/nick amy");
+    amy.until("* you are now amy");
+    let (mut bob, _) = b.join();
+    bob.send("/nick bob");
+    bob.expect("* you are now bob");
+    alice.until("* guest-2-1 is now bob");
+
+    redis.stop();
+    alice.until("* cluster link lost");
+    amy.until("* cluster link lost");
+    bob.until("* cluster link lost");
+    // The local room keeps working.
+    alice.send("still here");
+    amy.until("<alice> still here");
+    amy.send("/who");
+    amy.expect("* online: alice, amy");
+    bob.send("/nick zed");
+    bob.expect("! cluster link lost, try again later");
+
+    redis.restart();
+    alice.until("* cluster link restored");
+    bob.until("* cluster link restored");
+    alice.send("back again");
+    bob.until("<alice> back again");
+    bob.until_who("alice, amy, bob");
+    // The restarted Redis was empty: the nicks were written again.
+    bob.send("/nick amy");
+    bob.expect("! nick taken");
+
+    // With Redis gone, a server still shuts down cleanly.
+    redis.stop();
+    alice.until("* cluster link lost");
+    let (status, stderr) = a.stop();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    assert!(stderr.contains("cluster: bridge stopped"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_redis_is_a_clear_error_at_start() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let out = switchboard_test_support::child::run(
+        std::process::Command::new(BIN).args(["--handler", "chat", "--listen", "127.0.0.1:0", "--redis", &url]),
+        TIMEOUT,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("switchboard-server: --redis: cannot reach Redis at {url}: ")), "{err}");
+}
