@@ -80,6 +80,16 @@ impl ChatClient {
         panic!("no {want:?} in 1000 lines: {skipped:?}");
     }
 
+    /// Reads lines until one starts with `prefix`; returns the rest of it.
+    pub fn until_prefix(&mut self, prefix: &str) -> String {
+        for _ in 0..1000 {
+            if let Some(rest) = self.line().strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+        panic!("no line starting {prefix:?} in 1000 lines");
+    }
+
     /// Sends `/who` until the answer is `* online: ONLINE` (other lines
     /// are skipped), within the test timeout: another server's member set
     /// is written a moment after its members join.
