@@ -62,9 +62,21 @@ impl RedisProc {
         let dir = std::env::temp_dir().join(format!("switchboard-bench-redis-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for _ in 0..10 {
-            let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| e.to_string())?
+                .port();
             let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
                 .arg("--dir")
                 .arg(&dir)
                 .stdin(Stdio::null())
@@ -74,7 +86,8 @@ impl RedisProc {
                 .map_err(|e| format!("cannot start redis-server (apt-get install redis-server): {e}"))?;
             let mut r = RedisProc { child, port, dir: dir.clone() };
             let up = wait_for("redis", || {
-                matches!(r.child.try_wait(), Ok(Some(_))) || ask(port, "PING").is_some_and(|a| a.starts_with("+PONG"))
+                matches!(r.child.try_wait(), Ok(Some(_)))
+                    || ask(port, "PING").is_some_and(|a| a.starts_with("+PONG"))
             });
             if up.is_ok() && matches!(r.child.try_wait(), Ok(None)) {
                 return Ok(r);
@@ -89,7 +102,9 @@ impl RedisProc {
 pub(crate) fn chat_cluster_run(opts: &Options, bins: &Bins, members: usize) -> Result<ChatSample, String> {
     let redis = RedisProc::start()?;
     let url = format!("redis://127.0.0.1:{}", redis.port);
-    let start = |bin: &Path| ServerProc::start(bin, &["--handler", "chat", "--listen", "127.0.0.1:0", "--redis", &url]);
+    let start = |bin: &Path| {
+        ServerProc::start(bin, &["--handler", "chat", "--listen", "127.0.0.1:0", "--redis", &url])
+    };
     let a = start(&bins.server)?;
     let b = start(&bins.server)?;
     // Both bridges subscribed: Redis counts them.

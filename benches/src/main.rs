@@ -417,7 +417,12 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
                 Ok(s) => {
                     eprintln!(
                         "  {:<38} {:<11} {:>9.0} deliveries/s  p99 {:>8.0} µs  {}/{} members got everything",
-                        "chat, 2 servers + Redis", "switchboard", s.delivered, s.p99_us, s.complete, s.members
+                        "chat, 2 servers + Redis",
+                        "switchboard",
+                        s.delivered,
+                        s.p99_us,
+                        s.complete,
+                        s.members
                     );
                     r.chat_cluster.push(s);
                 }
@@ -585,15 +590,15 @@ fn chat_run(opts: &Options, bins: &Bins, members: usize) -> Result<ChatSample, S
 
 /// A chat run's figures from switchboard-load's JSON and the servers' CPU time.
 pub(crate) fn chat_sample(v: &Value, cpu: Duration) -> ChatSample {
-    let received = f(&v, &["messages", "received"]);
+    let received = f(v, &["messages", "received"]);
     ChatSample {
-        delivered: f(&v, &["throughput_per_s"]),
-        sent: f(&v, &["messages", "sent"]) / f(&v, &["duration_s"]).max(1e-9),
-        p50_us: f(&v, &["latency_us", "p50"]),
-        p99_us: f(&v, &["latency_us", "p99"]),
-        members: f(&v, &["chat", "members"]) as u64,
-        complete: f(&v, &["chat", "complete_members"]) as u64,
-        errors: f(&v, &["errors", "total"]) as u64,
+        delivered: f(v, &["throughput_per_s"]),
+        sent: f(v, &["messages", "sent"]) / f(v, &["duration_s"]).max(1e-9),
+        p50_us: f(v, &["latency_us", "p50"]),
+        p99_us: f(v, &["latency_us", "p99"]),
+        members: f(v, &["chat", "members"]) as u64,
+        complete: f(v, &["chat", "complete_members"]) as u64,
+        errors: f(v, &["errors", "total"]) as u64,
         server_cpu_us: if received > 0.0 { cpu.as_secs_f64() * 1e6 / received } else { 0.0 },
     }
 }

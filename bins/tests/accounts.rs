@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
+use switchboard_handlers::chat::LOGIN_FAILURES_PER_NAME;
 use switchboard_test_support::redis::TestRedis;
 use switchboard_test_support::{temp_dir, ChatNode, TIMEOUT};
-use switchboard_handlers::chat::LOGIN_FAILURES_PER_NAME;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-server");
 
@@ -114,7 +114,9 @@ fn a_corrupt_or_unusable_store_is_a_clear_error_at_start() {
     let junk = dir.write("junk.redb", &[0x5a; 8192]);
     for path in [junk.clone(), dir.path().to_path_buf(), dir.path().join("missing/a.redb")] {
         let out = switchboard_test_support::child::run(
-            std::process::Command::new(BIN).args(["--handler", "chat", "--listen", "127.0.0.1:0", "--accounts"]).arg(&path),
+            std::process::Command::new(BIN)
+                .args(["--handler", "chat", "--listen", "127.0.0.1:0", "--accounts"])
+                .arg(&path),
             TIMEOUT,
         );
         assert!(!out.status.success(), "{}", path.display());

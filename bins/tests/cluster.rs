@@ -172,7 +172,14 @@ fn an_unreachable_redis_is_a_clear_error_at_start() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("redis://127.0.0.1:{port}");
     let out = switchboard_test_support::child::run(
-        std::process::Command::new(BIN).args(["--handler", "chat", "--listen", "127.0.0.1:0", "--redis", &url]),
+        std::process::Command::new(BIN).args([
+            "--handler",
+            "chat",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            &url,
+        ]),
         TIMEOUT,
     );
     assert!(!out.status.success());

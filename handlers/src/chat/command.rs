@@ -140,7 +140,10 @@ mod tests {
         assert_eq!(parse("/msg"), Command::MsgUsage);
         assert_eq!(parse("/msg bob"), Command::MsgUsage);
         assert_eq!(parse("/msg bob   "), Command::MsgUsage);
-        assert_eq!(parse("/register bob s3cret pw"), Command::Register { name: "bob", password: "s3cret pw" });
+        assert_eq!(
+            parse("/register bob s3cret pw"),
+            Command::Register { name: "bob", password: "s3cret pw" }
+        );
         assert_eq!(parse("/login  bob  pw "), Command::Login { name: "bob", password: "pw" });
         assert_eq!(parse("/login bob"), Command::AccountUsage("/login"));
         assert_eq!(parse("/register"), Command::AccountUsage("/register"));

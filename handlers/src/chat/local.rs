@@ -58,7 +58,7 @@ pub(crate) fn rename(
         let mut room = room.lock();
         if account.is_some() {
             if let Some((holder, handle)) = room.find(&new).filter(|(holder, _)| *holder != id) {
-                if let Some((old, guest, others)) = room.to_guest(holder) {
+                if let Some((old, guest, others)) = room.make_guest(holder) {
                     notices.push((Some(handle), (old, guest), others));
                 }
             }
@@ -98,7 +98,7 @@ pub(crate) fn evict(room: &Mutex<Room<ConnHandle>>, nick: &str) -> Option<Change
         if room.account(holder) == Some(key.as_str()) {
             return None;
         }
-        let (old, guest, others) = room.to_guest(holder)?;
+        let (old, guest, others) = room.make_guest(holder)?;
         (handle, old, guest, others)
     };
     let _ = handle.send(line(&format!("* you are now {guest}")));

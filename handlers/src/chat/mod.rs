@@ -20,7 +20,8 @@ use room::{NickError, Room};
 pub use text::{clean, is_unsafe};
 // Cluster (--redis) and accounts (--accounts).
 pub use accounts::{
-    AccountsError, ADDRESS_REFILL, LOGIN_FAILURES_PER_ADDRESS, LOGIN_FAILURES_PER_NAME, MIN_PASSWORD, NAME_REFILL,
+    AccountsError, ADDRESS_REFILL, LOGIN_FAILURES_PER_ADDRESS, LOGIN_FAILURES_PER_NAME, MIN_PASSWORD,
+    NAME_REFILL,
 };
 pub use cluster::{ClusterConfig, ClusterError, DEFAULT_LEASE, DEFAULT_QUEUE};
 
@@ -191,7 +192,13 @@ impl Chat {
             }
             bucket.lock().spend(bytes as f64, rate, burst)
         });
-        let c = cluster::Cluster::start(&config, Arc::clone(&self.room), self.announce_up_to, self.max_line, spend)?;
+        let c = cluster::Cluster::start(
+            &config,
+            Arc::clone(&self.room),
+            self.announce_up_to,
+            self.max_line,
+            spend,
+        )?;
         self.room.lock().set_guest_prefix(c.guest_prefix());
         let store = Box::new(accounts::RedisStore::new(c.client()));
         self.accounts = None;

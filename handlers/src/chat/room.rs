@@ -102,7 +102,7 @@ impl<H: Clone> Room<H> {
     /// Renames member `id` to the next guest nick (it lost its nick to the
     /// account that owns it). Returns the old nick, the new one and the
     /// other members.
-    pub(crate) fn to_guest(&mut self, id: u64) -> Option<(String, String, Vec<H>)> {
+    pub(crate) fn make_guest(&mut self, id: u64) -> Option<(String, String, Vec<H>)> {
         self.members.get(&id)?;
         let new = self.next_guest();
         let member = self.members.get_mut(&id)?;
@@ -210,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn to_guest_and_accounts() {
+    fn make_guest_and_accounts() {
         let mut room: Room<u64> = Room::default();
         room.set_guest_prefix("guest-7-".into());
         assert_eq!(room.join(1, 1).0, "guest-7-1");
@@ -219,11 +219,11 @@ mod tests {
         room.set_account(1, key("alice"));
         assert_eq!(room.account(1), Some("alice"));
         assert_eq!(room.account(2), None);
-        assert_eq!(room.to_guest(1), Some(("alice".to_string(), "guest-7-3".to_string(), vec![2])));
+        assert_eq!(room.make_guest(1), Some(("alice".to_string(), "guest-7-3".to_string(), vec![2])));
         assert_eq!(room.account(1), None);
         assert_eq!(room.find("alice"), None);
         assert_eq!(room.find("guest-7-3").map(|(id, _)| id), Some(1));
-        assert_eq!(room.to_guest(9), None);
+        assert_eq!(room.make_guest(9), None);
     }
 
     #[test]

@@ -150,14 +150,19 @@ impl fmt::Debug for Accounts {
 /// 16 bytes from the kernel's random source.
 fn random_salt() -> Result<SaltString, String> {
     let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(|e| e.to_string())?;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| e.to_string())?;
     SaltString::encode_b64(&bytes).map_err(|e| e.to_string())
 }
 
 /// The Argon2id hash of `password` (PHC string), with a fresh salt.
 fn hash(password: &str) -> Result<String, String> {
     let salt = random_salt()?;
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Whether `password` matches `phc` (constant-time compare inside argon2).
@@ -173,7 +178,8 @@ impl Accounts {
         cluster: Option<ClusterLink>,
     ) -> Result<Accounts, AccountsError> {
         let dummy = hash("not a password of anyone").map_err(|e| AccountsError(format!("argon2: {e}")))?;
-        let shared = Arc::new(Shared { store, room, cluster, limiter: Mutex::new(Limiter::default()), dummy });
+        let shared =
+            Arc::new(Shared { store, room, cluster, limiter: Mutex::new(Limiter::default()), dummy });
         let (tx, rx) = bounded::<Task>(QUEUE);
         let mut threads = Vec::new();
         for n in 0..THREADS {
@@ -221,7 +227,13 @@ impl Accounts {
         }
         let key = nick_key(&name);
         let ip = conn.peer_addr().ip();
-        self.submit(Task::Login { id: conn.id(), key, password: password.to_owned(), ip, reply: conn.defer() });
+        self.submit(Task::Login {
+            id: conn.id(),
+            key,
+            password: password.to_owned(),
+            ip,
+            reply: conn.defer(),
+        });
     }
 
     fn submit(&self, task: Task) {
@@ -302,7 +314,9 @@ impl Shared {
                 };
                 log::info!("accounts: {} logged in from {ip}", account.name);
                 match &self.cluster {
-                    Some(cluster) => cluster.request(Job::Claim { id, nick: account.name, account: Some(key), reply }),
+                    Some(cluster) => {
+                        cluster.request(Job::Claim { id, nick: account.name, account: Some(key), reply })
+                    }
                     None => match local::rename(&self.room, id, &account.name, Some(key), &reply) {
                         Ok(_) | Err(NickError::NotMember) => {}
                         Err(NickError::Taken) => {

@@ -160,7 +160,9 @@ impl Store for RedisStore {
         let json: Option<String> = self.with(|c| redis::cmd("GET").arg(account_entry(key)).query(c))?;
         match json {
             None => Ok(None),
-            Some(j) => serde_json::from_str(&j).map(Some).map_err(|e| format!("account {key:?} is not readable: {e}")),
+            Some(j) => serde_json::from_str(&j)
+                .map(Some)
+                .map_err(|e| format!("account {key:?} is not readable: {e}")),
         }
     }
 
@@ -202,7 +204,9 @@ mod tests {
         let e = Embedded::open(dir.path()).err().expect("a folder is refused");
         assert!(e.to_string().starts_with("account store "), "{e}");
         // A folder that does not exist.
-        let e = Embedded::open(&dir.path().join("no/such/dir/a.redb")).err().expect("a missing folder is refused");
+        let e = Embedded::open(&dir.path().join("no/such/dir/a.redb"))
+            .err()
+            .expect("a missing folder is refused");
         assert!(e.to_string().contains("a.redb"), "{e}");
     }
 }

@@ -55,7 +55,8 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_junk() {
-        let env = Envelope { s: "ab".into(), e: Event::Text { nick: "bob".into(), text: "hi \"there\"".into() } };
+        let env =
+            Envelope { s: "ab".into(), e: Event::Text { nick: "bob".into(), text: "hi \"there\"".into() } };
         let json = env.encode();
         assert_eq!(json, r#"{"s":"ab","k":"text","nick":"bob","text":"hi \"there\""}"#);
         assert_eq!(Envelope::decode(json.as_bytes()), Some(env));

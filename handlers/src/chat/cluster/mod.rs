@@ -268,7 +268,8 @@ impl Cluster {
         spend: Spend,
     ) -> Result<Cluster, ClusterError> {
         let url = &config.url;
-        let client = Client::open(url.as_str()).map_err(|e| ClusterError(format!("bad Redis URL {url}: {e}")))?;
+        let client =
+            Client::open(url.as_str()).map_err(|e| ClusterError(format!("bad Redis URL {url}: {e}")))?;
         let inner = Inner {
             sid: String::new(),
             client,
@@ -281,7 +282,8 @@ impl Cluster {
             link: parking_lot::Mutex::new(LinkState { out: true, ..LinkState::default() }),
             dropped: AtomicU64::new(0),
         };
-        let mut con = inner.connect().map_err(|e| ClusterError(format!("cannot reach Redis at {url}: {e}")))?;
+        let mut con =
+            inner.connect().map_err(|e| ClusterError(format!("cannot reach Redis at {url}: {e}")))?;
         let seq: u64 = redis::cmd("INCR")
             .arg(SEQ)
             .query(&mut con)
@@ -544,7 +546,13 @@ impl Inner {
         let mut p = redis::pipe();
         let take = |p: &mut redis::Pipeline, nick: &str| {
             p.cmd("SADD").arg(&members).arg(nick).ignore();
-            p.cmd("SET").arg(nick_entry(&nick_key(nick))).arg(&self.sid).arg("NX").arg("PX").arg(self.lease_ms()).ignore();
+            p.cmd("SET")
+                .arg(nick_entry(&nick_key(nick)))
+                .arg(&self.sid)
+                .arg("NX")
+                .arg("PX")
+                .arg(self.lease_ms())
+                .ignore();
         };
         let release = |p: &mut redis::Pipeline, nick: &str| {
             p.cmd("SREM").arg(&members).arg(nick).ignore();
@@ -602,7 +610,12 @@ impl Inner {
                     }
                     Err(e) => {
                         if self.free_here(&nick) {
-                            redis::cmd("EVAL").arg(RELEASE).arg(1).arg(nick_entry(&key)).arg(&self.sid).query::<()>(c)?;
+                            redis::cmd("EVAL")
+                                .arg(RELEASE)
+                                .arg(1)
+                                .arg(nick_entry(&key))
+                                .arg(&self.sid)
+                                .query::<()>(c)?;
                         }
                         match e {
                             NickError::Taken => "! nick taken",
@@ -621,8 +634,12 @@ impl Inner {
         let servers: Vec<String> = redis::cmd("SMEMBERS").arg(SERVERS).query(c)?;
         let mut nicks: Vec<String> = self.room.lock().roster().into_iter().map(|(_, n, _)| n).collect();
         for s in servers.iter().filter(|s| **s != self.sid) {
-            let (exists, members): (bool, Vec<String>) =
-                redis::pipe().cmd("EXISTS").arg(members_entry(s)).cmd("SMEMBERS").arg(members_entry(s)).query(c)?;
+            let (exists, members): (bool, Vec<String>) = redis::pipe()
+                .cmd("EXISTS")
+                .arg(members_entry(s))
+                .cmd("SMEMBERS")
+                .arg(members_entry(s))
+                .query(c)?;
             if !exists {
                 // A server that stopped renewing (or has nobody).
                 redis::cmd("SREM").arg(SERVERS).arg(s).query::<()>(c)?;
@@ -658,15 +675,20 @@ impl Inner {
         for (_, nick, account) in &roster {
             let key = nick_key(nick);
             let force = account.as_deref() == Some(key.as_str());
-            p.cmd("EVAL").arg(RENEW).arg(1).arg(nick_entry(&key)).arg(&self.sid).arg(self.lease_ms()).arg(if force {
-                "1"
-            } else {
-                "0"
-            });
+            p.cmd("EVAL")
+                .arg(RENEW)
+                .arg(1)
+                .arg(nick_entry(&key))
+                .arg(&self.sid)
+                .arg(self.lease_ms())
+                .arg(if force { "1" } else { "0" });
         }
         p.cmd("DEL").arg(&members).ignore();
         if !roster.is_empty() {
-            p.cmd("SADD").arg(&members).arg(roster.iter().map(|(_, n, _)| n.as_str()).collect::<Vec<_>>()).ignore();
+            p.cmd("SADD")
+                .arg(&members)
+                .arg(roster.iter().map(|(_, n, _)| n.as_str()).collect::<Vec<_>>())
+                .ignore();
             p.cmd("PEXPIRE").arg(&members).arg(self.lease_ms()).ignore();
         }
         p.cmd("SADD").arg(SERVERS).arg(&self.sid).ignore();
@@ -807,7 +829,8 @@ mod tests {
     fn a_bad_url_or_absent_redis_is_a_clear_error() {
         let room = SharedRoom::default();
         let spend: Spend = Box::new(|_| None);
-        let e = Cluster::start(&ClusterConfig::new("nonsense://x"), Arc::clone(&room), 10, 100, spend).unwrap_err();
+        let e = Cluster::start(&ClusterConfig::new("nonsense://x"), Arc::clone(&room), 10, 100, spend)
+            .unwrap_err();
         assert!(e.to_string().starts_with("bad Redis URL nonsense://x"), "{e}");
         // A port nobody listens on: bind one and release it.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
