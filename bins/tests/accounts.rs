@@ -128,3 +128,31 @@ fn a_corrupt_or_unusable_store_is_a_clear_error_at_start() {
     // Nothing was written over the junk.
     assert_eq!(std::fs::read(&junk).unwrap(), vec![0x5a; 8192]);
 }
+
+#[test]
+fn the_owner_logging_in_sends_a_guest_on_the_same_server_back_to_a_guest_nick() {
+    let dir = temp_dir("accounts");
+    let path = dir.path().join("a.redb");
+    let a = ChatNode::start(Path::new(BIN), &["--accounts", path.to_str().unwrap()]);
+    let (mut squatter, _) = a.join();
+    let (mut owner, _) = a.join();
+    squatter.expect("* guest-2 joined");
+    squatter.send("/nick hank");
+    squatter.expect("* you are now hank");
+    owner.until("* guest-1 is now hank");
+    owner.send("/register hank hank-password");
+    owner.expect("* registered hank");
+    owner.send("/login hank hank-password");
+    owner.expect("* hank is now guest-3");
+    owner.expect("* you are now hank");
+    squatter.expect("* you are now guest-3");
+    squatter.expect("* guest-2 is now hank");
+    // Renaming away and back is the owner's right; not the guest's.
+    squatter.send("/nick hank");
+    squatter.expect("! nick registered");
+    owner.send("/help");
+    let help: Vec<String> = (0..7).map(|_| owner.line()).collect();
+    assert!(help[5].starts_with("* /register NAME PASSWORD "), "{help:?}");
+    assert!(help[6].starts_with("* /login NAME PASSWORD "), "{help:?}");
+    owner.expect_nothing_before_who("guest-3, hank");
+}

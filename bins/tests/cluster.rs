@@ -69,6 +69,30 @@ fn two_servers_share_lines_msgs_who_nicks_joins_and_leaves() {
 }
 
 #[test]
+fn what_arrives_from_redis_is_cleaned_again() {
+    let redis = TestRedis::start();
+    let a = node(&redis, "10s");
+    let (mut m, _) = a.join();
+    // Another "server" publishing by hand: an escape in the text, a bell in
+    // a nick, a line over the limit, junk.
+    let publish = |json: &str| {
+        let quoted = json.replace('\\', "\\\\").replace('"', "\\\"");
+        let answer = redis.command(&format!("PUBLISH switchboard:room \"{quoted}\""));
+        assert_eq!(answer, ":1", "one subscriber");
+    };
+    publish(r#"{"s":"x","k":"text","nick":"eve","text":"a\u001b[2Jb\u202e"}"#);
+    publish(r#"{"s":"x","k":"text","nick":"e\u0007ve","text":"hidden"}"#);
+    publish("not json at all");
+    publish(&format!(r#"{{"s":"x","k":"text","nick":"eve","text":"{}"}}"#, "y".repeat(5000)));
+    publish(r#"{"s":"x","k":"join","nick":"fr\u0000ed"}"#);
+    publish(r#"{"s":"x","k":"text","nick":"eve","text":"last"}"#);
+    m.expect("<eve> a\u{fffd}[2Jb\u{fffd}");
+    // The line limit of this server (4,096) holds for remote lines too.
+    m.expect(&format!("<eve> {}", "y".repeat(4096)));
+    m.expect("<eve> last");
+}
+
+#[test]
 fn three_servers_one_room() {
     let redis = TestRedis::start();
     let nodes: Vec<ChatNode> = (0..3).map(|_| node(&redis, "10s")).collect();

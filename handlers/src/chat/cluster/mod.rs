@@ -86,6 +86,13 @@ if cur == false or cur == ARGV[1] or ARGV[3] == '1' then
 end
 return 0";
 
+/// Keeps the server counter at least this server's number (a Redis that
+/// restarted empty would otherwise number a new server like an old one,
+/// and their guest nicks would clash).
+const KEEP_SEQ: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0";
+
 /// Deletes a nick only if this server holds it (ARGV: server id).
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -203,6 +210,8 @@ struct LinkState {
 /// What both bridge threads share.
 struct Inner {
     sid: String,
+    /// This server's number.
+    seq: u64,
     client: Client,
     lease: Duration,
     room: SharedRoom,
@@ -272,6 +281,7 @@ impl Cluster {
             Client::open(url.as_str()).map_err(|e| ClusterError(format!("bad Redis URL {url}: {e}")))?;
         let inner = Inner {
             sid: String::new(),
+            seq: 0,
             client,
             lease: config.lease,
             room,
@@ -288,7 +298,7 @@ impl Cluster {
             .arg(SEQ)
             .query(&mut con)
             .map_err(|e| ClusterError(format!("Redis at {url} refused INCR: {e}")))?;
-        let inner = Arc::new(Inner { sid: format!("{seq}-{}", random_id()), ..inner });
+        let inner = Arc::new(Inner { sid: format!("{seq}-{}", random_id()), seq, ..inner });
         log::info!("cluster: server {} on Redis {url}", inner.sid);
         let (tx, rx) = bounded(config.queue);
         let out = {
@@ -692,6 +702,7 @@ impl Inner {
             p.cmd("PEXPIRE").arg(&members).arg(self.lease_ms()).ignore();
         }
         p.cmd("SADD").arg(SERVERS).arg(&self.sid).ignore();
+        p.cmd("EVAL").arg(KEEP_SEQ).arg(1).arg(SEQ).arg(self.seq).ignore();
         let held: Vec<i64> = p.query(c)?;
         for ((_, nick, _), ok) in roster.iter().zip(held) {
             if ok == 0 {
@@ -823,6 +834,20 @@ mod tests {
         assert_eq!(checked_nick("b\u{1b}ob"), None);
         assert_eq!(checked_nick("cafe\u{301}"), Some("café".to_string()));
         assert_eq!(checked_nick(""), None);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_events_without_waiting() {
+        let (tx, rx) = bounded(2);
+        let dropped = AtomicU64::new(0);
+        for i in 0..5 {
+            submit(&tx, &dropped, Job::Publish(Event::Join { nick: format!("n{i}") }));
+        }
+        assert_eq!(dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(rx.len(), 2);
+        drop(rx);
+        submit(&tx, &dropped, Job::Publish(Event::Join { nick: "late".into() }));
+        assert_eq!(dropped.load(Ordering::Relaxed), 4);
     }
 
     #[test]
