@@ -66,6 +66,11 @@ fn two_servers_share_lines_msgs_who_nicks_joins_and_leaves() {
     let (mut dave, _) = b.join();
     dave.send("/nick bob");
     dave.expect("* you are now bob");
+    // Another form of one's own nick is decided locally, and announced everywhere.
+    alice.send("/nick Alice");
+    alice.until("* you are now Alice");
+    dave.until("* alice is now Alice");
+    dave.until_who(&format!("Alice, bob, {gc}"));
 }
 
 #[test]

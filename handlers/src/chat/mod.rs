@@ -381,6 +381,9 @@ impl Handler for Chat {
                             let line = format!("* {old} is now {new}\n");
                             self.spend_room(line.len(), conn);
                             broadcast(&others, line);
+                            if let Some(c) = &self.cluster {
+                                c.publish(cluster::Event::Nick { old, new });
+                            }
                         }
                     }
                     Err(NickError::Invalid) => reply(conn, "! invalid nick"),
