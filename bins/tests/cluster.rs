@@ -215,3 +215,33 @@ fn an_unreachable_redis_is_a_clear_error_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("switchboard-server: --redis: cannot reach Redis at {url}: ")), "{err}");
 }
+
+#[test]
+fn a_redis_that_stops_answering_never_holds_up_the_local_room() {
+    let redis = TestRedis::start();
+    let a = node(&redis, "10s");
+    let b = node(&redis, "10s");
+    let (mut alice, _) = a.join();
+    let (mut amy, _) = a.join();
+    let (mut bob, _) = b.join();
+    bob.until_who("guest-1-1, guest-1-2, guest-2-1");
+    // Redis takes no command from anyone for a while (as when it cannot
+    // keep up): the bridge waits, the workers do not.
+    let pause = Duration::from_secs(6);
+    let paused = Instant::now();
+    assert_eq!(redis.command(&format!("CLIENT PAUSE {}", pause.as_millis())), "+OK");
+    for i in 0..20 {
+        alice.send(&format!("during {i}"));
+    }
+    for i in 0..20 {
+        amy.until(&format!("<guest-1-1> during {i}"));
+    }
+    assert!(paused.elapsed() < pause, "local lines waited for Redis: {:?}", paused.elapsed());
+    // The bridge gives up on a Redis that does not answer within its
+    // timeout, says so, and comes back when Redis does.
+    amy.until("* cluster link lost");
+    amy.until("* cluster link restored");
+    bob.until("* cluster link restored");
+    alice.send("after");
+    bob.until("<guest-1-1> after");
+}
