@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use switchboard_handlers::chat::{ClusterConfig, DEFAULT_LEASE, DEFAULT_QUEUE};
+use switchboard_handlers::chat::{ClusterConfig, DEFAULT_QUEUE};
 use switchboard_handlers::Chat;
 
 use crate::cli::parse_duration;
@@ -22,8 +22,7 @@ pub struct ClusterArgs {
 
     /// Chat with --redis: how long a nick stays held after its server stops
     /// renewing it (a crashed server's nicks are free after this).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
-          default_value = humantime_default(DEFAULT_LEASE))]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub redis_lease: Duration,
 
     /// Chat with --redis: room events that may wait for Redis; past it they
@@ -35,11 +34,6 @@ pub struct ClusterArgs {
     /// file (created if missing). With --redis, accounts are in Redis instead.
     #[arg(long, value_name = "PATH")]
     pub accounts: Option<PathBuf>,
-}
-
-/// The default lease as a flag value.
-const fn humantime_default(_lease: Duration) -> &'static str {
-    "10s"
 }
 
 impl ClusterArgs {
@@ -67,10 +61,25 @@ impl ClusterArgs {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+    use switchboard_handlers::chat::DEFAULT_LEASE;
+
     use super::*;
 
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    }
+
     #[test]
-    fn the_default_lease_flag_matches_the_library() {
-        assert_eq!(parse_duration(humantime_default(DEFAULT_LEASE)), Ok(DEFAULT_LEASE));
+    fn the_defaults_match_the_library() {
+        let f = Flags::parse_from(["x"]);
+        assert_eq!(f.cluster.redis_lease, DEFAULT_LEASE);
+        assert_eq!(f.cluster.redis_queue, DEFAULT_QUEUE);
+        assert!(!f.cluster.any());
+        let f = Flags::parse_from(["x", "--redis", "redis://h:1", "--redis-lease", "1500ms"]);
+        assert_eq!(f.cluster.redis_lease, Duration::from_millis(1500));
+        assert!(f.cluster.any());
     }
 }

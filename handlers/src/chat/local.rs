@@ -51,7 +51,6 @@ pub(crate) fn rename(
     reply: &Deferred,
 ) -> Result<Vec<Change>, NickError> {
     let new = normalize_nick(new);
-    let key = nick_key(&new);
     let mut changes = Vec::new();
     let mut notices: Vec<(Option<ConnHandle>, Change, Vec<ConnHandle>)> = Vec::new();
     let result = {
@@ -78,7 +77,6 @@ pub(crate) fn rename(
     }
     let (old, new, others) = result?;
     let _ = reply.send(line(&format!("* you are now {new}")));
-    debug_assert_eq!(nick_key(&new), key);
     if old != new {
         send_all(&others, &format!("* {old} is now {new}"));
     }
