@@ -245,3 +245,36 @@ fn a_redis_that_stops_answering_never_holds_up_the_local_room() {
     alice.send("after");
     bob.until("<guest-1-1> after");
 }
+
+#[test]
+fn every_member_of_two_servers_gets_every_line_under_load() {
+    let redis = TestRedis::start();
+    let a = node(&redis, "10s");
+    let b = node(&redis, "10s");
+    let members = 20;
+    let out = switchboard_test_support::child::run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchboard-load")).args([
+            "chat",
+            "--target",
+            &a.addr().to_string(),
+            "--also-target",
+            &b.addr().to_string(),
+            "--connections",
+            &members.to_string(),
+            "--messages",
+            "400",
+            "--json",
+        ]),
+        TIMEOUT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let chat = &v["chat"];
+    assert_eq!(chat["members"], members, "{v}");
+    assert_eq!(chat["complete_members"], members, "{v}");
+    assert_eq!(chat["missing"], 0, "{v}");
+    assert_eq!(chat["out_of_order"], 0, "{v}");
+    // 400 lines, each to the 19 other members, half of them across Redis.
+    assert_eq!(chat["received"], 400 * (members - 1), "{v}");
+}
