@@ -11,6 +11,10 @@ cd "$(dirname "$0")/.."
 NEEDED=("python3:python3")
 # The status page test of the admin endpoint (bins/tests/admin_browser.rs).
 NEEDED+=("chromium:chromium")
+# The cluster and accounts tests start their own Redis.
+NEEDED+=("redis-server:redis-server")
+# scripts/two-hosts.sh (run by .ci/run after the tests) needs ip netns.
+NEEDED+=("ip:iproute2")
 
 # Installs the Debian packages behind any missing command: with apt-get as
 # root, otherwise prints exactly what to install and fails.

@@ -17,6 +17,7 @@
 //! executable (`switchboard-server`, `switchboard-load`, `tokio-echo`,
 //! `sendfile-server`).
 
+mod cluster;
 mod filebench;
 mod markdown;
 mod plots;
@@ -175,6 +176,8 @@ pub(crate) struct Results {
     pub(crate) idle_conns: usize,
     pub(crate) chat: Vec<ChatSample>,
     pub(crate) chat_members: usize,
+    /// The same chat load on two servers sharing one Redis.
+    pub(crate) chat_cluster: Vec<ChatSample>,
     pub(crate) file: Vec<FileSample>,
     pub(crate) file_md5: Option<Md5Check>,
     pub(crate) file_size: u64,
@@ -430,6 +433,21 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
                     fail(&mut r, format!("chat on switchboard: {e}"));
                 }
             }
+            match cluster::chat_cluster_run(opts, bins, r.chat_members) {
+                Ok(s) => {
+                    eprintln!(
+                        "  {:<38} {:<11} {:>9.0} deliveries/s  p99 {:>8.0} µs  {}/{} members got everything",
+                        "chat, 2 servers + Redis",
+                        "switchboard",
+                        s.delivered,
+                        s.p99_us,
+                        s.complete,
+                        s.members
+                    );
+                    r.chat_cluster.push(s);
+                }
+                Err(e) => fail(&mut r, format!("chat on two servers sharing Redis: {e}")),
+            }
         }
         if let Some(f) = &file {
             match file_run(opts, bins, f, round == 0) {
@@ -599,17 +617,22 @@ fn chat_run(opts: &Options, bins: &Bins, members: usize) -> Result<ChatSample, S
     .collect();
     let v = run_load(&bins.load, &args, Duration::from_secs(120))?;
     let cpu = server.cpu().saturating_sub(cpu0);
-    let received = f(&v, &["messages", "received"]);
-    Ok(ChatSample {
-        delivered: f(&v, &["throughput_per_s"]),
-        sent: f(&v, &["messages", "sent"]) / f(&v, &["duration_s"]).max(1e-9),
-        p50_us: f(&v, &["latency_us", "p50"]),
-        p99_us: f(&v, &["latency_us", "p99"]),
-        members: f(&v, &["chat", "members"]) as u64,
-        complete: f(&v, &["chat", "complete_members"]) as u64,
-        errors: f(&v, &["errors", "total"]) as u64,
+    Ok(chat_sample(&v, cpu))
+}
+
+/// A chat run's figures from switchboard-load's JSON and the servers' CPU time.
+pub(crate) fn chat_sample(v: &Value, cpu: Duration) -> ChatSample {
+    let received = f(v, &["messages", "received"]);
+    ChatSample {
+        delivered: f(v, &["throughput_per_s"]),
+        sent: f(v, &["messages", "sent"]) / f(v, &["duration_s"]).max(1e-9),
+        p50_us: f(v, &["latency_us", "p50"]),
+        p99_us: f(v, &["latency_us", "p99"]),
+        members: f(v, &["chat", "members"]) as u64,
+        complete: f(v, &["chat", "complete_members"]) as u64,
+        errors: f(v, &["errors", "total"]) as u64,
         server_cpu_us: if received > 0.0 { cpu.as_secs_f64() * 1e6 / received } else { 0.0 },
-    })
+    }
 }
 
 fn file_run(

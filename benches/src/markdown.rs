@@ -163,6 +163,28 @@ pub(crate) fn tables(r: &Results) -> String {
             group(m(|c| c.members as f64)),
         );
     }
+    if !r.chat_cluster.is_empty() {
+        let m = |f: fn(&crate::ChatSample) -> f64| median(r.chat_cluster.iter().map(f).collect());
+        let single = median(r.chat.iter().map(|c| c.p99_us).collect());
+        // Signed: on a busy machine the two-server run can come out ahead.
+        let hop = match m(|c| c.p99_us) - single {
+            _ if r.chat.is_empty() => "–".to_string(),
+            d if d < 0.0 => format!("-{}", us(-d)),
+            d => format!("+{}", us(d)),
+        };
+        let _ = writeln!(
+            s,
+            "| chat, {} members, half on each of 2 servers sharing Redis: deliveries/s (p50, p99; extra p99 of the hop over one server; CPU of both servers per delivery; members that got every message) | {} ({}, {}; {}; {}; {}/{}) | no tokio chat | – |",
+            group(r.chat_members as f64),
+            group(m(|c| c.delivered)),
+            us(m(|c| c.p50_us)),
+            us(m(|c| c.p99_us)),
+            hop,
+            us(m(|c| c.server_cpu_us)),
+            group(m(|c| c.complete as f64)),
+            group(m(|c| c.members as f64)),
+        );
+    }
     if !r.file.is_empty() {
         let sbm = median(r.file.iter().map(|x| x.switchboard).collect());
         let base = median(r.file.iter().map(|x| x.baseline).collect());

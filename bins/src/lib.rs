@@ -5,4 +5,5 @@ pub mod admin;
 pub mod beside;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod load;

@@ -12,22 +12,28 @@
 //!   memory, descriptors and threads the test reads through `/proc/PID`;
 //! - [`http`]: a minimal HTTP client for the admin endpoint;
 //! - [`DescriptorBudget`]: the descriptor budget a server logs at start;
+//! - [`ChatNode`]: a `switchboard-server` chat in a process of its own;
+//! - [`redis::TestRedis`]: a `redis-server` of the test's own on a free
+//!   loopback port, stopped and restarted on demand;
 //! - [`LineEcho`], the line-echo test handler; [`decode`], the decoder
 //!   driver; [`lines`], the fuzz input layout.
 
 mod budget;
 mod chat_client;
+mod chat_node;
 pub mod child;
 pub mod decode;
 pub mod http;
 mod line_echo;
 pub mod lines;
 mod net;
+pub mod redis;
 pub mod test_server;
 mod wait;
 
 pub use budget::DescriptorBudget;
 pub use chat_client::ChatClient;
+pub use chat_node::ChatNode;
 pub use line_echo::LineEcho;
 pub use net::{
     connect, init_logs, raise_fd_limit, random_bytes, read_end, read_exact, read_line, reset, round_trip,

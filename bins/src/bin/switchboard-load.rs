@@ -48,6 +48,11 @@ struct Common {
     #[arg(long, short = 't', global = true, value_name = "ADDR", default_value = "127.0.0.1:7878")]
     target: String,
 
+    /// Also load this server, the connections taking the targets in turn
+    /// (chat: a cluster of servers sharing one room); repeatable.
+    #[arg(long, global = true, value_name = "ADDR")]
+    also_target: Vec<String>,
+
     /// Connections to open (chat: members of the room).
     #[arg(long, short = 'c', global = true, value_name = "N", default_value_t = 10)]
     connections: usize,
@@ -254,6 +259,7 @@ fn config(mode: ModeCmd, c: &Common) -> Result<Config, LoadError> {
         return Err(LoadError::Invalid("idle mode sends nothing: --rate does not apply".into()));
     }
     let mut cfg = Config::new(target, c.connections, mode);
+    cfg.also = c.also_target.iter().map(|t| resolve(t)).collect::<Result<_, _>>()?;
     cfg.threads = c.threads;
     cfg.connect_rate = c.connect_rate;
     cfg.stop = match (c.messages, c.duration) {

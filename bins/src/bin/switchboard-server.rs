@@ -133,6 +133,10 @@ struct Args {
     /// Chat: the console member's nick.
     #[arg(long, value_name = "NAME", default_value = switchboard_handlers::chat::CONSOLE_NICK)]
     console_nick: String,
+
+    // Chat cluster and accounts: --redis, --redis-lease, --redis-queue, --accounts.
+    #[command(flatten)]
+    cluster: switchboard_bins::cluster::ClusterArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -190,6 +194,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.root.is_some() && args.handler != HandlerName::File {
         log::warn!("--root is used only by --handler file; ignoring it");
     }
+    if args.cluster.any() && args.handler != HandlerName::Chat {
+        log::warn!("--redis and --accounts are used only by --handler chat; ignoring them");
+    }
     let observe = Observe { admin: args.admin.clone(), stats_every: args.stats_every };
     // --udp with port 0: a port number free for both TCP and UDP.
     let (listen, reserved) = reserve(&args.listen, args.udp)?;
@@ -203,6 +210,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         HandlerName::Chat => {
             let rate = args.chat_room_rate as u64;
             let chat = Chat::new(args.max_frame).rate_limit(args.chat_rate).room_rate(rate, rate / 2);
+            let chat = args.cluster.apply(chat)?;
             let chat = match args.accept_unterminated {
                 Some(d) => chat.accept_unterminated(d),
                 None => chat,

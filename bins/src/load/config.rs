@@ -8,6 +8,9 @@ use std::time::Duration;
 pub struct Config {
     /// The server to load.
     pub target: SocketAddr,
+    /// More servers (a chat cluster): connection `i` goes to
+    /// [`Config::target_of`]`(i)`, taking the targets in turn.
+    pub also: Vec<SocketAddr>,
     /// Connections to open (chat: members of the room).
     pub connections: usize,
     /// Event-loop threads, each driving its share of the connections.
@@ -109,6 +112,7 @@ impl Config {
     pub fn new(target: SocketAddr, connections: usize, mode: Mode) -> Config {
         Config {
             target,
+            also: Vec::new(),
             connections,
             threads: 1,
             connect_rate: 5_000.0,
@@ -118,6 +122,15 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             mode,
             interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Where connection `i` (counted over all threads) connects: the
+    /// target and the [`also`](Config::also) servers in turn.
+    pub fn target_of(&self, i: usize) -> SocketAddr {
+        match i % (1 + self.also.len()) {
+            0 => self.target,
+            k => self.also[k - 1],
         }
     }
 
@@ -164,5 +177,20 @@ impl Config {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod cluster_targets {
+    use super::*;
+
+    #[test]
+    fn connections_take_the_targets_in_turn() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let mut cfg = Config::new(a, 4, Mode::Idle);
+        assert_eq!((0..3).map(|i| cfg.target_of(i)).collect::<Vec<_>>(), vec![a, a, a]);
+        cfg.also = vec![b];
+        assert_eq!((0..4).map(|i| cfg.target_of(i)).collect::<Vec<_>>(), vec![a, b, a, b]);
     }
 }

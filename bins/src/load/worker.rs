@@ -446,7 +446,7 @@ impl<P: Protocol> Worker<P> {
             out_pos: 0,
             conn: Some(self.proto.open(global)),
         };
-        match TcpStream::connect(self.cfg.target) {
+        match TcpStream::connect(self.cfg.target_of(global)) {
             Ok(mut s) => {
                 match self.poll.registry().register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)
                 {

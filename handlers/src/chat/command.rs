@@ -25,6 +25,23 @@ pub enum Command<'a> {
     },
     /// `/msg` without a name or without text.
     MsgUsage,
+    /// `/register NAME PASSWORD`: an account for NAME.
+    Register {
+        /// The name as given, not yet validated.
+        name: &'a str,
+        /// The password: the rest of the line after the name, trimmed.
+        password: &'a str,
+    },
+    /// `/login NAME PASSWORD`: become NAME, an account's owner.
+    Login {
+        /// The name as given.
+        name: &'a str,
+        /// The password.
+        password: &'a str,
+    },
+    /// `/register` or `/login` without a name or without a password: the
+    /// command word.
+    AccountUsage(&'a str),
     /// `/help`.
     Help,
     /// `/quit`, or exactly `quit`.
@@ -62,6 +79,17 @@ pub fn parse(line: &str) -> Command<'_> {
         "/msg" => match args.split_once(char::is_whitespace) {
             Some((to, text)) if !text.trim_start().is_empty() => Command::Msg { to, text: text.trim_start() },
             _ => Command::MsgUsage,
+        },
+        "/register" | "/login" => match args.split_once(char::is_whitespace) {
+            Some((name, password)) if !password.trim_start().is_empty() => {
+                let password = password.trim_start();
+                if word == "/register" {
+                    Command::Register { name, password }
+                } else {
+                    Command::Login { name, password }
+                }
+            }
+            _ => Command::AccountUsage(word),
         },
         _ => Command::Unknown(word),
     }
@@ -112,6 +140,13 @@ mod tests {
         assert_eq!(parse("/msg"), Command::MsgUsage);
         assert_eq!(parse("/msg bob"), Command::MsgUsage);
         assert_eq!(parse("/msg bob   "), Command::MsgUsage);
+        assert_eq!(
+            parse("/register bob s3cret pw"),
+            Command::Register { name: "bob", password: "s3cret pw" }
+        );
+        assert_eq!(parse("/login  bob  pw "), Command::Login { name: "bob", password: "pw" });
+        assert_eq!(parse("/login bob"), Command::AccountUsage("/login"));
+        assert_eq!(parse("/register"), Command::AccountUsage("/register"));
         assert_eq!(parse("/other"), Command::Unknown("/other"));
         assert_eq!(parse("/other x y"), Command::Unknown("/other"));
         assert_eq!(parse("/"), Command::Unknown("/"));

@@ -1,7 +1,10 @@
 //! chat: one room shared by every connection, line by line.
 
+mod accounts;
+mod cluster;
 mod command;
 mod console;
+mod local;
 mod member;
 mod remote;
 mod room;
@@ -10,6 +13,8 @@ mod udp;
 mod unterminated;
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use member::Member;
@@ -21,6 +26,12 @@ pub use console::{ConsoleError, CONSOLE_NICK};
 use room::{NickError, Room};
 pub use text::{clean, is_unsafe};
 pub use udp::{UdpChatPeer, MAX_CHAT_DATAGRAM};
+// Cluster (--redis) and accounts (--accounts).
+pub use accounts::{
+    AccountsError, ADDRESS_REFILL, LOGIN_FAILURES_PER_ADDRESS, LOGIN_FAILURES_PER_NAME, MIN_PASSWORD,
+    NAME_REFILL,
+};
+pub use cluster::{ClusterConfig, ClusterError, DEFAULT_LEASE, DEFAULT_QUEUE};
 
 /// The line limit of [`Chat::default`], in bytes.
 pub(crate) const DEFAULT_MAX_LINE: usize = 4096;
@@ -32,6 +43,12 @@ const HELP: &str = "\
 * /msg NAME text   send text to NAME only
 * /help            show these commands
 * /quit            leave (or send exactly: quit)
+";
+
+/// More `/help` lines when accounts are on.
+const HELP_ACCOUNTS: &str = "\
+* /register NAME PASSWORD   register NAME (a password of 8 characters or more)
+* /login NAME PASSWORD      become NAME, whoever holds it now
 ";
 
 /// A chat relay: every client is in one room, and every line a member sends
@@ -83,18 +100,22 @@ const HELP: &str = "\
 /// notices), and `/who` tells who is there.
 pub struct Chat {
     max_line: usize,
-    room: Mutex<Room<Member>>,
+    room: Arc<Mutex<Room<Member>>>,
     /// Lines per second per member; 0: no limit.
     rate: u32,
     /// Bytes per second through the room, and its burst; 0: no limit.
     room_rate: u64,
     room_burst: u64,
     /// The room's bucket, shared by every sender.
-    room_bucket: Mutex<Bucket>,
+    room_bucket: Arc<Mutex<Bucket>>,
     /// Join and leave notices only while the room has at most this many.
     announce_up_to: usize,
     /// Take a partial line as a line after this long with no more bytes.
     unterminated: Option<Duration>,
+    /// The bridge to the other servers (`--redis`).
+    cluster: Option<cluster::Cluster>,
+    /// `/register` and `/login` (`--accounts`, or Redis with `--redis`).
+    accounts: Option<accounts::Accounts>,
 }
 
 /// The default rate limit of each member, in lines per second.
@@ -154,14 +175,58 @@ impl Chat {
     pub fn new(max_line: usize) -> Chat {
         Chat {
             max_line,
-            room: Mutex::new(Room::default()),
+            room: Arc::default(),
             rate: DEFAULT_RATE,
             room_rate: DEFAULT_ROOM_RATE,
             room_burst: DEFAULT_ROOM_BURST,
-            room_bucket: Mutex::new(Bucket::full(DEFAULT_ROOM_BURST as f64)),
+            room_bucket: Arc::new(Mutex::new(Bucket::full(DEFAULT_ROOM_BURST as f64))),
             announce_up_to: DEFAULT_ANNOUNCE_UP_TO,
             unterminated: None,
+            cluster: None,
+            accounts: None,
         }
+    }
+
+    /// Joins the cluster of every chat server on the Redis of `config`
+    /// (PROTOCOLS.md, "Chat cluster"): one room, nicks held across servers,
+    /// and accounts kept in that Redis (replacing an [`accounts_file`]).
+    /// Call it after the other settings, which it reads. Fails with a clear
+    /// error when Redis cannot be reached.
+    ///
+    /// [`accounts_file`]: Chat::accounts_file
+    pub fn cluster(mut self, config: ClusterConfig) -> Result<Chat, ClusterError> {
+        let bucket = Arc::clone(&self.room_bucket);
+        let (rate, burst) = (self.room_rate as f64, self.room_burst as f64);
+        let spend: cluster::Spend = Box::new(move |bytes| {
+            if rate == 0.0 {
+                return None;
+            }
+            bucket.lock().spend(bytes as f64, rate, burst)
+        });
+        let c = cluster::Cluster::start(
+            &config,
+            Arc::clone(&self.room),
+            self.announce_up_to,
+            self.max_line,
+            spend,
+        )?;
+        self.room.lock().set_guest_prefix(c.guest_prefix());
+        let store = Box::new(accounts::RedisStore::new(c.client()));
+        self.accounts = None;
+        let accounts = accounts::Accounts::start(store, Arc::clone(&self.room), Some(c.link()))
+            .map_err(|e| ClusterError(e.to_string()))?;
+        self.accounts = Some(accounts);
+        self.cluster = Some(c);
+        Ok(self)
+    }
+
+    /// Keeps accounts (`/register`, `/login`) in the embedded store at
+    /// `path` (a redb file, created if missing). A store that cannot be
+    /// opened, read or written is an error here, at start.
+    pub fn accounts_file(mut self, path: impl AsRef<Path>) -> Result<Chat, AccountsError> {
+        let store = Box::new(accounts::Embedded::open(path.as_ref())?);
+        self.accounts = Some(accounts::Accounts::start(store, Arc::clone(&self.room), None)?);
+        Ok(self)
     }
 
     /// Limits the whole room to `bytes_per_sec` bytes of lines a second,
@@ -171,7 +236,7 @@ impl Chat {
     pub fn room_rate(mut self, bytes_per_sec: u64, burst: u64) -> Chat {
         self.room_rate = bytes_per_sec;
         self.room_burst = burst.max(1);
-        self.room_bucket = Mutex::new(Bucket::full(self.room_burst as f64));
+        self.room_bucket = Arc::new(Mutex::new(Bucket::full(self.room_burst as f64)));
         self
     }
 
@@ -293,6 +358,9 @@ impl Handler for Chat {
         // which comes through the worker's mailbox after this callback.
         reply(conn, &format!("* welcome {nick}"));
         broadcast(&self.announce_to(others), format!("* {nick} joined\n"));
+        if let Some(c) = &self.cluster {
+            c.publish(cluster::Event::Join { nick });
+        }
         ChatSession {
             id,
             joined: true,
@@ -322,9 +390,13 @@ impl Handler for Chat {
                     let line = format!("<{nick}> {text}\n");
                     self.spend_room(line.len(), conn);
                     broadcast(&others, line);
+                    if let Some(c) = &self.cluster {
+                        c.publish(cluster::Event::Text { nick, text: text.to_owned() });
+                    }
                 }
                 None => return not_in_room(conn),
             },
+            Command::Nick(new) if self.nick_elsewhere(id, new, conn) => {}
             Command::Nick(new) => {
                 let result = self.room.lock().rename(id, new);
                 match result {
@@ -334,11 +406,19 @@ impl Handler for Chat {
                             let line = format!("* {old} is now {new}\n");
                             self.spend_room(line.len(), conn);
                             broadcast(&others, line);
+                            if let Some(c) = &self.cluster {
+                                c.publish(cluster::Event::Nick { old, new });
+                            }
                         }
                     }
                     Err(NickError::Invalid) => reply(conn, "! invalid nick"),
                     Err(NickError::Taken) => reply(conn, "! nick taken"),
                     Err(NickError::NotMember) => return not_in_room(conn),
+                }
+            }
+            Command::Who if self.cluster.is_some() => {
+                if let Some(c) = &self.cluster {
+                    c.request(cluster::Job::Who { reply: conn.defer() });
                 }
             }
             Command::Who => {
@@ -352,7 +432,14 @@ impl Handler for Chat {
                 };
                 match found {
                     None => return not_in_room(conn),
-                    Some((_, None)) => reply(conn, &format!("! no such user {to}")),
+                    Some((me, None)) => match &self.cluster {
+                        Some(c) => {
+                            self.spend_room(me.len() + text.len() + 4, conn);
+                            let (to, text) = (to.to_owned(), text.to_owned());
+                            c.request(cluster::Job::Msg { from: me, to, text, reply: conn.defer() });
+                        }
+                        None => reply(conn, &format!("! no such user {to}")),
+                    },
                     Some((me, Some((target, handle)))) => {
                         let line = format!("*{me}* {text}");
                         if target == id {
@@ -365,7 +452,21 @@ impl Handler for Chat {
                 }
             }
             Command::MsgUsage => reply(conn, "! usage: /msg NAME text"),
-            Command::Help => conn.send(HELP.as_bytes()),
+            Command::Help => {
+                conn.send(HELP.as_bytes());
+                if self.accounts.is_some() {
+                    conn.send(HELP_ACCOUNTS.as_bytes());
+                }
+            }
+            Command::Register { name, password } => match &self.accounts {
+                Some(a) => a.register(name, password, conn),
+                None => reply(conn, "! accounts are not enabled on this server"),
+            },
+            Command::Login { name, password } => match &self.accounts {
+                Some(a) => a.login(name, password, conn),
+                None => reply(conn, "! accounts are not enabled on this server"),
+            },
+            Command::AccountUsage(word) => reply(conn, &format!("! usage: {word} NAME PASSWORD")),
             Command::Quit => {
                 reply(conn, "* bye");
                 if session.joined {
@@ -375,6 +476,9 @@ impl Handler for Chat {
                     let left = self.room.lock().leave(id);
                     if let Some((nick, others)) = left {
                         broadcast(&self.announce_to(others), format!("* {nick} left\n"));
+                        if let Some(c) = &self.cluster {
+                            c.publish(cluster::Event::Leave { nick, slow: false });
+                        }
                     }
                 }
                 return Flow::Close;
@@ -418,7 +522,41 @@ impl Handler for Chat {
         if let Some((nick, others)) = left {
             let why = if matches!(reason, CloseReason::SlowConsumer) { " (too slow)" } else { "" };
             broadcast(&self.announce_to(others), format!("* {nick} left{why}\n"));
+            if let Some(c) = &self.cluster {
+                c.publish(cluster::Event::Leave { nick, slow: !why.is_empty() });
+            }
         }
+    }
+}
+
+impl Chat {
+    /// `/nick` when accounts or the cluster have a say: refuses a nick an
+    /// account owns (to anyone not logged in as it), and in a cluster hands
+    /// the claim to the bridge (the reply comes from there). Returns
+    /// whether it dealt with the command.
+    fn nick_elsewhere(&self, id: u64, new: &str, conn: &mut Conn<'_>) -> bool {
+        let name = text::normalize_nick(new);
+        if !valid_nick(&name) {
+            return false;
+        }
+        let key = text::nick_key(&name);
+        let (mine, account, holder) = {
+            let room = self.room.lock();
+            let mine = room.nick(id).map(text::nick_key);
+            (mine, room.account(id).map(str::to_owned), room.find(&name).map(|(h, _)| h))
+        };
+        let registered = self.accounts.as_ref().and_then(|a| a.registered(&key)) == Some(true);
+        if registered && account.as_deref() != Some(key.as_str()) {
+            reply(conn, "! nick registered");
+            return true;
+        }
+        let Some(c) = &self.cluster else { return false };
+        if holder.is_some_and(|h| h != id) || mine.as_deref() == Some(key.as_str()) {
+            // Taken here, or another form of one's own nick: the room decides.
+            return false;
+        }
+        c.request(cluster::Job::Claim { id, nick: name, account, reply: conn.defer() });
+        true
     }
 }
 

@@ -8,6 +8,11 @@
 //! sending while the room's rate is in debt because of it) has its lines
 //! *dropped* until its pause is over, and is told once per pause:
 //! `! slow down: lines dropped`.
+//!
+//! With `--redis`, a remote member's lines, joins and leaves reach the
+//! other servers, but what needs Redis's answer is for TCP members:
+//! `/nick` is refused, `/who` and `/msg` see this server only, and
+//! accounts (`/register`, `/login`) need a TCP connection anywhere.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +20,11 @@ use switchboard::Flow;
 
 use super::member::Member;
 use super::room::NickError;
-use super::{broadcast, clean, parse, Bucket, Chat, Command, HELP};
+use super::{broadcast, clean, cluster, parse, Bucket, Chat, Command, HELP};
+
+/// The answer to what needs a Redis round trip (a nick claimed across
+/// servers) from a member without a TCP connection.
+const CLUSTER_TCP_ONLY: &str = "! on a clustered server, /nick needs a TCP connection\n";
 
 /// A remote member's state.
 #[derive(Debug)]
@@ -38,6 +47,9 @@ impl Chat {
         let id = member.id();
         let (nick, others) = self.room.lock().join(id, member);
         broadcast(&self.announce_to(others), format!("* {nick} joined\n"));
+        if let Some(c) = &self.cluster {
+            c.publish(cluster::Event::Join { nick: nick.clone() });
+        }
         let session = RemoteSession {
             id,
             joined: true,
@@ -70,6 +82,9 @@ impl Chat {
         let left = self.room.lock().leave(session.id);
         if let Some((nick, others)) = left {
             broadcast(&self.announce_to(others), format!("* {nick} left\n"));
+            if let Some(c) = &self.cluster {
+                c.publish(cluster::Event::Leave { nick, slow: false });
+            }
         }
     }
 
@@ -110,8 +125,14 @@ impl Chat {
                     let line = format!("<{nick}> {text}\n");
                     wait = wait.max(self.remote_spend_room(line.len()));
                     broadcast(&others, line);
+                    if let Some(c) = &self.cluster {
+                        c.publish(cluster::Event::Text { nick, text: text.to_owned() });
+                    }
                 }
             }
+            // Across servers a nick is claimed in Redis, an answer that
+            // comes later: through a reply a TCP connection can wait for.
+            Command::Nick(_) if self.cluster.is_some() => reply(CLUSTER_TCP_ONLY),
             Command::Nick(new) => {
                 let result = self.room.lock().rename(id, new);
                 match result {
@@ -128,6 +149,9 @@ impl Chat {
                     Err(NickError::NotMember) => return Flow::Close,
                 }
             }
+            Command::Who if self.cluster.is_some() => {
+                reply(&format!("* online on this server: {}\n", self.room.lock().who().join(", ")))
+            }
             Command::Who => reply(&format!("* online: {}\n", self.room.lock().who().join(", "))),
             Command::Msg { to, text } => {
                 let found = {
@@ -136,6 +160,9 @@ impl Chat {
                 };
                 match found {
                     None => return Flow::Close,
+                    Some((_, None)) if self.cluster.is_some() => {
+                        reply(&format!("! no such user {to} on this server\n"))
+                    }
                     Some((_, None)) => reply(&format!("! no such user {to}\n")),
                     Some((me, Some((target, member)))) => {
                         let line = format!("*{me}* {text}\n");
@@ -156,6 +183,9 @@ impl Chat {
                 return Flow::Close;
             }
             Command::Unknown(word) => reply(&format!("! unknown command {word}\n")),
+            Command::Register { .. } | Command::Login { .. } | Command::AccountUsage(_) => {
+                reply("! accounts need a TCP connection\n")
+            }
         }
         self.pause(session, now, wait);
         Flow::Continue

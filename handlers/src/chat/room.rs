@@ -14,6 +14,8 @@ use super::text::{nick_key, normalize_nick};
 struct Member<H> {
     nick: String,
     handle: H,
+    /// The key ([`nick_key`]) of the account the member logged in as.
+    account: Option<String>,
 }
 
 /// Why a nick change was refused.
@@ -36,6 +38,9 @@ pub(crate) struct Room<H> {
     by_nick: HashMap<String, u64>,
     /// The number of the last `guest-N` handed out.
     guests: u64,
+    /// What guest nicks start with: `guest-`, or `guest-S-` in a cluster
+    /// (S: the server's number there).
+    guest_prefix: String,
 }
 
 /// The key nicks are compared by: the same ignoring case, compatibility
@@ -46,7 +51,7 @@ fn key(nick: &str) -> String {
 
 impl<H> Default for Room<H> {
     fn default() -> Self {
-        Room { members: HashMap::new(), by_nick: HashMap::new(), guests: 0 }
+        Room { members: HashMap::new(), by_nick: HashMap::new(), guests: 0, guest_prefix: "guest-".into() }
     }
 }
 
@@ -59,16 +64,9 @@ impl<H: Clone> Room<H> {
     /// Adds a member under the next free `guest-N` (a number someone took
     /// by `/nick` is skipped). Returns its nick and the other members.
     pub(crate) fn join(&mut self, id: u64, handle: H) -> (String, Vec<H>) {
-        // At most one number per member is taken, so this ends.
-        let nick = loop {
-            self.guests = self.guests.wrapping_add(1);
-            let nick = format!("guest-{}", self.guests);
-            if !self.by_nick.contains_key(&key(&nick)) {
-                break nick;
-            }
-        };
+        let nick = self.next_guest();
         let others = self.others(id);
-        if let Some(old) = self.members.insert(id, Member { nick: nick.clone(), handle }) {
+        if let Some(old) = self.members.insert(id, Member { nick: nick.clone(), handle, account: None }) {
             // A connection id joined twice (cannot happen): forget the old nick.
             self.by_nick.remove(&key(&old.nick));
         }
@@ -87,7 +85,7 @@ impl<H: Clone> Room<H> {
             return Err(NickError::Taken);
         }
         let others = self.others(id);
-        self.members.insert(id, Member { nick: nick.clone(), handle });
+        self.members.insert(id, Member { nick: nick.clone(), handle, account: None });
         self.by_nick.insert(key(&nick), id);
         Ok((nick, others))
     }
@@ -98,6 +96,59 @@ impl<H: Clone> Room<H> {
         let member = self.members.remove(&id)?;
         self.by_nick.remove(&key(&member.nick));
         Some((member.nick, self.others(id)))
+    }
+
+    /// The next free guest nick.
+    fn next_guest(&mut self) -> String {
+        // At most one number per member is taken, so this ends.
+        loop {
+            self.guests = self.guests.wrapping_add(1);
+            let nick = format!("{}{}", self.guest_prefix, self.guests);
+            if !self.by_nick.contains_key(&key(&nick)) {
+                break nick;
+            }
+        }
+    }
+
+    /// Sets what guest nicks start with (`guest-` by default).
+    pub(crate) fn set_guest_prefix(&mut self, prefix: String) {
+        self.guest_prefix = prefix;
+    }
+
+    /// Renames member `id` to the next guest nick (it lost its nick to the
+    /// account that owns it). Returns the old nick, the new one and the
+    /// other members.
+    pub(crate) fn make_guest(&mut self, id: u64) -> Option<(String, String, Vec<H>)> {
+        self.members.get(&id)?;
+        let new = self.next_guest();
+        let member = self.members.get_mut(&id)?;
+        let old = std::mem::replace(&mut member.nick, new.clone());
+        member.account = None;
+        self.by_nick.remove(&key(&old));
+        self.by_nick.insert(key(&new), id);
+        Some((old, new, self.others(id)))
+    }
+
+    /// The account member `id` logged in as (its [`nick_key`]).
+    pub(crate) fn account(&self, id: u64) -> Option<&str> {
+        self.members.get(&id)?.account.as_deref()
+    }
+
+    /// Records that member `id` logged in as the account keyed `account`.
+    pub(crate) fn set_account(&mut self, id: u64, account: String) {
+        if let Some(m) = self.members.get_mut(&id) {
+            m.account = Some(account);
+        }
+    }
+
+    /// Every member's id, nick and account key.
+    pub(crate) fn roster(&self) -> Vec<(u64, String, Option<String>)> {
+        self.members.iter().map(|(&id, m)| (id, m.nick.clone(), m.account.clone())).collect()
+    }
+
+    /// Every member's handle.
+    pub(crate) fn all(&self) -> Vec<H> {
+        self.members.values().map(|m| m.handle.clone()).collect()
     }
 
     /// A member's nick.
@@ -172,6 +223,23 @@ mod tests {
         assert_eq!(room.len(), 2);
         // The freed nick can be taken again.
         assert!(room.rename(11, "guest-3").is_ok());
+    }
+
+    #[test]
+    fn make_guest_and_accounts() {
+        let mut room: Room<u64> = Room::default();
+        room.set_guest_prefix("guest-7-".into());
+        assert_eq!(room.join(1, 1).0, "guest-7-1");
+        assert_eq!(room.join(2, 2).0, "guest-7-2");
+        room.rename(1, "alice").unwrap();
+        room.set_account(1, key("alice"));
+        assert_eq!(room.account(1), Some("alice"));
+        assert_eq!(room.account(2), None);
+        assert_eq!(room.make_guest(1), Some(("alice".to_string(), "guest-7-3".to_string(), vec![2])));
+        assert_eq!(room.account(1), None);
+        assert_eq!(room.find("alice"), None);
+        assert_eq!(room.find("guest-7-3").map(|(id, _)| id), Some(1));
+        assert_eq!(room.make_guest(9), None);
     }
 
     #[test]

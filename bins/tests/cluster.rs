@@ -1,0 +1,289 @@
+//! One chat across several `switchboard-server` processes sharing a real
+//! `redis-server` of the test's own (PROTOCOLS.md, "Chat cluster").
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use switchboard_test_support::redis::TestRedis;
+use switchboard_test_support::{ChatNode, TIMEOUT};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard-server");
+
+fn node(redis: &TestRedis, lease: &str) -> ChatNode {
+    ChatNode::start(Path::new(BIN), &["--redis", &redis.url(), "--redis-lease", lease])
+}
+
+#[test]
+fn two_servers_share_lines_msgs_who_nicks_joins_and_leaves() {
+    let redis = TestRedis::start();
+    let a = node(&redis, "10s");
+    let b = node(&redis, "10s");
+    let (mut alice, ga) = a.join();
+    let (mut bob, gb) = b.join();
+    // Servers are numbered in the order they joined Redis.
+    assert_eq!((ga.as_str(), gb.as_str()), ("guest-1-1", "guest-2-1"));
+    alice.until(&format!("* {gb} joined"));
+
+    alice.send("/nick alice");
+    alice.expect_answer("* you are now alice");
+    bob.until(&format!("* {ga} is now alice"));
+    bob.send("/nick bob");
+    bob.expect_answer("* you are now bob");
+    alice.until(&format!("* {gb} is now bob"));
+
+    // A nick held on A is taken on B, look-alikes included.
+    bob.send("/nick ALICE");
+    bob.expect_answer("! nick taken");
+    bob.send("/nick \u{430}lice");
+    bob.expect_answer("! nick taken");
+
+    // Lines cross in order per sender, cleaned of control characters.
+    for i in 0..50 {
+        alice.send(&format!("line {i}"));
+    }
+    alice.send("bell\u{7}esc\u{1b}[2J");
+    for i in 0..50 {
+        bob.expect(&format!("<alice> line {i}"));
+    }
+    bob.expect("<alice> bell\u{fffd}esc\u{fffd}[2J");
+
+    bob.send("/msg alice psst");
+    alice.expect("*bob* psst");
+    bob.send("/msg nobody hi");
+    bob.expect_answer("! no such user nobody");
+    bob.until_who("alice, bob");
+    alice.until_who("alice, bob");
+
+    // A third member on A; bob leaves: A hears it.
+    let (mut carol, gc) = a.join();
+    bob.until(&format!("* {gc} joined"));
+    bob.send("/quit");
+    bob.expect_answer("* bye");
+    alice.until("* bob left");
+    carol.until("* bob left");
+    alice.until_who(&format!("alice, {gc}"));
+    // The nick is free again across servers.
+    let (mut dave, _) = b.join();
+    dave.send("/nick bob");
+    dave.expect_answer("* you are now bob");
+    // Another form of one's own nick is decided locally, and announced everywhere.
+    alice.send("/nick Alice");
+    alice.until("* you are now Alice");
+    dave.until("* alice is now Alice");
+    dave.until_who(&format!("Alice, bob, {gc}"));
+}
+
+#[test]
+fn what_arrives_from_redis_is_cleaned_again() {
+    let redis = TestRedis::start();
+    let a = node(&redis, "10s");
+    let (mut m, _) = a.join();
+    // Another "server" publishing by hand: an escape in the text, a bell in
+    // a nick, a line over the limit, junk.
+    let publish = |json: &str| {
+        let quoted = json.replace('\\', "\\\\").replace('"', "\\\"");
+        let answer = redis.command(&format!("PUBLISH switchboard:room \"{quoted}\""));
+        assert_eq!(answer, ":1", "one subscriber");
+    };
+    publish(r#"{"s":"x","k":"text","nick":"eve","text":"a\u001b[2Jb\u202e"}"#);
+    publish(r#"{"s":"x","k":"text","nick":"e\u0007ve","text":"hidden"}"#);
+    publish("not json at all");
+    publish(&format!(r#"{{"s":"x","k":"text","nick":"eve","text":"{}"}}"#, "y".repeat(5000)));
+    publish(r#"{"s":"x","k":"join","nick":"fr\u0000ed"}"#);
+    publish(r#"{"s":"x","k":"text","nick":"eve","text":"last"}"#);
+    m.expect("<eve> a\u{fffd}[2Jb\u{fffd}");
+    // The line limit of this server (4,096) holds for remote lines too.
+    m.expect(&format!("<eve> {}", "y".repeat(4096)));
+    m.expect("<eve> last");
+}
+
+#[test]
+fn three_servers_one_room() {
+    let redis = TestRedis::start();
+    let nodes: Vec<ChatNode> = (0..3).map(|_| node(&redis, "10s")).collect();
+    let mut members: Vec<_> = nodes.iter().map(|n| n.join().0).collect();
+    for (i, m) in members.iter_mut().enumerate() {
+        m.send(&format!("/nick m{i}"));
+        m.until(&format!("* you are now m{i}"));
+    }
+    members[2].send("from the third");
+    members[0].until("<m2> from the third");
+    members[1].until("<m2> from the third");
+    members[0].send("/msg m2 hello three");
+    members[2].until("*m0* hello three");
+    members[1].until_who("m0, m1, m2");
+}
+
+#[test]
+fn a_killed_servers_nicks_free_up_after_the_lease() {
+    let redis = TestRedis::start();
+    let lease = Duration::from_secs(3);
+    let a = node(&redis, "3s");
+    let b = node(&redis, "3s");
+    let (mut held, _) = a.join();
+    held.send("/nick keeper");
+    held.expect_answer("* you are now keeper");
+    let (mut other, _) = b.join();
+    other.until_who("guest-2-1, keeper");
+    let killed = Instant::now();
+    a.kill();
+    // Still held right after the crash: nobody renews, nobody releases.
+    other.send("/nick keeper");
+    let first = other.answer();
+    let early = killed.elapsed();
+    if early < lease {
+        assert_eq!(first, "! nick taken", "{early:?} after the kill");
+    }
+    // Free once the lease ran out (polled with a deadline).
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        other.send("/nick keeper");
+        let answer = other.answer();
+        if answer == "* you are now keeper" {
+            break;
+        }
+        assert_eq!(answer, "! nick taken");
+        assert!(Instant::now() < deadline, "keeper still held {TIMEOUT:?} after the kill");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(killed.elapsed() >= lease - Duration::from_millis(400), "freed after {:?}", killed.elapsed());
+    other.until_who("keeper");
+}
+
+#[test]
+fn losing_redis_keeps_the_local_room_and_the_link_comes_back() {
+    let mut redis = TestRedis::start();
+    let a = node(&redis, "2s");
+    let b = node(&redis, "2s");
+    let (mut alice, _) = a.join();
+    alice.send("/nick alice");
+    alice.expect_answer("* you are now alice");
+    let (mut amy, _) = a.join();
+    amy.send("/nick amy");
+    amy.until("* you are now amy");
+    let (mut bob, _) = b.join();
+    bob.send("/nick bob");
+    bob.expect_answer("* you are now bob");
+    alice.until("* guest-2-1 is now bob");
+
+    redis.stop();
+    alice.until("* cluster link lost");
+    amy.until("* cluster link lost");
+    bob.until("* cluster link lost");
+    // The local room keeps working.
+    alice.send("still here");
+    amy.until("<alice> still here");
+    amy.send("/who");
+    amy.expect_answer("* online: alice, amy");
+    bob.send("/nick zed");
+    bob.expect_answer("! cluster link lost, try again later");
+
+    redis.restart();
+    alice.until("* cluster link restored");
+    bob.until("* cluster link restored");
+    alice.send("back again");
+    bob.until("<alice> back again");
+    bob.until_who("alice, amy, bob");
+    // The restarted Redis was empty: the nicks were written again.
+    bob.send("/nick amy");
+    bob.expect_answer("! nick taken");
+
+    // With Redis gone, a server still shuts down cleanly.
+    redis.stop();
+    alice.until("* cluster link lost");
+    let (status, stderr) = a.stop();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    assert!(stderr.contains("cluster: bridge stopped"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_redis_is_a_clear_error_at_start() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let out = switchboard_test_support::child::run(
+        std::process::Command::new(BIN).args([
+            "--handler",
+            "chat",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            &url,
+        ]),
+        TIMEOUT,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("switchboard-server: --redis: cannot reach Redis at {url}: ")), "{err}");
+}
+
+#[test]
+fn a_redis_that_stops_answering_never_holds_up_the_local_room() {
+    let redis = TestRedis::start();
+    let a = node(&redis, "10s");
+    let b = node(&redis, "10s");
+    let (mut alice, _) = a.join();
+    let (mut amy, _) = a.join();
+    let (mut bob, _) = b.join();
+    bob.until_who("guest-1-1, guest-1-2, guest-2-1");
+    // Redis takes no command from anyone for a while (as when it cannot
+    // keep up): the bridge waits, the workers do not.
+    let pause = Duration::from_secs(6);
+    let paused = Instant::now();
+    assert_eq!(redis.command(&format!("CLIENT PAUSE {}", pause.as_millis())), "+OK");
+    for i in 0..20 {
+        alice.send(&format!("during {i}"));
+    }
+    for i in 0..20 {
+        amy.until(&format!("<guest-1-1> during {i}"));
+    }
+    assert!(paused.elapsed() < pause, "local lines waited for Redis: {:?}", paused.elapsed());
+    // The bridge gives up on a Redis that does not answer within its
+    // timeout, says so, and comes back when Redis does.
+    amy.until("* cluster link lost");
+    amy.until("* cluster link restored");
+    bob.until("* cluster link restored");
+    alice.send("after");
+    let mut a = a;
+    let mut b = b;
+    bob.stream().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| bob.until("<guest-1-1> after")));
+    assert!(
+        got.is_ok(),
+        "bob never got the line sent after the link came back; A:\n{}\nB:\n{}",
+        a.proc().stderr_so_far(),
+        b.proc().stderr_so_far()
+    );
+}
+
+#[test]
+fn every_member_of_two_servers_gets_every_line_under_load() {
+    let redis = TestRedis::start();
+    let a = node(&redis, "10s");
+    let b = node(&redis, "10s");
+    let members = 20;
+    let out = switchboard_test_support::child::run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchboard-load")).args([
+            "chat",
+            "--target",
+            &a.addr().to_string(),
+            "--also-target",
+            &b.addr().to_string(),
+            "--connections",
+            &members.to_string(),
+            "--messages",
+            "400",
+            "--json",
+        ]),
+        TIMEOUT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let chat = &v["chat"];
+    assert_eq!(chat["members"], members, "{v}");
+    assert_eq!(chat["complete_members"], members, "{v}");
+    assert_eq!(chat["missing"], 0, "{v}");
+    assert_eq!(chat["out_of_order"], 0, "{v}");
+    // 400 lines, each to the 19 other members, half of them across Redis.
+    assert_eq!(chat["received"], 400 * (members - 1), "{v}");
+}

@@ -1,0 +1,212 @@
+//! Where accounts live: an embedded redb file, or Redis beside the cluster.
+//!
+//! Each account is one record under its nick key ([`nick_key`]): the name
+//! as registered and its Argon2id hash in PHC form, as JSON. No password is
+//! ever stored.
+//!
+//! [`nick_key`]: super::super::text::nick_key
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+
+use parking_lot::Mutex;
+use redb::{Database, ReadableTable, TableDefinition};
+use redis::{Client, Connection};
+use serde::{Deserialize, Serialize};
+
+use super::super::cluster::account_entry;
+
+/// One account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Account {
+    /// The name as registered (NFC).
+    pub(crate) name: String,
+    /// The Argon2id hash, PHC string.
+    pub(crate) hash: String,
+}
+
+/// Why the account store could not be opened.
+#[derive(Debug)]
+pub struct AccountsError(pub(crate) String);
+
+impl fmt::Display for AccountsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AccountsError {}
+
+/// An account store. Called from the accounts threads only (never a
+/// worker): it may block.
+pub(crate) trait Store: Send + Sync {
+    /// Adds an account; `Ok(false)` when one has that key already. When it
+    /// returns `Ok(true)` the account is durable.
+    fn register(&self, key: &str, account: &Account) -> Result<bool, String>;
+    /// The account with that key.
+    fn find(&self, key: &str) -> Result<Option<Account>, String>;
+    /// Whether that key is registered, when the store can tell without
+    /// blocking (the embedded store keeps the names in memory); `None`
+    /// otherwise.
+    fn registered(&self, key: &str) -> Option<bool>;
+}
+
+const TABLE: TableDefinition<'_, &str, &str> = TableDefinition::new("accounts");
+
+/// Accounts in a redb file: pure Rust, ACID, each registration committed
+/// with fsync before it is acknowledged.
+pub(crate) struct Embedded {
+    db: Database,
+    names: Mutex<HashSet<String>>,
+}
+
+impl Embedded {
+    /// Opens (or creates) the store at `path`, checking that it can be
+    /// read and written: a clear error, never a panic, when it cannot.
+    pub(crate) fn open(path: &Path) -> Result<Embedded, AccountsError> {
+        let what = |e: &dyn fmt::Display| AccountsError(format!("account store {}: {e}", path.display()));
+        let db = Database::create(path).map_err(|e| what(&e))?;
+        let tx = db.begin_write().map_err(|e| what(&e))?;
+        tx.open_table(TABLE).map_err(|e| what(&e))?;
+        tx.commit().map_err(|e| what(&e))?;
+        let mut names = HashSet::new();
+        {
+            let rx = db.begin_read().map_err(|e| what(&e))?;
+            let table = rx.open_table(TABLE).map_err(|e| what(&e))?;
+            for item in table.iter().map_err(|e| what(&e))? {
+                let (k, v) = item.map_err(|e| what(&e))?;
+                serde_json::from_str::<Account>(v.value())
+                    .map_err(|e| what(&format!("account {:?} is not readable: {e}", k.value())))?;
+                names.insert(k.value().to_owned());
+            }
+        }
+        log::info!("accounts: {} in {}", names.len(), path.display());
+        Ok(Embedded { db, names: Mutex::new(names) })
+    }
+}
+
+impl Store for Embedded {
+    fn register(&self, key: &str, account: &Account) -> Result<bool, String> {
+        let json = serde_json::to_string(account).map_err(|e| e.to_string())?;
+        let tx = self.db.begin_write().map_err(|e| e.to_string())?;
+        {
+            let mut table = tx.open_table(TABLE).map_err(|e| e.to_string())?;
+            if table.get(key).map_err(|e| e.to_string())?.is_some() {
+                return Ok(false);
+            }
+            table.insert(key, json.as_str()).map_err(|e| e.to_string())?;
+        }
+        tx.commit().map_err(|e| e.to_string())?;
+        self.names.lock().insert(key.to_owned());
+        Ok(true)
+    }
+
+    fn find(&self, key: &str) -> Result<Option<Account>, String> {
+        let rx = self.db.begin_read().map_err(|e| e.to_string())?;
+        let table = rx.open_table(TABLE).map_err(|e| e.to_string())?;
+        let Some(v) = table.get(key).map_err(|e| e.to_string())? else { return Ok(None) };
+        serde_json::from_str(v.value()).map(Some).map_err(|e| format!("account {key:?} is not readable: {e}"))
+    }
+
+    fn registered(&self, key: &str) -> Option<bool> {
+        Some(self.names.lock().contains(key))
+    }
+}
+
+/// Accounts in the cluster's Redis (`switchboard:account:KEY`, set with
+/// NX), so an account registered through one server logs in through any.
+/// As durable as that Redis is configured to be (`appendfsync always` for
+/// a registration to survive a crash of Redis itself).
+pub(crate) struct RedisStore {
+    client: Client,
+    con: Mutex<Option<Connection>>,
+}
+
+impl RedisStore {
+    pub(crate) fn new(client: Client) -> RedisStore {
+        RedisStore { client, con: Mutex::new(None) }
+    }
+
+    /// Runs `f` on a connection, opening one if needed; a failed command
+    /// drops the connection so the next call opens a fresh one.
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T, String> {
+        let mut slot = self.con.lock();
+        if slot.is_none() {
+            let con = self
+                .client
+                .get_connection_with_timeout(std::time::Duration::from_secs(1))
+                .map_err(|e| e.to_string())?;
+            con.set_read_timeout(Some(std::time::Duration::from_secs(2))).map_err(|e| e.to_string())?;
+            *slot = Some(con);
+        }
+        let con = slot.as_mut().expect("opened above");
+        f(con).map_err(|e| {
+            *slot = None;
+            e.to_string()
+        })
+    }
+}
+
+impl Store for RedisStore {
+    fn register(&self, key: &str, account: &Account) -> Result<bool, String> {
+        let json = serde_json::to_string(account).map_err(|e| e.to_string())?;
+        let set: Option<String> =
+            self.with(|c| redis::cmd("SET").arg(account_entry(key)).arg(&json).arg("NX").query(c))?;
+        Ok(set.is_some())
+    }
+
+    fn find(&self, key: &str) -> Result<Option<Account>, String> {
+        let json: Option<String> = self.with(|c| redis::cmd("GET").arg(account_entry(key)).query(c))?;
+        match json {
+            None => Ok(None),
+            Some(j) => serde_json::from_str(&j)
+                .map(Some)
+                .map_err(|e| format!("account {key:?} is not readable: {e}")),
+        }
+    }
+
+    fn registered(&self, _key: &str) -> Option<bool> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_keeps_accounts_across_reopen_and_refuses_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.redb");
+        let acc = Account { name: "Bob".into(), hash: "$argon2id$v=19$x".into() };
+        {
+            let store = Embedded::open(&path).unwrap();
+            assert_eq!(store.register("bob", &acc), Ok(true));
+            assert_eq!(store.register("bob", &acc), Ok(false));
+            assert_eq!(store.registered("bob"), Some(true));
+        }
+        let store = Embedded::open(&path).unwrap();
+        assert_eq!(store.find("bob"), Ok(Some(acc)));
+        assert_eq!(store.find("alice"), Ok(None));
+        assert_eq!(store.registered("bob"), Some(true));
+        assert_eq!(store.registered("alice"), Some(false));
+    }
+
+    #[test]
+    fn a_corrupt_or_unusable_store_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.redb");
+        std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
+        let e = Embedded::open(&junk).err().expect("junk is refused");
+        assert!(e.to_string().starts_with(&format!("account store {}: ", junk.display())), "{e}");
+        // A folder where the file should be.
+        let e = Embedded::open(dir.path()).err().expect("a folder is refused");
+        assert!(e.to_string().starts_with("account store "), "{e}");
+        // A folder that does not exist.
+        let e = Embedded::open(&dir.path().join("no/such/dir/a.redb"))
+            .err()
+            .expect("a missing folder is refused");
+        assert!(e.to_string().contains("a.redb"), "{e}");
+    }
+}

@@ -1,0 +1,116 @@
+//! What the cluster bridge and the accounts threads do to the local room
+//! away from the workers: renames (a claimed nick, a login, an eviction)
+//! and deliveries, through the members' handles and `Deferred` replies.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use switchboard::{Deferred, Message};
+
+use super::member::Member;
+use super::room::{NickError, Room};
+use super::text::{nick_key, normalize_nick};
+
+/// The room, shared by the workers, the bridge and the accounts threads.
+pub(crate) type SharedRoom = Arc<Mutex<Room<Member>>>;
+
+/// One line, LF added, as a shared message.
+pub(crate) fn line(text: &str) -> Message {
+    let mut bytes = Vec::with_capacity(text.len() + 1);
+    bytes.extend_from_slice(text.as_bytes());
+    bytes.push(b'\n');
+    Message::from(bytes)
+}
+
+/// Sends `text` as one line to every handle (a member over its budget is
+/// being closed by its server's slow-consumer policy).
+pub(crate) fn send_all(handles: &[Member], text: &str) {
+    if handles.is_empty() {
+        return;
+    }
+    let msg = line(text);
+    for h in handles {
+        let _ = h.send(msg.clone());
+    }
+}
+
+/// A nick change that happened: `(old, new)`.
+pub(crate) type Change = (String, String);
+
+/// Renames member `id` to `new`, replying `* you are now NEW` through
+/// `reply` and telling the others `* OLD is now NEW`.
+///
+/// With `account` (the key of the account the member just logged in as),
+/// the member is recorded as logged in, and any other member holding the
+/// nick first goes back to a guest nick (told `* you are now guest-N`).
+/// Returns the changes made, evictions first, for the cluster to announce.
+pub(crate) fn rename(
+    room: &Mutex<Room<Member>>,
+    id: u64,
+    new: &str,
+    account: Option<String>,
+    reply: &Deferred,
+) -> Result<Vec<Change>, NickError> {
+    let new = normalize_nick(new);
+    let mut changes = Vec::new();
+    let mut notices: Vec<(Option<Member>, Change, Vec<Member>)> = Vec::new();
+    let result = {
+        let mut room = room.lock();
+        if account.is_some() {
+            if let Some((holder, handle)) = room.find(&new).filter(|(holder, _)| *holder != id) {
+                if let Some((old, guest, others)) = room.make_guest(holder) {
+                    notices.push((Some(handle), (old, guest), others));
+                }
+            }
+        }
+        let result = room.rename(id, &new);
+        if let (Ok(_), Some(account)) = (&result, account) {
+            room.set_account(id, account);
+        }
+        result
+    };
+    for (handle, (old, guest), others) in notices {
+        if let Some(h) = handle {
+            let _ = h.send(line(&format!("* you are now {guest}")));
+        }
+        send_all(&others, &format!("* {old} is now {guest}"));
+        changes.push((old, guest));
+    }
+    let (old, new, others) = result?;
+    let _ = reply.send(line(&format!("* you are now {new}")));
+    if old != new {
+        send_all(&others, &format!("* {old} is now {new}"));
+    }
+    changes.push((old, new));
+    Ok(changes)
+}
+
+/// Sends a member whose nick was taken by its account's owner back to a
+/// guest nick (it is told `* you are now guest-N`, the others
+/// `* NICK is now guest-N`); members logged in as that account keep it.
+/// Returns the change made.
+pub(crate) fn evict(room: &Mutex<Room<Member>>, nick: &str) -> Option<Change> {
+    let key = nick_key(&normalize_nick(nick));
+    let (handle, old, guest, others) = {
+        let mut room = room.lock();
+        let (holder, handle) = room.find(nick)?;
+        if room.account(holder) == Some(key.as_str()) {
+            return None;
+        }
+        let (old, guest, others) = room.make_guest(holder)?;
+        (handle, old, guest, others)
+    };
+    let _ = handle.send(line(&format!("* you are now {guest}")));
+    send_all(&others, &format!("* {old} is now {guest}"));
+    Some((old, guest))
+}
+
+/// `* online: ...`: nicks sorted ignoring case (ties by code point),
+/// each once.
+pub(crate) fn online(mut nicks: Vec<String>) -> String {
+    let mut keyed: Vec<(String, String)> = nicks.drain(..).map(|n| (n.to_lowercase(), n)).collect();
+    keyed.sort_unstable();
+    keyed.dedup_by(|a, b| a.1 == b.1);
+    let names: Vec<String> = keyed.into_iter().map(|(_, n)| n).collect();
+    format!("* online: {}", names.join(", "))
+}
