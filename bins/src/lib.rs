@@ -3,4 +3,6 @@
 
 pub mod cli;
 pub mod client;
+pub mod edge;
 pub mod load;
+pub mod tls;

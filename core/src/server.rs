@@ -16,6 +16,7 @@ use crate::err::StartError;
 use crate::handler::Handler;
 use crate::shutdown::{Phase, ShutdownHandle, ShutdownReport, ShutdownState};
 use crate::stats::{Counters, Stats};
+use crate::transport::TransportConfig;
 use crate::worker::{Worker, WorkerReport};
 
 /// The settings of a server, all bounded.
@@ -48,6 +49,8 @@ pub(crate) struct Config {
     /// Turned-away sockets lingering at once in the acceptor (set at start
     /// from the descriptor reserve); past it they are closed straight away.
     pub(crate) max_lingering: usize,
+    /// TLS, PROXY header and their timeout.
+    pub(crate) transport: TransportConfig,
 }
 
 /// The most turned-away sockets lingering at once, whatever the budget.
@@ -73,6 +76,7 @@ impl Default for Config {
             activate_above: 700,
             idle_to_activate: 500,
             max_lingering: MAX_LINGERING,
+            transport: TransportConfig::default(),
         }
     }
 }
@@ -91,6 +95,7 @@ impl Config {
             ("frame timeout", self.frame_timeout),
             ("quiet period", self.quiet),
             ("linger", self.linger),
+            ("handshake timeout", self.transport.handshake_timeout),
         ] {
             if d.is_zero() {
                 return bad(format!("{name} must be more than zero"));
@@ -117,6 +122,7 @@ impl Config {
             ("frame timeout", self.frame_timeout),
             ("quiet period", self.quiet),
             ("linger", self.linger),
+            ("handshake timeout", self.transport.handshake_timeout),
         ] {
             if d > clock::MAX_DURATION || Instant::now().checked_add(d).is_none() {
                 return bad(format!(
@@ -144,6 +150,7 @@ impl Config {
     /// How often a worker checks its timeouts.
     pub(crate) fn tick(&self) -> Duration {
         let shortest = self.idle_timeout.min(self.frame_timeout).min(self.quiet).min(self.linger);
+        let shortest = shortest.min(self.transport.handshake_timeout);
         (shortest / 4).clamp(Duration::from_millis(5), Duration::from_millis(250))
     }
 }
@@ -327,6 +334,38 @@ impl ServerBuilder {
     /// The size of each worker's read buffer (default 64 KiB).
     pub fn read_buffer(mut self, bytes: usize) -> Self {
         self.config.read_buffer = bytes;
+        self
+    }
+
+    /// Serves TLS (1.2 and 1.3) with this configuration: each connection's
+    /// handshake runs on its worker, and the handler opens once it is done.
+    /// [`tls_config_from_pem`](crate::tls_config_from_pem) makes one from
+    /// PEM files. Under TLS, file regions are read in bounded chunks and
+    /// encrypted instead of `sendfile`d, and a graceful close sends
+    /// `close_notify` before the TCP close.
+    pub fn tls(mut self, config: std::sync::Arc<rustls::ServerConfig>) -> Self {
+        self.config.transport.tls = Some(config);
+        self
+    }
+
+    /// Expects a PROXY protocol header (v1 or v2, at most 4 KiB) first on
+    /// every connection, as a load balancer sends it (HAProxy `send-proxy`,
+    /// nginx `proxy_protocol on`): the client address it names is the
+    /// connection's [`peer_addr`](crate::Conn::peer_addr), in logs and to
+    /// the handler. A connection without a valid header within the
+    /// [`handshake_timeout`](ServerBuilder::handshake_timeout) is closed
+    /// ([`CloseReason::BadProxyHeader`](crate::CloseReason::BadProxyHeader)).
+    /// Only for a port that load balancers alone can reach: any client may
+    /// send a header.
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.config.transport.proxy_protocol = on;
+        self
+    }
+
+    /// The time a new connection has for its PROXY header and TLS handshake
+    /// before it is closed (default 10 s).
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.config.transport.handshake_timeout = d;
         self
     }
 

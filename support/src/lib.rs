@@ -21,6 +21,7 @@ pub mod decode;
 mod line_echo;
 pub mod lines;
 mod net;
+pub mod pki;
 pub mod test_server;
 mod wait;
 

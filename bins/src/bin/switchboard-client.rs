@@ -47,6 +47,9 @@ struct Args {
     /// Interactive: once stdin ends, how long to keep printing what the server sends.
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     linger: Duration,
+
+    #[command(flatten)]
+    tls: switchboard_bins::tls::TlsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,7 +114,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), String> {
     match &args.mode {
         None => {
-            let stream = client::connect(&args.addr, args.timeout).map_err(|e| e.to_string())?;
+            let stream = args.tls.connect(&args.addr, args.timeout)?;
             if io::stdin().is_terminal() && io::stderr().is_terminal() {
                 eprintln!("connected to {}; Ctrl-D to end", args.addr);
             }
@@ -143,7 +146,7 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 fn open(args: &Args) -> Result<std::net::TcpStream, String> {
-    let stream = client::connect(&args.addr, args.timeout).map_err(|e| e.to_string())?;
+    let stream = args.tls.connect(&args.addr, args.timeout)?;
     client::set_read_timeout(&stream, args.read_timeout)
         .map_err(|e| format!("setting the read timeout: {e}"))?;
     Ok(stream)

@@ -88,6 +88,10 @@ struct Args {
     /// The folder the file handler serves; nothing outside it is ever sent.
     #[arg(long, value_name = "DIR", required_if_eq("handler", "file"))]
     root: Option<PathBuf>,
+
+    // TLS, PROXY protocol (switchboard_bins::edge).
+    #[command(flatten)]
+    edge: switchboard_bins::edge::EdgeArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,6 +132,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.max_connections {
         builder = builder.max_connections(n);
     }
+    // TLS, PROXY protocol: a certificate or key that cannot be used is one
+    // line and exit status 2, like a bad flag.
+    let builder = args.edge.apply(builder).unwrap_or_else(|e| {
+        eprintln!("switchboard-server: {e}");
+        std::process::exit(2)
+    });
     if args.root.is_some() && args.handler != HandlerName::File {
         log::warn!("--root is used only by --handler file; ignoring it");
     }
