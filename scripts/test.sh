@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests need, as "command:package" pairs (python3 runs
 # the README's Python client); tests that talk to other servers add theirs.
 NEEDED=("python3:python3")
+# PROXY protocol tests: a real HAProxy in front of the server.
+NEEDED+=("haproxy:haproxy")
 
 # Installs the Debian packages behind any missing command: with apt-get as
 # root, otherwise prints exactly what to install and fails.

@@ -38,9 +38,13 @@ fn start(pki: &TestPki, args: &[&str]) -> TlsServer {
 }
 
 /// `switchboard-client --tls --ca CA ADDR ARGS` with `stdin`, run to the end.
+/// Its linger outlasts the test's deadline: it ends in time only if the
+/// server ends the session when the client's input ends (the client's
+/// `close_notify` seen, the server's sent back).
 fn client(pki: &TestPki, addr: SocketAddr, args: &[&str], stdin: &[u8], cwd: &Path) -> Output {
     let mut cmd = Command::new(CLIENT);
-    cmd.arg("--tls").arg("--ca").arg(&pki.ca).arg(addr.to_string()).args(args).current_dir(cwd);
+    cmd.arg("--tls").arg("--ca").arg(&pki.ca).arg("--linger").arg("10m");
+    cmd.arg(addr.to_string()).args(args).current_dir(cwd);
     cmd.stdin(Stdio::piped());
     let mut child = Spawned::spawn(&mut cmd);
     child.stdin().write_all(stdin).unwrap();

@@ -70,6 +70,11 @@ fn invalid(msg: String) -> io::Error {
 pub(crate) fn parse(input: &[u8]) -> io::Result<Parsed> {
     let result = HeaderResult::parse(input);
     if result.is_incomplete() {
+        // ppp calls a v1 line with a field missing incomplete even once its
+        // CRLF has come: no byte after it can complete it.
+        if input.starts_with(b"PROXY ") && input.windows(2).any(|w| w == b"\r\n") {
+            return Err(invalid("invalid PROXY v1 header: a field is missing".into()));
+        }
         return Ok(Parsed::Incomplete);
     }
     let (len, client) = match result {
@@ -148,6 +153,8 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("invalid PROXY v1 header"), "{e}");
         assert_eq!(parse(b"PROXY TC").unwrap(), Parsed::Incomplete);
+        let e = parse(b"PROXY TCP4 1.2.3.4\r\nhello\n").unwrap_err();
+        assert!(e.to_string().contains("a field is missing"), "{e}");
     }
 
     #[test]

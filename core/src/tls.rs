@@ -35,6 +35,9 @@ pub(crate) enum Handshake {
 pub(crate) struct TlsStream {
     conn: ServerConnection,
     sock: TcpStream,
+    /// The peer's end (`close_notify` or TCP EOF) came behind the bytes the
+    /// last read returned: the next read returns 0.
+    eof_pending: bool,
 }
 
 impl fmt::Debug for TlsStream {
@@ -56,11 +59,16 @@ impl TlsStream {
     pub(crate) fn new(config: Arc<ServerConfig>, sock: TcpStream) -> Result<TlsStream, rustls::Error> {
         let mut conn = ServerConnection::new(config)?;
         conn.set_buffer_limit(Some(TLS_BUFFER));
-        Ok(TlsStream { conn, sock })
+        Ok(TlsStream { conn, sock, eof_pending: false })
     }
 
     pub(crate) fn sock_mut(&mut self) -> &mut TcpStream {
         &mut self.sock
+    }
+
+    /// The next read returns the peer's EOF, with no new socket event.
+    pub(crate) fn eof_pending(&self) -> bool {
+        self.eof_pending
     }
 
     /// Ciphertext is waiting for the socket.
@@ -144,7 +152,10 @@ impl Read for TlsStream {
         let mut filled = 0;
         loop {
             match self.conn.reader().read(&mut buf[filled..]) {
-                Ok(0) => return Ok(filled),
+                Ok(0) => {
+                    self.eof_pending = filled > 0;
+                    return Ok(filled);
+                }
                 Ok(n) => {
                     filled += n;
                     if filled == buf.len() {
@@ -153,7 +164,10 @@ impl Read for TlsStream {
                     continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.eof_pending = filled > 0;
+                    return Ok(filled);
+                }
                 Err(e) => return if filled > 0 { Ok(filled) } else { Err(e) },
             }
             match self.conn.read_tls(&mut self.sock) {

@@ -159,6 +159,15 @@ impl Transport {
         }
     }
 
+    /// The peer's EOF waits behind the bytes last read (TLS): read again
+    /// without waiting for a socket event.
+    pub(crate) fn eof_pending(&self) -> bool {
+        match &self.stream {
+            Stream::Tcp(_) => false,
+            Stream::Tls(t) => t.eof_pending(),
+        }
+    }
+
     /// Bytes are waiting to be written below the replies (TLS records).
     pub(crate) fn wants_write(&self) -> bool {
         match &self.stream {

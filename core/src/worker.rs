@@ -765,7 +765,9 @@ impl<H: Handler> Worker<H> {
                     if !self.process(key, n) {
                         break;
                     }
-                    if n < self.scratch.len() && !to_eof {
+                    // (A TLS peer's EOF may wait behind the bytes of a short read.)
+                    let eof_next = self.conns.get(key).is_some_and(|c| c.sock.eof_pending());
+                    if n < self.scratch.len() && !to_eof && !eof_next {
                         break;
                     }
                     if turn + 1 == READS_PER_TURN {
