@@ -53,6 +53,17 @@ impl TlsArgs {
         let name = server_name(addr)?;
         wrap(sock, config, name, timeout).map_err(|e| format!("{addr}: {e}"))
     }
+
+    /// What `switchboard-load` needs to speak TLS to `target`, if asked.
+    pub fn load_tls(&self, target: &str) -> Result<Option<crate::load::LoadTls>, String> {
+        if !self.tls {
+            return Ok(None);
+        }
+        Ok(Some(crate::load::LoadTls {
+            config: client_config(self.ca.as_deref())?,
+            name: server_name(target)?,
+        }))
+    }
 }
 
 /// A TLS client configuration trusting the CA certificates in `ca` (PEM),

@@ -31,6 +31,10 @@ struct Cli {
 
     #[command(flatten)]
     common: Common,
+
+    // TLS (switchboard_bins::tls).
+    #[command(flatten)]
+    tls: switchboard_bins::tls::TlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -120,7 +124,10 @@ enum ModeCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cfg = match config(cli.mode, &cli.common) {
+    let cfg = match config(cli.mode, &cli.common).and_then(|mut c| {
+        c.tls = cli.tls.load_tls(&cli.common.target).map_err(LoadError::Invalid)?;
+        Ok(c)
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchboard-load: {e}");

@@ -27,6 +27,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// What to send.
     pub mode: Mode,
+    /// Speak TLS (`--tls`).
+    pub tls: Option<super::stream::LoadTls>,
 }
 
 /// When a run stops sending.
@@ -105,6 +107,7 @@ impl Config {
             drain_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             mode,
+            tls: None,
         }
     }
 

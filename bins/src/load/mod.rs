@@ -29,6 +29,7 @@ mod idle;
 mod progress;
 mod report;
 mod shared;
+mod stream;
 mod sys;
 mod timer;
 mod worker;
@@ -44,6 +45,7 @@ use mio::{Poll, Waker};
 
 pub use config::{Config, Mode, Stop};
 pub use report::{ChatSummary, ErrorCounts, FileSummary, Latency, Report};
+pub use stream::LoadTls;
 pub use sys::{process_cpu_time, raise_fd_limit};
 
 use shared::{Shared, RUN, STOP};
