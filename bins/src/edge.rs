@@ -33,15 +33,32 @@ pub struct EdgeArgs {
     /// The time a new connection has for its PROXY header and TLS handshake.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub handshake_timeout: Duration,
+
+    /// Bind with SO_REUSEPORT, so several server processes share --listen and
+    /// the kernel spreads new connections over them; one that drains
+    /// (SIGTERM) serves the connections it accepted to their end.
+    #[arg(long)]
+    pub reuse_port: bool,
 }
 
-/// A flag value the server cannot start with.
+/// A flag value or an inherited socket the server cannot start with.
 #[derive(Debug)]
-pub struct EdgeError(TlsConfigError);
+#[non_exhaustive]
+pub enum EdgeError {
+    /// The certificate or key.
+    Tls(TlsConfigError),
+    /// `LISTEN_FDS` names a descriptor that is no TCP socket.
+    Inherited(std::io::Error),
+}
 
 impl fmt::Display for EdgeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "--tls-cert/--tls-key: {}", self.0)
+        match self {
+            EdgeError::Tls(e) => write!(f, "--tls-cert/--tls-key: {e}"),
+            EdgeError::Inherited(e) => {
+                write!(f, "LISTEN_FDS: the first descriptor handed down is unusable: {e}")
+            }
+        }
     }
 }
 
@@ -50,9 +67,25 @@ impl std::error::Error for EdgeError {}
 impl EdgeArgs {
     /// Applies the flags to `builder`; a certificate or key that cannot be
     /// used is an error (one line, naming the file).
+    ///
+    /// A listening socket handed down by systemd socket activation
+    /// (`LISTEN_FDS`, with `LISTEN_PID` this process) is served instead of
+    /// binding --listen. Call it before starting threads: it clears those
+    /// variables.
     pub fn apply(&self, mut builder: ServerBuilder) -> Result<ServerBuilder, EdgeError> {
+        let mut fds = listenfd::ListenFd::from_env();
+        if fds.len() > 0 {
+            let listener = fds.take_tcp_listener(0).map_err(EdgeError::Inherited)?;
+            if let Some(l) = listener {
+                log::info!("serving the listening socket handed down (LISTEN_FDS), not --listen");
+                builder = builder.listener(l);
+            }
+        }
+        if self.reuse_port {
+            builder = builder.reuse_port(true);
+        }
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
-            let config = tls_config_from_pem(cert, key).map_err(EdgeError)?;
+            let config = tls_config_from_pem(cert, key).map_err(EdgeError::Tls)?;
             log::info!("serving TLS with {}", cert.display());
             builder = builder.tls(config);
         }

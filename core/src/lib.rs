@@ -46,6 +46,7 @@ mod err;
 mod framing;
 mod handler;
 mod harness;
+mod listener;
 mod mailbox;
 mod message;
 mod outbound;

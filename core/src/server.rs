@@ -14,6 +14,7 @@ use crate::clock;
 use crate::conn::SlowConsumerPolicy;
 use crate::err::StartError;
 use crate::handler::Handler;
+use crate::listener::{self, ListenerConfig};
 use crate::shutdown::{Phase, ShutdownHandle, ShutdownReport, ShutdownState};
 use crate::stats::{Counters, Stats};
 use crate::transport::TransportConfig;
@@ -51,6 +52,8 @@ pub(crate) struct Config {
     pub(crate) max_lingering: usize,
     /// TLS, PROXY header and their timeout.
     pub(crate) transport: TransportConfig,
+    /// `SO_REUSEPORT`, an inherited listener.
+    pub(crate) listener: ListenerConfig,
 }
 
 /// The most turned-away sockets lingering at once, whatever the budget.
@@ -77,6 +80,7 @@ impl Default for Config {
             idle_to_activate: 500,
             max_lingering: MAX_LINGERING,
             transport: TransportConfig::default(),
+            listener: ListenerConfig::default(),
         }
     }
 }
@@ -369,6 +373,26 @@ impl ServerBuilder {
         self
     }
 
+    /// Binds with `SO_REUSEPORT` (default off): several server processes
+    /// started with it share one address and the kernel spreads new
+    /// connections over them. A process that drains (SIGTERM) stops
+    /// accepting and serves the connections it accepted to their end; the
+    /// others keep taking new ones. (Connections still in its accept queue
+    /// when it closes the listener are reset by the kernel.)
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.config.listener.reuse_port = on;
+        self
+    }
+
+    /// Serves `listener`, a socket already listening (handed down by
+    /// systemd socket activation or a parent process), instead of binding
+    /// the address given to [`start`](ServerBuilder::start), which is then
+    /// ignored. `start` fails if the socket is not listening.
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.config.listener.inherited = Some(std::sync::Arc::new(listener));
+        self
+    }
+
     /// Test seam: injects start failures and counts the server's threads.
     #[doc(hidden)]
     pub fn probe(mut self, probe: StartProbe) -> Self {
@@ -413,7 +437,7 @@ impl ServerBuilder {
             Some(n) => n,
             None => allowed,
         };
-        let listener = bind(&addr, config.backlog)?;
+        let listener = listener::listen(&addr, config.backlog, &config.listener)?;
         let local_addr = listener.local_addr()?;
         let busy = handler.busy_reply();
         let shutdown = Arc::new(ShutdownState::new());
@@ -559,30 +583,6 @@ impl Drop for Threads {
             let _ = self.join();
         }
     }
-}
-
-fn bind<A: ToSocketAddrs + fmt::Display>(
-    addr: &A,
-    backlog: i32,
-) -> Result<mio::net::TcpListener, StartError> {
-    use socket2::{Domain, Socket, Type};
-    let err = |source| StartError::Bind { addr: addr.to_string(), source };
-    let mut last = None;
-    for sa in addr.to_socket_addrs().map_err(err)? {
-        let attempt = (|| {
-            let socket = Socket::new(Domain::for_address(sa), Type::STREAM, None)?;
-            socket.set_reuse_address(true)?;
-            socket.set_nonblocking(true)?;
-            socket.bind(&sa.into())?;
-            socket.listen(backlog)?;
-            Ok(mio::net::TcpListener::from_std(socket.into()))
-        })();
-        match attempt {
-            Ok(l) => return Ok(l),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))))
 }
 
 /// A running server: an acceptor thread and a pool of workers.

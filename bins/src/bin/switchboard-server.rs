@@ -89,7 +89,7 @@ struct Args {
     #[arg(long, value_name = "DIR", required_if_eq("handler", "file"))]
     root: Option<PathBuf>,
 
-    // TLS, PROXY protocol (switchboard_bins::edge).
+    // TLS, PROXY protocol, --reuse-port, LISTEN_FDS (switchboard_bins::edge).
     #[command(flatten)]
     edge: switchboard_bins::edge::EdgeArgs,
 }
