@@ -171,6 +171,31 @@ fn a_stalled_handshake_is_closed_at_the_handshake_timeout() {
 }
 
 #[test]
+fn past_the_connection_limit_a_tls_client_is_closed_without_a_plaintext_reply() {
+    let dir = temp_dir("tls-busy");
+    let pki = TestPki::create(dir.path());
+    let mut cmd = Command::new(SERVER);
+    cmd.args(["--listen", "127.0.0.1:0", "--workers", "1", "--max-connections", "1", "--tls-cert"])
+        .arg(&pki.cert)
+        .arg("--tls-key")
+        .arg(&pki.key)
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null());
+    let mut server = Spawned::spawn(&mut cmd);
+    let addr = server.listening_addr();
+    // The one connection allowed, held in its handshake.
+    let mut first = TcpStream::connect(addr).unwrap();
+    first.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    server.wait_stderr("awaiting its preamble", TIMEOUT);
+    let mut second = TcpStream::connect(addr).unwrap();
+    second.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut got = Vec::new();
+    let _ = second.read_to_end(&mut got);
+    assert!(got.is_empty(), "a TLS port sent {:?}", String::from_utf8_lossy(&got));
+    server.wait_stderr("connection limit (1) reached", TIMEOUT);
+}
+
+#[test]
 fn a_bad_certificate_or_key_is_one_line_and_exit_2() {
     let dir = temp_dir("tls-bad");
     let pki = TestPki::create(dir.path());

@@ -439,7 +439,9 @@ impl ServerBuilder {
         };
         let listener = listener::listen(&addr, config.backlog, &config.listener)?;
         let local_addr = listener.local_addr()?;
-        let busy = handler.busy_reply();
+        // Under TLS the busy reply would come before any handshake, as
+        // plaintext a TLS client cannot read: such a client is only closed.
+        let busy = if config.transport.tls.is_some() { Vec::new() } else { handler.busy_reply() };
         let shutdown = Arc::new(ShutdownState::new());
         let stats = Arc::new(Counters::new(config.workers));
         let shared = Arc::new(Shared {
