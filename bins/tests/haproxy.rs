@@ -118,6 +118,21 @@ fn behind_haproxy_v1_and_v2_the_server_sees_the_client_address() {
     b.get_mut().write_all(b"/who\n").unwrap();
     assert_eq!(line(&mut b), "* online: alice, guest-2\n");
 
+    // A client that bypasses HAProxy is closed, with the reason logged.
+    let mut direct = TcpStream::connect(addr).unwrap();
+    direct.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let direct_addr = direct.local_addr().unwrap();
+    direct.write_all(b"hello\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut direct, &mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    wait_until("the direct client's close is logged with its reason", || {
+        srv.stderr_so_far().lines().any(|l| {
+            l.contains(&format!("{direct_addr}: connection "))
+                && l.contains(" closed: no valid PROXY protocol header: invalid PROXY v1 header")
+        })
+    });
+
     // Leaving is logged under the client's address too.
     drop(a);
     srv.wait_stderr(&format!("{a_addr}: connection"), TIMEOUT);
