@@ -913,7 +913,9 @@ impl<H: Handler> Worker<H> {
         let stats = &self.shared.stats;
         let counters = &stats.workers[self.index];
         match reason {
-            CloseReason::IdleTimeout | CloseReason::FrameTimeout => bump(&counters.timed_out),
+            CloseReason::IdleTimeout | CloseReason::FrameTimeout | CloseReason::HandshakeTimeout => {
+                bump(&counters.timed_out)
+            }
             CloseReason::Forced => bump(&counters.forced_closes),
             _ => {}
         }
