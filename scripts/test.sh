@@ -15,6 +15,8 @@ NEEDED+=("chromium:chromium")
 NEEDED+=("redis-server:redis-server")
 # scripts/two-hosts.sh (run by .ci/run after the tests) needs ip netns.
 NEEDED+=("ip:iproute2")
+# PROXY protocol tests: a real HAProxy in front of the server.
+NEEDED+=("haproxy:haproxy")
 
 # Installs the Debian packages behind any missing command: with apt-get as
 # root, otherwise prints exactly what to install and fails.

@@ -23,6 +23,7 @@ mod markdown;
 mod plots;
 mod procs;
 mod profile;
+mod tlsbench;
 mod udpbench;
 
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ pub(crate) struct Options {
     pub(crate) out: Option<PathBuf>,
     pub(crate) bin_dir: PathBuf,
     pub(crate) args: Vec<String>,
+    /// Only the TLS rows (`--tls-only`).
+    pub(crate) tls_only: bool,
 }
 
 impl Options {
@@ -194,6 +197,8 @@ pub(crate) struct Results {
     pub(crate) plots: Vec<(String, String)>,
     /// The UDP echo rows.
     pub(crate) udp: udpbench::UdpResults,
+    /// The TLS section (markdown).
+    pub(crate) tls: String,
 }
 
 /// The usage text (`--help`).
@@ -221,6 +226,8 @@ Options:
   --no-write     print the tables only, write nothing
   --bin-dir DIR  take the binaries from DIR as they are (default: beside this
                  executable, built first when run by cargo)
+  --tls-only     only the TLS rows (echo against tokio-tls-echo, file get,
+                 handshakes per second); prints them, writes nothing
   -h, --help     this text";
 
 fn main() -> ExitCode {
@@ -257,17 +264,24 @@ fn main() -> ExitCode {
         eprintln!("bench: the machine is busy (load average {l:.1} on {cores} cores): expect noisy numbers");
     }
     let started = Instant::now();
-    let mut results = run_all(&opts, &bins);
-    eprintln!("profile");
-    results.profile = profile::section(&bins, if opts.quick { 2 } else { 4 });
-    if let Some(path) = &opts.out {
-        match plots::write(&results, path) {
-            Ok(written) => results.plots = written,
-            Err(e) => results.failures.push(format!("latency plots: {e}")),
+    let mut results = if opts.tls_only { Results::default() } else { run_all(&opts, &bins) };
+    if !opts.tls_only {
+        eprintln!("profile");
+        results.profile = profile::section(&bins, if opts.quick { 2 } else { 4 });
+        if let Some(path) = &opts.out {
+            match plots::write(&results, path) {
+                Ok(written) => results.plots = written,
+                Err(e) => results.failures.push(format!("latency plots: {e}")),
+            }
         }
     }
+    eprintln!("TLS");
+    results.tls = tlsbench::section(&opts, &bins);
     let md = markdown::render(&opts, &results, started.elapsed());
-    println!("{}", markdown::tables(&results));
+    if !opts.tls_only {
+        println!("{}", markdown::tables(&results));
+    }
+    println!("{}", results.tls);
     if let Some(path) = &opts.out {
         if let Err(e) = std::fs::write(path, &md) {
             eprintln!("bench: cannot write {}: {e}", path.display());
@@ -315,7 +329,14 @@ fn parse_args() -> Result<Option<Options>, String> {
         .ok()
         .and_then(|p| p.parent().map(|d| d.to_path_buf()))
         .unwrap_or_else(|| PathBuf::from("target/release"));
-    let mut o = Options { quick: false, rounds: 3, out: Some(default_out), bin_dir, args: args.clone() };
+    let mut o = Options {
+        quick: false,
+        rounds: 3,
+        out: Some(default_out),
+        bin_dir,
+        args: args.clone(),
+        tls_only: false,
+    };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -329,10 +350,15 @@ fn parse_args() -> Result<Option<Options>, String> {
             }
             "--out" => o.out = Some(PathBuf::from(it.next().ok_or("--out needs a file")?)),
             "--no-write" => o.out = None,
+            "--tls-only" => o.tls_only = true,
             "--bin-dir" => o.bin_dir = PathBuf::from(it.next().ok_or("--bin-dir needs a folder")?),
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument '{other}'")),
         }
+    }
+    if o.tls_only {
+        // A partial run never replaces the whole report.
+        o.out = None;
     }
     Ok(Some(o))
 }

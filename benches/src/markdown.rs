@@ -308,6 +308,7 @@ pub(crate) fn render(opts: &Options, r: &Results, took: Duration) -> String {
     s.push_str(&meaning(r));
     s.push('\n');
     s.push_str(&r.profile);
+    s.push_str(&r.tls);
     if !r.failures.is_empty() {
         s.push_str("\n## Runs that failed\n\n");
         for f in &r.failures {
@@ -631,7 +632,14 @@ mod tests {
             ]
         );
         assert!(tables(&r).contains("Pinned"));
-        let opts = Options { quick: true, rounds: 1, out: None, bin_dir: ".".into(), args: Vec::new() };
+        let opts = Options {
+            quick: true,
+            rounds: 1,
+            out: None,
+            bin_dir: ".".into(),
+            args: Vec::new(),
+            tls_only: false,
+        };
         let md = render(&opts, &r, Duration::from_secs(1));
         assert!(md.contains("`taskset -c 0 switchboard-server --handler echo --workers 1`"), "{md}");
         assert!(md.contains("no `--workers`, no `--max-connections`"), "{md}");

@@ -6,4 +6,6 @@ pub mod beside;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod edge;
 pub mod load;
+pub mod tls;

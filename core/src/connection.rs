@@ -203,7 +203,10 @@ impl<S> Connection<S> {
     /// Everything is written and no deferred reply is outstanding: a
     /// flushing connection may shut down its write side.
     pub(crate) fn flushed(&self) -> bool {
-        self.writing == Writing::Flushing && self.out.is_empty() && !self.shared.deferred()
+        self.writing == Writing::Flushing
+            && self.out.is_empty()
+            && !self.sock.wants_write()
+            && !self.shared.deferred()
     }
 
     /// Whether the input ends mid-frame, and since when, after the decoder
@@ -225,6 +228,11 @@ impl<S> Connection<S> {
         match self.writing {
             Writing::Lingering { until } if now >= until => return Some(Due::EndLinger),
             _ => {}
+        }
+        if let Some((deadline, reason)) = self.sock.preamble_deadline() {
+            if now >= deadline {
+                return Some(Due::CloseNow(reason()));
+            }
         }
         if now.saturating_duration_since(self.last_io) >= t.idle {
             return Some(Due::CloseNow(CloseReason::IdleTimeout));

@@ -166,6 +166,15 @@ pub enum CloseReason {
     HandlerPanic,
     /// An I/O error on the socket (a reset, for example).
     Io(io::Error),
+    /// TLS failed: the peer's bytes were not TLS (a plain-TCP client on a
+    /// TLS port), or the handshake or a record was refused. rustls's
+    /// message. The handler never opened for a failed handshake.
+    Tls(String),
+    /// The TLS handshake was not done within the handshake timeout.
+    HandshakeTimeout,
+    /// The server expects a PROXY protocol header and got none in time, an
+    /// invalid one or one over the size limit (why).
+    BadProxyHeader(String),
 }
 
 impl CloseReason {
@@ -204,6 +213,9 @@ impl fmt::Display for CloseReason {
             CloseReason::FileTruncated => f.write_str("file shrank while being sent"),
             CloseReason::HandlerPanic => f.write_str("handler panicked"),
             CloseReason::Io(e) => write!(f, "I/O error: {e}"),
+            CloseReason::Tls(e) => write!(f, "TLS error: {e}"),
+            CloseReason::HandshakeTimeout => f.write_str("TLS handshake not completed in time"),
+            CloseReason::BadProxyHeader(why) => write!(f, "no valid PROXY protocol header: {why}"),
         }
     }
 }

@@ -48,12 +48,15 @@ mod framing;
 mod handler;
 mod handler_arc;
 mod harness;
+mod listener;
 mod mailbox;
 mod message;
 mod outbound;
+mod proxy;
 mod server;
 mod shutdown;
 mod stats;
+mod tls;
 mod transport;
 mod worker;
 mod worker_stats;
@@ -64,9 +67,13 @@ pub use framing::{Decoder, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
 pub use harness::Harness;
 pub use message::Message;
+/// The rustls version the server speaks, to build a
+/// [`ServerConfig`](rustls::ServerConfig) for [`ServerBuilder::tls`].
+pub use rustls;
 #[doc(hidden)]
 pub use server::StartProbe;
 pub use server::{Server, ServerBuilder, StatsHandle};
 pub use shutdown::{Phase, ShutdownHandle, ShutdownReport};
 pub use stats::Stats;
+pub use tls::{tls_config_from_pem, TlsConfigError};
 pub use worker_stats::WorkerStats;

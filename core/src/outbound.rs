@@ -132,7 +132,11 @@ impl Outbound {
         let mut total = 0u64;
         loop {
             let result = match self.chunks.front() {
-                None => break,
+                // Below the replies, a transport may hold bytes (TLS records).
+                None => match sock.flush() {
+                    Ok(()) => break,
+                    Err(e) => Err(WriteError::Io(e)),
+                },
                 Some(Chunk::File { .. }) => self.write_file(sock, spare),
                 Some(_) => self.write_bytes(sock).inspect(|&n| {
                     shared.sub_queued(n);

@@ -14,8 +14,10 @@ use crate::clock;
 use crate::conn::SlowConsumerPolicy;
 use crate::err::StartError;
 use crate::handler::Handler;
+use crate::listener::{self, ListenerConfig};
 use crate::shutdown::{Phase, ShutdownHandle, ShutdownReport, ShutdownState};
 use crate::stats::{Counters, Stats};
+use crate::transport::TransportConfig;
 use crate::worker::{Worker, WorkerReport};
 
 /// The settings of a server, all bounded.
@@ -48,6 +50,10 @@ pub(crate) struct Config {
     /// Turned-away sockets lingering at once in the acceptor (set at start
     /// from the descriptor reserve); past it they are closed straight away.
     pub(crate) max_lingering: usize,
+    /// TLS, PROXY header and their timeout.
+    pub(crate) transport: TransportConfig,
+    /// `SO_REUSEPORT`, an inherited listener.
+    pub(crate) listener: ListenerConfig,
 }
 
 /// The most turned-away sockets lingering at once, whatever the budget.
@@ -73,6 +79,8 @@ impl Default for Config {
             activate_above: 700,
             idle_to_activate: 500,
             max_lingering: MAX_LINGERING,
+            transport: TransportConfig::default(),
+            listener: ListenerConfig::default(),
         }
     }
 }
@@ -91,6 +99,7 @@ impl Config {
             ("frame timeout", self.frame_timeout),
             ("quiet period", self.quiet),
             ("linger", self.linger),
+            ("handshake timeout", self.transport.handshake_timeout),
         ] {
             if d.is_zero() {
                 return bad(format!("{name} must be more than zero"));
@@ -117,6 +126,7 @@ impl Config {
             ("frame timeout", self.frame_timeout),
             ("quiet period", self.quiet),
             ("linger", self.linger),
+            ("handshake timeout", self.transport.handshake_timeout),
         ] {
             if d > clock::MAX_DURATION || Instant::now().checked_add(d).is_none() {
                 return bad(format!(
@@ -144,6 +154,7 @@ impl Config {
     /// How often a worker checks its timeouts.
     pub(crate) fn tick(&self) -> Duration {
         let shortest = self.idle_timeout.min(self.frame_timeout).min(self.quiet).min(self.linger);
+        let shortest = shortest.min(self.transport.handshake_timeout);
         (shortest / 4).clamp(Duration::from_millis(5), Duration::from_millis(250))
     }
 }
@@ -330,6 +341,58 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves TLS (1.2 and 1.3) with this configuration: each connection's
+    /// handshake runs on its worker, and the handler opens once it is done.
+    /// [`tls_config_from_pem`](crate::tls_config_from_pem) makes one from
+    /// PEM files. Under TLS, file regions are read in bounded chunks and
+    /// encrypted instead of `sendfile`d, and a graceful close sends
+    /// `close_notify` before the TCP close.
+    pub fn tls(mut self, config: std::sync::Arc<rustls::ServerConfig>) -> Self {
+        self.config.transport.tls = Some(config);
+        self
+    }
+
+    /// Expects a PROXY protocol header (v1 or v2, at most 4 KiB) first on
+    /// every connection, as a load balancer sends it (HAProxy `send-proxy`,
+    /// nginx `proxy_protocol on`): the client address it names is the
+    /// connection's [`peer_addr`](crate::Conn::peer_addr), in logs and to
+    /// the handler. A connection without a valid header within the
+    /// [`handshake_timeout`](ServerBuilder::handshake_timeout) is closed
+    /// ([`CloseReason::BadProxyHeader`](crate::CloseReason::BadProxyHeader)).
+    /// Only for a port that load balancers alone can reach: any client may
+    /// send a header.
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.config.transport.proxy_protocol = on;
+        self
+    }
+
+    /// The time a new connection has for its PROXY header and TLS handshake
+    /// before it is closed (default 10 s).
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.config.transport.handshake_timeout = d;
+        self
+    }
+
+    /// Binds with `SO_REUSEPORT` (default off): several server processes
+    /// started with it share one address and the kernel spreads new
+    /// connections over them. A process that drains (SIGTERM) stops
+    /// accepting and serves the connections it accepted to their end; the
+    /// others keep taking new ones. (Connections still in its accept queue
+    /// when it closes the listener are reset by the kernel.)
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.config.listener.reuse_port = on;
+        self
+    }
+
+    /// Serves `listener`, a socket already listening (handed down by
+    /// systemd socket activation or a parent process), instead of binding
+    /// the address given to [`start`](ServerBuilder::start), which is then
+    /// ignored. `start` fails if the socket is not listening.
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.config.listener.inherited = Some(std::sync::Arc::new(listener));
+        self
+    }
+
     /// Test seam: injects start failures and counts the server's threads.
     #[doc(hidden)]
     pub fn probe(mut self, probe: StartProbe) -> Self {
@@ -374,9 +437,11 @@ impl ServerBuilder {
             Some(n) => n,
             None => allowed,
         };
-        let listener = bind(&addr, config.backlog)?;
+        let listener = listener::listen(&addr, config.backlog, &config.listener)?;
         let local_addr = listener.local_addr()?;
-        let busy = handler.busy_reply();
+        // Under TLS the busy reply would come before any handshake, as
+        // plaintext a TLS client cannot read: such a client is only closed.
+        let busy = if config.transport.tls.is_some() { Vec::new() } else { handler.busy_reply() };
         let shutdown = Arc::new(ShutdownState::new());
         let stats = Arc::new(Counters::new(config.workers));
         let shared = Arc::new(Shared {
@@ -520,30 +585,6 @@ impl Drop for Threads {
             let _ = self.join();
         }
     }
-}
-
-fn bind<A: ToSocketAddrs + fmt::Display>(
-    addr: &A,
-    backlog: i32,
-) -> Result<mio::net::TcpListener, StartError> {
-    use socket2::{Domain, Socket, Type};
-    let err = |source| StartError::Bind { addr: addr.to_string(), source };
-    let mut last = None;
-    for sa in addr.to_socket_addrs().map_err(err)? {
-        let attempt = (|| {
-            let socket = Socket::new(Domain::for_address(sa), Type::STREAM, None)?;
-            socket.set_reuse_address(true)?;
-            socket.set_nonblocking(true)?;
-            socket.bind(&sa.into())?;
-            socket.listen(backlog)?;
-            Ok(mio::net::TcpListener::from_std(socket.into()))
-        })();
-        match attempt {
-            Ok(l) => return Ok(l),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))))
 }
 
 /// A running server: an acceptor thread and a pool of workers.

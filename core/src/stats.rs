@@ -26,7 +26,8 @@ pub struct Stats {
     pub rejected: u64,
     /// Connections closed since start, for any reason.
     pub closed: u64,
-    /// Connections closed by the idle timeout or the frame timeout.
+    /// Connections closed by the idle timeout, the frame timeout or the TLS
+    /// handshake timeout.
     pub timed_out: u64,
     /// Bytes read from peers.
     pub bytes_in: u64,

@@ -1,73 +1,273 @@
 //! The bytes of a connection: the one interface through which a worker
-//! reads and writes a peer. Plain TCP today; an encrypting transport slots
-//! in here without touching handlers. Zero-copy file sending is offered only
-//! where the bytes go to the socket as they are.
+//! reads and writes a peer, plain TCP or TLS. Zero-copy file sending is
+//! offered only where the bytes go to the socket as they are.
+//!
+//! A connection may have a preamble before its handler opens: a PROXY
+//! header to read, a TLS handshake to complete. [`Transport::advance`] moves
+//! it on as the socket allows; the worker opens the session when it says
+//! so, and a connection whose preamble is not done by its deadline closes
+//! ([`Transport::preamble_deadline`]).
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mio::event::Source;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use crate::clock;
+use crate::handler::CloseReason;
+use crate::proxy::{HeaderReader, Parsed};
+use crate::tls::{Handshake, TlsStream};
+
+/// How the connections of a listener begin: with a PROXY header, with TLS.
+#[derive(Debug, Clone)]
+pub(crate) struct TransportConfig {
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) proxy_protocol: bool,
+    /// The time a connection has for its PROXY header and TLS handshake.
+    pub(crate) handshake_timeout: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> TransportConfig {
+        TransportConfig { tls: None, proxy_protocol: false, handshake_timeout: Duration::from_secs(10) }
+    }
+}
+
 /// A connection's byte stream.
 #[derive(Debug)]
-pub(crate) enum Transport {
+pub(crate) enum Stream {
     /// Plain TCP.
     Tcp(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream>),
+}
+
+/// What comes before the handler's session.
+#[derive(Debug)]
+enum Preamble {
+    /// Reading the PROXY header.
+    Proxy(HeaderReader),
+    /// The TLS handshake.
+    Handshake,
+    /// Done: the session is open.
+    Done,
+}
+
+/// What a step of the preamble gave.
+#[derive(Debug)]
+pub(crate) enum Advance {
+    /// Waiting for the peer.
+    Pending,
+    /// Done; the client's address if a PROXY header named one.
+    Ready(Option<SocketAddr>),
+}
+
+/// A connection's byte stream and its preamble.
+#[derive(Debug)]
+pub(crate) struct Transport {
+    stream: Stream,
+    preamble: Preamble,
+    /// When the preamble must be done.
+    deadline: Instant,
+    /// Plain bytes read past a PROXY header, served before the socket's.
+    early: Vec<u8>,
+    /// The client named by the PROXY header, until the preamble is done.
+    client: Option<SocketAddr>,
 }
 
 impl Transport {
-    /// The socket to hand to `sendfile`, where bytes go out unchanged.
-    pub(crate) fn zero_copy(&self) -> Option<BorrowedFd<'_>> {
-        match self {
-            Transport::Tcp(s) => Some(s.as_fd()),
+    /// A new connection's transport under `config`.
+    pub(crate) fn new(sock: TcpStream, config: &TransportConfig, now: Instant) -> io::Result<Transport> {
+        let stream = match &config.tls {
+            Some(tls) => {
+                Stream::Tls(Box::new(TlsStream::new(Arc::clone(tls), sock).map_err(io::Error::other)?))
+            }
+            None => Stream::Tcp(sock),
+        };
+        let preamble = match (&stream, config.proxy_protocol) {
+            (_, true) => Preamble::Proxy(HeaderReader::default()),
+            (Stream::Tls(_), false) => Preamble::Handshake,
+            (Stream::Tcp(_), false) => Preamble::Done,
+        };
+        let deadline = clock::after(now, config.handshake_timeout);
+        Ok(Transport { stream, preamble, deadline, early: Vec::new(), client: None })
+    }
+
+    /// The session may open: no preamble is left.
+    pub(crate) fn is_ready(&self) -> bool {
+        matches!(self.preamble, Preamble::Done)
+    }
+
+    /// While the preamble is not done: its deadline, and the reason a
+    /// connection past it closes with.
+    pub(crate) fn preamble_deadline(&self) -> Option<(Instant, fn() -> CloseReason)> {
+        match self.preamble {
+            Preamble::Proxy(_) => {
+                Some((self.deadline, || CloseReason::BadProxyHeader("none in time".into())))
+            }
+            Preamble::Handshake => Some((self.deadline, || CloseReason::HandshakeTimeout)),
+            Preamble::Done => None,
         }
     }
 
-    /// Ends the sending side (after the last reply).
+    /// Moves the preamble on as far as the socket allows.
+    pub(crate) fn advance(&mut self) -> Result<Advance, CloseReason> {
+        loop {
+            match &mut self.preamble {
+                Preamble::Done => return Ok(Advance::Ready(self.client.take())),
+                Preamble::Proxy(reader) => {
+                    let sock = match &mut self.stream {
+                        Stream::Tcp(s) => s,
+                        Stream::Tls(t) => t.sock_mut(),
+                    };
+                    let parsed = reader.read_from(sock).map_err(|e| match e.kind() {
+                        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+                            CloseReason::BadProxyHeader(e.to_string())
+                        }
+                        _ => CloseReason::Io(e),
+                    })?;
+                    let Parsed::Header { client, rest } = parsed else { return Ok(Advance::Pending) };
+                    self.client = client;
+                    match &mut self.stream {
+                        Stream::Tcp(_) => {
+                            self.early = rest;
+                            self.preamble = Preamble::Done;
+                        }
+                        Stream::Tls(t) => {
+                            t.feed(&rest).map_err(reason_of)?;
+                            self.preamble = Preamble::Handshake;
+                        }
+                    }
+                }
+                Preamble::Handshake => {
+                    let Stream::Tls(t) = &mut self.stream else {
+                        self.preamble = Preamble::Done;
+                        continue;
+                    };
+                    match t.handshake().map_err(reason_of)? {
+                        Handshake::Pending => return Ok(Advance::Pending),
+                        Handshake::PeerClosed => return Err(CloseReason::PeerClosed),
+                        Handshake::Done => self.preamble = Preamble::Done,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The peer's EOF waits behind the bytes last read (TLS): read again
+    /// without waiting for a socket event.
+    pub(crate) fn eof_pending(&self) -> bool {
+        match &self.stream {
+            Stream::Tcp(_) => false,
+            Stream::Tls(t) => t.eof_pending(),
+        }
+    }
+
+    /// Bytes are waiting to be written below the replies (TLS records).
+    pub(crate) fn wants_write(&self) -> bool {
+        match &self.stream {
+            Stream::Tcp(_) => false,
+            Stream::Tls(t) => t.wants_write(),
+        }
+    }
+
+    /// The socket to hand to `sendfile`, where bytes go out unchanged: not
+    /// under TLS, where file regions are read in bounded chunks and written
+    /// through the cipher.
+    pub(crate) fn zero_copy(&self) -> Option<BorrowedFd<'_>> {
+        match &self.stream {
+            Stream::Tcp(s) => Some(s.as_fd()),
+            Stream::Tls(_) => None,
+        }
+    }
+
+    /// Ends the sending side (after the last reply): a TLS `close_notify`,
+    /// then the TCP shutdown.
     pub(crate) fn shutdown_write(&mut self) -> io::Result<()> {
-        match self {
-            Transport::Tcp(s) => s.shutdown(Shutdown::Write),
+        match &mut self.stream {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
+            Stream::Tls(t) => t.shutdown_write(),
         }
     }
 
     pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        match self {
-            Transport::Tcp(s) => registry.register(s, token, Interest::READABLE | Interest::WRITABLE),
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match &mut self.stream {
+            Stream::Tcp(s) => registry.register(s, token, interest),
+            Stream::Tls(t) => registry.register(t.sock_mut(), token, interest),
         }
     }
 
     pub(crate) fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Transport::Tcp(s) => s.deregister(registry),
+        match &mut self.stream {
+            Stream::Tcp(s) => s.deregister(registry),
+            Stream::Tls(t) => t.sock_mut().deregister(registry),
         }
     }
 }
 
+/// The close reason for an I/O error of a transport: a TLS failure (rustls
+/// said why) or a socket error.
+pub(crate) fn reason_of(e: io::Error) -> CloseReason {
+    if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+        let inner = e.into_inner().expect("checked above");
+        return CloseReason::Tls(inner.to_string());
+    }
+    CloseReason::Io(e)
+}
+
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Transport::Tcp(s) => s.read(buf),
+        let n = buf.len().min(self.early.len());
+        if n > 0 {
+            buf[..n].copy_from_slice(&self.early[..n]);
+            self.early.drain(..n);
+            if self.early.is_empty() {
+                self.early = Vec::new();
+            }
+        }
+        if n == buf.len() && n > 0 {
+            return Ok(n);
+        }
+        // Then the socket: a short read must still mean a drained socket.
+        let more = match &mut self.stream {
+            Stream::Tcp(s) => s.read(&mut buf[n..]),
+            Stream::Tls(t) => t.read(&mut buf[n..]),
+        };
+        match more {
+            Ok(m) => Ok(n + m),
+            Err(_) if n > 0 => Ok(n),
+            Err(e) => Err(e),
         }
     }
 }
 
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Transport::Tcp(s) => s.write(buf),
+        match &mut self.stream {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
         }
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Transport::Tcp(s) => s.write_vectored(bufs),
+        match &mut self.stream {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Tls(t) => t.write_vectored(bufs),
         }
     }
 
+    /// Writes what is pending below the replies (TLS records); would block
+    /// while the socket does not take it.
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match &mut self.stream {
+            Stream::Tcp(_) => Ok(()),
+            Stream::Tls(t) => t.flush(),
+        }
     }
 }

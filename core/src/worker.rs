@@ -28,7 +28,7 @@ use crate::outbound::WriteError;
 use crate::server::Shared;
 use crate::shutdown::Phase as Lifecycle;
 use crate::stats::{add, bump, WorkerCounters};
-use crate::transport::Transport;
+use crate::transport::{reason_of, Advance, Transport};
 
 const WAKER: Token = Token(usize::MAX);
 /// Reads per readiness event before other connections get a turn.
@@ -658,6 +658,16 @@ impl<H: Handler> Worker<H> {
             (config.max_outbound, config.max_outbound_total, config.policy);
         let (mailbox, stats, now) = (&self.mailbox, &self.shared.stats, self.now);
         let decoder = Decoder::new(self.handler.framing());
+        let sock = match Transport::new(sock, &config.transport, now) {
+            Ok(sock) => sock,
+            Err(e) => {
+                log::warn!("{peer}: cannot set up the connection: {e}; closing");
+                bump(&self.counters().closed);
+                self.load.fetch_sub(1, Ordering::AcqRel);
+                self.shared.stats.open.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+        };
         let key = self.conns.insert_with_key(|key| {
             let shared = ConnShared::new(
                 id,
@@ -669,7 +679,7 @@ impl<H: Handler> Worker<H> {
                 Arc::clone(mailbox),
                 Arc::clone(stats),
             );
-            Connection::new(Transport::Tcp(sock), Arc::new(shared), decoder, now)
+            Connection::new(sock, Arc::new(shared), decoder, now)
         });
         let c = &mut self.conns[key];
         if let Err(e) = c.sock.register(self.poll.registry(), token(key)) {
@@ -680,6 +690,46 @@ impl<H: Handler> Worker<H> {
             self.shared.stats.open.fetch_sub(1, Ordering::AcqRel);
             return;
         }
+        if !c.sock.is_ready() {
+            // A PROXY header or a TLS handshake first (`on_readable`).
+            log::debug!("{peer}: connection {id} on worker {}: awaiting its preamble", self.index);
+            return;
+        }
+        self.start_session(key);
+    }
+
+    /// The preamble (PROXY header, TLS handshake) moved on: opens the
+    /// session once it is done.
+    fn advance(&mut self, key: ConnKey) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        match c.sock.advance() {
+            Ok(Advance::Pending) => self.dirty.push(key),
+            Ok(Advance::Ready(client)) => {
+                if let Some(client) = client {
+                    match Arc::get_mut(&mut c.shared) {
+                        Some(shared) => {
+                            log::debug!(
+                                "{}: connection {} is from {client} (PROXY header)",
+                                shared.peer,
+                                shared.id
+                            );
+                            shared.peer = client;
+                        }
+                        None => log::error!("{}: the connection is shared before it opened", c.shared.peer),
+                    }
+                }
+                self.start_session(key);
+                // Bytes may have come with the end of the preamble.
+                self.ready.push(key);
+            }
+            Err(reason) => self.finish(key, reason),
+        }
+    }
+
+    /// Calls the handler's `open`.
+    fn start_session(&mut self, key: ConnKey) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        let (peer, id) = (c.shared.peer, c.shared.id);
         log::debug!("{peer}: connection {id} open on worker {}", self.index);
         let handler = &self.handler;
         let (_, mut conn) = c.parts(&self.shared.stats.workers[self.index].queued, self.draining);
@@ -697,6 +747,9 @@ impl<H: Handler> Worker<H> {
         let Some(c) = self.conns.get_mut(key) else { return };
         if let Writing::Lingering { .. } = c.writing {
             return self.linger(key);
+        }
+        if !c.sock.is_ready() {
+            return self.advance(key);
         }
         if !c.takes_frames() {
             return;
@@ -727,7 +780,9 @@ impl<H: Handler> Worker<H> {
                     if !self.process(key, n) {
                         break;
                     }
-                    if n < self.scratch.len() && !to_eof {
+                    // (A TLS peer's EOF may wait behind the bytes of a short read.)
+                    let eof_next = self.conns.get(key).is_some_and(|c| c.sock.eof_pending());
+                    if n < self.scratch.len() && !to_eof && !eof_next {
                         break;
                     }
                     if turn + 1 == READS_PER_TURN {
@@ -736,7 +791,7 @@ impl<H: Handler> Worker<H> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.finish(key, CloseReason::Io(e)),
+                Err(e) => return self.finish(key, reason_of(e)),
             }
         }
         // Replies go out with the loop pass's other writes: every callback
@@ -804,7 +859,7 @@ impl<H: Handler> Worker<H> {
     /// moves a closing connection on once its queue is empty.
     fn flush(&mut self, key: ConnKey) {
         let Some(c) = self.conns.get_mut(key) else { return };
-        if !c.out.is_empty() {
+        if !c.out.is_empty() || c.sock.wants_write() {
             match c.out.write_to(
                 &mut c.sock,
                 &c.shared,
@@ -818,7 +873,7 @@ impl<H: Handler> Worker<H> {
                     }
                 }
                 Err(WriteError::FileTruncated) => return self.finish(key, CloseReason::FileTruncated),
-                Err(WriteError::Io(e)) => return self.finish(key, CloseReason::Io(e)),
+                Err(WriteError::Io(e)) => return self.finish(key, reason_of(e)),
             }
         }
         if c.update_backpressure(self.shared.config.high_water) {
@@ -876,7 +931,9 @@ impl<H: Handler> Worker<H> {
         let stats = &self.shared.stats;
         let counters = &stats.workers[self.index];
         match reason {
-            CloseReason::IdleTimeout | CloseReason::FrameTimeout => bump(&counters.timed_out),
+            CloseReason::IdleTimeout | CloseReason::FrameTimeout | CloseReason::HandshakeTimeout => {
+                bump(&counters.timed_out)
+            }
             CloseReason::Forced => bump(&counters.forced_closes),
             _ => {}
         }

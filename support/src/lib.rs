@@ -27,6 +27,7 @@ pub mod http;
 mod line_echo;
 pub mod lines;
 mod net;
+pub mod pki;
 pub mod redis;
 pub mod test_server;
 mod wait;

@@ -53,6 +53,9 @@ struct Args {
     /// datagram, each datagram received is printed.
     #[arg(long)]
     udp: bool,
+
+    #[command(flatten)]
+    tls: switchboard_bins::tls::TlsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,7 +129,7 @@ fn run(args: Args) -> Result<(), String> {
         }
         Some(_) if args.udp => Err("--udp is interactive only: get and list use TCP".to_owned()),
         None => {
-            let stream = client::connect(&args.addr, args.timeout).map_err(|e| e.to_string())?;
+            let stream = args.tls.connect(&args.addr, args.timeout)?;
             if io::stdin().is_terminal() && io::stderr().is_terminal() {
                 eprintln!("connected to {}; Ctrl-D to end", args.addr);
             }
@@ -158,7 +161,7 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 fn open(args: &Args) -> Result<std::net::TcpStream, String> {
-    let stream = client::connect(&args.addr, args.timeout).map_err(|e| e.to_string())?;
+    let stream = args.tls.connect(&args.addr, args.timeout)?;
     client::set_read_timeout(&stream, args.read_timeout)
         .map_err(|e| format!("setting the read timeout: {e}"))?;
     Ok(stream)

@@ -40,6 +40,10 @@ struct Cli {
 
     #[command(flatten)]
     common: Common,
+
+    // TLS (switchboard_bins::tls).
+    #[command(flatten)]
+    tls: switchboard_bins::tls::TlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -171,7 +175,10 @@ fn main() -> ExitCode {
     if let ModeCmd::UdpEcho { size, depth, loss_timeout } = cli.mode {
         return udp_echo(&cli.common, size, depth, loss_timeout);
     }
-    let cfg = match config(cli.mode, &cli.common) {
+    let cfg = match config(cli.mode, &cli.common).and_then(|mut c| {
+        c.tls = cli.tls.load_tls(&cli.common.target).map_err(LoadError::Invalid)?;
+        Ok(c)
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchboard-load: {e}");

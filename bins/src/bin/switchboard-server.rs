@@ -137,6 +137,10 @@ struct Args {
     // Chat cluster and accounts: --redis, --redis-lease, --redis-queue, --accounts.
     #[command(flatten)]
     cluster: switchboard_bins::cluster::ClusterArgs,
+
+    // TLS, PROXY protocol, --reuse-port, LISTEN_FDS (switchboard_bins::edge).
+    #[command(flatten)]
+    edge: switchboard_bins::edge::EdgeArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -177,6 +181,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.max_connections {
         builder = builder.max_connections(n);
     }
+    if args.udp && args.edge.tls_cert.is_some() {
+        anyhow::bail!("--udp serves plain datagrams (no DTLS): it cannot go with --tls-cert");
+    }
+    if args.udp && args.edge.proxy_protocol {
+        anyhow::bail!("--udp cannot go with --proxy-protocol (a datagram carries no PROXY header)");
+    }
     if args.accept_unterminated.is_some_and(|d| d.is_zero()) {
         anyhow::bail!(
             "--accept-unterminated must be more than 0s (a partial line would be cut at every read)"
@@ -191,6 +201,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.accept_unterminated.is_some() && args.handler != HandlerName::Chat {
         log::warn!("--accept-unterminated is used only by --handler chat; ignoring it");
     }
+    // TLS, PROXY protocol: a certificate or key that cannot be used is one
+    // line and exit status 2, like a bad flag.
+    let builder = args.edge.apply(builder).unwrap_or_else(|e| {
+        eprintln!("switchboard-server: {e}");
+        std::process::exit(2)
+    });
     if args.root.is_some() && args.handler != HandlerName::File {
         log::warn!("--root is used only by --handler file; ignoring it");
     }

@@ -33,6 +33,8 @@ pub struct Config {
     /// The period of the per-interval figures (`--interval`, and the
     /// throughput curve of the report).
     pub interval: Duration,
+    /// Speak TLS (`--tls`).
+    pub tls: Option<super::stream::LoadTls>,
 }
 
 /// When a run stops sending.
@@ -122,6 +124,7 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             mode,
             interval: Duration::from_secs(1),
+            tls: None,
         }
     }
 

@@ -32,6 +32,7 @@ mod output;
 mod progress;
 mod report;
 mod shared;
+mod stream;
 mod sys;
 mod timer;
 pub mod udp;
@@ -51,6 +52,7 @@ pub use diagnose::mismatch_hint;
 pub use intervals::Interval;
 pub use output::{hgrm, plot_svg, write_atomically, PERCENTILES};
 pub use report::{ChatSummary, ErrorCounts, FileSummary, Latency, Report};
+pub use stream::LoadTls;
 pub use sys::{process_cpu_time, raise_fd_limit};
 
 use shared::{Shared, RUN, STOP};

@@ -25,6 +25,9 @@ pub(crate) struct Shared {
     budget: Option<AtomicU64>,
     /// Threads whose every connection is ready or has failed.
     pub(crate) workers_ready: AtomicUsize,
+    /// The reason of a connection that failed before it was ready has been
+    /// shown (once per run).
+    pub(crate) warned_unready: std::sync::atomic::AtomicBool,
     /// Connections ready at the start of RUN, over all threads (chat: members).
     pub(crate) ready_total: AtomicUsize,
     /// Live counters, one set per thread.
@@ -66,6 +69,7 @@ impl Shared {
             stop_ns: AtomicU64::new(u64::MAX),
             budget: budget.map(AtomicU64::new),
             workers_ready: AtomicUsize::new(0),
+            warned_unready: std::sync::atomic::AtomicBool::new(false),
             ready_total: AtomicUsize::new(0),
             progress: (0..threads).map(|_| Progress::default()).collect(),
             chat: chat_members.map(|n| ChatShared {

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
+
+use super::stream::LoadStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::config::Config;
@@ -176,7 +178,7 @@ enum State {
 }
 
 struct Slot<C> {
-    stream: Option<TcpStream>,
+    stream: Option<LoadStream>,
     state: State,
     ready: bool,
     /// Connected and ready (chat: welcomed) by then, or failed.
@@ -450,11 +452,14 @@ impl<P: Protocol> Worker<P> {
             Ok(mut s) => {
                 match self.poll.registry().register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)
                 {
-                    Ok(()) => {
-                        slot.stream = Some(s);
-                        slot.state = State::Connecting;
-                        self.live += 1;
-                    }
+                    Ok(()) => match LoadStream::new(s, self.cfg.tls.as_ref()) {
+                        Ok(s) => {
+                            slot.stream = Some(s);
+                            slot.state = State::Connecting;
+                            self.live += 1;
+                        }
+                        Err(e) => log::debug!("TLS set-up failed: {e}"),
+                    },
                     Err(e) => log::debug!("register failed: {e}"),
                 }
             }
@@ -469,7 +474,7 @@ impl<P: Protocol> Worker<P> {
 
     /// A connecting socket reported: connected, or failed.
     fn connect_event(&mut self, i: usize) {
-        let Some(s) = self.slots[i].stream.as_ref() else { return };
+        let Some(s) = self.slots[i].stream.as_ref().map(LoadStream::sock) else { return };
         let ok = match s.take_error() {
             Ok(None) => match s.peer_addr() {
                 Ok(_) => true,
@@ -483,6 +488,11 @@ impl<P: Protocol> Worker<P> {
             return;
         }
         let _ = s.set_nodelay(true);
+        if let Some(Err(e)) = self.slots[i].stream.as_mut().map(LoadStream::start) {
+            log::debug!("TLS handshake failed to start: {e}");
+            self.fail(i);
+            return;
+        }
         self.slots[i].state = State::Open;
         self.tally.connected += 1;
         self.check_ready(i);
@@ -493,7 +503,8 @@ impl<P: Protocol> Worker<P> {
 
     fn check_ready(&mut self, i: usize) {
         let slot = &mut self.slots[i];
-        if !slot.ready && matches!(slot.state, State::Open) {
+        let handshaking = slot.stream.as_ref().is_some_and(LoadStream::handshaking);
+        if !slot.ready && matches!(slot.state, State::Open) && !handshaking {
             if let Some(c) = slot.conn.as_ref() {
                 if self.proto.is_ready(c) {
                     slot.ready = true;
@@ -501,6 +512,23 @@ impl<P: Protocol> Worker<P> {
                 }
             }
         }
+    }
+
+    /// A connection ended by the server or an error: before it was ready
+    /// (a failed TLS handshake, a refused member) it failed to connect, and
+    /// the first such reason is shown.
+    fn lost(&mut self, i: usize, error: &str) {
+        let slot = &self.slots[i];
+        if slot.ready || matches!(slot.state, State::Closed) {
+            return self.close(i, Some(error));
+        }
+        if !self.shared.warned_unready.swap(true, Ordering::Relaxed) {
+            log::warn!("a connection failed before it was ready: {error}");
+        }
+        if matches!(slot.state, State::Open) {
+            self.tally.connected -= 1;
+        }
+        self.fail(i);
     }
 
     /// A connection that never became ready.
@@ -530,7 +558,7 @@ impl<P: Protocol> Worker<P> {
             return;
         }
         if let Some(mut s) = slot.stream.take() {
-            let _ = self.poll.registry().deregister(&mut s);
+            let _ = self.poll.registry().deregister(s.sock_mut());
         }
         if !matches!(slot.state, State::Closed) {
             self.live -= 1;
@@ -562,7 +590,7 @@ impl<P: Protocol> Worker<P> {
             match s.read(&mut self.scratch) {
                 Ok(0) => {
                     let msg = "closed by the server";
-                    self.close(i, Some(msg));
+                    self.lost(i, msg);
                     return;
                 }
                 Ok(n) => {
@@ -588,10 +616,16 @@ impl<P: Protocol> Worker<P> {
                         return; // most likely drained; edge-triggered poll tells us if not
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // A TLS handshake may have completed meanwhile.
+                    if !self.slots[i].ready {
+                        self.check_ready(i);
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.close(i, Some(&e.to_string()));
+                    self.lost(i, &e.to_string());
                     return;
                 }
             }
@@ -650,6 +684,15 @@ impl<P: Protocol> Worker<P> {
             return;
         }
         let Some(s) = slot.stream.as_mut() else { return };
+        // TLS records left from the last write go first.
+        match s.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                self.close(i, Some(&e.to_string()));
+                return;
+            }
+        }
         while slot.out_pos < slot.out.len() {
             match s.write(&slot.out[slot.out_pos..]) {
                 Ok(0) => {

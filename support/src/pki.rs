@@ -1,0 +1,48 @@
+//! A throwaway PKI for TLS tests, made at run time with `rcgen`: a CA and
+//! a server certificate it signed for `localhost` and `127.0.0.1`, written
+//! as PEM files into a test's temporary folder.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+
+/// The PEM files of a test CA and of a server certificate it signed.
+#[derive(Debug)]
+pub struct TestPki {
+    /// The CA certificate (what a client trusts: `--ca`).
+    pub ca: PathBuf,
+    /// The server's certificate chain: its certificate, then the CA's.
+    pub cert: PathBuf,
+    /// The server's private key (PKCS#8).
+    pub key: PathBuf,
+}
+
+impl TestPki {
+    /// Makes the CA and the server certificate and writes `ca.pem`,
+    /// `cert.pem` and `key.pem` into `dir`.
+    pub fn create(dir: &Path) -> TestPki {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "Switchboard test CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+
+        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("server parameters");
+        params.distinguished_name.push(DnType::CommonName, "localhost");
+        let key = KeyPair::generate().expect("server key");
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).expect("server certificate");
+
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write a PEM file");
+            path
+        };
+        TestPki {
+            ca: write("ca.pem", ca_cert.pem()),
+            cert: write("cert.pem", format!("{}{}", cert.pem(), ca_cert.pem())),
+            key: write("key.pem", key.serialize_pem()),
+        }
+    }
+}
