@@ -111,7 +111,9 @@ pub(crate) struct Connection<S> {
     pub(crate) linger_read: usize,
     /// While the connection moves in from another worker: mail posted after
     /// the move, held until the mail posted before it has been forwarded.
-    pub(crate) held: Option<Vec<Mail>>,
+    /// Boxed: a pointer in every connection, the vector only in one moving.
+    #[allow(clippy::box_collection)]
+    pub(crate) held: Option<Box<Vec<Mail>>>,
 }
 
 impl<S> Connection<S> {
@@ -250,3 +252,4 @@ impl<S> Connection<S> {
         (draining && quiet).then_some(Due::Drain)
     }
 }
+

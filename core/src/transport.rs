@@ -71,6 +71,16 @@ pub(crate) enum Advance {
 #[derive(Debug)]
 pub(crate) struct Transport {
     stream: Stream,
+    /// While a preamble (a PROXY header, a TLS handshake) or bytes read
+    /// past it are left; `None` for plain TCP, whose connections, most of
+    /// them idle, then carry one pointer for it.
+    pre: Option<Box<Pre>>,
+}
+
+/// What a connection holds until its session opens and it has read what
+/// came past the PROXY header.
+#[derive(Debug)]
+struct Pre {
     preamble: Preamble,
     /// When the preamble must be done.
     deadline: Instant,
@@ -94,32 +104,46 @@ impl Transport {
             (Stream::Tls(_), false) => Preamble::Handshake,
             (Stream::Tcp(_), false) => Preamble::Done,
         };
-        let deadline = clock::after(now, config.handshake_timeout);
-        Ok(Transport { stream, preamble, deadline, early: Vec::new(), client: None })
+        let pre = match preamble {
+            Preamble::Done => None,
+            preamble => Some(Box::new(Pre {
+                preamble,
+                deadline: clock::after(now, config.handshake_timeout),
+                early: Vec::new(),
+                client: None,
+            })),
+        };
+        Ok(Transport { stream, pre })
     }
 
     /// The session may open: no preamble is left.
     pub(crate) fn is_ready(&self) -> bool {
-        matches!(self.preamble, Preamble::Done)
+        self.pre.as_ref().is_none_or(|p| matches!(p.preamble, Preamble::Done))
     }
 
     /// While the preamble is not done: its deadline, and the reason a
     /// connection past it closes with.
     pub(crate) fn preamble_deadline(&self) -> Option<(Instant, fn() -> CloseReason)> {
-        match self.preamble {
-            Preamble::Proxy(_) => {
-                Some((self.deadline, || CloseReason::BadProxyHeader("none in time".into())))
-            }
-            Preamble::Handshake => Some((self.deadline, || CloseReason::HandshakeTimeout)),
+        let pre = self.pre.as_ref()?;
+        match pre.preamble {
+            Preamble::Proxy(_) => Some((pre.deadline, || CloseReason::BadProxyHeader("none in time".into()))),
+            Preamble::Handshake => Some((pre.deadline, || CloseReason::HandshakeTimeout)),
             Preamble::Done => None,
         }
     }
 
     /// Moves the preamble on as far as the socket allows.
     pub(crate) fn advance(&mut self) -> Result<Advance, CloseReason> {
+        let Some(pre) = self.pre.as_deref_mut() else { return Ok(Advance::Ready(None)) };
         loop {
-            match &mut self.preamble {
-                Preamble::Done => return Ok(Advance::Ready(self.client.take())),
+            match &mut pre.preamble {
+                Preamble::Done => {
+                    let client = pre.client.take();
+                    if pre.early.is_empty() {
+                        self.pre = None;
+                    }
+                    return Ok(Advance::Ready(client));
+                }
                 Preamble::Proxy(reader) => {
                     let sock = match &mut self.stream {
                         Stream::Tcp(s) => s,
@@ -132,27 +156,27 @@ impl Transport {
                         _ => CloseReason::Io(e),
                     })?;
                     let Parsed::Header { client, rest } = parsed else { return Ok(Advance::Pending) };
-                    self.client = client;
+                    pre.client = client;
                     match &mut self.stream {
                         Stream::Tcp(_) => {
-                            self.early = rest;
-                            self.preamble = Preamble::Done;
+                            pre.early = rest;
+                            pre.preamble = Preamble::Done;
                         }
                         Stream::Tls(t) => {
                             t.feed(&rest).map_err(reason_of)?;
-                            self.preamble = Preamble::Handshake;
+                            pre.preamble = Preamble::Handshake;
                         }
                     }
                 }
                 Preamble::Handshake => {
                     let Stream::Tls(t) = &mut self.stream else {
-                        self.preamble = Preamble::Done;
+                        pre.preamble = Preamble::Done;
                         continue;
                     };
                     match t.handshake().map_err(reason_of)? {
                         Handshake::Pending => return Ok(Advance::Pending),
                         Handshake::PeerClosed => return Err(CloseReason::PeerClosed),
-                        Handshake::Done => self.preamble = Preamble::Done,
+                        Handshake::Done => pre.preamble = Preamble::Done,
                     }
                 }
             }
@@ -223,12 +247,15 @@ pub(crate) fn reason_of(e: io::Error) -> CloseReason {
 
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.early.len());
-        if n > 0 {
-            buf[..n].copy_from_slice(&self.early[..n]);
-            self.early.drain(..n);
-            if self.early.is_empty() {
-                self.early = Vec::new();
+        let mut n = 0;
+        if let Some(pre) = self.pre.as_deref_mut() {
+            n = buf.len().min(pre.early.len());
+            if n > 0 {
+                buf[..n].copy_from_slice(&pre.early[..n]);
+                pre.early.drain(..n);
+                if pre.early.is_empty() && matches!(pre.preamble, Preamble::Done) && pre.client.is_none() {
+                    self.pre = None;
+                }
             }
         }
         if n == buf.len() && n > 0 {

@@ -541,7 +541,7 @@ impl<H: Handler> Worker<H> {
         let mem = c.out.mem();
         self.shared.stats.workers[self.index].queued.fetch_sub(mem, Ordering::Relaxed);
         self.shared.stats.workers[to.index].queued.fetch_add(mem, Ordering::Relaxed);
-        c.held = Some(Vec::new());
+        c.held = Some(Box::default());
         c.ctl.pause_scheduled = None;
         c.ctl.timers_changed = true;
         to.load.fetch_add(1, Ordering::AcqRel);
@@ -603,7 +603,7 @@ impl<H: Handler> Worker<H> {
             self.arriving.remove(&id);
         }
         let held = self.conns.get_mut(key).and_then(|c| c.held.take()).unwrap_or_default();
-        for mail in held {
+        for mail in *held {
             self.apply(key, mail);
         }
     }
