@@ -373,6 +373,8 @@ impl<H: DatagramHandler> Loop<H> {
         let mut got = Vec::new();
         let mut next_expiry = Instant::now() + self.tick();
         let mut writable_wait = false;
+        // The socket's interest includes WRITABLE (set while replies wait).
+        let mut watching_writable = false;
         let report = loop {
             match self.next() {
                 Next::Serve => {}
@@ -402,15 +404,19 @@ impl<H: DatagramHandler> Loop<H> {
             }
             if !self.batch.is_empty() && self.batch.flush(&self.send_socket, &self.stats) == Flushed::Blocked
             {
-                if !writable_wait {
-                    writable_wait = true;
+                writable_wait = true;
+                if !watching_writable {
+                    watching_writable = true;
                     self.interest(Interest::READABLE | Interest::WRITABLE);
                 }
-            } else if writable_wait || self.batch.is_empty() {
-                if writable_wait {
-                    writable_wait = false;
+            } else {
+                writable_wait = false;
+                // Back to reading only, once: a system call per pass would
+                // cost as much as the datagram it serves.
+                if watching_writable {
+                    watching_writable = false;
+                    self.interest(Interest::READABLE);
                 }
-                self.interest(Interest::READABLE);
             }
             let now = Instant::now();
             if now >= next_expiry {
@@ -463,6 +469,9 @@ impl<H: DatagramHandler> Loop<H> {
             }
             if self.batch.len() >= 64 && self.batch.flush(&self.send_socket, &self.stats) == Flushed::Blocked
             {
+                return;
+            }
+            if recv.drained_by(got.len()) {
                 return;
             }
         }
