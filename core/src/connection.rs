@@ -252,4 +252,3 @@ impl<S> Connection<S> {
         (draining && quiet).then_some(Due::Drain)
     }
 }
-
