@@ -69,25 +69,14 @@ pub(crate) enum Pending {
     },
 }
 
-/// A connection's inbox: what its handles queued and the worker has not
-/// taken yet. The worker hears of it through one [`Mail::Inbox`] per batch,
-/// so a broadcast to many connections costs a lock and a push each, and a
-/// connection that receives many messages in one loop pass is told once.
-#[derive(Default)]
-pub(crate) struct Inbox {
-    pub(crate) items: Vec<Pending>,
-    /// A [`Mail::Inbox`] is on its way (or the worker is gone): no need to
-    /// post another.
-    pub(crate) notified: bool,
-}
-
 /// The part of a connection shared with its handles.
 pub(crate) struct ConnShared {
     pub(crate) id: u64,
     /// Where mail for the connection goes (its worker and key there).
     pub(crate) route: Mutex<Route>,
-    /// What handles queued, in order.
-    pub(crate) inbox: Mutex<Inbox>,
+    /// A [`Mail::Inbox`] is on its way (or the worker is gone): no need to
+    /// post another. Changed under the route's lock, with the inbox.
+    notified: AtomicBool,
     pub(crate) peer: SocketAddr,
     /// Bytes queued for this connection and not yet written, in its queue or
     /// on the way in its worker's mailbox.
@@ -117,8 +106,8 @@ impl ConnShared {
     ) -> ConnShared {
         ConnShared {
             id,
-            route: Mutex::new(Route { mailbox, key }),
-            inbox: Mutex::new(Inbox::default()),
+            route: Mutex::new(Route { mailbox, key, inbox: Vec::new() }),
+            notified: AtomicBool::new(false),
             peer,
             queued: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -131,22 +120,19 @@ impl ConnShared {
         }
     }
 
-    /// Posts mail for this connection to the worker that owns it now.
-    pub(crate) fn post(&self, mail: impl FnOnce(To) -> Mail) -> Result<(), Mail> {
-        let route = self.route.lock();
-        route.mailbox.post(mail(To { key: route.key, id: self.id }))
-    }
-
     /// Queues `item` in the inbox and tells the worker if it has not been
-    /// told yet. Fails, leaving the item to be dropped with the
+    /// told yet: the worker hears of an inbox through one [`Mail::Inbox`]
+    /// per batch, so a broadcast to many connections costs a lock and a
+    /// push each, and a connection that receives many messages in one loop
+    /// pass is told once. Fails, leaving the item to be dropped with the
     /// connection, when the worker has stopped.
     pub(crate) fn enqueue(&self, item: Pending) -> Result<(), ()> {
-        let notify = {
-            let mut inbox = self.inbox.lock();
-            inbox.items.push(item);
-            !std::mem::replace(&mut inbox.notified, true)
-        };
-        if notify && self.post(|to| Mail::Inbox { to }).is_err() {
+        let mut route = self.route.lock();
+        route.inbox.push(item);
+        if self.notified.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        if route.mailbox.post(Mail::Inbox { to: To { key: route.key, id: self.id } }).is_err() {
             // Nothing will take the inbox again: later sends see `closed`.
             self.closed.store(true, Ordering::Release);
             return Err(());
@@ -157,9 +143,9 @@ impl ConnShared {
     /// Takes what the inbox holds into `into` (empty), in order, and lets
     /// the next item notify the worker again.
     pub(crate) fn take_inbox(&self, into: &mut Vec<Pending>) {
-        let mut inbox = self.inbox.lock();
-        inbox.notified = false;
-        std::mem::swap(&mut inbox.items, into);
+        let mut route = self.route.lock();
+        self.notified.store(false, Ordering::Relaxed);
+        std::mem::swap(&mut route.inbox, into);
     }
 
     /// Bytes queued for this connection.

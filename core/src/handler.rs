@@ -169,12 +169,12 @@ pub enum CloseReason {
     /// TLS failed: the peer's bytes were not TLS (a plain-TCP client on a
     /// TLS port), or the handshake or a record was refused. rustls's
     /// message. The handler never opened for a failed handshake.
-    Tls(String),
+    Tls(Box<str>),
     /// The TLS handshake was not done within the handshake timeout.
     HandshakeTimeout,
     /// The server expects a PROXY protocol header and got none in time, an
     /// invalid one or one over the size limit (why).
-    BadProxyHeader(String),
+    BadProxyHeader(Box<str>),
 }
 
 impl CloseReason {

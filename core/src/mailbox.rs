@@ -9,6 +9,7 @@ use crossbeam_channel::Sender;
 use mio::net::TcpStream;
 use mio::Waker;
 
+use crate::conn::Pending;
 use crate::connection::ConnKey;
 
 /// Who a piece of mail is for: the connection's key on the worker it was
@@ -26,6 +27,10 @@ pub(crate) struct To {
 pub(crate) struct Route {
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) key: ConnKey,
+    /// The connection's inbox: what its handles queued and the worker has
+    /// not taken yet, in order (behind the same lock, so a connection pays
+    /// for one mutex).
+    pub(crate) inbox: Vec<Pending>,
 }
 
 /// What other threads send to a worker.

@@ -151,7 +151,7 @@ impl Transport {
                     };
                     let parsed = reader.read_from(sock).map_err(|e| match e.kind() {
                         io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
-                            CloseReason::BadProxyHeader(e.to_string())
+                            CloseReason::BadProxyHeader(e.to_string().into())
                         }
                         _ => CloseReason::Io(e),
                     })?;
@@ -240,7 +240,7 @@ impl Transport {
 pub(crate) fn reason_of(e: io::Error) -> CloseReason {
     if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
         let inner = e.into_inner().expect("checked above");
-        return CloseReason::Tls(inner.to_string());
+        return CloseReason::Tls(inner.to_string().into());
     }
     CloseReason::Io(e)
 }
