@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::procs::{run_load, Bins, ServerProc};
+use crate::procs::{Bins, ServerProc};
 use crate::{chat_sample, ChatSample, Options};
 
 /// A `redis-server` of the run's own on a free loopback port; killed on drop.
@@ -112,21 +112,7 @@ pub(crate) fn chat_cluster_run(opts: &Options, bins: &Bins, members: usize) -> R
         ask(redis.port, "PUBSUB NUMSUB switchboard:room").is_some_and(|a| a.trim_end().ends_with(":2"))
     })?;
     let (cpu_a, cpu_b) = (a.cpu(), b.cpu());
-    let args: Vec<String> = [
-        "chat",
-        "--target",
-        &a.addr,
-        "--also-target",
-        &b.addr,
-        "--connections",
-        &members.to_string(),
-        "--duration",
-        opts.duration(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let v = run_load(&bins.load, &args, Duration::from_secs(120))?;
+    let v = crate::chat_load(opts, bins, &[&a.addr, &b.addr], members)?;
     let cpu = a.cpu().saturating_sub(cpu_a) + b.cpu().saturating_sub(cpu_b);
     Ok(chat_sample(&v, cpu))
 }

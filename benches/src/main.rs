@@ -629,21 +629,26 @@ fn idle_run(bins: &Bins, kind: Kind, conns: usize) -> Result<IdleSample, String>
 fn chat_run(opts: &Options, bins: &Bins, members: usize) -> Result<ChatSample, String> {
     let server = ServerProc::start(&bins.server, &["--handler", "chat", "--listen", "127.0.0.1:0"])?;
     let cpu0 = server.cpu();
-    let args: Vec<String> = [
-        "chat",
-        "--target",
-        &server.addr,
-        "--connections",
-        &members.to_string(),
-        "--duration",
-        opts.duration(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let v = run_load(&bins.load, &args, Duration::from_secs(120))?;
+    let v = chat_load(opts, bins, &[&server.addr], members)?;
     let cpu = server.cpu().saturating_sub(cpu0);
     Ok(chat_sample(&v, cpu))
+}
+
+/// switchboard-load's chat mode with `members` members spread over
+/// `targets` (the first one `--target`, the others `--also-target`): its
+/// JSON report.
+pub(crate) fn chat_load(
+    opts: &Options,
+    bins: &Bins,
+    targets: &[&str],
+    members: usize,
+) -> Result<Value, String> {
+    let mut args = vec!["chat".to_string(), "--target".into(), targets[0].to_string()];
+    for t in &targets[1..] {
+        args.extend(["--also-target".to_string(), t.to_string()]);
+    }
+    args.extend(["--connections".into(), members.to_string(), "--duration".into(), opts.duration().into()]);
+    run_load(&bins.load, &args, Duration::from_secs(120))
 }
 
 /// A chat run's figures from switchboard-load's JSON and the servers' CPU time.
