@@ -25,14 +25,7 @@ struct TlsServer {
 }
 
 fn start(pki: &TestPki, args: &[&str]) -> TlsServer {
-    let mut cmd = Command::new(SERVER);
-    cmd.args(["--listen", "127.0.0.1:0", "--workers", "2", "--tls-cert"])
-        .arg(&pki.cert)
-        .arg("--tls-key")
-        .arg(&pki.key)
-        .args(args)
-        .stdin(Stdio::null());
-    let mut proc = Spawned::spawn(&mut cmd);
+    let mut proc = pki.spawn_server(SERVER, args);
     let addr = proc.listening_addr();
     TlsServer { proc, addr }
 }

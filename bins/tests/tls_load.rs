@@ -3,7 +3,7 @@
 //! server whose certificate the load tool does not trust fails every
 //! connection with the reason shown.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use switchboard_test_support::child::{run, Spawned};
 use switchboard_test_support::pki::TestPki;
@@ -13,14 +13,7 @@ const SERVER: &str = env!("CARGO_BIN_EXE_switchboard-server");
 const LOAD: &str = env!("CARGO_BIN_EXE_switchboard-load");
 
 fn server(pki: &TestPki, args: &[&str]) -> (Spawned, String) {
-    let mut cmd = Command::new(SERVER);
-    cmd.args(["--listen", "127.0.0.1:0", "--workers", "2", "--tls-cert"])
-        .arg(&pki.cert)
-        .arg("--tls-key")
-        .arg(&pki.key)
-        .args(args)
-        .stdin(Stdio::null());
-    let mut proc = Spawned::spawn(&mut cmd);
+    let mut proc = pki.spawn_server(SERVER, args);
     let addr = proc.listening_addr().to_string();
     (proc, addr)
 }

@@ -3,6 +3,9 @@
 //! as PEM files into a test's temporary folder.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::child::Spawned;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
@@ -18,6 +21,19 @@ pub struct TestPki {
 }
 
 impl TestPki {
+    /// `server` (the switchboard-server binary) on 127.0.0.1:0 with two
+    /// workers, serving TLS with this certificate and key, then `args`.
+    pub fn spawn_server(&self, server: &str, args: &[&str]) -> Spawned {
+        let mut cmd = Command::new(server);
+        cmd.args(["--listen", "127.0.0.1:0", "--workers", "2", "--tls-cert"])
+            .arg(&self.cert)
+            .arg("--tls-key")
+            .arg(&self.key)
+            .args(args)
+            .stdin(Stdio::null());
+        Spawned::spawn(&mut cmd)
+    }
+
     /// Makes the CA and the server certificate and writes `ca.pem`,
     /// `cert.pem` and `key.pem` into `dir`.
     pub fn create(dir: &Path) -> TestPki {
