@@ -159,6 +159,35 @@ fn the_peer_table_is_bounded_and_idle_peers_expire() {
     assert_eq!(ask(&c, addr, b"c"), b"c");
 }
 
+/// A spinning thread still serves every datagram in order, expires idle
+/// peers on time (its poll without sleep must not skip the expiry tick) and
+/// drains.
+#[test]
+fn a_spinning_server_serves_expires_and_drains() {
+    let handler = Arc::new(Echo::default());
+    let server = DatagramServer::builder()
+        .spin(Duration::from_millis(10))
+        .idle_timeout(Duration::from_millis(300))
+        .start("127.0.0.1:0", Arc::clone(&handler))
+        .unwrap();
+    let addr = server.local_addr();
+    let a = client();
+    for i in 0..200u32 {
+        let msg = i.to_be_bytes();
+        assert_eq!(ask(&a, addr, &msg), msg);
+    }
+    wait_until("the peer expired", || server.stats().expired == 1);
+    assert_eq!(handler.closed.lock().as_slice(), &[(a.local_addr().unwrap(), PeerClose::Idle, 200)]);
+    let b = client();
+    assert_eq!(ask(&b, addr, b"b"), b"b");
+    server.shutdown_handle().drain();
+    let mut buf = [0u8; 64];
+    let (n, _) = b.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"goodbye");
+    let report = server.wait();
+    assert_eq!((report.drained, report.forced), (1, 0));
+}
+
 #[test]
 fn bad_settings_are_errors() {
     for b in [
@@ -166,6 +195,7 @@ fn bad_settings_are_errors() {
         DatagramServer::builder().max_datagram(MAX_UDP_PAYLOAD + 1),
         DatagramServer::builder().max_datagram(0),
         DatagramServer::builder().idle_timeout(Duration::ZERO),
+        DatagramServer::builder().spin(Duration::from_millis(11)),
     ] {
         let err = b.start("127.0.0.1:0", Echo::default()).unwrap_err();
         assert!(err.to_string().starts_with("invalid configuration: "), "{err}");

@@ -1,8 +1,8 @@
 //! UDP echo rows: `switchboard-server --handler echo --udp` against the
 //! `tokio-udp-echo` baseline, driven by `switchboard-load udp-echo` (64 B
-//! datagrams, closed loop, depth 1) from 1 and 64 peers; datagrams echoed a
-//! second, loss, p99 and server CPU per datagram. Target: ≥ 1.2× tokio's
-//! datagrams a second.
+//! datagrams, closed loop, depth 1) from 1 and 64 peers, switchboard with its
+//! defaults and with `--spin 50us`; datagrams echoed a second, loss, p99 and
+//! server CPU per datagram. Target: ≥ 1.2× tokio's datagrams a second.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,8 +13,9 @@ use serde_json::Value;
 use crate::procs::{run_load, Bins, ServerProc};
 use crate::{median, Kind, Options};
 
-/// The peers of each row.
-const PEERS: [usize; 2] = [1, 64];
+/// The rows: peers, and the spin switchboard runs with (`None`: defaults).
+/// Each row runs tokio too, so every ratio pairs runs made side by side.
+const ROWS: [(usize, Option<&str>); 4] = [(1, None), (1, Some("50us")), (64, None), (64, Some("50us"))];
 
 /// One run's numbers.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,7 +30,7 @@ pub(crate) struct UdpSample {
 /// Every UDP run: per peer count, switchboard's and tokio's samples.
 #[derive(Debug, Default)]
 pub(crate) struct UdpResults {
-    pub(crate) rows: Vec<(usize, [Vec<UdpSample>; 2])>,
+    pub(crate) rows: Vec<((usize, Option<&'static str>), [Vec<UdpSample>; 2])>,
 }
 
 fn index(kind: Kind) -> usize {
@@ -43,15 +44,15 @@ fn index(kind: Kind) -> usize {
 pub(crate) fn round(opts: &Options, bins: &Bins, order: [Kind; 2], res: &mut UdpResults) -> Vec<String> {
     let mut failures = Vec::new();
     if res.rows.is_empty() {
-        res.rows = PEERS.iter().map(|&p| (p, [Vec::new(), Vec::new()])).collect();
+        res.rows = ROWS.iter().map(|&r| (r, [Vec::new(), Vec::new()])).collect();
     }
-    for (peers, samples) in &mut res.rows {
+    for ((peers, spin), samples) in &mut res.rows {
         for kind in order {
-            match run(opts, bins, kind, *peers) {
+            match run(opts, bins, kind, *peers, *spin) {
                 Ok(s) => {
                     eprintln!(
                         "  {:<38} {:<11} {:>9.0} datagrams/s  lost {} ({:.3}%)  p99 {:>8.0} µs  server CPU {:.2} µs/datagram",
-                        format!("udp echo 64 B, {peers} peer{}", if *peers == 1 { "" } else { "s" }),
+                        label(*peers, *spin),
                         kind.name(),
                         s.per_sec,
                         s.lost,
@@ -61,17 +62,30 @@ pub(crate) fn round(opts: &Options, bins: &Bins, order: [Kind; 2], res: &mut Udp
                     );
                     samples[index(kind)].push(s);
                 }
-                Err(e) => failures.push(format!("udp echo 64 B, {peers} peers on {}: {e}", kind.name())),
+                Err(e) => failures.push(format!("{} on {}: {e}", label(*peers, *spin), kind.name())),
             }
         }
     }
     failures
 }
 
-fn run(opts: &Options, bins: &Bins, kind: Kind, peers: usize) -> Result<UdpSample, String> {
+/// A row's name: `udp echo 64 B, 64 peers, switchboard --spin 50us`.
+fn label(peers: usize, spin: Option<&str>) -> String {
+    let mut s = format!("udp echo 64 B, {peers} peer{}", if peers == 1 { "" } else { "s" });
+    if let Some(spin) = spin {
+        let _ = write!(s, ", switchboard --spin {spin}");
+    }
+    s
+}
+
+fn run(opts: &Options, bins: &Bins, kind: Kind, peers: usize, spin: Option<&str>) -> Result<UdpSample, String> {
     let server = match kind {
         Kind::Switchboard => {
-            ServerProc::start(&bins.server, &["--handler", "echo", "--udp", "--listen", "127.0.0.1:0"])?
+            let mut args = vec!["--handler", "echo", "--udp", "--listen", "127.0.0.1:0"];
+            if let Some(spin) = spin {
+                args.extend(["--spin", spin]);
+            }
+            ServerProc::start(&bins.server, &args)?
         }
         Kind::Tokio => {
             let bin = tokio_udp_echo(&bins.tokio_echo)?;
@@ -118,12 +132,24 @@ pub(crate) fn table(res: &UdpResults) -> String {
         return s;
     }
     s.push_str(
-        "\nUDP echo, 64 B datagrams, closed loop (`switchboard-load udp-echo`), target ≥ 1.2× tokio:\n\n",
+        "\nUDP echo, 64 B datagrams, closed loop (`switchboard-load udp-echo`), target ≥ 1.2× tokio. \
+         Each row runs tokio beside switchboard; the `--spin 50us` rows run switchboard with that flag \
+         (after a datagram its thread polls 50 µs before it parks, saving a wake-up per round trip at \
+         the cost of CPU time), the others with its defaults. Datagrams/s are medians (min–max over the rounds):\n\n",
     );
     s.push_str("| load | switchboard datagrams/s | tokio datagrams/s | ratio | target | switchboard loss | tokio loss | switchboard p99 | tokio p99 | server CPU per datagram (sb / tokio) |\n");
     s.push_str("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|\n");
-    for (peers, v) in &res.rows {
+    for ((peers, spin), v) in &res.rows {
         let m = |i: usize, f: fn(&UdpSample) -> f64| median(v[i].iter().map(f).collect());
+        let spread = |i: usize| {
+            let xs: Vec<f64> = v[i].iter().map(|x| x.per_sec).collect();
+            let m = median(xs.clone());
+            if xs.len() < 2 {
+                return format!("{m:.0}");
+            }
+            let (lo, hi) = xs.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            format!("{m:.0} ({lo:.0}–{hi:.0})")
+        };
         let (sb, tk) = (m(0, |x| x.per_sec), m(1, |x| x.per_sec));
         let met = if v[0].is_empty() || v[1].is_empty() {
             "not met (a run is missing)"
@@ -135,8 +161,10 @@ pub(crate) fn table(res: &UdpResults) -> String {
         let ratio = if tk > 0.0 { format!("{:.2}×", sb / tk) } else { "–".into() };
         let _ = writeln!(
             s,
-            "| udp echo 64 B, {peers} peer{} | {sb:.0} | {tk:.0} | {ratio} | {met} | {:.3}% | {:.3}% | {:.0} µs | {:.0} µs | {:.2} / {:.2} µs |",
-            if *peers == 1 { "" } else { "s" },
+            "| {} | {} | {} | {ratio} | {met} | {:.3}% | {:.3}% | {:.0} µs | {:.0} µs | {:.2} / {:.2} µs |",
+            label(*peers, *spin),
+            spread(0),
+            spread(1),
             m(0, |x| x.loss_pct),
             m(1, |x| x.loss_pct),
             m(0, |x| x.p99_us),

@@ -5,9 +5,8 @@
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
-use std::time::Duration;
 
-use switchboard::datagram::{DatagramHandler, DatagramServer};
+use switchboard::datagram::{DatagramBuilder, DatagramHandler, DatagramServer};
 use switchboard::Server;
 use switchboard_handlers::Chat;
 
@@ -32,16 +31,16 @@ impl Beside {
     }
 
     /// Serves `handler` over UDP on the TCP server's address (the same port
-    /// number), forgetting a peer after `idle` without a datagram; the TCP
+    /// number), with the settings of `builder` (idle time, spin); the TCP
     /// server's shutdown handle drains it too.
     /// `reserved` is the socket [`reserve`] bound, if it did.
     pub fn udp<H: DatagramHandler>(
         server: &Server,
-        idle: Duration,
+        builder: DatagramBuilder,
         reserved: Option<UdpSocket>,
         handler: H,
     ) -> anyhow::Result<Beside> {
-        let builder = DatagramServer::builder().idle_timeout(idle).lifecycle(server.shutdown_handle());
+        let builder = builder.lifecycle(server.shutdown_handle());
         let udp = match reserved {
             Some(socket) => builder.start_socket(socket, handler)?,
             None => builder.start(server.local_addr(), handler)?,
@@ -53,12 +52,12 @@ impl Beside {
     pub fn udp_if<H: DatagramHandler>(
         enabled: bool,
         server: &Server,
-        idle: Duration,
+        builder: DatagramBuilder,
         reserved: Option<UdpSocket>,
         handler: H,
     ) -> anyhow::Result<Beside> {
         if enabled {
-            Beside::udp(server, idle, reserved, handler)
+            Beside::udp(server, builder, reserved, handler)
         } else {
             Ok(Beside::none())
         }

@@ -35,12 +35,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         format!("'{s}' is not a duration: use a whole number and a unit, e.g. 500ms, 30s, 5m")
     })?;
     let d = match unit {
+        "us" | "µs" => Duration::from_micros(n),
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        "" => return Err(format!("'{s}' needs a unit: ms, s, m or h (e.g. {n}s)")),
-        _ => return Err(format!("'{s}': unknown unit '{unit}', use ms, s, m or h")),
+        "" => return Err(format!("'{s}' needs a unit: us, ms, s, m or h (e.g. {n}s)")),
+        _ => return Err(format!("'{s}': unknown unit '{unit}', use us, ms, s, m or h")),
     };
     Ok(d)
 }
@@ -70,6 +71,8 @@ mod tests {
 
     #[test]
     fn durations() {
+        assert_eq!(parse_duration("50us"), Ok(Duration::from_micros(50)));
+        assert_eq!(parse_duration("50µs"), Ok(Duration::from_micros(50)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use switchboard::datagram::{DatagramBuilder, DatagramServer};
 use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
 use switchboard_bins::admin::{self, Observe, Observing};
 use switchboard_bins::beside::{console, reserve, Beside};
@@ -44,9 +45,10 @@ struct Args {
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
 
-    /// After socket events a worker polls again without sleeping for this
-    /// long before it parks (at most 10ms; 0: park at once). Saves wake-ups of
-    /// request-response loads on dedicated cores, at the cost of CPU while idle.
+    /// After socket events a worker (and the UDP thread) polls again without
+    /// sleeping for this long before it parks (at most 10ms; 0: park at once).
+    /// Saves wake-ups of request-response loads on dedicated cores, at the cost
+    /// of CPU while idle.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
     spin: Duration,
 
@@ -218,10 +220,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let (listen, reserved) = reserve(&args.listen, args.udp)?;
     match args.handler {
         HandlerName::Echo => serve(builder, &listen, Echo, observe.named("echo"), |s| {
-            Beside::udp_if(args.udp, s, args.udp_idle, reserved, Echo)
+            Beside::udp_if(args.udp, s, udp_builder(&args), reserved, Echo)
         }),
         HandlerName::Upper => serve(builder, &listen, Upper::new(), observe.named("upper"), |s| {
-            Beside::udp_if(args.udp, s, args.udp_idle, reserved, Upper::new())
+            Beside::udp_if(args.udp, s, udp_builder(&args), reserved, Upper::new())
         }),
         HandlerName::Chat => {
             let rate = args.chat_room_rate as u64;
@@ -234,7 +236,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             let chat = Arc::new(chat);
             let observe = observe.named("chat").source(admin::chat_source(Arc::clone(&chat)));
             serve(builder, &listen, Arc::clone(&chat), observe, |s| {
-                let beside = Beside::udp_if(args.udp, s, args.udp_idle, reserved, Arc::clone(&chat))?;
+                let beside = Beside::udp_if(args.udp, s, udp_builder(&args), reserved, Arc::clone(&chat))?;
                 Ok(if args.console {
                     beside.with_console(console(chat, args.console_nick.clone()))
                 } else {
@@ -253,6 +255,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             serve(builder, &args.listen, handler, observe, |_| Ok(Beside::none()))
         }
     }
+}
+
+/// The UDP server's settings from the flags (`--udp-idle`, `--spin`).
+fn udp_builder(args: &Args) -> DatagramBuilder {
+    DatagramServer::builder().idle_timeout(args.udp_idle).spin(args.spin)
 }
 
 fn serve<H: Handler>(
