@@ -1,7 +1,7 @@
 //! TLS through the library API: `ServerBuilder::tls` with a configuration
 //! from `tls_config_from_pem`, served in process; a stalled handshake is
 //! counted as a timeout, a plain client as a close, and neither reaches the
-//! handler.
+//! handler; records cut anywhere by TCP are reassembled.
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,6 +60,72 @@ fn failed_handshakes_are_counted_and_never_reach_the_handler() {
     assert_eq!(stats.timed_out, 1);
     assert_eq!(stats.open, 0);
     assert_eq!(opened.load(Ordering::SeqCst), 0, "the handler never opened");
+}
+
+/// The server stops reading a TLS socket at a short read (the kernel's
+/// queue was empty) and waits for the next readiness edge. Ciphertext sent
+/// in pieces of 1 to 97 bytes, so most reads end inside a record, must
+/// still come back whole and in order.
+#[test]
+fn records_cut_anywhere_by_tcp_are_reassembled() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let dir = temp_dir("core-tls-pieces");
+    let pki = TestPki::create(dir.path());
+    let config = tls_config_from_pem(&pki.cert, &pki.key).expect("the test PKI loads");
+    let server = start(ServerBuilder::default().workers(1).tls(config), Counting::default());
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(&pki.ca).expect("the CA loads")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+    let mut sock = connect(server.local_addr());
+    sock.set_nodelay(true).unwrap();
+    while tls.is_handshaking() {
+        tls.complete_io(&mut sock).expect("the handshake completes");
+    }
+
+    // 64 KiB of plaintext, encrypted up front, then sent in small pieces
+    // by a thread while this one reads the echo.
+    let payload: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
+    tls.writer().write_all(&payload).unwrap();
+    let mut wire = Vec::new();
+    while tls.wants_write() {
+        tls.write_tls(&mut wire).unwrap();
+    }
+    let mut out = sock.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let (mut at, mut piece) = (0, 1);
+        while at < wire.len() {
+            let end = (at + piece).min(wire.len());
+            out.write_all(&wire[at..end]).unwrap();
+            at = end;
+            piece = piece % 97 + 1;
+        }
+    });
+    let mut echoed = Vec::with_capacity(payload.len());
+    let mut buf = [0u8; 8192];
+    while echoed.len() < payload.len() {
+        if tls.read_tls(&mut sock).expect("the echo arrives") == 0 {
+            panic!("the server closed after {} of {} bytes", echoed.len(), payload.len());
+        }
+        tls.process_new_packets().expect("valid records");
+        loop {
+            match tls.reader().read(&mut buf) {
+                Ok(n) if n > 0 => echoed.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+    }
+    sender.join().unwrap();
+    assert!(echoed == payload, "the echo differs from what was sent");
 }
 
 #[test]

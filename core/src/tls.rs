@@ -143,13 +143,33 @@ impl TlsStream {
     }
 }
 
+/// The socket as rustls reads it, noting whether the last read came back
+/// short of what rustls asked: the kernel's queue was then empty, and the
+/// next bytes bring a new readiness edge, so reading on to `EAGAIN` would
+/// only cost a system call per message (the plain path's rule, and
+/// tokio's).
+struct Noting<'a> {
+    sock: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for Noting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
+}
+
 impl Read for TlsStream {
-    /// Reads plaintext until `buf` is full or the socket would block, so a
-    /// short read means the socket is drained, as with a plain socket. A TCP
-    /// EOF without `close_notify` counts as EOF too: the frame decoders drop
-    /// an incomplete frame at EOF anyway.
+    /// Reads plaintext until `buf` is full or the socket is drained (a read
+    /// of it came back short, or would block), so a short read means the
+    /// socket is drained, as with a plain socket; nothing read is
+    /// `WouldBlock`. A TCP EOF without `close_notify` counts as EOF too: the
+    /// frame decoders drop an incomplete frame at EOF anyway.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut filled = 0;
+        let mut drained = false;
         loop {
             match self.conn.reader().read(&mut buf[filled..]) {
                 Ok(0) => {
@@ -163,14 +183,21 @@ impl Read for TlsStream {
                     }
                     continue;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if drained {
+                        return if filled > 0 { Ok(filled) } else { Err(e) };
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     self.eof_pending = filled > 0;
                     return Ok(filled);
                 }
                 Err(e) => return if filled > 0 { Ok(filled) } else { Err(e) },
             }
-            match self.conn.read_tls(&mut self.sock) {
+            let mut sock = Noting { sock: &mut self.sock, short: false };
+            let got = self.conn.read_tls(&mut sock);
+            drained = sock.short;
+            match got {
                 Ok(_) => {
                     // Ok(0) is the TCP EOF: rustls notes it and the reader
                     // reports it above.

@@ -1,7 +1,9 @@
 //! A load connection's byte stream: plain TCP, or TLS (`--tls`) with a
 //! rustls client connection over the non-blocking socket. Reads return
-//! plaintext until the buffer is full or the socket would block, so a short
-//! read still means a drained socket under edge-triggered polling.
+//! plaintext until the buffer is full or the socket is drained (a read of
+//! it came back short, or would block), so a short read still means a
+//! drained socket under edge-triggered polling, without a read to `EAGAIN`
+//! per message.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -86,6 +88,21 @@ impl TlsConn {
     }
 }
 
+/// The socket as rustls reads it, noting whether the last read came back
+/// short of what rustls asked (the kernel's queue was empty then).
+struct Noting<'a> {
+    sock: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for Noting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
+}
+
 impl Read for LoadStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let t = match self {
@@ -93,6 +110,7 @@ impl Read for LoadStream {
             LoadStream::Tls(t) => t,
         };
         let mut filled = 0;
+        let mut drained = false;
         loop {
             match t.conn.reader().read(&mut buf[filled..]) {
                 Ok(0) => return Ok(filled),
@@ -103,11 +121,18 @@ impl Read for LoadStream {
                     }
                     continue;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if drained {
+                        return if filled > 0 { Ok(filled) } else { Err(e) };
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
                 Err(e) => return if filled > 0 { Ok(filled) } else { Err(e) },
             }
-            match t.conn.read_tls(&mut t.sock) {
+            let mut sock = Noting { sock: &mut t.sock, short: false };
+            let got = t.conn.read_tls(&mut sock);
+            drained = sock.short;
+            match got {
                 Ok(_) => {
                     t.conn
                         .process_new_packets()
