@@ -138,6 +138,24 @@ fn who_is_sorted_ignoring_case() {
     a.expect("* Bob is now Carl");
 }
 
+/// `who_addresses` (`--chat-who-addresses`) lists each member with its
+/// address, in the same order; without it (the `welcome_and_joined` and
+/// `who_is_sorted_ignoring_case` rooms) nicks stand alone.
+#[test]
+fn who_can_show_each_members_address() {
+    let server = start(Server::builder().workers(2), Chat::new(4096).who_addresses(true));
+    let addr = server.local_addr();
+    let (mut a, _) = Client::join(addr);
+    let (mut b, _) = Client::join(addr);
+    a.expect("* guest-2 joined");
+    let (a_addr, b_addr) = (a.stream().local_addr().unwrap(), b.stream().local_addr().unwrap());
+    b.send("/nick Bob");
+    b.expect("* you are now Bob");
+    a.expect("* guest-2 is now Bob");
+    a.send("/who");
+    a.expect(&format!("* online: Bob ({b_addr}), guest-1 ({a_addr})"));
+}
+
 #[test]
 fn private_messages() {
     let server = server();

@@ -13,9 +13,12 @@ use serde_json::Value;
 use crate::procs::{run_load, Bins, ServerProc};
 use crate::{median, Kind, Options};
 
+/// A row: peers, and the spin switchboard runs with (`None`: defaults).
+type Row = (usize, Option<&'static str>);
+
 /// The rows: peers, and the spin switchboard runs with (`None`: defaults).
 /// Each row runs tokio too, so every ratio pairs runs made side by side.
-const ROWS: [(usize, Option<&str>); 4] = [(1, None), (1, Some("50us")), (64, None), (64, Some("50us"))];
+const ROWS: [Row; 4] = [(1, None), (1, Some("50us")), (64, None), (64, Some("50us"))];
 
 /// One run's numbers.
 #[derive(Debug, Clone, Copy, Default)]
@@ -30,7 +33,7 @@ pub(crate) struct UdpSample {
 /// Every UDP run: per peer count, switchboard's and tokio's samples.
 #[derive(Debug, Default)]
 pub(crate) struct UdpResults {
-    pub(crate) rows: Vec<((usize, Option<&'static str>), [Vec<UdpSample>; 2])>,
+    pub(crate) rows: Vec<(Row, [Vec<UdpSample>; 2])>,
 }
 
 fn index(kind: Kind) -> usize {
@@ -78,7 +81,13 @@ fn label(peers: usize, spin: Option<&str>) -> String {
     s
 }
 
-fn run(opts: &Options, bins: &Bins, kind: Kind, peers: usize, spin: Option<&str>) -> Result<UdpSample, String> {
+fn run(
+    opts: &Options,
+    bins: &Bins,
+    kind: Kind,
+    peers: usize,
+    spin: Option<&str>,
+) -> Result<UdpSample, String> {
     let server = match kind {
         Kind::Switchboard => {
             let mut args = vec!["--handler", "echo", "--udp", "--listen", "127.0.0.1:0"];

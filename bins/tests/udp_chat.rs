@@ -101,20 +101,24 @@ fn a_udp_member_and_a_tcp_member_exchange_lines_and_private_messages() {
 
 #[test]
 fn an_idle_udp_member_is_announced_as_left_after_udp_idle() {
-    let (_proc, tcp, udp) = spawn(&["--udp-idle", "1s"]);
+    let (_proc, tcp, udp) = spawn(&["--udp-idle", "1s", "--chat-who-addresses"]);
     let (mut alice, _) = ChatClient::join(tcp);
+    let alice_addr = alice.stream().local_addr().unwrap();
     let carol = UdpMember::new(udp);
     let joined = Instant::now();
     carol.send("/nick carol");
     carol.expect("* welcome guest-2\n");
     carol.expect("* you are now carol\n");
+    // With --chat-who-addresses, a UDP member is listed with its own address.
+    carol.send("/who");
+    carol.expect(&format!("* online: carol ({}), guest-1 ({alice_addr})\n", carol.s.local_addr().unwrap()));
     alice.expect("* guest-2 joined");
     alice.expect("* guest-2 is now carol");
     alice.expect("* carol left");
     let after = joined.elapsed();
     assert!(after >= Duration::from_secs(1), "left after {after:?}, before --udp-idle");
     alice.send("/who");
-    alice.expect("* online: guest-1");
+    alice.expect(&format!("* online: guest-1 ({alice_addr})"));
     // Her next datagram joins her again, as a new guest.
     carol.send("back");
     carol.expect("* welcome guest-3\n");

@@ -77,6 +77,12 @@ struct Args {
           default_value_t = switchboard_handlers::chat::DEFAULT_ROOM_RATE as usize)]
     chat_room_rate: usize,
 
+    /// Chat: `/who` lists each member with its address, `alice (203.0.113.7:41234)`
+    /// (behind --proxy-protocol, the client's). Off by default: it tells every
+    /// member where the others connect from.
+    #[arg(long)]
+    chat_who_addresses: bool,
+
     /// Bytes that may wait for one reader: a chat member past it is cut off as
     /// too slow. (Echo and upper stop reading from a peer whose replies back up
     /// past 256 KiB, or past this if smaller.)
@@ -227,7 +233,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         }),
         HandlerName::Chat => {
             let rate = args.chat_room_rate as u64;
-            let chat = Chat::new(args.max_frame).rate_limit(args.chat_rate).room_rate(rate, rate / 2);
+            let chat = Chat::new(args.max_frame)
+                .rate_limit(args.chat_rate)
+                .room_rate(rate, rate / 2)
+                .who_addresses(args.chat_who_addresses);
             let chat = args.cluster.apply(chat)?;
             let chat = match args.accept_unterminated {
                 Some(d) => chat.accept_unterminated(d),

@@ -105,6 +105,20 @@ pub(crate) fn evict(room: &Mutex<Room<Member>>, nick: &str) -> Option<Change> {
     Some((old, guest))
 }
 
+/// The local members as `/who` lists them: nicks in the room's order,
+/// each followed by ` (ADDRESS)` when the room shows addresses and the
+/// member has one.
+pub(crate) fn who_names(room: &Room<Member>) -> Vec<String> {
+    let show = room.shows_addresses();
+    room.listing()
+        .into_iter()
+        .map(|(nick, m)| match m.addr().filter(|_| show) {
+            Some(a) => format!("{nick} ({a})"),
+            None => nick.to_owned(),
+        })
+        .collect()
+}
+
 /// `* online: ...`: nicks sorted ignoring case (ties by code point),
 /// each once.
 pub(crate) fn online(mut nicks: Vec<String>) -> String {

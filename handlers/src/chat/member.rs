@@ -2,6 +2,7 @@
 //! that is not on a TCP connection (a UDP peer, the operator console).
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use switchboard::{ConnHandle, Message, SendError};
@@ -12,6 +13,10 @@ pub(crate) trait Remote: Send + Sync + fmt::Debug {
     fn id(&self) -> u64;
     /// Delivers `msg` (one or more LF-ended lines) now, without blocking.
     fn deliver(&self, msg: &[u8]) -> Result<(), SendError>;
+    /// The member's network address, if it has one (the console has none).
+    fn addr(&self) -> Option<SocketAddr> {
+        None
+    }
 }
 
 /// One member of the room, as the room reaches it.
@@ -29,6 +34,15 @@ impl Member {
         match self {
             Member::Tcp(h) => h.id(),
             Member::Remote(r) => r.id(),
+        }
+    }
+
+    /// The member's address: the TCP peer (the client's, from a PROXY
+    /// header when there is one), a UDP peer's; none for the console.
+    pub(crate) fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            Member::Tcp(h) => Some(h.peer_addr()),
+            Member::Remote(r) => r.addr(),
         }
     }
 

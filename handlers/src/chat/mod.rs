@@ -229,6 +229,16 @@ impl Chat {
         Ok(self)
     }
 
+    /// Makes `/who` list each member with its address: `alice
+    /// (203.0.113.7:41234)`, the client's address from a PROXY header when
+    /// there is one, a UDP member's own; the console and members on other
+    /// servers of a cluster by nick alone. Off by default: it tells every
+    /// member where the others connect from.
+    pub fn who_addresses(self, on: bool) -> Chat {
+        self.room.lock().set_show_addresses(on);
+        self
+    }
+
     /// Limits the whole room to `bytes_per_sec` bytes of lines a second,
     /// in bursts of `burst` bytes (see the type's docs for the rule that
     /// sizes them against the outbound budget); a rate of 0 lifts the
@@ -422,7 +432,7 @@ impl Handler for Chat {
                 }
             }
             Command::Who => {
-                let line = format!("* online: {}", self.room.lock().who().join(", "));
+                let line = format!("* online: {}", local::who_names(&self.room.lock()).join(", "));
                 reply(conn, &line);
             }
             Command::Msg { to, text } => {

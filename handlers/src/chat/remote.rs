@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use switchboard::Flow;
 
+use super::local;
 use super::member::Member;
 use super::room::NickError;
 use super::{broadcast, clean, cluster, parse, Bucket, Chat, Command, HELP};
@@ -149,10 +150,11 @@ impl Chat {
                     Err(NickError::NotMember) => return Flow::Close,
                 }
             }
-            Command::Who if self.cluster.is_some() => {
-                reply(&format!("* online on this server: {}\n", self.room.lock().who().join(", ")))
-            }
-            Command::Who => reply(&format!("* online: {}\n", self.room.lock().who().join(", "))),
+            Command::Who if self.cluster.is_some() => reply(&format!(
+                "* online on this server: {}\n",
+                local::who_names(&self.room.lock()).join(", ")
+            )),
+            Command::Who => reply(&format!("* online: {}\n", local::who_names(&self.room.lock()).join(", "))),
             Command::Msg { to, text } => {
                 let found = {
                     let room = self.room.lock();

@@ -41,6 +41,8 @@ pub(crate) struct Room<H> {
     /// What guest nicks start with: `guest-`, or `guest-S-` in a cluster
     /// (S: the server's number there).
     guest_prefix: String,
+    /// `/who` shows each member's address (`--chat-who-addresses`).
+    show_addresses: bool,
 }
 
 /// The key nicks are compared by: the same ignoring case, compatibility
@@ -51,7 +53,13 @@ fn key(nick: &str) -> String {
 
 impl<H> Default for Room<H> {
     fn default() -> Self {
-        Room { members: HashMap::new(), by_nick: HashMap::new(), guests: 0, guest_prefix: "guest-".into() }
+        Room {
+            members: HashMap::new(),
+            by_nick: HashMap::new(),
+            guests: 0,
+            guest_prefix: "guest-".into(),
+            show_addresses: false,
+        }
     }
 }
 
@@ -186,13 +194,23 @@ impl<H: Clone> Room<H> {
         self.members.get(&id).map(|m| (id, m.handle.clone()))
     }
 
-    /// Every nick, sorted ignoring case (ties, which unique nicks cannot
-    /// have, by code point).
-    pub(crate) fn who(&self) -> Vec<&str> {
-        let mut nicks: Vec<(String, &str)> =
-            self.members.values().map(|m| (m.nick.to_lowercase(), m.nick.as_str())).collect();
-        nicks.sort_unstable();
-        nicks.into_iter().map(|(_, nick)| nick).collect()
+    /// Every member's nick and handle, sorted by nick ignoring case (ties,
+    /// which unique nicks cannot have, by code point): `/who`'s order.
+    pub(crate) fn listing(&self) -> Vec<(&str, &H)> {
+        let mut nicks: Vec<(String, &str, &H)> =
+            self.members.values().map(|m| (m.nick.to_lowercase(), m.nick.as_str(), &m.handle)).collect();
+        nicks.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        nicks.into_iter().map(|(_, nick, h)| (nick, h)).collect()
+    }
+
+    /// Whether `/who` shows addresses.
+    pub(crate) fn shows_addresses(&self) -> bool {
+        self.show_addresses
+    }
+
+    /// Makes `/who` show (or not) each member's address.
+    pub(crate) fn set_show_addresses(&mut self, on: bool) {
+        self.show_addresses = on;
     }
 }
 
@@ -278,6 +296,7 @@ mod tests {
             room.join(id, ());
             room.rename(id, nick).unwrap();
         }
-        assert_eq!(room.who(), vec!["_x", "Alice", "bob", "carol", "Zed", "Émile"]);
+        let nicks: Vec<&str> = room.listing().into_iter().map(|(nick, _)| nick).collect();
+        assert_eq!(nicks, vec!["_x", "Alice", "bob", "carol", "Zed", "Émile"]);
     }
 }

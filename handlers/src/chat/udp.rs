@@ -41,6 +41,10 @@ impl Remote for UdpMember {
         self.id
     }
 
+    fn addr(&self) -> Option<SocketAddr> {
+        Some(self.addr)
+    }
+
     fn deliver(&self, msg: &[u8]) -> Result<(), SendError> {
         let mut result = Ok(());
         for d in datagrams(msg, MAX_CHAT_DATAGRAM) {

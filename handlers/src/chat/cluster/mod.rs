@@ -540,7 +540,7 @@ impl Inner {
                 let _ = reply.send(local::line("! cluster link lost, try again later"));
             }
             Job::Who { reply } => {
-                let nicks = self.room.lock().roster().into_iter().map(|(_, n, _)| n).collect();
+                let nicks = local::who_names(&self.room.lock());
                 let _ = reply.send(local::line(&local::online(nicks)));
             }
             Job::Msg { to, reply, .. } => {
@@ -645,7 +645,9 @@ impl Inner {
 
     fn who(&self, c: &mut Connection, reply: &Deferred) -> RedisResult<()> {
         let servers: Vec<String> = redis::cmd("SMEMBERS").arg(SERVERS).query(c)?;
-        let mut nicks: Vec<String> = self.room.lock().roster().into_iter().map(|(_, n, _)| n).collect();
+        // Members elsewhere by nick alone: their addresses stay with the
+        // server they are connected to.
+        let mut nicks = local::who_names(&self.room.lock());
         for s in servers.iter().filter(|s| **s != self.sid) {
             let (exists, members): (bool, Vec<String>) = redis::pipe()
                 .cmd("EXISTS")
