@@ -21,7 +21,9 @@ pub(crate) fn section(bins: &Bins, secs: u64) -> String {
         "Echo, 64 B, {CONNS} connections, {secs} s per server, measured by this run. `perf stat` counts \
          the server's context switches; `perf record -g` samples where its CPU time goes (by binary, then \
          the top symbols). Both servers with their defaults. Then switchboard with `--workers 1` beside \
-         its defaults, the tokio baseline with its defaults.\n"
+         its defaults, the tokio baseline with its defaults, and `floor-echo`: one thread that makes only \
+         the system calls an echo needs (a `recv` and a `send` per message, an `epoll_wait` per batch) \
+         and nothing else, the floor of server CPU per message on this kernel.\n"
     );
     if Command::new("perf").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
         s.push_str("`perf` is not installed here (Debian: `linux-perf`): no profile taken.\n\n");
@@ -37,17 +39,20 @@ pub(crate) fn section(bins: &Bins, secs: u64) -> String {
     }
     s.push_str("| server | connections | msg/s | p99 | server CPU/msg |\n|---|---:|---:|---:|---:|\n");
     let mut rows = Vec::new();
+    let mut cpus = Vec::new();
     for conns in [CONNS, 1000] {
-        for (label, kind, one_worker) in [
-            ("switchboard --workers 1", Kind::Switchboard, true),
-            ("switchboard (defaults)", Kind::Switchboard, false),
-            ("tokio (defaults)", Kind::Tokio, false),
+        for (label, which) in [
+            ("switchboard --workers 1", Which::OneWorker),
+            ("switchboard (defaults)", Which::Defaults(Kind::Switchboard)),
+            ("tokio (defaults)", Which::Defaults(Kind::Tokio)),
+            ("floor-echo (the system calls alone)", Which::Floor),
         ] {
-            match workers_run(bins, kind, one_worker, conns, secs) {
+            match workers_run(bins, which, conns, secs) {
                 Ok((msgs, p99, cpu)) => {
                     let _ =
                         writeln!(s, "| {label} | {conns} | {msgs:.0} | {:.2} ms | {cpu:.2} µs |", p99 / 1e3);
                     rows.push((label, conns, msgs));
+                    cpus.push((label, conns, cpu));
                 }
                 Err(e) => {
                     let _ = writeln!(s, "| {label} | {conns} | failed: {e} | | |");
@@ -69,18 +74,55 @@ pub(crate) fn section(bins: &Bins, secs: u64) -> String {
                 w2 / t.max(1.0)
             );
         }
+        let cpu = |l: &str| cpus.iter().find(|r| r.0 == l && r.1 == conns).map(|r| r.2);
+        if let (Some(f), Some(t), Some(sb)) = (
+            cpu("floor-echo (the system calls alone)"),
+            cpu("tokio (defaults)"),
+            cpu("switchboard (defaults)"),
+        ) {
+            let _ = writeln!(
+                s,
+                "- {conns} connections, server CPU per message: floor-echo {:.2}× tokio's, switchboard {:.2}× \
+                 tokio's and {:.2}× the floor's.",
+                f / t.max(f64::MIN_POSITIVE),
+                sb / t.max(f64::MIN_POSITIVE),
+                sb / f.max(f64::MIN_POSITIVE)
+            );
+        }
     }
     s.push('\n');
     s
 }
 
-/// Starts an echo server with its defaults, or switchboard with one worker
-/// (`one_worker`; on every core, unlike the pinned runs).
-fn start(bins: &Bins, kind: Kind, one_worker: bool) -> Result<ServerProc, String> {
-    if one_worker && kind == Kind::Switchboard {
-        ServerProc::start(&bins.server, &["--handler", "echo", "--listen", "127.0.0.1:0", "--workers", "1"])
-    } else {
-        crate::start_echo(bins, kind, false)
+/// The servers of the workers table.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    /// An echo server with its defaults.
+    Defaults(Kind),
+    /// switchboard with one worker (on every core, unlike the pinned runs).
+    OneWorker,
+    /// `floor-echo`: one thread making only the system calls an echo needs,
+    /// the least CPU per message any server of this design can spend.
+    Floor,
+}
+
+fn start(bins: &Bins, which: Which) -> Result<ServerProc, String> {
+    match which {
+        Which::Defaults(kind) => crate::start_echo(bins, kind, false),
+        Which::OneWorker => ServerProc::start(
+            &bins.server,
+            &["--handler", "echo", "--listen", "127.0.0.1:0", "--workers", "1"],
+        ),
+        Which::Floor => {
+            let bin = bins.tokio_echo.with_file_name("floor-echo");
+            if !bin.is_file() {
+                return Err(format!(
+                    "{} is missing: build it with `cargo build --release -p switchboard-benches --bins`",
+                    bin.display()
+                ));
+            }
+            ServerProc::start(&bin, &["--listen", "127.0.0.1:0"])
+        }
     }
 }
 
@@ -102,7 +144,7 @@ fn load_args(addr: &str, conns: usize, secs: u64) -> Vec<String> {
 }
 
 fn profile_one(bins: &Bins, kind: Kind, secs: u64) -> Result<String, String> {
-    let server = start(bins, kind, false)?;
+    let server = start(bins, Which::Defaults(kind))?;
     let pid = server.pid().to_string();
     let dir = std::env::temp_dir().join(format!("switchboard-bench-perf-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -180,14 +222,8 @@ fn report(data: &Path, sort: &str, limit: usize) -> String {
     s
 }
 
-fn workers_run(
-    bins: &Bins,
-    kind: Kind,
-    one_worker: bool,
-    conns: usize,
-    secs: u64,
-) -> Result<(f64, f64, f64), String> {
-    let server = start(bins, kind, one_worker)?;
+fn workers_run(bins: &Bins, which: Which, conns: usize, secs: u64) -> Result<(f64, f64, f64), String> {
+    let server = start(bins, which)?;
     let cpu0 = server.cpu();
     let v = run_load(&bins.load, &load_args(&server.addr, conns, secs), Duration::from_secs(120))?;
     let cpu = server.cpu().saturating_sub(cpu0);
