@@ -1,14 +1,15 @@
 //! `switchboard-load udp-echo`: what it counts against servers whose
 //! behaviour the test sets (every datagram echoed, every tenth dropped,
-//! pairs swapped).
+//! pairs swapped); its per-interval lines and report at a signal.
 
 use std::net::SocketAddr;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
+use rustix::process::Signal;
 use serde_json::Value;
 use switchboard::datagram::{DatagramHandler, DatagramServer, Reply};
 use switchboard::Flow;
-use switchboard_test_support::child::run;
+use switchboard_test_support::child::{run, Spawned};
 use switchboard_test_support::TIMEOUT;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-load");
@@ -106,4 +107,46 @@ fn nothing_echoed_is_a_failure() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("sent 1  received 0  lost 1 (100.000%)"), "{text}");
+}
+
+/// `--interval` prints a line per interval while it runs; the first signal
+/// stops sending, awaits what is in flight and prints the report of what
+/// ran (exit 0), as in the TCP modes.
+#[test]
+fn intervals_then_sigint_report_what_ran() {
+    let server = DatagramServer::builder().start("127.0.0.1:0", TestServer(Behaviour::Echo)).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["udp-echo", "-t", &server.local_addr().to_string(), "-c", "2", "-d", "10m"])
+        .args(["--interval", "100ms", "--drain-timeout", "2s"])
+        .stdin(Stdio::null());
+    let mut load = Spawned::spawn(&mut cmd);
+    // Running: two interval lines have come, each with a rate.
+    for _ in 0..2 {
+        let line = load.line_where(TIMEOUT, |l| l.starts_with('['));
+        assert!(line.contains(" msg/s  p50 "), "{line}");
+    }
+    load.signal(Signal::INT);
+    let status = load.wait(TIMEOUT);
+    let out = load.stdout_so_far();
+    assert!(status.success(), "{status}: {out}{}", load.stderr_so_far());
+    assert!(out.contains("[interrupted: what ran until the signal]"), "{out}");
+    // Every datagram sent before the signal came back: nothing lost.
+    let counts = out.lines().find(|l| l.starts_with("sent ")).unwrap_or_else(|| panic!("{out}"));
+    let field = |name: &str| -> u64 {
+        let at = counts.find(name).unwrap_or_else(|| panic!("{name} in {counts}")) + name.len();
+        counts[at..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    assert!(field("sent ") > 0, "{counts}");
+    assert_eq!(field("sent "), field("received "), "{counts}");
+    assert_eq!(field("lost "), 0, "{counts}");
+}
+
+#[test]
+fn tcp_only_flags_are_refused() {
+    for flag in [["--plot", "x.svg"], ["--threads", "2"], ["--hdr-out", "x.hgrm"]] {
+        let out = run(Command::new(BIN).args(["udp-echo", "-t", "127.0.0.1:9"]).args(flag), TIMEOUT);
+        assert_eq!(out.status.code(), Some(2), "{flag:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("udp-echo does not take {}", flag[0])), "{err}");
+    }
 }

@@ -173,6 +173,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     if let ModeCmd::UdpEcho { size, depth, loss_timeout } = cli.mode {
+        if let Some(flag) = not_for_udp(&cli) {
+            eprintln!("switchboard-load: udp-echo does not take {flag} (a TCP mode's flag)");
+            return ExitCode::from(2);
+        }
         return udp_echo(&cli.common, size, depth, loss_timeout);
     }
     let cfg = match config(cli.mode, &cli.common).and_then(|mut c| {
@@ -193,14 +197,7 @@ fn main() -> ExitCode {
     }
     let json = cli.common.json;
     let print_intervals = cli.common.interval.is_some();
-    let mut on_interval = |i: &Interval| {
-        if json {
-            eprintln!("{}", i.line());
-        } else {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}", i.line()).and_then(|()| out.flush());
-        }
-    };
+    let mut on_interval = |i: &Interval| print_interval(json, i);
     let watch = Watch {
         progress,
         on_interval: print_intervals.then_some(&mut on_interval as &mut dyn FnMut(&Interval)),
@@ -284,6 +281,31 @@ fn config(mode: ModeCmd, c: &Common) -> Result<Config, LoadError> {
     Ok(cfg)
 }
 
+/// The first flag given that only the TCP modes use.
+fn not_for_udp(cli: &Cli) -> Option<&'static str> {
+    let c = &cli.common;
+    [
+        (cli.tls.tls, "--tls"),
+        (!c.also_target.is_empty(), "--also-target"),
+        (c.threads != 1, "--threads"),
+        (c.hdr_out.is_some(), "--hdr-out"),
+        (c.plot.is_some(), "--plot"),
+    ]
+    .into_iter()
+    .find_map(|(given, flag)| given.then_some(flag))
+}
+
+/// An interval's line: on stdout, or on stderr when stdout carries the
+/// JSON report.
+fn print_interval(json: bool, i: &Interval) {
+    if json {
+        eprintln!("{}", i.line());
+    } else {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", i.line()).and_then(|()| out.flush());
+    }
+}
+
 /// `udp-echo`: its own runner (no connections), its own report.
 fn udp_echo(c: &Common, size: usize, depth: usize, loss_timeout: Duration) -> ExitCode {
     let target = match resolve(&c.target) {
@@ -293,6 +315,11 @@ fn udp_echo(c: &Common, size: usize, depth: usize, loss_timeout: Duration) -> Ex
             return ExitCode::from(2);
         }
     };
+    let interrupt = Arc::new(AtomicBool::new(false));
+    if let Err(e) = stop_on_signals(Arc::clone(&interrupt)) {
+        eprintln!("switchboard-load: {e}");
+        return ExitCode::from(2);
+    }
     let cfg = udp::UdpConfig {
         target,
         peers: c.connections,
@@ -306,8 +333,10 @@ fn udp_echo(c: &Common, size: usize, depth: usize, loss_timeout: Duration) -> Ex
         },
         drain_timeout: c.drain_timeout,
         loss_timeout,
+        interrupt: Some(interrupt),
+        interval: c.interval,
     };
-    let report = match udp::run(&cfg) {
+    let report = match udp::run(&cfg, &mut |i: &Interval| print_interval(c.json, i)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("switchboard-load: {e}");

@@ -9,12 +9,16 @@
 //! datagram must not stall the loop), and counts as lost unless it comes
 //! back later. Open loop: `rate` datagrams a second in all, on a fixed
 //! schedule across the peers, latency counted from the scheduled time.
-//! At the end, sending stops and replies are awaited until `drain_timeout`
-//! passes with nothing arriving; lost = sent − received.
+//! At the end (or at the first signal), sending stops and replies are
+//! awaited until `drain_timeout` passes with nothing arriving; lost = sent −
+//! received. With `interval`, a figure per interval of the sending window
+//! goes to a callback as it closes.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -22,7 +26,8 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use serde_json::{json, Value};
 
-use super::{LoadError, Stop};
+use super::intervals::{self, IntervalAcc};
+use super::{Interval, LoadError, Stop};
 
 /// The header of every datagram: sequence number and send time.
 const HEADER: usize = 16;
@@ -46,6 +51,11 @@ pub struct UdpConfig {
     pub drain_timeout: Duration,
     /// Closed loop: a datagram not answered in this long is no longer in flight.
     pub loss_timeout: Duration,
+    /// Once set (by a signal handler, say), sending stops early and the
+    /// report covers what ran ([`UdpReport::interrupted`]).
+    pub interrupt: Option<Arc<AtomicBool>>,
+    /// The period of the per-interval figures (`--interval`), if wanted.
+    pub interval: Option<Duration>,
 }
 
 impl UdpConfig {
@@ -62,6 +72,9 @@ impl UdpConfig {
         }
         if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
             return Err("udp-echo: --rate must be more than 0".into());
+        }
+        if self.interval.is_some_and(|i| i < Duration::from_millis(10)) {
+            return Err("udp-echo: --interval must be at least 10ms".into());
         }
         Ok(())
     }
@@ -84,6 +97,8 @@ pub struct UdpReport {
     pub seconds: f64,
     /// Latency percentiles in microseconds: p50, p99, p99.9, max.
     pub latency_us: [u64; 4],
+    /// Sending stopped early, at a signal: the figures cover what ran.
+    pub interrupted: bool,
 }
 
 impl UdpReport {
@@ -104,7 +119,11 @@ impl UdpReport {
     /// The report as a table.
     pub fn table(&self) -> String {
         let [p50, p99, p999, max] = self.latency_us;
-        format!(
+        let mut s = String::new();
+        if self.interrupted {
+            s.push_str("[interrupted: what ran until the signal]\n");
+        }
+        s + &format!(
             "udp-echo: {:.0} datagrams/s over {:.2}s\n\
              sent {}  received {}  lost {} ({:.3}%)  reordered {}  bad {}\n\
              latency us: p50 {p50}  p99 {p99}  p99.9 {p999}  max {max}\n",
@@ -133,6 +152,7 @@ impl UdpReport {
             "reordered": self.reordered,
             "bad": self.bad,
             "latency_us": { "p50": p50, "p99": p99, "p999": p999, "max": max },
+            "interrupted": self.interrupted,
         })
     }
 }
@@ -148,8 +168,9 @@ struct Peer {
     highest: Option<u64>,
 }
 
-/// Runs the load and reports.
-pub fn run(cfg: &UdpConfig) -> Result<UdpReport, LoadError> {
+/// Runs the load and reports; `on_interval` gets each interval's figures
+/// (`cfg.interval`) as it closes, the last one possibly shorter.
+pub fn run(cfg: &UdpConfig, on_interval: &mut dyn FnMut(&Interval)) -> Result<UdpReport, LoadError> {
     cfg.validate().map_err(LoadError::Invalid)?;
     let mut poll = Poll::new().map_err(LoadError::Setup)?;
     let local: SocketAddr =
@@ -172,8 +193,18 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, LoadError> {
     }
     let mut hist =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| LoadError::Invalid(e.to_string()))?;
-    let mut report =
-        UdpReport { sent: 0, received: 0, lost: 0, reordered: 0, bad: 0, seconds: 0.0, latency_us: [0; 4] };
+    let mut report = UdpReport {
+        sent: 0,
+        received: 0,
+        lost: 0,
+        reordered: 0,
+        bad: 0,
+        seconds: 0.0,
+        latency_us: [0; 4],
+        interrupted: false,
+    };
+    // This thread's completions since the last interval boundary.
+    let acc = [Mutex::new(IntervalAcc::new())];
     let epoch = Instant::now();
     let mut payload = vec![0u8; cfg.size];
     for (i, b) in payload.iter_mut().enumerate().skip(HEADER) {
@@ -188,6 +219,8 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, LoadError> {
     let mut sending = true;
     let mut last_arrival = Instant::now();
     let mut ended_at = None;
+    // The end of the interval being counted.
+    let mut boundary = cfg.interval.map(|i| start + i);
     // The closed loop's first sends.
     if interval.is_none() {
         for peer in &mut peers {
@@ -202,11 +235,27 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, LoadError> {
     loop {
         let now = Instant::now();
         if sending {
-            let done = match cfg.stop {
-                Stop::Duration(d) => now.duration_since(start) >= d,
-                Stop::Messages(n) => report.sent >= n,
-            };
+            let interrupted = cfg.interrupt.as_ref().is_some_and(|f| f.load(Ordering::Acquire));
+            let done = interrupted
+                || match cfg.stop {
+                    Stop::Duration(d) => now.duration_since(start) >= d,
+                    Stop::Messages(n) => report.sent >= n,
+                };
+            if let (Some(b), Some(period)) = (boundary.as_mut(), cfg.interval) {
+                // Every boundary passed, then the shorter last interval.
+                while *b <= now {
+                    on_interval(&intervals::take(&acc, *b - period - start, period));
+                    *b += period;
+                }
+                if done {
+                    let from = *b - period;
+                    if now > from {
+                        on_interval(&intervals::take(&acc, from - start, now - from));
+                    }
+                }
+            }
             if done {
+                report.interrupted = interrupted;
                 sending = false;
                 ended_at = Some(now);
                 last_arrival = now;
@@ -232,12 +281,15 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, LoadError> {
                 }
             }
         }
-        let timeout = match (sending, interval) {
+        let mut timeout = match (sending, interval) {
             (true, Some(_)) => {
                 next_send.saturating_duration_since(Instant::now()).min(Duration::from_millis(10))
             }
             _ => Duration::from_millis(10),
         };
+        if let (true, Some(b)) = (sending, boundary) {
+            timeout = timeout.min(b.saturating_duration_since(Instant::now()));
+        }
         if let Err(e) = poll.poll(&mut events, Some(timeout)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(LoadError::Setup(e));
@@ -249,7 +301,13 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, LoadError> {
                 match peers[p].socket.recv(&mut buf) {
                     Ok(n) => {
                         last_arrival = Instant::now();
-                        receive(&mut peers[p], &buf[..n], &payload, &mut hist, &mut report);
+                        if let Some(latency) =
+                            receive(&mut peers[p], &buf[..n], &payload, &mut hist, &mut report)
+                        {
+                            if sending && boundary.is_some() {
+                                intervals::lock(&acc[0]).complete(latency.as_nanos() as u64);
+                            }
+                        }
                         if sending && interval.is_none() {
                             while peers[p].in_flight.len() < cfg.depth && budget_left(cfg, &report) {
                                 send(&mut peers[p], &mut payload, epoch, Instant::now(), &mut report);
@@ -318,23 +376,32 @@ fn send(peer: &mut Peer, payload: &mut [u8], epoch: Instant, at: Instant, report
     let _ = peer.socket.send(payload);
 }
 
-fn receive(peer: &mut Peer, data: &[u8], payload: &[u8], hist: &mut Histogram<u64>, report: &mut UdpReport) {
+/// Counts an echo; returns its latency when it is a good one.
+fn receive(
+    peer: &mut Peer,
+    data: &[u8],
+    payload: &[u8],
+    hist: &mut Histogram<u64>,
+    report: &mut UdpReport,
+) -> Option<Duration> {
     if data.len() != payload.len() || data[HEADER..] != payload[HEADER..] {
         report.bad += 1;
-        return;
+        return None;
     }
     let seq = u64::from_le_bytes(data[..8].try_into().unwrap_or_default());
     let Some(at) = peer.in_flight.remove(&seq).or_else(|| peer.given_up.remove(&seq)) else {
         report.bad += 1;
-        return;
+        return None;
     };
     report.received += 1;
     if peer.highest.is_some_and(|h| seq < h) {
         report.reordered += 1;
     }
     peer.highest = Some(peer.highest.map_or(seq, |h| h.max(seq)));
-    let us = at.elapsed().as_micros().max(1) as u64;
+    let latency = at.elapsed();
+    let us = latency.as_micros().max(1) as u64;
     let _ = hist.record(us.min(60_000_000));
+    Some(latency)
 }
 
 #[cfg(test)]
@@ -352,10 +419,14 @@ mod tests {
             stop: Stop::Messages(1),
             drain_timeout: Duration::from_secs(1),
             loss_timeout: Duration::from_millis(200),
+            interrupt: None,
+            interval: None,
         };
         assert!(ok.validate().is_ok());
         assert!(UdpConfig { size: 15, ..ok.clone() }.validate().unwrap_err().contains("--size"));
         assert!(UdpConfig { peers: 0, ..ok.clone() }.validate().unwrap_err().contains("peers"));
         assert!(UdpConfig { rate: Some(0.0), ..ok.clone() }.validate().unwrap_err().contains("--rate"));
+        let fast = Some(Duration::from_millis(5));
+        assert!(UdpConfig { interval: fast, ..ok.clone() }.validate().unwrap_err().contains("--interval"));
     }
 }
