@@ -15,7 +15,7 @@ fn med(v: &[EchoSample], f: impl Fn(&EchoSample) -> f64) -> f64 {
 
 /// The median of a figure with its spread over the rounds: `m (min–max)`,
 /// or `m` alone from one round.
-fn med_spread(v: &[EchoSample], f: impl Fn(&EchoSample) -> f64, fmt: impl Fn(f64) -> String) -> String {
+pub(crate) fn med_spread<S>(v: &[S], f: impl Fn(&S) -> f64, fmt: impl Fn(f64) -> String) -> String {
     let xs: Vec<f64> = v.iter().map(&f).collect();
     let m = fmt(median(xs.clone()));
     if xs.len() < 2 {

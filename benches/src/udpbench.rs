@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::markdown::med_spread;
 use crate::procs::{run_load, Bins, ServerProc};
 use crate::{median, Kind, Options};
 
 /// A row: peers, and the spin switchboard runs with (`None`: defaults).
 type Row = (usize, Option<&'static str>);
 
-/// The rows: peers, and the spin switchboard runs with (`None`: defaults).
-/// Each row runs tokio too, so every ratio pairs runs made side by side.
+/// The rows. Each row runs tokio too, so every ratio pairs runs made side by side.
 const ROWS: [Row; 4] = [(1, None), (1, Some("200us")), (64, None), (64, Some("200us"))];
 
 /// One run's numbers.
@@ -151,15 +151,7 @@ pub(crate) fn table(res: &UdpResults) -> String {
     s.push_str("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|\n");
     for ((peers, spin), v) in &res.rows {
         let m = |i: usize, f: fn(&UdpSample) -> f64| median(v[i].iter().map(f).collect());
-        let spread = |i: usize| {
-            let xs: Vec<f64> = v[i].iter().map(|x| x.per_sec).collect();
-            let m = median(xs.clone());
-            if xs.len() < 2 {
-                return format!("{m:.0}");
-            }
-            let (lo, hi) = xs.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-            format!("{m:.0} ({lo:.0}–{hi:.0})")
-        };
+        let spread = |i: usize| med_spread(&v[i], |x| x.per_sec, |n| format!("{n:.0}"));
         let (sb, tk) = (m(0, |x| x.per_sec), m(1, |x| x.per_sec));
         let met = if v[0].is_empty() || v[1].is_empty() {
             "not met (a run is missing)"
