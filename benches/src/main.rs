@@ -44,6 +44,8 @@ pub(crate) struct Options {
     pub(crate) args: Vec<String>,
     /// Only the TLS rows (`--tls-only`).
     pub(crate) tls_only: bool,
+    /// Only the profile section (`--profile-only`).
+    pub(crate) profile_only: bool,
 }
 
 impl Options {
@@ -228,6 +230,8 @@ Options:
                  executable, built first when run by cargo)
   --tls-only     only the TLS rows (echo against tokio-tls-echo, file get,
                  handshakes per second); prints them, writes nothing
+  --profile-only only the profile section (perf, --workers 1, floor-echo,
+                 pinned beside floor-echo); prints it, writes nothing
   -h, --help     this text";
 
 fn main() -> ExitCode {
@@ -264,6 +268,10 @@ fn main() -> ExitCode {
         eprintln!("bench: the machine is busy (load average {l:.1} on {cores} cores): expect noisy numbers");
     }
     let started = Instant::now();
+    if opts.profile_only {
+        println!("{}", profile::section(&bins, if opts.quick { 2 } else { 4 }));
+        return ExitCode::SUCCESS;
+    }
     let mut results = if opts.tls_only { Results::default() } else { run_all(&opts, &bins) };
     if !opts.tls_only {
         eprintln!("profile");
@@ -336,6 +344,7 @@ fn parse_args() -> Result<Option<Options>, String> {
         bin_dir,
         args: args.clone(),
         tls_only: false,
+        profile_only: false,
     };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -351,12 +360,16 @@ fn parse_args() -> Result<Option<Options>, String> {
             "--out" => o.out = Some(PathBuf::from(it.next().ok_or("--out needs a file")?)),
             "--no-write" => o.out = None,
             "--tls-only" => o.tls_only = true,
+            "--profile-only" => o.profile_only = true,
             "--bin-dir" => o.bin_dir = PathBuf::from(it.next().ok_or("--bin-dir needs a folder")?),
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
-    if o.tls_only {
+    if o.tls_only && o.profile_only {
+        return Err("--tls-only and --profile-only are two different partial runs: give one".into());
+    }
+    if o.tls_only || o.profile_only {
         // A partial run never replaces the whole report.
         o.out = None;
     }

@@ -639,6 +639,7 @@ mod tests {
             bin_dir: ".".into(),
             args: Vec::new(),
             tls_only: false,
+            profile_only: false,
         };
         let md = render(&opts, &r, Duration::from_secs(1));
         assert!(md.contains("`taskset -c 0 switchboard-server --handler echo --workers 1`"), "{md}");

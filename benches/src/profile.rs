@@ -23,7 +23,10 @@ pub(crate) fn section(bins: &Bins, secs: u64) -> String {
          the top symbols). Both servers with their defaults. Then switchboard with `--workers 1` beside \
          its defaults, the tokio baseline with its defaults, and `floor-echo`: one thread that makes only \
          the system calls an echo needs (a `recv` and a `send` per message, an `epoll_wait` per batch) \
-         and nothing else, the floor of server CPU per message on this kernel.\n"
+         and nothing else, the floor of server CPU per message on this kernel. The rows marked pinned \
+         repeat the echo table's pinned set-up (server on CPU 0 with one worker, load generator on \
+         CPU 1) with floor-echo beside the two servers: what a server that costs nothing but its system \
+         calls would score there.\n"
     );
     if Command::new("perf").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
         s.push_str("`perf` is not installed here (Debian: `linux-perf`): no profile taken.\n\n");
@@ -46,6 +49,9 @@ pub(crate) fn section(bins: &Bins, secs: u64) -> String {
             ("switchboard (defaults)", Which::Defaults(Kind::Switchboard)),
             ("tokio (defaults)", Which::Defaults(Kind::Tokio)),
             ("floor-echo (the system calls alone)", Which::Floor),
+            ("switchboard, pinned", Which::Pinned(Kind::Switchboard)),
+            ("tokio, pinned", Which::Pinned(Kind::Tokio)),
+            ("floor-echo, pinned", Which::FloorPinned),
         ] {
             match workers_run(bins, which, conns, secs) {
                 Ok((msgs, p99, cpu)) => {
@@ -89,6 +95,17 @@ pub(crate) fn section(bins: &Bins, secs: u64) -> String {
                 sb / f.max(f64::MIN_POSITIVE)
             );
         }
+        if let (Some(sb), Some(t), Some(f)) =
+            (get("switchboard, pinned"), get("tokio, pinned"), get("floor-echo, pinned"))
+        {
+            let _ = writeln!(
+                s,
+                "- {conns} connections, pinned: switchboard does {:.2}× tokio's messages per second, \
+                 floor-echo {:.2}×.",
+                sb / t.max(1.0),
+                f / t.max(1.0)
+            );
+        }
     }
     s.push('\n');
     s
@@ -104,6 +121,18 @@ enum Which {
     /// `floor-echo`: one thread making only the system calls an echo needs,
     /// the least CPU per message any server of this design can spend.
     Floor,
+    /// An echo server on CPU 0 with one worker, the load generator on CPU 1,
+    /// as in the pinned rows of the echo table.
+    Pinned(Kind),
+    /// `floor-echo` on CPU 0, the load generator on CPU 1: what the pinned
+    /// rows would show for a server that costs nothing but its system calls.
+    FloorPinned,
+}
+
+impl Which {
+    fn pinned(self) -> bool {
+        matches!(self, Which::Pinned(_) | Which::FloorPinned)
+    }
 }
 
 fn start(bins: &Bins, which: Which) -> Result<ServerProc, String> {
@@ -113,17 +142,25 @@ fn start(bins: &Bins, which: Which) -> Result<ServerProc, String> {
             &bins.server,
             &["--handler", "echo", "--listen", "127.0.0.1:0", "--workers", "1"],
         ),
-        Which::Floor => {
-            let bin = bins.tokio_echo.with_file_name("floor-echo");
-            if !bin.is_file() {
-                return Err(format!(
-                    "{} is missing: build it with `cargo build --release -p switchboard-benches --bins`",
-                    bin.display()
-                ));
-            }
-            ServerProc::start(&bin, &["--listen", "127.0.0.1:0"])
+        Which::Pinned(kind) => crate::start_echo(bins, kind, true),
+        Which::Floor => ServerProc::start(&floor_bin(bins)?, &["--listen", "127.0.0.1:0"]),
+        Which::FloorPinned => {
+            let taskset = bins.taskset.as_ref().ok_or("`taskset` is not on PATH (util-linux)")?;
+            let bin = floor_bin(bins)?;
+            ServerProc::start(taskset, &["-c", "0", &bin.to_string_lossy(), "--listen", "127.0.0.1:0"])
         }
     }
+}
+
+fn floor_bin(bins: &Bins) -> Result<std::path::PathBuf, String> {
+    let bin = bins.tokio_echo.with_file_name("floor-echo");
+    if !bin.is_file() {
+        return Err(format!(
+            "{} is missing: build it with `cargo build --release -p switchboard-benches --bins`",
+            bin.display()
+        ));
+    }
+    Ok(bin)
 }
 
 fn load_args(addr: &str, conns: usize, secs: u64) -> Vec<String> {
@@ -225,7 +262,15 @@ fn report(data: &Path, sort: &str, limit: usize) -> String {
 fn workers_run(bins: &Bins, which: Which, conns: usize, secs: u64) -> Result<(f64, f64, f64), String> {
     let server = start(bins, which)?;
     let cpu0 = server.cpu();
-    let v = run_load(&bins.load, &load_args(&server.addr, conns, secs), Duration::from_secs(120))?;
+    let args = load_args(&server.addr, conns, secs);
+    let v = if which.pinned() {
+        let taskset = bins.taskset.as_ref().ok_or("`taskset` is not on PATH (util-linux)")?;
+        let mut all = vec!["-c".to_string(), "1".to_string(), bins.load.to_string_lossy().into_owned()];
+        all.extend(args);
+        run_load(taskset, &all, Duration::from_secs(120))?
+    } else {
+        run_load(&bins.load, &args, Duration::from_secs(120))?
+    };
     let cpu = server.cpu().saturating_sub(cpu0);
     let received = v["messages"]["received"].as_f64().unwrap_or(0.0).max(1.0);
     let msgs = v["throughput_per_s"].as_f64().unwrap_or(0.0);
