@@ -182,15 +182,29 @@ impl Outbound {
     }
 
     fn write_bytes<S: Write>(&mut self, sock: &mut S) -> Result<usize, WriteError> {
-        let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
-        let mut count = 0;
-        for (i, chunk) in self.chunks.iter().enumerate().take(MAX_IOV) {
-            let Some(bytes) = chunk.bytes() else { break };
-            slices[i] = IoSlice::new(if i == 0 { &bytes[self.head..] } else { bytes });
-            count += 1;
+        let n = match self.chunks.len() {
+            // One chunk (a request-response reply, the usual case): a plain
+            // `send`, without building the `writev` array.
+            1 => {
+                let bytes = self.chunks.front().and_then(Chunk::bytes).unwrap_or_default();
+                sock.write(&bytes[self.head..])
+            }
+            _ => {
+                let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+                let mut count = 0;
+                for (i, chunk) in self.chunks.iter().enumerate().take(MAX_IOV) {
+                    let Some(bytes) = chunk.bytes() else { break };
+                    slices[i] = IoSlice::new(if i == 0 { &bytes[self.head..] } else { bytes });
+                    count += 1;
+                }
+                if count == 1 {
+                    sock.write(&slices[0])
+                } else {
+                    sock.write_vectored(&slices[..count])
+                }
+            }
         }
-        let n = if count == 1 { sock.write(&slices[0]) } else { sock.write_vectored(&slices[..count]) }
-            .map_err(WriteError::Io)?;
+        .map_err(WriteError::Io)?;
         if n == 0 {
             return Err(WriteError::Io(io::ErrorKind::WriteZero.into()));
         }
