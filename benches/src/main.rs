@@ -269,13 +269,13 @@ fn main() -> ExitCode {
     }
     let started = Instant::now();
     if opts.profile_only {
-        println!("{}", profile::section(&bins, if opts.quick { 2 } else { 4 }));
+        println!("{}", profile::section(&bins, if opts.quick { 2 } else { 4 }, opts.rounds));
         return ExitCode::SUCCESS;
     }
     let mut results = if opts.tls_only { Results::default() } else { run_all(&opts, &bins) };
     if !opts.tls_only {
         eprintln!("profile");
-        results.profile = profile::section(&bins, if opts.quick { 2 } else { 4 });
+        results.profile = profile::section(&bins, if opts.quick { 2 } else { 4 }, opts.rounds);
         if let Some(path) = &opts.out {
             match plots::write(&results, path) {
                 Ok(written) => results.plots = written,

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::markdown::med_spread;
 use crate::procs::{run_load, Bins, ServerProc};
 use crate::Kind;
 
@@ -14,7 +15,7 @@ use crate::Kind;
 const CONNS: usize = 64;
 
 /// The profile section, in markdown.
-pub(crate) fn section(bins: &Bins, secs: u64) -> String {
+pub(crate) fn section(bins: &Bins, secs: u64, rounds: usize) -> String {
     let mut s = String::from("## Profile\n\n");
     let _ = writeln!(
         s,
@@ -40,37 +41,82 @@ pub(crate) fn section(bins: &Bins, secs: u64) -> String {
             }
         }
     }
+    s.push_str(&workers_table(bins, secs, rounds));
+    s
+}
+
+/// The servers of the workers table, with their labels.
+const SERVERS: [(&str, Which); 7] = [
+    ("switchboard --workers 1", Which::OneWorker),
+    ("switchboard (defaults)", Which::Defaults(Kind::Switchboard)),
+    ("tokio (defaults)", Which::Defaults(Kind::Tokio)),
+    ("floor-echo (the system calls alone)", Which::Floor),
+    ("switchboard, pinned", Which::Pinned(Kind::Switchboard)),
+    ("tokio, pinned", Which::Pinned(Kind::Tokio)),
+    ("floor-echo, pinned", Which::FloorPinned),
+];
+
+/// One run of the workers table: msg/s, p99 µs, server CPU µs per message.
+type Sample = (f64, f64, f64);
+
+/// Every server of [`SERVERS`] at 64 and 1,000 connections, `rounds` times
+/// (the order reversed every other round); medians with their spread.
+fn workers_table(bins: &Bins, secs: u64, rounds: usize) -> String {
+    let mut s = format!(
+        "Medians over {rounds} rounds (lowest and highest round in parentheses), the servers \
+         alternating within each round:\n\n"
+    );
     s.push_str("| server | connections | msg/s | p99 | server CPU/msg |\n|---|---:|---:|---:|---:|\n");
-    let mut rows = Vec::new();
-    let mut cpus = Vec::new();
-    for conns in [CONNS, 1000] {
-        for (label, which) in [
-            ("switchboard --workers 1", Which::OneWorker),
-            ("switchboard (defaults)", Which::Defaults(Kind::Switchboard)),
-            ("tokio (defaults)", Which::Defaults(Kind::Tokio)),
-            ("floor-echo (the system calls alone)", Which::Floor),
-            ("switchboard, pinned", Which::Pinned(Kind::Switchboard)),
-            ("tokio, pinned", Which::Pinned(Kind::Tokio)),
-            ("floor-echo, pinned", Which::FloorPinned),
-        ] {
-            match workers_run(bins, which, conns, secs) {
-                Ok((msgs, p99, cpu)) => {
-                    let _ =
-                        writeln!(s, "| {label} | {conns} | {msgs:.0} | {:.2} ms | {cpu:.2} µs |", p99 / 1e3);
-                    rows.push((label, conns, msgs));
-                    cpus.push((label, conns, cpu));
-                }
-                Err(e) => {
-                    let _ = writeln!(s, "| {label} | {conns} | failed: {e} | | |");
+    // samples[conns index][server index]
+    let conns_set = [CONNS, 1000];
+    let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); SERVERS.len()]; conns_set.len()];
+    let mut failures = Vec::new();
+    for round in 0..rounds {
+        for (ci, &conns) in conns_set.iter().enumerate() {
+            let mut order: Vec<usize> = (0..SERVERS.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                let (label, which) = SERVERS[i];
+                match workers_run(bins, which, conns, secs) {
+                    Ok(sample) => samples[ci][i].push(sample),
+                    Err(e) => failures.push(format!("{label}, {conns} connections: {e}")),
                 }
             }
         }
     }
+    let med = |v: &[Sample], f: fn(&Sample) -> f64| crate::median(v.iter().map(f).collect());
+    for (ci, &conns) in conns_set.iter().enumerate() {
+        for (i, (label, _)) in SERVERS.iter().enumerate() {
+            let v = &samples[ci][i];
+            if v.is_empty() {
+                let _ = writeln!(s, "| {label} | {conns} | failed | | |");
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "| {label} | {conns} | {} | {} | {} |",
+                med_spread(v, |x| x.0, |x| format!("{x:.0}")),
+                med_spread(v, |x| x.1, |x| format!("{:.2} ms", x / 1e3)),
+                med_spread(v, |x| x.2, |x| format!("{x:.2} µs")),
+            );
+        }
+    }
     s.push('\n');
-    for conns in [CONNS, 1000] {
-        let get = |l: &str| rows.iter().find(|r| r.0 == l && r.1 == conns).map(|r| r.2);
+    for (ci, &conns) in conns_set.iter().enumerate() {
+        let get = |label: &str, f: fn(&Sample) -> f64| {
+            SERVERS
+                .iter()
+                .position(|(l, _)| *l == label)
+                .map(|i| &samples[ci][i])
+                .filter(|v| !v.is_empty())
+                .map(|v| med(v, f))
+        };
+        let msgs = |label: &str| get(label, |x| x.0);
+        let cpu = |label: &str| get(label, |x| x.2);
         if let (Some(w1), Some(w2), Some(t)) =
-            (get("switchboard --workers 1"), get("switchboard (defaults)"), get("tokio (defaults)"))
+            (msgs("switchboard --workers 1"), msgs("switchboard (defaults)"), msgs("tokio (defaults)"))
         {
             let _ = writeln!(
                 s,
@@ -80,7 +126,6 @@ pub(crate) fn section(bins: &Bins, secs: u64) -> String {
                 w2 / t.max(1.0)
             );
         }
-        let cpu = |l: &str| cpus.iter().find(|r| r.0 == l && r.1 == conns).map(|r| r.2);
         if let (Some(f), Some(t), Some(sb)) = (
             cpu("floor-echo (the system calls alone)"),
             cpu("tokio (defaults)"),
@@ -96,7 +141,7 @@ pub(crate) fn section(bins: &Bins, secs: u64) -> String {
             );
         }
         if let (Some(sb), Some(t), Some(f)) =
-            (get("switchboard, pinned"), get("tokio, pinned"), get("floor-echo, pinned"))
+            (msgs("switchboard, pinned"), msgs("tokio, pinned"), msgs("floor-echo, pinned"))
         {
             let _ = writeln!(
                 s,
@@ -107,11 +152,14 @@ pub(crate) fn section(bins: &Bins, secs: u64) -> String {
             );
         }
     }
+    for f in failures {
+        let _ = writeln!(s, "- failed: {f}");
+    }
     s.push('\n');
     s
 }
 
-/// The servers of the workers table.
+/// A server of the workers table.
 #[derive(Debug, Clone, Copy)]
 enum Which {
     /// An echo server with its defaults.
@@ -259,7 +307,7 @@ fn report(data: &Path, sort: &str, limit: usize) -> String {
     s
 }
 
-fn workers_run(bins: &Bins, which: Which, conns: usize, secs: u64) -> Result<(f64, f64, f64), String> {
+fn workers_run(bins: &Bins, which: Which, conns: usize, secs: u64) -> Result<Sample, String> {
     let server = start(bins, which)?;
     let cpu0 = server.cpu();
     let args = load_args(&server.addr, conns, secs);
