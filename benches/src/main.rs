@@ -26,7 +26,7 @@ mod profile;
 mod tlsbench;
 mod udpbench;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -529,12 +529,30 @@ pub(crate) fn start_echo(bins: &Bins, kind: Kind, pinned: bool) -> Result<Server
     if !pinned {
         return ServerProc::start(bin, &args);
     }
+    args.extend(["--workers", "1"]);
+    start_on_cpu0(bins, bin, &args)
+}
+
+/// Starts `bin ARGS` on CPU 0 through `taskset -c 0` (which execs it: the
+/// process is the server's).
+pub(crate) fn start_on_cpu0(bins: &Bins, bin: &Path, args: &[&str]) -> Result<ServerProc, String> {
     let taskset = bins.taskset.as_ref().ok_or("`taskset` is not on PATH (util-linux)")?;
     let bin = bin.to_string_lossy();
-    args.extend(["--workers", "1"]);
     let mut all = vec!["-c", "0", bin.as_ref()];
     all.extend(args);
     ServerProc::start(taskset, &all)
+}
+
+/// Runs the load generator with `args`, on CPU 1 through `taskset -c 1`
+/// when `pinned`.
+pub(crate) fn run_load_on(bins: &Bins, args: Vec<String>, pinned: bool) -> Result<Value, String> {
+    if !pinned {
+        return run_load(&bins.load, &args, Duration::from_secs(120));
+    }
+    let taskset = bins.taskset.as_ref().ok_or("`taskset` is not on PATH (util-linux)")?;
+    let mut all = vec!["-c".to_string(), "1".to_string(), bins.load.to_string_lossy().into_owned()];
+    all.extend(args);
+    run_load(taskset, &all, Duration::from_secs(120))
 }
 
 fn f(v: &Value, path: &[&str]) -> f64 {
@@ -556,7 +574,7 @@ fn echo_run(
     let server = start_echo(bins, kind, load.pinned)?;
     let cpu0 = server.cpu();
     let cs0 = server.ctx_switches();
-    let mut args: Vec<String> = [
+    let args: Vec<String> = [
         "echo",
         "--target",
         &server.addr,
@@ -572,14 +590,7 @@ fn echo_run(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let v = if load.pinned {
-        let taskset = bins.taskset.as_ref().ok_or("`taskset` is not on PATH (util-linux)")?;
-        let mut pinned = vec!["-c".to_string(), "1".to_string(), bins.load.to_string_lossy().into_owned()];
-        pinned.append(&mut args);
-        run_load(taskset, &pinned, Duration::from_secs(120))?
-    } else {
-        run_load(&bins.load, &args, Duration::from_secs(120))?
-    };
+    let v = run_load_on(bins, args, load.pinned)?;
     let cpu = server.cpu().saturating_sub(cpu0);
     let cs = server.ctx_switches().saturating_sub(cs0);
     let received = f(&v, &["messages", "received"]);

@@ -192,11 +192,7 @@ fn start(bins: &Bins, which: Which) -> Result<ServerProc, String> {
         ),
         Which::Pinned(kind) => crate::start_echo(bins, kind, true),
         Which::Floor => ServerProc::start(&floor_bin(bins)?, &["--listen", "127.0.0.1:0"]),
-        Which::FloorPinned => {
-            let taskset = bins.taskset.as_ref().ok_or("`taskset` is not on PATH (util-linux)")?;
-            let bin = floor_bin(bins)?;
-            ServerProc::start(taskset, &["-c", "0", &bin.to_string_lossy(), "--listen", "127.0.0.1:0"])
-        }
+        Which::FloorPinned => crate::start_on_cpu0(bins, &floor_bin(bins)?, &["--listen", "127.0.0.1:0"]),
     }
 }
 
@@ -310,15 +306,7 @@ fn report(data: &Path, sort: &str, limit: usize) -> String {
 fn workers_run(bins: &Bins, which: Which, conns: usize, secs: u64) -> Result<Sample, String> {
     let server = start(bins, which)?;
     let cpu0 = server.cpu();
-    let args = load_args(&server.addr, conns, secs);
-    let v = if which.pinned() {
-        let taskset = bins.taskset.as_ref().ok_or("`taskset` is not on PATH (util-linux)")?;
-        let mut all = vec!["-c".to_string(), "1".to_string(), bins.load.to_string_lossy().into_owned()];
-        all.extend(args);
-        run_load(taskset, &all, Duration::from_secs(120))?
-    } else {
-        run_load(&bins.load, &args, Duration::from_secs(120))?
-    };
+    let v = crate::run_load_on(bins, load_args(&server.addr, conns, secs), which.pinned())?;
     let cpu = server.cpu().saturating_sub(cpu0);
     let received = v["messages"]["received"].as_f64().unwrap_or(0.0).max(1.0);
     let msgs = v["throughput_per_s"].as_f64().unwrap_or(0.0);
