@@ -1,16 +1,20 @@
 //! TLS through the library API: `ServerBuilder::tls` with a configuration
 //! from `tls_config_from_pem`, served in process; a stalled handshake is
 //! counted as a timeout, a plain client as a close, and neither reaches the
-//! handler; records cut anywhere by TCP are reassembled.
+//! handler; records cut anywhere by TCP are reassembled; a client's
+//! `TlsSocket` over a mio socket reads whole echoes at short reads and sees
+//! the server's `close_notify` as EOF.
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard::{tls_config_from_pem, Conn, Flow, Framing, Handler, ServerBuilder, TlsConfigError};
+use switchboard::{
+    tls_config_from_pem, Conn, Flow, Framing, Handler, Server, ServerBuilder, TlsConfigError, TlsSocket,
+};
 use switchboard_test_support::pki::TestPki;
-use switchboard_test_support::{connect, start, temp_dir, wait_stats, TIMEOUT};
+use switchboard_test_support::{connect, start, temp_dir, wait_stats, TempDir, TIMEOUT};
 
 #[derive(Default, Clone)]
 struct Counting {
@@ -29,6 +33,29 @@ impl Handler for Counting {
         conn.send(data);
         Flow::Continue
     }
+}
+
+/// An echo server over TLS from a fresh test PKI, and a client connection
+/// (not yet connected) that trusts it.
+fn echo_over_tls(tag: &str) -> (TempDir, Server, rustls::ClientConnection) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+
+    let dir = temp_dir(tag);
+    let pki = TestPki::create(dir.path());
+    let config = tls_config_from_pem(&pki.cert, &pki.key).expect("the test PKI loads");
+    let server = start(ServerBuilder::default().workers(1).tls(config), Counting::default());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(&pki.ca).expect("the CA loads")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+    (dir, server, conn)
 }
 
 #[test]
@@ -68,24 +95,7 @@ fn failed_handshakes_are_counted_and_never_reach_the_handler() {
 /// still come back whole and in order.
 #[test]
 fn records_cut_anywhere_by_tcp_are_reassembled() {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
-
-    let dir = temp_dir("core-tls-pieces");
-    let pki = TestPki::create(dir.path());
-    let config = tls_config_from_pem(&pki.cert, &pki.key).expect("the test PKI loads");
-    let server = start(ServerBuilder::default().workers(1).tls(config), Counting::default());
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(&pki.ca).expect("the CA loads")).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = ServerName::try_from("localhost").unwrap();
-    let mut tls = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+    let (_dir, server, mut tls) = echo_over_tls("core-tls-pieces");
     let mut sock = connect(server.local_addr());
     sock.set_nodelay(true).unwrap();
     while tls.is_handshaking() {
@@ -126,6 +136,97 @@ fn records_cut_anywhere_by_tcp_are_reassembled() {
     }
     sender.join().unwrap();
     assert!(echoed == payload, "the echo differs from what was sent");
+}
+
+/// The client side of `TlsSocket`, as the load generator drives it: one
+/// edge-triggered poll, a read loop that stops at the first short read.
+/// If a short read did not mean a drained socket, an echo would sit in
+/// rustls unread with no new edge coming, and the loop would hit its
+/// deadline. The client's `close_notify` ends the connection: the server
+/// closes its side, which reads as EOF.
+#[test]
+fn a_client_tls_socket_reads_whole_echoes_at_short_reads_and_ends_cleanly() {
+    use mio::{Events, Interest, Poll, Token};
+
+    let (_dir, server, conn) = echo_over_tls("core-tls-client");
+    let sock = mio::net::TcpStream::connect(server.local_addr()).unwrap();
+    let mut tls = TlsSocket::new(conn, sock);
+    let mut poll = Poll::new().unwrap();
+    poll.registry().register(tls.sock_mut(), Token(0), Interest::READABLE | Interest::WRITABLE).unwrap();
+    let mut events = Events::with_capacity(8);
+
+    // Ten messages, each sent once the previous one's echo is back whole;
+    // the last one is larger than a TLS record.
+    let messages: Vec<Vec<u8>> =
+        (1..=10u32).map(|i| (0..i * i * 200).map(|b| (b % 251) as u8).collect()).collect();
+    let (mut next, mut echoed, mut closing) = (0, Vec::new(), false);
+    let mut buf = vec![0u8; 4096];
+    let deadline = Instant::now() + TIMEOUT;
+    let eof = loop {
+        assert!(Instant::now() < deadline, "stuck after {next} messages, {} bytes echoed", echoed.len());
+        poll.poll(&mut events, Some(Duration::from_millis(100))).unwrap();
+        match tls.flush() {
+            Ok(()) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::NotConnected => {}
+            Err(e) => panic!("flush failed: {e}"),
+        }
+        let mut eof = false;
+        loop {
+            match tls.read(&mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    echoed.extend_from_slice(&buf[..n]);
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => break,
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+        if eof {
+            break true;
+        }
+        if tls.conn().is_handshaking() {
+            continue;
+        }
+        if next > 0 && echoed.len() > messages[next - 1].len() {
+            panic!("more echoed than sent: {} bytes for {}", echoed.len(), messages[next - 1].len());
+        }
+        if next > 0 && echoed.len() < messages[next - 1].len() {
+            continue;
+        }
+        if next > 0 {
+            assert!(echoed == messages[next - 1], "echo {next} differs from what was sent");
+            echoed.clear();
+        }
+        if next < messages.len() {
+            let mut at = 0;
+            while at < messages[next].len() {
+                match tls.write(&messages[next][at..]) {
+                    Ok(n) => at += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        assert!(Instant::now() < deadline, "the server never took message {next}");
+                        std::thread::yield_now();
+                    }
+                    Err(e) => panic!("write failed: {e}"),
+                }
+            }
+            next += 1;
+        } else if !closing {
+            tls.conn_mut().send_close_notify();
+            closing = true;
+        }
+    };
+    assert!(eof && closing, "EOF before the client closed");
+    assert_eq!(next, messages.len());
+    wait_stats(&server, "the connection closed", |s| s.closed == 1 && s.open == 0);
 }
 
 #[test]

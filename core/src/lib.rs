@@ -75,5 +75,5 @@ pub use server::StartProbe;
 pub use server::{Server, ServerBuilder, StatsHandle};
 pub use shutdown::{Phase, ShutdownHandle, ShutdownReport};
 pub use stats::Stats;
-pub use tls::{tls_config_from_pem, TlsConfigError};
+pub use tls::{tls_config_from_pem, TlsConfigError, TlsSocket};
 pub use worker_stats::WorkerStats;

@@ -8,13 +8,14 @@ use std::fmt;
 use std::fs;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mio::net::TcpStream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::{ConnectionCommon, ServerConfig, ServerConnection, SideData};
 
 /// Ciphertext and unsent plaintext rustls holds for one connection at
 /// most; a write waits (would block) while this much is pending.
@@ -31,18 +32,41 @@ pub(crate) enum Handshake {
     PeerClosed,
 }
 
-/// A TLS server connection over a non-blocking TCP socket.
-pub(crate) struct TlsStream {
-    conn: ServerConnection,
-    sock: TcpStream,
+/// A rustls connection, server or client side, over a non-blocking socket,
+/// read and written like the socket itself under edge-triggered polling:
+///
+/// - `read` returns plaintext until the buffer is full or the socket is
+///   drained (a read of it came back short, or would block). A short read
+///   therefore means a drained socket, as with plain TCP, without a read to
+///   `EAGAIN` per message; nothing to read is `WouldBlock`. A TCP EOF
+///   without `close_notify` counts as EOF too.
+/// - `write` encrypts what rustls takes once the previous ciphertext has
+///   left, and would block while it has not; rustls holds at most 64 KiB
+///   of ciphertext and unsent plaintext per connection.
+///
+/// The server runs every TLS connection through one; a mio-based client
+/// (the load generator is one) can do the same with a
+/// [`ClientConnection`](rustls::ClientConnection): the handshake then
+/// moves on with each `read` and `flush`.
+pub struct TlsSocket<C, S = TcpStream> {
+    conn: C,
+    sock: S,
     /// The peer's end (`close_notify` or TCP EOF) came behind the bytes the
     /// last read returned: the next read returns 0.
     eof_pending: bool,
 }
 
-impl fmt::Debug for TlsStream {
+/// The server side over a mio socket, as a worker holds it.
+pub(crate) type TlsStream = TlsSocket<ServerConnection>;
+
+impl<C, D, S> fmt::Debug for TlsSocket<C, S>
+where
+    C: Deref<Target = ConnectionCommon<D>>,
+    D: SideData,
+    S: fmt::Debug,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsStream")
+        f.debug_struct("TlsSocket")
             .field("sock", &self.sock)
             .field("handshaking", &self.conn.is_handshaking())
             .finish()
@@ -55,30 +79,53 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-impl TlsStream {
-    pub(crate) fn new(config: Arc<ServerConfig>, sock: TcpStream) -> Result<TlsStream, rustls::Error> {
-        let mut conn = ServerConnection::new(config)?;
+impl<C, D, S> TlsSocket<C, S>
+where
+    C: DerefMut<Target = ConnectionCommon<D>>,
+    D: SideData,
+    S: Read + Write,
+{
+    /// Puts `conn` over `sock` (connected, or connecting: nothing is sent
+    /// before the first `flush`, `read` or `write`).
+    pub fn new(mut conn: C, sock: S) -> TlsSocket<C, S> {
         conn.set_buffer_limit(Some(TLS_BUFFER));
-        Ok(TlsStream { conn, sock, eof_pending: false })
+        TlsSocket { conn, sock, eof_pending: false }
     }
 
-    pub(crate) fn sock_mut(&mut self) -> &mut TcpStream {
+    /// The rustls connection (handshake state, negotiated parameters).
+    pub fn conn(&self) -> &C {
+        &self.conn
+    }
+
+    /// The rustls connection, to send `close_notify` or export keying
+    /// material; ciphertext it makes leaves with the next `flush`.
+    pub fn conn_mut(&mut self) -> &mut C {
+        &mut self.conn
+    }
+
+    /// The socket, to register it with a poll.
+    pub fn sock(&self) -> &S {
+        &self.sock
+    }
+
+    /// The socket, to register it with a poll.
+    pub fn sock_mut(&mut self) -> &mut S {
         &mut self.sock
     }
 
     /// The next read returns the peer's EOF, with no new socket event.
-    pub(crate) fn eof_pending(&self) -> bool {
+    pub fn eof_pending(&self) -> bool {
         self.eof_pending
     }
 
     /// Ciphertext is waiting for the socket.
-    pub(crate) fn wants_write(&self) -> bool {
+    pub fn wants_write(&self) -> bool {
         self.conn.wants_write()
     }
 
     /// Writes pending ciphertext until none is left or the socket would
     /// block (then `WouldBlock`).
-    pub(crate) fn flush_tls(&mut self) -> io::Result<()> {
+    pub fn flush_tls(&mut self) -> io::Result<()> {
         while self.conn.wants_write() {
             match self.conn.write_tls(&mut self.sock) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -88,6 +135,12 @@ impl TlsStream {
             }
         }
         Ok(())
+    }
+}
+
+impl TlsSocket<ServerConnection> {
+    pub(crate) fn accept(config: Arc<ServerConfig>, sock: TcpStream) -> Result<TlsStream, rustls::Error> {
+        Ok(TlsSocket::new(ServerConnection::new(config)?, sock))
     }
 
     /// Feeds bytes read before the handshake (past a PROXY header).
@@ -148,12 +201,12 @@ impl TlsStream {
 /// next bytes bring a new readiness edge, so reading on to `EAGAIN` would
 /// only cost a system call per message (the plain path's rule, and
 /// tokio's).
-struct Noting<'a> {
-    sock: &'a mut TcpStream,
+struct Noting<'a, S> {
+    sock: &'a mut S,
     short: bool,
 }
 
-impl Read for Noting<'_> {
+impl<S: Read> Read for Noting<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.sock.read(buf)?;
         self.short = n < buf.len();
@@ -161,12 +214,16 @@ impl Read for Noting<'_> {
     }
 }
 
-impl Read for TlsStream {
-    /// Reads plaintext until `buf` is full or the socket is drained (a read
-    /// of it came back short, or would block), so a short read means the
-    /// socket is drained, as with a plain socket; nothing read is
-    /// `WouldBlock`. A TCP EOF without `close_notify` counts as EOF too: the
-    /// frame decoders drop an incomplete frame at EOF anyway.
+impl<C, D, S> Read for TlsSocket<C, S>
+where
+    C: DerefMut<Target = ConnectionCommon<D>>,
+    D: SideData,
+    S: Read + Write,
+{
+    /// Plaintext until `buf` is full or the socket is drained; see the
+    /// type's documentation. A rustls error (a bad record, a failed
+    /// handshake) is an `InvalidData` error holding it, its alert sent
+    /// first, best effort.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut filled = 0;
         let mut drained = false;
@@ -205,8 +262,9 @@ impl Read for TlsStream {
                         let _ = self.flush_tls();
                         return Err(tls_error(e));
                     }
-                    // Answers of its own (key updates): best effort now,
-                    // the rest with the next write.
+                    // Its own answers (the handshake's next flight, key
+                    // updates): best effort now, the rest with the next
+                    // write or flush, which report a failure.
                     let _ = self.flush_tls();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -217,7 +275,12 @@ impl Read for TlsStream {
     }
 }
 
-impl Write for TlsStream {
+impl<C, D, S> Write for TlsSocket<C, S>
+where
+    C: DerefMut<Target = ConnectionCommon<D>>,
+    D: SideData,
+    S: Read + Write,
+{
     /// Encrypts what rustls takes of `buf` once the previous ciphertext has
     /// left; would block while it has not.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -236,6 +299,8 @@ impl Write for TlsStream {
         }
     }
 
+    /// Sends the ciphertext made but not sent (the handshake's first
+    /// flight, for a client).
     fn flush(&mut self) -> io::Result<()> {
         self.flush_tls()
     }

@@ -95,7 +95,7 @@ impl Transport {
     pub(crate) fn new(sock: TcpStream, config: &TransportConfig, now: Instant) -> io::Result<Transport> {
         let stream = match &config.tls {
             Some(tls) => {
-                Stream::Tls(Box::new(TlsStream::new(Arc::clone(tls), sock).map_err(io::Error::other)?))
+                Stream::Tls(Box::new(TlsStream::accept(Arc::clone(tls), sock).map_err(io::Error::other)?))
             }
             None => Stream::Tcp(sock),
         };

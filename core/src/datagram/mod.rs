@@ -5,7 +5,7 @@
 //! a `mio::net::UdpSocket`). Each datagram from an address the server has
 //! not seen opens a *peer* ([`DatagramHandler::open`]); the peer's state
 //! lives in a bounded table keyed by the address and is closed after an
-//! idle time, by the handler ([`Flow::Close`]), or at shutdown. Replies go
+//! idle time, by the handler ([`Flow::Close`](crate::Flow::Close)), or at shutdown. Replies go
 //! through [`Reply`] inside a callback (batched and sent with `sendmmsg`),
 //! or through a [`DatagramSender`] from any thread (one `sendto` each).
 //!
