@@ -398,6 +398,18 @@ fn meaning(r: &Results) -> String {
         );
         if load.targets == Targets::Throughput {
             let _ = writeln!(s, "  (for reference: {others})");
+            // One core each: how busy each was says whether the server
+            // alone, or the load generator too, set the rate.
+            let busy = |runs: &[EchoSample]| med(runs, |x| x.msgs * x.server_cpu_us / 1e6);
+            let _ = writeln!(
+                s,
+                "  (busy share of its core: server {:.2} vs {:.2}, load generator {:.2} vs {:.2}; \
+                 near 1.00 on both sides, the pair sets the rate, not the server alone.)",
+                busy(sb),
+                busy(tk),
+                med(sb, |x| x.load_cores),
+                med(tk, |x| x.load_cores)
+            );
             continue;
         }
         line(
@@ -613,6 +625,19 @@ mod tests {
         assert!(meaning(&r).contains("1 target line(s) not met"));
         // The table shows the spread of the rounds.
         assert!(tables(&r).contains("| 130 (90–140) | 100 (100–100) | 1.30× |"), "{}", tables(&r));
+    }
+
+    #[test]
+    fn pinned_rows_say_how_busy_each_core_was() {
+        let mut r = Results { idle_conns: 10_000, ..Results::default() };
+        let sb = EchoSample { load_cores: 0.95, ..sample(100_000.0, 50.0, 9.0, 0.01) };
+        let tk = EchoSample { load_cores: 0.97, ..sample(90_000.0, 50.0, 10.0, 0.01) };
+        r.echo.push((load("pinned 64", Targets::Throughput, true), [vec![sb], vec![tk]]));
+        let text = meaning(&r);
+        assert!(
+            text.contains("busy share of its core: server 0.90 vs 0.90, load generator 0.95 vs 0.97;"),
+            "{text}"
+        );
     }
 
     #[test]
