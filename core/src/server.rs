@@ -313,7 +313,9 @@ impl ServerBuilder {
 
     /// How much of the machine's CPU must be idle, in thousandths of a core,
     /// before a busy worker's load is given to the next worker (default
-    /// 500: half a core). Where the server shares its cores with other busy
+    /// 500: half a core), in each of three 100 ms intervals in a row (a
+    /// moment when the scheduler puts two threads on one core is not
+    /// room). Where the server shares its cores with other busy
     /// processes, another worker would only take CPU time from the busy one;
     /// 0 activates workers on their own busyness alone.
     pub fn idle_to_activate(mut self, thousandths_of_a_core: u32) -> Self {

@@ -646,8 +646,9 @@ impl<H: Handler> Worker<H> {
         let keys: Vec<ConnKey> = self.conns.keys().take(count).collect();
         let moved = keys.into_iter().filter(|&key| self.migrate_out(key, &target)).count();
         log::debug!(
-            "worker {}: saturated; moved {moved} of {mine} connections to a quieter worker",
-            self.index
+            "worker {}: saturated; moved {moved} of {mine} connections to a quieter worker ({:.2} cores idle)",
+            self.index,
+            f64::from(idle) / 1000.0
         );
     }
 
