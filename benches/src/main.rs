@@ -230,8 +230,8 @@ Options:
                  executable, built first when run by cargo)
   --tls-only     only the TLS rows (echo against tokio-tls-echo, file get,
                  handshakes per second); prints them, writes nothing
-  --profile-only only the profile section (perf, --workers 1, floor-echo,
-                 pinned beside floor-echo); prints it, writes nothing
+  --profile-only only the profile section (perf, --workers 1, the epoll and
+                 io_uring floors, pinned beside them); prints it, writes nothing
   -h, --help     this text";
 
 fn main() -> ExitCode {

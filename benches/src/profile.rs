@@ -24,10 +24,12 @@ pub(crate) fn section(bins: &Bins, secs: u64, rounds: usize) -> String {
          the top symbols). Both servers with their defaults. Then switchboard with `--workers 1` beside \
          its defaults, the tokio baseline with its defaults, and `floor-echo`: one thread that makes only \
          the system calls an echo needs (a `recv` and a `send` per message, an `epoll_wait` per batch) \
-         and nothing else, the floor of server CPU per message on this kernel. The rows marked pinned \
-         repeat the echo table's pinned set-up (server on CPU 0 with one worker, load generator on \
-         CPU 1) with floor-echo beside the two servers: what a server that costs nothing but its system \
-         calls would score there.\n"
+         and nothing else, the floor of server CPU per message on this kernel; and `uring-floor-echo`, \
+         the same with io_uring (one multishot `recv` per connection into provided buffers, a `send` \
+         entry per message, one `io_uring_enter` per loop pass): what an io_uring engine could save. \
+         The rows marked pinned repeat the echo table's pinned set-up (server on CPU 0 with one worker, \
+         load generator on CPU 1) with the two floors beside the two servers: what a server that costs \
+         nothing but its system calls would score there.\n"
     );
     if Command::new("perf").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
         s.push_str("`perf` is not installed here (Debian: `linux-perf`): no profile taken.\n\n");
@@ -46,15 +48,20 @@ pub(crate) fn section(bins: &Bins, secs: u64, rounds: usize) -> String {
 }
 
 /// The servers of the workers table, with their labels.
-const SERVERS: [(&str, Which); 7] = [
+const SERVERS: [(&str, Which); 9] = [
     ("switchboard --workers 1", Which::OneWorker),
     ("switchboard (defaults)", Which::Defaults(Kind::Switchboard)),
     ("tokio (defaults)", Which::Defaults(Kind::Tokio)),
-    ("floor-echo (the system calls alone)", Which::Floor),
+    (FLOOR, Which::Floor(Floor::Epoll)),
+    (URING_FLOOR, Which::Floor(Floor::Uring)),
     ("switchboard, pinned", Which::Pinned(Kind::Switchboard)),
     ("tokio, pinned", Which::Pinned(Kind::Tokio)),
-    ("floor-echo, pinned", Which::FloorPinned),
+    ("floor-echo, pinned", Which::FloorPinned(Floor::Epoll)),
+    ("uring-floor-echo, pinned", Which::FloorPinned(Floor::Uring)),
 ];
+
+const FLOOR: &str = "floor-echo (the system calls alone)";
+const URING_FLOOR: &str = "uring-floor-echo (the same with io_uring)";
 
 /// One run of the workers table: msg/s, p99 µs, server CPU µs per message.
 type Sample = (f64, f64, f64);
@@ -126,29 +133,34 @@ fn workers_table(bins: &Bins, secs: u64, rounds: usize) -> String {
                 w2 / t.max(1.0)
             );
         }
-        if let (Some(f), Some(t), Some(sb)) = (
-            cpu("floor-echo (the system calls alone)"),
-            cpu("tokio (defaults)"),
-            cpu("switchboard (defaults)"),
-        ) {
+        if let (Some(f), Some(u), Some(t), Some(sb)) =
+            (cpu(FLOOR), cpu(URING_FLOOR), cpu("tokio (defaults)"), cpu("switchboard (defaults)"))
+        {
+            let t = t.max(f64::MIN_POSITIVE);
             let _ = writeln!(
                 s,
-                "- {conns} connections, server CPU per message: floor-echo {:.2}× tokio's, switchboard {:.2}× \
-                 tokio's and {:.2}× the floor's.",
-                f / t.max(f64::MIN_POSITIVE),
-                sb / t.max(f64::MIN_POSITIVE),
+                "- {conns} connections, server CPU per message: floor-echo {:.2}× tokio's, uring-floor-echo \
+                 {:.2}×, switchboard {:.2}× tokio's and {:.2}× the floor's.",
+                f / t,
+                u / t,
+                sb / t,
                 sb / f.max(f64::MIN_POSITIVE)
             );
         }
-        if let (Some(sb), Some(t), Some(f)) =
-            (msgs("switchboard, pinned"), msgs("tokio, pinned"), msgs("floor-echo, pinned"))
-        {
+        if let (Some(sb), Some(t), Some(f), Some(u)) = (
+            msgs("switchboard, pinned"),
+            msgs("tokio, pinned"),
+            msgs("floor-echo, pinned"),
+            msgs("uring-floor-echo, pinned"),
+        ) {
+            let t = t.max(1.0);
             let _ = writeln!(
                 s,
                 "- {conns} connections, pinned: switchboard does {:.2}× tokio's messages per second, \
-                 floor-echo {:.2}×.",
-                sb / t.max(1.0),
-                f / t.max(1.0)
+                 floor-echo {:.2}×, uring-floor-echo {:.2}×.",
+                sb / t,
+                f / t,
+                u / t
             );
         }
     }
@@ -166,20 +178,38 @@ enum Which {
     Defaults(Kind),
     /// switchboard with one worker (on every core, unlike the pinned runs).
     OneWorker,
-    /// `floor-echo`: one thread making only the system calls an echo needs,
-    /// the least CPU per message any server of this design can spend.
-    Floor,
+    /// A floor: one thread making only the system calls an echo needs, the
+    /// least CPU per message any server of that design can spend.
+    Floor(Floor),
     /// An echo server on CPU 0 with one worker, the load generator on CPU 1,
     /// as in the pinned rows of the echo table.
     Pinned(Kind),
-    /// `floor-echo` on CPU 0, the load generator on CPU 1: what the pinned
-    /// rows would show for a server that costs nothing but its system calls.
-    FloorPinned,
+    /// A floor on CPU 0, the load generator on CPU 1: what the pinned rows
+    /// would show for a server that costs nothing but its system calls.
+    FloorPinned(Floor),
+}
+
+/// The two yard sticks.
+#[derive(Debug, Clone, Copy)]
+enum Floor {
+    /// `floor-echo`: epoll, a `recv` and a `send` per message.
+    Epoll,
+    /// `uring-floor-echo`: io_uring, multishot `recv`, a `send` entry per message.
+    Uring,
+}
+
+impl Floor {
+    fn bin_name(self) -> &'static str {
+        match self {
+            Floor::Epoll => "floor-echo",
+            Floor::Uring => "uring-floor-echo",
+        }
+    }
 }
 
 impl Which {
     fn pinned(self) -> bool {
-        matches!(self, Which::Pinned(_) | Which::FloorPinned)
+        matches!(self, Which::Pinned(_) | Which::FloorPinned(_))
     }
 }
 
@@ -191,13 +221,15 @@ fn start(bins: &Bins, which: Which) -> Result<ServerProc, String> {
             &["--handler", "echo", "--listen", "127.0.0.1:0", "--workers", "1"],
         ),
         Which::Pinned(kind) => crate::start_echo(bins, kind, true),
-        Which::Floor => ServerProc::start(&floor_bin(bins)?, &["--listen", "127.0.0.1:0"]),
-        Which::FloorPinned => crate::start_on_cpu0(bins, &floor_bin(bins)?, &["--listen", "127.0.0.1:0"]),
+        Which::Floor(f) => ServerProc::start(&floor_bin(bins, f)?, &["--listen", "127.0.0.1:0"]),
+        Which::FloorPinned(f) => {
+            crate::start_on_cpu0(bins, &floor_bin(bins, f)?, &["--listen", "127.0.0.1:0"])
+        }
     }
 }
 
-fn floor_bin(bins: &Bins) -> Result<std::path::PathBuf, String> {
-    let bin = bins.tokio_echo.with_file_name("floor-echo");
+fn floor_bin(bins: &Bins, floor: Floor) -> Result<std::path::PathBuf, String> {
+    let bin = bins.tokio_echo.with_file_name(floor.bin_name());
     if !bin.is_file() {
         return Err(format!(
             "{} is missing: build it with `cargo build --release -p switchboard-benches --bins`",

@@ -23,25 +23,11 @@ struct Peer {
     pending: Vec<u8>,
 }
 
+#[path = "../floor_main.rs"]
+mod floor_main;
+
 fn main() -> ExitCode {
-    let mut listen = String::from("127.0.0.1:0");
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--listen", Some(v)) => listen = v,
-            _ => {
-                eprintln!("usage: floor-echo [--listen ADDR]");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    match serve(&listen) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("floor-echo: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    floor_main::run("floor-echo", serve)
 }
 
 fn serve(listen: &str) -> io::Result<()> {
