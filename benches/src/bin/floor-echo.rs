@@ -34,10 +34,10 @@ fn serve(listen: &str) -> io::Result<()> {
     let addr =
         listen.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{listen}: {e}")))?;
     let mut listener = TcpListener::bind(addr)?;
-    println!("listening on {}", listener.local_addr()?);
-    io::stdout().flush()?;
     let mut poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    println!("listening on {}", listener.local_addr()?);
+    io::stdout().flush()?;
     // Connections by token; a closed one's slot is reused.
     let mut peers: Vec<Option<Peer>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
@@ -75,7 +75,10 @@ fn serve(listen: &str) -> io::Result<()> {
             }
             let key = ev.token().0;
             let Some(Some(peer)) = peers.get_mut(key) else { continue };
-            if serve_peer(peer, &mut buf).is_err() {
+            // Data and the FIN can come in one edge: then a short read is not
+            // the end, read on to EOF (as switchboard does).
+            let to_eof = ev.is_read_closed() || ev.is_error();
+            if serve_peer(peer, &mut buf, to_eof).is_err() {
                 if let Some(mut gone) = peers[key].take() {
                     let _ = poll.registry().deregister(&mut gone.sock);
                 }
@@ -85,8 +88,9 @@ fn serve(listen: &str) -> io::Result<()> {
     }
 }
 
-/// Writes what waits, then echoes what came; an error or EOF closes.
-fn serve_peer(peer: &mut Peer, buf: &mut [u8]) -> io::Result<()> {
+/// Writes what waits, then echoes what came (up to EOF when `to_eof`); an
+/// error or EOF closes.
+fn serve_peer(peer: &mut Peer, buf: &mut [u8], to_eof: bool) -> io::Result<()> {
     flush(peer)?;
     loop {
         let n = match peer.sock.read(buf) {
@@ -98,7 +102,7 @@ fn serve_peer(peer: &mut Peer, buf: &mut [u8]) -> io::Result<()> {
         };
         peer.pending.extend_from_slice(&buf[..n]);
         flush(peer)?;
-        if n < buf.len() {
+        if n < buf.len() && !to_eof {
             return Ok(());
         }
     }
