@@ -5,9 +5,11 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::process::{kill_process, Pid, Signal};
+use switchboard_test_support::child::OwnedPid;
+use switchboard_test_support::wait_until;
 
 /// A floor server the test owns, killed on drop.
 struct Floor {
@@ -37,7 +39,7 @@ impl Floor {
 
     /// Descriptors the server holds now.
     fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).expect("server's fd dir").count()
+        OwnedPid::of(&self.child).open_fds()
     }
 }
 
@@ -85,15 +87,7 @@ fn echoes_in_order_and_closes(bin: &str) {
     for c in clients {
         c.join().expect("client");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while floor.fds() != idle {
-        assert!(
-            Instant::now() < deadline,
-            "{bin} holds {} descriptors, {idle} before the clients",
-            floor.fds()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(&format!("{bin} holds its {idle} descriptors of before the clients"), || floor.fds() == idle);
     // Clients that send and shut their side while the server is stopped:
     // when it goes on, each one's data and FIN come in one wake-up, and the
     // server must still see the EOF (a short read is not the end then):
@@ -114,15 +108,9 @@ fn echoes_in_order_and_closes(bin: &str) {
         sock.read_to_end(&mut back).unwrap_or_else(|e| panic!("{bin} did not close after the EOF: {e}"));
         assert_eq!(back, b"bye\n", "{bin}");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while floor.fds() != idle {
-        assert!(
-            Instant::now() < deadline,
-            "{bin} holds {} descriptors after clients that sent and closed, {idle} before",
-            floor.fds()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(&format!("{bin} holds its {idle} descriptors after clients that sent and closed"), || {
+        floor.fds() == idle
+    });
     // Still serving after the closes.
     let mut sock = TcpStream::connect(&floor.addr).expect("connect again");
     sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
