@@ -2,51 +2,37 @@
 //! and buffer boundaries, and close what a client closes: otherwise the
 //! profile section's floors would measure something other than an echo.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::Duration;
 
 use rustix::process::{kill_process, Pid, Signal};
-use switchboard_test_support::child::OwnedPid;
+use switchboard_test_support::child::Spawned;
 use switchboard_test_support::wait_until;
 
-/// A floor server the test owns, killed on drop.
+/// A floor server the test owns (killed on drop, its output read as it
+/// comes) and where it listens.
 struct Floor {
-    child: Child,
-    addr: String,
+    proc: Spawned,
+    addr: SocketAddr,
 }
 
 impl Floor {
     fn start(bin: &str) -> Floor {
-        let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{bin}: {e}"));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("first line");
-        let addr =
-            line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{bin} printed {line:?}"));
-        Floor { addr: addr.to_string(), child }
+        let mut proc = Spawned::spawn(Command::new(bin).args(["--listen", "127.0.0.1:0"]));
+        let addr = proc.listening_addr();
+        Floor { proc, addr }
     }
 
     fn signal(&self, sig: Signal) {
-        let pid = Pid::from_raw(self.child.id() as i32).expect("a child's pid");
+        let pid = Pid::from_raw(self.proc.pid().id() as i32).expect("a child's pid");
         kill_process(pid, sig).expect("signal the server");
     }
 
     /// Descriptors the server holds now.
     fn fds(&self) -> usize {
-        OwnedPid::of(&self.child).open_fds()
-    }
-}
-
-impl Drop for Floor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.pid().open_fds()
     }
 }
 
@@ -65,9 +51,9 @@ fn echoes_in_order_and_closes(bin: &str) {
     let idle = floor.fds();
     let clients: Vec<_> = (0..3u8)
         .map(|seed| {
-            let addr = floor.addr.clone();
+            let addr = floor.addr;
             std::thread::spawn(move || {
-                let sock = TcpStream::connect(&addr).expect("connect");
+                let sock = TcpStream::connect(addr).expect("connect");
                 sock.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
                 let sent = pattern(1 << 20, seed);
                 let mut writer = sock.try_clone().expect("clone");
@@ -95,7 +81,7 @@ fn echoes_in_order_and_closes(bin: &str) {
     floor.signal(Signal::STOP);
     let halves: Vec<TcpStream> = (0..5)
         .map(|_| {
-            let mut sock = TcpStream::connect(&floor.addr).expect("connect");
+            let mut sock = TcpStream::connect(floor.addr).expect("connect");
             sock.write_all(b"bye\n").expect("send");
             sock.shutdown(Shutdown::Write).expect("shutdown");
             sock
@@ -112,7 +98,7 @@ fn echoes_in_order_and_closes(bin: &str) {
         floor.fds() == idle
     });
     // Still serving after the closes.
-    let mut sock = TcpStream::connect(&floor.addr).expect("connect again");
+    let mut sock = TcpStream::connect(floor.addr).expect("connect again");
     sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     sock.write_all(b"ping\n").expect("send");
     let mut back = [0u8; 5];

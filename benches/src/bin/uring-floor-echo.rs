@@ -134,7 +134,6 @@ fn serve(listen: &str) -> io::Result<()> {
     let mut peers: Vec<Option<Peer>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut next: Vec<squeue::Entry> = vec![accept(lfd)];
-    let mut done: Vec<(u64, i32, u32)> = Vec::new();
     loop {
         {
             let mut sq = ring.submission();
@@ -151,8 +150,8 @@ fn serve(listen: &str) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        done.extend(ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
-        for (data, res, flags) in done.drain(..) {
+        for c in ring.completion() {
+            let (data, res, flags) = (c.user_data(), c.result(), c.flags());
             if data == ACCEPT {
                 if !cqueue::more(flags) {
                     next.push(accept(lfd));
