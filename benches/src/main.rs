@@ -14,7 +14,7 @@
 //! 1,000 connections: msg/s).
 //!
 //! It builds nothing itself: it drives the release binaries beside its own
-//! executable (`switchboard-server`, `switchboard-load`, `tokio-echo`,
+//! executable (`switchboard-server`, `switchboard-load`, `tokio-echo`, `tokio-chat`,
 //! `sendfile-server`).
 
 mod cluster;
@@ -180,6 +180,8 @@ pub(crate) struct Results {
     pub(crate) idle: [Vec<IdleSample>; 2],
     pub(crate) idle_conns: usize,
     pub(crate) chat: Vec<ChatSample>,
+    /// The same chat load on `tokio-chat`.
+    pub(crate) chat_tokio: Vec<ChatSample>,
     pub(crate) chat_members: usize,
     /// The same chat load on two servers sharing one Redis.
     pub(crate) chat_cluster: Vec<ChatSample>,
@@ -207,7 +209,8 @@ pub(crate) struct Results {
 const USAGE: &str = "\
 usage: bench [--quick] [--rounds N] [--out FILE | --no-write] [--bin-dir DIR]
 
-Runs switchboard-server against the tokio-echo baseline (and the file handler
+Runs switchboard-server against the tokio-echo baseline (the chat handler
+against tokio-chat, the file handler
 against sendfile-server), driven by switchboard-load, and writes BENCHMARKS.md
 with medians, their spread over the rounds and a met / not met line per target.
 Run it as `cargo run --release -p switchboard-benches --bin bench -- ARGS`:
@@ -459,17 +462,27 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
             }
         }
         if chat_available {
-            match chat_run(opts, bins, r.chat_members) {
-                Ok(s) => {
-                    eprintln!(
-                        "  {:<38} {:<11} {:>9.0} deliveries/s  p99 {:>8.0} µs  {}/{} members got everything",
-                        "chat", "switchboard", s.delivered, s.p99_us, s.complete, s.members
-                    );
-                    r.chat.push(s);
-                }
-                Err(e) => {
-                    chat_available = false;
-                    fail(&mut r, format!("chat on switchboard: {e}"));
+            for kind in order {
+                match chat_run(opts, bins, kind, r.chat_members) {
+                    Ok(s) => {
+                        eprintln!(
+                            "  {:<38} {:<11} {:>9.0} deliveries/s  p99 {:>8.0} µs  {}/{} members got everything",
+                            "chat",
+                            kind.name(),
+                            s.delivered,
+                            s.p99_us,
+                            s.complete,
+                            s.members
+                        );
+                        match kind {
+                            Kind::Switchboard => r.chat.push(s),
+                            Kind::Tokio => r.chat_tokio.push(s),
+                        }
+                    }
+                    Err(e) => {
+                        chat_available = false;
+                        fail(&mut r, format!("chat on {}: {e}", kind.name()));
+                    }
                 }
             }
             match cluster::chat_cluster_run(opts, bins, r.chat_members) {
@@ -650,12 +663,32 @@ fn idle_run(bins: &Bins, kind: Kind, conns: usize) -> Result<IdleSample, String>
     Ok(IdleSample { rss, rss_before, conns: established })
 }
 
-fn chat_run(opts: &Options, bins: &Bins, members: usize) -> Result<ChatSample, String> {
-    let server = ServerProc::start(&bins.server, &["--handler", "chat", "--listen", "127.0.0.1:0"])?;
+fn chat_run(opts: &Options, bins: &Bins, kind: Kind, members: usize) -> Result<ChatSample, String> {
+    let server = match kind {
+        Kind::Switchboard => {
+            ServerProc::start(&bins.server, &["--handler", "chat", "--listen", "127.0.0.1:0"])?
+        }
+        Kind::Tokio => {
+            ServerProc::start(&beside(&bins.tokio_echo, "tokio-chat")?, &["--listen", "127.0.0.1:0"])?
+        }
+    };
     let cpu0 = server.cpu();
     let v = chat_load(opts, bins, &[&server.addr], members)?;
     let cpu = server.cpu().saturating_sub(cpu0);
     Ok(chat_sample(&v, cpu))
+}
+
+/// The baseline `name`, built beside `tokio_echo`.
+pub(crate) fn beside(tokio_echo: &std::path::Path, name: &str) -> Result<std::path::PathBuf, String> {
+    let p = tokio_echo.with_file_name(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} is missing: build it with `cargo build --release -p switchboard-benches --bins`",
+            p.display()
+        ))
+    }
 }
 
 /// switchboard-load's chat mode with `members` members spread over

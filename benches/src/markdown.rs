@@ -148,19 +148,31 @@ pub(crate) fn tables(r: &Results) -> String {
             ratio(rss(isb), rss(itk))
         );
     }
-    if !r.chat.is_empty() {
-        let m = |f: fn(&crate::ChatSample) -> f64| median(r.chat.iter().map(f).collect());
+    if !r.chat.is_empty() || !r.chat_tokio.is_empty() {
+        let cell = |v: &[crate::ChatSample]| {
+            if v.is_empty() {
+                return "–".to_string();
+            }
+            let m = |f: fn(&crate::ChatSample) -> f64| median(v.iter().map(f).collect());
+            format!(
+                "{} ({}; {}, {}; {}; {}/{})",
+                group(m(|c| c.delivered)),
+                group(m(|c| c.sent)),
+                us(m(|c| c.p50_us)),
+                us(m(|c| c.p99_us)),
+                us(m(|c| c.server_cpu_us)),
+                group(m(|c| c.complete as f64)),
+                group(m(|c| c.members as f64)),
+            )
+        };
+        let delivered = |v: &[crate::ChatSample]| median(v.iter().map(|c| c.delivered).collect());
         let _ = writeln!(
             s,
-            "| chat, {} members: deliveries/s (sent/s; p50, p99; server CPU per delivery; members that got every message) | {} ({}; {}, {}; {}; {}/{}) | no tokio chat | – |",
+            "| chat, {} members: deliveries/s (sent/s; p50, p99; server CPU per delivery; members that got every message) | {} | tokio-chat {} | {} |",
             group(r.chat_members as f64),
-            group(m(|c| c.delivered)),
-            group(m(|c| c.sent)),
-            us(m(|c| c.p50_us)),
-            us(m(|c| c.p99_us)),
-            us(m(|c| c.server_cpu_us)),
-            group(m(|c| c.complete as f64)),
-            group(m(|c| c.members as f64)),
+            cell(&r.chat),
+            cell(&r.chat_tokio),
+            ratio(delivered(&r.chat), delivered(&r.chat_tokio)),
         );
     }
     if !r.chat_cluster.is_empty() {
@@ -276,8 +288,10 @@ pub(crate) fn render(opts: &Options, r: &Results, took: Duration) -> String {
         "- Chat: {} members in one room of `--handler chat` (defaults), each keeping one message on its way to \
          all others (closed loop); every member checks it receives every other member's messages. \
          The latency is that of a burst: in each turn of the closed loop all members send at once, so \
-         a message can wait behind up to a million deliveries. The tokio baseline has no chat: \
-         switchboard's numbers only.",
+         a message can wait behind up to a million deliveries. Baseline: `tokio-chat` (in `benches/`: \
+         the shape of tokio's chat example, a task per member, a bounded channel per member and a \
+         shared map of members; the same protocol and limits), under the same load, the two servers \
+         alternating.",
         group(r.chat_members as f64)
     );
     let _ = writeln!(
@@ -490,19 +504,41 @@ fn meaning(r: &Results) -> String {
         );
     }
     if !r.chat.is_empty() {
-        let complete = r.chat.iter().all(|c| c.complete == c.members && c.errors == 0);
+        let complete = r.chat.iter().chain(&r.chat_tokio).all(|c| c.complete == c.members && c.errors == 0);
+        let (sb, tk) = (
+            median(r.chat.iter().map(|c| c.delivered).collect()),
+            median(r.chat_tokio.iter().map(|c| c.delivered).collect()),
+        );
+        let (sb99, tk99) = (
+            median(r.chat.iter().map(|c| c.p99_us).collect()),
+            median(r.chat_tokio.iter().map(|c| c.p99_us).collect()),
+        );
+        let verdict = if r.chat_tokio.is_empty() {
+            "no tokio-chat run".to_string()
+        } else {
+            format!(
+                "{} tokio-chat's {} deliveries/s (target ≥ 1.5×: {}), p99 against its {} (target ≤: {})",
+                ratio(sb, tk),
+                group(tk),
+                if sb >= 1.5 * tk { "met" } else { "not met" },
+                us(tk99),
+                if sb99 <= tk99 { "met" } else { "not met" }
+            )
+        };
         let _ = writeln!(
             s,
-            "- chat, {} members: {} deliveries/s, p99 {}; {}.",
+            "- chat, {} members: {} deliveries/s, p99 {}: {verdict}; {}.",
             group(r.chat_members as f64),
-            group(median(r.chat.iter().map(|c| c.delivered).collect())),
-            us(median(r.chat.iter().map(|c| c.p99_us).collect())),
+            group(sb),
+            us(sb99),
             if complete {
-                "every member received every other member's messages in every round".to_string()
+                "every member received every other member's messages in every round, on both servers"
+                    .to_string()
             } else {
                 format!(
-                    "NOT every member received every message (errors per round: {:?})",
-                    r.chat.iter().map(|c| c.errors).collect::<Vec<_>>()
+                    "NOT every member received every message (errors per round: switchboard {:?}, tokio-chat {:?})",
+                    r.chat.iter().map(|c| c.errors).collect::<Vec<_>>(),
+                    r.chat_tokio.iter().map(|c| c.errors).collect::<Vec<_>>()
                 )
             }
         );

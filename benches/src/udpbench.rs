@@ -5,7 +5,6 @@
 //! server CPU per datagram. Target: ≥ 1.2× tokio's datagrams a second.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -97,7 +96,7 @@ fn run(
             ServerProc::start(&bins.server, &args)?
         }
         Kind::Tokio => {
-            let bin = tokio_udp_echo(&bins.tokio_echo)?;
+            let bin = crate::beside(&bins.tokio_echo, "tokio-udp-echo")?;
             ServerProc::start(&bin, &["--listen", "127.0.0.1:0"])?
         }
     };
@@ -119,19 +118,6 @@ fn run(
         p99_us: v["latency_us"]["p99"].as_f64().unwrap_or(0.0),
         server_cpu_us: if received > 0.0 { cpu.as_secs_f64() * 1e6 / received } else { 0.0 },
     })
-}
-
-/// `tokio-udp-echo`, built beside `tokio-echo`.
-fn tokio_udp_echo(tokio_echo: &Path) -> Result<std::path::PathBuf, String> {
-    let p = tokio_echo.with_file_name("tokio-udp-echo");
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "{} is missing: build it with `cargo build --release -p switchboard-benches --bins`",
-            p.display()
-        ))
-    }
 }
 
 /// The UDP table (empty when nothing ran).
