@@ -18,6 +18,7 @@
 //! `sendfile-server`).
 
 mod cluster;
+mod figures;
 mod filebench;
 mod markdown;
 mod plots;
@@ -26,6 +27,7 @@ mod profile;
 mod tlsbench;
 mod udpbench;
 
+pub(crate) use figures::median;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -772,18 +774,4 @@ fn file_run(
         errors: errors(&v) + errors(&warm) + baseline_errors,
     };
     Ok((sample, md5))
-}
-
-/// The median of some numbers (0 for none).
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
 }

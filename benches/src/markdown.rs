@@ -4,25 +4,14 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::{median, EchoLoad, EchoSample, Options, Results, Targets};
+use crate::figures::{med_spread, median};
+use crate::{EchoLoad, EchoSample, Options, Results, Targets};
 
 const TOKIO: usize = 1;
 const SB: usize = 0;
 
 fn med(v: &[EchoSample], f: impl Fn(&EchoSample) -> f64) -> f64 {
     median(v.iter().map(f).collect())
-}
-
-/// The median of a figure with its spread over the rounds: `m (min–max)`,
-/// or `m` alone from one round.
-pub(crate) fn med_spread<S>(v: &[S], f: impl Fn(&S) -> f64, fmt: impl Fn(f64) -> String) -> String {
-    let xs: Vec<f64> = v.iter().map(&f).collect();
-    let m = fmt(median(xs.clone()));
-    if xs.len() < 2 {
-        return m;
-    }
-    let (lo, hi) = xs.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    format!("{m} ({}–{})", fmt(lo), fmt(hi))
 }
 
 /// Context switches per message.

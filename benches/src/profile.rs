@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::markdown::med_spread;
+use crate::figures::med_spread;
 use crate::procs::{run_load, Bins, ServerProc};
 use crate::Kind;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::markdown::med_spread;
+use crate::figures::med_spread;
 use crate::procs::{run_load, Bins, ServerProc};
 use crate::{median, Kind, Options};
 
