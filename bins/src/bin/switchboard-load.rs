@@ -26,8 +26,9 @@ use switchboard_bins::load::{
 /// loop: messages go out on a fixed schedule and latency counts from the
 /// scheduled time, so a server that stalls shows its queueing.
 ///
-/// Ctrl-C or SIGTERM stops sending and prints the report of what ran (a
-/// second one exits at once).
+/// Ctrl-C or SIGTERM stops sending, waits at most 1s (or --drain-timeout if
+/// shorter) for what is in flight, also when the run was already waiting for
+/// it, and prints the report of what ran (a second one exits at once).
 ///
 /// Exit status: 0 for a clean run (an interrupted one included); 1 if the
 /// run saw errors or failed connections (the summary says which); 2 if it
@@ -82,7 +83,8 @@ struct Common {
     #[arg(long, global = true, value_name = "PER_SEC")]
     rate: Option<f64>,
 
-    /// After sending stops, how long to wait with nothing arriving before what is in flight counts as lost.
+    /// After sending stops, how long at most to wait for what is in flight before it counts as lost:
+    /// a run ends within its duration plus this, however slowly the server trickles.
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
     drain_timeout: Duration,
 
@@ -140,7 +142,8 @@ enum ModeCmd {
         depth: usize,
     },
     /// `get NAME` downloads from the file handler; MB/s, md5 checked against the header.
-    /// Needs `switchboard-server --handler file --root DIR`.
+    /// Needs `switchboard-server --handler file --root DIR`. A header declaring more than
+    /// 1 TiB is a protocol error (counted, its connection closed).
     File {
         /// The file to request (relative to the server's root).
         name: String,
@@ -367,8 +370,9 @@ fn resolve(target: &str) -> Result<SocketAddr, LoadError> {
     addrs.next().ok_or_else(|| LoadError::Invalid(format!("'{target}' resolves to no address")))
 }
 
-/// Ctrl-C / SIGTERM: the first stops sending, awaits what is in flight and
-/// prints the report of what ran; the second exits at once (status 130).
+/// Ctrl-C / SIGTERM: the first stops sending, awaits what is in flight for
+/// at most the interrupt grace and prints the report of what ran; the
+/// second exits at once (status 130).
 fn stop_on_signals(interrupt: Arc<AtomicBool>) -> Result<(), String> {
     ctrlc::set_handler(move || {
         if interrupt.swap(true, Ordering::AcqRel) {

@@ -23,8 +23,9 @@ pub struct Config {
     /// schedule whatever the replies do; latency counts from the scheduled
     /// time. `None`: closed loop, each connection keeps `depth` in flight.
     pub rate: Option<f64>,
-    /// After sending stops, how long to wait for the replies still in flight
-    /// (what does not arrive is counted as lost).
+    /// After sending stops, how long at most to wait for the replies still in
+    /// flight (what does not arrive is counted as lost); replies that keep
+    /// trickling in do not extend it.
     pub drain_timeout: Duration,
     /// How long a connection may take to connect (and, for chat, to be welcomed).
     pub connect_timeout: Duration,

@@ -8,6 +8,12 @@ use md5::{Digest, Md5};
 use switchboard_handlers::file::proto::{self, LEN_PREFIX};
 
 use super::worker::{Cx, Protocol};
+
+/// The largest `file_size` a header may declare (1 TiB): past it the
+/// header is a protocol error and the connection is closed, rather than
+/// reading (and hashing) for ever what a broken server says is coming.
+pub const MAX_FILE_SIZE: u64 = 1 << 40;
+
 /// Open loop: requests one connection may have in flight.
 const OPEN_LOOP_MAX_IN_FLIGHT: usize = 1024;
 
@@ -30,6 +36,8 @@ pub(crate) struct FileOutput {
     pub(crate) error_replies: u64,
     /// The size announced by the last header.
     pub(crate) file_size: u64,
+    /// Headers that declared more than [`MAX_FILE_SIZE`].
+    pub(crate) oversized: u64,
 }
 
 enum Stage {
@@ -69,6 +77,13 @@ impl FileGet {
     fn header(&mut self, c: &mut FileConn, json: &[u8], cx: &mut Cx<'_>) -> Result<(), String> {
         let header = proto::parse(json).map_err(|e| e.to_string())?;
         let size = header.file_size;
+        if size > MAX_FILE_SIZE {
+            if self.out.oversized == 0 {
+                log::warn!("a header declares {size} bytes, more than {MAX_FILE_SIZE}: a protocol error");
+            }
+            self.out.oversized += 1;
+            return Err(format!("a header declares {size} bytes, more than {MAX_FILE_SIZE}"));
+        }
         if let Some(err) = &header.error {
             log::debug!("server error: {err}");
             self.out.error_replies += 1;

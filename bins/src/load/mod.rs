@@ -8,7 +8,8 @@
 //! or open loop (a fixed schedule of `rate` messages per second, latency
 //! counted from the scheduled time, so a stalled server cannot hide its
 //! queueing); at the stop, sending ends and what is still in flight is
-//! awaited for a bounded time and otherwise counted as lost.
+//! awaited for at most [`Config::drain_timeout`] (at most
+//! [`INTERRUPT_GRACE`] after an interrupt) and otherwise counted as lost.
 //!
 //! ```no_run
 //! use switchboard_bins::load::{run, Config, Mode, Stop};
@@ -48,7 +49,8 @@ use std::time::Duration;
 use mio::{Poll, Waker};
 
 pub use config::{Config, Mode, Stop};
-pub use diagnose::mismatch_hint;
+pub use diagnose::{mismatch_hint, no_answer_hint};
+pub use file::MAX_FILE_SIZE;
 pub use intervals::Interval;
 pub use output::{hgrm, plot_svg, write_atomically, PERCENTILES};
 pub use report::{ChatSummary, ErrorCounts, FileSummary, Latency, Report};
@@ -56,6 +58,11 @@ pub use stream::LoadTls;
 pub use sys::{process_cpu_time, raise_fd_limit};
 
 use shared::{Shared, RUN, STOP};
+
+/// After an interrupt ([`Watch::interrupt`]), the longest what is in flight
+/// is awaited (or the drain timeout, if shorter), whatever phase the run
+/// is in.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
 use worker::{Protocol, Tally, WorkerResult, WAKE};
 
 /// Why a run could not be made.
@@ -113,8 +120,9 @@ pub struct Watch<'a> {
     /// Called at the end of each interval of the window ([`Config::interval`]).
     pub on_interval: Option<&'a mut dyn FnMut(&Interval)>,
     /// Once set (by a signal handler, say), sending stops, what is in
-    /// flight is awaited as at the end of a run, and the report covers
-    /// what ran ([`Report::interrupted`]).
+    /// flight is awaited for at most [`INTERRUPT_GRACE`] (also when the
+    /// run was already draining), and the report covers what ran
+    /// ([`Report::interrupted`]).
     pub interrupt: Option<Arc<AtomicBool>>,
 }
 
@@ -153,6 +161,17 @@ pub fn run_watched(cfg: &Config, mut watch: Watch<'_>) -> Result<Report, LoadErr
     let interrupt = watch.interrupt.take().unwrap_or_default();
     let shared = Arc::new(Shared::new(cfg.threads, budget, chat_members));
     let interrupted = || interrupt.load(Ordering::Acquire);
+    let grace_ns = worker::duration_ns(INTERRUPT_GRACE.min(cfg.drain_timeout));
+    // Once interrupted: the drain ends within the grace.
+    let cut = |shared: &Shared| {
+        let now = shared.now_ns();
+        let _ = shared.cut_ns.compare_exchange(
+            u64::MAX,
+            now.saturating_add(grace_ns),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    };
 
     let mut handles = Vec::with_capacity(cfg.threads);
     let mut wakers = Vec::with_capacity(cfg.threads);
@@ -219,6 +238,9 @@ pub fn run_watched(cfg: &Config, mut watch: Watch<'_>) -> Result<Report, LoadErr
         std::thread::sleep(left);
         line.tick("running");
     }
+    if interrupted() {
+        cut(&shared);
+    }
     if matches!(cfg.stop, Stop::Duration(_)) || interrupted() {
         cpu_end = Some(process_cpu_time());
         let now = shared.now_ns();
@@ -231,6 +253,11 @@ pub fn run_watched(cfg: &Config, mut watch: Watch<'_>) -> Result<Report, LoadErr
     series.finish(window_end, &shared);
     // Phase 3: drain.
     while !all_done() {
+        if interrupted() && shared.cut_ns.load(Ordering::Acquire) == u64::MAX {
+            // A signal while draining ends the drain within the grace.
+            cut(&shared);
+            wake_all();
+        }
         std::thread::sleep(Duration::from_millis(10));
         line.tick(if stop_ns.is_some() { "draining" } else { "running" });
     }
@@ -359,6 +386,7 @@ fn build_report(
         tally.bytes += t.bytes;
         tally.bytes_in_window += t.bytes_in_window;
         tally.last_completion_ns = tally.last_completion_ns.max(t.last_completion_ns);
+        tally.heard |= t.heard;
         tally.errors.add(&t.errors);
         let _ = hist.add(&r.hist);
         match r.output {
@@ -398,6 +426,7 @@ fn build_report(
             md5_ok: files.iter().map(|f| f.md5_ok).sum(),
             md5_mismatch: files.iter().map(|f| f.md5_mismatch).sum(),
             error_replies: files.iter().map(|f| f.error_replies).sum(),
+            oversized: files.iter().map(|f| f.oversized).sum(),
         }),
         _ => None,
     };
@@ -427,6 +456,7 @@ fn build_report(
         file,
         message_size: cfg.mode.message_size(),
         interrupted: false,
+        heard: tally.heard,
         intervals: Vec::new(),
         histogram: hist,
     }

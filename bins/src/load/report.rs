@@ -58,6 +58,9 @@ pub struct Report {
     pub message_size: Option<usize>,
     /// The run was stopped early (a signal): the figures cover what ran.
     pub interrupted: bool,
+    /// Something came back from the server on some connection (a byte, or
+    /// a close); false when it never accepted them or never answered.
+    pub heard: bool,
     /// The window cut into intervals ([`Config::interval`](super::Config::interval)).
     pub intervals: Vec<super::Interval>,
     /// Every completed message's latency, in nanoseconds.
@@ -156,6 +159,9 @@ pub struct FileSummary {
     pub md5_mismatch: u64,
     /// Error responses (`not found` and the like).
     pub error_replies: u64,
+    /// Headers that declared more than [`MAX_FILE_SIZE`](super::MAX_FILE_SIZE)
+    /// bytes (protocol errors: their connection was closed).
+    pub oversized: u64,
 }
 
 impl Report {
@@ -236,6 +242,7 @@ impl Report {
                 "md5_ok": f.md5_ok,
                 "md5_mismatch": f.md5_mismatch,
                 "error_replies": f.error_replies,
+                "oversized": f.oversized,
             })),
         })
     }
@@ -334,6 +341,14 @@ impl Report {
                 group(f.file_size),
                 group(f.error_replies)
             );
+            if f.oversized > 0 {
+                let _ = writeln!(
+                    s,
+                    "               {} headers declared more than {} bytes (protocol errors)",
+                    group(f.oversized),
+                    group(super::MAX_FILE_SIZE)
+                );
+            }
         }
         let secs = self.window.as_secs_f64();
         let cores = if secs > 0.0 { self.cpu.as_secs_f64() / secs } else { 0.0 };

@@ -21,6 +21,9 @@ pub(crate) struct Shared {
     pub(crate) run_start_ns: AtomicU64,
     /// When STOP began (ns since epoch); `u64::MAX` before.
     pub(crate) stop_ns: AtomicU64,
+    /// After a signal: when waiting for what is in flight ends at the
+    /// latest (ns since epoch); `u64::MAX` before.
+    pub(crate) cut_ns: AtomicU64,
     /// Messages left to send in `--messages` mode.
     budget: Option<AtomicU64>,
     /// Threads whose every connection is ready or has failed.
@@ -67,6 +70,7 @@ impl Shared {
             phase: AtomicU8::new(CONNECTING),
             run_start_ns: AtomicU64::new(0),
             stop_ns: AtomicU64::new(u64::MAX),
+            cut_ns: AtomicU64::new(u64::MAX),
             budget: budget.map(AtomicU64::new),
             workers_ready: AtomicUsize::new(0),
             warned_unready: std::sync::atomic::AtomicBool::new(false),

@@ -86,6 +86,8 @@ pub(crate) struct Tally {
     pub(crate) bytes_in_window: u64,
     pub(crate) last_completion_ns: u64,
     pub(crate) errors: Errors,
+    /// Something came back from the server: a byte, or a close.
+    pub(crate) heard: bool,
 }
 
 /// Errors, by kind; none is ever dropped from the report.
@@ -207,8 +209,6 @@ struct Worker<P: Protocol> {
     depth: usize,
     /// Connections not closed.
     live: usize,
-    /// When the last bytes arrived (ns since the epoch).
-    last_read_ns: u64,
 }
 
 /// Runs one thread's share of the connections (`globals`: their global
@@ -238,7 +238,6 @@ pub(crate) fn run<P: Protocol>(
         stop_ns: u64::MAX,
         depth,
         live: 0,
-        last_read_ns: 0,
     };
     w.run();
     w.shared.progress[w.index].done.store(true, Ordering::Release);
@@ -349,7 +348,9 @@ impl<P: Protocol> Worker<P> {
                 }
             }
             if started && (self.stop_ns != u64::MAX || budget_spent) {
-                // Draining: wait for what is in flight while replies keep coming.
+                // Draining: wait for what is in flight, for at most the
+                // drain timeout (a server that trickles does not stretch
+                // it), or less after a signal.
                 let drain = duration_ns(self.cfg.drain_timeout);
                 if drain_start_ns == u64::MAX {
                     drain_start_ns = now;
@@ -357,8 +358,8 @@ impl<P: Protocol> Worker<P> {
                 if self.proto.all_done(&self.tally) {
                     break;
                 }
-                let idle_deadline = self.last_read_ns.max(drain_start_ns).saturating_add(drain);
-                let deadline = idle_deadline.min(drain_start_ns.saturating_add(drain.saturating_mul(12)));
+                let cut = self.shared.cut_ns.load(Ordering::Acquire);
+                let deadline = drain_start_ns.saturating_add(drain).min(cut);
                 if now >= deadline {
                     break;
                 }
@@ -589,13 +590,14 @@ impl<P: Protocol> Worker<P> {
             let Some(s) = slot.stream.as_mut() else { return };
             match s.read(&mut self.scratch) {
                 Ok(0) => {
+                    self.tally.heard = true;
                     let msg = "closed by the server";
                     self.lost(i, msg);
                     return;
                 }
                 Ok(n) => {
                     let (now_ns, stop_ns) = self.now_cx_parts();
-                    self.last_read_ns = now_ns;
+                    self.tally.heard = true;
                     let interval = &self.shared.intervals[self.index];
                     let mut cx =
                         Cx { now_ns, stop_ns, hist: &mut self.hist, tally: &mut self.tally, interval };

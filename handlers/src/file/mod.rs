@@ -24,16 +24,12 @@ use switchboard::{Conn, Decoder, Flow, Framing, Handler, Message, Step};
 use self::list::{Answer, ListCache};
 use self::md5cache::{HashError, Key, Md5Cache};
 pub use self::meters::FileMeters;
-use self::pool::{ConnQueue, Entry, Pool, State};
-use self::proto::{encode, Header, Reason, MAX_QUEUED_REQUESTS};
+use self::pool::{ConnQueue, Pool, State};
+use self::proto::{encode, Header, Reason};
 pub use self::request::{parse as parse_request, Request};
 
 /// How many md5 sums are cached (oldest out first).
 const MD5_CACHE_ENTRIES: usize = 1024;
-/// Requests refused (`too many requests`) that may wait for their turn
-/// behind a full queue; a client that sends one more is closed after its
-/// answers.
-const MAX_REFUSED: usize = 256;
 /// How often a file that shrinks while being hashed is looked at again.
 const HASH_ATTEMPTS: usize = 3;
 /// The shortest request line limit accepted.
@@ -67,8 +63,14 @@ const LINE_TIMEOUT: Duration = Duration::from_secs(30);
 /// cached is answered at once; one that needs hashing, and every `list`, is
 /// prepared on a small pool of threads shared fairly (one job in flight
 /// per connection, connections served in turn), and the connection's later
-/// requests wait behind it so replies stay in request order. At most 64
-/// requests per connection wait; more are answered `too many requests`.
+/// requests wait behind it so replies stay in request order.
+///
+/// A connection has at most one file region on its way to the peer: a
+/// `get` or `list` after one waits, its file not yet opened, until that
+/// region has been written; meanwhile the server reads nothing more from
+/// the connection. So a client that asks for many files and never reads
+/// holds one descriptor, not one per request, and nothing it asked is
+/// refused or lost.
 ///
 /// Lines are cut by the handler itself (the connection's framing is raw),
 /// so a last request ended by EOF instead of a newline is answered too.
@@ -206,72 +208,58 @@ impl FileGet {
     }
 
     /// Answers `request` on the event loop if that is quick (a cached md5, an
-    /// error); otherwise returns it for the pool.
-    fn answer_now(&self, request: Request, conn: &mut Conn<'_>) -> Option<Request> {
+    /// error); otherwise gives it back for the pool.
+    fn answer_now(&self, request: Request, conn: &mut Conn<'_>) -> Result<Reply, Request> {
         match request {
             Request::Get(name) => match self.inner.open(&name, false) {
-                Ok(Some(found)) => send(conn, self.inner.found(&name, found)),
-                Ok(None) => return Some(Request::Get(name)),
+                Ok(Some(found)) => Ok(self.inner.found(&name, found)),
+                Ok(None) => Err(Request::Get(name)),
                 Err(reason) => {
                     log::debug!("{}: file: get {name:?}: {reason}", conn.peer_addr());
-                    conn.send(&encode(&Header::error(&name, reason)));
+                    Ok(Reply::error(&name, reason))
                 }
             },
-            Request::List => return Some(Request::List),
-            Request::Bad(text) => conn.send(&encode(&Header::error(&text, Reason::BadRequest))),
+            Request::List => Err(Request::List),
+            Request::Bad(text) => Ok(Reply::error(&text, Reason::BadRequest)),
         }
-        None
     }
 
-    /// Answers `request` now, or queues it behind the replies it must follow.
-    fn handle(&self, queue: &pool::Shared, request: Request, conn: &mut Conn<'_>) -> Flow {
+    /// Answers the request `line` now, or queues it behind the replies it
+    /// must follow.
+    fn handle(&self, queue: &pool::Shared, line: &[u8], conn: &mut Conn<'_>) {
         let mut q = queue.lock();
-        if q.state == State::Idle && q.waiting.is_empty() {
-            // The pool may have finished the last request while its replies
-            // are still on their way to the queue: then this one goes
-            // through the pool too, behind them.
-            let request = match conn.has_deferred() {
-                true => request,
-                false => match self.answer_now(request, conn) {
-                    Some(request) => request,
-                    None => return Flow::Continue,
-                },
-            };
-            q.waiting.push_back(Entry::Work(request));
-            q.reply = Some(conn.defer());
-            q.state = State::Queued;
-            drop(q);
-            self.pool.sched.push(Arc::clone(queue));
-            return Flow::Continue;
+        if q.state != State::Idle || !q.is_empty() {
+            q.push_line(line);
+            return;
         }
-        if q.pending_work() < MAX_QUEUED_REQUESTS {
-            q.waiting.push_back(Entry::Work(request));
-            return Flow::Continue;
+        let request = request::parse(line);
+        // The pool may have finished the last request while its replies
+        // are still on their way to the queue: then this one goes through
+        // the pool too, behind them. So does one that must wait for a file
+        // region to be written.
+        let waits = conn.has_deferred() || (request.may_send_file() && q.in_flight().is_some());
+        if !waits {
+            if let Ok(reply) = self.answer_now(request, conn) {
+                if let Some(file) = send(conn, reply) {
+                    q.sent(&file);
+                }
+                return;
+            }
         }
-        let refused = q.refused() + 1;
-        let name = match request {
-            Request::Get(name) | Request::Bad(name) => name,
-            Request::List => String::new(),
-        };
-        q.waiting.push_back(Entry::Refused(proto::clip(&name).to_owned()));
-        if refused > MAX_REFUSED {
-            log::warn!(
-                "{}: file: {MAX_QUEUED_REQUESTS} requests waiting and {MAX_REFUSED} refused; \
-                 closing after their answers",
-                conn.peer_addr()
-            );
-            return Flow::Close;
-        }
-        log::debug!("{}: file: {MAX_QUEUED_REQUESTS} requests waiting: too many requests", conn.peer_addr());
-        Flow::Continue
+        q.push_line(line);
+        q.reply = Some(conn.defer());
+        q.state = State::Queued;
+        drop(q);
+        self.pool.sched.push(Arc::clone(queue));
     }
 }
 
-fn send(conn: &mut Conn<'_>, reply: Reply) {
+/// Queues `reply`; returns the file region it holds, if any.
+fn send(conn: &mut Conn<'_>, reply: Reply) -> Option<Arc<File>> {
     conn.send_message(reply.header);
-    if let Some((file, size)) = reply.file {
-        conn.send_file(file, 0, size);
-    }
+    let (file, size) = reply.file?;
+    conn.send_file(Arc::clone(&file), 0, size);
+    Some(file)
 }
 
 impl Inner {
@@ -340,9 +328,12 @@ impl Inner {
                 }
             },
             Request::List => match self.listing.get(&self.root, self.max_request) {
-                Answer::File(file, len) => {
-                    Reply { header: Message::from(Vec::new()), file: Some((file, len)) }
-                }
+                // A descriptor of its own, so that the connection can tell
+                // when it has been written (the answer is shared).
+                Answer::File(file, len) => match file.try_clone() {
+                    Ok(own) => Reply { header: Message::from(Vec::new()), file: Some((Arc::new(own), len)) },
+                    Err(e) => Reply::error("", confine::reason_for(&e)),
+                },
                 Answer::Bytes(header) => Reply { header, file: None },
             },
             Request::Bad(text) => Reply::error(&text, Reason::BadRequest),
@@ -385,26 +376,24 @@ impl Handler for FileGet {
         let mut pos = 0;
         let mut completed = false;
         loop {
-            let request = match session.lines.next(&input[pos..]) {
+            match session.lines.next(&input[pos..]) {
                 Step::Frame(line, used) => {
                     pos += used;
-                    request::parse(line)
+                    self.handle(&session.queue, line, conn);
                 }
                 Step::Error(error, used) => {
                     pos += used;
                     log::debug!("{}: file: {error}", conn.peer_addr());
-                    Request::Bad(String::new())
+                    // An empty line: a bad request.
+                    self.handle(&session.queue, b"", conn);
                 }
                 Step::Skip(used) => {
                     pos += used;
                     continue;
                 }
                 Step::Incomplete => break,
-            };
-            completed = true;
-            if self.handle(&session.queue, request, conn) == Flow::Close {
-                return Flow::Close;
             }
+            completed = true;
         }
         session.tail = input[pos..].to_vec();
         if session.tail.is_empty() && !session.lines.skipping() {
@@ -431,13 +420,10 @@ impl Handler for FileGet {
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-        let request = if line.len() > self.inner.max_request {
-            Request::Bad(String::new())
-        } else {
-            request::parse(&line)
-        };
-        // Closing follows anyway: the flow changes nothing.
-        let _ = self.handle(&session.queue, request, conn);
+        if line.len() > self.inner.max_request || line.contains(&b'\n') {
+            line.clear();
+        }
+        self.handle(&session.queue, &line, conn);
     }
 }
 

@@ -34,10 +34,6 @@ pub const MAX_ECHOED_NAME: usize = 8 * 1024;
 /// The most files one `list` answer names.
 pub const MAX_LIST_FILES: usize = 10_000;
 
-/// Requests one connection may have waiting for an answer (the one being
-/// prepared included); one more is answered `too many requests`.
-pub const MAX_QUEUED_REQUESTS: usize = 64;
-
 /// Why a request failed: the `error` field of an error header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -58,8 +54,6 @@ pub enum Reason {
     NameTooLong,
     /// ELOOP: more than 40 symbolic links on the way.
     TooManyLinks,
-    /// The connection already has [`MAX_QUEUED_REQUESTS`] requests waiting.
-    TooManyRequests,
     /// The server is out of descriptors or memory (EMFILE, ENFILE, ENOMEM),
     /// or at its connection limit: try again later.
     ServerBusy,
@@ -73,7 +67,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for documentation and tests.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 11] = [
         Reason::NotFound,
         Reason::NotAFile,
         Reason::OutsideRoot,
@@ -81,7 +75,6 @@ impl Reason {
         Reason::BadRequest,
         Reason::NameTooLong,
         Reason::TooManyLinks,
-        Reason::TooManyRequests,
         Reason::ServerBusy,
         Reason::FileChanged,
         Reason::ReadError,
@@ -98,7 +91,6 @@ impl Reason {
             Reason::BadRequest => "bad request",
             Reason::NameTooLong => "name too long",
             Reason::TooManyLinks => "too many links",
-            Reason::TooManyRequests => "too many requests",
             Reason::ServerBusy => "server busy",
             Reason::FileChanged => "file changed",
             Reason::ReadError => "read error",

@@ -11,6 +11,14 @@ pub enum Request {
     Bad(String),
 }
 
+impl Request {
+    /// Whether the answer may be a file region (`get`, and `list`, whose
+    /// answer is kept in a file).
+    pub(crate) fn may_send_file(&self) -> bool {
+        matches!(self, Request::Get(_) | Request::List)
+    }
+}
+
 /// Parses one request line. `get ` with an empty name, an unknown command
 /// and a name that is not valid UTF-8 are all [`Request::Bad`].
 pub fn parse(line: &[u8]) -> Request {
