@@ -10,10 +10,6 @@ use std::sync::Arc;
 use super::shared::Shared;
 use super::worker::{Cx, Protocol, Tally};
 
-/// The longest message line sent (the server's default limit is 4,096).
-pub(crate) const MAX_LINE: usize = 4000;
-/// Members a run may have (each member keeps a counter per member).
-pub(crate) const MAX_MEMBERS: usize = 4096;
 /// The longest line accepted from the server.
 const MAX_INCOMING_LINE: usize = 16 * 1024;
 

@@ -3,6 +3,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The longest message line chat mode sends (the server's default limit is 4,096).
+pub(crate) const MAX_CHAT_LINE: usize = 4000;
+/// Members a chat run may have (each member keeps a counter per member).
+pub(crate) const MAX_CHAT_MEMBERS: usize = 4096;
+
 /// One load run, as `switchboard-load` builds it from its command line.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -168,13 +173,12 @@ impl Config {
         match &self.mode {
             Mode::Echo { size, .. } if *size == 0 => Err("--size must be at least 1 byte".into()),
             Mode::Echo { size, .. } if *size > 16 << 20 => Err("--size is limited to 16 MiB".into()),
-            Mode::Chat { size, .. } if *size > crate::load::chat::MAX_LINE => Err(format!(
-                "--size is limited to {} bytes in chat mode (the line limit)",
-                crate::load::chat::MAX_LINE
-            )),
+            Mode::Chat { size, .. } if *size > MAX_CHAT_LINE => {
+                Err(format!("--size is limited to {} bytes in chat mode (the line limit)", MAX_CHAT_LINE))
+            }
             Mode::Chat { .. } if self.connections < 2 => Err("chat needs at least 2 members".into()),
-            Mode::Chat { .. } if self.connections > crate::load::chat::MAX_MEMBERS => {
-                Err(format!("chat mode supports up to {} members", crate::load::chat::MAX_MEMBERS))
+            Mode::Chat { .. } if self.connections > MAX_CHAT_MEMBERS => {
+                Err(format!("chat mode supports up to {} members", MAX_CHAT_MEMBERS))
             }
             Mode::File { name, .. } if name.is_empty() || name.contains('\n') => {
                 Err("the file name must be non-empty and on one line".into())
