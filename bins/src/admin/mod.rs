@@ -42,6 +42,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::Sender;
 use switchboard::{Server, ShutdownHandle, StartError, StatsHandle};
 
+use crate::printer::Printer;
+
 pub use history::{History, Point};
 pub use shared::Shared;
 pub use ticker::{stats_line, StatsTicker};
@@ -248,24 +250,21 @@ impl Observing {
     }
 
     /// Starts what was asked for on `server`; prints `admin on http://ADDR/`
-    /// on stdout once the endpoint listens.
-    pub fn start(self, server: &Server) -> std::io::Result<Watch> {
+    /// to `out` once the endpoint listens, and the stats lines.
+    pub fn start(self, server: &Server, out: &Printer) -> std::io::Result<Watch> {
         let admin = match &self.observe.admin {
             None => None,
             Some(addr) => {
                 let view = self.sources.into_iter().fold(View::new(server, &self.handler), View::source);
                 let admin =
                     Admin::start(addr, view).map_err(|e| std::io::Error::other(format!("admin: {e}")))?;
-                let mut out = std::io::stdout().lock();
-                use std::io::Write;
-                writeln!(out, "admin on http://{}/", admin.local_addr())?;
-                out.flush()?;
+                out.line(format_args!("admin on http://{}/", admin.local_addr()));
                 Some(admin)
             }
         };
         let ticker = match self.observe.stats_every {
             None => None,
-            Some(every) => Some(StatsTicker::start(server.stats_handle(), every)?),
+            Some(every) => Some(StatsTicker::start(server.stats_handle(), every, out.clone())?),
         };
         Ok(Watch { admin, ticker })
     }

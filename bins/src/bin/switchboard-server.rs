@@ -1,6 +1,5 @@
 //! `switchboard-server`: runs one of the built-in handlers.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +12,7 @@ use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
 use switchboard_bins::admin::{self, Observe, Observing};
 use switchboard_bins::beside::{console, reserve, Beside};
 use switchboard_bins::cli::{parse_args, parse_duration, parse_size};
+use switchboard_bins::printer::Printer;
 use switchboard_handlers::{Chat, Echo, FileGet, Upper};
 
 /// A multithreaded TCP server: pick a handler, and Switchboard runs the
@@ -222,13 +222,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         log::warn!("--redis and --accounts are used only by --handler chat; ignoring them");
     }
     let observe = Observe { admin: args.admin.clone(), stats_every: args.stats_every };
+    let out = Printer::stdout()?;
     // --udp with port 0: a port number free for both TCP and UDP.
     let (listen, reserved) = reserve(&args.listen, args.udp)?;
     match args.handler {
-        HandlerName::Echo => serve(builder, &listen, Echo, observe.named("echo"), |s| {
+        HandlerName::Echo => serve(builder, &listen, &out, Echo, observe.named("echo"), |s| {
             Beside::udp_if(args.udp, s, udp_builder(&args), reserved, Echo)
         }),
-        HandlerName::Upper => serve(builder, &listen, Upper::new(), observe.named("upper"), |s| {
+        HandlerName::Upper => serve(builder, &listen, &out, Upper::new(), observe.named("upper"), |s| {
             Beside::udp_if(args.udp, s, udp_builder(&args), reserved, Upper::new())
         }),
         HandlerName::Chat => {
@@ -244,10 +245,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             };
             let chat = Arc::new(chat);
             let observe = observe.named("chat").source(admin::chat_source(Arc::clone(&chat)));
-            serve(builder, &listen, Arc::clone(&chat), observe, |s| {
+            serve(builder, &listen, &out, Arc::clone(&chat), observe, |s| {
                 let beside = Beside::udp_if(args.udp, s, udp_builder(&args), reserved, Arc::clone(&chat))?;
                 Ok(if args.console {
-                    beside.with_console(console(chat, args.console_nick.clone()))
+                    beside.with_console(console(chat, args.console_nick.clone(), out.clone()))
                 } else {
                     beside
                 })
@@ -261,7 +262,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             let handler = FileGet::new(&root, args.max_frame)?;
             log::info!("serving files under {}", handler.root().display());
             let observe = observe.named("file").source(admin::file_source(handler.meters()));
-            serve(builder, &args.listen, handler, observe, |_| Ok(Beside::none()))
+            serve(builder, &args.listen, &out, handler, observe, |_| Ok(Beside::none()))
         }
     }
 }
@@ -271,9 +272,14 @@ fn udp_builder(args: &Args) -> DatagramBuilder {
     DatagramServer::builder().idle_timeout(args.udp_idle).spin(args.spin)
 }
 
+/// How long, once the server has stopped, the shutdown report and the lines
+/// before it may take to reach a stdout that is not being read.
+const FINISH_OUTPUT: Duration = Duration::from_millis(500);
+
 fn serve<H: Handler>(
     builder: ServerBuilder,
     listen: &str,
+    out: &Printer,
     handler: H,
     observe: Observing,
     beside: impl FnOnce(&Server) -> anyhow::Result<Beside>,
@@ -285,19 +291,19 @@ fn serve<H: Handler>(
     let server = builder.start(listen, handler)?;
     let _ = handle.set(server.shutdown_handle());
     let mut beside = beside(&server)?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {}", server.local_addr())?;
-        beside.announce(&mut out)?;
-    }
-    let watch = observe.start(&server)?;
+    out.line(format_args!("listening on {}", server.local_addr()));
+    beside.announce(out)?;
+    let watch = observe.start(&server, out)?;
     let report = server.wait();
     beside.wait();
     drop(watch);
     // Logged by `wait`; also on stdout, for whoever ran the server (a
-    // closed stdout is no failure: the log has it).
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{report}").and_then(|()| out.flush());
+    // closed or blocked stdout is no failure: the log has it, and the
+    // process exits without waiting for it past FINISH_OUTPUT).
+    out.line(report);
+    if let Err(e) = out.finish(FINISH_OUTPUT) {
+        log::warn!("{e}");
+    }
     Ok(())
 }
 
