@@ -102,10 +102,19 @@ struct Args {
     // Observability: the admin endpoint and the periodic figures.
     /// Serve HTTP on this address (e.g. 127.0.0.1:9100): /metrics in the
     /// Prometheus text format, /healthz (200 while running, 503 while
-    /// draining), and a live status page at /. It has its own thread and at
-    /// most 32 connections, apart from the main port.
+    /// draining, 429 when busy), and a live status page at /. It has its own
+    /// thread and at most 64 connections, apart from the main port; at most
+    /// 32 may wait for their request (2s each), 8 per client address, a
+    /// newcomer taking the place of the oldest: silent sockets cannot make
+    /// a health check fail.
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
+
+    /// Expect a PROXY protocol header (v1 or v2) first on every admin
+    /// connection, as a load balancer's health checks with send-proxy send
+    /// it; the address it names is the one logged and counted per address.
+    #[arg(long, requires = "admin")]
+    admin_proxy_protocol: bool,
 
     /// Print one line of figures on stdout every DURATION (e.g. 10s): totals,
     /// and the rates over the period.
@@ -221,7 +230,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.cluster.any() && args.handler != HandlerName::Chat {
         log::warn!("--redis and --accounts are used only by --handler chat; ignoring them");
     }
-    let observe = Observe { admin: args.admin.clone(), stats_every: args.stats_every };
+    let observe = Observe {
+        admin: args.admin.clone(),
+        admin_proxy_protocol: args.admin_proxy_protocol,
+        stats_every: args.stats_every,
+    };
     let out = Printer::stdout()?;
     // --udp with port 0: a port number free for both TCP and UDP.
     let (listen, reserved) = reserve(&args.listen, args.udp)?;
