@@ -76,8 +76,10 @@ fn without_accept_unterminated_a_line_waits_for_its_newline() {
 #[test]
 fn a_zero_wait_is_refused() {
     let out = run(Command::new(BIN).args(["--handler", "chat", "--accept-unterminated", "0s"]), TIMEOUT);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--accept-unterminated must be more than 0s"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'--accept-unterminated <DURATION>': '0s' must be more than 0"), "{err}");
+    assert!(err.contains("Usage: switchboard-server"), "{err}");
 }
 
 #[test]

@@ -6,12 +6,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
 use switchboard::datagram::{DatagramBuilder, DatagramServer};
 use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
 use switchboard_bins::admin::{self, Observe, Observing};
 use switchboard_bins::beside::{console, reserve, Beside};
-use switchboard_bins::cli::{parse_args, parse_duration, parse_size};
+use switchboard_bins::cli::{
+    parse_args, parse_count, parse_duration, parse_positive_duration, parse_positive_size, parse_size,
+    parse_spin, parse_workers,
+};
 use switchboard_bins::printer::Printer;
 use switchboard_handlers::{Chat, Echo, FileGet, Upper};
 
@@ -30,7 +34,7 @@ struct Args {
     listen: String,
 
     /// Worker threads, each an event loop over many connections [default: available cores].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
     workers: Option<usize>,
 
     /// Connections open at once; past it a client gets the handler's busy reply
@@ -42,18 +46,18 @@ struct Args {
     /// max(64, limit/8): 179 under `ulimit -n 256` with 2 workers and 5 open. The
     /// log's first line shows the figures. A value above that default is lowered
     /// to it with a warning.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     max_connections: Option<usize>,
 
     /// After socket events a worker (and the UDP thread) polls again without
     /// sleeping for this long before it parks (at most 10ms; 0: park at once).
     /// Saves wake-ups of request-response loads on dedicated cores, at the cost
     /// of CPU while idle.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_spin, default_value = "0s")]
     spin: Duration,
 
     /// Close a connection after this long with no bytes either way (e.g. 500ms, 30s, 5m).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration, default_value = "5m")]
     idle_timeout: Duration,
 
     /// On shutdown, how long connections may drain before they are forced closed
@@ -62,7 +66,7 @@ struct Args {
     grace: Duration,
 
     /// The largest frame accepted (chat: a line; file: a request line), e.g. 4096 or 64KiB.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "4096")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_positive_size, default_value = "4096")]
     max_frame: usize,
 
     /// Chat: lines a second each member may send (bursts of twice that); past it
@@ -86,13 +90,13 @@ struct Args {
     /// Bytes that may wait for one reader: a chat member past it is cut off as
     /// too slow. (Echo and upper stop reading from a peer whose replies back up
     /// past 256 KiB, or past this if smaller.)
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1MiB")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_positive_size, default_value = "1MiB")]
     max_outbound: usize,
 
     /// Bytes that may wait for all readers together: past it, the connections
     /// holding more than their share are cut off first, so peers that do not
     /// read cannot exhaust memory. At least --max-outbound.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "256MiB")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_positive_size, default_value = "256MiB")]
     max_outbound_total: usize,
 
     /// The folder the file handler serves; nothing outside it is ever sent.
@@ -118,7 +122,7 @@ struct Args {
 
     /// Print one line of figures on stdout every DURATION (e.g. 10s): totals,
     /// and the rates over the period.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     stats_every: Option<Duration>,
 
     // --- UDP and the operator console ---
@@ -130,14 +134,14 @@ struct Args {
 
     /// UDP: a peer (a chat member) not heard from for this long is forgotten
     /// (the chat announces it as left).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration, default_value = "5m")]
     udp_idle: Duration,
 
     /// Chat: a partial line that has waited this long with no more bytes is
     /// taken as a complete line, for clients that send `hello` with no newline
     /// and wait for the answer (e.g. 200ms). Off by default: a line split
     /// across TCP segments by a slow link would be cut in two.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     accept_unterminated: Option<Duration>,
 
     /// Chat: the person at this terminal is a member of the room: what they
@@ -204,10 +208,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.udp && args.edge.proxy_protocol {
         anyhow::bail!("--udp cannot go with --proxy-protocol (a datagram carries no PROXY header)");
     }
-    if args.accept_unterminated.is_some_and(|d| d.is_zero()) {
-        anyhow::bail!(
-            "--accept-unterminated must be more than 0s (a partial line would be cut at every read)"
-        );
+    if args.max_outbound_total < args.max_outbound {
+        Args::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                format!(
+                    "--max-outbound-total ({} B) must be at least --max-outbound ({} B)",
+                    args.max_outbound_total, args.max_outbound
+                ),
+            )
+            .exit();
     }
     if args.console && args.handler != HandlerName::Chat {
         anyhow::bail!("--console needs --handler chat");
