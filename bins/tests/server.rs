@@ -50,6 +50,26 @@ fn echo_by_default_and_sigterm_drains_with_a_report() {
 }
 
 #[test]
+fn sighup_drains_like_sigterm() {
+    let mut server = spawn(&["--workers", "1", "--grace", "5s"]);
+    let mut s = connect(server.addr);
+    s.write_all(b"hello\n").unwrap();
+    let mut buf = [0u8; 6];
+    s.read_exact(&mut buf).unwrap();
+    server.proc.signal(Signal::HUP);
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "a clean EOF, got {rest:?}");
+    let status = server.proc.wait(TIMEOUT);
+    assert!(status.success(), "{status}");
+    let err = server.proc.stderr_so_far();
+    assert!(err.contains("shutdown signal (SIGINT, SIGTERM or SIGHUP): draining"), "{err}");
+    assert!(err.contains("shutdown complete: 1 drained, 0 forced"), "{err}");
+    let out = server.proc.stdout_so_far();
+    assert!(out.lines().last().unwrap().starts_with("shutdown complete: 1 drained, 0 forced"), "{out}");
+}
+
+#[test]
 fn second_signal_forces_the_exit() {
     // A quiet period and grace far longer than the test: only the second
     // signal can end it in time.

@@ -21,7 +21,7 @@ use switchboard_handlers::{Chat, Echo, FileGet, Upper};
 
 /// A multithreaded TCP server: pick a handler, and Switchboard runs the
 /// accept loop, the worker pool, the limits and a graceful shutdown
-/// (Ctrl-C or SIGTERM once: drain; twice: stop now).
+/// (Ctrl-C, SIGTERM or SIGHUP once: drain; twice: stop now).
 #[derive(Debug, Parser)]
 #[command(name = "switchboard-server", version)]
 struct Args {
@@ -330,9 +330,13 @@ fn serve<H: Handler>(
     Ok(())
 }
 
-/// Ctrl-C / SIGTERM: the first starts a graceful shutdown, the second forces
-/// it (and, should anything hang, exits the process a moment later). Before
-/// the server runs, a signal exits at once.
+/// Ctrl-C / SIGTERM / SIGHUP: the first starts a graceful shutdown, the
+/// second forces it (and, should anything hang, exits the process a moment
+/// later). Before the server runs, a signal exits at once. SIGHUP (the
+/// terminal went away) drains like SIGTERM rather than kill the process
+/// mid-reply; there is nothing to reload. It does so even under `nohup`,
+/// whose ignored SIGHUP the handler replaces: a server meant to outlive its
+/// terminal runs under a service manager or `setsid`.
 fn wire_signals(handle: Arc<OnceLock<ShutdownHandle>>) -> anyhow::Result<()> {
     let signals = Arc::new(AtomicUsize::new(0));
     ctrlc::set_handler(move || {
@@ -342,7 +346,7 @@ fn wire_signals(handle: Arc<OnceLock<ShutdownHandle>>) -> anyhow::Result<()> {
         };
         let n = signals.fetch_add(1, Ordering::AcqRel);
         if n == 0 {
-            log::info!("shutdown signal: draining (send again to stop now)");
+            log::info!("shutdown signal (SIGINT, SIGTERM or SIGHUP): draining (send again to stop now)");
             handle.drain();
         } else {
             log::warn!("second shutdown signal: closing every connection now");
