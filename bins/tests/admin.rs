@@ -467,6 +467,8 @@ fn healthz_stays_200_while_40_sockets_hold_the_admin_port() {
         h.join().unwrap();
     }
     assert!(opened.load(Ordering::Relaxed) >= 80, "{} opened", opened.load(Ordering::Relaxed));
+    // The log says so (summed up, at most once a second).
+    server.proc.wait_stderr("waiting connection(s) closed with 429 to make room", TIMEOUT);
 }
 
 /// A PROXY v1 header naming `client`, as a load balancer sends it.

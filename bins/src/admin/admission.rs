@@ -47,8 +47,9 @@ struct Table<H> {
     waiting: HashMap<u64, Waiting<H>>,
     per_ip: HashMap<IpAddr, usize>,
     next_seq: u64,
-    /// Closed to make room and not yet logged.
+    /// Closed to make room and not yet logged, and the last one's address.
     unlogged: u64,
+    last_evicted: Option<IpAddr>,
     last_log: Option<Instant>,
 }
 
@@ -61,7 +62,14 @@ pub(crate) struct Admission {
 
 impl<H> Default for Table<H> {
     fn default() -> Table<H> {
-        Table { waiting: HashMap::new(), per_ip: HashMap::new(), next_seq: 0, unlogged: 0, last_log: None }
+        Table {
+            waiting: HashMap::new(),
+            per_ip: HashMap::new(),
+            next_seq: 0,
+            unlogged: 0,
+            last_evicted: None,
+            last_log: None,
+        }
     }
 }
 
@@ -79,16 +87,8 @@ impl Admission {
         let (ip, handle) = t.admit(id, key(peer), handle)?;
         self.evicted.fetch_add(1, Ordering::Relaxed);
         t.unlogged += 1;
-        let now = Instant::now();
-        if t.last_log.is_none_or(|at| now.duration_since(at) >= LOG_EVERY) {
-            log::warn!(
-                "admin: {} waiting connection(s) closed with 429 to make room (at most {MAX_WAITING} \
-                 wait for their request, {PER_ADDRESS} per address); the last from {ip}",
-                t.unlogged
-            );
-            t.unlogged = 0;
-            t.last_log = Some(now);
-        }
+        t.last_evicted = Some(ip);
+        t.log_evictions();
         Some(handle)
     }
 
@@ -96,7 +96,10 @@ impl Admission {
     /// passed or it closed). `false`: it had been closed to make room, and
     /// its 429 is on its way.
     pub(crate) fn leave(&self, id: u64) -> bool {
-        self.lock().remove(id).is_some()
+        let mut t = self.lock();
+        // The last evictions of a burst are logged here, a second on.
+        t.log_evictions();
+        t.remove(id).is_some()
     }
 
     /// Connections waiting for their request now.
@@ -131,6 +134,23 @@ impl<H> Table<H> {
         self.waiting.insert(id, Waiting { ip, seq, handle });
         *self.per_ip.entry(ip).or_insert(0) += 1;
         evicted
+    }
+
+    /// Sums up the connections closed to make room: at most once per
+    /// [`LOG_EVERY`], the first at once.
+    fn log_evictions(&mut self) {
+        let (Some(ip), true) = (self.last_evicted, self.unlogged > 0) else { return };
+        let now = Instant::now();
+        if self.last_log.is_some_and(|at| now.duration_since(at) < LOG_EVERY) {
+            return;
+        }
+        log::warn!(
+            "admin: {} waiting connection(s) closed with 429 to make room (at most {MAX_WAITING} \
+             wait for their request, {PER_ADDRESS} per address); the last from {ip}",
+            self.unlogged
+        );
+        self.unlogged = 0;
+        self.last_log = Some(now);
     }
 
     fn oldest_of(&self, ip: IpAddr) -> Option<u64> {
