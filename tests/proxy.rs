@@ -153,3 +153,47 @@ fn without_proxy_protocol_a_forged_header_is_data() {
     assert_eq!(line(&mut r), format!("{me}\n"));
     assert_eq!(line(&mut r), "PROXY TCP4 203.0.113.7 192.0.2.1 51234 7000\n");
 }
+
+#[test]
+fn a_v2_tlv_that_runs_past_the_header_closes_before_open() {
+    let handler = PeerEcho::default();
+    let opened = Arc::clone(&handler.opened);
+    let server = proxy_server(handler);
+    let (src, dst) = ("198.51.100.9:40000".parse().unwrap(), "127.0.0.1:7000".parse().unwrap());
+    let with_tlv =
+        v2::Builder::with_addresses(v2::Version::Two | v2::Command::Proxy, v2::Protocol::Stream, (src, dst))
+            .write_tlv(0x04, b"noop")
+            .unwrap()
+            .build()
+            .unwrap();
+    // A well-formed TLV is taken.
+    let mut s = connect(server.local_addr());
+    s.write_all(&with_tlv).unwrap();
+    let mut r = lines(s);
+    assert_eq!(line(&mut r), "198.51.100.9:40000\n");
+    // The TLV's length says 300 bytes where the header holds 4: the bytes
+    // after the header (the stream's) must not be read as the TLV's.
+    let mut forged = with_tlv.clone();
+    let at = forged.len() - 6;
+    forged[at..at + 2].copy_from_slice(&300u16.to_be_bytes());
+    forged.extend_from_slice(&[b'x'; 300]);
+    let mut s = connect(server.local_addr());
+    s.write_all(&forged).unwrap();
+    assert_closed_silently(&mut s);
+    wait_stats(&server, "the forged header's connection closed", |st| st.closed == 1);
+    assert_eq!(opened.load(Ordering::SeqCst), 1, "the handler opened only the good one");
+}
+
+#[test]
+fn an_ipv4_mapped_client_is_named_as_ipv4() {
+    let server = proxy_server(PeerEcho::default());
+    let mut s = connect(server.local_addr());
+    s.write_all(b"PROXY TCP6 ::ffff:203.0.113.7 ::ffff:192.0.2.1 51234 7000\r\n").unwrap();
+    let mut r = lines(s);
+    assert_eq!(line(&mut r), "203.0.113.7:51234\n");
+    let header = v2_header("[::ffff:198.51.100.9]:4000".parse().unwrap(), "[::1]:7000".parse().unwrap());
+    let mut s = connect(server.local_addr());
+    s.write_all(&header).unwrap();
+    let mut r = lines(s);
+    assert_eq!(line(&mut r), "198.51.100.9:4000\n");
+}

@@ -2,13 +2,15 @@
 //! UDP on the same port number (`--udp`) and the operator console
 //! (`--console`, chat).
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
 
 use switchboard::datagram::{DatagramBuilder, DatagramHandler, DatagramServer};
 use switchboard::Server;
 use switchboard_handlers::Chat;
+
+use crate::printer::Printer;
 
 /// The UDP side and the console of one server, started after the TCP
 /// server and ended with it: the TCP server's shutdown handle drains both.
@@ -73,11 +75,10 @@ impl Beside {
     /// Prints the lines that follow `listening on ADDR` (`listening on udp
     /// ADDR` with `--udp`), then starts the console, whose output comes
     /// after them.
-    pub fn announce(&mut self, out: &mut impl Write) -> io::Result<()> {
+    pub fn announce(&mut self, out: &Printer) -> io::Result<()> {
         if let Some(udp) = &self.udp {
-            writeln!(out, "listening on udp {}", udp.local_addr())?;
+            out.line(format_args!("listening on udp {}", udp.local_addr()));
         }
-        out.flush()?;
         if let Some(console) = self.console.take() {
             // Not joined: it may be blocked reading a terminal that never
             // ends; the process ends with the server.
@@ -95,11 +96,13 @@ impl Beside {
 }
 
 /// The operator console (`--console`): stdin to the chat room as member
-/// `nick`, the room to stdout; logs when the input ends.
-pub fn console(chat: Arc<Chat>, nick: String) -> impl FnOnce() + Send + 'static {
+/// `nick`, the room to `out` (stdout, through its queue: a terminal that
+/// is not read drops the room's lines rather than hold anything up); logs
+/// when the input ends.
+pub fn console(chat: Arc<Chat>, nick: String, out: Printer) -> impl FnOnce() + Send + 'static {
     move || {
         let stdin = io::stdin().lock();
-        match chat.run_console(&nick, stdin, io::stdout()) {
+        match chat.run_console(&nick, stdin, out) {
             Ok(()) => log::info!("console: input ended; {nick} left the room"),
             Err(e) => log::error!("{e}"),
         }

@@ -46,6 +46,54 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// [`parse_duration`], refusing zero (a timeout or period of 0 would fire
+/// at once, every time).
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("'{s}' must be more than 0 (e.g. 500ms, 30s)"));
+    }
+    Ok(d)
+}
+
+/// [`parse_duration`], at most 10ms (`--spin`).
+pub fn parse_spin(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > Duration::from_millis(10) {
+        return Err(format!("'{s}' is more than the 10ms a worker may spin"));
+    }
+    Ok(d)
+}
+
+/// A whole number of at least 1 (a count of connections, say).
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    count_in(s, 1, usize::MAX)
+}
+
+/// A number of worker threads: 1 to 1024.
+pub fn parse_workers(s: &str) -> Result<usize, String> {
+    count_in(s, 1, 1024)
+}
+
+fn count_in(s: &str, min: usize, max: usize) -> Result<usize, String> {
+    let n: usize = s.trim().parse().map_err(|_| format!("'{s}' is not a whole number"))?;
+    match (n < min, n > max) {
+        (true, _) if max == usize::MAX => Err(format!("'{s}' must be at least {min}")),
+        (true, _) | (_, true) => Err(format!("'{s}' must be {min} to {max}")),
+        _ => Ok(n),
+    }
+}
+
+/// [`parse_size`], refusing zero (a frame or budget of 0 bytes refuses
+/// everything).
+pub fn parse_positive_size(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if n == 0 {
+        return Err(format!("'{s}' must be at least 1 byte"));
+    }
+    Ok(n)
+}
+
 /// Parses a byte size: a whole number, optionally followed by `B`, `KiB`,
 /// `MiB` or `GiB` (`K`, `M`, `G` are taken as the same binary units).
 pub fn parse_size(s: &str) -> Result<usize, String> {
@@ -81,6 +129,24 @@ mod tests {
         assert!(parse_duration("3x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn zero_and_out_of_range_values_are_refused() {
+        assert_eq!(parse_positive_duration("30s"), Ok(Duration::from_secs(30)));
+        assert!(parse_positive_duration("0s").unwrap_err().contains("must be more than 0"));
+        assert!(parse_positive_duration("0ms").is_err());
+        assert_eq!(parse_spin("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_spin("10ms"), Ok(Duration::from_millis(10)));
+        assert!(parse_spin("11ms").unwrap_err().contains("10ms"));
+        assert_eq!(parse_count("1"), Ok(1));
+        assert_eq!(parse_count("0").unwrap_err(), "'0' must be at least 1");
+        assert!(parse_count("-1").unwrap_err().contains("not a whole number"));
+        assert_eq!(parse_workers("1024"), Ok(1024));
+        assert_eq!(parse_workers("0").unwrap_err(), "'0' must be 1 to 1024");
+        assert_eq!(parse_workers("1025").unwrap_err(), "'1025' must be 1 to 1024");
+        assert_eq!(parse_positive_size("1"), Ok(1));
+        assert_eq!(parse_positive_size("0KiB").unwrap_err(), "'0KiB' must be at least 1 byte");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use switchboard::{tls_config_from_pem, ServerBuilder, TlsConfigError};
 
-use crate::cli::parse_duration;
+use crate::cli::parse_positive_duration;
 
 /// The flags (flattened into the server's).
 #[derive(Debug, Clone, clap::Args)]
@@ -31,7 +31,7 @@ pub struct EdgeArgs {
     pub proxy_protocol: bool,
 
     /// The time a new connection has for its PROXY header and TLS handshake.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration, default_value = "10s")]
     pub handshake_timeout: Duration,
 
     /// Bind with SO_REUSEPORT, so several server processes share --listen and

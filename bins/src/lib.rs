@@ -8,4 +8,5 @@ pub mod client;
 pub mod cluster;
 pub mod edge;
 pub mod load;
+pub mod printer;
 pub mod tls;

@@ -76,8 +76,10 @@ fn without_accept_unterminated_a_line_waits_for_its_newline() {
 #[test]
 fn a_zero_wait_is_refused() {
     let out = run(Command::new(BIN).args(["--handler", "chat", "--accept-unterminated", "0s"]), TIMEOUT);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--accept-unterminated must be more than 0s"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'--accept-unterminated <DURATION>': '0s' must be more than 0"), "{err}");
+    assert!(err.contains("Usage: switchboard-server"), "{err}");
 }
 
 #[test]
@@ -141,4 +143,80 @@ fn console_flags_are_checked() {
         run(Command::new(BIN).args(["--handler", "chat", "--console", "--console-nick", "a b"]), TIMEOUT);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--console-nick \"a b\" is not"));
+}
+
+/// A child killed and reaped when dropped (the test reads its stdout, or
+/// deliberately not).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn a_stdout_nobody_reads_does_not_hold_up_the_shutdown() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+
+    let grace = Duration::from_secs(1);
+    let mut child = Killed(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--handler", "chat", "--console", "--grace", "1s"])
+            .args(["--chat-rate", "0", "--chat-room-rate", "0"])
+            .args(["--stats-every", "20ms"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let mut err = child.0.stderr.take().unwrap();
+    let log = Arc::clone(&stderr);
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = err.read(&mut buf) {
+            log.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    // The first line, then stdout is never read again: a pipe that fills.
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let addr: SocketAddr = first.trim().trim_start_matches("listening on ").parse().unwrap();
+
+    // The room's traffic goes to the console: more than the pipe holds.
+    let (mut alice, _) = ChatClient::join(addr);
+    let (mut bob, _) = ChatClient::join(addr);
+    let line = "x".repeat(200);
+    for i in 0..1500 {
+        alice.send(&format!("{i} {line}"));
+    }
+    let last = format!("<guest-1> 1499 {line}");
+    let relayed = (0..2000).any(|_| bob.line() == last);
+    assert!(relayed, "bob got the room's lines");
+    let full = || rustix::io::ioctl_fionread(stdout.get_ref()).unwrap();
+    switchboard_test_support::wait_until("stdout's pipe is full", || full() >= 60_000);
+
+    let pid = rustix::process::Pid::from_child(&child.0);
+    let signalled = Instant::now();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let mut status = None;
+    switchboard_test_support::wait_until("the server exits", || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    let took = signalled.elapsed();
+    assert!(took <= grace + Duration::from_secs(1), "exited {took:?} after SIGTERM, grace {grace:?}");
+    assert!(status.unwrap().success(), "{status:?}");
+    reader.join().unwrap();
+    let log = stderr.lock().unwrap().clone();
+    assert!(log.contains("shutdown complete"), "{log}");
+    assert!(log.contains("standard output is not being read"), "{log}");
+    drop(stdout);
 }

@@ -50,6 +50,26 @@ fn echo_by_default_and_sigterm_drains_with_a_report() {
 }
 
 #[test]
+fn sighup_drains_like_sigterm() {
+    let mut server = spawn(&["--workers", "1", "--grace", "5s"]);
+    let mut s = connect(server.addr);
+    s.write_all(b"hello\n").unwrap();
+    let mut buf = [0u8; 6];
+    s.read_exact(&mut buf).unwrap();
+    server.proc.signal(Signal::HUP);
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "a clean EOF, got {rest:?}");
+    let status = server.proc.wait(TIMEOUT);
+    assert!(status.success(), "{status}");
+    let err = server.proc.stderr_so_far();
+    assert!(err.contains("shutdown signal (SIGINT, SIGTERM or SIGHUP): draining"), "{err}");
+    assert!(err.contains("shutdown complete: 1 drained, 0 forced"), "{err}");
+    let out = server.proc.stdout_so_far();
+    assert!(out.lines().last().unwrap().starts_with("shutdown complete: 1 drained, 0 forced"), "{out}");
+}
+
+#[test]
 fn second_signal_forces_the_exit() {
     // A quiet period and grace far longer than the test: only the second
     // signal can end it in time.
@@ -100,10 +120,43 @@ fn bad_flags_exit_2_with_usage() {
 
 #[test]
 fn invalid_settings_are_refused_before_listening() {
-    let out = run_bin(&["--listen", "127.0.0.1:0", "--workers", "0"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("workers must be 1 to 1024"), "{err}");
+    // Zero or out of range, for every numeric flag that cannot take it: the
+    // usage and exit 2, never a server that listens.
+    let cases: &[(&[&str], &str)] = &[
+        (&["--workers", "0"], "'0' must be 1 to 1024"),
+        (&["--workers", "1025"], "'1025' must be 1 to 1024"),
+        (&["--max-connections", "0"], "'0' must be at least 1"),
+        (&["--idle-timeout", "0s"], "'0s' must be more than 0"),
+        (&["--udp-idle", "0ms"], "'0ms' must be more than 0"),
+        (&["--stats-every", "0s"], "'0s' must be more than 0"),
+        (&["--handshake-timeout", "0s"], "'0s' must be more than 0"),
+        (&["--spin", "11ms"], "more than the 10ms"),
+        (&["--handler", "chat", "--max-frame", "0"], "'0' must be at least 1 byte"),
+        (&["--max-outbound", "0"], "'0' must be at least 1 byte"),
+        (&["--max-outbound-total", "0B"], "'0B' must be at least 1 byte"),
+        (
+            &["--max-outbound", "2MiB", "--max-outbound-total", "1MiB"],
+            "--max-outbound-total (1048576 B) must be at least --max-outbound (2097152 B)",
+        ),
+    ];
+    for (args, why) in cases {
+        let out = run_bin(&[&["--listen", "127.0.0.1:0"], *args].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+        assert!(err.contains("Usage: switchboard-server"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} listened");
+    }
+    // Zero where it means something is taken: no chat rate limit, no spin,
+    // no grace (force at once).
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--listen", "127.0.0.1:0", "--handler", "chat", "--chat-rate", "0", "--spin", "0s"])
+        .args(["--chat-room-rate", "0", "--grace", "0s"])
+        .stdin(Stdio::null());
+    let mut proc = Spawned::spawn(&mut cmd);
+    proc.listening_addr();
+    proc.signal(Signal::TERM);
+    assert!(proc.wait(TIMEOUT).success());
 }
 
 #[test]

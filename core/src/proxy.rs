@@ -66,6 +66,13 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// The client a header names: an IPv4 client written as an IPv4-mapped
+/// IPv6 address (`::ffff:a.b.c.d`, as a dual-stack proxy may) is the IPv4
+/// client, so it is logged, limited and counted as one address.
+fn client(ip: IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.to_canonical(), port)
+}
+
 /// Parses a header at the start of `input`.
 pub(crate) fn parse(input: &[u8]) -> io::Result<Parsed> {
     let result = HeaderResult::parse(input);
@@ -80,19 +87,25 @@ pub(crate) fn parse(input: &[u8]) -> io::Result<Parsed> {
     let (len, client) = match result {
         HeaderResult::V1(Ok(h)) => {
             let client = match h.addresses {
-                v1::Addresses::Tcp4(a) => Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port)),
-                v1::Addresses::Tcp6(a) => Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port)),
+                v1::Addresses::Tcp4(a) => Some(client(IpAddr::V4(a.source_address), a.source_port)),
+                v1::Addresses::Tcp6(a) => Some(client(IpAddr::V6(a.source_address), a.source_port)),
                 v1::Addresses::Unknown => None,
             };
             (h.header.len(), client)
         }
         HeaderResult::V2(Ok(h)) => {
+            // ppp reads the TLVs only when asked: one whose length runs
+            // past the header's end (or bytes too few for a TLV) makes the
+            // whole header invalid.
+            if h.tlvs().any(|tlv| tlv.is_err()) {
+                return Err(invalid("invalid PROXY v2 header: a TLV runs past the header's end".into()));
+            }
             let client = match (h.command, h.addresses) {
                 (v2::Command::Proxy, v2::Addresses::IPv4(a)) => {
-                    Some(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
+                    Some(client(IpAddr::V4(a.source_address), a.source_port))
                 }
                 (v2::Command::Proxy, v2::Addresses::IPv6(a)) => {
-                    Some(SocketAddr::new(IpAddr::V6(a.source_address), a.source_port))
+                    Some(client(IpAddr::V6(a.source_address), a.source_port))
                 }
                 _ => None,
             };
@@ -145,6 +158,52 @@ mod tests {
         .build()
         .unwrap();
         assert_eq!(parse(&local).unwrap(), header(None, b""));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_client_is_the_ipv4_client() {
+        let got = parse(b"PROXY TCP6 ::ffff:203.0.113.7 ::ffff:192.0.2.1 4000 7000\r\n").unwrap();
+        assert_eq!(got, header(Some("203.0.113.7:4000"), b""));
+        let src: SocketAddr = "[::ffff:198.51.100.9]:40000".parse().unwrap();
+        let dst: SocketAddr = "[::1]:7000".parse().unwrap();
+        let bytes = v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Proxy,
+            v2::Protocol::Stream,
+            (src, dst),
+        )
+        .build()
+        .unwrap();
+        assert_eq!(parse(&bytes).unwrap(), header(Some("198.51.100.9:40000"), b""));
+    }
+
+    #[test]
+    fn a_v2_tlv_that_runs_past_the_header_is_refused() {
+        let src: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+        let dst: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        let good = v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Proxy,
+            v2::Protocol::Stream,
+            (src, dst),
+        )
+        .write_tlv(0x04, b"noop")
+        .unwrap()
+        .build()
+        .unwrap();
+        assert_eq!(parse(&good).unwrap(), header(Some("198.51.100.9:40000"), b""));
+        // The same header with the TLV's length saying 200 bytes, of which
+        // the header holds 4; then 2 bytes, too few for any TLV.
+        let mut long = good.clone();
+        let at = long.len() - 4 - 2;
+        long[at..at + 2].copy_from_slice(&200u16.to_be_bytes());
+        long.extend_from_slice(b"the stream's bytes");
+        let e = parse(&long).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("a TLV runs past the header's end"), "{e}");
+        let mut short = good[..good.len() - 7].to_vec();
+        short.extend_from_slice(b"\x04\x00");
+        let len = (short.len() - 16) as u16;
+        short[14..16].copy_from_slice(&len.to_be_bytes());
+        assert!(parse(&short).unwrap_err().to_string().contains("a TLV runs past"));
     }
 
     #[test]

@@ -38,9 +38,21 @@ pub fn get(addr: SocketAddr, path: &str) -> Response {
 
 /// Like [`request`], with the error returned.
 pub fn try_request(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<Response> {
+    try_request_after(addr, b"", method, path)
+}
+
+/// Like [`try_request`], with `preamble` sent before the request (a PROXY
+/// protocol header, as a load balancer's health check sends it).
+pub fn try_request_after(
+    addr: SocketAddr,
+    preamble: &[u8],
+    method: &str,
+    path: &str,
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, TIMEOUT)?;
     s.set_read_timeout(Some(TIMEOUT))?;
     s.set_write_timeout(Some(TIMEOUT))?;
+    s.write_all(preamble)?;
     write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: switchboard-tests\r\n\r\n")?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;

@@ -5,13 +5,16 @@ use std::sync::Arc;
 
 use switchboard::{CloseReason, Conn, Flow, Framing, Handler, Phase};
 
-use super::{json, metrics, View, MAX_REQUEST, REQUEST_TIMEOUT};
+use super::{json, metrics, View, JOIN_AFTER, MAX_REQUEST, REQUEST_TIMEOUT};
 
 /// The status page: HTML with its CSS, JavaScript and SVG inline.
 const STATUS_PAGE: &str = include_str!("status.html");
 
 /// The id of the request deadline timer.
 const DEADLINE: u64 = 1;
+
+/// The id of the timer after which a silent connection takes a waiting place.
+const JOIN: u64 = 2;
 
 /// Headers a request may carry.
 const MAX_HEADERS: usize = 64;
@@ -25,23 +28,43 @@ impl AdminHttp {
     pub(crate) fn new(view: Arc<View>) -> AdminHttp {
         AdminHttp { view }
     }
+
+    /// The request is done with (answered, timed out, closed): the
+    /// connection gives its waiting place back. `false`: it had been closed
+    /// to make room.
+    fn settle(&self, session: &mut Session) -> bool {
+        match std::mem::replace(&mut session.state, State::Answered) {
+            State::Reading { waiting: true, .. } => self.view.admission.leave(session.id),
+            _ => true,
+        }
+    }
+}
+
+/// A connection: its id (its place in the [`Admission`](super::admission)
+/// table) and its request.
+#[derive(Debug)]
+pub(crate) struct Session {
+    id: u64,
+    state: State,
 }
 
 /// A connection's request, until it is answered.
 #[derive(Debug)]
-pub(crate) enum Session {
-    /// Bytes of the request so far (at most [`MAX_REQUEST`]).
-    Reading(Vec<u8>),
-    /// Answered; anything more the client sends is ignored.
+enum State {
+    /// Bytes of the request so far (at most [`MAX_REQUEST`]); `waiting`:
+    /// past [`JOIN_AFTER`] without a whole request, it holds a waiting place.
+    Reading { buf: Vec<u8>, waiting: bool },
+    /// Answered (or closed to make room); anything more the client sends is
+    /// ignored.
     Answered,
 }
 
-/// A response: status, content type, body.
+/// A response: status, content type, body, a header line of its own.
 struct Response {
     status: u16,
     content_type: &'static str,
     body: Vec<u8>,
-    allow: bool,
+    header: &'static str,
 }
 
 impl Response {
@@ -50,7 +73,16 @@ impl Response {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.as_bytes().to_vec(),
-            allow: false,
+            header: "",
+        }
+    }
+
+    /// Too many connections: `429`, distinct from draining's `503`; `why`
+    /// ends the body.
+    fn busy(why: &str) -> Response {
+        Response {
+            header: "Retry-After: 1\r\n",
+            ..Response::text(429, &format!("admin endpoint busy: {why}\n"))
         }
     }
 
@@ -61,6 +93,7 @@ impl Response {
             404 => "Not Found",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
+            429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             505 => "HTTP Version Not Supported",
             _ => "Service Unavailable",
@@ -73,9 +106,7 @@ impl Response {
             self.body.len()
         )
         .into_bytes();
-        if self.allow {
-            out.extend_from_slice(b"Allow: GET, HEAD\r\n");
-        }
+        out.extend_from_slice(self.header.as_bytes());
         out.extend_from_slice(b"\r\n");
         if !head_only {
             out.extend_from_slice(&self.body);
@@ -87,7 +118,10 @@ impl Response {
 /// What a complete request asks for.
 fn route(view: &View, method: &str, path: &str) -> Response {
     if method != "GET" && method != "HEAD" {
-        return Response { allow: true, ..Response::text(405, "method not allowed: use GET\n") };
+        return Response {
+            header: "Allow: GET, HEAD\r\n",
+            ..Response::text(405, "method not allowed: use GET\n")
+        };
     }
     let path = path.split('?').next().unwrap_or(path);
     match path {
@@ -95,7 +129,7 @@ fn route(view: &View, method: &str, path: &str) -> Response {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: metrics::render(view).into_bytes(),
-            allow: false,
+            header: "",
         },
         "/healthz" => match view.shutdown.phase() {
             Phase::Running => Response::text(200, "ok\n"),
@@ -105,13 +139,13 @@ fn route(view: &View, method: &str, path: &str) -> Response {
             status: 200,
             content_type: "application/json",
             body: json::render(view).into_bytes(),
-            allow: false,
+            header: "",
         },
         "/" | "/index.html" => Response {
             status: 200,
             content_type: "text/html; charset=utf-8",
             body: STATUS_PAGE.as_bytes().to_vec(),
-            allow: false,
+            header: "",
         },
         _ => Response::text(404, "not found: try /, /metrics, /healthz or /stats.json\n"),
     }
@@ -145,51 +179,66 @@ impl Handler for AdminHttp {
     }
 
     fn open(&self, conn: &mut Conn<'_>) -> Session {
-        if !conn.set_timer(DEADLINE, REQUEST_TIMEOUT) {
+        if !conn.set_timer(DEADLINE, REQUEST_TIMEOUT) || !conn.set_timer(JOIN, JOIN_AFTER) {
             log::warn!("{}: admin: no timer for the request deadline", conn.peer_addr());
         }
-        Session::Reading(Vec::new())
+        Session { id: conn.id(), state: State::Reading { buf: Vec::new(), waiting: false } }
     }
 
     fn frame(&self, session: &mut Session, frame: &[u8], conn: &mut Conn<'_>) -> Flow {
-        let Session::Reading(buf) = session else { return Flow::Close };
+        let State::Reading { buf, .. } = &mut session.state else { return Flow::Continue };
         let room = MAX_REQUEST - buf.len();
         buf.extend_from_slice(&frame[..frame.len().min(room)]);
         let Some((response, head_only)) = answer(&self.view, buf) else { return Flow::Continue };
+        conn.cancel_timer(DEADLINE);
+        conn.cancel_timer(JOIN);
+        if !self.settle(session) {
+            // Closed to make room meanwhile: its 429 and close are on their way.
+            return Flow::Continue;
+        }
         if response.status >= 400 && response.status != 404 && response.status != 405 {
             log::info!("{}: admin: {} to a request", conn.peer_addr(), response.status);
         }
         conn.send(&response.encode(head_only));
-        conn.cancel_timer(DEADLINE);
-        *session = Session::Answered;
         Flow::Close
     }
 
     fn eof(&self, session: &mut Session, conn: &mut Conn<'_>) {
-        if let Session::Reading(buf) = session {
+        if let State::Reading { buf, .. } = &session.state {
             if !buf.is_empty() {
                 log::info!("{}: admin: the client ended an incomplete request", conn.peer_addr());
             }
         }
     }
 
-    fn timer(&self, session: &mut Session, _id: u64, conn: &mut Conn<'_>) -> Flow {
-        if let Session::Reading(_) = session {
-            log::info!("{}: admin: no whole request within {REQUEST_TIMEOUT:?}; 408", conn.peer_addr());
-            conn.send(&Response::text(408, "request timeout\n").encode(false));
-            *session = Session::Answered;
+    fn timer(&self, session: &mut Session, id: u64, conn: &mut Conn<'_>) -> Flow {
+        let State::Reading { waiting, .. } = &mut session.state else { return Flow::Close };
+        if id == JOIN {
+            // Still no whole request: it takes a waiting place now.
+            *waiting = true;
+            if let Some(evicted) = self.view.admission.admit(session.id, conn.peer_addr(), conn.handle()) {
+                let _ = evicted.send(Response::busy("closed to make room").encode(false));
+                evicted.close();
+            }
+            return Flow::Continue;
         }
+        if !self.settle(session) {
+            return Flow::Continue;
+        }
+        log::info!("{}: admin: no whole request within {REQUEST_TIMEOUT:?}; 408", conn.peer_addr());
+        conn.send(&Response::text(408, "request timeout\n").encode(false));
         Flow::Close
     }
 
-    fn close(&self, _session: Session, reason: &CloseReason) {
+    fn close(&self, mut session: Session, reason: &CloseReason) {
+        self.settle(&mut session);
         if !reason.is_normal() {
             log::debug!("admin connection closed: {reason}");
         }
     }
 
     fn busy_reply(&self) -> Vec<u8> {
-        Response::text(503, "admin endpoint busy\n").encode(false)
+        Response::busy("too many connections").encode(false)
     }
 }
 

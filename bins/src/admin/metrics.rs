@@ -125,6 +125,18 @@ pub(crate) fn render(view: &View) -> String {
         Gauge,
         w.iter().map(|w| w.queued_bytes as u64),
     );
+    f.one(
+        "switchboard_admin_waiting",
+        "Connections to this admin endpoint waiting for their request.",
+        Gauge,
+        view.admission.waiting(),
+    );
+    f.one(
+        "switchboard_admin_evicted_total",
+        "Admin connections closed with 429 to make room for newer ones (per-address share, waiting limit).",
+        Counter,
+        view.admission.evicted(),
+    );
     for source in &view.extra {
         for m in source() {
             f.one(m.name, m.help, m.kind, m.value);

@@ -10,6 +10,16 @@
 //! other methods get 405, other paths 404. A request is read whole within
 //! [`REQUEST_TIMEOUT`] and [`MAX_REQUEST`] bytes, then answered and closed.
 //!
+//! Sockets that hold the endpoint without asking anything cannot make a
+//! health check fail: a request sent at once is answered at once; a
+//! connection silent past [`JOIN_AFTER`] takes one of [`MAX_WAITING`]
+//! places, [`PER_ADDRESS`] per client address, from the oldest waiting
+//! connection of its address or of the address holding the most (which
+//! gets `429`). Busy is `429`, never the `503` of draining.
+//! [`Admin::start_proxied`] expects a PROXY protocol header first, as
+//! behind a load balancer's `send-proxy`; the address it names is the one
+//! counted.
+//!
 //! ```no_run
 //! use switchboard::{handler_fn, Flow, Framing, Server};
 //! use switchboard_bins::admin::{Admin, View};
@@ -26,6 +36,7 @@
 //! # Ok::<(), switchboard::StartError>(())
 //! ```
 
+mod admission;
 mod history;
 mod http;
 mod json;
@@ -42,20 +53,26 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::Sender;
 use switchboard::{Server, ShutdownHandle, StartError, StatsHandle};
 
+use crate::printer::Printer;
+
+pub use admission::{JOIN_AFTER, MAX_WAITING, PER_ADDRESS};
 pub use history::{History, Point};
 pub use shared::Shared;
 pub use ticker::{stats_line, StatsTicker};
 
-/// Connections the admin endpoint serves at once; past it a client gets
-/// `503` and is closed.
-pub const MAX_CONNECTIONS: usize = 32;
+/// Connections the admin endpoint holds at once (waiting for their request,
+/// new, or being answered or turned away and closing); past it a client
+/// gets `429` and is closed. Twice [`MAX_WAITING`]: room for the ones that
+/// hold no waiting place.
+pub const MAX_CONNECTIONS: usize = 2 * MAX_WAITING;
 
 /// The largest request (request line and headers) the admin endpoint reads;
 /// a longer one gets `431`.
 pub const MAX_REQUEST: usize = 8 << 10;
 
-/// How long a client has to send its whole request; past it, `408`.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client has to send its whole request (and, with
+/// [`Admin::start_proxied`], its PROXY header); past it, `408`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether a figure only grows (a counter) or goes up and down (a gauge).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +111,7 @@ pub struct View {
     started_unix: u64,
     extra: Vec<Source>,
     history: History,
+    admission: admission::Admission,
 }
 
 impl fmt::Debug for View {
@@ -114,6 +132,7 @@ impl View {
             started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             extra: Vec::new(),
             history: History::new(history::KEEP),
+            admission: admission::Admission::default(),
         }
     }
 
@@ -149,6 +168,19 @@ impl Admin {
     /// [`MAX_CONNECTIONS`] connections at most, and a thread that samples
     /// the history once a second.
     pub fn start(addr: &str, view: View) -> Result<Admin, StartError> {
+        Admin::launch(addr, view, false)
+    }
+
+    /// [`Admin::start`] for a port behind a load balancer that sends the
+    /// PROXY protocol (v1 or v2) first on each connection: the client it
+    /// names is the one logged and counted against [`PER_ADDRESS`]; a
+    /// connection without a valid header within [`REQUEST_TIMEOUT`] is
+    /// closed.
+    pub fn start_proxied(addr: &str, view: View) -> Result<Admin, StartError> {
+        Admin::launch(addr, view, true)
+    }
+
+    fn launch(addr: &str, view: View, proxy_protocol: bool) -> Result<Admin, StartError> {
         let view = Arc::new(view);
         view.history.sample(&view.stats);
         let server = Server::builder()
@@ -157,8 +189,11 @@ impl Admin {
             .idle_timeout(REQUEST_TIMEOUT * 2)
             .grace(Duration::from_secs(1))
             .quiet_period(Duration::from_millis(100))
+            .linger(Duration::from_millis(500))
             .max_outbound(1 << 20)
             .max_outbound_total(MAX_CONNECTIONS << 20)
+            .proxy_protocol(proxy_protocol)
+            .handshake_timeout(REQUEST_TIMEOUT)
             .start(addr, http::AdminHttp::new(Arc::clone(&view)))?;
         let addr = server.local_addr();
         let (tx, rx) = crossbeam_channel::bounded::<()>(0);
@@ -202,12 +237,14 @@ impl Drop for Admin {
     }
 }
 
-/// What `switchboard-server` was asked to show: `--admin ADDR` and
-/// `--stats-every DURATION`.
+/// What `switchboard-server` was asked to show: `--admin ADDR`
+/// (`--admin-proxy-protocol`) and `--stats-every DURATION`.
 #[derive(Debug, Clone, Default)]
 pub struct Observe {
     /// Where to serve the admin endpoint, if anywhere.
     pub admin: Option<String>,
+    /// Whether the admin endpoint expects a PROXY protocol header first.
+    pub admin_proxy_protocol: bool,
     /// How often to print a line of figures, if at all.
     pub stats_every: Option<Duration>,
 }
@@ -248,24 +285,25 @@ impl Observing {
     }
 
     /// Starts what was asked for on `server`; prints `admin on http://ADDR/`
-    /// on stdout once the endpoint listens.
-    pub fn start(self, server: &Server) -> std::io::Result<Watch> {
+    /// to `out` once the endpoint listens, and the stats lines.
+    pub fn start(self, server: &Server, out: &Printer) -> std::io::Result<Watch> {
         let admin = match &self.observe.admin {
             None => None,
             Some(addr) => {
                 let view = self.sources.into_iter().fold(View::new(server, &self.handler), View::source);
-                let admin =
-                    Admin::start(addr, view).map_err(|e| std::io::Error::other(format!("admin: {e}")))?;
-                let mut out = std::io::stdout().lock();
-                use std::io::Write;
-                writeln!(out, "admin on http://{}/", admin.local_addr())?;
-                out.flush()?;
+                let admin = if self.observe.admin_proxy_protocol {
+                    Admin::start_proxied(addr, view)
+                } else {
+                    Admin::start(addr, view)
+                };
+                let admin = admin.map_err(|e| std::io::Error::other(format!("admin: {e}")))?;
+                out.line(format_args!("admin on http://{}/", admin.local_addr()));
                 Some(admin)
             }
         };
         let ticker = match self.observe.stats_every {
             None => None,
-            Some(every) => Some(StatsTicker::start(server.stats_handle(), every)?),
+            Some(every) => Some(StatsTicker::start(server.stats_handle(), every, out.clone())?),
         };
         Ok(Watch { admin, ticker })
     }

@@ -1,12 +1,13 @@
 //! `switchboard-server --stats-every DURATION`: one line of figures on
 //! stdout per period.
 
-use std::io::Write;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use switchboard::{Stats, StatsHandle};
+
+use crate::printer::Printer;
 
 /// The line for the period from `before` to `now`, `secs` long: totals, and
 /// rates over the period.
@@ -43,8 +44,8 @@ pub fn stats_line(before: &Stats, now: &Stats, secs: f64) -> String {
     )
 }
 
-/// A thread printing [`stats_line`] on stdout every period; stops when
-/// dropped.
+/// A thread printing [`stats_line`] every period (to stdout's queue: it
+/// never waits on a stdout nobody reads); stops when dropped.
 #[derive(Debug)]
 pub struct StatsTicker {
     stop: Option<Sender<()>>,
@@ -52,8 +53,8 @@ pub struct StatsTicker {
 }
 
 impl StatsTicker {
-    /// Starts printing the figures of `stats` every `every`.
-    pub fn start(stats: StatsHandle, every: Duration) -> std::io::Result<StatsTicker> {
+    /// Starts printing the figures of `stats` to `out` every `every`.
+    pub fn start(stats: StatsHandle, every: Duration, out: Printer) -> std::io::Result<StatsTicker> {
         let (tx, rx) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new().name("stats-every".into()).spawn(move || {
             let mut before = stats.snapshot();
@@ -61,11 +62,7 @@ impl StatsTicker {
             while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
                 let now = stats.snapshot();
                 let line = stats_line(&before, &now, at.elapsed().as_secs_f64());
-                let mut out = std::io::stdout().lock();
-                // A closed stdout stops the lines, not the server.
-                if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-                    return;
-                }
+                out.line(line);
                 (before, at) = (now, Instant::now());
             }
         })?;

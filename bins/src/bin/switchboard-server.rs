@@ -1,23 +1,27 @@
 //! `switchboard-server`: runs one of the built-in handlers.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
 use switchboard::datagram::{DatagramBuilder, DatagramServer};
 use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
 use switchboard_bins::admin::{self, Observe, Observing};
 use switchboard_bins::beside::{console, reserve, Beside};
-use switchboard_bins::cli::{parse_args, parse_duration, parse_size};
+use switchboard_bins::cli::{
+    parse_args, parse_count, parse_duration, parse_positive_duration, parse_positive_size, parse_size,
+    parse_spin, parse_workers,
+};
+use switchboard_bins::printer::Printer;
 use switchboard_handlers::{Chat, Echo, FileGet, Upper};
 
 /// A multithreaded TCP server: pick a handler, and Switchboard runs the
 /// accept loop, the worker pool, the limits and a graceful shutdown
-/// (Ctrl-C or SIGTERM once: drain; twice: stop now).
+/// (Ctrl-C, SIGTERM or SIGHUP once: drain; twice: stop now).
 #[derive(Debug, Parser)]
 #[command(name = "switchboard-server", version)]
 struct Args {
@@ -30,7 +34,7 @@ struct Args {
     listen: String,
 
     /// Worker threads, each an event loop over many connections [default: available cores].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
     workers: Option<usize>,
 
     /// Connections open at once; past it a client gets the handler's busy reply
@@ -42,18 +46,18 @@ struct Args {
     /// max(64, limit/8): 179 under `ulimit -n 256` with 2 workers and 5 open. The
     /// log's first line shows the figures. A value above that default is lowered
     /// to it with a warning.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     max_connections: Option<usize>,
 
     /// After socket events a worker (and the UDP thread) polls again without
     /// sleeping for this long before it parks (at most 10ms; 0: park at once).
     /// Saves wake-ups of request-response loads on dedicated cores, at the cost
     /// of CPU while idle.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_spin, default_value = "0s")]
     spin: Duration,
 
     /// Close a connection after this long with no bytes either way (e.g. 500ms, 30s, 5m).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration, default_value = "5m")]
     idle_timeout: Duration,
 
     /// On shutdown, how long connections may drain before they are forced closed
@@ -62,7 +66,7 @@ struct Args {
     grace: Duration,
 
     /// The largest frame accepted (chat: a line; file: a request line), e.g. 4096 or 64KiB.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "4096")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_positive_size, default_value = "4096")]
     max_frame: usize,
 
     /// Chat: lines a second each member may send (bursts of twice that); past it
@@ -86,13 +90,13 @@ struct Args {
     /// Bytes that may wait for one reader: a chat member past it is cut off as
     /// too slow. (Echo and upper stop reading from a peer whose replies back up
     /// past 256 KiB, or past this if smaller.)
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1MiB")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_positive_size, default_value = "1MiB")]
     max_outbound: usize,
 
     /// Bytes that may wait for all readers together: past it, the connections
     /// holding more than their share are cut off first, so peers that do not
     /// read cannot exhaust memory. At least --max-outbound.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "256MiB")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_positive_size, default_value = "256MiB")]
     max_outbound_total: usize,
 
     /// The folder the file handler serves; nothing outside it is ever sent.
@@ -102,14 +106,23 @@ struct Args {
     // Observability: the admin endpoint and the periodic figures.
     /// Serve HTTP on this address (e.g. 127.0.0.1:9100): /metrics in the
     /// Prometheus text format, /healthz (200 while running, 503 while
-    /// draining), and a live status page at /. It has its own thread and at
-    /// most 32 connections, apart from the main port.
+    /// draining, 429 when busy), and a live status page at /. It has its own
+    /// thread and at most 64 connections, apart from the main port; at most
+    /// 32 may wait for their request (2s each), 8 per client address, a
+    /// newcomer taking the place of the oldest: silent sockets cannot make
+    /// a health check fail.
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
 
+    /// Expect a PROXY protocol header (v1 or v2) first on every admin
+    /// connection, as a load balancer's health checks with send-proxy send
+    /// it; the address it names is the one logged and counted per address.
+    #[arg(long, requires = "admin")]
+    admin_proxy_protocol: bool,
+
     /// Print one line of figures on stdout every DURATION (e.g. 10s): totals,
     /// and the rates over the period.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     stats_every: Option<Duration>,
 
     // --- UDP and the operator console ---
@@ -121,14 +134,14 @@ struct Args {
 
     /// UDP: a peer (a chat member) not heard from for this long is forgotten
     /// (the chat announces it as left).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5m")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration, default_value = "5m")]
     udp_idle: Duration,
 
     /// Chat: a partial line that has waited this long with no more bytes is
     /// taken as a complete line, for clients that send `hello` with no newline
     /// and wait for the answer (e.g. 200ms). Off by default: a line split
     /// across TCP segments by a slow link would be cut in two.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     accept_unterminated: Option<Duration>,
 
     /// Chat: the person at this terminal is a member of the room: what they
@@ -195,10 +208,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.udp && args.edge.proxy_protocol {
         anyhow::bail!("--udp cannot go with --proxy-protocol (a datagram carries no PROXY header)");
     }
-    if args.accept_unterminated.is_some_and(|d| d.is_zero()) {
-        anyhow::bail!(
-            "--accept-unterminated must be more than 0s (a partial line would be cut at every read)"
-        );
+    if args.max_outbound_total < args.max_outbound {
+        Args::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                format!(
+                    "--max-outbound-total ({} B) must be at least --max-outbound ({} B)",
+                    args.max_outbound_total, args.max_outbound
+                ),
+            )
+            .exit();
     }
     if args.console && args.handler != HandlerName::Chat {
         anyhow::bail!("--console needs --handler chat");
@@ -221,14 +240,19 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.cluster.any() && args.handler != HandlerName::Chat {
         log::warn!("--redis and --accounts are used only by --handler chat; ignoring them");
     }
-    let observe = Observe { admin: args.admin.clone(), stats_every: args.stats_every };
+    let observe = Observe {
+        admin: args.admin.clone(),
+        admin_proxy_protocol: args.admin_proxy_protocol,
+        stats_every: args.stats_every,
+    };
+    let out = Printer::stdout()?;
     // --udp with port 0: a port number free for both TCP and UDP.
     let (listen, reserved) = reserve(&args.listen, args.udp)?;
     match args.handler {
-        HandlerName::Echo => serve(builder, &listen, Echo, observe.named("echo"), |s| {
+        HandlerName::Echo => serve(builder, &listen, &out, Echo, observe.named("echo"), |s| {
             Beside::udp_if(args.udp, s, udp_builder(&args), reserved, Echo)
         }),
-        HandlerName::Upper => serve(builder, &listen, Upper::new(), observe.named("upper"), |s| {
+        HandlerName::Upper => serve(builder, &listen, &out, Upper::new(), observe.named("upper"), |s| {
             Beside::udp_if(args.udp, s, udp_builder(&args), reserved, Upper::new())
         }),
         HandlerName::Chat => {
@@ -244,10 +268,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             };
             let chat = Arc::new(chat);
             let observe = observe.named("chat").source(admin::chat_source(Arc::clone(&chat)));
-            serve(builder, &listen, Arc::clone(&chat), observe, |s| {
+            serve(builder, &listen, &out, Arc::clone(&chat), observe, |s| {
                 let beside = Beside::udp_if(args.udp, s, udp_builder(&args), reserved, Arc::clone(&chat))?;
                 Ok(if args.console {
-                    beside.with_console(console(chat, args.console_nick.clone()))
+                    beside.with_console(console(chat, args.console_nick.clone(), out.clone()))
                 } else {
                     beside
                 })
@@ -261,7 +285,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             let handler = FileGet::new(&root, args.max_frame)?;
             log::info!("serving files under {}", handler.root().display());
             let observe = observe.named("file").source(admin::file_source(handler.meters()));
-            serve(builder, &args.listen, handler, observe, |_| Ok(Beside::none()))
+            serve(builder, &args.listen, &out, handler, observe, |_| Ok(Beside::none()))
         }
     }
 }
@@ -271,9 +295,14 @@ fn udp_builder(args: &Args) -> DatagramBuilder {
     DatagramServer::builder().idle_timeout(args.udp_idle).spin(args.spin)
 }
 
+/// How long, once the server has stopped, the shutdown report and the lines
+/// before it may take to reach a stdout that is not being read.
+const FINISH_OUTPUT: Duration = Duration::from_millis(500);
+
 fn serve<H: Handler>(
     builder: ServerBuilder,
     listen: &str,
+    out: &Printer,
     handler: H,
     observe: Observing,
     beside: impl FnOnce(&Server) -> anyhow::Result<Beside>,
@@ -285,25 +314,29 @@ fn serve<H: Handler>(
     let server = builder.start(listen, handler)?;
     let _ = handle.set(server.shutdown_handle());
     let mut beside = beside(&server)?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {}", server.local_addr())?;
-        beside.announce(&mut out)?;
-    }
-    let watch = observe.start(&server)?;
+    out.line(format_args!("listening on {}", server.local_addr()));
+    beside.announce(out)?;
+    let watch = observe.start(&server, out)?;
     let report = server.wait();
     beside.wait();
     drop(watch);
     // Logged by `wait`; also on stdout, for whoever ran the server (a
-    // closed stdout is no failure: the log has it).
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{report}").and_then(|()| out.flush());
+    // closed or blocked stdout is no failure: the log has it, and the
+    // process exits without waiting for it past FINISH_OUTPUT).
+    out.line(report);
+    if let Err(e) = out.finish(FINISH_OUTPUT) {
+        log::warn!("{e}");
+    }
     Ok(())
 }
 
-/// Ctrl-C / SIGTERM: the first starts a graceful shutdown, the second forces
-/// it (and, should anything hang, exits the process a moment later). Before
-/// the server runs, a signal exits at once.
+/// Ctrl-C / SIGTERM / SIGHUP: the first starts a graceful shutdown, the
+/// second forces it (and, should anything hang, exits the process a moment
+/// later). Before the server runs, a signal exits at once. SIGHUP (the
+/// terminal went away) drains like SIGTERM rather than kill the process
+/// mid-reply; there is nothing to reload. It does so even under `nohup`,
+/// whose ignored SIGHUP the handler replaces: a server meant to outlive its
+/// terminal runs under a service manager or `setsid`.
 fn wire_signals(handle: Arc<OnceLock<ShutdownHandle>>) -> anyhow::Result<()> {
     let signals = Arc::new(AtomicUsize::new(0));
     ctrlc::set_handler(move || {
@@ -313,7 +346,7 @@ fn wire_signals(handle: Arc<OnceLock<ShutdownHandle>>) -> anyhow::Result<()> {
         };
         let n = signals.fetch_add(1, Ordering::AcqRel);
         if n == 0 {
-            log::info!("shutdown signal: draining (send again to stop now)");
+            log::info!("shutdown signal (SIGINT, SIGTERM or SIGHUP): draining (send again to stop now)");
             handle.drain();
         } else {
             log::warn!("second shutdown signal: closing every connection now");
