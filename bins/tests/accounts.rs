@@ -237,11 +237,25 @@ fn guessing_from_other_addresses_never_locks_the_owner_out() {
 fn a_hundred_connections_looping_register_never_keep_a_login_waiting() {
     let dir = temp_dir("accounts");
     let path = dir.path().join("a.redb");
-    let node = ChatNode::start(Path::new(BIN), &["--accounts", path.to_str().unwrap()]);
+    flood_register_and_log_in(ChatNode::start(Path::new(BIN), &["--accounts", path.to_str().unwrap()]));
+}
+
+/// The same with Redis, which the server cannot ask without blocking: every
+/// flood request that passes the address's budget goes through the queue.
+#[test]
+fn a_hundred_connections_looping_register_never_keep_a_login_waiting_with_redis() {
+    let redis = TestRedis::start();
+    flood_register_and_log_in(ChatNode::start(Path::new(BIN), &["--redis", &redis.url()]));
+}
+
+/// 100 connections from one host loop `/register bob ...` on `node` while
+/// bob logs in from another host 5 times: each login is answered within a
+/// second and never busy (the flood may be: its host's share is full).
+fn flood_register_and_log_in(node: ChatNode) {
     let addr = node.addr();
     let (mut user, _) = ChatClient::join_from(addr, host(0, 3));
     user.send("/register bob bobs-password");
-    user.expect("* registered bob");
+    user.expect_answer("* registered bob");
 
     // 100 connections from one host, ten threads of ten, each sending
     // `/register bob ...` and reading the answer, over and over.
@@ -262,9 +276,16 @@ fn a_hundred_connections_looping_register_never_keep_a_login_waiting() {
                     }
                     for c in &mut conns {
                         let a = c.answer();
+                        // Busy: the host's share of the queue is full;
+                        // registrations: those in the queue hold them.
                         assert!(
-                            a == "! name already registered"
-                                || a == "! too many account requests, try again later",
+                            [
+                                "! name already registered",
+                                "! too many account requests, try again later",
+                                "! too many registrations from your address, try again later",
+                                "! server busy, try again",
+                            ]
+                            .contains(&a.as_str()),
                             "{a:?}"
                         );
                         answers.fetch_add(1, Ordering::AcqRel);
@@ -288,10 +309,9 @@ fn a_hundred_connections_looping_register_never_keep_a_login_waiting() {
     for t in flood {
         t.join().unwrap();
     }
-    // The flood reached the account budget of its one host, and nothing more.
-    let log = node.stop().1;
-    assert!(!log.contains("answered busy"), "{log}");
+    // The flood went on past the account budget of its one host.
     assert!(answers.load(Ordering::Acquire) > ACCOUNT_REQUESTS_PER_ADDRESS as usize);
+    drop(node);
 }
 
 #[test]
