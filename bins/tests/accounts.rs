@@ -234,6 +234,49 @@ fn guessing_from_other_addresses_never_locks_the_owner_out() {
 }
 
 #[test]
+fn an_owner_who_logged_in_before_gets_in_while_many_hosts_spend_the_names_budget() {
+    let dir = temp_dir("accounts");
+    let path = dir.path().join("a.redb");
+    let node = ChatNode::start(Path::new(BIN), &["--accounts", path.to_str().unwrap()]);
+    let addr = node.addr();
+    let (mut owner, _) = ChatClient::join_from(addr, host(2, 1));
+    owner.send("/register alice alice-password");
+    owner.expect("* registered alice");
+    owner.send("/login alice alice-password");
+    owner.expect("* you are now alice");
+
+    // 15 hosts guess until refused: together more than the name's budget
+    // over all addresses, so the name's budget, not each host's, stops them.
+    const HOSTS: u32 = 15;
+    const { assert!(HOSTS * LOGIN_FAILURES_PER_NAME_AND_ADDRESS > LOGIN_FAILURES_PER_NAME + 10) };
+    let guessers: Vec<_> = (0..HOSTS as u8)
+        .map(|g| {
+            std::thread::spawn(move || {
+                let (mut c, _) = ChatClient::join_from(addr, host(3, g));
+                let mut wrong = 0;
+                for _ in 0..=LOGIN_FAILURES_PER_NAME_AND_ADDRESS {
+                    c.send("/login alice not-her-password");
+                    match c.answer().as_str() {
+                        "! wrong name or password" => wrong += 1,
+                        "! too many failed logins, try again later" => break,
+                        other => panic!("a guess answered {other:?}"),
+                    }
+                }
+                wrong
+            })
+        })
+        .collect();
+    let wrong: u32 = guessers.into_iter().map(|g| g.join().unwrap()).sum();
+    assert!(wrong < HOSTS * LOGIN_FAILURES_PER_NAME_AND_ADDRESS, "{wrong} wrong passwords checked");
+    assert!(wrong >= LOGIN_FAILURES_PER_NAME, "{wrong} wrong passwords checked");
+
+    // The owner's address logged in before: in at the first try.
+    let (mut again, _) = ChatClient::join_from(addr, host(2, 1));
+    again.send("/login alice alice-password");
+    again.expect_answer("* you are now alice");
+}
+
+#[test]
 fn a_hundred_connections_looping_register_never_keep_a_login_waiting() {
     let dir = temp_dir("accounts");
     let path = dir.path().join("a.redb");
@@ -406,7 +449,8 @@ fn accounts_delete_frees_a_name_in_the_embedded_store() {
     let out = accounts_tool(&["delete", "dora", "--accounts", store]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with(&format!("switchboard-server: account store {store}: ")), "{err}");
+    let want = format!("switchboard-server: account store {store}: in use by another process");
+    assert!(err.starts_with(&want), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     let (status, _) = node.stop();
     assert!(status.success());

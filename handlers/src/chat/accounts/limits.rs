@@ -178,8 +178,8 @@ impl Default for Limiter {
 }
 
 impl Limiter {
-    /// A `/register` of name `key` from `ip`: spends a request and a
-    /// registration, or says why not.
+    /// A `/register` from `ip`: spends a request and a registration, or
+    /// says why not.
     pub(super) fn register(&mut self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
         let ip = address_key(ip);
         if !self.requests.has(&ip, now) {

@@ -109,7 +109,12 @@ impl Embedded {
     /// read and written: a clear error, never a panic, when it cannot.
     pub(crate) fn open(path: &Path) -> Result<Embedded, AccountsError> {
         let what = |e: &dyn fmt::Display| AccountsError(format!("account store {}: {e}", path.display()));
-        let db = Database::create(path).map_err(|e| what(&e))?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                what(&"in use by another process (a running server? stop it first)")
+            }
+            e => what(&e),
+        })?;
         let tx = db.begin_write().map_err(|e| what(&e))?;
         tx.open_table(TABLE).map_err(|e| what(&e))?;
         tx.commit().map_err(|e| what(&e))?;
