@@ -67,7 +67,9 @@ const HELP_ACCOUNTS: &str = "\
 ///   connection stays. Invalid UTF-8 becomes U+FFFD, and so does every
 ///   control and bidi character ([`clean`]) before a line goes anywhere;
 /// - nicks that look alike are one nick: compared after NFKC case folding
-///   and the UTS #39 confusable skeleton;
+///   without combining marks and the UTS #39 confusable skeleton; a nick is
+///   letters and digits that show as themselves (no combining marks, no
+///   default-ignorable code points), `_` or `-`;
 /// - whoever leaves, for whatever reason, is announced as `* NAME left`, or
 ///   `* NAME left (too slow)` when the server cut it off as a slow consumer;
 /// - when the server drains, every member gets `* server shutting down`.
