@@ -503,3 +503,24 @@ fn accounts_delete_frees_a_name_in_redis_while_the_servers_run() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("switchboard-server: Redis at redis://127.0.0.1:1: "), "{err}");
 }
+
+#[test]
+fn an_account_under_an_older_key_in_redis_moves_to_its_key_now() {
+    let redis = TestRedis::start();
+    let a = ChatNode::start(Path::new(BIN), &["--redis", &redis.url()]);
+    let (mut m, _) = a.join();
+    m.send("/register café cafes-password");
+    m.expect_answer("* registered café");
+    // Where the rule before marks were dropped from keys kept it.
+    let old = "switchboard:account:cafe\u{301}";
+    assert_eq!(redis.command(&format!("RENAME switchboard:account:cafe {old}")), "+OK");
+    // As servers before that rule left Redis: without the mark of the rule.
+    assert_eq!(redis.command("DEL switchboard:account-key-rule"), ":1");
+    // A server starting on that Redis moves it back: café logs in.
+    let b = ChatNode::start(Path::new(BIN), &["--redis", &redis.url()]);
+    let (mut m, _) = b.join();
+    m.send("/login CAFE cafes-password");
+    m.expect_answer("* you are now café");
+    assert_eq!(redis.command(&format!("EXISTS {old}")), ":0");
+    assert_eq!(redis.command("EXISTS switchboard:account:cafe"), ":1");
+}

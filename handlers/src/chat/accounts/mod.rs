@@ -85,6 +85,11 @@ impl Accounts {
         room: SharedRoom,
         cluster: Option<ClusterLink>,
     ) -> Result<Accounts, AccountsError> {
+        match store.rekey() {
+            Ok(0) => {}
+            Ok(n) => log::info!("accounts: {n} moved to the keys of the current nick rule"),
+            Err(e) => log::warn!("accounts: cannot move accounts to the current nick rule's keys: {e}"),
+        }
         let mut hashers: Vec<Hasher> = (0..THREADS).map(|_| Hasher::new()).collect();
         let dummy = hashers[0]
             .hash(b"not a password of anyone")

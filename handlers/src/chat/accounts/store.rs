@@ -53,6 +53,11 @@ pub(crate) trait Store: Send + Sync {
     fn registered(&self, key: &str) -> Option<bool>;
     /// Removes the account with that key; the account removed, if any.
     fn delete(&self, key: &str) -> Result<Option<Account>, String>;
+    /// Moves accounts kept under the key of an older nick rule to their
+    /// key now; how many moved. (The embedded store does it as it opens.)
+    fn rekey(&self) -> Result<usize, String> {
+        Ok(0)
+    }
 }
 
 /// Where the accounts are, for [`delete_account`].
@@ -212,6 +217,22 @@ impl Store for Embedded {
     }
 }
 
+/// Moves an account from one key to another unless the other is taken
+/// (KEYS: from, to): 1 moved, 2 taken, 0 gone meanwhile.
+const MOVE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+if redis.call('SETNX', KEYS[2], v) == 1 then redis.call('DEL', KEYS[1]) return 1 end
+return 2";
+
+/// The nick rule the account keys in Redis follow, once a server moved
+/// them: the servers after it skip the scan.
+const KEY_RULE: &str = "switchboard:account-key-rule";
+const KEY_RULE_NOW: &str = "2 (no combining marks)";
+
+/// SCAN calls [`RedisStore::rekey`] makes at most (each of up to 1,000 keys).
+const REKEY_SCANS: usize = 100_000;
+
 /// Accounts in the cluster's Redis (`switchboard:account:KEY`, set with
 /// NX), so an account registered through one server logs in through any.
 /// As durable as that Redis is configured to be (`appendfsync always` for
@@ -266,6 +287,55 @@ impl Store for RedisStore {
 
     fn registered(&self, _key: &str) -> Option<bool> {
         None
+    }
+
+    fn rekey(&self) -> Result<usize, String> {
+        let rule: Option<String> = self.with(|c| redis::cmd("GET").arg(KEY_RULE).query(c))?;
+        if rule.as_deref() == Some(KEY_RULE_NOW) {
+            return Ok(0);
+        }
+        let prefix = account_entry("");
+        let pattern = format!("{prefix}*");
+        let mut entries = Vec::new();
+        let mut cursor = 0u64;
+        for _ in 0..REKEY_SCANS {
+            let (next, batch): (u64, Vec<String>) = self.with(|c| {
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query(c)
+            })?;
+            entries.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        let mut moved = 0;
+        for entry in entries {
+            let Some(old) = entry.strip_prefix(&prefix) else { continue };
+            let json: Option<String> = self.with(|c| redis::cmd("GET").arg(&entry).query(c))?;
+            let Some(account) = json.and_then(|j| serde_json::from_str::<Account>(&j).ok()) else {
+                continue;
+            };
+            let key = nick_key(&normalize_nick(&account.name));
+            if key == old {
+                continue;
+            }
+            let done: u32 = self.with(|c| {
+                redis::cmd("EVAL").arg(MOVE).arg(2).arg(&entry).arg(account_entry(&key)).query(c)
+            })?;
+            match done {
+                1 => {
+                    moved += 1;
+                    log::info!("accounts: {:?} moved to the key of the current nick rule", account.name);
+                }
+                2 => log::warn!(
+                    "accounts: {:?} (key {old:?}) is now the same name as another account; kept apart",
+                    account.name
+                ),
+                _ => {}
+            }
+        }
+        self.with(|c| redis::cmd("SET").arg(KEY_RULE).arg(KEY_RULE_NOW).query::<()>(c))?;
+        Ok(moved)
     }
 
     fn delete(&self, key: &str) -> Result<Option<Account>, String> {
