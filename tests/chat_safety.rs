@@ -56,24 +56,16 @@ fn look_alike_nicks_are_taken() {
         ("ΑΣ", &["ασ", "ας"][..]),
         ("straße", &["STRASSE", "strasse"][..]),
         ("alice", &["\u{430}lice", "ａｌｉｃｅ", "ALİCE", "Alice"][..]),
-        ("zoë", &["zoe\u{308}", "ZOË"][..]),
+        ("zoë", &["zoe\u{308}", "ZOË", "zoe", "Zoe"][..]),
     ] {
         a.send(&format!("/nick {first}"));
         a.expect(&format!("* you are now {first}"));
         let shown = b.line();
         assert!(shown.ends_with(&format!(" is now {first}")), "{shown:?}");
         for other in others {
+            // (Dotted capital I folds to i + U+0307, and marks are no
+            // part of the key: ALİCE is alice.)
             b.send(&format!("/nick {other}"));
-            if *other == "ALİCE" {
-                // Dotted capital I folds to i + U+0307: not alice.
-                let reply = b.line();
-                assert!(reply == "* you are now ALİCE", "{reply:?}");
-                a.line();
-                b.send("/nick guest-2");
-                b.expect("* you are now guest-2");
-                a.expect("* ALİCE is now guest-2");
-                continue;
-            }
             b.expect("! nick taken");
             // /msg reaches the holder by any of its look-alikes.
             b.send(&format!("/msg {other} hello"));

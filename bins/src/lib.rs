@@ -1,6 +1,7 @@
 //! Code shared by the Switchboard binaries: command-line value parsers, the
 //! client, the load generator, and the server's admin endpoint.
 
+pub mod accounts;
 pub mod admin;
 pub mod beside;
 pub mod cli;

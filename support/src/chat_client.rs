@@ -1,9 +1,9 @@
 //! A line-oriented chat member for the tests.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 
-use crate::net::{connect, small_window_client_with};
+use crate::net::{connect, connect_from, small_window_client_with};
 
 /// A chat member: sends lines, reads the server's lines (LF-ended, UTF-8).
 #[derive(Debug)]
@@ -21,6 +21,12 @@ impl ChatClient {
     /// Connects and waits for the welcome; returns the member and its nick.
     pub fn join(addr: SocketAddr) -> (ChatClient, String) {
         ChatClient::welcome(ChatClient::connect(addr))
+    }
+
+    /// As [`join`](ChatClient::join), from the loopback address `source`
+    /// ([`connect_from`](crate::connect_from)).
+    pub fn join_from(addr: SocketAddr, source: IpAddr) -> (ChatClient, String) {
+        ChatClient::welcome(ChatClient::from_stream(connect_from(addr, source)))
     }
 
     /// As [`join`](ChatClient::join), with a receive buffer of `rcvbuf`

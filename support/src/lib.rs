@@ -37,7 +37,7 @@ pub use chat_client::ChatClient;
 pub use chat_node::ChatNode;
 pub use line_echo::LineEcho;
 pub use net::{
-    connect, init_logs, raise_fd_limit, random_bytes, read_end, read_exact, read_line, reset, round_trip,
-    small_window_client, small_window_client_with, start, temp_dir, End, TempDir,
+    connect, connect_from, init_logs, raise_fd_limit, random_bytes, read_end, read_exact, read_line, reset,
+    round_trip, small_window_client, small_window_client_with, start, temp_dir, End, TempDir,
 };
 pub use wait::{wait_stats, wait_until, StatsSource, TIMEOUT};

@@ -1,7 +1,7 @@
 //! Servers in the test process and blocking clients.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,6 +23,20 @@ pub fn init_logs() {
 /// A blocking client with read and write timeouts.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// A blocking client whose socket is bound to `source` (port 0) before it
+/// connects, so the server sees it coming from that address: any of
+/// 127.0.0.0/8 plays another host on loopback.
+pub fn connect_from(addr: SocketAddr, source: IpAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(source, 0).into()).unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    s.connect(&addr.into()).expect("connect");
+    let s: TcpStream = s.into();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     s.set_write_timeout(Some(TIMEOUT)).unwrap();
     s.set_nodelay(true).unwrap();

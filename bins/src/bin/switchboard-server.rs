@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use switchboard::datagram::{DatagramBuilder, DatagramServer};
 use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
 use switchboard_bins::admin::{self, Observe, Observing};
@@ -23,8 +23,12 @@ use switchboard_handlers::{Chat, Echo, FileGet, Upper};
 /// accept loop, the worker pool, the limits and a graceful shutdown
 /// (Ctrl-C, SIGTERM or SIGHUP once: drain; twice: stop now).
 #[derive(Debug, Parser)]
-#[command(name = "switchboard-server", version)]
+#[command(name = "switchboard-server", version, args_conflicts_with_subcommands = true)]
 struct Args {
+    /// Instead of serving: a tool (`switchboard-server accounts delete NAME ...`).
+    #[command(subcommand)]
+    tool: Option<Tool>,
+
     /// The protocol to serve.
     #[arg(long, value_enum, default_value_t = HandlerName::Echo)]
     handler: HandlerName,
@@ -176,9 +180,20 @@ enum HandlerName {
     File,
 }
 
+/// What the server binary does besides serving.
+#[derive(Debug, Subcommand)]
+enum Tool {
+    /// The chat's accounts (--handler chat with --accounts or --redis).
+    #[command(subcommand)]
+    Accounts(switchboard_bins::accounts::AccountsCommand),
+}
+
 fn main() -> ExitCode {
     let args: Args = parse_args();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Some(Tool::Accounts(cmd)) = args.tool {
+        return switchboard_bins::accounts::run(cmd);
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

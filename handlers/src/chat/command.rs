@@ -1,5 +1,7 @@
 //! The chat's input lines: a pure parser, and the nick rule.
 
+use unicode_normalization::char::is_combining_mark;
+
 /// The longest nick, in characters.
 pub(crate) const MAX_NICK: usize = 32;
 
@@ -96,16 +98,38 @@ pub fn parse(line: &str) -> Command<'_> {
 }
 
 /// Whether `name` is a valid nick: 1 to 32 characters, each a letter or a
-/// digit of any script, `_` or `-`.
+/// digit of any script, `_` or `-`. Not a combining mark, even one Unicode
+/// counts as alphabetic (`alice` + U+0345 would show as `alice` with a
+/// mark under it), nor a default-ignorable code point, even one that is a
+/// letter (the Hangul fillers U+115F, U+1160, U+3164, U+FFA0 show as
+/// nothing). A name typed with combining marks is valid once composed
+/// ([`normalize_nick`](super::text::normalize_nick): `e` + U+0301 is `é`).
 pub fn valid_nick(name: &str) -> bool {
     let mut count = 0;
     for c in name.chars() {
         count += 1;
-        if count > MAX_NICK || !(c.is_alphanumeric() || c == '_' || c == '-') {
+        if count > MAX_NICK || !nick_char(c) {
             return false;
         }
     }
     count > 0
+}
+
+/// A letter or digit that shows as itself, `_` or `-`.
+fn nick_char(c: char) -> bool {
+    c == '_' || c == '-' || (c.is_alphanumeric() && !is_combining_mark(c) && !is_default_ignorable(c))
+}
+
+/// Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt,
+/// Unicode 15.1): code points a renderer shows as nothing when it does
+/// not support them.
+pub(crate) fn is_default_ignorable(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{34f}' | '\u{61c}' | '\u{115f}'..='\u{1160}' | '\u{17b4}'..='\u{17b5}'
+        | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}' | '\u{ffa0}'
+        | '\u{fff0}'..='\u{fff8}' | '\u{1bca0}'..='\u{1bca3}' | '\u{1d173}'..='\u{1d17a}'
+        | '\u{e0000}'..='\u{e0fff}')
 }
 
 #[cfg(test)]
@@ -166,6 +190,24 @@ mod tests {
         // 32 characters of several bytes each are fine.
         assert!(valid_nick(&"é".repeat(32)));
         assert!(!valid_nick(&"é".repeat(33)));
+        // Marks Unicode counts as alphabetic (U+0345 is Other_Alphabetic),
+        // other combining marks, and letters that show as nothing.
+        for bad in [
+            "alice\u{345}",
+            "alice\u{301}",
+            "\u{301}",
+            "\u{3164}",
+            "\u{115f}\u{1160}",
+            "a\u{ffa0}b",
+            "bob\u{200b}",
+            "bob\u{ad}",
+            "x\u{e0061}",
+        ] {
+            assert!(!valid_nick(bad), "{bad:?}");
+        }
+        assert!('\u{345}'.is_alphanumeric() && '\u{3164}'.is_alphanumeric(), "why the rule is needed");
+        // Precomposed letters, and the dotted capital I, are letters.
+        assert!(valid_nick("İ") && valid_nick("Ǆ") && valid_nick("ŉ"));
     }
 
     #[test]

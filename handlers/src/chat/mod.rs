@@ -12,6 +12,7 @@ mod text;
 mod udp;
 mod unterminated;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,8 +29,9 @@ pub use text::{clean, is_unsafe};
 pub use udp::{UdpChatPeer, MAX_CHAT_DATAGRAM};
 // Cluster (--redis) and accounts (--accounts).
 pub use accounts::{
-    AccountsError, ADDRESS_REFILL, LOGIN_FAILURES_PER_ADDRESS, LOGIN_FAILURES_PER_NAME, MIN_PASSWORD,
-    NAME_REFILL,
+    delete_account, AccountStore, AccountsError, ACCOUNT_REQUESTS_PER_ADDRESS, ADDRESS_REFILL,
+    LOGIN_FAILURES_PER_ADDRESS, LOGIN_FAILURES_PER_NAME, LOGIN_FAILURES_PER_NAME_AND_ADDRESS, MIN_PASSWORD,
+    NAME_AND_ADDRESS_REFILL, NAME_REFILL, REGISTRATIONS_PER_ADDRESS, REGISTRATION_REFILL, REQUEST_REFILL,
 };
 pub use cluster::{ClusterConfig, ClusterError, DEFAULT_LEASE, DEFAULT_QUEUE};
 
@@ -65,7 +67,9 @@ const HELP_ACCOUNTS: &str = "\
 ///   connection stays. Invalid UTF-8 becomes U+FFFD, and so does every
 ///   control and bidi character ([`clean`]) before a line goes anywhere;
 /// - nicks that look alike are one nick: compared after NFKC case folding
-///   and the UTS #39 confusable skeleton;
+///   without combining marks and the UTS #39 confusable skeleton; a nick is
+///   letters and digits that show as themselves (no combining marks, no
+///   default-ignorable code points), `_` or `-`;
 /// - whoever leaves, for whatever reason, is announced as `* NAME left`, or
 ///   `* NAME left (too slow)` when the server cut it off as a slow consumer;
 /// - when the server drains, every member gets `* server shutting down`.
@@ -388,9 +392,15 @@ impl Handler for Chat {
             return flow;
         }
         self.spend(session, conn);
+        let lossy = String::from_utf8_lossy(line);
+        // A password is hashed as the bytes sent: an account command is
+        // parsed before cleaning (which would make any two controls one).
+        if let cmd @ (Command::Register { .. } | Command::Login { .. }) = parse(&lossy) {
+            self.account_command(cmd, matches!(lossy, Cow::Owned(_)), conn);
+            return Flow::Continue;
+        }
         // Nothing a terminal would act on goes further, whatever the line
         // turns out to be (text, a /msg, a name echoed in an error).
-        let lossy = String::from_utf8_lossy(line);
         let text = clean(&lossy);
         let id = session.id;
         match parse(&text) {
@@ -468,14 +478,9 @@ impl Handler for Chat {
                     conn.send(HELP_ACCOUNTS.as_bytes());
                 }
             }
-            Command::Register { name, password } => match &self.accounts {
-                Some(a) => a.register(name, password, conn),
-                None => reply(conn, "! accounts are not enabled on this server"),
-            },
-            Command::Login { name, password } => match &self.accounts {
-                Some(a) => a.login(name, password, conn),
-                None => reply(conn, "! accounts are not enabled on this server"),
-            },
+            cmd @ (Command::Register { .. } | Command::Login { .. }) => {
+                self.account_command(cmd, matches!(lossy, Cow::Owned(_)), conn)
+            }
             Command::AccountUsage(word) => reply(conn, &format!("! usage: {word} NAME PASSWORD")),
             Command::Quit => {
                 reply(conn, "* bye");
@@ -540,6 +545,23 @@ impl Handler for Chat {
 }
 
 impl Chat {
+    /// `/register` or `/login`, its password as sent; `lossy`: the line
+    /// was not UTF-8 (a password must be: refused rather than hashed as
+    /// U+FFFD, which any other invalid bytes would match).
+    fn account_command(&self, cmd: Command<'_>, lossy: bool, conn: &mut Conn<'_>) {
+        let Some(accounts) = &self.accounts else {
+            return reply(conn, "! accounts are not enabled on this server");
+        };
+        if lossy {
+            return reply(conn, "! a name or password must be UTF-8");
+        }
+        match cmd {
+            Command::Register { name, password } => accounts.register(name, password, conn),
+            Command::Login { name, password } => accounts.login(name, password, conn),
+            _ => {}
+        }
+    }
+
     /// `/nick` when accounts or the cluster have a say: refuses a nick an
     /// account owns (to anyone not logged in as it), and in a cluster hands
     /// the claim to the bridge (the reply comes from there). Returns

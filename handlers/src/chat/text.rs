@@ -10,12 +10,14 @@
 //! - [`nick_key`]: the identity of a nick, so that names a reader cannot
 //!   tell apart are one name: full Unicode case folding with compatibility
 //!   normalisation (NFKC_Casefold: `ΑΣ`/`ασ`, `straße`/`STRASSE`,
-//!   fullwidth `ａｌｉｃｅ`/`alice`), then the UTS #39 confusable skeleton
+//!   fullwidth `ａｌｉｃｅ`/`alice`) with combining marks dropped
+//!   (`İ`/`I`, `café`/`cafe`), then the UTS #39 confusable skeleton
 //!   (Cyrillic `аlice`/Latin `alice`).
 
 use std::borrow::Cow;
 
 use caseless::Caseless;
+use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 use unicode_security::confusable_detection::skeleton;
 
@@ -49,7 +51,8 @@ pub(crate) fn normalize_nick(name: &str) -> String {
 /// The key two nicks are compared by: equal keys are the same nick. Full
 /// case folding with NFKC (`caseless`'s compatibility caseless match,
 /// which folds `ß` to `ss` and fullwidth to ASCII), then the UTS #39
-/// skeleton, which maps look-alikes of other scripts to one prototype.
+/// skeleton, which maps look-alikes of other scripts to one prototype;
+/// combining marks are dropped from both.
 pub(crate) fn nick_key(nick: &str) -> String {
     let skel: String = skeleton(&fold(nick)).collect();
     // Some of the skeleton's prototypes are upper case: fold once more so
@@ -57,9 +60,21 @@ pub(crate) fn nick_key(nick: &str) -> String {
     fold(&skel)
 }
 
-/// Unicode's compatibility caseless form: NFKD(fold(NFKD(fold(NFD(s))))).
+/// Unicode's compatibility caseless form: NFKD(fold(NFKD(fold(NFD(s))))),
+/// without combining marks: a mark tells no two names apart for a reader
+/// who does not look closely (`İ` folds to `i` + U+0307, `café` to
+/// `cafe` + U+0301).
 fn fold(s: &str) -> String {
-    s.chars().nfd().default_case_fold().nfkd().default_case_fold().nfkd().collect()
+    // Marks go before folding too: some fold to letters (U+0345 to ι).
+    s.chars()
+        .nfd()
+        .filter(|&c| !is_combining_mark(c))
+        .default_case_fold()
+        .nfkd()
+        .default_case_fold()
+        .nfkd()
+        .filter(|&c| !is_combining_mark(c))
+        .collect()
 }
 
 #[cfg(test)]
@@ -96,6 +111,12 @@ mod tests {
             ("\u{430}lice", "ａｌｉｃｅ"),
             ("café", "cafe\u{301}"),
             ("paypal", "pаypаl"),
+            // Marks are no part of the key.
+            ("İ", "I"),
+            ("İstanbul", "istanbul"),
+            ("alice", "alice\u{345}"),
+            ("café", "cafe"),
+            ("Zoë", "zoe"),
         ];
         for (a, b) in same {
             assert_eq!(nick_key(a), nick_key(b), "{a} / {b}");
