@@ -1,6 +1,7 @@
 //! The handler API's control of a connection: pauses from any callback,
-//! deferred replies in request order, timers, refusing in `open`, the
-//! server-wide outbound budget, and the socket-free harness.
+//! deferred replies in request order, timeouts that never lose a promised
+//! reply, timers, refusing in `open`, the server-wide outbound budget, and
+//! the socket-free harness.
 
 use std::io::{BufReader, Read, Write};
 use std::sync::Arc;
@@ -332,4 +333,125 @@ fn has_deferred_holds_until_the_deferred_replies_have_reached_the_queue() {
     assert_eq!(h.output(), b"outstanding=true\ndeferred\n");
     h.input(b"plain\n");
     assert_eq!(h.output(), b"outstanding=false\n");
+}
+
+/// Every line is a job done on another thread in `work` and answered in
+/// upper case through a deferred reply; `pause` pauses reading for `pause`
+/// and is answered at once. Close reasons are sent to `closed`.
+struct Jobs {
+    work: Duration,
+    pause: Duration,
+    closed: Sender<String>,
+}
+
+impl Handler for Jobs {
+    type Session = ();
+    fn framing(&self) -> Framing {
+        Framing::lines(64)
+    }
+    fn open(&self, _: &mut Conn<'_>) {}
+    fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        if line == b"pause" {
+            conn.pause_reading(self.pause);
+            conn.send(b"paused\n");
+            return Flow::Continue;
+        }
+        let reply = conn.defer();
+        let (work, mut answer) = (self.work, line.to_ascii_uppercase());
+        answer.push(b'\n');
+        std::thread::spawn(move || {
+            // The job: a fixed time of work, as a database query would take.
+            std::thread::sleep(work);
+            let _ = reply.send(answer);
+        });
+        Flow::Continue
+    }
+    fn close(&self, _: (), reason: &CloseReason) {
+        let _ = self.closed.send(format!("{reason:?}"));
+    }
+}
+
+fn jobs(builder: switchboard::ServerBuilder, work: Duration, pause: Duration) -> (Server, Receiver<String>) {
+    let (closed, closed_rx) = crossbeam_channel::unbounded();
+    (start(builder.workers(1), Jobs { work, pause, closed }), closed_rx)
+}
+
+#[test]
+fn pipelined_frames_behind_a_job_longer_than_the_frame_timeout_are_all_answered() {
+    // The reproduction: a 1 s frame timeout, 1.5 s jobs, three requests in
+    // one write. The two frames held behind the first job are complete: the
+    // frame timeout used to count them as a slow sender's partial frame and
+    // close the connection with zero bytes sent, the job's reply lost.
+    let builder =
+        Server::builder().frame_timeout(Duration::from_secs(1)).idle_timeout(Duration::from_secs(60));
+    let (server, closed) = jobs(builder, Duration::from_millis(1500), Duration::ZERO);
+    let mut s = connect(server.local_addr());
+    s.write_all(b"a\nb\nc\n").unwrap();
+    assert_eq!(read_exact(&mut s, 6), b"A\nB\nC\n");
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_end(&mut s), End::Eof);
+    assert_eq!(closed.recv_timeout(TIMEOUT).unwrap(), "PeerClosed");
+    let stats = server.stats();
+    assert_eq!((stats.timed_out, stats.frames), (0, 3), "{stats}");
+}
+
+#[test]
+fn the_idle_timeout_waits_for_an_outstanding_deferred_reply() {
+    // The peer sends one request and waits: the server, not the peer, is
+    // busy for twice the idle timeout.
+    let idle = Duration::from_millis(400);
+    let builder = Server::builder().idle_timeout(idle).frame_timeout(Duration::from_secs(60));
+    let (server, closed) = jobs(builder, idle * 2, Duration::ZERO);
+    let mut s = connect(server.local_addr());
+    let asked = Instant::now();
+    s.write_all(b"q\n").unwrap();
+    assert_eq!(read_exact(&mut s, 2), b"Q\n");
+    assert!(asked.elapsed() >= idle * 2, "answered after {:?}, before the job was done", asked.elapsed());
+    // Then the idle timeout counts from the reply: a quiet peer is closed.
+    assert_eq!(read_end(&mut s), End::Eof);
+    assert_eq!(closed.recv_timeout(TIMEOUT).unwrap(), "IdleTimeout");
+    assert!(
+        asked.elapsed() >= idle * 3,
+        "closed {:?} after the request, inside the idle time",
+        asked.elapsed()
+    );
+    assert_eq!(server.stats().timed_out, 1);
+}
+
+#[test]
+fn frames_held_by_a_pause_outlast_the_frame_and_idle_timeouts() {
+    // A pause three times the idle timeout and six times the frame
+    // timeout, with two whole frames read and held behind it.
+    let (frame, idle, pause) =
+        (Duration::from_millis(200), Duration::from_millis(400), Duration::from_millis(1200));
+    let builder = Server::builder().idle_timeout(idle).frame_timeout(frame);
+    let (server, closed) = jobs(builder, Duration::ZERO, pause);
+    let mut s = connect(server.local_addr());
+    let asked = Instant::now();
+    s.write_all(b"pause\nx\ny\n").unwrap();
+    assert_eq!(read_exact(&mut s, 7), b"paused\n");
+    assert_eq!(read_exact(&mut s, 4), b"X\nY\n");
+    assert!(asked.elapsed() >= pause, "answered after {:?}, inside the pause", asked.elapsed());
+    assert_eq!(server.stats().timed_out, 0);
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_end(&mut s), End::Eof);
+    assert_eq!(closed.recv_timeout(TIMEOUT).unwrap(), "PeerClosed");
+}
+
+#[test]
+fn an_incomplete_frame_behind_a_deferred_reply_times_out_only_after_the_reply() {
+    // A whole request and half of the next: the half is a slow sender's
+    // once the reply is out, and the frame timeout counts from then.
+    let frame = Duration::from_millis(300);
+    let work = Duration::from_millis(600);
+    let builder = Server::builder().frame_timeout(frame).idle_timeout(Duration::from_secs(60));
+    let (server, closed) = jobs(builder, work, Duration::ZERO);
+    let mut s = connect(server.local_addr());
+    let asked = Instant::now();
+    s.write_all(b"job\nhal").unwrap();
+    assert_eq!(read_exact(&mut s, 4), b"JOB\n");
+    assert!(matches!(read_end(&mut s), End::Eof | End::Reset));
+    assert_eq!(closed.recv_timeout(TIMEOUT).unwrap(), "FrameTimeout");
+    assert!(asked.elapsed() >= work + frame, "closed {:?} after the request", asked.elapsed());
+    assert_eq!(server.stats().timed_out, 1);
 }

@@ -396,7 +396,8 @@ impl Conn<'_> {
     /// Stops reading from the peer for `d` (frames already read wait too):
     /// a lossless way to rate-limit a sender, since TCP then slows it down.
     /// A later call extends the pause, never shortens it. Works from any
-    /// callback, [`open`](crate::Handler::open) included.
+    /// callback, [`open`](crate::Handler::open) included. Neither the idle
+    /// timeout nor the frame timeout runs while the pause lasts.
     pub fn pause_reading(&mut self, d: Duration) {
         let until = crate::clock::after(Instant::now(), d);
         if self.ctl.paused_until.is_none_or(|t| t < until) {
@@ -445,7 +446,10 @@ impl Conn<'_> {
     /// connection's later frames wait (so replies always leave in request
     /// order), and a graceful close (EOF from the peer,
     /// [`Flow::Close`](crate::Flow::Close), the quiet rule of a drain) waits
-    /// for it; the idle timeout, errors and a forced shutdown do not.
+    /// for it. The timeouts do not lose it: the idle timeout does not run
+    /// while it is outstanding (it counts from its release), and frames held
+    /// behind it are not an incomplete frame for the frame timeout. Errors
+    /// and a forced shutdown do not wait.
     /// Replies sent through it leave after everything queued before.
     pub fn defer(&self) -> Deferred {
         self.shared.deferred.fetch_add(1, Ordering::AcqRel);

@@ -19,7 +19,7 @@ use slotmap::{Key, KeyData, SlotMap};
 
 use crate::clock;
 use crate::conn::{ConnShared, Pending};
-use crate::connection::{ConnKey, Connection, Due, Timeouts, Writing};
+use crate::connection::{ConnKey, Connection, Due, Stopped, Timeouts, Writing};
 use crate::cpu::IdleCpu;
 use crate::framing::{Decoder, Step};
 use crate::handler::{CloseReason, Flow, Handler};
@@ -341,6 +341,7 @@ impl<H: Handler> Worker<H> {
                     }
                     c.ctl.pause_scheduled = None;
                     c.ctl.paused_until = None;
+                    c.end_wait(self.now);
                     self.wake_reading(key);
                 }
                 Wake::Timer(id) => {
@@ -515,6 +516,7 @@ impl<H: Handler> Worker<H> {
             Pending::Release => {
                 if c.shared.deferred.fetch_sub(1, Ordering::AcqRel) == 1 {
                     // The last one: the frames that waited for it go on.
+                    c.end_wait(self.now);
                     self.wake_reading(key);
                 }
                 self.dirty.push(key);
@@ -817,13 +819,17 @@ impl<H: Handler> Worker<H> {
         let high_water = self.shared.config.high_water;
         let mut pos = 0;
         let mut completed = false;
+        let mut stopped = Stopped::Held;
         let mut outcome = Outcome::Continue;
         while c.takes_frames() && !c.ctl.close {
             let step = c.decoder.next(&input[pos..]);
             let (session, mut conn) = c.parts(&self.shared.stats.workers[self.index].queued, self.draining);
             let Some(session) = session else { break };
             match step {
-                Step::Incomplete => break,
+                Step::Incomplete => {
+                    stopped = Stopped::NeedsInput;
+                    break;
+                }
                 Step::Skip(used) => pos += used,
                 Step::Frame(frame, used) => {
                     pos += used;
@@ -852,7 +858,7 @@ impl<H: Handler> Worker<H> {
         } else if pos < input.len() {
             c.tail = input[pos..].to_vec();
         }
-        c.track_partial(completed, self.now);
+        c.track_partial(stopped, completed, self.now);
         self.settle(key, outcome)
     }
 
@@ -975,6 +981,7 @@ impl<H: Handler> Worker<H> {
                     self.finish(key, reason.unwrap_or(CloseReason::PeerClosed));
                 }
                 Due::Drain => self.begin_close(key, CloseReason::Drained),
+                Due::Close(reason) => self.begin_close(key, reason),
                 Due::CloseNow(reason) => self.finish(key, reason),
             }
         }
