@@ -18,7 +18,7 @@ impl Handler for Reverse {
     fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
         let mut reply: String = String::from_utf8_lossy(line).chars().rev().collect();
         reply.push('\n');
-        conn.send(reply.as_bytes());
+        conn.send(&reply);
         Flow::Continue
     }
 }

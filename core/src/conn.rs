@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 use crate::connection::{ConnKey, Control};
 use crate::mailbox::{Mail, Mailbox, Route, To};
-use crate::message::Message;
+use crate::message::{Message, Payload};
 use crate::outbound::Outbound;
 use crate::stats::{bump, Counters};
 
@@ -230,14 +230,17 @@ impl ConnHandle {
         self.shared.closed.load(Ordering::Acquire)
     }
 
-    /// Queues `msg` for the connection without waiting. See the type's docs
-    /// for the budget; a message larger than the whole budget is never sent.
-    pub fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
+    /// Queues `msg` for the connection without waiting: anything a
+    /// [`Payload`] is made from (`&[u8]`, `b"…"`, `&str`, `String`,
+    /// `Vec<u8>`, [`Message`]; borrowed bytes are copied once). See the
+    /// type's docs for the budget; a message larger than the whole budget is
+    /// never sent.
+    pub fn send<'a>(&self, msg: impl Into<Payload<'a>>) -> Result<(), SendError> {
         let s = &*self.shared;
         if s.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        let msg = msg.into();
+        let msg = msg.into().into_message();
         let len = msg.len();
         let before = s.add_queued(len);
         if s.over_budget(before, len) {
@@ -336,15 +339,24 @@ impl Conn<'_> {
         self.shared.peer
     }
 
-    /// Queues a copy of `data`.
-    pub fn send(&mut self, data: &[u8]) {
-        if !data.is_empty() {
-            self.shared.add_queued(data.len());
-            self.out.push_bytes(data, self.held);
+    /// Queues `data`: anything a [`Payload`] is made from, as
+    /// [`ConnHandle::send`] and [`Deferred::send`] take. Borrowed bytes
+    /// (`&[u8]`, `b"…"`, `&str`) are copied into the connection's queue, with
+    /// no allocation of their own; a [`Message`] is queued without copying.
+    pub fn send<'a>(&mut self, data: impl Into<Payload<'a>>) {
+        match data.into() {
+            Payload::Borrowed(data) => {
+                if !data.is_empty() {
+                    self.shared.add_queued(data.len());
+                    self.out.push_bytes(data, self.held);
+                }
+            }
+            Payload::Shared(msg) => self.send_message(msg),
         }
     }
 
-    /// Queues a shared message without copying it.
+    /// Queues a shared message without copying it (as [`send`](Conn::send)
+    /// does with a [`Message`]).
     pub fn send_message(&mut self, msg: impl Into<Message>) {
         let msg = msg.into();
         if !msg.is_empty() {
@@ -466,7 +478,7 @@ pub struct Deferred {
 
 impl Deferred {
     /// Queues `msg`, as [`ConnHandle::send`] does.
-    pub fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
+    pub fn send<'a>(&self, msg: impl Into<Payload<'a>>) -> Result<(), SendError> {
         self.handle.send(msg)
     }
 

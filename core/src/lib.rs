@@ -22,7 +22,7 @@
 //!     fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
 //!         let mut reply: String = String::from_utf8_lossy(line).chars().rev().collect();
 //!         reply.push('\n');
-//!         conn.send(reply.as_bytes());
+//!         conn.send(&reply);
 //!         Flow::Continue
 //!     }
 //! }
@@ -67,7 +67,7 @@ pub use err::StartError;
 pub use framing::{Decoder, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
 pub use harness::Harness;
-pub use message::Message;
+pub use message::{Message, Payload};
 /// The rustls version the server speaks, to build a
 /// [`ServerConfig`](rustls::ServerConfig) for [`ServerBuilder::tls`].
 pub use rustls;

@@ -159,7 +159,7 @@ impl Handler for AdminHttp {
         if response.status >= 400 && response.status != 404 && response.status != 405 {
             log::info!("{}: admin: {} to a request", conn.peer_addr(), response.status);
         }
-        conn.send(&response.encode(head_only));
+        conn.send(response.encode(head_only).as_slice());
         conn.cancel_timer(DEADLINE);
         *session = Session::Answered;
         Flow::Close
@@ -176,7 +176,7 @@ impl Handler for AdminHttp {
     fn timer(&self, session: &mut Session, _id: u64, conn: &mut Conn<'_>) -> Flow {
         if let Session::Reading(_) = session {
             log::info!("{}: admin: no whole request within {REQUEST_TIMEOUT:?}; 408", conn.peer_addr());
-            conn.send(&Response::text(408, "request timeout\n").encode(false));
+            conn.send(Response::text(408, "request timeout\n").encode(false).as_slice());
             *session = Session::Answered;
         }
         Flow::Close

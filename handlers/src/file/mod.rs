@@ -214,11 +214,11 @@ impl FileGet {
                 Ok(None) => return Some(Request::Get(name)),
                 Err(reason) => {
                     log::debug!("{}: file: get {name:?}: {reason}", conn.peer_addr());
-                    conn.send(&encode(&Header::error(&name, reason)));
+                    conn.send(encode(&Header::error(&name, reason)).as_slice());
                 }
             },
             Request::List => return Some(Request::List),
-            Request::Bad(text) => conn.send(&encode(&Header::error(&text, Reason::BadRequest))),
+            Request::Bad(text) => conn.send(encode(&Header::error(&text, Reason::BadRequest)).as_slice()),
         }
         None
     }
