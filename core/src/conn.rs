@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::connection::{ConnKey, Control};
+use crate::framing::{EncodeError, Framing};
 use crate::mailbox::{Mail, Mailbox, Route, To};
 use crate::message::{Message, Payload};
 use crate::outbound::Outbound;
@@ -33,6 +34,9 @@ pub enum SlowConsumerPolicy {
 pub enum SendError {
     /// The connection is closed or closing.
     Closed,
+    /// `send_frame`: the body cannot be one frame of the handler's framing;
+    /// nothing was queued.
+    Frame(EncodeError),
     /// Over budget, drop policy: the message was dropped.
     Dropped,
     /// Over budget, disconnect policy: the message was dropped and the
@@ -44,6 +48,7 @@ impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SendError::Closed => "connection closed",
+            SendError::Frame(e) => return write!(f, "cannot frame the message: {e}"),
             SendError::Dropped => "outbound budget exceeded: message dropped",
             SendError::Disconnected => "outbound budget exceeded: connection disconnected",
         })
@@ -90,6 +95,8 @@ pub(crate) struct ConnShared {
     pub(crate) max_outbound_total: usize,
     pub(crate) policy: SlowConsumerPolicy,
     pub(crate) stats: Arc<Counters>,
+    /// The handler's framing, to encode replies with.
+    pub(crate) framing: Framing,
 }
 
 impl ConnShared {
@@ -103,6 +110,7 @@ impl ConnShared {
         policy: SlowConsumerPolicy,
         mailbox: Arc<Mailbox>,
         stats: Arc<Counters>,
+        framing: Framing,
     ) -> ConnShared {
         ConnShared {
             id,
@@ -117,6 +125,7 @@ impl ConnShared {
             max_outbound_total,
             policy,
             stats,
+            framing,
         }
     }
 
@@ -253,6 +262,15 @@ impl ConnHandle {
         })
     }
 
+    /// Queues `body` as one frame of the handler's
+    /// [`framing`](crate::Handler::framing), as [`Conn::send_frame`] does
+    /// (one message: the prefix or newline and the body).
+    pub fn send_frame(&self, body: &[u8]) -> Result<(), SendError> {
+        let mut frame = Vec::new();
+        self.shared.framing.encode(body, &mut frame).map_err(SendError::Frame)?;
+        self.send(frame)
+    }
+
     fn over_budget(&self, queued: usize) -> SendError {
         let s = &*self.shared;
         match s.policy {
@@ -353,6 +371,42 @@ impl Conn<'_> {
             }
             Payload::Shared(msg) => self.send_message(msg),
         }
+    }
+
+    /// Queues `body` as one frame of the handler's
+    /// [`framing`](crate::Handler::framing): after its length prefix, or
+    /// followed by a newline (raw framing: as it is). A body the framing
+    /// cannot carry (a line ending inside a line, longer than the framing's
+    /// maximum or than its prefix can declare) is refused and nothing is
+    /// queued. No allocation: the prefix and the body are copied into the
+    /// queue.
+    ///
+    /// ```
+    /// use switchboard::{handler_fn, EncodeError, Flow, Framing, Harness, Prefix};
+    ///
+    /// let rpc = handler_fn(Framing::length_prefixed(Prefix::U16Be, 64), |body, conn| {
+    ///     conn.send_frame(&body.to_ascii_uppercase()).expect("at most 64 bytes");
+    ///     Flow::Continue
+    /// });
+    /// let mut h = Harness::new(rpc);
+    /// h.input(b"\x00\x02hi");
+    /// assert_eq!(h.output(), b"\x00\x02HI");
+    ///
+    /// let lines = handler_fn(Framing::lines(64), |_, conn| {
+    ///     assert_eq!(conn.send_frame(b"a\nb"), Err(EncodeError::LineEnding { at: 1 }));
+    ///     conn.send_frame(b"ok").unwrap();
+    ///     Flow::Continue
+    /// });
+    /// let mut h = Harness::new(lines);
+    /// h.input(b"x\n");
+    /// assert_eq!(h.output(), b"ok\n");
+    /// ```
+    pub fn send_frame(&mut self, body: &[u8]) -> Result<(), EncodeError> {
+        let (head, tail) = self.shared.framing.frame_parts(body)?;
+        self.send(head.as_slice());
+        self.send(body);
+        self.send(tail);
+        Ok(())
     }
 
     /// Queues a shared message without copying it (as [`send`](Conn::send)
@@ -480,6 +534,12 @@ impl Deferred {
     /// Queues `msg`, as [`ConnHandle::send`] does.
     pub fn send<'a>(&self, msg: impl Into<Payload<'a>>) -> Result<(), SendError> {
         self.handle.send(msg)
+    }
+
+    /// Queues `body` as one frame of the handler's framing, as
+    /// [`ConnHandle::send_frame`] does.
+    pub fn send_frame(&self, body: &[u8]) -> Result<(), SendError> {
+        self.handle.send_frame(body)
     }
 
     /// Queues a file region, as [`ConnHandle::send_file`] does.

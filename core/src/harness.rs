@@ -83,6 +83,7 @@ impl<H: Handler> Harness<H> {
             config.policy,
             mailbox,
             stats,
+            handler.framing(),
         );
         let decoder = Decoder::new(handler.framing());
         let mut h = Harness {

@@ -64,7 +64,7 @@ mod worker_stats;
 
 pub use conn::{Conn, ConnHandle, Deferred, SendError, SlowConsumerPolicy, MAX_TIMERS};
 pub use err::StartError;
-pub use framing::{Decoder, FrameError, Framing, Prefix, Step};
+pub use framing::{Decoder, EncodeError, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
 pub use harness::Harness;
 pub use message::{Message, Payload};

@@ -660,7 +660,8 @@ impl<H: Handler> Worker<H> {
         let (max_outbound, max_total, policy) =
             (config.max_outbound, config.max_outbound_total, config.policy);
         let (mailbox, stats, now) = (&self.mailbox, &self.shared.stats, self.now);
-        let decoder = Decoder::new(self.handler.framing());
+        let framing = self.handler.framing();
+        let decoder = Decoder::new(framing);
         let sock = match Transport::new(sock, &config.transport, now) {
             Ok(sock) => sock,
             Err(e) => {
@@ -681,6 +682,7 @@ impl<H: Handler> Worker<H> {
                 policy,
                 Arc::clone(mailbox),
                 Arc::clone(stats),
+                framing,
             );
             Connection::new(sock, Arc::new(shared), decoder, now)
         });
