@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use switchboard::{
-    handler_fn, CloseReason, Conn, ConnHandle, Flow, Framing, Handler, Harness, SendError, Server,
+    handler_fn, CloseReason, Conn, ConnHandle, Flow, Framing, Handler, Harness, Held, SendError, Server,
 };
 use switchboard_test_support::*;
 
@@ -454,4 +454,68 @@ fn an_incomplete_frame_behind_a_deferred_reply_times_out_only_after_the_reply() 
     assert_eq!(closed.recv_timeout(TIMEOUT).unwrap(), "FrameTimeout");
     assert!(asked.elapsed() >= work + frame, "closed {:?} after the request", asked.elapsed());
     assert_eq!(server.stats().timed_out, 1);
+}
+
+#[test]
+fn harnesses_have_distinct_ids_and_show_what_holds_their_frames() {
+    let ids = handler_fn(Framing::lines(64), |_, conn| {
+        conn.send(format!("{}\n", conn.id()));
+        Flow::Continue
+    });
+    let (mut a, b) = (Harness::new(ids), Harness::new(handler_fn(Framing::lines(64), |_, _| Flow::Continue)));
+    assert_ne!(a.id(), b.id());
+    a.input(b"x\n");
+    assert_eq!(a.output(), format!("{}\n", a.id()).as_bytes());
+    assert_eq!(b.held_by(), None);
+
+    // A pause holds the frames until it ends.
+    let pausing = handler_fn(Framing::lines(64), |line, conn| {
+        if line == b"pause" {
+            conn.pause_reading(Duration::from_secs(60));
+        }
+        conn.send(line);
+        conn.send(b"\n");
+        Flow::Continue
+    });
+    let mut p = Harness::new(pausing);
+    p.input(b"pause\nafter\n");
+    assert!(matches!(p.held_by(), Some(Held::Paused(d)) if d > Duration::from_secs(50)), "{:?}", p.held_by());
+    assert_eq!(p.output(), b"pause\n");
+    p.resume();
+    assert_eq!(p.output(), b"after\n");
+
+    // Backpressure: a reply over the high-water mark (256 KiB) holds the
+    // next frames until the output is taken.
+    let big = handler_fn(Framing::lines(64), |line, conn| {
+        if line == b"big" {
+            conn.send(vec![b'x'; 300 << 10]);
+        } else {
+            conn.send(line);
+        }
+        Flow::Continue
+    });
+    let mut q = Harness::new(big);
+    q.input(b"big\nsmall\n");
+    assert_eq!(q.held_by(), Some(Held::Backpressure { queued: 300 << 10 }));
+    assert_eq!(q.output().len(), 300 << 10);
+    assert_eq!(q.held_by(), None);
+    assert_eq!(q.output(), b"small");
+}
+
+#[test]
+fn the_harness_waits_for_pipelined_deferred_replies_one_after_another() {
+    // Three slow requests in one input: each defers only once the reply
+    // before it is out, so waiting for "no deferred reply outstanding"
+    // would stop after the first; wait_replies(3) waits for all three.
+    let (go_tx, go) = crossbeam_channel::unbounded();
+    let mut h = Harness::new(SlowFirst { go });
+    h.input(b"slow\nslow\nslow\nfast\n");
+    assert_eq!(h.held_by(), Some(Held::Deferred { outstanding: 1 }));
+    for _ in 0..3 {
+        go_tx.send(()).unwrap();
+    }
+    assert!(h.wait_replies(3, TIMEOUT));
+    assert_eq!(h.output(), b"slow done\nslow done\nslow done\nfast\n");
+    assert_eq!(h.held_by(), None);
+    assert!(!h.wait_replies(1, Duration::from_millis(10)), "nothing outstanding: no reply can come");
 }

@@ -66,7 +66,7 @@ pub use conn::{Conn, ConnHandle, Deferred, SendError, SlowConsumerPolicy, MAX_TI
 pub use err::StartError;
 pub use framing::{Decoder, EncodeError, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
-pub use harness::Harness;
+pub use harness::{Harness, Held};
 pub use message::{Message, Payload};
 /// The rustls version the server speaks, to build a
 /// [`ServerConfig`](rustls::ServerConfig) for [`ServerBuilder::tls`].
