@@ -519,3 +519,90 @@ fn the_harness_waits_for_pipelined_deferred_replies_one_after_another() {
     assert_eq!(h.held_by(), None);
     assert!(!h.wait_replies(1, Duration::from_millis(10)), "nothing outstanding: no reply can come");
 }
+
+/// `bye` half-closes after a last reply; other lines are echoed and every
+/// frame is reported, so the test sees what arrives after the half-close.
+struct HalfCloser {
+    frames: Sender<Vec<u8>>,
+    handles: Sender<ConnHandle>,
+    closed: Sender<String>,
+}
+
+impl Handler for HalfCloser {
+    type Session = ();
+    fn framing(&self) -> Framing {
+        Framing::lines(64)
+    }
+    fn open(&self, conn: &mut Conn<'_>) {
+        let _ = self.handles.send(conn.handle());
+    }
+    fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        let _ = self.frames.send(line.to_vec());
+        if line == b"bye" {
+            conn.send("last\n");
+            conn.shutdown_write();
+            conn.send("never sent\n");
+        } else {
+            conn.send_frame(line).unwrap();
+        }
+        Flow::Continue
+    }
+    fn close(&self, _: (), reason: &CloseReason) {
+        let _ = self.closed.send(format!("{reason:?}"));
+    }
+}
+
+fn half_closer() -> (Server, Receiver<Vec<u8>>, Receiver<ConnHandle>, Receiver<String>) {
+    let (frames, frames_rx) = crossbeam_channel::unbounded();
+    let (handles, handles_rx) = crossbeam_channel::unbounded();
+    let (closed, closed_rx) = crossbeam_channel::unbounded();
+    let server = start(Server::builder().workers(1), HalfCloser { frames, handles, closed });
+    (server, frames_rx, handles_rx, closed_rx)
+}
+
+#[test]
+fn shutdown_write_sends_what_is_queued_then_eof_and_keeps_reading() {
+    let (server, frames, _handles, closed) = half_closer();
+    let mut s = connect(server.local_addr());
+    s.write_all(b"a\nbye\n").unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("EOF after the last reply");
+    assert_eq!(got, b"a\nlast\n");
+    // The server still reads: frames after the half-close reach the handler.
+    s.write_all(b"after\n").unwrap();
+    let seen: Vec<Vec<u8>> = (0..3).map(|_| frames.recv_timeout(TIMEOUT).unwrap()).collect();
+    assert_eq!(seen, [b"a".to_vec(), b"bye".to_vec(), b"after".to_vec()]);
+    assert_eq!(server.stats().open, 1, "open for reading");
+    // The peer's EOF ends the connection.
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(closed.recv_timeout(TIMEOUT).unwrap(), "PeerClosed");
+}
+
+#[test]
+fn a_handle_half_closes_after_what_it_queued_and_refuses_later_sends() {
+    let (server, _frames, handles, closed) = half_closer();
+    let mut s = connect(server.local_addr());
+    let handle = handles.recv_timeout(TIMEOUT).unwrap();
+    handle.send("from another thread\n").unwrap();
+    handle.shutdown_write();
+    assert_eq!(handle.send("too late\n"), Err(SendError::Closed));
+    let mut got = String::new();
+    s.read_to_string(&mut got).expect("EOF after the handle's message");
+    assert_eq!(got, "from another thread\n");
+    assert!(!handle.is_closed(), "half-closed, not closed");
+    drop(s);
+    assert_eq!(closed.recv_timeout(TIMEOUT).unwrap(), "PeerClosed");
+}
+
+#[test]
+fn the_harness_shows_a_half_close() {
+    let (frames, _f) = crossbeam_channel::unbounded();
+    let (handles, _h) = crossbeam_channel::unbounded();
+    let (closed, _c) = crossbeam_channel::unbounded();
+    let mut h = Harness::new(HalfCloser { frames, handles, closed });
+    h.input(b"a\n");
+    assert!(!h.write_shut());
+    h.input(b"bye\nb\n");
+    assert!(h.write_shut());
+    assert_eq!(h.output(), b"a\nlast\n", "nothing sent after the half-close comes out");
+}

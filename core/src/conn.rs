@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::connection::{ConnKey, Control};
+use crate::connection::{ConnKey, Control, HalfClose};
 use crate::framing::{EncodeError, Framing};
 use crate::mailbox::{Mail, Mailbox, Route, To};
 use crate::message::{Message, Payload};
@@ -68,6 +68,8 @@ pub(crate) enum Pending {
     },
     /// A [`Deferred`] is done: everything it sent is ahead of this.
     Release,
+    /// Shut the write side once everything before is written.
+    ShutdownWrite,
     /// Close: a slow consumer (at once) or on request (after flushing).
     Close {
         slow: bool,
@@ -87,6 +89,8 @@ pub(crate) struct ConnShared {
     /// on the way in its worker's mailbox.
     queued: AtomicUsize,
     pub(crate) closed: AtomicBool,
+    /// The handler asked for a half-close: nothing more may be sent.
+    pub(crate) write_shut: AtomicBool,
     pub(crate) warned: AtomicBool,
     /// Deferred replies outstanding: frames after them wait, and a graceful
     /// close waits for them.
@@ -119,6 +123,7 @@ impl ConnShared {
             peer,
             queued: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            write_shut: AtomicBool::new(false),
             warned: AtomicBool::new(false),
             deferred: AtomicUsize::new(0),
             max_outbound,
@@ -246,7 +251,7 @@ impl ConnHandle {
     /// never sent.
     pub fn send<'a>(&self, msg: impl Into<Payload<'a>>) -> Result<(), SendError> {
         let s = &*self.shared;
-        if s.closed.load(Ordering::Acquire) {
+        if s.closed.load(Ordering::Acquire) || s.write_shut.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
         let msg = msg.into().into_message();
@@ -304,13 +309,24 @@ impl ConnHandle {
     /// hold no memory and do not count against the budget.
     pub fn send_file(&self, file: Arc<File>, offset: u64, len: u64) -> Result<(), SendError> {
         let s = &*self.shared;
-        if s.closed.load(Ordering::Acquire) {
+        if s.closed.load(Ordering::Acquire) || s.write_shut.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
         if len == 0 {
             return Ok(());
         }
         s.enqueue(Pending::SendFile { file, offset, len }).map_err(|()| SendError::Closed)
+    }
+
+    /// Half-closes the connection, as [`Conn::shutdown_write`] does: what
+    /// was queued before (from any thread) is written, then the write side
+    /// is shut; later sends fail with [`SendError::Closed`]. The connection
+    /// stays open for reading.
+    pub fn shutdown_write(&self) {
+        let s = &*self.shared;
+        if !s.write_shut.swap(true, Ordering::AcqRel) {
+            let _ = s.enqueue(Pending::ShutdownWrite);
+        }
     }
 
     /// Asks the connection to close once what is queued has been sent (as
@@ -362,6 +378,9 @@ impl Conn<'_> {
     /// (`&[u8]`, `b"…"`, `&str`) are copied into the connection's queue, with
     /// no allocation of their own; a [`Message`] is queued without copying.
     pub fn send<'a>(&mut self, data: impl Into<Payload<'a>>) {
+        if self.ctl.half_close != HalfClose::No {
+            return self.discard_after_half_close();
+        }
         match data.into() {
             Payload::Borrowed(data) => {
                 if !data.is_empty() {
@@ -412,6 +431,9 @@ impl Conn<'_> {
     /// Queues a shared message without copying it (as [`send`](Conn::send)
     /// does with a [`Message`]).
     pub fn send_message(&mut self, msg: impl Into<Message>) {
+        if self.ctl.half_close != HalfClose::No {
+            return self.discard_after_half_close();
+        }
         let msg = msg.into();
         if !msg.is_empty() {
             self.shared.add_queued(msg.len());
@@ -428,6 +450,9 @@ impl Conn<'_> {
     /// memory (but each holds a descriptor, and reading from the peer stops
     /// while 16 are queued).
     pub fn send_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
+        if self.ctl.half_close != HalfClose::No {
+            return self.discard_after_half_close();
+        }
         if len > 0 {
             self.out.push_file(file, offset, len);
         }
@@ -447,6 +472,24 @@ impl Conn<'_> {
     /// Whether the server is shutting down.
     pub fn is_draining(&self) -> bool {
         self.draining
+    }
+
+    /// Half-closes the connection: what is queued now is written, then the
+    /// write side is shut (the peer reads EOF) while the connection stays
+    /// open for reading: frames keep coming to the handler until the peer
+    /// closes its side, which then closes the connection. Nothing can be
+    /// sent after it: later sends on this `Conn` are discarded (and logged),
+    /// on a [`ConnHandle`] or a [`Deferred`] they fail with
+    /// [`SendError::Closed`].
+    pub fn shutdown_write(&mut self) {
+        if self.ctl.half_close == HalfClose::No {
+            self.ctl.half_close = HalfClose::Asked;
+            self.shared.write_shut.store(true, Ordering::Release);
+        }
+    }
+
+    fn discard_after_half_close(&self) {
+        log::debug!("{} (conn {}): a send after shutdown_write discarded", self.shared.peer, self.shared.id);
     }
 
     /// Closes the connection once this callback returns and everything

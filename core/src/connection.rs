@@ -67,6 +67,20 @@ pub(crate) struct Control {
     pub(crate) timers: Vec<(u64, Instant)>,
     /// Some timer was armed or moved earlier since the worker last looked.
     pub(crate) timers_changed: bool,
+    /// The handler's half-close ([`Conn::shutdown_write`](crate::Conn::shutdown_write)).
+    pub(crate) half_close: HalfClose,
+}
+
+/// The handler's half-close of a connection that stays open for reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum HalfClose {
+    /// Not asked for.
+    #[default]
+    No,
+    /// Asked for: shut the write side once what is queued is written.
+    Asked,
+    /// The write side is shut.
+    Done,
 }
 
 /// What a connection is due for at a sweep of the timeouts.
@@ -215,6 +229,12 @@ impl<S> Connection<S> {
         self.partial_since = None;
         self.reason = Some(reason);
         true
+    }
+
+    /// The handler asked for a half-close and everything queued before it
+    /// is written: the write side may be shut now.
+    pub(crate) fn half_close_due(&self) -> bool {
+        self.ctl.half_close == HalfClose::Asked && self.out.is_empty() && !self.sock.wants_write()
     }
 
     /// Everything is written and no deferred reply is outstanding: a

@@ -10,7 +10,7 @@ use crossbeam_channel::Receiver;
 use mio::{Poll, Token, Waker};
 
 use crate::conn::{Conn, ConnHandle, ConnShared, Pending};
-use crate::connection::{ConnKey, Control};
+use crate::connection::{ConnKey, Control, HalfClose};
 use crate::framing::{Decoder, Step};
 use crate::handler::{CloseReason, Flow, Handler};
 use crate::mailbox::{Mail, Mailbox};
@@ -300,6 +300,14 @@ impl<H: Handler> Harness<H> {
         sink
     }
 
+    /// Whether the handler (or a handle) half-closed the connection
+    /// ([`Conn::shutdown_write`]): a server would shut the write side once
+    /// the output before it is written; nothing sent after it comes out.
+    pub fn write_shut(&mut self) -> bool {
+        self.take_mail();
+        self.ctl.half_close != HalfClose::No
+    }
+
     /// Why the connection is closing, once it is.
     pub fn closing(&self) -> Option<&CloseReason> {
         self.closing.as_ref()
@@ -411,6 +419,11 @@ impl<H: Handler> Harness<H> {
                 Pending::Release => {
                     self.shared.deferred.fetch_sub(1, Ordering::AcqRel);
                     self.released += 1;
+                }
+                Pending::ShutdownWrite => {
+                    if self.ctl.half_close == HalfClose::No {
+                        self.ctl.half_close = HalfClose::Asked;
+                    }
                 }
                 Pending::Close { slow } => {
                     self.closing.get_or_insert(if slow {

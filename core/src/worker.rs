@@ -19,7 +19,7 @@ use slotmap::{Key, KeyData, SlotMap};
 
 use crate::clock;
 use crate::conn::{ConnShared, Pending};
-use crate::connection::{ConnKey, Connection, Due, Stopped, Timeouts, Writing};
+use crate::connection::{ConnKey, Connection, Due, HalfClose, Stopped, Timeouts, Writing};
 use crate::cpu::IdleCpu;
 use crate::framing::{Decoder, Step};
 use crate::handler::{CloseReason, Flow, Handler};
@@ -521,6 +521,12 @@ impl<H: Handler> Worker<H> {
                 }
                 self.dirty.push(key);
             }
+            Pending::ShutdownWrite => {
+                if c.ctl.half_close == HalfClose::No {
+                    c.ctl.half_close = HalfClose::Asked;
+                }
+                self.dirty.push(key);
+            }
             Pending::Close { slow: true } => self.finish(key, CloseReason::SlowConsumer),
             Pending::Close { slow: false } => self.begin_close(key, CloseReason::Handler),
         }
@@ -889,8 +895,18 @@ impl<H: Handler> Worker<H> {
             self.wake_reading(key);
         }
         let Some(c) = self.conns.get_mut(key) else { return };
+        if c.writing == Writing::Open && c.half_close_due() {
+            // The handler's half-close: reading goes on.
+            c.ctl.half_close = HalfClose::Done;
+            if let Err(e) = c.sock.shutdown_write() {
+                return self.finish(key, reason_of(e));
+            }
+            log::debug!("{}: connection {}: write side shut by the handler", c.shared.peer, c.shared.id);
+        }
         if c.flushed() {
-            let _ = c.sock.shutdown_write();
+            if c.ctl.half_close != HalfClose::Done {
+                let _ = c.sock.shutdown_write();
+            }
             c.writing = Writing::Lingering { until: clock::after(self.now, self.shared.config.linger) };
             self.linger(key);
         }
