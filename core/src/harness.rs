@@ -271,7 +271,9 @@ impl<H: Handler> Harness<H> {
 
     /// Waits up to `timeout` until no deferred reply is outstanding, taking
     /// what handles and deferred replies sent; then serves the frames that
-    /// waited. Returns whether none is outstanding.
+    /// waited. Returns whether none is outstanding. A frame served then may
+    /// defer again: [`wait_replies`](Harness::wait_replies) waits for a
+    /// number of replies.
     pub fn wait_deferred(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         self.take_mail();

@@ -27,13 +27,16 @@
 //!     }
 //! }
 //!
-//! let server = Server::builder().start("127.0.0.1:7878", Reverse)?;
-//! let shutdown = server.shutdown_handle(); // e.g. for a Ctrl-C handler
-//! # shutdown.drain();
+//! // The first SIGTERM or Ctrl-C drains, a second one closes everything.
+//! let server = Server::builder().shutdown_on_signals().start("127.0.0.1:7878", Reverse)?;
 //! let report = server.wait();
 //! println!("{report}");
 //! # Ok::<(), switchboard::StartError>(())
 //! ```
+//!
+//! More complete examples, each run by the tests: `core/examples/kv.rs`
+//! (timers, a broadcast from another thread) and `core/examples/rpc.rs`
+//! (length-prefixed both ways with [`Conn::send_frame`]).
 #![forbid(unsafe_code)]
 
 mod acceptor;
