@@ -1,6 +1,7 @@
 //! The handler API's control of a connection: pauses from any callback,
-//! deferred replies in request order, timers, refusing in `open`, the
-//! server-wide outbound budget, and the socket-free harness.
+//! deferred replies in request order, timeouts that never lose a promised
+//! reply, timers, refusing in `open`, the server-wide outbound budget, and
+//! the socket-free harness.
 
 use std::io::{BufReader, Read, Write};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use switchboard::{
-    handler_fn, CloseReason, Conn, ConnHandle, Flow, Framing, Handler, Harness, SendError, Server,
+    handler_fn, CloseReason, Conn, ConnHandle, Flow, Framing, Handler, Harness, Held, SendError, Server,
 };
 use switchboard_test_support::*;
 
@@ -332,4 +333,276 @@ fn has_deferred_holds_until_the_deferred_replies_have_reached_the_queue() {
     assert_eq!(h.output(), b"outstanding=true\ndeferred\n");
     h.input(b"plain\n");
     assert_eq!(h.output(), b"outstanding=false\n");
+}
+
+/// Every line is a job done on another thread in `work` and answered in
+/// upper case through a deferred reply; `pause` pauses reading for `pause`
+/// and is answered at once. Close reasons are sent to `closed`.
+struct Jobs {
+    work: Duration,
+    pause: Duration,
+    closed: Sender<String>,
+}
+
+impl Handler for Jobs {
+    type Session = ();
+    fn framing(&self) -> Framing {
+        Framing::lines(64)
+    }
+    fn open(&self, _: &mut Conn<'_>) {}
+    fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        if line == b"pause" {
+            conn.pause_reading(self.pause);
+            conn.send(b"paused\n");
+            return Flow::Continue;
+        }
+        let reply = conn.defer();
+        let (work, mut answer) = (self.work, line.to_ascii_uppercase());
+        answer.push(b'\n');
+        std::thread::spawn(move || {
+            // The job: a fixed time of work, as a database query would take.
+            std::thread::sleep(work);
+            let _ = reply.send(answer);
+        });
+        Flow::Continue
+    }
+    fn close(&self, _: (), reason: &CloseReason) {
+        let _ = self.closed.send(format!("{reason:?}"));
+    }
+}
+
+fn jobs(builder: switchboard::ServerBuilder, work: Duration, pause: Duration) -> (Server, Receiver<String>) {
+    let (closed, closed_rx) = crossbeam_channel::unbounded();
+    (start(builder.workers(1), Jobs { work, pause, closed }), closed_rx)
+}
+
+#[test]
+fn pipelined_frames_behind_a_job_longer_than_the_frame_timeout_are_all_answered() {
+    // The reproduction: a 1 s frame timeout, 1.5 s jobs, three requests in
+    // one write. The two frames held behind the first job are complete: the
+    // frame timeout used to count them as a slow sender's partial frame and
+    // close the connection with zero bytes sent, the job's reply lost.
+    let builder =
+        Server::builder().frame_timeout(Duration::from_secs(1)).idle_timeout(Duration::from_secs(60));
+    let (server, closed) = jobs(builder, Duration::from_millis(1500), Duration::ZERO);
+    let mut s = connect(server.local_addr());
+    s.write_all(b"a\nb\nc\n").unwrap();
+    assert_eq!(read_exact(&mut s, 6), b"A\nB\nC\n");
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_end(&mut s), End::Eof);
+    assert_eq!(closed.recv_timeout(TIMEOUT).unwrap(), "PeerClosed");
+    let stats = server.stats();
+    assert_eq!((stats.timed_out, stats.frames), (0, 3), "{stats}");
+}
+
+#[test]
+fn the_idle_timeout_waits_for_an_outstanding_deferred_reply() {
+    // The peer sends one request and waits: the server, not the peer, is
+    // busy for twice the idle timeout.
+    let idle = Duration::from_millis(400);
+    let builder = Server::builder().idle_timeout(idle).frame_timeout(Duration::from_secs(60));
+    let (server, closed) = jobs(builder, idle * 2, Duration::ZERO);
+    let mut s = connect(server.local_addr());
+    let asked = Instant::now();
+    s.write_all(b"q\n").unwrap();
+    assert_eq!(read_exact(&mut s, 2), b"Q\n");
+    assert!(asked.elapsed() >= idle * 2, "answered after {:?}, before the job was done", asked.elapsed());
+    // Then the idle timeout counts from the reply: a quiet peer is closed.
+    assert_eq!(read_end(&mut s), End::Eof);
+    assert_eq!(closed.recv_timeout(TIMEOUT).unwrap(), "IdleTimeout");
+    assert!(
+        asked.elapsed() >= idle * 3,
+        "closed {:?} after the request, inside the idle time",
+        asked.elapsed()
+    );
+    assert_eq!(server.stats().timed_out, 1);
+}
+
+#[test]
+fn frames_held_by_a_pause_outlast_the_frame_and_idle_timeouts() {
+    // A pause three times the idle timeout and six times the frame
+    // timeout, with two whole frames read and held behind it.
+    let (frame, idle, pause) =
+        (Duration::from_millis(200), Duration::from_millis(400), Duration::from_millis(1200));
+    let builder = Server::builder().idle_timeout(idle).frame_timeout(frame);
+    let (server, closed) = jobs(builder, Duration::ZERO, pause);
+    let mut s = connect(server.local_addr());
+    let asked = Instant::now();
+    s.write_all(b"pause\nx\ny\n").unwrap();
+    assert_eq!(read_exact(&mut s, 7), b"paused\n");
+    assert_eq!(read_exact(&mut s, 4), b"X\nY\n");
+    assert!(asked.elapsed() >= pause, "answered after {:?}, inside the pause", asked.elapsed());
+    assert_eq!(server.stats().timed_out, 0);
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_end(&mut s), End::Eof);
+    assert_eq!(closed.recv_timeout(TIMEOUT).unwrap(), "PeerClosed");
+}
+
+#[test]
+fn an_incomplete_frame_behind_a_deferred_reply_times_out_only_after_the_reply() {
+    // A whole request and half of the next: the half is a slow sender's
+    // once the reply is out, and the frame timeout counts from then.
+    let frame = Duration::from_millis(300);
+    let work = Duration::from_millis(600);
+    let builder = Server::builder().frame_timeout(frame).idle_timeout(Duration::from_secs(60));
+    let (server, closed) = jobs(builder, work, Duration::ZERO);
+    let mut s = connect(server.local_addr());
+    let asked = Instant::now();
+    s.write_all(b"job\nhal").unwrap();
+    assert_eq!(read_exact(&mut s, 4), b"JOB\n");
+    assert!(matches!(read_end(&mut s), End::Eof | End::Reset));
+    assert_eq!(closed.recv_timeout(TIMEOUT).unwrap(), "FrameTimeout");
+    assert!(asked.elapsed() >= work + frame, "closed {:?} after the request", asked.elapsed());
+    assert_eq!(server.stats().timed_out, 1);
+}
+
+#[test]
+fn harnesses_have_distinct_ids_and_show_what_holds_their_frames() {
+    let ids = handler_fn(Framing::lines(64), |_, conn| {
+        conn.send(format!("{}\n", conn.id()));
+        Flow::Continue
+    });
+    let (mut a, b) = (Harness::new(ids), Harness::new(handler_fn(Framing::lines(64), |_, _| Flow::Continue)));
+    assert_ne!(a.id(), b.id());
+    a.input(b"x\n");
+    assert_eq!(a.output(), format!("{}\n", a.id()).as_bytes());
+    assert_eq!(b.held_by(), None);
+
+    // A pause holds the frames until it ends.
+    let pausing = handler_fn(Framing::lines(64), |line, conn| {
+        if line == b"pause" {
+            conn.pause_reading(Duration::from_secs(60));
+        }
+        conn.send(line);
+        conn.send(b"\n");
+        Flow::Continue
+    });
+    let mut p = Harness::new(pausing);
+    p.input(b"pause\nafter\n");
+    assert!(matches!(p.held_by(), Some(Held::Paused(d)) if d > Duration::from_secs(50)), "{:?}", p.held_by());
+    assert_eq!(p.output(), b"pause\n");
+    p.resume();
+    assert_eq!(p.output(), b"after\n");
+
+    // Backpressure: a reply over the high-water mark (256 KiB) holds the
+    // next frames until the output is taken.
+    let big = handler_fn(Framing::lines(64), |line, conn| {
+        if line == b"big" {
+            conn.send(vec![b'x'; 300 << 10]);
+        } else {
+            conn.send(line);
+        }
+        Flow::Continue
+    });
+    let mut q = Harness::new(big);
+    q.input(b"big\nsmall\n");
+    assert_eq!(q.held_by(), Some(Held::Backpressure { queued: 300 << 10 }));
+    assert_eq!(q.output().len(), 300 << 10);
+    assert_eq!(q.held_by(), None);
+    assert_eq!(q.output(), b"small");
+}
+
+#[test]
+fn the_harness_waits_for_pipelined_deferred_replies_one_after_another() {
+    // Three slow requests in one input: each defers only once the reply
+    // before it is out, so waiting for "no deferred reply outstanding"
+    // would stop after the first; wait_replies(3) waits for all three.
+    let (go_tx, go) = crossbeam_channel::unbounded();
+    let mut h = Harness::new(SlowFirst { go });
+    h.input(b"slow\nslow\nslow\nfast\n");
+    assert_eq!(h.held_by(), Some(Held::Deferred { outstanding: 1 }));
+    for _ in 0..3 {
+        go_tx.send(()).unwrap();
+    }
+    assert!(h.wait_replies(3, TIMEOUT));
+    assert_eq!(h.output(), b"slow done\nslow done\nslow done\nfast\n");
+    assert_eq!(h.held_by(), None);
+    assert!(!h.wait_replies(1, Duration::from_millis(10)), "nothing outstanding: no reply can come");
+}
+
+/// `bye` half-closes after a last reply; other lines are echoed and every
+/// frame is reported, so the test sees what arrives after the half-close.
+struct HalfCloser {
+    frames: Sender<Vec<u8>>,
+    handles: Sender<ConnHandle>,
+    closed: Sender<String>,
+}
+
+impl Handler for HalfCloser {
+    type Session = ();
+    fn framing(&self) -> Framing {
+        Framing::lines(64)
+    }
+    fn open(&self, conn: &mut Conn<'_>) {
+        let _ = self.handles.send(conn.handle());
+    }
+    fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        let _ = self.frames.send(line.to_vec());
+        if line == b"bye" {
+            conn.send("last\n");
+            conn.shutdown_write();
+            conn.send("never sent\n");
+        } else {
+            conn.send_frame(line).unwrap();
+        }
+        Flow::Continue
+    }
+    fn close(&self, _: (), reason: &CloseReason) {
+        let _ = self.closed.send(format!("{reason:?}"));
+    }
+}
+
+fn half_closer() -> (Server, Receiver<Vec<u8>>, Receiver<ConnHandle>, Receiver<String>) {
+    let (frames, frames_rx) = crossbeam_channel::unbounded();
+    let (handles, handles_rx) = crossbeam_channel::unbounded();
+    let (closed, closed_rx) = crossbeam_channel::unbounded();
+    let server = start(Server::builder().workers(1), HalfCloser { frames, handles, closed });
+    (server, frames_rx, handles_rx, closed_rx)
+}
+
+#[test]
+fn shutdown_write_sends_what_is_queued_then_eof_and_keeps_reading() {
+    let (server, frames, _handles, closed) = half_closer();
+    let mut s = connect(server.local_addr());
+    s.write_all(b"a\nbye\n").unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("EOF after the last reply");
+    assert_eq!(got, b"a\nlast\n");
+    // The server still reads: frames after the half-close reach the handler.
+    s.write_all(b"after\n").unwrap();
+    let seen: Vec<Vec<u8>> = (0..3).map(|_| frames.recv_timeout(TIMEOUT).unwrap()).collect();
+    assert_eq!(seen, [b"a".to_vec(), b"bye".to_vec(), b"after".to_vec()]);
+    assert_eq!(server.stats().open, 1, "open for reading");
+    // The peer's EOF ends the connection.
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(closed.recv_timeout(TIMEOUT).unwrap(), "PeerClosed");
+}
+
+#[test]
+fn a_handle_half_closes_after_what_it_queued_and_refuses_later_sends() {
+    let (server, _frames, handles, closed) = half_closer();
+    let mut s = connect(server.local_addr());
+    let handle = handles.recv_timeout(TIMEOUT).unwrap();
+    handle.send("from another thread\n").unwrap();
+    handle.shutdown_write();
+    assert_eq!(handle.send("too late\n"), Err(SendError::Closed));
+    let mut got = String::new();
+    s.read_to_string(&mut got).expect("EOF after the handle's message");
+    assert_eq!(got, "from another thread\n");
+    assert!(!handle.is_closed(), "half-closed, not closed");
+    drop(s);
+    assert_eq!(closed.recv_timeout(TIMEOUT).unwrap(), "PeerClosed");
+}
+
+#[test]
+fn the_harness_shows_a_half_close() {
+    let (frames, _f) = crossbeam_channel::unbounded();
+    let (handles, _h) = crossbeam_channel::unbounded();
+    let (closed, _c) = crossbeam_channel::unbounded();
+    let mut h = Harness::new(HalfCloser { frames, handles, closed });
+    h.input(b"a\n");
+    assert!(!h.write_shut());
+    h.input(b"bye\nb\n");
+    assert!(h.write_shut());
+    assert_eq!(h.output(), b"a\nlast\n", "nothing sent after the half-close comes out");
 }

@@ -15,8 +15,14 @@ fn frame(b: &[u8]) -> Event {
     Event::Frame(b.to_vec())
 }
 
+/// A line over `max`.
 fn too_long(max: usize) -> Event {
-    Event::Error(FrameError::TooLong { max })
+    Event::Error(FrameError::TooLong { max, len: None })
+}
+
+/// A length prefix declaring `len`, over `max`.
+fn declared_too_long(max: usize, len: u64) -> Event {
+    Event::Error(FrameError::TooLong { max, len: Some(len) })
 }
 
 /// Every cut position of `input`, one at a time, and all of them at once.
@@ -84,7 +90,11 @@ fn length_prefixed_at_the_maximum_over_it_and_empty() {
             input.extend(std::iter::repeat_n(fill, len));
         }
         let got = check_all_cuts(Framing::length_prefixed(prefix, 5), &input);
-        assert_eq!(got, vec![frame(b"aaaaa"), frame(b""), too_long(5), frame(b"c")], "{prefix:?}");
+        assert_eq!(
+            got,
+            vec![frame(b"aaaaa"), frame(b""), declared_too_long(5, 6), frame(b"c")],
+            "{prefix:?}"
+        );
     }
 }
 
@@ -95,7 +105,7 @@ fn a_huge_declared_length_is_rejected_without_waiting_for_it() {
     let mut input = u32::MAX.to_be_bytes().to_vec();
     input.extend_from_slice(b"tail bytes");
     let got = check_all_cuts(Framing::length_prefixed(Prefix::U32Be, 1024), &input);
-    assert_eq!(got, vec![too_long(1024)]);
+    assert_eq!(got, vec![declared_too_long(1024, u64::from(u32::MAX))]);
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! A custom handler in a dozen lines: every line comes back reversed.
 //!
-//! Run it with `cargo run -p switchboard --example reverse`, then
-//! `switchboard-client 127.0.0.1:7979` and type; Ctrl-C drains and exits.
+//! Run it with `cargo run -p switchboard --example reverse` (or with
+//! `-- --listen ADDR`), then `switchboard-client 127.0.0.1:7979` and type.
+//! Ctrl-C or SIGTERM drains and prints the report; a second one closes
+//! everything now.
 
-use switchboard::{Conn, Flow, Framing, Handler, Phase, Server};
+use switchboard::{Conn, Flow, Framing, Handler, Server};
 
 struct Reverse;
 
@@ -16,13 +18,23 @@ impl Handler for Reverse {
     fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
         let mut reply: String = String::from_utf8_lossy(line).chars().rev().collect();
         reply.push('\n');
-        conn.send(reply.as_bytes());
+        conn.send(&reply);
         Flow::Continue
     }
 }
 
 fn main() {
-    let server = match Server::builder().start("127.0.0.1:7979", Reverse) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let listen = match args.as_slice() {
+        [] => "127.0.0.1:7979",
+        [flag, addr] if flag == "--listen" => addr.as_str(),
+        _ => {
+            eprintln!("usage: reverse [--listen ADDR]");
+            std::process::exit(2);
+        }
+    };
+    // SIGINT and SIGTERM: the first drains, the second closes everything.
+    let server = match Server::builder().shutdown_on_signals().start(listen, Reverse) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("reverse: {e}");
@@ -30,14 +42,5 @@ fn main() {
         }
     };
     println!("listening on {}", server.local_addr());
-    let shutdown = server.shutdown_handle();
-    // The first Ctrl-C drains, a second one closes everything now.
-    let on_signal = move || match shutdown.phase() {
-        Phase::Running => shutdown.drain(),
-        _ => shutdown.force(),
-    };
-    if let Err(e) = ctrlc::set_handler(on_signal) {
-        eprintln!("reverse: cannot install the Ctrl-C handler: {e}");
-    }
     println!("{}", server.wait());
 }

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::connection::{ConnKey, Control};
+use crate::connection::{ConnKey, Control, HalfClose};
+use crate::framing::{EncodeError, Framing};
 use crate::mailbox::{Mail, Mailbox, Route, To};
-use crate::message::Message;
+use crate::message::{Message, Payload};
 use crate::outbound::Outbound;
 use crate::stats::{bump, Counters};
 
@@ -33,6 +34,9 @@ pub enum SlowConsumerPolicy {
 pub enum SendError {
     /// The connection is closed or closing.
     Closed,
+    /// `send_frame`: the body cannot be one frame of the handler's framing;
+    /// nothing was queued.
+    Frame(EncodeError),
     /// Over budget, drop policy: the message was dropped.
     Dropped,
     /// Over budget, disconnect policy: the message was dropped and the
@@ -44,6 +48,7 @@ impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SendError::Closed => "connection closed",
+            SendError::Frame(e) => return write!(f, "cannot frame the message: {e}"),
             SendError::Dropped => "outbound budget exceeded: message dropped",
             SendError::Disconnected => "outbound budget exceeded: connection disconnected",
         })
@@ -63,6 +68,8 @@ pub(crate) enum Pending {
     },
     /// A [`Deferred`] is done: everything it sent is ahead of this.
     Release,
+    /// Shut the write side once everything before is written.
+    ShutdownWrite,
     /// Close: a slow consumer (at once) or on request (after flushing).
     Close {
         slow: bool,
@@ -82,6 +89,8 @@ pub(crate) struct ConnShared {
     /// on the way in its worker's mailbox.
     queued: AtomicUsize,
     pub(crate) closed: AtomicBool,
+    /// The handler asked for a half-close: nothing more may be sent.
+    pub(crate) write_shut: AtomicBool,
     pub(crate) warned: AtomicBool,
     /// Deferred replies outstanding: frames after them wait, and a graceful
     /// close waits for them.
@@ -90,6 +99,8 @@ pub(crate) struct ConnShared {
     pub(crate) max_outbound_total: usize,
     pub(crate) policy: SlowConsumerPolicy,
     pub(crate) stats: Arc<Counters>,
+    /// The handler's framing, to encode replies with.
+    pub(crate) framing: Framing,
 }
 
 impl ConnShared {
@@ -103,6 +114,7 @@ impl ConnShared {
         policy: SlowConsumerPolicy,
         mailbox: Arc<Mailbox>,
         stats: Arc<Counters>,
+        framing: Framing,
     ) -> ConnShared {
         ConnShared {
             id,
@@ -111,12 +123,14 @@ impl ConnShared {
             peer,
             queued: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            write_shut: AtomicBool::new(false),
             warned: AtomicBool::new(false),
             deferred: AtomicUsize::new(0),
             max_outbound,
             max_outbound_total,
             policy,
             stats,
+            framing,
         }
     }
 
@@ -230,14 +244,17 @@ impl ConnHandle {
         self.shared.closed.load(Ordering::Acquire)
     }
 
-    /// Queues `msg` for the connection without waiting. See the type's docs
-    /// for the budget; a message larger than the whole budget is never sent.
-    pub fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
+    /// Queues `msg` for the connection without waiting: anything a
+    /// [`Payload`] is made from (`&[u8]`, `b"…"`, `&str`, `String`,
+    /// `Vec<u8>`, [`Message`]; borrowed bytes are copied once). See the
+    /// type's docs for the budget; a message larger than the whole budget is
+    /// never sent.
+    pub fn send<'a>(&self, msg: impl Into<Payload<'a>>) -> Result<(), SendError> {
         let s = &*self.shared;
-        if s.closed.load(Ordering::Acquire) {
+        if s.closed.load(Ordering::Acquire) || s.write_shut.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
-        let msg = msg.into();
+        let msg = msg.into().into_message();
         let len = msg.len();
         let before = s.add_queued(len);
         if s.over_budget(before, len) {
@@ -248,6 +265,15 @@ impl ConnHandle {
             s.sub_queued(len);
             SendError::Closed
         })
+    }
+
+    /// Queues `body` as one frame of the handler's
+    /// [`framing`](crate::Handler::framing), as [`Conn::send_frame`] does
+    /// (one message: the prefix or newline and the body).
+    pub fn send_frame(&self, body: &[u8]) -> Result<(), SendError> {
+        let mut frame = Vec::new();
+        self.shared.framing.encode(body, &mut frame).map_err(SendError::Frame)?;
+        self.send(frame)
     }
 
     fn over_budget(&self, queued: usize) -> SendError {
@@ -283,13 +309,24 @@ impl ConnHandle {
     /// hold no memory and do not count against the budget.
     pub fn send_file(&self, file: Arc<File>, offset: u64, len: u64) -> Result<(), SendError> {
         let s = &*self.shared;
-        if s.closed.load(Ordering::Acquire) {
+        if s.closed.load(Ordering::Acquire) || s.write_shut.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
         if len == 0 {
             return Ok(());
         }
         s.enqueue(Pending::SendFile { file, offset, len }).map_err(|()| SendError::Closed)
+    }
+
+    /// Half-closes the connection, as [`Conn::shutdown_write`] does: what
+    /// was queued before (from any thread) is written, then the write side
+    /// is shut; later sends fail with [`SendError::Closed`]. The connection
+    /// stays open for reading.
+    pub fn shutdown_write(&self) {
+        let s = &*self.shared;
+        if !s.write_shut.swap(true, Ordering::AcqRel) {
+            let _ = s.enqueue(Pending::ShutdownWrite);
+        }
     }
 
     /// Asks the connection to close once what is queued has been sent (as
@@ -336,16 +373,67 @@ impl Conn<'_> {
         self.shared.peer
     }
 
-    /// Queues a copy of `data`.
-    pub fn send(&mut self, data: &[u8]) {
-        if !data.is_empty() {
-            self.shared.add_queued(data.len());
-            self.out.push_bytes(data, self.held);
+    /// Queues `data`: anything a [`Payload`] is made from, as
+    /// [`ConnHandle::send`] and [`Deferred::send`] take. Borrowed bytes
+    /// (`&[u8]`, `b"…"`, `&str`) are copied into the connection's queue, with
+    /// no allocation of their own; a [`Message`] is queued without copying.
+    pub fn send<'a>(&mut self, data: impl Into<Payload<'a>>) {
+        if self.ctl.half_close != HalfClose::No {
+            return self.discard_after_half_close();
+        }
+        match data.into() {
+            Payload::Borrowed(data) => {
+                if !data.is_empty() {
+                    self.shared.add_queued(data.len());
+                    self.out.push_bytes(data, self.held);
+                }
+            }
+            Payload::Shared(msg) => self.send_message(msg),
         }
     }
 
-    /// Queues a shared message without copying it.
+    /// Queues `body` as one frame of the handler's
+    /// [`framing`](crate::Handler::framing): after its length prefix, or
+    /// followed by a newline (raw framing: as it is). A body the framing
+    /// cannot carry (a line ending inside a line, longer than the framing's
+    /// maximum or than its prefix can declare) is refused and nothing is
+    /// queued. No allocation: the prefix and the body are copied into the
+    /// queue.
+    ///
+    /// ```
+    /// use switchboard::{handler_fn, EncodeError, Flow, Framing, Harness, Prefix};
+    ///
+    /// let rpc = handler_fn(Framing::length_prefixed(Prefix::U16Be, 64), |body, conn| {
+    ///     conn.send_frame(&body.to_ascii_uppercase()).expect("at most 64 bytes");
+    ///     Flow::Continue
+    /// });
+    /// let mut h = Harness::new(rpc);
+    /// h.input(b"\x00\x02hi");
+    /// assert_eq!(h.output(), b"\x00\x02HI");
+    ///
+    /// let lines = handler_fn(Framing::lines(64), |_, conn| {
+    ///     assert_eq!(conn.send_frame(b"a\nb"), Err(EncodeError::LineEnding { at: 1 }));
+    ///     conn.send_frame(b"ok").unwrap();
+    ///     Flow::Continue
+    /// });
+    /// let mut h = Harness::new(lines);
+    /// h.input(b"x\n");
+    /// assert_eq!(h.output(), b"ok\n");
+    /// ```
+    pub fn send_frame(&mut self, body: &[u8]) -> Result<(), EncodeError> {
+        let (head, tail) = self.shared.framing.frame_parts(body)?;
+        self.send(head.as_slice());
+        self.send(body);
+        self.send(tail);
+        Ok(())
+    }
+
+    /// Queues a shared message without copying it (as [`send`](Conn::send)
+    /// does with a [`Message`]).
     pub fn send_message(&mut self, msg: impl Into<Message>) {
+        if self.ctl.half_close != HalfClose::No {
+            return self.discard_after_half_close();
+        }
         let msg = msg.into();
         if !msg.is_empty() {
             self.shared.add_queued(msg.len());
@@ -362,6 +450,9 @@ impl Conn<'_> {
     /// memory (but each holds a descriptor, and reading from the peer stops
     /// while 16 are queued).
     pub fn send_file(&mut self, file: Arc<File>, offset: u64, len: u64) {
+        if self.ctl.half_close != HalfClose::No {
+            return self.discard_after_half_close();
+        }
         if len > 0 {
             self.out.push_file(file, offset, len);
         }
@@ -383,6 +474,24 @@ impl Conn<'_> {
         self.draining
     }
 
+    /// Half-closes the connection: what is queued now is written, then the
+    /// write side is shut (the peer reads EOF) while the connection stays
+    /// open for reading: frames keep coming to the handler until the peer
+    /// closes its side, which then closes the connection. Nothing can be
+    /// sent after it: later sends on this `Conn` are discarded (and logged),
+    /// on a [`ConnHandle`] or a [`Deferred`] they fail with
+    /// [`SendError::Closed`].
+    pub fn shutdown_write(&mut self) {
+        if self.ctl.half_close == HalfClose::No {
+            self.ctl.half_close = HalfClose::Asked;
+            self.shared.write_shut.store(true, Ordering::Release);
+        }
+    }
+
+    fn discard_after_half_close(&self) {
+        log::debug!("{} (conn {}): a send after shutdown_write discarded", self.shared.peer, self.shared.id);
+    }
+
     /// Closes the connection once this callback returns and everything
     /// queued has been sent, as returning [`Flow::Close`](crate::Flow::Close)
     /// does. This is how [`Handler::open`](crate::Handler::open) refuses a
@@ -396,7 +505,8 @@ impl Conn<'_> {
     /// Stops reading from the peer for `d` (frames already read wait too):
     /// a lossless way to rate-limit a sender, since TCP then slows it down.
     /// A later call extends the pause, never shortens it. Works from any
-    /// callback, [`open`](crate::Handler::open) included.
+    /// callback, [`open`](crate::Handler::open) included. Neither the idle
+    /// timeout nor the frame timeout runs while the pause lasts.
     pub fn pause_reading(&mut self, d: Duration) {
         let until = crate::clock::after(Instant::now(), d);
         if self.ctl.paused_until.is_none_or(|t| t < until) {
@@ -445,7 +555,10 @@ impl Conn<'_> {
     /// connection's later frames wait (so replies always leave in request
     /// order), and a graceful close (EOF from the peer,
     /// [`Flow::Close`](crate::Flow::Close), the quiet rule of a drain) waits
-    /// for it; the idle timeout, errors and a forced shutdown do not.
+    /// for it. The timeouts do not lose it: the idle timeout does not run
+    /// while it is outstanding (it counts from its release), and frames held
+    /// behind it are not an incomplete frame for the frame timeout. Errors
+    /// and a forced shutdown do not wait.
     /// Replies sent through it leave after everything queued before.
     pub fn defer(&self) -> Deferred {
         self.shared.deferred.fetch_add(1, Ordering::AcqRel);
@@ -462,8 +575,14 @@ pub struct Deferred {
 
 impl Deferred {
     /// Queues `msg`, as [`ConnHandle::send`] does.
-    pub fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
+    pub fn send<'a>(&self, msg: impl Into<Payload<'a>>) -> Result<(), SendError> {
         self.handle.send(msg)
+    }
+
+    /// Queues `body` as one frame of the handler's framing, as
+    /// [`ConnHandle::send_frame`] does.
+    pub fn send_frame(&self, body: &[u8]) -> Result<(), SendError> {
+        self.handle.send_frame(body)
     }
 
     /// Queues a file region, as [`ConnHandle::send_file`] does.

@@ -67,6 +67,20 @@ pub(crate) struct Control {
     pub(crate) timers: Vec<(u64, Instant)>,
     /// Some timer was armed or moved earlier since the worker last looked.
     pub(crate) timers_changed: bool,
+    /// The handler's half-close ([`Conn::shutdown_write`](crate::Conn::shutdown_write)).
+    pub(crate) half_close: HalfClose,
+}
+
+/// The handler's half-close of a connection that stays open for reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum HalfClose {
+    /// Not asked for.
+    #[default]
+    No,
+    /// Asked for: shut the write side once what is queued is written.
+    Asked,
+    /// The write side is shut.
+    Done,
 }
 
 /// What a connection is due for at a sweep of the timeouts.
@@ -76,8 +90,23 @@ pub(crate) enum Due {
     EndLinger,
     /// Close now for this reason (a timeout).
     CloseNow(CloseReason),
+    /// Close gracefully for this reason (a timeout with replies still
+    /// queued: they are delivered first).
+    Close(CloseReason),
     /// Draining, quiet, flushed: start the graceful close.
     Drain,
+}
+
+/// Where a pass of the decoder over the input stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stopped {
+    /// The decoder needs more input: what is left is one incomplete frame
+    /// (or the rest of a frame being skipped).
+    NeedsInput,
+    /// Frames are held (a deferred reply, a pause, backpressure) or the
+    /// connection is closing: what is left may be whole frames, waiting on
+    /// the server, not on the peer.
+    Held,
 }
 
 /// The limits a sweep checks.
@@ -202,6 +231,12 @@ impl<S> Connection<S> {
         true
     }
 
+    /// The handler asked for a half-close and everything queued before it
+    /// is written: the write side may be shut now.
+    pub(crate) fn half_close_due(&self) -> bool {
+        self.ctl.half_close == HalfClose::Asked && self.out.is_empty() && !self.sock.wants_write()
+    }
+
     /// Everything is written and no deferred reply is outstanding: a
     /// flushing connection may shut down its write side.
     pub(crate) fn flushed(&self) -> bool {
@@ -212,9 +247,12 @@ impl<S> Connection<S> {
     }
 
     /// Whether the input ends mid-frame, and since when, after the decoder
-    /// ran (`completed`: a frame was completed in this pass).
-    pub(crate) fn track_partial(&mut self, completed: bool, now: Instant) {
-        let partial = !self.tail.is_empty() || self.decoder.skipping();
+    /// ran (`completed`: a frame was completed in this pass). Only the bytes
+    /// of an incomplete frame count: frames held behind a deferred reply, a
+    /// pause or backpressure wait on the server, and no more is read while
+    /// they do, so the frame timeout does not run until they are served.
+    pub(crate) fn track_partial(&mut self, stopped: Stopped, completed: bool, now: Instant) {
+        let partial = stopped == Stopped::NeedsInput && (!self.tail.is_empty() || self.decoder.skipping());
         if !partial {
             self.partial_since = None;
         } else if completed || self.partial_since.is_none() {
@@ -223,6 +261,20 @@ impl<S> Connection<S> {
         if self.tail.capacity() > 0 && self.tail.is_empty() {
             self.tail = Vec::new();
         }
+    }
+
+    /// Whether the connection waits on the server, not on the peer: a
+    /// deferred reply is outstanding or the handler paused reading. The
+    /// idle timeout does not run meanwhile; it counts again from when the
+    /// wait ends ([`end_wait`](Connection::end_wait)).
+    pub(crate) fn waits_on_server(&self) -> bool {
+        self.shared.deferred() || self.ctl.paused_until.is_some()
+    }
+
+    /// A wait on the server ended (the last deferred reply was released, a
+    /// pause ended): the idle timeout counts from now.
+    pub(crate) fn end_wait(&mut self, now: Instant) {
+        self.last_io = self.last_io.max(now);
     }
 
     /// What the timeouts say of this connection now.
@@ -236,14 +288,19 @@ impl<S> Connection<S> {
                 return Some(Due::CloseNow(reason()));
             }
         }
-        if now.saturating_duration_since(self.last_io) >= t.idle {
+        if !self.waits_on_server() && now.saturating_duration_since(self.last_io) >= t.idle {
             return Some(Due::CloseNow(CloseReason::IdleTimeout));
         }
         if self.writing != Writing::Open {
             return None;
         }
         if self.partial_since.is_some_and(|s| now.saturating_duration_since(s) >= t.frame) {
-            return Some(Due::CloseNow(CloseReason::FrameTimeout));
+            // Replies already queued still go out (a graceful close).
+            let queued = !self.out.is_empty() || self.sock.wants_write();
+            return Some(match queued {
+                true => Due::Close(CloseReason::FrameTimeout),
+                false => Due::CloseNow(CloseReason::FrameTimeout),
+            });
         }
         let quiet = self.out.is_empty()
             && !self.shared.deferred()

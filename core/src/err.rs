@@ -3,6 +3,8 @@
 use std::fmt;
 use std::io;
 
+use crate::signals::SignalError;
+
 /// Why [`ServerBuilder::start`](crate::ServerBuilder::start) failed.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -19,6 +21,9 @@ pub enum StartError {
     },
     /// Creating the poller, a waker or a thread failed.
     Io(io::Error),
+    /// [`ServerBuilder::shutdown_on_signals`](crate::ServerBuilder::shutdown_on_signals)
+    /// could not install the signal handler.
+    Signals(SignalError),
 }
 
 impl fmt::Display for StartError {
@@ -27,6 +32,7 @@ impl fmt::Display for StartError {
             StartError::Config(msg) => write!(f, "invalid configuration: {msg}"),
             StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             StartError::Io(e) => write!(f, "cannot start the server: {e}"),
+            StartError::Signals(e) => write!(f, "{e}"),
         }
     }
 }

@@ -51,6 +51,114 @@ impl Framing {
     }
 }
 
+impl Framing {
+    /// Checks that `body` can go out as one frame of this framing and
+    /// returns what goes before it and after it: the length prefix, or the
+    /// line ending. The frame a peer's [`Decoder`] of the same framing reads
+    /// back is `body`, whole. Raw bytes go out as they are.
+    pub(crate) fn frame_parts(&self, body: &[u8]) -> Result<(PrefixBytes, &'static [u8]), EncodeError> {
+        match *self {
+            Framing::Raw => Ok((PrefixBytes::NONE, b"")),
+            Framing::Lines { max } => {
+                if let Some(at) = body.iter().position(|&b| b == b'\n') {
+                    return Err(EncodeError::LineEnding { at });
+                }
+                if body.last() == Some(&b'\r') {
+                    // The decoder would take it for half of a CRLF.
+                    return Err(EncodeError::LineEnding { at: body.len() - 1 });
+                }
+                if body.len() > max {
+                    return Err(EncodeError::TooLong { len: body.len(), max });
+                }
+                Ok((PrefixBytes::NONE, b"\n"))
+            }
+            Framing::LengthPrefixed { prefix, max } => match prefix.bytes(body.len()) {
+                Some(head) if body.len() <= max => Ok((head, b"")),
+                _ => Err(EncodeError::TooLong { len: body.len(), max: max.min(prefix.max_len()) }),
+            },
+        }
+    }
+
+    /// Appends `body` to `out` as one frame of this framing: after its
+    /// length prefix, or followed by a newline. A body this framing cannot
+    /// carry (a line ending inside a line, over the maximum, over what the
+    /// prefix can declare) is an error and nothing is appended. The one
+    /// home of the encoding: what [`Conn::send_frame`](crate::Conn::send_frame)
+    /// sends, and what a client of the protocol writes.
+    ///
+    /// ```
+    /// use switchboard::{Decoder, EncodeError, Framing, Prefix, Step};
+    ///
+    /// let framing = Framing::length_prefixed(Prefix::U16Be, 64);
+    /// let mut out = Vec::new();
+    /// framing.encode(b"hello", &mut out).unwrap();
+    /// assert_eq!(out, b"\x00\x05hello");
+    /// assert_eq!(Decoder::new(framing).next(&out), Step::Frame(b"hello", 7));
+    ///
+    /// let lines = Framing::lines(64);
+    /// assert_eq!(lines.encode(b"two\nlines", &mut out), Err(EncodeError::LineEnding { at: 3 }));
+    /// ```
+    pub fn encode(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let (head, tail) = self.frame_parts(body)?;
+        out.reserve(head.len() + body.len() + tail.len());
+        out.extend_from_slice(head.as_slice());
+        out.extend_from_slice(body);
+        out.extend_from_slice(tail);
+        Ok(())
+    }
+}
+
+/// Why a body cannot go out as one frame of a framing
+/// ([`Framing::encode`], [`Conn::send_frame`](crate::Conn::send_frame)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// A line's body holds a line ending at this byte (a `\n`, or a `\r`
+    /// at its end): the peer would read something else than the body.
+    LineEnding {
+        /// The offset of the line ending in the body.
+        at: usize,
+    },
+    /// The body is longer than the framing's maximum (or than its prefix
+    /// can declare, whichever is less).
+    TooLong {
+        /// The body's length.
+        len: usize,
+        /// The most a frame may hold.
+        max: usize,
+    },
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::LineEnding { at } => write!(f, "a line ending at byte {at} inside a line"),
+            EncodeError::TooLong { len, max } => write!(f, "a {len}-byte frame, over the {max}-byte maximum"),
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+/// A length prefix on the stack: up to 4 bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PrefixBytes {
+    bytes: [u8; 4],
+    len: usize,
+}
+
+impl PrefixBytes {
+    const NONE: PrefixBytes = PrefixBytes { bytes: [0; 4], len: 0 };
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
 /// The length prefix of [`Framing::LengthPrefixed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -73,6 +181,28 @@ impl Prefix {
             Prefix::U16Be => 2,
             Prefix::U32Be | Prefix::U32Le | Prefix::I32Le => 4,
         }
+    }
+
+    /// The largest length this prefix can declare.
+    pub fn max_len(self) -> usize {
+        match self {
+            Prefix::U16Be => usize::from(u16::MAX),
+            Prefix::U32Be | Prefix::U32Le => usize::try_from(u32::MAX).unwrap_or(usize::MAX),
+            Prefix::I32Le => usize::try_from(i32::MAX).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// `len` as this prefix, on the stack, or `None` if it does not fit.
+    fn bytes(self, len: usize) -> Option<PrefixBytes> {
+        let mut bytes = [0; 4];
+        let width = self.width();
+        match self {
+            Prefix::U16Be => bytes[..2].copy_from_slice(&u16::try_from(len).ok()?.to_be_bytes()),
+            Prefix::U32Be => bytes.copy_from_slice(&u32::try_from(len).ok()?.to_be_bytes()),
+            Prefix::U32Le => bytes.copy_from_slice(&u32::try_from(len).ok()?.to_le_bytes()),
+            Prefix::I32Le => bytes.copy_from_slice(&i32::try_from(len).ok()?.to_le_bytes()),
+        }
+        Some(PrefixBytes { bytes, len: width })
     }
 
     /// Encodes `len` as this prefix, or `None` if it does not fit.
@@ -101,10 +231,17 @@ impl Prefix {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FrameError {
-    /// The frame is longer than the framing's maximum; it is skipped.
+    /// The frame is longer than the framing's maximum; it is skipped unless
+    /// the handler closes the connection
+    /// ([`Handler::frame_error`](crate::Handler::frame_error) returns
+    /// [`Flow::Close`](crate::Flow::Close)), which is the answer to a length
+    /// no one would send: skipping a 4 GiB claim would read it all first.
     TooLong {
         /// The maximum in force.
         max: usize,
+        /// The length the prefix declared ([`Framing::LengthPrefixed`]);
+        /// `None` for a line, whose length is not known until its end.
+        len: Option<u64>,
     },
     /// A length prefix was negative: the stream cannot be resynchronised and
     /// the connection is closed whatever the handler answers.
@@ -121,7 +258,10 @@ impl FrameError {
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FrameError::TooLong { max } => write!(f, "frame longer than the {max}-byte maximum"),
+            FrameError::TooLong { max, len: Some(len) } => {
+                write!(f, "a {len}-byte frame announced, over the {max}-byte maximum")
+            }
+            FrameError::TooLong { max, len: None } => write!(f, "frame longer than the {max}-byte maximum"),
             FrameError::BadLength(n) => write!(f, "invalid frame length {n}"),
         }
     }
@@ -215,7 +355,7 @@ impl Decoder {
                     line = &line[..line.len() - 1];
                 }
                 if line.len() > max {
-                    Step::Error(FrameError::TooLong { max }, i + 1)
+                    Step::Error(FrameError::TooLong { max, len: None }, i + 1)
                 } else {
                     Step::Frame(line, i + 1)
                 }
@@ -224,10 +364,10 @@ impl Decoder {
             // Too long: drop it up to its newline if that is here, else
             // everything here and the rest of the line as it comes.
             None => match buf[window.len()..].iter().position(|&b| b == b'\n') {
-                Some(j) => Step::Error(FrameError::TooLong { max }, window.len() + j + 1),
+                Some(j) => Step::Error(FrameError::TooLong { max, len: None }, window.len() + j + 1),
                 None => {
                     self.skip = 1;
-                    Step::Error(FrameError::TooLong { max }, buf.len())
+                    Step::Error(FrameError::TooLong { max, len: None }, buf.len())
                 }
             },
         }
@@ -250,7 +390,7 @@ impl Decoder {
         let len = len as u64;
         if len > max as u64 {
             self.skip = len;
-            return Step::Error(FrameError::TooLong { max }, w);
+            return Step::Error(FrameError::TooLong { max, len: Some(len) }, w);
         }
         let end = w + len as usize;
         if buf.len() < end {
@@ -303,22 +443,28 @@ mod tests {
     #[test]
     fn long_line_reported_once_and_skipped_to_newline() {
         let got = frames(Framing::lines(4), &[b"12345", b"6789", b"0\nok\n"]);
-        assert_eq!(got, vec![Err(FrameError::TooLong { max: 4 }), Ok(b"ok".to_vec())]);
+        assert_eq!(got, vec![Err(FrameError::TooLong { max: 4, len: None }), Ok(b"ok".to_vec())]);
         // Exactly max with CRLF is accepted; max + 1 is not.
         let got = frames(Framing::lines(4), &[b"1234\r\n12345\nx\n"]);
-        assert_eq!(got, vec![Ok(b"1234".to_vec()), Err(FrameError::TooLong { max: 4 }), Ok(b"x".to_vec())]);
+        assert_eq!(
+            got,
+            vec![Ok(b"1234".to_vec()), Err(FrameError::TooLong { max: 4, len: None }), Ok(b"x".to_vec())]
+        );
     }
 
     #[test]
     fn long_line_with_its_newline_in_the_same_read_spares_the_next_line() {
         let got = frames(Framing::lines(4), &[b"1234567\nok\n", b"x\n"]);
-        assert_eq!(got, vec![Err(FrameError::TooLong { max: 4 }), Ok(b"ok".to_vec()), Ok(b"x".to_vec())]);
+        assert_eq!(
+            got,
+            vec![Err(FrameError::TooLong { max: 4, len: None }), Ok(b"ok".to_vec()), Ok(b"x".to_vec())]
+        );
         let got = frames(Framing::lines(4), &[&[b'y'; 200], b"\nnext\n"]);
-        assert_eq!(got, vec![Err(FrameError::TooLong { max: 4 }), Ok(b"next".to_vec())]);
+        assert_eq!(got, vec![Err(FrameError::TooLong { max: 4, len: None }), Ok(b"next".to_vec())]);
         let mut long = vec![b'z'; 300];
         long.extend_from_slice(b"\r\nnext\n");
         let got = frames(Framing::lines(4), &[&long]);
-        assert_eq!(got, vec![Err(FrameError::TooLong { max: 4 }), Ok(b"next".to_vec())]);
+        assert_eq!(got, vec![Err(FrameError::TooLong { max: 4, len: None }), Ok(b"next".to_vec())]);
     }
 
     #[test]
@@ -332,7 +478,10 @@ mod tests {
         input.extend_from_slice(b"z");
         let chunks: Vec<&[u8]> = input.chunks(2).collect();
         let got = frames(Framing::length_prefixed(Prefix::U32Le, 5), &chunks);
-        assert_eq!(got, vec![Ok(b"abc".to_vec()), Err(FrameError::TooLong { max: 5 }), Ok(b"z".to_vec())]);
+        assert_eq!(
+            got,
+            vec![Ok(b"abc".to_vec()), Err(FrameError::TooLong { max: 5, len: Some(9) }), Ok(b"z".to_vec())]
+        );
     }
 
     #[test]
@@ -340,6 +489,32 @@ mod tests {
         let got = frames(Framing::length_prefixed(Prefix::I32Le, 5), &[&(-1i32).to_le_bytes()]);
         assert_eq!(got, vec![Err(FrameError::BadLength(-1))]);
         assert!(FrameError::BadLength(-1).is_fatal());
+    }
+
+    #[test]
+    fn encoded_frames_decode_to_the_body_and_unframeable_bodies_are_refused() {
+        for framing in [
+            Framing::lines(8),
+            Framing::length_prefixed(Prefix::U16Be, 8),
+            Framing::length_prefixed(Prefix::I32Le, 8),
+        ] {
+            let mut out = Vec::new();
+            for body in [&b"abc"[..], b"", b"12345678"] {
+                framing.encode(body, &mut out).unwrap();
+            }
+            let got = frames(framing, &[&out]);
+            assert_eq!(got, vec![Ok(b"abc".to_vec()), Ok(vec![]), Ok(b"12345678".to_vec())], "{framing:?}");
+            let before = out.len();
+            assert_eq!(framing.encode(b"123456789", &mut out), Err(EncodeError::TooLong { len: 9, max: 8 }));
+            assert_eq!(out.len(), before, "nothing appended");
+        }
+        let mut out = Vec::new();
+        assert_eq!(Framing::lines(8).encode(b"a\nb", &mut out), Err(EncodeError::LineEnding { at: 1 }));
+        assert_eq!(Framing::lines(8).encode(b"ab\r", &mut out), Err(EncodeError::LineEnding { at: 2 }));
+        let big = vec![0; 70_000];
+        let u16_prefix = Framing::length_prefixed(Prefix::U16Be, 100_000);
+        assert_eq!(u16_prefix.encode(&big, &mut out), Err(EncodeError::TooLong { len: 70_000, max: 65_535 }));
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,13 +10,39 @@ use crossbeam_channel::Receiver;
 use mio::{Poll, Token, Waker};
 
 use crate::conn::{Conn, ConnHandle, ConnShared, Pending};
-use crate::connection::{ConnKey, Control};
+use crate::connection::{ConnKey, Control, HalfClose};
 use crate::framing::{Decoder, Step};
 use crate::handler::{CloseReason, Flow, Handler};
 use crate::mailbox::{Mail, Mailbox};
 use crate::outbound::Outbound;
 use crate::server::Config;
 use crate::stats::Counters;
+
+/// Connection ids of harnesses, distinct in the process as on a server.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Why a [`Harness`]'s connection takes no frames now
+/// ([`Harness::held_by`]); frames sent meanwhile wait, as on a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Held {
+    /// More than the high-water mark is queued for the peer (256 KiB, the
+    /// server's default): [`output`](Harness::output) takes it.
+    Backpressure {
+        /// Bytes queued.
+        queued: usize,
+    },
+    /// The handler paused reading ([`Conn::pause_reading`]) for this much
+    /// longer; [`resume`](Harness::resume) ends it.
+    Paused(Duration),
+    /// Deferred replies are outstanding ([`Conn::defer`]);
+    /// [`wait_deferred`](Harness::wait_deferred) or
+    /// [`wait_replies`](Harness::wait_replies) waits for them.
+    Deferred {
+        /// How many.
+        outstanding: usize,
+    },
+}
 
 /// Runs a [`Handler`] as one connection would, with no socket and no
 /// thread: bytes in (cut by the handler's framing), replies and [`Flow`]
@@ -49,6 +75,11 @@ pub struct Harness<H: Handler> {
     rx: Receiver<Mail>,
     /// Set once a callback closed the connection (or a handle asked to).
     closing: Option<CloseReason>,
+    /// Deferred replies completed so far.
+    released: usize,
+    high_water: usize,
+    /// Reading stopped for backpressure (released below half the mark).
+    backpressure: bool,
     _poll: Poll,
 }
 
@@ -60,7 +91,8 @@ impl<H: Handler> fmt::Debug for Harness<H> {
 
 impl<H: Handler> Harness<H> {
     /// Opens a connection from 127.0.0.1:40000 with the server's default
-    /// budgets: calls [`Handler::open`].
+    /// budgets: calls [`Handler::open`]. Each harness's connection has an id
+    /// of its own ([`Conn::id`]), as connections of a server do.
     pub fn new(handler: H) -> Harness<H> {
         Harness::with_peer(handler, SocketAddr::from(([127, 0, 0, 1], 40000)))
     }
@@ -75,7 +107,7 @@ impl<H: Handler> Harness<H> {
         let stats = Arc::new(Counters::new(1));
         stats.open.store(1, Ordering::Release);
         let shared = ConnShared::new(
-            1,
+            NEXT_ID.fetch_add(1, Ordering::Relaxed),
             ConnKey::default(),
             peer,
             config.max_outbound,
@@ -83,6 +115,7 @@ impl<H: Handler> Harness<H> {
             config.policy,
             mailbox,
             stats,
+            handler.framing(),
         );
         let decoder = Decoder::new(handler.framing());
         let mut h = Harness {
@@ -95,6 +128,9 @@ impl<H: Handler> Harness<H> {
             tail: Vec::new(),
             rx,
             closing: None,
+            released: 0,
+            high_water: config.high_water,
+            backpressure: false,
             _poll: poll,
         };
         let held = &h.shared.stats.workers[0].queued;
@@ -163,9 +199,81 @@ impl<H: Handler> Harness<H> {
         self.serve()
     }
 
+    /// Why the connection takes no frames now, if it does not: the first
+    /// of backpressure, a pause, deferred replies (as on a server).
+    pub fn held_by(&self) -> Option<Held> {
+        if self.backpressure {
+            Some(Held::Backpressure { queued: self.shared.queued() })
+        } else if let Some(until) = self.ctl.paused_until {
+            Some(Held::Paused(until.saturating_duration_since(Instant::now())))
+        } else if self.shared.deferred() {
+            Some(Held::Deferred { outstanding: self.shared.deferred.load(Ordering::Acquire) })
+        } else {
+            None
+        }
+    }
+
+    /// The connection's id ([`Conn::id`]).
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// Waits up to `timeout` until `n` more deferred replies have completed
+    /// (each [`Deferred`](crate::Deferred) dropped, everything it sent
+    /// arrived), serving the frames that waited after each, as a server
+    /// does: frames pipelined behind a deferred reply that defer in turn are
+    /// counted as they complete. Returns whether `n` completed.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::Duration;
+    /// use switchboard::{handler_fn, Deferred, Flow, Framing, Harness, Held};
+    ///
+    /// // Every line is answered by another thread, once it is told to go.
+    /// let (jobs, queue) = mpsc::channel::<(Vec<u8>, Deferred)>();
+    /// let (go, told) = mpsc::channel::<()>();
+    /// std::thread::spawn(move || {
+    ///     let _ = told.recv();
+    ///     for (line, reply) in queue {
+    ///         let _ = reply.send([&line[..], b"\n"].concat());
+    ///     }
+    /// });
+    /// let later = handler_fn(Framing::lines(64), move |line, conn| {
+    ///     let _ = jobs.send((line.to_vec(), conn.defer()));
+    ///     Flow::Continue
+    /// });
+    /// let mut h = Harness::new(later);
+    /// h.input(b"a\nb\nc\n");
+    /// // "b" and "c" wait behind the reply to "a".
+    /// assert_eq!(h.held_by(), Some(Held::Deferred { outstanding: 1 }));
+    /// go.send(()).unwrap();
+    /// assert!(h.wait_replies(3, Duration::from_secs(10)));
+    /// assert_eq!(h.output(), b"a\nb\nc\n");
+    /// assert_eq!(h.held_by(), None);
+    /// ```
+    pub fn wait_replies(&mut self, n: usize, timeout: Duration) -> bool {
+        let deadline = crate::clock::after(Instant::now(), timeout);
+        let target = self.released.saturating_add(n);
+        loop {
+            self.take_mail();
+            self.serve();
+            if self.released >= target {
+                return true;
+            }
+            if !self.shared.deferred() {
+                // Nothing outstanding: no more can complete.
+                return false;
+            }
+            let Ok(mail) = self.rx.recv_deadline(deadline) else { return false };
+            self.apply(mail);
+        }
+    }
+
     /// Waits up to `timeout` until no deferred reply is outstanding, taking
     /// what handles and deferred replies sent; then serves the frames that
-    /// waited. Returns whether none is outstanding.
+    /// waited. Returns whether none is outstanding. A frame served then may
+    /// defer again: [`wait_replies`](Harness::wait_replies) waits for a
+    /// number of replies.
     pub fn wait_deferred(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         self.take_mail();
@@ -186,7 +294,20 @@ impl<H: Handler> Harness<H> {
         if self.out.drain_into(&mut sink, &self.shared, &self.shared.stats.workers[0].queued).is_err() {
             self.closing.get_or_insert(CloseReason::FileTruncated);
         }
+        if self.backpressure && self.update_backpressure() {
+            // Drained: the frames that waited are served (their replies
+            // come with the next call).
+            self.serve();
+        }
         sink
+    }
+
+    /// Whether the handler (or a handle) half-closed the connection
+    /// ([`Conn::shutdown_write`]): a server would shut the write side once
+    /// the output before it is written; nothing sent after it comes out.
+    pub fn write_shut(&mut self) -> bool {
+        self.take_mail();
+        self.ctl.half_close != HalfClose::No
     }
 
     /// Why the connection is closing, once it is.
@@ -227,9 +348,23 @@ impl<H: Handler> Harness<H> {
         }
     }
 
+    /// Updates the backpressure hold from what is queued, as a server does
+    /// (set above the high-water mark, cleared below half of it); returns
+    /// true when it was just released.
+    fn update_backpressure(&mut self) -> bool {
+        let queued = self.shared.queued();
+        if !self.backpressure && queued > self.high_water {
+            self.backpressure = true;
+        } else if self.backpressure && queued <= self.high_water / 2 {
+            self.backpressure = false;
+            return true;
+        }
+        false
+    }
+
     fn serve(&mut self) -> Flow {
         let mut pos = 0;
-        while self.closing.is_none() && self.ctl.paused_until.is_none() && !self.shared.deferred() {
+        while self.closing.is_none() && self.held_by().is_none() {
             let input = std::mem::take(&mut self.tail);
             let step = self.decoder.next(&input[pos..]);
             let (flow, reason) = match step {
@@ -259,6 +394,7 @@ impl<H: Handler> Harness<H> {
             self.tail = input;
             self.settle(flow, reason);
             self.take_mail();
+            self.update_backpressure();
         }
         self.tail.drain(..pos.min(self.tail.len()));
         if self.closing.is_some() {
@@ -284,6 +420,12 @@ impl<H: Handler> Harness<H> {
                 Pending::SendFile { file, offset, len } => self.out.push_file(file, offset, len),
                 Pending::Release => {
                     self.shared.deferred.fetch_sub(1, Ordering::AcqRel);
+                    self.released += 1;
+                }
+                Pending::ShutdownWrite => {
+                    if self.ctl.half_close == HalfClose::No {
+                        self.ctl.half_close = HalfClose::Asked;
+                    }
                 }
                 Pending::Close { slow } => {
                     self.closing.get_or_insert(if slow {

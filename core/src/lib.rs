@@ -22,18 +22,21 @@
 //!     fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
 //!         let mut reply: String = String::from_utf8_lossy(line).chars().rev().collect();
 //!         reply.push('\n');
-//!         conn.send(reply.as_bytes());
+//!         conn.send(&reply);
 //!         Flow::Continue
 //!     }
 //! }
 //!
-//! let server = Server::builder().start("127.0.0.1:7878", Reverse)?;
-//! let shutdown = server.shutdown_handle(); // e.g. for a Ctrl-C handler
-//! # shutdown.drain();
+//! // The first SIGTERM or Ctrl-C drains, a second one closes everything.
+//! let server = Server::builder().shutdown_on_signals().start("127.0.0.1:7878", Reverse)?;
 //! let report = server.wait();
 //! println!("{report}");
 //! # Ok::<(), switchboard::StartError>(())
 //! ```
+//!
+//! More complete examples, each run by the tests: `core/examples/kv.rs`
+//! (timers, a broadcast from another thread) and `core/examples/rpc.rs`
+//! (length-prefixed both ways with [`Conn::send_frame`]).
 #![forbid(unsafe_code)]
 
 mod acceptor;
@@ -55,6 +58,7 @@ mod outbound;
 mod proxy;
 mod server;
 mod shutdown;
+mod signals;
 mod stats;
 mod tls;
 mod transport;
@@ -63,10 +67,10 @@ mod worker_stats;
 
 pub use conn::{Conn, ConnHandle, Deferred, SendError, SlowConsumerPolicy, MAX_TIMERS};
 pub use err::StartError;
-pub use framing::{Decoder, FrameError, Framing, Prefix, Step};
+pub use framing::{Decoder, EncodeError, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
-pub use harness::Harness;
-pub use message::Message;
+pub use harness::{Harness, Held};
+pub use message::{Message, Payload};
 /// The rustls version the server speaks, to build a
 /// [`ServerConfig`](rustls::ServerConfig) for [`ServerBuilder::tls`].
 pub use rustls;
@@ -74,6 +78,7 @@ pub use rustls;
 pub use server::StartProbe;
 pub use server::{Server, ServerBuilder, StatsHandle};
 pub use shutdown::{Phase, ShutdownHandle, ShutdownReport};
+pub use signals::{SignalError, Signals};
 pub use stats::Stats;
 pub use tls::{tls_config_from_pem, TlsConfigError, TlsSocket};
 pub use worker_stats::WorkerStats;

@@ -16,6 +16,7 @@ use crate::err::StartError;
 use crate::handler::Handler;
 use crate::listener::{self, ListenerConfig};
 use crate::shutdown::{Phase, ShutdownHandle, ShutdownReport, ShutdownState};
+use crate::signals::Signals;
 use crate::stats::{Counters, Stats};
 use crate::transport::TransportConfig;
 use crate::worker::{Worker, WorkerReport};
@@ -203,9 +204,33 @@ pub struct ServerBuilder {
     config: Config,
     max_connections: Option<usize>,
     probe: Option<StartProbe>,
+    signals: bool,
 }
 
 impl ServerBuilder {
+    /// Shut the server down on SIGINT, SIGTERM and SIGHUP: the first drains
+    /// (so [`Server::wait`] returns the report), the second forces. This is
+    /// what makes a server graceful under systemd, Docker and Kubernetes,
+    /// which stop a service with SIGTERM; see [`Signals`] for the details.
+    /// The handler is installed when `start` begins (a failure is
+    /// [`StartError::Signals`]) and the server attached once it runs.
+    ///
+    /// ```no_run
+    /// use switchboard::{handler_fn, Flow, Framing, Server};
+    ///
+    /// let echo = handler_fn(Framing::Raw, |data, conn| {
+    ///     conn.send(data);
+    ///     Flow::Continue
+    /// });
+    /// let server = Server::builder().shutdown_on_signals().start("127.0.0.1:7878", echo)?;
+    /// println!("{}", server.wait()); // after SIGTERM: the drain's report
+    /// # Ok::<(), switchboard::StartError>(())
+    /// ```
+    pub fn shutdown_on_signals(mut self) -> Self {
+        self.signals = true;
+        self
+    }
+
     /// Worker threads, each with its own event loop (default: available cores).
     pub fn workers(mut self, n: usize) -> Self {
         self.config.workers = n;
@@ -410,11 +435,13 @@ impl ServerBuilder {
         A: ToSocketAddrs + fmt::Display,
         H: Handler,
     {
-        let ServerBuilder { mut config, max_connections, probe } = self;
+        let ServerBuilder { mut config, max_connections, probe, signals } = self;
         if max_connections == Some(0) {
             return Err(StartError::Config("max connections must be at least 1".into()));
         }
         config.validate()?;
+        // Before the budget: the handler's descriptors count in it.
+        let signals = if signals { Some(Signals::install().map_err(StartError::Signals)?) } else { None };
         let nofile = budget::raise_nofile();
         let open = budget::open_now();
         let (allowed, reserve) = budget::connection_limit(nofile, open, config.workers);
@@ -487,7 +514,11 @@ impl ServerBuilder {
             shared.config.workers,
             shared.config.max_connections
         );
-        Ok(Server { local_addr, shared, threads })
+        let server = Server { local_addr, shared, threads };
+        if let Some(signals) = signals {
+            signals.attach(server.shutdown_handle());
+        }
+        Ok(server)
     }
 }
 

@@ -19,7 +19,7 @@ use slotmap::{Key, KeyData, SlotMap};
 
 use crate::clock;
 use crate::conn::{ConnShared, Pending};
-use crate::connection::{ConnKey, Connection, Due, Timeouts, Writing};
+use crate::connection::{ConnKey, Connection, Due, HalfClose, Stopped, Timeouts, Writing};
 use crate::cpu::IdleCpu;
 use crate::framing::{Decoder, Step};
 use crate::handler::{CloseReason, Flow, Handler};
@@ -341,6 +341,7 @@ impl<H: Handler> Worker<H> {
                     }
                     c.ctl.pause_scheduled = None;
                     c.ctl.paused_until = None;
+                    c.end_wait(self.now);
                     self.wake_reading(key);
                 }
                 Wake::Timer(id) => {
@@ -515,7 +516,14 @@ impl<H: Handler> Worker<H> {
             Pending::Release => {
                 if c.shared.deferred.fetch_sub(1, Ordering::AcqRel) == 1 {
                     // The last one: the frames that waited for it go on.
+                    c.end_wait(self.now);
                     self.wake_reading(key);
+                }
+                self.dirty.push(key);
+            }
+            Pending::ShutdownWrite => {
+                if c.ctl.half_close == HalfClose::No {
+                    c.ctl.half_close = HalfClose::Asked;
                 }
                 self.dirty.push(key);
             }
@@ -658,7 +666,8 @@ impl<H: Handler> Worker<H> {
         let (max_outbound, max_total, policy) =
             (config.max_outbound, config.max_outbound_total, config.policy);
         let (mailbox, stats, now) = (&self.mailbox, &self.shared.stats, self.now);
-        let decoder = Decoder::new(self.handler.framing());
+        let framing = self.handler.framing();
+        let decoder = Decoder::new(framing);
         let sock = match Transport::new(sock, &config.transport, now) {
             Ok(sock) => sock,
             Err(e) => {
@@ -679,6 +688,7 @@ impl<H: Handler> Worker<H> {
                 policy,
                 Arc::clone(mailbox),
                 Arc::clone(stats),
+                framing,
             );
             Connection::new(sock, Arc::new(shared), decoder, now)
         });
@@ -817,13 +827,17 @@ impl<H: Handler> Worker<H> {
         let high_water = self.shared.config.high_water;
         let mut pos = 0;
         let mut completed = false;
+        let mut stopped = Stopped::Held;
         let mut outcome = Outcome::Continue;
         while c.takes_frames() && !c.ctl.close {
             let step = c.decoder.next(&input[pos..]);
             let (session, mut conn) = c.parts(&self.shared.stats.workers[self.index].queued, self.draining);
             let Some(session) = session else { break };
             match step {
-                Step::Incomplete => break,
+                Step::Incomplete => {
+                    stopped = Stopped::NeedsInput;
+                    break;
+                }
                 Step::Skip(used) => pos += used,
                 Step::Frame(frame, used) => {
                     pos += used;
@@ -852,7 +866,7 @@ impl<H: Handler> Worker<H> {
         } else if pos < input.len() {
             c.tail = input[pos..].to_vec();
         }
-        c.track_partial(completed, self.now);
+        c.track_partial(stopped, completed, self.now);
         self.settle(key, outcome)
     }
 
@@ -881,8 +895,18 @@ impl<H: Handler> Worker<H> {
             self.wake_reading(key);
         }
         let Some(c) = self.conns.get_mut(key) else { return };
+        if c.writing == Writing::Open && c.half_close_due() {
+            // The handler's half-close: reading goes on.
+            c.ctl.half_close = HalfClose::Done;
+            if let Err(e) = c.sock.shutdown_write() {
+                return self.finish(key, reason_of(e));
+            }
+            log::debug!("{}: connection {}: write side shut by the handler", c.shared.peer, c.shared.id);
+        }
         if c.flushed() {
-            let _ = c.sock.shutdown_write();
+            if c.ctl.half_close != HalfClose::Done {
+                let _ = c.sock.shutdown_write();
+            }
             c.writing = Writing::Lingering { until: clock::after(self.now, self.shared.config.linger) };
             self.linger(key);
         }
@@ -975,6 +999,7 @@ impl<H: Handler> Worker<H> {
                     self.finish(key, reason.unwrap_or(CloseReason::PeerClosed));
                 }
                 Due::Drain => self.begin_close(key, CloseReason::Drained),
+                Due::Close(reason) => self.begin_close(key, reason),
                 Due::CloseNow(reason) => self.finish(key, reason),
             }
         }

@@ -91,7 +91,7 @@ pub fn model(framing: Framing, input: &[u8]) -> Option<Vec<Event>> {
                 }
                 let len = len as u64;
                 if len > max as u64 {
-                    out.push(Event::Error(FrameError::TooLong { max }));
+                    out.push(Event::Error(FrameError::TooLong { max, len: Some(len) }));
                     let skip = (w as u64).saturating_add(len).min(rest.len() as u64) as usize;
                     rest = &rest[skip..];
                     continue;
@@ -120,13 +120,13 @@ fn model_lines(input: &[u8], max: usize) -> Vec<Event> {
             line = &line[..line.len() - 1];
         }
         out.push(if line.len() > max {
-            Event::Error(FrameError::TooLong { max })
+            Event::Error(FrameError::TooLong { max, len: None })
         } else {
             Event::Frame(line.to_vec())
         });
     }
     if last.len() > max.saturating_add(1) {
-        out.push(Event::Error(FrameError::TooLong { max }));
+        out.push(Event::Error(FrameError::TooLong { max, len: None }));
     }
     out
 }

@@ -2,14 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use switchboard::datagram::{DatagramBuilder, DatagramServer};
-use switchboard::{Handler, Server, ServerBuilder, ShutdownHandle};
+use switchboard::{Handler, Server, ServerBuilder};
 use switchboard_bins::admin::{self, Observe, Observing};
 use switchboard_bins::beside::{console, reserve, Beside};
 use switchboard_bins::cli::{
@@ -322,12 +321,9 @@ fn serve<H: Handler>(
     observe: Observing,
     beside: impl FnOnce(&Server) -> anyhow::Result<Beside>,
 ) -> anyhow::Result<()> {
-    // The signal handler first: its descriptors then count in the budget
-    // the server derives at start.
-    let handle = Arc::new(OnceLock::new());
-    wire_signals(Arc::clone(&handle))?;
-    let server = builder.start(listen, handler)?;
-    let _ = handle.set(server.shutdown_handle());
+    // SIGINT/SIGTERM: the first drains (the UDP side too, which shares the
+    // TCP server's lifecycle), the second forces.
+    let server = builder.shutdown_on_signals().start(listen, handler)?;
     let mut beside = beside(&server)?;
     out.line(format_args!("listening on {}", server.local_addr()));
     beside.announce(out)?;
@@ -343,35 +339,4 @@ fn serve<H: Handler>(
         log::warn!("{e}");
     }
     Ok(())
-}
-
-/// Ctrl-C / SIGTERM / SIGHUP: the first starts a graceful shutdown, the
-/// second forces it (and, should anything hang, exits the process a moment
-/// later). Before the server runs, a signal exits at once. SIGHUP (the
-/// terminal went away) drains like SIGTERM rather than kill the process
-/// mid-reply; there is nothing to reload. It does so even under `nohup`,
-/// whose ignored SIGHUP the handler replaces: a server meant to outlive its
-/// terminal runs under a service manager or `setsid`.
-fn wire_signals(handle: Arc<OnceLock<ShutdownHandle>>) -> anyhow::Result<()> {
-    let signals = Arc::new(AtomicUsize::new(0));
-    ctrlc::set_handler(move || {
-        let Some(handle) = handle.get() else {
-            log::info!("shutdown signal before the server started; exiting");
-            std::process::exit(130);
-        };
-        let n = signals.fetch_add(1, Ordering::AcqRel);
-        if n == 0 {
-            log::info!("shutdown signal (SIGINT, SIGTERM or SIGHUP): draining (send again to stop now)");
-            handle.drain();
-        } else {
-            log::warn!("second shutdown signal: closing every connection now");
-            handle.force();
-            std::thread::spawn(|| {
-                std::thread::sleep(Duration::from_secs(2));
-                log::error!("shutdown did not finish after a second signal; exiting");
-                std::process::exit(130);
-            });
-        }
-    })
-    .map_err(|e| anyhow::anyhow!("cannot install the signal handler: {e}"))
 }
