@@ -24,6 +24,7 @@
 //! server was cut off never reaches it.
 
 mod event;
+mod secret;
 
 use std::fmt;
 use std::hash::BuildHasher;
@@ -33,7 +34,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use redis::{Client, Connection, RedisError, RedisResult};
+use redis::{
+    Client, Connection, ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult, TlsCertificates,
+};
 use switchboard::Deferred;
 
 use super::command::valid_nick;
@@ -42,6 +45,7 @@ use super::room::NickError;
 use super::text::{clean, nick_key, normalize_nick};
 use event::Envelope;
 pub(crate) use event::Event;
+use secret::RedisUrl;
 
 /// The default nick lease: a crashed server's nicks are free after it.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
@@ -111,27 +115,55 @@ fn members_entry(sid: &str) -> String {
     format!("switchboard:members:{sid}")
 }
 
-/// How a chat joins a cluster: the Redis URL, the nick lease and the
-/// length of the bridge's queue.
+/// How a chat joins a cluster: the Redis URL, the CA that signed a TLS
+/// Redis's certificate, the nick lease and the length of the bridge's queue.
 ///
 /// ```
 /// use std::time::Duration;
 /// use switchboard_handlers::chat::ClusterConfig;
 ///
-/// let config = ClusterConfig::new("redis://127.0.0.1:6379").lease(Duration::from_secs(5));
-/// assert_eq!(config.url(), "redis://127.0.0.1:6379");
+/// let config = ClusterConfig::new("rediss://:s3cret@127.0.0.1:6380").lease(Duration::from_secs(5));
+/// assert_eq!(config.url(), "rediss://:s3cret@127.0.0.1:6380");
+/// // Debug (and every log line and error) hides the password.
+/// assert!(!format!("{config:?}").contains("s3cret"));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClusterConfig {
-    url: String,
+    url: RedisUrl,
+    ca: Option<Vec<u8>>,
     lease: Duration,
     queue: usize,
 }
 
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("url", &self.url)
+            .field("ca", &self.ca.as_ref().map(|pem| format!("{} bytes of PEM", pem.len())))
+            .field("lease", &self.lease)
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
 impl ClusterConfig {
-    /// Redis at `url` (`redis://HOST:PORT[/DB]`), the default lease and queue.
-    pub fn new(url: impl Into<String>) -> ClusterConfig {
-        ClusterConfig { url: url.into(), lease: DEFAULT_LEASE, queue: DEFAULT_QUEUE }
+    /// Redis at `url` (`redis://[[USER]:PASSWORD@]HOST:PORT[/DB]`, or
+    /// `rediss://...` for TLS), the default lease and queue. The password
+    /// is never logged: the URL is shown with `***` in its place.
+    pub fn new(url: impl AsRef<str>) -> ClusterConfig {
+        ClusterConfig {
+            url: RedisUrl::new(url.as_ref()),
+            ca: None,
+            lease: DEFAULT_LEASE,
+            queue: DEFAULT_QUEUE,
+        }
+    }
+
+    /// With a `rediss://` URL: trust only the CA certificates in `pem`
+    /// (PEM text) for Redis's certificate, instead of the system's.
+    pub fn ca_pem(mut self, pem: Vec<u8>) -> ClusterConfig {
+        self.ca = Some(pem);
+        self
     }
 
     /// How long a nick stays held when its server stops renewing it (it
@@ -148,9 +180,45 @@ impl ClusterConfig {
         self
     }
 
-    /// The Redis URL.
+    /// The Redis URL as given, password included.
     pub fn url(&self) -> &str {
-        &self.url
+        self.url.full()
+    }
+
+    /// Whether the URL holds a password.
+    pub fn has_password(&self) -> bool {
+        self.url.has_password()
+    }
+
+    /// The Redis URL as it is shown: its password as `***`.
+    pub fn shown_url(&self) -> String {
+        self.url.to_string()
+    }
+
+    /// A client for the URL (over TLS for `rediss://`, trusting the CA
+    /// given); a clear error, the password hidden, when it cannot be.
+    fn client(&self) -> Result<Client, ClusterError> {
+        let url = &self.url;
+        let bad = |e: RedisError| ClusterError(format!("bad Redis URL {url}: {}", url.scrub(&e.to_string())));
+        let info = url.full().into_connection_info().map_err(bad)?;
+        if matches!(info.addr, ConnectionAddr::TcpTls { insecure: true, .. }) {
+            return Err(ClusterError(format!(
+                "{url}: #insecure (TLS without checking Redis's certificate) is refused; \
+                 trust the CA that signed it instead"
+            )));
+        }
+        let tls = matches!(info.addr, ConnectionAddr::TcpTls { .. });
+        match &self.ca {
+            Some(_) if !tls => Err(ClusterError(format!(
+                "a CA for Redis's certificate is given but {url} is not a rediss:// (TLS) URL"
+            ))),
+            Some(pem) => Client::build_with_tls(
+                info,
+                TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+            )
+            .map_err(bad),
+            None => Client::open(info).map_err(bad),
+        }
     }
 }
 
@@ -212,6 +280,8 @@ struct Inner {
     sid: String,
     /// This server's number.
     seq: u64,
+    /// Where Redis is (shown with its password hidden).
+    url: RedisUrl,
     client: Client,
     lease: Duration,
     room: SharedRoom,
@@ -277,11 +347,11 @@ impl Cluster {
         spend: Spend,
     ) -> Result<Cluster, ClusterError> {
         let url = &config.url;
-        let client =
-            Client::open(url.as_str()).map_err(|e| ClusterError(format!("bad Redis URL {url}: {e}")))?;
+        let client = config.client()?;
         let inner = Inner {
             sid: String::new(),
             seq: 0,
+            url: url.clone(),
             client,
             lease: config.lease,
             room,
@@ -294,10 +364,9 @@ impl Cluster {
         };
         let mut con =
             inner.connect().map_err(|e| ClusterError(format!("cannot reach Redis at {url}: {e}")))?;
-        let seq: u64 = redis::cmd("INCR")
-            .arg(SEQ)
-            .query(&mut con)
-            .map_err(|e| ClusterError(format!("Redis at {url} refused INCR: {e}")))?;
+        let seq: u64 = redis::cmd("INCR").arg(SEQ).query(&mut con).map_err(|e| {
+            ClusterError(format!("Redis at {url} refused INCR: {}", url.scrub(&e.to_string())))
+        })?;
         let inner = Arc::new(Inner { sid: format!("{seq}-{}", random_id()), seq, ..inner });
         log::info!("cluster: server {} on Redis {url}", inner.sid);
         let (tx, rx) = bounded(config.queue);
@@ -462,7 +531,7 @@ impl Inner {
                         self.set_link(Side::Out, true);
                     }
                     Err(e) => {
-                        log::debug!("cluster: reconnecting: {e}");
+                        log::debug!("cluster: reconnecting: {}", self.url.scrub(&e.to_string()));
                         retry_at = now + backoff;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
@@ -505,7 +574,7 @@ impl Inner {
     }
 
     fn lost(&self, con: &mut Option<Connection>, e: RedisError) {
-        log::warn!("cluster: Redis link error: {e}");
+        log::warn!("cluster: Redis link error: {}", self.url.scrub(&e.to_string()));
         *con = None;
         self.set_link(Side::Out, false);
     }
@@ -726,7 +795,7 @@ impl Inner {
         let mut backoff = MIN_BACKOFF;
         while !self.stopping() {
             if let Err(e) = self.listen(tx, &mut backoff) {
-                log::debug!("cluster: subscription: {e}");
+                log::debug!("cluster: subscription: {}", self.url.scrub(&e.to_string()));
             }
             if self.stopping() {
                 break;
@@ -862,6 +931,27 @@ mod tests {
         let e = Cluster::start(&ClusterConfig::new("nonsense://x"), Arc::clone(&room), 10, 100, spend)
             .unwrap_err();
         assert!(e.to_string().starts_with("bad Redis URL nonsense://x"), "{e}");
+        let spend: Spend = Box::new(|_| None);
+        let e = Cluster::start(
+            &ClusterConfig::new("rediss://:pw@h:1/#insecure"),
+            Arc::clone(&room),
+            10,
+            100,
+            spend,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rediss://:***@h:1/#insecure: #insecure (TLS without checking Redis's certificate) is refused; \
+             trust the CA that signed it instead"
+        );
+        let spend: Spend = Box::new(|_| None);
+        let plain = ClusterConfig::new("redis://:pw@h:1").ca_pem(b"PEM".to_vec());
+        let e = Cluster::start(&plain, Arc::clone(&room), 10, 100, spend).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a CA for Redis's certificate is given but redis://:***@h:1 is not a rediss:// (TLS) URL"
+        );
         // A port nobody listens on: bind one and release it.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("redis://127.0.0.1:{port}");
