@@ -437,3 +437,25 @@ fn a_wrong_password_a_wrong_ca_or_a_bad_url_file_is_a_clear_error_without_the_pa
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("cannot be used with"), "{err}");
 }
+
+#[test]
+fn an_idle_server_notices_a_dead_redis_within_the_lease() {
+    let redis = TestRedis::start();
+    let lease = Duration::from_secs(3);
+    let mut a = node(&redis, "3s");
+    let (mut alice, _) = a.join();
+    alice.until_who("guest-1-1");
+    // Nothing is said: only the bridge's own traffic can find out.
+    redis.freeze();
+    let frozen = Instant::now();
+    alice.stream().set_read_timeout(Some(lease * 10)).unwrap();
+    alice.until("* cluster link lost");
+    let noticed = frozen.elapsed();
+    redis.thaw();
+    alice.until("* cluster link restored");
+    assert!(
+        noticed < lease,
+        "a dead Redis noticed after {noticed:?}, the lease is {lease:?}:\n{}",
+        a.proc().stderr_so_far()
+    );
+}

@@ -106,6 +106,18 @@ impl TestRedis {
         );
     }
 
+    /// Stops the server in its tracks (SIGSTOP): connections stay open
+    /// and nothing answers, as when its host hangs or the network drops
+    /// every packet. [`thaw`](TestRedis::thaw) lets it go on.
+    pub fn freeze(&self) {
+        self.proc.as_ref().expect("a running redis").signal(rustix::process::Signal::STOP);
+    }
+
+    /// Lets a [`freeze`](TestRedis::freeze)d server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.proc.as_ref().expect("a running redis").signal(rustix::process::Signal::CONT);
+    }
+
     /// Starts the server again on the same port (empty: nothing was saved)
     /// and waits for `PING`; retried while the port is busy.
     pub fn restart(&mut self) {

@@ -24,6 +24,7 @@
 //! server was cut off never reaches it.
 
 mod event;
+mod link;
 mod secret;
 
 use std::fmt;
@@ -45,6 +46,7 @@ use super::room::NickError;
 use super::text::{clean, nick_key, normalize_nick};
 use event::Envelope;
 pub(crate) use event::Event;
+use link::Link;
 use secret::RedisUrl;
 
 /// The default nick lease: a crashed server's nicks are free after it.
@@ -63,7 +65,8 @@ const SEQ: &str = "switchboard:server-seq";
 /// Reconnection backoff: doubles from the first to the cap.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Connecting, and each command, give up after these.
+/// Connecting, and each command, give up after these (a command after a
+/// third of the lease if that is shorter: see [`Inner::io_timeout`]).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the inbound thread looks up from a quiet channel.
@@ -290,6 +293,10 @@ struct Inner {
     spend: Spend,
     stop: AtomicBool,
     link: parking_lot::Mutex<LinkState>,
+    /// Set when the outbound link is lost: the inbound one, likely as dead
+    /// but not yet told, subscribes again, so that `* cluster link
+    /// restored` means both links work again.
+    resubscribe: AtomicBool,
     dropped: AtomicU64,
 }
 
@@ -360,10 +367,12 @@ impl Cluster {
             spend,
             stop: AtomicBool::new(false),
             link: parking_lot::Mutex::new(LinkState { out: true, ..LinkState::default() }),
+            resubscribe: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
         };
-        let mut con =
-            inner.connect().map_err(|e| ClusterError(format!("cannot reach Redis at {url}: {e}")))?;
+        let mut con = inner.connect().map_err(|e| {
+            ClusterError(format!("cannot reach Redis at {url}: {}", url.scrub(&e.to_string())))
+        })?;
         let seq: u64 = redis::cmd("INCR").arg(SEQ).query(&mut con).map_err(|e| {
             ClusterError(format!("Redis at {url} refused INCR: {}", url.scrub(&e.to_string())))
         })?;
@@ -472,10 +481,24 @@ impl Inner {
         self.lease.as_millis() as u64
     }
 
+    /// How often each link hears from Redis at the least: the outbound
+    /// one renews, the inbound one subscribes again when the channel was
+    /// quiet this long.
+    fn beat(&self) -> Duration {
+        self.lease / 3
+    }
+
+    /// How long a command waits for its answer: with the beat, a dead
+    /// Redis is noticed within two thirds of the lease, before this
+    /// server's nicks run out elsewhere.
+    fn io_timeout(&self) -> Duration {
+        IO_TIMEOUT.min(self.beat())
+    }
+
     fn connect(&self) -> RedisResult<Connection> {
         let con = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-        con.set_read_timeout(Some(IO_TIMEOUT))?;
-        con.set_write_timeout(Some(IO_TIMEOUT))?;
+        con.set_read_timeout(Some(self.io_timeout()))?;
+        con.set_write_timeout(Some(self.io_timeout()))?;
         Ok(con)
     }
 
@@ -485,7 +508,13 @@ impl Inner {
         let notice = {
             let mut l = self.link.lock();
             match side {
-                Side::Out => l.out = up,
+                Side::Out => {
+                    l.out = up;
+                    if !up {
+                        l.inn = false;
+                        self.resubscribe.store(true, Ordering::Release);
+                    }
+                }
                 Side::In => l.inn = up,
             }
             if l.out && l.inn {
@@ -512,18 +541,18 @@ impl Inner {
     // ---- outbound ----
 
     fn run_out(&self, rx: Receiver<Job>, con: Connection) {
-        let mut con = Some(con);
+        let mut con = Some(Link::new(con));
         let mut backoff = MIN_BACKOFF;
         let mut retry_at = Instant::now();
         let mut renew_at = Instant::now();
-        let period = self.lease / 3;
+        let period = self.beat();
         loop {
             let now = Instant::now();
             if con.is_none() && now >= retry_at && !self.stopping() {
                 // The link is back once Redis answers (a connection it
                 // accepts but does not serve, as under `CLIENT PAUSE`, is
                 // not): this server's nicks and members written again first.
-                match self.connect().and_then(|mut c| self.renew(&mut c).map(|()| c)) {
+                match self.connect().map(Link::new).and_then(|mut c| self.renew(&mut c).map(|()| c)) {
                     Ok(c) => {
                         con = Some(c);
                         backoff = MIN_BACKOFF;
@@ -573,14 +602,14 @@ impl Inner {
         log::info!("cluster: bridge stopped");
     }
 
-    fn lost(&self, con: &mut Option<Connection>, e: RedisError) {
+    fn lost(&self, con: &mut Option<Link>, e: RedisError) {
         log::warn!("cluster: Redis link error: {}", self.url.scrub(&e.to_string()));
         *con = None;
         self.set_link(Side::Out, false);
     }
 
     /// Does one job; returns whether the link was lost doing it.
-    fn handle(&self, job: Job, con: &mut Option<Connection>) -> bool {
+    fn handle(&self, job: Job, con: &mut Option<Link>) -> bool {
         let Some(c) = con.as_mut() else {
             self.offline(job);
             return false;
@@ -623,7 +652,7 @@ impl Inner {
         self.room.lock().find(nick).is_none()
     }
 
-    fn publish(&self, c: &mut Connection, e: &Event) -> RedisResult<()> {
+    fn publish(&self, c: &mut Link, e: &Event) -> RedisResult<()> {
         let members = members_entry(&self.sid);
         let mut p = redis::pipe();
         let take = |p: &mut redis::Pipeline, nick: &str| {
@@ -658,7 +687,7 @@ impl Inner {
 
     fn claim(
         &self,
-        c: &mut Connection,
+        c: &mut Link,
         id: u64,
         nick: &str,
         account: Option<String>,
@@ -712,7 +741,7 @@ impl Inner {
         Ok(())
     }
 
-    fn who(&self, c: &mut Connection, reply: &Deferred) -> RedisResult<()> {
+    fn who(&self, c: &mut Link, reply: &Deferred) -> RedisResult<()> {
         let servers: Vec<String> = redis::cmd("SMEMBERS").arg(SERVERS).query(c)?;
         // Members elsewhere by nick alone: their addresses stay with the
         // server they are connected to.
@@ -734,7 +763,7 @@ impl Inner {
         Ok(())
     }
 
-    fn msg(&self, c: &mut Connection, from: &str, to: &str, text: &str, reply: &Deferred) -> RedisResult<()> {
+    fn msg(&self, c: &mut Link, from: &str, to: &str, text: &str, reply: &Deferred) -> RedisResult<()> {
         let name = normalize_nick(to);
         let owner: Option<String> = redis::cmd("GET").arg(nick_entry(&nick_key(&name))).query(c)?;
         match owner {
@@ -752,7 +781,7 @@ impl Inner {
     /// Renews this server's nick leases (taking back those that expired
     /// while the link was down), rewrites its member set, and sends back
     /// to guest nicks the members whose nick another server took meanwhile.
-    fn renew(&self, c: &mut Connection) -> RedisResult<()> {
+    fn renew(&self, c: &mut Link) -> RedisResult<()> {
         let roster = self.room.lock().roster();
         let members = members_entry(&self.sid);
         let mut p = redis::pipe();
@@ -810,18 +839,37 @@ impl Inner {
     }
 
     /// Subscribes and delivers until the link drops or the bridge stops.
+    /// A channel quiet for a beat is subscribed to again, which Redis
+    /// answers: a Redis that does not (stopped, or the network gone
+    /// without a reset) is a lost link, not a quiet room.
     fn listen(&self, tx: &Sender<Job>, backoff: &mut Duration) -> RedisResult<()> {
+        self.resubscribe.store(false, Ordering::Release);
         let mut con = self.connect()?;
         let mut ps = con.as_pubsub();
         ps.subscribe(CHANNEL)?;
         ps.set_read_timeout(Some(POLL))?;
         *backoff = MIN_BACKOFF;
         self.set_link(Side::In, true);
+        let mut heard = Instant::now();
         while !self.stopping() {
+            if self.resubscribe.swap(false, Ordering::AcqRel) {
+                log::debug!("cluster: subscribing again (the outbound link was lost)");
+                return Ok(());
+            }
             match ps.get_message() {
-                Ok(msg) => self.deliver(msg.get_payload_bytes(), tx),
+                Ok(msg) => {
+                    heard = Instant::now();
+                    self.deliver(msg.get_payload_bytes(), tx);
+                }
                 Err(e) if e.is_timeout() => {}
                 Err(e) => return Err(e),
+            }
+            if heard.elapsed() >= self.beat() {
+                // Events that come meanwhile are kept for get_message.
+                ps.set_read_timeout(Some(self.io_timeout()))?;
+                ps.subscribe(CHANNEL)?;
+                ps.set_read_timeout(Some(POLL))?;
+                heard = Instant::now();
             }
         }
         Ok(())
