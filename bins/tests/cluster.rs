@@ -459,3 +459,53 @@ fn an_idle_server_notices_a_dead_redis_within_the_lease() {
         a.proc().stderr_so_far()
     );
 }
+
+#[test]
+fn the_latest_login_of_an_account_takes_its_nick_over_across_servers() {
+    let redis = TestRedis::start();
+    let a = node(&redis, "10s");
+    let b = node(&redis, "10s");
+    let (mut first, _) = a.join();
+    first.send("/register frank franks-password");
+    first.expect_answer("* registered frank");
+    first.send("/login frank franks-password");
+    first.expect_answer("* you are now frank");
+
+    // The same account on B: B's member is frank, A's goes back to a guest
+    // nick and is told why.
+    let (mut second, _) = b.join();
+    second.send("/login frank franks-password");
+    second.expect_answer("* you are now frank");
+    first.until("* frank logged in elsewhere");
+    let guest = first.until_prefix("* you are now ");
+    assert!(guest.starts_with("guest-1-"), "{guest}");
+    second.until(&format!("* frank is now {guest}"));
+    // One frank in the cluster, seen alike from both servers; the leases
+    // renewed since do not bring the second one back.
+    second.until_who(&format!("frank, {guest}"));
+    first.until_who(&format!("frank, {guest}"));
+    // No longer logged in: the nick is not the guest's.
+    first.send("/nick frank");
+    first.expect_answer("! nick registered");
+    first.send("hello from A");
+    second.until(&format!("<{guest}> hello from A"));
+
+    // Logging in again on A takes it back.
+    first.send("/login frank franks-password");
+    first.expect_answer("* you are now frank");
+    second.until("* frank logged in elsewhere");
+    let guest2 = second.until_prefix("* you are now ");
+    assert!(guest2.starts_with("guest-2-"), "{guest2}");
+    second.until_who(&format!("frank, {guest2}"));
+    second.send("from B");
+    first.until(&format!("<{guest2}> from B"));
+
+    // Two logins on one server: the same, locally.
+    let (mut third, _) = a.join();
+    third.send("/login frank franks-password");
+    third.expect_answer("* you are now frank");
+    first.until("* frank logged in elsewhere");
+    let guest3 = first.until_prefix("* you are now ");
+    assert!(guest3.starts_with("guest-1-"), "{guest3}");
+    second.until_who(&format!("frank, {guest3}, {guest2}"));
+}

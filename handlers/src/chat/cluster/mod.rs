@@ -84,10 +84,11 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 0";
 
 /// Extends this server's lease on a nick, or takes it again if it expired
-/// (ARGV: server id, lease ms, force): 1 held, 0 someone else has it.
+/// (ARGV: server id, lease ms): 1 held, 0 someone else has it (for a
+/// registered nick: its owner logged in there later, and takes over).
 const RENEW: &str = r"
 local cur = redis.call('GET', KEYS[1])
-if cur == false or cur == ARGV[1] or ARGV[3] == '1' then
+if cur == false or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
@@ -251,12 +252,16 @@ pub(crate) enum Job {
     Who { reply: Deferred },
     /// A `/msg` to a member not on this server.
     Msg { from: String, to: String, text: String, reply: Deferred },
+    /// Another server says the owner of account `nick` logged in there:
+    /// the local holder goes back to a guest nick unless this server
+    /// holds the nick in Redis (its own login came later).
+    Evict { nick: String },
 }
 
 impl Job {
     fn reply(&self) -> Option<&Deferred> {
         match self {
-            Job::Publish(_) => None,
+            Job::Publish(_) | Job::Evict { .. } => None,
             Job::Claim { reply, .. } | Job::Who { reply } | Job::Msg { reply, .. } => Some(reply),
         }
     }
@@ -619,6 +624,7 @@ impl Inner {
             Job::Claim { id, nick, account, reply } => self.claim(c, *id, nick, account.clone(), reply),
             Job::Who { reply } => self.who(c, reply),
             Job::Msg { from, to, text, reply } => self.msg(c, from, to, text, reply),
+            Job::Evict { nick } => self.evict(c, nick),
         };
         match result {
             Ok(()) => false,
@@ -644,7 +650,26 @@ impl Inner {
             Job::Msg { to, reply, .. } => {
                 let _ = reply.send(local::line(&format!("! no such user {to} (cluster link lost)")));
             }
+            // Told a moment ago by the other server, and Redis cannot be
+            // asked: the latest login takes over.
+            Job::Evict { nick } => {
+                let _ = local::evict(&self.room, &nick);
+            }
         }
+    }
+
+    /// Sends the local holder of `nick` back to a guest nick unless this
+    /// server holds it in Redis. Two owners logging in at once on two
+    /// servers both claim the nick and both publish `evict`: Redis keeps
+    /// the last claim, and only that server's member keeps the nick.
+    fn evict(&self, c: &mut Link, nick: &str) -> RedisResult<()> {
+        let holder: Option<String> = redis::cmd("GET").arg(nick_entry(&nick_key(nick))).query(c)?;
+        if holder.as_deref() != Some(self.sid.as_str()) {
+            if let Some((old, new)) = local::evict(&self.room, nick) {
+                self.publish(c, &Event::Nick { old, new })?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether no local member holds `nick`.
@@ -785,16 +810,13 @@ impl Inner {
         let roster = self.room.lock().roster();
         let members = members_entry(&self.sid);
         let mut p = redis::pipe();
-        for (_, nick, account) in &roster {
-            let key = nick_key(nick);
-            let force = account.as_deref() == Some(key.as_str());
+        for (_, nick, _) in &roster {
             p.cmd("EVAL")
                 .arg(RENEW)
                 .arg(1)
-                .arg(nick_entry(&key))
+                .arg(nick_entry(&nick_key(nick)))
                 .arg(&self.sid)
-                .arg(self.lease_ms())
-                .arg(if force { "1" } else { "0" });
+                .arg(self.lease_ms());
         }
         p.cmd("DEL").arg(&members).ignore();
         if !roster.is_empty() {
@@ -809,7 +831,7 @@ impl Inner {
         let held: Vec<i64> = p.query(c)?;
         for ((_, nick, _), ok) in roster.iter().zip(held) {
             if ok == 0 {
-                log::warn!("cluster: another server took {nick} while the link was down");
+                log::warn!("cluster: another server holds {nick} now (a later login, or taken while the link was down)");
                 if let Some((old, new)) = local::evict(&self.room, nick) {
                     self.publish(c, &Event::Nick { old, new })?;
                 }
@@ -927,8 +949,8 @@ impl Inner {
                 }
             }
             Event::Evict { nick } => {
-                if let Some((old, new)) = checked_nick(&nick).and_then(|n| local::evict(&self.room, &n)) {
-                    submit(tx, &self.dropped, Job::Publish(Event::Nick { old, new }));
+                if let Some(nick) = checked_nick(&nick) {
+                    submit(tx, &self.dropped, Job::Evict { nick });
                 }
             }
         }
