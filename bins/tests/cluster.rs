@@ -513,3 +513,23 @@ fn the_latest_login_of_an_account_takes_its_nick_over_across_servers() {
     assert!(guest3.starts_with("guest-1-"), "{guest3}");
     second.until_who(&format!("frank, {guest3}, {guest2}"));
 }
+
+#[test]
+fn a_server_shuts_down_promptly_while_its_redis_hangs() {
+    let redis = TestRedis::start();
+    let a = node(&redis, "3s");
+    let (mut alice, _) = a.join();
+    alice.until_who("guest-1-1");
+    // Redis accepts connections (the kernel does) but answers nothing: the
+    // bridge keeps trying to connect again.
+    redis.freeze();
+    alice.until("* cluster link lost");
+    let asked = Instant::now();
+    let (status, stderr) = a.stop();
+    let took = asked.elapsed();
+    redis.thaw();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    assert!(stderr.contains("cluster: bridge stopped"), "{stderr}");
+    // The grace for members plus one connection attempt and one command.
+    assert!(took < Duration::from_secs(8), "shutdown took {took:?}:\n{stderr}");
+}

@@ -29,7 +29,7 @@ mod secret;
 
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -69,6 +69,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// third of the lease if that is shorter: see [`Inner::io_timeout`]).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connection attempts left waiting on a Redis that does not answer, at
+/// most (see [`Inner::connect`]).
+const MAX_STUCK: usize = 4;
 /// How often the inbound thread looks up from a quiet channel.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -302,6 +305,8 @@ struct Inner {
     /// but not yet told, subscribes again, so that `* cluster link
     /// restored` means both links work again.
     resubscribe: AtomicBool,
+    /// Connection attempts given up on but not ended yet.
+    stuck: Arc<AtomicUsize>,
     dropped: AtomicU64,
 }
 
@@ -373,6 +378,7 @@ impl Cluster {
             stop: AtomicBool::new(false),
             link: parking_lot::Mutex::new(LinkState { out: true, ..LinkState::default() }),
             resubscribe: AtomicBool::new(false),
+            stuck: Arc::new(AtomicUsize::new(0)),
             dropped: AtomicU64::new(0),
         };
         let mut con = inner.connect().map_err(|e| {
@@ -500,11 +506,43 @@ impl Inner {
         IO_TIMEOUT.min(self.beat())
     }
 
+    /// A new connection, within the connect timeout plus one command's.
+    ///
+    /// The `redis` crate sets no read timeout while it sets a connection up
+    /// (the TLS handshake, `AUTH`, `CLIENT SETINFO`), so a Redis that
+    /// accepts and then says nothing (stopped, hung) would hold the caller,
+    /// and a shutdown waiting for it, until it answers. The attempt runs on
+    /// a thread of its own; one that does not finish in time is left to end
+    /// when Redis answers or goes away, and at most [`MAX_STUCK`] are left
+    /// at once (past that, no new attempt until one ends).
     fn connect(&self) -> RedisResult<Connection> {
-        let con = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-        con.set_read_timeout(Some(self.io_timeout()))?;
-        con.set_write_timeout(Some(self.io_timeout()))?;
-        Ok(con)
+        let timeout_error =
+            |what: &str| RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_owned()));
+        if self.stuck.load(Ordering::Acquire) >= MAX_STUCK {
+            return Err(timeout_error("earlier connection attempts are still waiting for Redis"));
+        }
+        let (tx, rx) = bounded(1);
+        let client = self.client.clone();
+        let io = self.io_timeout();
+        self.stuck.fetch_add(1, Ordering::AcqRel);
+        let stuck = Arc::clone(&self.stuck);
+        let spawned = std::thread::Builder::new().name("cluster-connect".into()).spawn(move || {
+            let con = client.get_connection_with_timeout(CONNECT_TIMEOUT).and_then(|con| {
+                con.set_read_timeout(Some(io))?;
+                con.set_write_timeout(Some(io))?;
+                Ok(con)
+            });
+            stuck.fetch_sub(1, Ordering::AcqRel);
+            let _ = tx.send(con);
+        });
+        if let Err(e) = spawned {
+            self.stuck.fetch_sub(1, Ordering::AcqRel);
+            return Err(e.into());
+        }
+        match rx.recv_timeout(CONNECT_TIMEOUT + io) {
+            Ok(con) => con,
+            Err(_) => Err(timeout_error("Redis accepted the connection but did not answer its set-up")),
+        }
     }
 
     /// Records a link going up or down and tells the members when the
