@@ -32,7 +32,9 @@ pub struct ClusterArgs {
     pub redis: Option<String>,
 
     /// Chat: like --redis, the URL read from this file (its first line),
-    /// which keeps the password out of the process list and the environment.
+    /// which keeps the password out of the process list and the environment
+    /// (not with --redis, nor with SWITCHBOARD_REDIS_URL set: clap counts
+    /// that as --redis).
     #[arg(long, value_name = "PATH")]
     pub redis_url_file: Option<PathBuf>,
 
