@@ -22,6 +22,12 @@
 //! `* cluster link restored` and this server's nicks and members are
 //! written again. Pub/sub is at-most-once: what was published while a
 //! server was cut off never reaches it.
+//!
+//! Redis may be reached over TLS (`rediss://`, rustls, a CA of one's own
+//! with [`ClusterConfig::ca_pem`]); its password is never shown
+//! ([`secret`]). Each link hears from Redis every third of the lease and
+//! waits at most that long for an answer ([`link`] keeps a pipeline to one
+//! wait), so a dead Redis is noticed within the lease, idle or not.
 
 mod event;
 mod link;
