@@ -13,8 +13,10 @@ NEEDED=("python3:python3")
 NEEDED+=("chromium:chromium")
 # The cluster and accounts tests start their own Redis.
 NEEDED+=("redis-server:redis-server")
-# scripts/two-hosts.sh (run by .ci/run after the tests) needs ip netns.
+# scripts/two-hosts.sh (run by .ci/run after the tests) needs ip netns,
+# and openssl for its Redis's TLS certificate.
 NEEDED+=("ip:iproute2")
+NEEDED+=("openssl:openssl")
 # PROXY protocol tests: a real HAProxy in front of the server.
 NEEDED+=("haproxy:haproxy")
 

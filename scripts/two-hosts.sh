@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Two hosts, one chat: two network namespaces joined by a veth pair, a chat
-# server in each, Redis on host A. A member on host A and a member on host
-# B talk, and a user registered through A logs in through B. Needs root
-# (ip netns), iproute2, redis-server and python3; run by .ci/run.
+# server in each, Redis on host A speaking only TLS and asking for a
+# password. A member on host A and a member on host B talk, a user
+# registered through A logs in through B, and neither server's log holds
+# the password. Needs root (ip netns), iproute2, redis-server, openssl and
+# python3; run by .ci/run.
 #
 #   scripts/two-hosts.sh        # builds switchboard-server first
 #
@@ -15,7 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "two-hosts: needs root for ip netns (try: sudo $0)" >&2
     exit 1
 fi
-for cmd in ip redis-server redis-cli python3; do
+for cmd in ip redis-server redis-cli openssl python3; do
     command -v "$cmd" >/dev/null || { echo "two-hosts: $cmd is missing (scripts/test.sh installs it)" >&2; exit 1; }
 done
 
@@ -82,15 +84,31 @@ wait_for() {
     return 1
 }
 
-ip netns exec "$ns_a" redis-server --bind "$addr_a" --port 6379 --save '' --appendonly no \
-    --protected-mode no --dir "$work" >"$work/redis.log" 2>&1 &
+# A CA and a certificate for Redis on host A (its address as the name),
+# and a password; the servers get the URL in a file and trust only the CA.
+password="two-hosts-$(openssl rand -hex 12)"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=two-hosts CA" \
+    -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=$addr_a" \
+    -keyout "$work/redis.key" -out "$work/redis.csr" 2>/dev/null
+printf 'subjectAltName=IP:%s\n' "$addr_a" >"$work/san.ext"
+openssl x509 -req -in "$work/redis.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+    -days 1 -extfile "$work/san.ext" -out "$work/redis.pem" 2>/dev/null
+(umask 077 && echo "rediss://:$password@$addr_a:6380" >"$work/redis-url")
+
+ip netns exec "$ns_a" redis-server --bind "$addr_a" --port 0 --tls-port 6380 \
+    --tls-cert-file "$work/redis.pem" --tls-key-file "$work/redis.key" \
+    --tls-ca-cert-file "$work/ca.pem" --tls-auth-clients no --requirepass "$password" \
+    --save '' --appendonly no --protected-mode no --dir "$work" >"$work/redis.log" 2>&1 &
 pids+=($!)
-wait_for "Redis on host A" ip netns exec "$ns_b" redis-cli -h "$addr_a" -p 6379 ping
+wait_for "Redis on host A" ip netns exec "$ns_b" redis-cli -h "$addr_a" -p 6380 \
+    --tls --cacert "$work/ca.pem" --no-auth-warning -a "$password" ping
 
 start_chat() {
     local ns="$1" addr="$2" name="$3"
-    ip netns exec "$ns" env RUST_LOG=info "$server" --handler chat --listen "$addr:7878" \
-        --redis "redis://$addr_a:6379" >"$work/$name.out" 2>"$work/$name.log" &
+    ip netns exec "$ns" env RUST_LOG=debug "$server" --handler chat --listen "$addr:7878" \
+        --redis-url-file "$work/redis-url" --redis-ca "$work/ca.pem" \
+        >"$work/$name.out" 2>"$work/$name.log" &
     pids+=($!)
     wait_for "the chat server on $name" grep -q "cluster: link up" "$work/$name.log"
 }
@@ -170,5 +188,14 @@ wait "$bob"
 
 echo "== registered through host A, logged in through host B"
 ip netns exec "$ns_b" python3 "$work/member.py" "$addr_b" 7878 "$work/carol.steps"
+
+echo "== the password is in no log line"
+for name in host-a host-b; do
+    if grep -qF "$password" "$work/$name.log"; then
+        echo "two-hosts: $name logged the Redis password" >&2
+        exit 1
+    fi
+    grep -q "on Redis rediss://:\*\*\*@$addr_a:6380" "$work/$name.log"
+done
 
 echo "two-hosts: ok"

@@ -79,7 +79,21 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
                 .ok_or("no system CA bundle found; give the server's CA with --ca PEM")?
         }
     };
-    let pem = fs::read(&path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let (_, roots) = read_ca(&path)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The CA certificates in the PEM file at `path`: its text and the
+/// certificates read from it, at least one. Errors are one line naming
+/// the file.
+pub fn read_ca(path: &Path) -> Result<(Vec<u8>, RootCertStore), String> {
+    let pem = fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
@@ -88,13 +102,7 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     if roots.is_empty() {
         return Err(format!("{}: no CERTIFICATE in the file", path.display()));
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok((pem, roots))
 }
 
 /// The name the server's certificate must hold: the host part of

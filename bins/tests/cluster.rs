@@ -287,3 +287,249 @@ fn every_member_of_two_servers_gets_every_line_under_load() {
     // 400 lines, each to the 19 other members, half of them across Redis.
     assert_eq!(chat["received"], 400 * (members - 1), "{v}");
 }
+
+/// The password of the TLS Redis: looked for in every log line.
+const PASSWORD: &str = "pw-never-shown-4711";
+
+#[test]
+fn two_servers_share_a_room_through_a_tls_redis_and_never_log_its_password() {
+    let redis = TestRedis::start_tls(PASSWORD);
+    let url = redis.url();
+    let ca = redis.ca().to_str().unwrap();
+    let debug = ("RUST_LOG", "debug");
+    // A: the URL on the command line; B: in the environment; C: in a file.
+    let a = ChatNode::start_env(Path::new(BIN), &["--redis", &url, "--redis-ca", ca], &[debug]);
+    let b =
+        ChatNode::start_env(Path::new(BIN), &["--redis-ca", ca], &[debug, ("SWITCHBOARD_REDIS_URL", &url)]);
+    let dir = switchboard_test_support::temp_dir("redis-url");
+    let file = dir.write("redis-url", format!("{url}\n").as_bytes());
+    let c = ChatNode::start_env(
+        Path::new(BIN),
+        &["--redis-url-file", file.to_str().unwrap(), "--redis-ca", ca],
+        &[debug],
+    );
+    let (mut alice, _) = a.join();
+    let (mut bob, _) = b.join();
+    let (mut carol, _) = c.join();
+    alice.send("/nick alice");
+    alice.expect_answer("* you are now alice");
+    bob.send("/nick bob");
+    bob.expect_answer("* you are now bob");
+    carol.send("/nick carol");
+    carol.expect_answer("* you are now carol");
+    bob.send("/nick alice");
+    bob.expect_answer("! nick taken");
+    alice.send("over TLS");
+    bob.until("<alice> over TLS");
+    carol.until("<alice> over TLS");
+    carol.send("/msg bob from the file");
+    bob.until("*carol* from the file");
+    alice.until_who("alice, bob, carol");
+
+    let shown = url.replace(PASSWORD, "***");
+    assert_eq!(shown, format!("rediss://:***@{}", redis.addr()));
+    for (name, node, warned) in [("A", a, true), ("B", b, false), ("C", c, false)] {
+        let (status, stderr) = node.stop();
+        assert!(status.success(), "{name}: {status}; stderr:\n{stderr}");
+        assert!(stderr.contains(" DEBUG "), "{name} logged at debug:\n{stderr}");
+        assert!(!stderr.contains(PASSWORD), "{name} logged the password:\n{stderr}");
+        assert!(stderr.contains(&format!(" on Redis {shown}")), "{name}:\n{stderr}");
+        // Only the URL given on the command line is warned about.
+        let warning = "the Redis password given in --redis shows in the process list";
+        assert_eq!(stderr.contains(warning), warned, "{name}:\n{stderr}");
+    }
+}
+
+/// Runs the server with `args` and `env` until it exits; its exit code and
+/// stderr.
+fn failed_start(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = switchboard_test_support::child::run(
+        std::process::Command::new(BIN)
+            .args(["--handler", "chat", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .env_remove("SWITCHBOARD_REDIS_URL")
+            .envs(env.iter().copied()),
+        TIMEOUT,
+    );
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_wrong_password_a_wrong_ca_or_a_bad_url_file_is_a_clear_error_without_the_password() {
+    let redis = TestRedis::start_tls(PASSWORD);
+    let ca = redis.ca().to_str().unwrap();
+    let addr = redis.addr();
+    let dir = switchboard_test_support::temp_dir("redis-errors");
+
+    // A wrong password, from the environment: Redis's refusal, neither
+    // password shown.
+    let wrong = format!("rediss://:wrong-{PASSWORD}@{addr}");
+    let (code, err) = failed_start(&["--redis-ca", ca], &[("SWITCHBOARD_REDIS_URL", &wrong)]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("switchboard-server: --redis: cannot reach Redis at rediss://:***@{addr}: ")),
+        "{err}"
+    );
+    assert!(err.contains("Password authentication failed"), "{err}");
+    assert!(!err.contains(PASSWORD), "{err}");
+
+    // The right password but a CA that did not sign Redis's certificate.
+    let other = switchboard_test_support::pki::TestPki::create(dir.path());
+    let (code, err) =
+        failed_start(&["--redis-ca", other.ca.to_str().unwrap()], &[("SWITCHBOARD_REDIS_URL", &redis.url())]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("switchboard-server: --redis: cannot reach Redis at rediss://:***@{addr}: ")),
+        "{err}"
+    );
+    assert!(err.contains("certificate"), "{err}");
+    assert!(!err.contains(PASSWORD), "{err}");
+
+    // A CA file with no certificate in it.
+    let junk = dir.write("junk.pem", b"not a certificate\n");
+    let (code, err) =
+        failed_start(&["--redis-ca", junk.to_str().unwrap()], &[("SWITCHBOARD_REDIS_URL", &redis.url())]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "switchboard-server: --redis-ca: {}: no CERTIFICATE in the file",
+            junk.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains(PASSWORD), "{err}");
+
+    // A CA with a URL that is not TLS.
+    let plain = format!("redis://:{PASSWORD}@{addr}");
+    let (code, err) = failed_start(&["--redis", &plain, "--redis-ca", ca], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("switchboard-server: --redis: a CA for Redis's certificate is given but redis://:***@"),
+        "{err}"
+    );
+    assert!(!err.contains(PASSWORD), "{err}");
+
+    // A URL file that is missing, empty, or holds no URL.
+    let missing = dir.path().join("missing");
+    let (code, err) = failed_start(&["--redis-url-file", missing.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("switchboard-server: --redis-url-file: {}: cannot open: ", missing.display())),
+        "{err}"
+    );
+    let empty = dir.write("empty", b"\n");
+    let (code, err) = failed_start(&["--redis-url-file", empty.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("--redis-url-file: {}: no URL on its first line", empty.display())),
+        "{err}"
+    );
+    // A password pasted where the URL belongs is not shown either.
+    let pasted = dir.write("pasted", format!("{PASSWORD}\n").as_bytes());
+    let (code, err) = failed_start(&["--redis-url-file", pasted.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("switchboard-server: --redis: bad Redis URL (not a URL, not shown): "), "{err}");
+    assert!(!err.contains(PASSWORD), "{err}");
+
+    // The URL and the file at once: a usage error.
+    let (code, err) = failed_start(&["--redis", &plain, "--redis-url-file", empty.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[test]
+fn an_idle_server_notices_a_dead_redis_within_the_lease() {
+    let redis = TestRedis::start();
+    let lease = Duration::from_secs(3);
+    let mut a = node(&redis, "3s");
+    let (mut alice, _) = a.join();
+    alice.until_who("guest-1-1");
+    // Nothing is said: only the bridge's own traffic can find out.
+    redis.freeze();
+    let frozen = Instant::now();
+    alice.stream().set_read_timeout(Some(lease * 10)).unwrap();
+    alice.until("* cluster link lost");
+    let noticed = frozen.elapsed();
+    redis.thaw();
+    alice.until("* cluster link restored");
+    assert!(
+        noticed < lease,
+        "a dead Redis noticed after {noticed:?}, the lease is {lease:?}:\n{}",
+        a.proc().stderr_so_far()
+    );
+}
+
+#[test]
+fn the_latest_login_of_an_account_takes_its_nick_over_across_servers() {
+    let redis = TestRedis::start();
+    let a = node(&redis, "10s");
+    let b = node(&redis, "10s");
+    let (mut first, _) = a.join();
+    first.send("/register frank franks-password");
+    first.expect_answer("* registered frank");
+    first.send("/login frank franks-password");
+    first.expect_answer("* you are now frank");
+
+    // The same account on B: B's member is frank, A's goes back to a guest
+    // nick and is told why.
+    let (mut second, _) = b.join();
+    second.send("/login frank franks-password");
+    // B publishes the evict before it answers: A's renaming may come first.
+    let before = second.until("* you are now frank");
+    first.until("* frank logged in elsewhere");
+    let guest = first.until_prefix("* you are now ");
+    assert!(guest.starts_with("guest-1-"), "{guest}");
+    let renamed = format!("* frank is now {guest}");
+    if !before.contains(&renamed) {
+        second.until(&renamed);
+    }
+    // One frank in the cluster, seen alike from both servers; the leases
+    // renewed since do not bring the second one back.
+    second.until_who(&format!("frank, {guest}"));
+    first.until_who(&format!("frank, {guest}"));
+    // No longer logged in: the nick is not the guest's.
+    first.send("/nick frank");
+    first.expect_answer("! nick registered");
+    first.send("hello from A");
+    second.until(&format!("<{guest}> hello from A"));
+
+    // Logging in again on A takes it back.
+    first.send("/login frank franks-password");
+    first.expect_answer("* you are now frank");
+    second.until("* frank logged in elsewhere");
+    let guest2 = second.until_prefix("* you are now ");
+    assert!(guest2.starts_with("guest-2-"), "{guest2}");
+    second.until_who(&format!("frank, {guest2}"));
+    second.send("from B");
+    first.until(&format!("<{guest2}> from B"));
+
+    // Two logins on one server: the same, locally.
+    let (mut third, _) = a.join();
+    third.send("/login frank franks-password");
+    third.expect_answer("* you are now frank");
+    first.until("* frank logged in elsewhere");
+    let guest3 = first.until_prefix("* you are now ");
+    assert!(guest3.starts_with("guest-1-"), "{guest3}");
+    second.until_who(&format!("frank, {guest3}, {guest2}"));
+}
+
+#[test]
+fn a_server_shuts_down_promptly_while_its_redis_hangs() {
+    let redis = TestRedis::start();
+    let a = node(&redis, "3s");
+    let (mut alice, _) = a.join();
+    alice.until_who("guest-1-1");
+    // Redis accepts connections (the kernel does) but answers nothing: the
+    // bridge keeps trying to connect again.
+    redis.freeze();
+    alice.until("* cluster link lost");
+    let asked = Instant::now();
+    let (status, stderr) = a.stop();
+    let took = asked.elapsed();
+    redis.thaw();
+    assert!(status.success(), "{status}; stderr:\n{stderr}");
+    assert!(stderr.contains("cluster: bridge stopped"), "{stderr}");
+    // The grace for members plus one connection attempt and one command.
+    assert!(took < Duration::from_secs(8), "shutdown took {took:?}:\n{stderr}");
+}

@@ -10,6 +10,9 @@ use crate::child::Spawned;
 use crate::wait::TIMEOUT;
 use crate::ChatClient;
 
+/// Where `switchboard-server` reads `--redis` from when it is not given.
+const REDIS_URL_ENV: &str = "SWITCHBOARD_REDIS_URL";
+
 /// A chat server process; killed when dropped.
 #[derive(Debug)]
 pub struct ChatNode {
@@ -23,14 +26,26 @@ impl ChatNode {
     /// With `--redis`, waits until its cluster link is up (subscribed), so
     /// what other servers publish from then on reaches it.
     pub fn start(bin: &Path, args: &[&str]) -> ChatNode {
+        ChatNode::start_env(bin, args, &[])
+    }
+
+    /// [`start`](ChatNode::start) with these environment variables too
+    /// (`RUST_LOG` among them overrides `info`); `SWITCHBOARD_REDIS_URL`
+    /// is passed only when given here. With a Redis URL from the flags or
+    /// the environment, waits until the cluster link is up.
+    pub fn start_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> ChatNode {
         let mut cmd = Command::new(bin);
         cmd.args(["--handler", "chat", "--listen", "127.0.0.1:0", "--workers", "1"])
             .args(args)
             .env("RUST_LOG", "info")
+            .env_remove(REDIS_URL_ENV)
+            .envs(env.iter().copied())
             .stdin(Stdio::null());
         let mut proc = Spawned::spawn(&mut cmd);
         let addr = proc.listening_addr();
-        if args.contains(&"--redis") {
+        let clustered = args.iter().any(|a| *a == "--redis" || *a == "--redis-url-file")
+            || env.iter().any(|(k, _)| *k == REDIS_URL_ENV);
+        if clustered {
             proc.wait_stderr("cluster: link up", TIMEOUT);
         }
         ChatNode { proc, addr }

@@ -199,7 +199,7 @@ impl Handler for AdminHttp {
         if response.status >= 400 && response.status != 404 && response.status != 405 {
             log::info!("{}: admin: {} to a request", conn.peer_addr(), response.status);
         }
-        conn.send(&response.encode(head_only));
+        conn.send(response.encode(head_only));
         Flow::Close
     }
 
@@ -226,7 +226,7 @@ impl Handler for AdminHttp {
             return Flow::Continue;
         }
         log::info!("{}: admin: no whole request within {REQUEST_TIMEOUT:?}; 408", conn.peer_addr());
-        conn.send(&Response::text(408, "request timeout\n").encode(false));
+        conn.send(Response::text(408, "request timeout\n").encode(false));
         Flow::Close
     }
 

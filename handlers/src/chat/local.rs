@@ -42,7 +42,9 @@ pub(crate) type Change = (String, String);
 ///
 /// With `account` (the key of the account the member just logged in as),
 /// the member is recorded as logged in, and any other member holding the
-/// nick first goes back to a guest nick (told `* you are now guest-N`).
+/// nick first goes back to a guest nick (told `* you are now guest-N`,
+/// after `* NAME logged in elsewhere` if it was logged in as it: the latest
+/// login of an account takes over).
 /// Returns the changes made, evictions first, for the cluster to announce.
 pub(crate) fn rename(
     room: &Mutex<Room<Member>>,
@@ -53,13 +55,14 @@ pub(crate) fn rename(
 ) -> Result<Vec<Change>, NickError> {
     let new = normalize_nick(new);
     let mut changes = Vec::new();
-    let mut notices: Vec<(Option<Member>, Change, Vec<Member>)> = Vec::new();
+    let mut notices: Vec<(Option<Member>, bool, Change, Vec<Member>)> = Vec::new();
     let result = {
         let mut room = room.lock();
         if account.is_some() {
             if let Some((holder, handle)) = room.find(&new).filter(|(holder, _)| *holder != id) {
+                let owner = room.account(holder).is_some_and(|a| a == nick_key(&new));
                 if let Some((old, guest, others)) = room.make_guest(holder) {
-                    notices.push((Some(handle), (old, guest), others));
+                    notices.push((Some(handle), owner, (old, guest), others));
                 }
             }
         }
@@ -69,8 +72,11 @@ pub(crate) fn rename(
         }
         result
     };
-    for (handle, (old, guest), others) in notices {
+    for (handle, owner, (old, guest), others) in notices {
         if let Some(h) = handle {
+            if owner {
+                let _ = h.send(line(&format!("* {old} logged in elsewhere")));
+            }
             let _ = h.send(line(&format!("* you are now {guest}")));
         }
         send_all(&others, &format!("* {old} is now {guest}"));
@@ -85,21 +91,24 @@ pub(crate) fn rename(
     Ok(changes)
 }
 
-/// Sends a member whose nick was taken by its account's owner back to a
-/// guest nick (it is told `* you are now guest-N`, the others
-/// `* NICK is now guest-N`); members logged in as that account keep it.
-/// Returns the change made.
+/// Sends the member holding `nick` back to a guest nick because another
+/// server holds it now: its account's owner logged in there (the latest
+/// login of an account takes over), or it took the nick while this server's
+/// link was down. The member is told `* you are now guest-N` (after
+/// `* NICK logged in elsewhere` if it was logged in as that account), the
+/// others `* NICK is now guest-N`. Returns the change made.
 pub(crate) fn evict(room: &Mutex<Room<Member>>, nick: &str) -> Option<Change> {
     let key = nick_key(&normalize_nick(nick));
-    let (handle, old, guest, others) = {
+    let (handle, owner, old, guest, others) = {
         let mut room = room.lock();
         let (holder, handle) = room.find(nick)?;
-        if room.account(holder) == Some(key.as_str()) {
-            return None;
-        }
+        let owner = room.account(holder) == Some(key.as_str());
         let (old, guest, others) = room.make_guest(holder)?;
-        (handle, old, guest, others)
+        (handle, owner, old, guest, others)
     };
+    if owner {
+        let _ = handle.send(line(&format!("* {old} logged in elsewhere")));
+    }
     let _ = handle.send(line(&format!("* you are now {guest}")));
     send_all(&others, &format!("* {old} is now {guest}"));
     Some((old, guest))

@@ -22,18 +22,28 @@
 //! `* cluster link restored` and this server's nicks and members are
 //! written again. Pub/sub is at-most-once: what was published while a
 //! server was cut off never reaches it.
+//!
+//! Redis may be reached over TLS (`rediss://`, rustls, a CA of one's own
+//! with [`ClusterConfig::ca_pem`]); its password is never shown
+//! ([`secret`]). Each link hears from Redis every third of the lease and
+//! waits at most that long for an answer ([`link`] keeps a pipeline to one
+//! wait), so a dead Redis is noticed within the lease, idle or not.
 
 mod event;
+mod link;
+mod secret;
 
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use redis::{Client, Connection, RedisError, RedisResult};
+use redis::{
+    Client, Connection, ConnectionAddr, IntoConnectionInfo, RedisError, RedisResult, TlsCertificates,
+};
 use switchboard::Deferred;
 
 use super::command::valid_nick;
@@ -42,6 +52,8 @@ use super::room::NickError;
 use super::text::{clean, nick_key, normalize_nick};
 use event::Envelope;
 pub(crate) use event::Event;
+use link::Link;
+use secret::RedisUrl;
 
 /// The default nick lease: a crashed server's nicks are free after it.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
@@ -59,9 +71,13 @@ const SEQ: &str = "switchboard:server-seq";
 /// Reconnection backoff: doubles from the first to the cap.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Connecting, and each command, give up after these.
+/// Connecting, and each command, give up after these (a command after a
+/// third of the lease if that is shorter: see [`Inner::io_timeout`]).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connection attempts left waiting on a Redis that does not answer, at
+/// most (see [`Inner::connect`]).
+const MAX_STUCK: usize = 4;
 /// How often the inbound thread looks up from a quiet channel.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -77,10 +93,11 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 0";
 
 /// Extends this server's lease on a nick, or takes it again if it expired
-/// (ARGV: server id, lease ms, force): 1 held, 0 someone else has it.
+/// (ARGV: server id, lease ms): 1 held, 0 someone else has it (for a
+/// registered nick: its owner logged in there later, and takes over).
 const RENEW: &str = r"
 local cur = redis.call('GET', KEYS[1])
-if cur == false or cur == ARGV[1] or ARGV[3] == '1' then
+if cur == false or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
@@ -111,27 +128,55 @@ fn members_entry(sid: &str) -> String {
     format!("switchboard:members:{sid}")
 }
 
-/// How a chat joins a cluster: the Redis URL, the nick lease and the
-/// length of the bridge's queue.
+/// How a chat joins a cluster: the Redis URL, the CA that signed a TLS
+/// Redis's certificate, the nick lease and the length of the bridge's queue.
 ///
 /// ```
 /// use std::time::Duration;
 /// use switchboard_handlers::chat::ClusterConfig;
 ///
-/// let config = ClusterConfig::new("redis://127.0.0.1:6379").lease(Duration::from_secs(5));
-/// assert_eq!(config.url(), "redis://127.0.0.1:6379");
+/// let config = ClusterConfig::new("rediss://:s3cret@127.0.0.1:6380").lease(Duration::from_secs(5));
+/// assert_eq!(config.url(), "rediss://:s3cret@127.0.0.1:6380");
+/// // Debug (and every log line and error) hides the password.
+/// assert!(!format!("{config:?}").contains("s3cret"));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClusterConfig {
-    url: String,
+    url: RedisUrl,
+    ca: Option<Vec<u8>>,
     lease: Duration,
     queue: usize,
 }
 
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("url", &self.url)
+            .field("ca", &self.ca.as_ref().map(|pem| format!("{} bytes of PEM", pem.len())))
+            .field("lease", &self.lease)
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
 impl ClusterConfig {
-    /// Redis at `url` (`redis://HOST:PORT[/DB]`), the default lease and queue.
-    pub fn new(url: impl Into<String>) -> ClusterConfig {
-        ClusterConfig { url: url.into(), lease: DEFAULT_LEASE, queue: DEFAULT_QUEUE }
+    /// Redis at `url` (`redis://[[USER]:PASSWORD@]HOST:PORT[/DB]`, or
+    /// `rediss://...` for TLS), the default lease and queue. The password
+    /// is never logged: the URL is shown with `***` in its place.
+    pub fn new(url: impl AsRef<str>) -> ClusterConfig {
+        ClusterConfig {
+            url: RedisUrl::new(url.as_ref()),
+            ca: None,
+            lease: DEFAULT_LEASE,
+            queue: DEFAULT_QUEUE,
+        }
+    }
+
+    /// With a `rediss://` URL: trust only the CA certificates in `pem`
+    /// (PEM text) for Redis's certificate, instead of the system's.
+    pub fn ca_pem(mut self, pem: Vec<u8>) -> ClusterConfig {
+        self.ca = Some(pem);
+        self
     }
 
     /// How long a nick stays held when its server stops renewing it (it
@@ -148,9 +193,45 @@ impl ClusterConfig {
         self
     }
 
-    /// The Redis URL.
+    /// The Redis URL as given, password included.
     pub fn url(&self) -> &str {
-        &self.url
+        self.url.full()
+    }
+
+    /// Whether the URL holds a password.
+    pub fn has_password(&self) -> bool {
+        self.url.has_password()
+    }
+
+    /// The Redis URL as it is shown: its password as `***`.
+    pub fn shown_url(&self) -> String {
+        self.url.to_string()
+    }
+
+    /// A client for the URL (over TLS for `rediss://`, trusting the CA
+    /// given); a clear error, the password hidden, when it cannot be.
+    fn client(&self) -> Result<Client, ClusterError> {
+        let url = &self.url;
+        let bad = |e: RedisError| ClusterError(format!("bad Redis URL {url}: {}", url.scrub(&e.to_string())));
+        let info = url.full().into_connection_info().map_err(bad)?;
+        if matches!(info.addr, ConnectionAddr::TcpTls { insecure: true, .. }) {
+            return Err(ClusterError(format!(
+                "{url}: #insecure (TLS without checking Redis's certificate) is refused; \
+                 trust the CA that signed it instead"
+            )));
+        }
+        let tls = matches!(info.addr, ConnectionAddr::TcpTls { .. });
+        match &self.ca {
+            Some(_) if !tls => Err(ClusterError(format!(
+                "a CA for Redis's certificate is given but {url} is not a rediss:// (TLS) URL"
+            ))),
+            Some(pem) => Client::build_with_tls(
+                info,
+                TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
+            )
+            .map_err(bad),
+            None => Client::open(info).map_err(bad),
+        }
     }
 }
 
@@ -180,12 +261,16 @@ pub(crate) enum Job {
     Who { reply: Deferred },
     /// A `/msg` to a member not on this server.
     Msg { from: String, to: String, text: String, reply: Deferred },
+    /// Another server says the owner of account `nick` logged in there:
+    /// the local holder goes back to a guest nick unless this server
+    /// holds the nick in Redis (its own login came later).
+    Evict { nick: String },
 }
 
 impl Job {
     fn reply(&self) -> Option<&Deferred> {
         match self {
-            Job::Publish(_) => None,
+            Job::Publish(_) | Job::Evict { .. } => None,
             Job::Claim { reply, .. } | Job::Who { reply } | Job::Msg { reply, .. } => Some(reply),
         }
     }
@@ -212,6 +297,8 @@ struct Inner {
     sid: String,
     /// This server's number.
     seq: u64,
+    /// Where Redis is (shown with its password hidden).
+    url: RedisUrl,
     client: Client,
     lease: Duration,
     room: SharedRoom,
@@ -220,6 +307,12 @@ struct Inner {
     spend: Spend,
     stop: AtomicBool,
     link: parking_lot::Mutex<LinkState>,
+    /// Set when the outbound link is lost: the inbound one, likely as dead
+    /// but not yet told, subscribes again, so that `* cluster link
+    /// restored` means both links work again.
+    resubscribe: AtomicBool,
+    /// Connection attempts given up on but not ended yet.
+    stuck: Arc<AtomicUsize>,
     dropped: AtomicU64,
 }
 
@@ -277,11 +370,11 @@ impl Cluster {
         spend: Spend,
     ) -> Result<Cluster, ClusterError> {
         let url = &config.url;
-        let client =
-            Client::open(url.as_str()).map_err(|e| ClusterError(format!("bad Redis URL {url}: {e}")))?;
+        let client = config.client()?;
         let inner = Inner {
             sid: String::new(),
             seq: 0,
+            url: url.clone(),
             client,
             lease: config.lease,
             room,
@@ -290,14 +383,16 @@ impl Cluster {
             spend,
             stop: AtomicBool::new(false),
             link: parking_lot::Mutex::new(LinkState { out: true, ..LinkState::default() }),
+            resubscribe: AtomicBool::new(false),
+            stuck: Arc::new(AtomicUsize::new(0)),
             dropped: AtomicU64::new(0),
         };
-        let mut con =
-            inner.connect().map_err(|e| ClusterError(format!("cannot reach Redis at {url}: {e}")))?;
-        let seq: u64 = redis::cmd("INCR")
-            .arg(SEQ)
-            .query(&mut con)
-            .map_err(|e| ClusterError(format!("Redis at {url} refused INCR: {e}")))?;
+        let mut con = inner.connect().map_err(|e| {
+            ClusterError(format!("cannot reach Redis at {url}: {}", url.scrub(&e.to_string())))
+        })?;
+        let seq: u64 = redis::cmd("INCR").arg(SEQ).query(&mut con).map_err(|e| {
+            ClusterError(format!("Redis at {url} refused INCR: {}", url.scrub(&e.to_string())))
+        })?;
         let inner = Arc::new(Inner { sid: format!("{seq}-{}", random_id()), seq, ..inner });
         log::info!("cluster: server {} on Redis {url}", inner.sid);
         let (tx, rx) = bounded(config.queue);
@@ -403,11 +498,57 @@ impl Inner {
         self.lease.as_millis() as u64
     }
 
+    /// How often each link hears from Redis at the least: the outbound
+    /// one renews, the inbound one subscribes again when the channel was
+    /// quiet this long.
+    fn beat(&self) -> Duration {
+        self.lease / 3
+    }
+
+    /// How long a command waits for its answer: with the beat, a dead
+    /// Redis is noticed within two thirds of the lease, before this
+    /// server's nicks run out elsewhere.
+    fn io_timeout(&self) -> Duration {
+        IO_TIMEOUT.min(self.beat())
+    }
+
+    /// A new connection, within the connect timeout plus one command's.
+    ///
+    /// The `redis` crate sets no read timeout while it sets a connection up
+    /// (the TLS handshake, `AUTH`, `CLIENT SETINFO`), so a Redis that
+    /// accepts and then says nothing (stopped, hung) would hold the caller,
+    /// and a shutdown waiting for it, until it answers. The attempt runs on
+    /// a thread of its own; one that does not finish in time is left to end
+    /// when Redis answers or goes away, and at most [`MAX_STUCK`] are left
+    /// at once (past that, no new attempt until one ends).
     fn connect(&self) -> RedisResult<Connection> {
-        let con = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-        con.set_read_timeout(Some(IO_TIMEOUT))?;
-        con.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(con)
+        let timeout_error =
+            |what: &str| RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_owned()));
+        if self.stuck.load(Ordering::Acquire) >= MAX_STUCK {
+            return Err(timeout_error("earlier connection attempts are still waiting for Redis"));
+        }
+        let (tx, rx) = bounded(1);
+        let client = self.client.clone();
+        let io = self.io_timeout();
+        self.stuck.fetch_add(1, Ordering::AcqRel);
+        let stuck = Arc::clone(&self.stuck);
+        let spawned = std::thread::Builder::new().name("cluster-connect".into()).spawn(move || {
+            let con = client.get_connection_with_timeout(CONNECT_TIMEOUT).and_then(|con| {
+                con.set_read_timeout(Some(io))?;
+                con.set_write_timeout(Some(io))?;
+                Ok(con)
+            });
+            stuck.fetch_sub(1, Ordering::AcqRel);
+            let _ = tx.send(con);
+        });
+        if let Err(e) = spawned {
+            self.stuck.fetch_sub(1, Ordering::AcqRel);
+            return Err(e.into());
+        }
+        match rx.recv_timeout(CONNECT_TIMEOUT + io) {
+            Ok(con) => con,
+            Err(_) => Err(timeout_error("Redis accepted the connection but did not answer its set-up")),
+        }
     }
 
     /// Records a link going up or down and tells the members when the
@@ -416,7 +557,13 @@ impl Inner {
         let notice = {
             let mut l = self.link.lock();
             match side {
-                Side::Out => l.out = up,
+                Side::Out => {
+                    l.out = up;
+                    if !up {
+                        l.inn = false;
+                        self.resubscribe.store(true, Ordering::Release);
+                    }
+                }
                 Side::In => l.inn = up,
             }
             if l.out && l.inn {
@@ -443,18 +590,18 @@ impl Inner {
     // ---- outbound ----
 
     fn run_out(&self, rx: Receiver<Job>, con: Connection) {
-        let mut con = Some(con);
+        let mut con = Some(Link::new(con));
         let mut backoff = MIN_BACKOFF;
         let mut retry_at = Instant::now();
         let mut renew_at = Instant::now();
-        let period = self.lease / 3;
+        let period = self.beat();
         loop {
             let now = Instant::now();
             if con.is_none() && now >= retry_at && !self.stopping() {
                 // The link is back once Redis answers (a connection it
                 // accepts but does not serve, as under `CLIENT PAUSE`, is
                 // not): this server's nicks and members written again first.
-                match self.connect().and_then(|mut c| self.renew(&mut c).map(|()| c)) {
+                match self.connect().map(Link::new).and_then(|mut c| self.renew(&mut c).map(|()| c)) {
                     Ok(c) => {
                         con = Some(c);
                         backoff = MIN_BACKOFF;
@@ -462,7 +609,7 @@ impl Inner {
                         self.set_link(Side::Out, true);
                     }
                     Err(e) => {
-                        log::debug!("cluster: reconnecting: {e}");
+                        log::debug!("cluster: reconnecting: {}", self.url.scrub(&e.to_string()));
                         retry_at = now + backoff;
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
@@ -504,14 +651,14 @@ impl Inner {
         log::info!("cluster: bridge stopped");
     }
 
-    fn lost(&self, con: &mut Option<Connection>, e: RedisError) {
-        log::warn!("cluster: Redis link error: {e}");
+    fn lost(&self, con: &mut Option<Link>, e: RedisError) {
+        log::warn!("cluster: Redis link error: {}", self.url.scrub(&e.to_string()));
         *con = None;
         self.set_link(Side::Out, false);
     }
 
     /// Does one job; returns whether the link was lost doing it.
-    fn handle(&self, job: Job, con: &mut Option<Connection>) -> bool {
+    fn handle(&self, job: Job, con: &mut Option<Link>) -> bool {
         let Some(c) = con.as_mut() else {
             self.offline(job);
             return false;
@@ -521,6 +668,7 @@ impl Inner {
             Job::Claim { id, nick, account, reply } => self.claim(c, *id, nick, account.clone(), reply),
             Job::Who { reply } => self.who(c, reply),
             Job::Msg { from, to, text, reply } => self.msg(c, from, to, text, reply),
+            Job::Evict { nick } => self.evict(c, nick),
         };
         match result {
             Ok(()) => false,
@@ -546,7 +694,26 @@ impl Inner {
             Job::Msg { to, reply, .. } => {
                 let _ = reply.send(local::line(&format!("! no such user {to} (cluster link lost)")));
             }
+            // Told a moment ago by the other server, and Redis cannot be
+            // asked: the latest login takes over.
+            Job::Evict { nick } => {
+                let _ = local::evict(&self.room, &nick);
+            }
         }
+    }
+
+    /// Sends the local holder of `nick` back to a guest nick unless this
+    /// server holds it in Redis. Two owners logging in at once on two
+    /// servers both claim the nick and both publish `evict`: Redis keeps
+    /// the last claim, and only that server's member keeps the nick.
+    fn evict(&self, c: &mut Link, nick: &str) -> RedisResult<()> {
+        let holder: Option<String> = redis::cmd("GET").arg(nick_entry(&nick_key(nick))).query(c)?;
+        if holder.as_deref() != Some(self.sid.as_str()) {
+            if let Some((old, new)) = local::evict(&self.room, nick) {
+                self.publish(c, &Event::Nick { old, new })?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether no local member holds `nick`.
@@ -554,7 +721,7 @@ impl Inner {
         self.room.lock().find(nick).is_none()
     }
 
-    fn publish(&self, c: &mut Connection, e: &Event) -> RedisResult<()> {
+    fn publish(&self, c: &mut Link, e: &Event) -> RedisResult<()> {
         let members = members_entry(&self.sid);
         let mut p = redis::pipe();
         let take = |p: &mut redis::Pipeline, nick: &str| {
@@ -589,7 +756,7 @@ impl Inner {
 
     fn claim(
         &self,
-        c: &mut Connection,
+        c: &mut Link,
         id: u64,
         nick: &str,
         account: Option<String>,
@@ -643,7 +810,7 @@ impl Inner {
         Ok(())
     }
 
-    fn who(&self, c: &mut Connection, reply: &Deferred) -> RedisResult<()> {
+    fn who(&self, c: &mut Link, reply: &Deferred) -> RedisResult<()> {
         let servers: Vec<String> = redis::cmd("SMEMBERS").arg(SERVERS).query(c)?;
         // Members elsewhere by nick alone: their addresses stay with the
         // server they are connected to.
@@ -665,7 +832,7 @@ impl Inner {
         Ok(())
     }
 
-    fn msg(&self, c: &mut Connection, from: &str, to: &str, text: &str, reply: &Deferred) -> RedisResult<()> {
+    fn msg(&self, c: &mut Link, from: &str, to: &str, text: &str, reply: &Deferred) -> RedisResult<()> {
         let name = normalize_nick(to);
         let owner: Option<String> = redis::cmd("GET").arg(nick_entry(&nick_key(&name))).query(c)?;
         match owner {
@@ -683,20 +850,17 @@ impl Inner {
     /// Renews this server's nick leases (taking back those that expired
     /// while the link was down), rewrites its member set, and sends back
     /// to guest nicks the members whose nick another server took meanwhile.
-    fn renew(&self, c: &mut Connection) -> RedisResult<()> {
+    fn renew(&self, c: &mut Link) -> RedisResult<()> {
         let roster = self.room.lock().roster();
         let members = members_entry(&self.sid);
         let mut p = redis::pipe();
-        for (_, nick, account) in &roster {
-            let key = nick_key(nick);
-            let force = account.as_deref() == Some(key.as_str());
+        for (_, nick, _) in &roster {
             p.cmd("EVAL")
                 .arg(RENEW)
                 .arg(1)
-                .arg(nick_entry(&key))
+                .arg(nick_entry(&nick_key(nick)))
                 .arg(&self.sid)
-                .arg(self.lease_ms())
-                .arg(if force { "1" } else { "0" });
+                .arg(self.lease_ms());
         }
         p.cmd("DEL").arg(&members).ignore();
         if !roster.is_empty() {
@@ -711,7 +875,7 @@ impl Inner {
         let held: Vec<i64> = p.query(c)?;
         for ((_, nick, _), ok) in roster.iter().zip(held) {
             if ok == 0 {
-                log::warn!("cluster: another server took {nick} while the link was down");
+                log::warn!("cluster: another server holds {nick} now (a later login, or taken while the link was down)");
                 if let Some((old, new)) = local::evict(&self.room, nick) {
                     self.publish(c, &Event::Nick { old, new })?;
                 }
@@ -726,7 +890,7 @@ impl Inner {
         let mut backoff = MIN_BACKOFF;
         while !self.stopping() {
             if let Err(e) = self.listen(tx, &mut backoff) {
-                log::debug!("cluster: subscription: {e}");
+                log::debug!("cluster: subscription: {}", self.url.scrub(&e.to_string()));
             }
             if self.stopping() {
                 break;
@@ -741,18 +905,37 @@ impl Inner {
     }
 
     /// Subscribes and delivers until the link drops or the bridge stops.
+    /// A channel quiet for a beat is subscribed to again, which Redis
+    /// answers: a Redis that does not (stopped, or the network gone
+    /// without a reset) is a lost link, not a quiet room.
     fn listen(&self, tx: &Sender<Job>, backoff: &mut Duration) -> RedisResult<()> {
+        self.resubscribe.store(false, Ordering::Release);
         let mut con = self.connect()?;
         let mut ps = con.as_pubsub();
         ps.subscribe(CHANNEL)?;
         ps.set_read_timeout(Some(POLL))?;
         *backoff = MIN_BACKOFF;
         self.set_link(Side::In, true);
+        let mut heard = Instant::now();
         while !self.stopping() {
+            if self.resubscribe.swap(false, Ordering::AcqRel) {
+                log::debug!("cluster: subscribing again (the outbound link was lost)");
+                return Ok(());
+            }
             match ps.get_message() {
-                Ok(msg) => self.deliver(msg.get_payload_bytes(), tx),
+                Ok(msg) => {
+                    heard = Instant::now();
+                    self.deliver(msg.get_payload_bytes(), tx);
+                }
                 Err(e) if e.is_timeout() => {}
                 Err(e) => return Err(e),
+            }
+            if heard.elapsed() >= self.beat() {
+                // Events that come meanwhile are kept for get_message.
+                ps.set_read_timeout(Some(self.io_timeout()))?;
+                ps.subscribe(CHANNEL)?;
+                ps.set_read_timeout(Some(POLL))?;
+                heard = Instant::now();
             }
         }
         Ok(())
@@ -810,8 +993,8 @@ impl Inner {
                 }
             }
             Event::Evict { nick } => {
-                if let Some((old, new)) = checked_nick(&nick).and_then(|n| local::evict(&self.room, &n)) {
-                    submit(tx, &self.dropped, Job::Publish(Event::Nick { old, new }));
+                if let Some(nick) = checked_nick(&nick) {
+                    submit(tx, &self.dropped, Job::Evict { nick });
                 }
             }
         }
@@ -862,6 +1045,27 @@ mod tests {
         let e = Cluster::start(&ClusterConfig::new("nonsense://x"), Arc::clone(&room), 10, 100, spend)
             .unwrap_err();
         assert!(e.to_string().starts_with("bad Redis URL nonsense://x"), "{e}");
+        let spend: Spend = Box::new(|_| None);
+        let e = Cluster::start(
+            &ClusterConfig::new("rediss://:pw@h:1/#insecure"),
+            Arc::clone(&room),
+            10,
+            100,
+            spend,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "rediss://:***@h:1/#insecure: #insecure (TLS without checking Redis's certificate) is refused; \
+             trust the CA that signed it instead"
+        );
+        let spend: Spend = Box::new(|_| None);
+        let plain = ClusterConfig::new("redis://:pw@h:1").ca_pem(b"PEM".to_vec());
+        let e = Cluster::start(&plain, Arc::clone(&room), 10, 100, spend).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a CA for Redis's certificate is given but redis://:***@h:1 is not a rediss:// (TLS) URL"
+        );
         // A port nobody listens on: bind one and release it.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("redis://127.0.0.1:{port}");
