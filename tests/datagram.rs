@@ -283,3 +283,50 @@ fn a_tcp_server_that_stopped_first_leaves_the_udp_peers_drained_or_forced() {
         assert_eq!((report.drained, report.forced, handler.closed.lock()[0].1), want);
     }
 }
+
+/// A burst larger than one read pass (1,024 datagrams) queued while the
+/// thread is busy is answered in full, without a further datagram to bring
+/// a new readiness edge: the read loop comes back for what it left queued.
+#[test]
+fn a_burst_queued_while_busy_is_answered_in_full_without_a_further_datagram() {
+    /// Echoes; the datagram `hold` blocks the thread until the test lets go.
+    struct Held(Mutex<std::sync::mpsc::Receiver<()>>);
+    impl DatagramHandler for Held {
+        type Peer = ();
+        fn open(&self, _: &mut Reply<'_>) {}
+        fn datagram(&self, _: &mut (), data: &[u8], out: &mut Reply<'_>) -> Flow {
+            if data == b"hold" {
+                self.0.lock().recv_timeout(TIMEOUT).expect("the test lets go");
+            }
+            let _ = out.send(data);
+            Flow::Continue
+        }
+    }
+    const BURST: u32 = 3000;
+    let (go, held) = std::sync::mpsc::channel();
+    let server = DatagramServer::builder().start("127.0.0.1:0", Held(Mutex::new(held))).unwrap();
+    let addr = server.local_addr();
+    let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    // Room for every echo, so none is lost on this side.
+    c.set_recv_buffer_size(4 << 20).unwrap();
+    c.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    let c: UdpSocket = c.into();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.send_to(b"hold", addr).unwrap();
+    wait_until("the thread holds", || server.stats().datagrams_in == 1);
+    for i in 0..BURST {
+        c.send_to(&i.to_be_bytes(), addr).unwrap();
+    }
+    go.send(()).unwrap();
+    let mut seen = vec![false; BURST as usize];
+    let mut buf = [0u8; 64];
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hold");
+    for _ in 0..BURST {
+        let (n, _) = c.recv_from(&mut buf).expect("every datagram of the burst answered");
+        let i = u32::from_be_bytes(buf[..n].try_into().unwrap());
+        assert!(!std::mem::replace(&mut seen[i as usize], true), "datagram {i} answered twice");
+    }
+    let s = server.stats();
+    assert_eq!((s.datagrams_in, s.oversize), (u64::from(BURST) + 1, 0));
+}

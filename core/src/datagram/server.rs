@@ -356,6 +356,15 @@ struct Loop<H: DatagramHandler> {
     max: usize,
 }
 
+/// Whether a read pass left datagrams in the socket's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backlog {
+    /// The queue was empty (the next datagram brings a new edge).
+    Empty,
+    /// The pass stopped early: read again without waiting for an edge.
+    More,
+}
+
 /// What the thread does next, decided from the lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
@@ -389,6 +398,10 @@ impl<H: DatagramHandler> Loop<H> {
         let mut got = Vec::new();
         let mut next_expiry = Instant::now() + self.tick();
         let mut writable_wait = false;
+        // Datagrams may still be queued in the socket: a pass stopped at
+        // its cap, or for room in the send buffer. No new edge comes for
+        // them, so the next pass reads without waiting for one.
+        let mut backlog = Backlog::Empty;
         // The socket's interest includes WRITABLE (set while replies wait).
         let mut watching_writable = false;
         // Until then a pass polls without sleeping (see `spin`).
@@ -401,6 +414,7 @@ impl<H: DatagramHandler> Loop<H> {
             }
             let before = Instant::now();
             let timeout = match spin_until {
+                _ if backlog == Backlog::More && !writable_wait => Duration::ZERO,
                 Some(until) if before < until => Duration::ZERO,
                 _ => next_expiry.saturating_duration_since(before),
             };
@@ -421,8 +435,11 @@ impl<H: DatagramHandler> Loop<H> {
             }
             // While replies wait for room in the send buffer, nothing more
             // is read: the socket's receive buffer holds the rest.
-            if !writable_wait && readable {
-                self.read_all(&mut recv, &mut got);
+            if readable {
+                backlog = Backlog::More;
+            }
+            if !writable_wait && backlog == Backlog::More {
+                backlog = self.read_all(&mut recv, &mut got);
                 if !self.spin.is_zero() {
                     spin_until = Some(Instant::now() + self.spin);
                 }
@@ -460,14 +477,14 @@ impl<H: DatagramHandler> Loop<H> {
         }
     }
 
-    /// Reads until the socket is empty (at most [`READS_PER_PASS`]
-    /// datagrams), many per system call.
-    fn read_all(&mut self, recv: &mut Receiver, got: &mut Vec<Got>) {
+    /// Reads until the socket is empty, at most [`READS_PER_PASS`]
+    /// datagrams, many per system call; says whether some may be left.
+    fn read_all(&mut self, recv: &mut Receiver, got: &mut Vec<Got>) -> Backlog {
         let mut read = 0;
         while read < READS_PER_PASS {
             match recv.recv(&self.socket, got) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Backlog::Empty,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // An ICMP error of an earlier send (port unreachable) and the like.
                 Err(e) => {
@@ -477,7 +494,7 @@ impl<H: DatagramHandler> Loop<H> {
                 }
             }
             if got.is_empty() {
-                return;
+                return Backlog::Empty;
             }
             read += got.len();
             for (i, g) in got.iter().enumerate() {
@@ -494,12 +511,13 @@ impl<H: DatagramHandler> Loop<H> {
             }
             if self.batch.len() >= 64 && self.batch.flush(&self.send_socket, &self.stats) == Flushed::Blocked
             {
-                return;
+                return Backlog::More;
             }
             if recv.drained_by(got.len()) {
-                return;
+                return Backlog::Empty;
             }
         }
+        Backlog::More
     }
 
     fn datagram(&mut self, from: SocketAddr, data: &[u8]) {
