@@ -16,9 +16,17 @@
 //!   one received is **dropped and counted** in [`DatagramStats::oversize`],
 //!   the handler never sees it; a larger reply is refused with
 //!   [`DatagramSendError::TooLarge`];
-//! - at most [`max_peers`](DatagramBuilder::max_peers) peers at once; a
-//!   datagram from a new address past that is dropped and counted in
-//!   [`DatagramStats::peers_refused`];
+//! - at most [`max_peers`](DatagramBuilder::max_peers) peers at once: a
+//!   datagram from a new address past that takes the place of the least
+//!   recently heard peer (counted in [`DatagramStats::evicted`]); at most
+//!   [`max_peers_per_prefix`](DatagramBuilder::max_peers_per_prefix) from
+//!   one IPv4 /24 or IPv6 /64, past which a new address is dropped and
+//!   counted in [`DatagramStats::peers_refused`]; a handler that keeps no
+//!   peers ([`DatagramHandler::keeps_peers`]) has no table;
+//! - to an address that has not proven it receives there
+//!   ([`Reply::prove`]), replies stay within [`AMPLIFICATION`] (3) times
+//!   the bytes it sent, counted on the wire; past that they are not sent
+//!   and counted in [`DatagramStats::limited`];
 //! - replies that find the socket's send buffer full wait in a queue of at
 //!   most [`MAX_PENDING`] datagrams, and the thread reads nothing more until
 //!   it has drained; past it they are dropped and counted in
@@ -49,6 +57,8 @@
 //! ```
 
 mod batch;
+mod cookie;
+mod gate;
 mod handler;
 mod peers;
 mod recv;
@@ -56,6 +66,8 @@ mod sender;
 mod server;
 mod stats;
 
+pub use cookie::{COOKIE_LEN, COOKIE_PERIOD};
+pub use gate::AMPLIFICATION;
 pub use handler::{DatagramHandler, PeerClose, Reply};
 pub use sender::{DatagramSendError, DatagramSender};
 pub use server::{DatagramBuilder, DatagramReport, DatagramServer};

@@ -24,6 +24,9 @@ pub enum DatagramSendError {
     Dropped,
     /// The server has stopped.
     Closed,
+    /// Over the budget of an address that has not proven it receives
+    /// there; nothing was sent.
+    Limited,
 }
 
 impl fmt::Display for DatagramSendError {
@@ -34,6 +37,7 @@ impl fmt::Display for DatagramSendError {
             }
             DatagramSendError::Dropped => f.write_str("send buffer full: datagram dropped"),
             DatagramSendError::Closed => f.write_str("datagram server stopped"),
+            DatagramSendError::Limited => f.write_str("over the budget of an unproven address: not sent"),
         }
     }
 }

@@ -25,7 +25,7 @@ pub use command::{parse, valid_nick, Command};
 pub use console::{ConsoleError, CONSOLE_NICK};
 use room::{NickError, Room};
 pub use text::{clean, is_unsafe};
-pub use udp::{UdpChatPeer, MAX_CHAT_DATAGRAM};
+pub use udp::{cookie_in, UdpChatPeer, COOKIE_COMMAND, MAX_CHAT_DATAGRAM};
 // Cluster (--redis) and accounts (--accounts).
 pub use accounts::{
     AccountsError, ADDRESS_REFILL, LOGIN_FAILURES_PER_ADDRESS, LOGIN_FAILURES_PER_NAME, MIN_PASSWORD,
