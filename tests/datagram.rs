@@ -399,3 +399,37 @@ fn seventy_thousand_forged_sources_do_not_lock_out_a_new_peer() {
     assert!(took < Duration::from_secs(1), "answered after {took:?}");
     assert_eq!(server.stats().evicted, u64::from(FORGED) - TABLE + 1);
 }
+
+/// Sends from other threads go to a bounded queue that the datagram thread
+/// sends in its batches: while the thread is held, the queue takes
+/// `MAX_QUEUED` datagrams and drops (and counts) the rest; once let go the
+/// thread sends every one it took, the caller never having sent one itself.
+#[test]
+fn sends_from_other_threads_are_queued_bounded_and_sent_by_the_datagram_thread() {
+    use switchboard::datagram::MAX_QUEUED;
+    struct Held(Mutex<std::sync::mpsc::Receiver<()>>);
+    impl DatagramHandler for Held {
+        type Peer = ();
+        fn open(&self, _: &mut Reply<'_>) {}
+        fn datagram(&self, _: &mut (), _: &[u8], _: &mut Reply<'_>) -> Flow {
+            self.0.lock().recv_timeout(TIMEOUT).expect("the test lets go");
+            Flow::Continue
+        }
+    }
+    let (go, held) = std::sync::mpsc::channel();
+    let server = DatagramServer::builder().start("127.0.0.1:0", Held(Mutex::new(held))).unwrap();
+    let c = client();
+    c.send_to(b"hold", server.local_addr()).unwrap();
+    wait_until("the thread holds", || server.stats().datagrams_in == 1);
+    let to = c.local_addr().unwrap();
+    let sender = server.sender();
+    let extra = 1000;
+    let results: Vec<_> = (0..MAX_QUEUED + extra).map(|_| sender.send_to(to, b"q")).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), MAX_QUEUED);
+    assert!(results[MAX_QUEUED..].iter().all(|r| *r == Err(DatagramSendError::Dropped)));
+    let s = server.stats();
+    assert_eq!((s.send_dropped, s.datagrams_out), (extra as u64, 0), "nothing sent by the caller");
+    go.send(()).unwrap();
+    wait_until("every queued datagram sent", || server.stats().datagrams_out == MAX_QUEUED as u64);
+    assert_eq!(server.stats().send_dropped, extra as u64);
+}

@@ -7,7 +7,9 @@
 //! lives in a bounded table keyed by the address and is closed after an
 //! idle time, by the handler ([`Flow::Close`](crate::Flow::Close)), or at shutdown. Replies go
 //! through [`Reply`] inside a callback (batched and sent with `sendmmsg`),
-//! or through a [`DatagramSender`] from any thread (one `sendto` each).
+//! or through a [`DatagramSender`] from any thread (queued to the datagram
+//! thread, which sends them in its batches: no `sendto` on the caller's
+//! thread).
 //!
 //! Limits, all set on the [`DatagramBuilder`]:
 //! - a datagram is at most [`max_datagram`](DatagramBuilder::max_datagram)
@@ -31,7 +33,8 @@
 //!   most [`MAX_PENDING`] datagrams, and the thread reads nothing more until
 //!   it has drained; past it they are dropped and counted in
 //!   [`DatagramStats::send_dropped`] (UDP promises no delivery; the count
-//!   says what the server knows it lost).
+//!   says what the server knows it lost); so are sends from other threads
+//!   past [`MAX_QUEUED`] datagrams or [`MAX_QUEUED_BYTES`] bytes waiting.
 //!
 //! ```no_run
 //! use switchboard::datagram::{DatagramHandler, DatagramServer, Reply};
@@ -69,7 +72,7 @@ mod stats;
 pub use cookie::{COOKIE_LEN, COOKIE_PERIOD};
 pub use gate::AMPLIFICATION;
 pub use handler::{DatagramHandler, PeerClose, Reply};
-pub use sender::{DatagramSendError, DatagramSender};
+pub use sender::{DatagramSendError, DatagramSender, MAX_QUEUED, MAX_QUEUED_BYTES};
 pub use server::{DatagramBuilder, DatagramReport, DatagramServer};
 pub use stats::DatagramStats;
 

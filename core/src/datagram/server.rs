@@ -17,7 +17,7 @@ use super::gate::Gate;
 use super::handler::{DatagramHandler, PeerClose, Reply};
 use super::peers::{Admit, Peers};
 use super::recv::{Got, Receiver};
-use super::sender::DatagramSender;
+use super::sender::{Backlogged, DatagramSender, Queued};
 use super::stats::{DatagramStats, DgCounters};
 use super::MAX_UDP_PAYLOAD;
 use crate::clock;
@@ -206,12 +206,13 @@ impl DatagramBuilder {
         }
         let local_addr = socket.local_addr()?;
         let stats = Arc::new(DgCounters::default());
-        let sender = DatagramSender::new(socket.try_clone()?, self.max_datagram, Arc::clone(&stats));
         let send_socket = socket.try_clone()?;
         let mut mio_socket = mio::net::UdpSocket::from_std(socket);
         let poll = Poll::new()?;
         poll.registry().register(&mut mio_socket, SOCKET, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (sender, queued) =
+            DatagramSender::new(local_addr, Arc::clone(&waker), self.max_datagram, Arc::clone(&stats));
         let state = match &self.lifecycle {
             Some(h) => Arc::clone(&h.state),
             None => Arc::new(ShutdownState::new()),
@@ -226,6 +227,7 @@ impl DatagramBuilder {
             socket: mio_socket,
             send_socket,
             sender: sender.clone(),
+            queued,
             peers: Peers::new(self.max_peers, self.per_prefix()),
             keeps_peers,
             cookies,
@@ -390,6 +392,8 @@ struct Loop<H: DatagramHandler> {
     /// The same socket, for `sendmmsg` (a descriptor of its own).
     send_socket: UdpSocket,
     sender: DatagramSender,
+    /// What other threads send, to go out in this thread's batches.
+    queued: Queued,
     peers: Peers<H::Peer>,
     /// False for a stateless handler: no table, no `close`.
     keeps_peers: bool,
@@ -512,6 +516,17 @@ impl<H: DatagramHandler> Loop<H> {
                     spin_until = Some(Instant::now() + self.spin);
                 }
             }
+            // Sends from other threads join the batch (while it waits for
+            // room in the send buffer, they wait in their queue).
+            if !writable_wait {
+                let batch = &mut self.batch;
+                if self.queued.take(batch.room(), |addr, data| {
+                    batch.push_owned(addr, data);
+                }) == Backlogged::Yes
+                {
+                    backlog = Backlog::More;
+                }
+            }
             if !self.batch.is_empty() && self.batch.flush(&self.send_socket, &self.stats) == Flushed::Blocked
             {
                 writable_wait = true;
@@ -534,8 +549,13 @@ impl<H: DatagramHandler> Loop<H> {
                 next_expiry = now + self.tick();
             }
         };
-        let _ = self.batch.flush(&self.send_socket, &self.stats);
+        // What other threads sent until now goes out too.
         self.sender.close();
+        let batch = &mut self.batch;
+        let _ = self.queued.take(batch.room(), |addr, data| {
+            batch.push_owned(addr, data);
+        });
+        let _ = self.batch.flush(&self.send_socket, &self.stats);
         report
     }
 
