@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use switchboard_handlers::chat::cookie_in;
 use switchboard_test_support::child::Spawned;
-use switchboard_test_support::{ChatClient, TIMEOUT};
+use switchboard_test_support::{http, ChatClient, TIMEOUT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-server");
 
@@ -51,6 +51,17 @@ impl UdpMember {
 
     fn expect(&self, want: &str) {
         assert_eq!(self.datagram(), want);
+    }
+
+    /// The next two datagrams are `a` and `b`, in either order: a reply
+    /// (sent after the read pass) and a room line (sent from the queue of
+    /// other threads' sends) may swap.
+    fn expect_both(&self, a: &str, b: &str) {
+        let mut got = [self.datagram(), self.datagram()];
+        got.sort();
+        let mut want = [a.to_owned(), b.to_owned()];
+        want.sort();
+        assert_eq!(got, want);
     }
 
     /// Joins with an empty datagram, checks the welcome (`* welcome NICK`
@@ -237,8 +248,7 @@ fn who_200_times_from_a_forged_address_gets_at_most_three_times_its_bytes() {
     // bob's datagram is served after the attack's, its reply sent after
     // the attack's replies.
     bob.send("/who");
-    bob.expect("* guest-3 joined\n");
-    bob.expect("* online: guest-1, guest-2, guest-3\n");
+    bob.expect_both("* guest-3 joined\n", "* online: guest-1, guest-2, guest-3\n");
     let got = victim.received();
     let sent = attack.len() + 28;
     assert!(wire(&got) <= 3 * sent, "{} bytes on the wire for {sent}", wire(&got));
@@ -343,4 +353,34 @@ fn the_tutorial_python_chat_client_sends_a_line_and_reads_the_answer() {
     let out = switchboard_test_support::child::run(Command::new("python3").args(["-c", &script]), TIMEOUT);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "* welcome guest-1\n* online: guest-1\n");
+}
+
+/// The UDP figures on the admin endpoint: Prometheus and JSON (which the
+/// status page shows), after a forged `/who` flood and a proven member.
+#[test]
+fn the_admin_endpoint_counts_udp_limited_replies_and_proven_peers() {
+    let (mut proc, _tcp, udp) = spawn(&["--admin", "127.0.0.1:0"]);
+    let line = proc.line_where(TIMEOUT, |l| l.starts_with("admin on "));
+    let admin: SocketAddr =
+        line.trim().trim_start_matches("admin on http://").trim_end_matches('/').parse().unwrap();
+    let bob = UdpMember::new(udp);
+    bob.join("guest-1");
+    let victim = Victim::new("127.0.0.79");
+    victim.0.send_to("/who\n".repeat(200).as_bytes(), udp).unwrap();
+    bob.send("/who");
+    bob.expect_both("* guest-2 joined\n", "* online: guest-1, guest-2\n");
+    let answered = victim.received().iter().filter(|d| d.starts_with(b"* online: ")).count();
+    let metric = |body: &str, name: &str| -> u64 {
+        let line =
+            body.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let body = http::get(admin, "/metrics").body;
+    assert_eq!(metric(&body, "switchboard_udp_limited_total"), 200 - answered as u64, "{body}");
+    assert_eq!(metric(&body, "switchboard_udp_proven_total"), 1);
+    assert_eq!(metric(&body, "switchboard_udp_peers"), 2);
+    assert_eq!(metric(&body, "switchboard_udp_peers_opened_total"), 2);
+    assert_eq!(metric(&body, "switchboard_udp_datagrams_in_total"), 4, "bob's three, the victim's one");
+    let json: serde_json::Value = serde_json::from_str(&http::get(admin, "/stats.json").body).unwrap();
+    assert_eq!(json["extra"]["switchboard_udp_limited_total"], 200 - answered as u64);
 }

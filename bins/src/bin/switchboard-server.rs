@@ -290,6 +290,10 @@ fn serve<H: Handler>(
         writeln!(out, "listening on {}", server.local_addr())?;
         beside.announce(&mut out)?;
     }
+    let observe = match beside.udp_stats() {
+        Some(udp) => observe.source(admin::udp_source(udp)),
+        None => observe,
+    };
     let watch = observe.start(&server)?;
     let report = server.wait();
     beside.wait();

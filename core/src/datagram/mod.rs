@@ -74,7 +74,7 @@ pub use gate::AMPLIFICATION;
 pub use handler::{DatagramHandler, PeerClose, Reply};
 pub use sender::{DatagramSendError, DatagramSender, MAX_QUEUED, MAX_QUEUED_BYTES};
 pub use server::{DatagramBuilder, DatagramReport, DatagramServer};
-pub use stats::DatagramStats;
+pub use stats::{DatagramStats, DatagramStatsHandle};
 
 /// The largest UDP payload over IPv4: 65,535 − 20 − 8 bytes. The default
 /// and the largest [`max_datagram`](DatagramBuilder::max_datagram).

@@ -18,7 +18,7 @@ use super::handler::{DatagramHandler, PeerClose, Reply};
 use super::peers::{Admit, Peers};
 use super::recv::{Got, Receiver};
 use super::sender::{Backlogged, DatagramSender, Queued};
-use super::stats::{DatagramStats, DgCounters};
+use super::stats::{DatagramStats, DatagramStatsHandle, DgCounters};
 use super::MAX_UDP_PAYLOAD;
 use crate::clock;
 use crate::err::StartError;
@@ -344,6 +344,12 @@ impl DatagramServer {
     /// A snapshot of the counters.
     pub fn stats(&self) -> DatagramStats {
         self.stats.snapshot()
+    }
+
+    /// A handle to read the counters from anywhere, after this server is
+    /// gone too.
+    pub fn stats_handle(&self) -> DatagramStatsHandle {
+        DatagramStatsHandle { counters: Arc::clone(&self.stats) }
     }
 
     /// The handle of the lifecycle this server follows: its own, or the one

@@ -68,6 +68,22 @@ impl fmt::Display for DatagramStats {
     }
 }
 
+/// A handle to read a [`DatagramServer`](super::DatagramServer)'s counters
+/// from anywhere, for as long as wanted (an admin endpoint's metrics):
+/// `Clone + Send + Sync`, from
+/// [`DatagramServer::stats_handle`](super::DatagramServer::stats_handle).
+#[derive(Debug, Clone)]
+pub struct DatagramStatsHandle {
+    pub(crate) counters: std::sync::Arc<DgCounters>,
+}
+
+impl DatagramStatsHandle {
+    /// A snapshot of the counters now.
+    pub fn snapshot(&self) -> DatagramStats {
+        self.counters.snapshot()
+    }
+}
+
 /// The live counters behind [`DatagramStats`].
 #[derive(Debug, Default)]
 pub(crate) struct DgCounters {
