@@ -524,14 +524,8 @@ impl<H: DatagramHandler> Loop<H> {
             }
             // Sends from other threads join the batch (while it waits for
             // room in the send buffer, they wait in their queue).
-            if !writable_wait {
-                let batch = &mut self.batch;
-                if self.queued.take(batch.room(), |addr, data| {
-                    batch.push_owned(addr, data);
-                }) == Backlogged::Yes
-                {
-                    backlog = Backlog::More;
-                }
+            if !writable_wait && self.take_queued() == Backlogged::Yes {
+                backlog = Backlog::More;
             }
             if !self.batch.is_empty() && self.batch.flush(&self.send_socket, &self.stats) == Flushed::Blocked
             {
@@ -557,12 +551,18 @@ impl<H: DatagramHandler> Loop<H> {
         };
         // What other threads sent until now goes out too.
         self.sender.close();
-        let batch = &mut self.batch;
-        let _ = self.queued.take(batch.room(), |addr, data| {
-            batch.push_owned(addr, data);
-        });
+        let _ = self.take_queued();
         let _ = self.batch.flush(&self.send_socket, &self.stats);
         report
+    }
+
+    /// Moves what other threads (or callbacks) sent through a
+    /// [`DatagramSender`] into the batch, as far as it has room.
+    fn take_queued(&mut self) -> Backlogged {
+        let batch = &mut self.batch;
+        self.queued.take(batch.room(), |addr, data| {
+            batch.push_owned(addr, data);
+        })
     }
 
     fn interest(&mut self, interest: Interest) {
@@ -601,6 +601,10 @@ impl<H: DatagramHandler> Loop<H> {
                     );
                 } else {
                     self.datagram(g.from, recv.data(i, g.len));
+                    // What the callback sent through a `DatagramSender` (a
+                    // chat line to the room) goes out in order with its
+                    // replies.
+                    let _ = self.take_queued();
                 }
             }
             if self.batch.len() >= 64 && self.batch.flush(&self.send_socket, &self.stats) == Flushed::Blocked
