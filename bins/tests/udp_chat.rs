@@ -376,3 +376,43 @@ fn the_admin_endpoint_counts_udp_limited_replies_and_proven_peers() {
     let json: serde_json::Value = serde_json::from_str(&http::get(admin, "/stats.json").body).unwrap();
     assert_eq!(json["extra"]["switchboard_udp_limited_total"], 200 - answered as u64);
 }
+
+/// 1,000 proven UDP members hear every TCP line, and the TCP members' line
+/// latency stays low: the worker relaying a line queues it to the UDP
+/// thread (sent there in batches) instead of a `sendto` per member.
+#[test]
+fn a_thousand_proven_udp_members_hear_every_line_and_tcp_lines_stay_fast() {
+    assert!(switchboard_test_support::raise_fd_limit() >= 1100, "the test needs 1,000 sockets");
+    let (_proc, tcp, udp) = spawn(&[]);
+    let (mut alice, _) = ChatClient::join(tcp);
+    let (mut bob, _) = ChatClient::join(tcp);
+    alice.expect("* guest-2 joined");
+    let members: Vec<UdpMember> = (0..1000)
+        .map(|i| {
+            let m = UdpMember::new(udp);
+            // Room for 200 joins and 100 lines, read at the end.
+            rustix::net::sockopt::set_socket_recv_buffer_size(&m.s, 1 << 20).unwrap();
+            m.join(&format!("guest-{}", i + 3));
+            m
+        })
+        .collect();
+    let mut took = Vec::new();
+    for i in 0..100 {
+        let line = format!("ping {i}");
+        let at = Instant::now();
+        alice.send(&line);
+        line_starting(&mut bob, &format!("<guest-1> {line}"));
+        took.push(at.elapsed());
+        // Every member hears it (before the next line: UDP drops what a
+        // sender outruns, counted, and this test is about delivery).
+        let want = format!("<guest-1> {line}\n");
+        for (k, m) in members.iter().enumerate() {
+            // Joins of later members may come first (up to 200).
+            let heard = (0..300).map(|_| m.datagram()).find(|d| d.starts_with("<guest-1> "));
+            assert_eq!(heard.as_deref(), Some(want.as_str()), "member {k}");
+        }
+    }
+    took.sort();
+    let p50 = took[took.len() / 2];
+    assert!(p50 < Duration::from_millis(10), "p50 {p50:?} with 1,000 UDP members");
+}
