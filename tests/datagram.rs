@@ -134,11 +134,11 @@ fn the_largest_ipv4_payload_is_echoed_and_a_larger_one_counted_as_oversize() {
 }
 
 #[test]
-fn the_peer_table_is_bounded_and_idle_peers_expire() {
+fn a_full_peer_table_evicts_the_least_recently_heard_and_idle_peers_expire() {
     let handler = Arc::new(Echo::default());
     let server = DatagramServer::builder()
         .max_peers(2)
-        // Long enough that a and b are still there when c comes, however
+        // Long enough that b and c are still there when asked, however
         // busy the machine.
         .idle_timeout(Duration::from_secs(2))
         .start("127.0.0.1:0", Arc::clone(&handler))
@@ -147,16 +147,40 @@ fn the_peer_table_is_bounded_and_idle_peers_expire() {
     let (a, b, c) = (client(), client(), client());
     assert_eq!(ask(&a, addr, b"a"), b"a");
     assert_eq!(ask(&b, addr, b"b"), b"b");
-    c.send_to(b"c", addr).unwrap();
-    wait_until("the third peer refused", || server.stats().peers_refused == 1);
-    assert_eq!(server.stats().peers, 2);
-    // Both expire after the idle time; then there is room again.
+    assert_eq!(ask(&a, addr, b"a"), b"a", "a heard again: b is now the least recently heard");
+    assert_eq!(ask(&c, addr, b"c"), b"c", "a new peer is answered when the table is full");
+    let s = server.stats();
+    assert_eq!((s.peers, s.evicted, s.peers_refused), (2, 1, 0));
+    assert_eq!(handler.closed.lock().as_slice(), &[(b.local_addr().unwrap(), PeerClose::Evicted, 1)]);
+    // Both left expire after the idle time.
     wait_until("both peers expired", || server.stats().expired == 2);
     let closed = handler.closed.lock().clone();
-    assert_eq!(closed.len(), 2);
-    assert!(closed.iter().all(|&(_, reason, seen)| reason == PeerClose::Idle && seen == 1), "{closed:?}");
+    assert_eq!(closed.len(), 3);
+    assert!(closed[1..].iter().all(|&(_, reason, _)| reason == PeerClose::Idle), "{closed:?}");
     assert_eq!(server.stats().peers, 0);
-    assert_eq!(ask(&c, addr, b"c"), b"c");
+}
+
+/// One /24 holds at most its share of the table; a new address from it past
+/// that is refused and counted, while another /24 still gets in.
+#[test]
+fn a_source_prefix_holds_at_most_its_share_of_the_table() {
+    let server = DatagramServer::builder()
+        .max_peers(100)
+        .max_peers_per_prefix(2)
+        .start("127.0.0.1:0", Echo::default())
+        .unwrap();
+    let addr = server.local_addr();
+    let (a, b, c) = (client(), client(), client());
+    assert_eq!(ask(&a, addr, b"a"), b"a");
+    assert_eq!(ask(&b, addr, b"b"), b"b");
+    c.send_to(b"c", addr).unwrap();
+    wait_until("the third peer of 127.0.0.0/24 refused", || server.stats().peers_refused == 1);
+    let other = UdpSocket::bind("127.0.1.1:0").unwrap();
+    other.set_read_timeout(Some(TIMEOUT)).unwrap();
+    assert_eq!(ask(&other, addr, b"d"), b"d", "127.0.1.0/24 is another prefix");
+    assert_eq!(ask(&a, addr, b"a"), b"a", "peers already in are served");
+    let s = server.stats();
+    assert_eq!((s.peers, s.peers_refused, s.evicted), (3, 1, 0));
 }
 
 /// A spinning thread still serves every datagram in order, expires idle
@@ -192,6 +216,8 @@ fn a_spinning_server_serves_expires_and_drains() {
 fn bad_settings_are_errors() {
     for b in [
         DatagramServer::builder().max_peers(0),
+        DatagramServer::builder().max_peers_per_prefix(0),
+        DatagramServer::builder().max_peers(10).max_peers_per_prefix(11),
         DatagramServer::builder().max_datagram(MAX_UDP_PAYLOAD + 1),
         DatagramServer::builder().max_datagram(0),
         DatagramServer::builder().idle_timeout(Duration::ZERO),
@@ -282,4 +308,128 @@ fn a_tcp_server_that_stopped_first_leaves_the_udp_peers_drained_or_forced() {
         let want = if force { (0, 1, PeerClose::Forced) } else { (1, 0, PeerClose::Drained) };
         assert_eq!((report.drained, report.forced, handler.closed.lock()[0].1), want);
     }
+}
+
+/// A burst larger than one read pass (1,024 datagrams) queued while the
+/// thread is busy is answered in full, without a further datagram to bring
+/// a new readiness edge: the read loop comes back for what it left queued.
+#[test]
+fn a_burst_queued_while_busy_is_answered_in_full_without_a_further_datagram() {
+    /// Echoes; the datagram `hold` blocks the thread until the test lets go.
+    struct Held(Mutex<std::sync::mpsc::Receiver<()>>);
+    impl DatagramHandler for Held {
+        type Peer = ();
+        fn open(&self, _: &mut Reply<'_>) {}
+        fn datagram(&self, _: &mut (), data: &[u8], out: &mut Reply<'_>) -> Flow {
+            if data == b"hold" {
+                self.0.lock().recv_timeout(TIMEOUT).expect("the test lets go");
+            }
+            let _ = out.send(data);
+            Flow::Continue
+        }
+    }
+    const BURST: u32 = 3000;
+    let (go, held) = std::sync::mpsc::channel();
+    let server = DatagramServer::builder().start("127.0.0.1:0", Held(Mutex::new(held))).unwrap();
+    let addr = server.local_addr();
+    let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    // Room for every echo, so none is lost on this side.
+    c.set_recv_buffer_size(4 << 20).unwrap();
+    c.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    let c: UdpSocket = c.into();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.send_to(b"hold", addr).unwrap();
+    wait_until("the thread holds", || server.stats().datagrams_in == 1);
+    for i in 0..BURST {
+        c.send_to(&i.to_be_bytes(), addr).unwrap();
+    }
+    go.send(()).unwrap();
+    let mut seen = vec![false; BURST as usize];
+    let mut buf = [0u8; 64];
+    let (n, _) = c.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hold");
+    for _ in 0..BURST {
+        let (n, _) = c.recv_from(&mut buf).expect("every datagram of the burst answered");
+        let i = u32::from_be_bytes(buf[..n].try_into().unwrap());
+        assert!(!std::mem::replace(&mut seen[i as usize], true), "datagram {i} answered twice");
+    }
+    let s = server.stats();
+    assert_eq!((s.datagrams_in, s.oversize), (u64::from(BURST) + 1, 0));
+}
+
+/// 70,000 forged sources (more than the 65,536-peer table; each from its
+/// own address, a socket that sends once and never reads) against the chat,
+/// which keeps a peer per address: a new genuine peer is still answered
+/// within a second, the least recently heard forged peers making room.
+#[test]
+fn seventy_thousand_forged_sources_do_not_lock_out_a_new_peer() {
+    use switchboard_handlers::Chat;
+    const FORGED: u32 = 70_000;
+    const TABLE: u64 = 65_536;
+    let server = DatagramServer::builder().start("127.0.0.1:0", Chat::default()).unwrap();
+    let addr = server.local_addr();
+    // In steps the server keeps up with (the socket's receive buffer holds
+    // a few thousand), so every forged datagram is served.
+    let mut sent = 0u32;
+    while sent < FORGED {
+        for _ in 0..2000.min(FORGED - sent) {
+            // 127.1.0.1 on: 274 /24s, each within its share of the table.
+            let ip = std::net::Ipv4Addr::from(0x7f01_0001 + sent);
+            let s = UdpSocket::bind((ip, 0)).unwrap();
+            // An empty datagram joins (no line to relay to the room).
+            s.send_to(b"", addr).unwrap();
+            sent += 1;
+        }
+        wait_until("the forged datagrams served", || server.stats().datagrams_in == u64::from(sent));
+    }
+    let s = server.stats();
+    assert_eq!((s.peers as u64, s.peers_refused), (TABLE, 0));
+    assert_eq!(s.evicted, u64::from(FORGED) - TABLE);
+    let genuine = client();
+    let at = std::time::Instant::now();
+    genuine.send_to(b"hello", addr).unwrap();
+    let mut buf = [0u8; 1024];
+    let (n, _) = genuine.recv_from(&mut buf).unwrap();
+    let took = at.elapsed();
+    assert!(
+        buf[..n].starts_with(b"* welcome guest-70001\n* cookie "),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    assert_eq!(server.stats().evicted, u64::from(FORGED) - TABLE + 1);
+}
+
+/// Sends from other threads go to a bounded queue that the datagram thread
+/// sends in its batches: while the thread is held, the queue takes
+/// `MAX_QUEUED` datagrams and drops (and counts) the rest; once let go the
+/// thread sends every one it took, the caller never having sent one itself.
+#[test]
+fn sends_from_other_threads_are_queued_bounded_and_sent_by_the_datagram_thread() {
+    use switchboard::datagram::MAX_QUEUED;
+    struct Held(Mutex<std::sync::mpsc::Receiver<()>>);
+    impl DatagramHandler for Held {
+        type Peer = ();
+        fn open(&self, _: &mut Reply<'_>) {}
+        fn datagram(&self, _: &mut (), _: &[u8], _: &mut Reply<'_>) -> Flow {
+            self.0.lock().recv_timeout(TIMEOUT).expect("the test lets go");
+            Flow::Continue
+        }
+    }
+    let (go, held) = std::sync::mpsc::channel();
+    let server = DatagramServer::builder().start("127.0.0.1:0", Held(Mutex::new(held))).unwrap();
+    let c = client();
+    c.send_to(b"hold", server.local_addr()).unwrap();
+    wait_until("the thread holds", || server.stats().datagrams_in == 1);
+    let to = c.local_addr().unwrap();
+    let sender = server.sender();
+    let extra = 1000;
+    let results: Vec<_> = (0..MAX_QUEUED + extra).map(|_| sender.send_to(to, b"q")).collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), MAX_QUEUED);
+    assert!(results[MAX_QUEUED..].iter().all(|r| *r == Err(DatagramSendError::Dropped)));
+    let s = server.stats();
+    assert_eq!((s.send_dropped, s.datagrams_out), (extra as u64, 0), "nothing sent by the caller");
+    go.send(()).unwrap();
+    wait_until("every queued datagram sent", || server.stats().datagrams_out == MAX_QUEUED as u64);
+    assert_eq!(server.stats().send_dropped, extra as u64);
 }

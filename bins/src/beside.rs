@@ -6,7 +6,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
 
-use switchboard::datagram::{DatagramBuilder, DatagramHandler, DatagramServer};
+use switchboard::datagram::{DatagramBuilder, DatagramHandler, DatagramServer, DatagramStatsHandle};
 use switchboard::Server;
 use switchboard_handlers::Chat;
 
@@ -85,6 +85,11 @@ impl Beside {
             std::thread::Builder::new().name("switchboard-console".into()).spawn(console)?;
         }
         Ok(())
+    }
+
+    /// The UDP side's counters, if it runs (for the admin endpoint).
+    pub fn udp_stats(&self) -> Option<DatagramStatsHandle> {
+        self.udp.as_ref().map(DatagramServer::stats_handle)
     }
 
     /// Waits for the UDP side to end (the TCP server's shutdown ends it).

@@ -80,6 +80,10 @@ fn udp_upper_follows_the_unicode_rules_of_tcp() {
     assert_eq!(sendto_recvfrom(&s, server.udp, b"hello server."), b"HELLO SERVER.");
     // Invalid UTF-8 and a cut character pass through, as over TCP.
     assert_eq!(sendto_recvfrom(&s, server.udp, b"a\xffb\xc3"), b"A\xffB\xc3");
+    // Never longer than the datagram: `ΐ` (2 bytes) is `Ϊ́` (6) in upper
+    // case, cut at the last whole character within 2 bytes.
+    assert_eq!(sendto_recvfrom(&s, server.udp, "ΐ".as_bytes()), "Ι".as_bytes());
+    assert_eq!(sendto_recvfrom(&s, server.udp, "xΐ".as_bytes()), "XΙ".as_bytes());
 }
 
 #[test]
@@ -139,9 +143,10 @@ fn the_largest_ipv4_udp_payload_is_echoed_whole() {
 
 #[test]
 fn sigterm_drains_the_udp_side_too() {
-    let mut server = spawn(&["--grace", "5s"]);
+    // Chat keeps its peers (echo keeps none): the one here is drained.
+    let mut server = spawn(&["--grace", "5s", "--handler", "chat"]);
     let s = client();
-    assert_eq!(sendto_recvfrom(&s, server.udp, b"x"), b"x");
+    assert!(sendto_recvfrom(&s, server.udp, b"").starts_with(b"* welcome guest-1\n"));
     server.proc.signal(Signal::TERM);
     let status = server.proc.wait(TIMEOUT);
     assert!(status.success(), "{status}");

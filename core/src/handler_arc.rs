@@ -68,4 +68,8 @@ impl<H: DatagramHandler> DatagramHandler for Arc<H> {
     fn close(&self, peer: H::Peer, addr: SocketAddr, reason: PeerClose) {
         (**self).close(peer, addr, reason)
     }
+
+    fn keeps_peers(&self) -> bool {
+        (**self).keeps_peers()
+    }
 }

@@ -1,4 +1,7 @@
-//! echo and upper over UDP: one reply datagram per datagram.
+//! echo and upper over UDP: one reply datagram per datagram, never longer
+//! than it, and no peer table (`keeps_peers` is false): a reply is all the
+//! state, so forged sources hold no memory and get back no more bytes than
+//! they sent.
 
 use switchboard::datagram::{DatagramHandler, Reply};
 use switchboard::Flow;
@@ -17,13 +20,18 @@ impl DatagramHandler for Echo {
         let _ = out.send(data);
         Flow::Continue
     }
+
+    fn keeps_peers(&self) -> bool {
+        false
+    }
 }
 
 /// Each datagram goes back in Unicode upper case (the TCP rules: invalid
 /// UTF-8, and an incomplete character at the end, pass through unchanged),
-/// as one datagram. Upper case may be longer (`ß` → `SS`): a reply that
-/// would exceed the datagram limit is cut at the last whole character that
-/// fits.
+/// as one datagram. Upper case may be longer (`ΐ` → `Ϊ́`, three times the
+/// bytes): a reply is cut at the last whole character within the length of
+/// the datagram it answers, so a forged source cannot have the server send
+/// more than it did (`straße` → `STRASSE` is the same length).
 impl DatagramHandler for Upper {
     type Peer = ();
 
@@ -34,7 +42,7 @@ impl DatagramHandler for Upper {
         let mut held = [0u8; MAX_HELD];
         let n = upper_into(data, &mut reply, &mut held);
         reply.extend_from_slice(&held[..n]);
-        let max = out.sender().max_datagram();
+        let max = data.len();
         if reply.len() > max {
             let mut cut = max;
             while cut > 0 && (reply[cut] & 0xc0) == 0x80 {
@@ -44,5 +52,9 @@ impl DatagramHandler for Upper {
         }
         let _ = out.send(&reply);
         Flow::Continue
+    }
+
+    fn keeps_peers(&self) -> bool {
+        false
     }
 }

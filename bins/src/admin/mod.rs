@@ -328,6 +328,68 @@ pub fn chat_source(chat: Arc<switchboard_handlers::Chat>) -> Source {
     })
 }
 
+/// The UDP side's figures (`--udp`): datagrams and bytes in and out, what
+/// was dropped and why, the peer table.
+pub fn udp_source(udp: switchboard::datagram::DatagramStatsHandle) -> Source {
+    Box::new(move || {
+        let s = udp.snapshot();
+        let counter = |name, help, value| Metric { name, help, kind: Kind::Counter, value };
+        vec![
+            counter(
+                "switchboard_udp_datagrams_in_total",
+                "UDP datagrams received and handled.",
+                s.datagrams_in,
+            ),
+            counter("switchboard_udp_datagrams_out_total", "UDP datagrams sent.", s.datagrams_out),
+            counter("switchboard_udp_bytes_in_total", "UDP payload bytes received.", s.bytes_in),
+            counter("switchboard_udp_bytes_out_total", "UDP payload bytes sent.", s.bytes_out),
+            counter(
+                "switchboard_udp_oversize_total",
+                "UDP datagrams over the size limit, dropped.",
+                s.oversize,
+            ),
+            counter(
+                "switchboard_udp_send_dropped_total",
+                "UDP datagrams not sent: send queue or buffer full.",
+                s.send_dropped,
+            ),
+            counter(
+                "switchboard_udp_limited_total",
+                "UDP replies not sent: over an unproven address's 3x budget.",
+                s.limited,
+            ),
+            Metric {
+                name: "switchboard_udp_peers",
+                help: "UDP peers in the table now.",
+                kind: Kind::Gauge,
+                value: s.peers as u64,
+            },
+            counter("switchboard_udp_peers_opened_total", "UDP peers opened.", s.peers_opened),
+            counter(
+                "switchboard_udp_peers_refused_total",
+                "New UDP addresses refused: their prefix held its share of the table.",
+                s.peers_refused,
+            ),
+            counter(
+                "switchboard_udp_evicted_total",
+                "UDP peers evicted from the full table (least recently heard).",
+                s.evicted,
+            ),
+            counter("switchboard_udp_expired_total", "UDP peers closed after the idle time.", s.expired),
+            counter(
+                "switchboard_udp_proven_total",
+                "UDP peers that proved their address (cookie).",
+                s.proven,
+            ),
+            counter(
+                "switchboard_udp_handler_panics_total",
+                "UDP handler callbacks that panicked.",
+                s.handler_panics,
+            ),
+        ]
+    })
+}
+
 /// The file handler's figures: file bytes sent, md5 cache hits and sums
 /// computed.
 pub fn file_source(meters: Arc<switchboard_handlers::file::FileMeters>) -> Source {

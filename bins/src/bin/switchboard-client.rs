@@ -50,7 +50,9 @@ struct Args {
 
     // --- UDP ---
     /// Interactive over UDP (a server run with --udp): each line typed is one
-    /// datagram, each datagram received is printed.
+    /// datagram, each datagram received is printed. A chat server's cookie
+    /// (`* cookie HEX`) is sent back at once (`/cookie HEX`), which proves
+    /// this address receives, so the room's traffic reaches it.
     #[arg(long)]
     udp: bool,
 

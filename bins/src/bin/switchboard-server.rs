@@ -327,6 +327,10 @@ fn serve<H: Handler>(
     let mut beside = beside(&server)?;
     out.line(format_args!("listening on {}", server.local_addr()));
     beside.announce(out)?;
+    let observe = match beside.udp_stats() {
+        Some(udp) => observe.source(admin::udp_source(udp)),
+        None => observe,
+    };
     let watch = observe.start(&server, out)?;
     let report = server.wait();
     beside.wait();

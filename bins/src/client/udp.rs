@@ -8,12 +8,18 @@
 //! `hello`). The socket is connected to the server, so datagrams from
 //! anyone else are never shown. When the input ends, what the server still
 //! sends is printed for the linger time; UDP has no end of stream.
+//!
+//! A chat server's welcome carries a cookie (`* cookie HEX`): the client
+//! sends `/cookie HEX` back at once, which proves it receives at its address,
+//! so it hears the room (PROTOCOLS.md, "chat over UDP").
 
 use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use switchboard_handlers::chat::{cookie_in, COOKIE_COMMAND};
 
 use super::terminal::StreamEscaper;
 use super::Error;
@@ -71,6 +77,13 @@ where
         }
         match socket.recv(&mut buf) {
             Ok(n) => {
+                if let Some(cookie) = cookie_in(&buf[..n]) {
+                    let answer = format!("{COOKIE_COMMAND} {cookie}");
+                    match socket.send(answer.as_bytes()) {
+                        Ok(_) => {}
+                        Err(e) => eprintln!("switchboard-client: cannot send the cookie back: {e}"),
+                    }
+                }
                 let mut shown = Vec::with_capacity(n + 1);
                 let mut escaper = StreamEscaper::default();
                 escaper.push(&buf[..n], &mut shown);

@@ -40,11 +40,21 @@ impl Batch {
 
     /// Queues a datagram; false (nothing queued) past [`MAX_PENDING`].
     pub(crate) fn push(&mut self, addr: SocketAddr, data: &[u8]) -> bool {
+        self.push_owned(addr, data.to_vec())
+    }
+
+    /// [`push`](Batch::push) of a datagram already copied.
+    pub(crate) fn push_owned(&mut self, addr: SocketAddr, data: Vec<u8>) -> bool {
         if self.items.len() >= MAX_PENDING {
             return false;
         }
-        self.items.push((addr, data.to_vec()));
+        self.items.push((addr, data));
         true
+    }
+
+    /// Datagrams that may still be queued.
+    pub(crate) fn room(&self) -> usize {
+        MAX_PENDING.saturating_sub(self.items.len())
     }
 
     /// Sends what is queued, in order, until done or the socket's send

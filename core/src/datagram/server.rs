@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::batch::{Batch, Flushed};
+use super::cookie::Cookies;
+use super::gate::Gate;
 use super::handler::{DatagramHandler, PeerClose, Reply};
-use super::peers::Peers;
+use super::peers::{Admit, Peers};
 use super::recv::{Got, Receiver};
-use super::sender::DatagramSender;
-use super::stats::{DatagramStats, DgCounters};
+use super::sender::{Backlogged, DatagramSender, Queued};
+use super::stats::{DatagramStats, DatagramStatsHandle, DgCounters};
 use super::MAX_UDP_PAYLOAD;
 use crate::clock;
 use crate::err::StartError;
@@ -68,6 +70,7 @@ const SOCKET_BUFFER: usize = 4 << 20;
 #[derive(Debug, Clone)]
 pub struct DatagramBuilder {
     max_peers: usize,
+    per_prefix: Option<usize>,
     idle: Duration,
     max_datagram: usize,
     spin: Duration,
@@ -78,6 +81,7 @@ impl Default for DatagramBuilder {
     fn default() -> DatagramBuilder {
         DatagramBuilder {
             max_peers: 65_536,
+            per_prefix: None,
             idle: Duration::from_secs(300),
             max_datagram: MAX_UDP_PAYLOAD,
             spin: Duration::ZERO,
@@ -88,11 +92,29 @@ impl Default for DatagramBuilder {
 
 impl DatagramBuilder {
     /// Peers held at once (default 65,536; 1 to 16,777,216). A datagram from
-    /// a new address while the table is full is dropped and counted in
-    /// [`DatagramStats::peers_refused`].
+    /// a new address while the table is full takes the place of the least
+    /// recently heard peer (an unproven one if there is one), which is
+    /// closed ([`PeerClose::Evicted`]) and counted in
+    /// [`DatagramStats::evicted`].
     pub fn max_peers(mut self, n: usize) -> Self {
         self.max_peers = n;
         self
+    }
+
+    /// Peers held at once from one source prefix, an IPv4 /24 or an IPv6
+    /// /64 (1 to [`max_peers`](DatagramBuilder::max_peers); default a
+    /// sixteenth of the table, or 64 peers if that is more, or the whole
+    /// table if it is smaller). A datagram from a new address of a prefix
+    /// that holds its share is dropped and counted in
+    /// [`DatagramStats::peers_refused`], so one network cannot fill the
+    /// table with forged sources.
+    pub fn max_peers_per_prefix(mut self, n: usize) -> Self {
+        self.per_prefix = Some(n);
+        self
+    }
+
+    fn per_prefix(&self) -> usize {
+        self.per_prefix.unwrap_or((self.max_peers / 16).max(64.min(self.max_peers)))
     }
 
     /// A peer not heard from for this long is closed
@@ -133,6 +155,13 @@ impl DatagramBuilder {
         let bad = |msg: String| Err(StartError::Config(msg));
         if !(1..=1 << 24).contains(&self.max_peers) {
             return bad(format!("max peers must be 1 to 16777216, not {}", self.max_peers));
+        }
+        if !(1..=self.max_peers).contains(&self.per_prefix()) {
+            return bad(format!(
+                "max peers per prefix must be 1 to max peers ({}), not {}",
+                self.max_peers,
+                self.per_prefix()
+            ));
         }
         if self.idle.is_zero() || self.idle > clock::MAX_DURATION {
             return bad(format!(
@@ -177,25 +206,33 @@ impl DatagramBuilder {
         }
         let local_addr = socket.local_addr()?;
         let stats = Arc::new(DgCounters::default());
-        let sender = DatagramSender::new(socket.try_clone()?, self.max_datagram, Arc::clone(&stats));
         let send_socket = socket.try_clone()?;
         let mut mio_socket = mio::net::UdpSocket::from_std(socket);
         let poll = Poll::new()?;
         poll.registry().register(&mut mio_socket, SOCKET, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (sender, queued) =
+            DatagramSender::new(local_addr, Arc::clone(&waker), self.max_datagram, Arc::clone(&stats));
         let state = match &self.lifecycle {
             Some(h) => Arc::clone(&h.state),
             None => Arc::new(ShutdownState::new()),
         };
         state.add_waker(Arc::clone(&waker));
         let stop = Arc::new(AtomicBool::new(false));
+        let cookies = Cookies::new()?;
+        let keeps_peers = handler.keeps_peers();
         let looper = Loop {
             handler,
             poll,
             socket: mio_socket,
             send_socket,
             sender: sender.clone(),
-            peers: Peers::new(self.max_peers),
+            queued,
+            peers: Peers::new(self.max_peers, self.per_prefix()),
+            keeps_peers,
+            cookies,
+            refused_log: Every::default(),
+            evicted_log: Every::default(),
             batch: Batch::default(),
             stats: Arc::clone(&stats),
             state: Arc::clone(&state),
@@ -210,7 +247,16 @@ impl DatagramBuilder {
             .map_err(|e| {
             StartError::Io(io::Error::new(e.kind(), format!("cannot start thread switchboard-udp: {e}")))
         })?;
-        log::info!("listening on udp {local_addr}, up to {} peers, idle {:?}", self.max_peers, self.idle);
+        if keeps_peers {
+            log::info!(
+                "listening on udp {local_addr}, up to {} peers ({} per prefix), idle {:?}",
+                self.max_peers,
+                self.per_prefix(),
+                self.idle
+            );
+        } else {
+            log::info!("listening on udp {local_addr}, stateless (no peer table)");
+        }
         Ok(DatagramServer { local_addr, sender, stats, state, stop, waker, thread: Some(thread) })
     }
 }
@@ -300,6 +346,12 @@ impl DatagramServer {
         self.stats.snapshot()
     }
 
+    /// A handle to read the counters from anywhere, after this server is
+    /// gone too.
+    pub fn stats_handle(&self) -> DatagramStatsHandle {
+        DatagramStatsHandle { counters: Arc::clone(&self.stats) }
+    }
+
     /// The handle of the lifecycle this server follows: its own, or the one
     /// given to [`DatagramBuilder::lifecycle`].
     pub fn shutdown_handle(&self) -> ShutdownHandle {
@@ -346,7 +398,14 @@ struct Loop<H: DatagramHandler> {
     /// The same socket, for `sendmmsg` (a descriptor of its own).
     send_socket: UdpSocket,
     sender: DatagramSender,
+    /// What other threads send, to go out in this thread's batches.
+    queued: Queued,
     peers: Peers<H::Peer>,
+    /// False for a stateless handler: no table, no `close`.
+    keeps_peers: bool,
+    cookies: Cookies,
+    refused_log: Every,
+    evicted_log: Every,
     batch: Batch,
     stats: Arc<DgCounters>,
     state: Arc<ShutdownState>,
@@ -354,6 +413,34 @@ struct Loop<H: DatagramHandler> {
     idle: Duration,
     spin: Duration,
     max: usize,
+}
+
+/// Logs at most once per [`Every::PERIOD`]: what a flood makes happen
+/// thousands of times a second is said, with a count, not drowned.
+#[derive(Debug, Default)]
+struct Every {
+    last: Option<Instant>,
+}
+
+impl Every {
+    const PERIOD: Duration = Duration::from_secs(10);
+
+    fn due(&mut self, now: Instant) -> bool {
+        if self.last.is_some_and(|t| now.saturating_duration_since(t) < Every::PERIOD) {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
+/// Whether a read pass left datagrams in the socket's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backlog {
+    /// The queue was empty (the next datagram brings a new edge).
+    Empty,
+    /// The pass stopped early: read again without waiting for an edge.
+    More,
 }
 
 /// What the thread does next, decided from the lifecycle.
@@ -389,6 +476,10 @@ impl<H: DatagramHandler> Loop<H> {
         let mut got = Vec::new();
         let mut next_expiry = Instant::now() + self.tick();
         let mut writable_wait = false;
+        // Datagrams may still be queued in the socket: a pass stopped at
+        // its cap, or for room in the send buffer. No new edge comes for
+        // them, so the next pass reads without waiting for one.
+        let mut backlog = Backlog::Empty;
         // The socket's interest includes WRITABLE (set while replies wait).
         let mut watching_writable = false;
         // Until then a pass polls without sleeping (see `spin`).
@@ -401,6 +492,7 @@ impl<H: DatagramHandler> Loop<H> {
             }
             let before = Instant::now();
             let timeout = match spin_until {
+                _ if backlog == Backlog::More && !writable_wait => Duration::ZERO,
                 Some(until) if before < until => Duration::ZERO,
                 _ => next_expiry.saturating_duration_since(before),
             };
@@ -421,11 +513,19 @@ impl<H: DatagramHandler> Loop<H> {
             }
             // While replies wait for room in the send buffer, nothing more
             // is read: the socket's receive buffer holds the rest.
-            if !writable_wait && readable {
-                self.read_all(&mut recv, &mut got);
+            if readable {
+                backlog = Backlog::More;
+            }
+            if !writable_wait && backlog == Backlog::More {
+                backlog = self.read_all(&mut recv, &mut got);
                 if !self.spin.is_zero() {
                     spin_until = Some(Instant::now() + self.spin);
                 }
+            }
+            // Sends from other threads join the batch (while it waits for
+            // room in the send buffer, they wait in their queue).
+            if !writable_wait && self.take_queued() == Backlogged::Yes {
+                backlog = Backlog::More;
             }
             if !self.batch.is_empty() && self.batch.flush(&self.send_socket, &self.stats) == Flushed::Blocked
             {
@@ -449,9 +549,20 @@ impl<H: DatagramHandler> Loop<H> {
                 next_expiry = now + self.tick();
             }
         };
-        let _ = self.batch.flush(&self.send_socket, &self.stats);
+        // What other threads sent until now goes out too.
         self.sender.close();
+        let _ = self.take_queued();
+        let _ = self.batch.flush(&self.send_socket, &self.stats);
         report
+    }
+
+    /// Moves what other threads (or callbacks) sent through a
+    /// [`DatagramSender`] into the batch, as far as it has room.
+    fn take_queued(&mut self) -> Backlogged {
+        let batch = &mut self.batch;
+        self.queued.take(batch.room(), |addr, data| {
+            batch.push_owned(addr, data);
+        })
     }
 
     fn interest(&mut self, interest: Interest) {
@@ -460,14 +571,14 @@ impl<H: DatagramHandler> Loop<H> {
         }
     }
 
-    /// Reads until the socket is empty (at most [`READS_PER_PASS`]
-    /// datagrams), many per system call.
-    fn read_all(&mut self, recv: &mut Receiver, got: &mut Vec<Got>) {
+    /// Reads until the socket is empty, at most [`READS_PER_PASS`]
+    /// datagrams, many per system call; says whether some may be left.
+    fn read_all(&mut self, recv: &mut Receiver, got: &mut Vec<Got>) -> Backlog {
         let mut read = 0;
         while read < READS_PER_PASS {
             match recv.recv(&self.socket, got) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Backlog::Empty,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // An ICMP error of an earlier send (port unreachable) and the like.
                 Err(e) => {
@@ -477,7 +588,7 @@ impl<H: DatagramHandler> Loop<H> {
                 }
             }
             if got.is_empty() {
-                return;
+                return Backlog::Empty;
             }
             read += got.len();
             for (i, g) in got.iter().enumerate() {
@@ -490,37 +601,65 @@ impl<H: DatagramHandler> Loop<H> {
                     );
                 } else {
                     self.datagram(g.from, recv.data(i, g.len));
+                    // What the callback sent through a `DatagramSender` (a
+                    // chat line to the room) goes out in order with its
+                    // replies.
+                    let _ = self.take_queued();
                 }
             }
             if self.batch.len() >= 64 && self.batch.flush(&self.send_socket, &self.stats) == Flushed::Blocked
             {
-                return;
+                return Backlog::More;
             }
             if recv.drained_by(got.len()) {
-                return;
+                return Backlog::Empty;
             }
         }
+        Backlog::More
     }
 
     fn datagram(&mut self, from: SocketAddr, data: &[u8]) {
         self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+        if !self.keeps_peers {
+            return self.stateless(from, data);
+        }
         let now = Instant::now();
-        let draining = false;
         let handler = &self.handler;
-        let mut out = Reply { addr: from, batch: &mut self.batch, sender: &self.sender, draining };
-        let flow = match self.peers.get_mut(&from) {
+        let flow = match self.peers.heard(&from, now) {
             Some(entry) => {
-                entry.last = now;
-                catch_unwind(AssertUnwindSafe(|| handler.datagram(&mut entry.state, data, &mut out)))
+                entry.gate.received(&from, data.len());
+                let mut out = Reply {
+                    addr: from,
+                    batch: &mut self.batch,
+                    sender: &self.sender,
+                    draining: false,
+                    gate: &mut entry.gate,
+                    cookies: &self.cookies,
+                    stats: &self.stats,
+                    kept: true,
+                };
+                let state = &mut entry.state;
+                catch_unwind(AssertUnwindSafe(|| handler.datagram(state, data, &mut out)))
             }
             None => {
-                if self.peers.is_full() {
-                    self.stats.peers_refused.fetch_add(1, Ordering::Relaxed);
-                    log::debug!("udp: peer table full; datagram from {from} dropped");
+                if !self.admit(from, now) {
                     return;
                 }
                 self.stats.peers_opened.fetch_add(1, Ordering::Relaxed);
+                let handler = &self.handler;
+                let mut gate = Gate::default();
+                gate.received(&from, data.len());
+                let mut out = Reply {
+                    addr: from,
+                    batch: &mut self.batch,
+                    sender: &self.sender,
+                    draining: false,
+                    gate: &mut gate,
+                    cookies: &self.cookies,
+                    stats: &self.stats,
+                    kept: true,
+                };
                 let opened = catch_unwind(AssertUnwindSafe(|| {
                     let mut state = handler.open(&mut out);
                     let flow = handler.datagram(&mut state, data, &mut out);
@@ -528,7 +667,7 @@ impl<H: DatagramHandler> Loop<H> {
                 }));
                 match opened {
                     Ok((state, flow)) => {
-                        self.peers.insert(from, state, now);
+                        self.peers.insert(from, state, gate, now);
                         self.stats.peers.store(self.peers.len(), Ordering::Release);
                         Ok(flow)
                     }
@@ -536,6 +675,10 @@ impl<H: DatagramHandler> Loop<H> {
                 }
             }
         };
+        if self.peers.settle(&from) {
+            self.stats.proven.fetch_add(1, Ordering::Relaxed);
+            log::debug!("udp: {from} proved it receives there");
+        }
         match flow {
             Ok(Flow::Continue) => {}
             Ok(Flow::Close) => self.close(from, PeerClose::Handler),
@@ -544,6 +687,62 @@ impl<H: DatagramHandler> Loop<H> {
                 log::error!("udp: the handler panicked on a datagram from {from}; closing the peer");
                 self.close(from, PeerClose::HandlerPanic);
             }
+        }
+    }
+
+    /// Makes room in the table for `from`, a new address: false if its
+    /// prefix holds its share (the datagram is dropped).
+    fn admit(&mut self, from: SocketAddr, now: Instant) -> bool {
+        match self.peers.admit(&from) {
+            Admit::Room => true,
+            Admit::Evicted(addr, state) => {
+                let n = self.stats.evicted.fetch_add(1, Ordering::Relaxed) + 1;
+                if self.evicted_log.due(now) {
+                    log::warn!(
+                        "udp: the peer table is full ({} peers): {addr}, the least recently heard, \
+                         makes room for {from} ({n} evicted so far)",
+                        self.peers.len() + 1
+                    );
+                }
+                self.close_state(addr, state, PeerClose::Evicted);
+                true
+            }
+            Admit::PrefixFull(prefix) => {
+                let n = self.stats.peers_refused.fetch_add(1, Ordering::Relaxed) + 1;
+                if self.refused_log.due(now) {
+                    log::warn!(
+                        "udp: {prefix} holds its share of the peer table; a datagram from {from} \
+                         dropped ({n} refused so far)"
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    /// A stateless handler: a fresh state for one datagram, its budget
+    /// that datagram's.
+    fn stateless(&mut self, from: SocketAddr, data: &[u8]) {
+        let handler = &self.handler;
+        let mut gate = Gate::default();
+        gate.received(&from, data.len());
+        let mut out = Reply {
+            addr: from,
+            batch: &mut self.batch,
+            sender: &self.sender,
+            draining: false,
+            gate: &mut gate,
+            cookies: &self.cookies,
+            stats: &self.stats,
+            kept: false,
+        };
+        let served = catch_unwind(AssertUnwindSafe(|| {
+            let mut state = handler.open(&mut out);
+            handler.datagram(&mut state, data, &mut out)
+        }));
+        if served.is_err() {
+            self.stats.handler_panics.fetch_add(1, Ordering::Relaxed);
+            log::error!("udp: the handler panicked on a datagram from {from}");
         }
     }
 
@@ -578,9 +777,18 @@ impl<H: DatagramHandler> Loop<H> {
             let handler = &self.handler;
             for addr in &addrs {
                 if let Some(entry) = self.peers.get_mut(addr) {
-                    let mut out =
-                        Reply { addr: *addr, batch: &mut self.batch, sender: &self.sender, draining: true };
-                    if catch_unwind(AssertUnwindSafe(|| handler.drain(&mut entry.state, &mut out))).is_err() {
+                    let mut out = Reply {
+                        addr: *addr,
+                        batch: &mut self.batch,
+                        sender: &self.sender,
+                        draining: true,
+                        gate: &mut entry.gate,
+                        cookies: &self.cookies,
+                        stats: &self.stats,
+                        kept: true,
+                    };
+                    let state = &mut entry.state;
+                    if catch_unwind(AssertUnwindSafe(|| handler.drain(state, &mut out))).is_err() {
                         self.stats.handler_panics.fetch_add(1, Ordering::Relaxed);
                         log::error!("udp: the handler panicked draining {addr}");
                     }

@@ -29,8 +29,17 @@ pub struct DatagramStats {
     pub peers: usize,
     /// Peers opened since start.
     pub peers_opened: u64,
-    /// Datagrams from new addresses dropped because the table was full.
+    /// Datagrams from new addresses dropped because their source prefix
+    /// (an IPv4 /24, an IPv6 /64) held its share of the table.
     pub peers_refused: u64,
+    /// Peers taken out of the full table (the least recently heard, an
+    /// unproven one first) to make room for a new address.
+    pub evicted: u64,
+    /// Peers that proved they receive at their address (a cookie).
+    pub proven: u64,
+    /// Replies not sent because they were over an unproven address's
+    /// budget (three times what it sent).
+    pub limited: u64,
     /// Peers closed after the idle time.
     pub expired: u64,
     /// Handler callbacks that panicked.
@@ -41,7 +50,7 @@ impl fmt::Display for DatagramStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "udp in {} ({} B) out {} ({} B) oversize {} send-dropped {} peers {} opened {} refused {} expired {}",
+            "udp in {} ({} B) out {} ({} B) oversize {} send-dropped {} peers {} opened {} refused {} evicted {} expired {} proven {} limited {}",
             self.datagrams_in,
             self.bytes_in,
             self.datagrams_out,
@@ -51,8 +60,27 @@ impl fmt::Display for DatagramStats {
             self.peers,
             self.peers_opened,
             self.peers_refused,
+            self.evicted,
             self.expired,
+            self.proven,
+            self.limited,
         )
+    }
+}
+
+/// A handle to read a [`DatagramServer`](super::DatagramServer)'s counters
+/// from anywhere, for as long as wanted (an admin endpoint's metrics):
+/// `Clone + Send + Sync`, from
+/// [`DatagramServer::stats_handle`](super::DatagramServer::stats_handle).
+#[derive(Debug, Clone)]
+pub struct DatagramStatsHandle {
+    pub(crate) counters: std::sync::Arc<DgCounters>,
+}
+
+impl DatagramStatsHandle {
+    /// A snapshot of the counters now.
+    pub fn snapshot(&self) -> DatagramStats {
+        self.counters.snapshot()
     }
 }
 
@@ -68,6 +96,9 @@ pub(crate) struct DgCounters {
     pub(crate) peers: AtomicUsize,
     pub(crate) peers_opened: AtomicU64,
     pub(crate) peers_refused: AtomicU64,
+    pub(crate) evicted: AtomicU64,
+    pub(crate) proven: AtomicU64,
+    pub(crate) limited: AtomicU64,
     pub(crate) expired: AtomicU64,
     pub(crate) handler_panics: AtomicU64,
 }
@@ -93,6 +124,9 @@ impl DgCounters {
             send_dropped: self.send_dropped.load(Relaxed),
             peers_opened: self.peers_opened.load(Relaxed),
             peers_refused: self.peers_refused.load(Relaxed),
+            evicted: self.evicted.load(Relaxed),
+            proven: self.proven.load(Relaxed),
+            limited: self.limited.load(Relaxed),
             expired: self.expired.load(Relaxed),
             handler_panics: self.handler_panics.load(Relaxed),
         }

@@ -26,7 +26,7 @@ pub use command::{parse, valid_nick, Command};
 pub use console::{ConsoleError, CONSOLE_NICK};
 use room::{NickError, Room};
 pub use text::{clean, is_unsafe};
-pub use udp::{UdpChatPeer, MAX_CHAT_DATAGRAM};
+pub use udp::{cookie_in, UdpChatPeer, COOKIE_COMMAND, MAX_CHAT_DATAGRAM};
 // Cluster (--redis) and accounts (--accounts).
 pub use accounts::{
     delete_account, AccountStore, AccountsError, ACCOUNT_REQUESTS_PER_ADDRESS, ADDRESS_REFILL,

@@ -46,7 +46,8 @@ impl Chat {
     /// the others hear of it.
     pub(crate) fn remote_join(&self, member: Member) -> (RemoteSession, String) {
         let id = member.id();
-        let (nick, others) = self.room.lock().join(id, member);
+        // A UDP join may be one of a flood: no list of a big room for it.
+        let (nick, others) = self.room.lock().join_announced_up_to(id, member, self.announce_up_to);
         broadcast(&self.announce_to(others), format!("* {nick} joined\n"));
         if let Some(c) = &self.cluster {
             c.publish(cluster::Event::Join { nick: nick.clone() });
@@ -80,7 +81,7 @@ impl Chat {
         if !std::mem::replace(&mut session.joined, false) {
             return;
         }
-        let left = self.room.lock().leave(session.id);
+        let left = self.room.lock().leave_announced_up_to(session.id, self.announce_up_to);
         if let Some((nick, others)) = left {
             broadcast(&self.announce_to(others), format!("* {nick} left\n"));
             if let Some(c) = &self.cluster {

@@ -72,8 +72,15 @@ impl<H: Clone> Room<H> {
     /// Adds a member under the next free `guest-N` (a number someone took
     /// by `/nick` is skipped). Returns its nick and the other members.
     pub(crate) fn join(&mut self, id: u64, handle: H) -> (String, Vec<H>) {
+        self.join_announced_up_to(id, handle, usize::MAX)
+    }
+
+    /// [`join`](Room::join), returning the other members only while they
+    /// are fewer than `up_to` (those a join is announced to): a join to a
+    /// big room then costs no list of everyone.
+    pub(crate) fn join_announced_up_to(&mut self, id: u64, handle: H, up_to: usize) -> (String, Vec<H>) {
         let nick = self.next_guest();
-        let others = self.others(id);
+        let others = if self.members.len() < up_to { self.others(id) } else { Vec::new() };
         if let Some(old) = self.members.insert(id, Member { nick: nick.clone(), handle, account: None }) {
             // A connection id joined twice (cannot happen): forget the old nick.
             self.by_nick.remove(&key(&old.nick));
@@ -101,9 +108,16 @@ impl<H: Clone> Room<H> {
     /// Removes a member. Returns its nick and the members left, or `None`
     /// if it was not in the room.
     pub(crate) fn leave(&mut self, id: u64) -> Option<(String, Vec<H>)> {
+        self.leave_announced_up_to(id, usize::MAX)
+    }
+
+    /// [`leave`](Room::leave), returning the members left only while they
+    /// are fewer than `up_to`.
+    pub(crate) fn leave_announced_up_to(&mut self, id: u64, up_to: usize) -> Option<(String, Vec<H>)> {
         let member = self.members.remove(&id)?;
         self.by_nick.remove(&key(&member.nick));
-        Some((member.nick, self.others(id)))
+        let others = if self.members.len() < up_to { self.others(id) } else { Vec::new() };
+        Some((member.nick, others))
     }
 
     /// The next free guest nick.

@@ -6,9 +6,15 @@
 //! `/quit`. Everything sent to a UDP member goes as datagrams of at most
 //! [`MAX_CHAT_DATAGRAM`] bytes, each holding whole lines; a longer line is
 //! split into several datagrams (at character boundaries).
+//!
+//! A source address may be forged, so a member hears the room only once it
+//! has proven it receives at its address: the welcome datagram carries a
+//! cookie line (`* cookie HEX`), and the member sends `/cookie HEX` back.
+//! Until then it may speak, and its own replies (`/who`, `/help`, errors)
+//! stay within the core's budget of three times what it sent.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use switchboard::datagram::{DatagramHandler, DatagramSender, PeerClose, Reply};
@@ -28,12 +34,34 @@ const FIRST_UDP_ID: u64 = 1 << 48;
 
 static NEXT_UDP_ID: AtomicU64 = AtomicU64::new(FIRST_UDP_ID);
 
+/// The command that proves a UDP member receives at its address:
+/// `/cookie HEX`, with the cookie of the welcome datagram's `* cookie HEX`.
+pub const COOKIE_COMMAND: &str = "/cookie";
+
+/// The line that gives a UDP member its cookie: `* cookie HEX`.
+fn cookie_line(cookie: &str) -> String {
+    format!("* cookie {cookie}\n")
+}
+
+/// The cookie in a datagram from the server, if it holds a `* cookie HEX`
+/// line (what `switchboard-client --udp` answers with `/cookie HEX`).
+pub fn cookie_in(datagram: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(datagram).ok()?;
+    text.lines().find_map(|line| {
+        let hex = line.strip_prefix("* cookie ")?;
+        (hex.len() == switchboard::datagram::COOKIE_LEN && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then_some(hex)
+    })
+}
+
 /// A UDP member as the room reaches it.
 #[derive(Debug)]
 struct UdpMember {
     id: u64,
     addr: SocketAddr,
     sender: DatagramSender,
+    /// It sent its cookie back: room traffic may go to its address.
+    proven: AtomicBool,
 }
 
 impl Remote for UdpMember {
@@ -46,6 +74,10 @@ impl Remote for UdpMember {
     }
 
     fn deliver(&self, msg: &[u8]) -> Result<(), SendError> {
+        // An unproven address may be a forged one: it hears nothing.
+        if !self.proven.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut result = Ok(());
         for d in datagrams(msg, MAX_CHAT_DATAGRAM) {
             if self.sender.send_to(self.addr, d).is_err() {
@@ -88,11 +120,27 @@ pub(crate) fn datagrams(msg: &[u8], max: usize) -> Vec<&[u8]> {
 #[derive(Debug)]
 pub struct UdpChatPeer {
     session: RemoteSession,
+    member: Arc<UdpMember>,
 }
 
 fn send_lines(out: &mut Reply<'_>, text: &str) {
     for d in datagrams(text.as_bytes(), MAX_CHAT_DATAGRAM) {
         let _ = out.send(d);
+    }
+}
+
+impl Chat {
+    /// `/cookie HEX`: the member proves it receives at its address, and
+    /// hears the room from now on; a wrong cookie gets a fresh one.
+    fn prove(&self, peer: &mut UdpChatPeer, cookie: &[u8], out: &mut Reply<'_>) {
+        if out.prove(cookie) {
+            if !peer.member.proven.swap(true, Ordering::AcqRel) {
+                log::debug!("chat: udp member {} proved its address", out.addr());
+            }
+            send_lines(out, "* cookie accepted: you hear the room\n");
+        } else {
+            send_lines(out, &format!("! wrong cookie\n{}", cookie_line(&out.cookie())));
+        }
     }
 }
 
@@ -102,16 +150,28 @@ impl DatagramHandler for Chat {
 
     fn open(&self, out: &mut Reply<'_>) -> UdpChatPeer {
         let id = NEXT_UDP_ID.fetch_add(1, Ordering::Relaxed);
-        let member = UdpMember { id, addr: out.addr(), sender: out.sender() };
-        let (session, welcome) = self.remote_join(Member::Remote(Arc::new(member)));
-        send_lines(out, &welcome);
-        UdpChatPeer { session }
+        let member = Arc::new(UdpMember {
+            id,
+            addr: out.addr(),
+            sender: out.sender(),
+            proven: AtomicBool::new(out.is_proven()),
+        });
+        let (session, welcome) = self.remote_join(Member::Remote(member.clone()));
+        // One small datagram: what even an empty datagram's budget allows.
+        send_lines(out, &(welcome + &cookie_line(&out.cookie())));
+        UdpChatPeer { session, member }
     }
 
     fn datagram(&self, peer: &mut UdpChatPeer, data: &[u8], out: &mut Reply<'_>) -> Flow {
         let data = data.strip_suffix(b"\n").unwrap_or(data);
         for line in data.split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(rest) = line.strip_prefix(COOKIE_COMMAND.as_bytes()) {
+                if rest.is_empty() || rest[0] == b' ' {
+                    self.prove(peer, rest.trim_ascii(), out);
+                    continue;
+                }
+            }
             let flow = self.remote_line(&mut peer.session, line, &mut |text| send_lines(out, text));
             if flow == Flow::Close {
                 return Flow::Close;
@@ -125,6 +185,7 @@ impl DatagramHandler for Chat {
     }
 
     fn close(&self, mut peer: UdpChatPeer, addr: SocketAddr, reason: PeerClose) {
+        peer.member.proven.store(false, Ordering::Release);
         log::debug!("chat: udp member {addr} gone: {reason}");
         self.remote_leave(&mut peer.session);
     }
@@ -133,6 +194,15 @@ impl DatagramHandler for Chat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cookie_line_is_found_in_a_datagram() {
+        let d = format!("* welcome guest-1\n{}", cookie_line("0123456789abcdef"));
+        assert_eq!(cookie_in(d.as_bytes()), Some("0123456789abcdef"));
+        assert_eq!(cookie_in(b"* cookie 0123"), None, "too short");
+        assert_eq!(cookie_in(b"<bob> * cookie 0123456789abcdef"), None, "not at a line's start");
+        assert_eq!(cookie_in(b"* cookie 0123456789abcdeg"), None, "not hex");
+    }
 
     #[test]
     fn datagrams_hold_whole_lines_and_cut_long_ones() {
