@@ -36,7 +36,7 @@ impl State {
             std::process::exit(EXIT_STATUS);
         }
         if self.received.fetch_add(1, Ordering::AcqRel) == 0 {
-            log::info!("shutdown signal: draining (send again to stop now)");
+            log::info!("shutdown signal (SIGINT, SIGTERM or SIGHUP): draining (send again to stop now)");
             handles.iter().for_each(ShutdownHandle::drain);
             return;
         }
