@@ -107,6 +107,9 @@ struct Pre {
     /// The socket became readable while the stream was away: another step
     /// follows when it is back.
     again: bool,
+    /// A handshake step has come back from the pool: the server's costly
+    /// first flight is sent.
+    stepped: bool,
 }
 
 impl Transport {
@@ -131,6 +134,7 @@ impl Transport {
                 early: Vec::new(),
                 client: None,
                 again: false,
+                stepped: false,
             })),
         };
         Ok(Transport { stream, pre })
@@ -220,6 +224,7 @@ impl Transport {
     ) -> Result<Advance, CloseReason> {
         self.stream = Stream::Tls(stream);
         let Some(pre) = self.pre.as_deref_mut() else { return Ok(Advance::Ready(None)) };
+        pre.stepped = true;
         match step.map_err(reason_of)? {
             Handshake::Pending if std::mem::take(&mut pre.again) => self.advance(),
             Handshake::Pending => Ok(Advance::Pending),
@@ -234,6 +239,12 @@ impl Transport {
     /// The connection speaks TLS.
     pub(crate) fn is_tls(&self) -> bool {
         !matches!(self.stream, Stream::Tcp(_))
+    }
+
+    /// A handshake step has been done: the server's first flight (and its
+    /// signature) is behind this connection.
+    pub(crate) fn handshake_begun(&self) -> bool {
+        self.pre.as_ref().is_some_and(|p| p.stepped)
     }
 
     /// A handshake step is on the pool.

@@ -765,8 +765,9 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Queues a TLS handshake step on the pool; refuses the handshake when
-    /// its queue is full.
+    /// Queues a TLS handshake step on the pool. When its queue is full, a
+    /// new handshake is refused; a begun one (the server's costly flight
+    /// sent, what is left cheap) takes its step here.
     fn offload(&mut self, key: ConnKey, mut stream: Box<TlsStream>) {
         let Some(pool) = &self.handshakes else {
             // No pool (not started under TLS): the step runs here.
@@ -776,6 +777,12 @@ impl<H: Handler> Worker<H> {
         let job = Job { stream, key, mailbox: Arc::clone(&self.mailbox) };
         match pool.submit(job) {
             Ok(()) => {}
+            Err(Refused::Full(mut stream))
+                if self.conns.get(key).is_some_and(|c| c.sock.handshake_begun()) =>
+            {
+                let step = stream.handshake();
+                self.handshaken(key, stream, step);
+            }
             Err(Refused::Full(stream)) => {
                 let queued = pool.queued();
                 drop(stream);
