@@ -311,3 +311,47 @@ fn past_the_handshake_backlog_a_new_handshake_is_refused_and_counted() {
     assert_eq!(opened.load(Ordering::SeqCst) as u64, echoed, "a refused handshake never opens");
     assert!(echoed >= bursts as u64, "each burst's first handshake completes: {stats}");
 }
+
+/// Says the connection's peer as the server sees it, then echoes.
+struct SaysPeer;
+
+impl Handler for SaysPeer {
+    type Session = ();
+    fn framing(&self) -> Framing {
+        Framing::Raw
+    }
+    fn open(&self, conn: &mut Conn<'_>) {
+        conn.send(format!("{}\n", conn.peer_addr()).as_bytes());
+    }
+    fn frame(&self, _: &mut (), data: &[u8], conn: &mut Conn<'_>) -> Flow {
+        conn.send(data);
+        Flow::Continue
+    }
+}
+
+/// A PROXY header and the ClientHello in one write: the bytes past the
+/// header are handed to rustls on the worker and processed with the
+/// handshake's first step on the pool; the handshake completes and the
+/// session sees the header's client.
+#[test]
+fn a_client_hello_in_the_same_write_as_the_proxy_header_completes_the_handshake() {
+    let dir = temp_dir("core-tls-proxy");
+    let pki = TestPki::create(dir.path());
+    let config = tls_config_from_pem(&pki.cert, &pki.key).expect("the test PKI loads");
+    let server = start(ServerBuilder::default().workers(1).tls(config).proxy_protocol(true), SaysPeer);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(full_handshakes(&pki), name).unwrap();
+    let mut first = b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n".to_vec();
+    conn.write_tls(&mut first).unwrap();
+    let mut sock = connect(server.local_addr());
+    sock.write_all(&first).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    let mut peer = [0u8; 17];
+    tls.read_exact(&mut peer).unwrap();
+    assert_eq!(&peer, b"203.0.113.7:5555\n");
+    tls.write_all(b"ping").unwrap();
+    let mut echo = [0u8; 4];
+    tls.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"ping");
+    assert_eq!(server.stats().tls_handshakes, 1);
+}
