@@ -3,7 +3,8 @@
 //! loop connect + full handshake (no resumption) + close while one
 //! established TLS connection measures its echo round trips. Its median
 //! must stay under 20 ms, and the flood must go on being served meanwhile
-//! (handshakes keep completing, none fails).
+//! (handshakes keep completing, none fails, the server's metrics count every
+//! one and refuse none).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use switchboard_bins::tls::{client_config, server_name};
 use switchboard_test_support::pki::TestPki;
-use switchboard_test_support::{temp_dir, wait_until, TIMEOUT};
+use switchboard_test_support::{http, temp_dir, wait_until, TIMEOUT};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_switchboard-server");
 /// Client threads looping full handshakes.
@@ -91,8 +92,11 @@ fn handshake(
 fn round_trips_hold_under_a_handshake_flood(pki: &TestPki, kind: &str) {
     // One flood at a time: the two would measure each other.
     let _alone = ONE_FLOOD.lock().unwrap_or_else(|e| e.into_inner());
-    let mut server = pki.spawn_server(SERVER, &["--handler", "echo"]);
+    let mut server = pki.spawn_server(SERVER, &["--handler", "echo", "--admin", "127.0.0.1:0"]);
     let addr = server.listening_addr();
+    let line = server.line_where(TIMEOUT, |l| l.starts_with("admin on "));
+    let admin: SocketAddr =
+        line.trim().trim_start_matches("admin on http://").trim_end_matches('/').parse().unwrap();
     let mut config = (*client_config(Some(&pki.ca)).unwrap()).clone();
     // Every flood connection pays the server's full handshake.
     config.resumption = rustls::client::Resumption::disabled();
@@ -124,7 +128,9 @@ fn round_trips_hold_under_a_handshake_flood(pki: &TestPki, kind: &str) {
     }
     let elapsed = started.elapsed();
     let meanwhile = meanwhile();
+    let done = Arc::clone(&flood.done);
     let errors = flood.stop();
+    let flood_done = done.load(Ordering::Relaxed);
     times.sort();
     let (p50, p90, max) = (times[times.len() / 2], times[times.len() * 9 / 10], times[times.len() - 1]);
     let report = format!(
@@ -136,6 +142,26 @@ fn round_trips_hold_under_a_handshake_flood(pki: &TestPki, kind: &str) {
     eprintln!("{report}");
     assert!(errors.is_empty(), "{report}; flood errors: {errors:?}");
     assert!(p50 < P50_LIMIT, "{report}: the established connection stalled");
+    // The server counted every handshake (the flood's and the measured
+    // connection's) and refused none.
+    let done = flood_done + 1;
+    let mut last = (0, 0);
+    wait_until("the server counted every handshake", || {
+        last = (
+            metric(admin, "switchboard_tls_handshakes_total"),
+            metric(admin, "switchboard_tls_handshakes_refused_total"),
+        );
+        last.0 >= done
+    });
+    assert_eq!(last, (done, 0), "{report}: (handshakes, refused) counted by the server");
+}
+
+/// The value of an unlabelled sample of the server's `/metrics`.
+fn metric(admin: SocketAddr, name: &str) -> u64 {
+    let r = http::get(admin, "/metrics");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sample = r.body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' '));
+    sample.unwrap_or_else(|| panic!("no {name} in {}", r.body)).trim().parse().unwrap()
 }
 
 #[test]
