@@ -34,14 +34,14 @@ pub struct EdgeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub handshake_timeout: Duration,
 
-    /// With --tls-cert: threads of the TLS handshake pool, which runs every
-    /// handshake (the costly part of a TLS connection) at a lower priority
-    /// than the event loops, so a handshake flood does not stall established
+    /// With --tls-cert: threads of the TLS handshake pool, which runs the
+    /// costly first step of every handshake (the server's signature) at a
+    /// lower priority than the event loops, so a handshake flood does not stall established
     /// connections (0: as many as --workers).
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
     pub handshake_threads: u16,
 
-    /// With --tls-cert: TLS handshake steps waiting for the handshake pool at
+    /// With --tls-cert: new TLS handshakes waiting for the handshake pool at
     /// most; past it a new connection's handshake is refused (the connection
     /// is closed, counted as tls_handshakes_refused, and each worker logs the
     /// number refused once a second).

@@ -1,18 +1,20 @@
-//! The TLS handshake pool: a few threads that run the handshake steps of
-//! every worker's TLS connections, so the costly part of a connection (the
-//! server's signature, the key exchange: about 1 ms of CPU for RSA-2048,
-//! many times that in a debug build) never runs on an event loop between
-//! the reads and writes of established connections.
+//! The TLS handshake pool: a few threads that run the first handshake step
+//! of every worker's new TLS connections (the ClientHello in, the server's
+//! flight out), so the costly part of a connection (the server's signature
+//! and key exchange: about 1 ms of CPU for RSA-2048, many times that in a
+//! debug build) never runs on an event loop between the reads and writes of
+//! established connections.
 //!
-//! A worker hands a connection's `TlsStream` over with the connection's
-//! key when its socket is readable during the handshake; a pool thread
+//! A worker hands a new connection's `TlsStream` over with the
+//! connection's key when its socket first becomes readable; a pool thread
 //! moves the handshake on as far as the socket allows and posts the stream
-//! back to the worker's mailbox with the outcome. The queue is bounded:
-//! past it a worker refuses the handshake (closes the connection, logs and
-//! counts it) rather than let the backlog grow beyond what the pool can
-//! finish within the handshake timeout. Pool threads run at a lower
-//! priority (`nice` +10) than the workers, so under a handshake flood the
-//! kernel still runs a worker as soon as an established connection has
+//! back to the worker's mailbox with the outcome. The steps after that
+//! (the client's Finished) are cheap and run on the worker. The queue is
+//! bounded: past it a worker refuses the handshake (closes the connection,
+//! logs and counts it) rather than let the backlog grow beyond what the
+//! pool can finish within the handshake timeout. Pool threads run at a
+//! lower priority (`nice` +10) than the workers, so under a handshake flood
+//! the kernel still runs a worker as soon as an established connection has
 //! bytes.
 
 use std::io;

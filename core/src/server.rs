@@ -357,7 +357,7 @@ impl ServerBuilder {
     }
 
     /// Serves TLS (1.2 and 1.3) with this configuration: each connection's
-    /// handshake runs on the handshake pool (see
+    /// costly first handshake step runs on the handshake pool (see
     /// [`handshake_threads`](ServerBuilder::handshake_threads)), and the
     /// handler opens on its worker once it is done.
     /// [`tls_config_from_pem`](crate::tls_config_from_pem) makes one from
@@ -391,7 +391,7 @@ impl ServerBuilder {
     }
 
     /// Threads of the TLS handshake pool (default 0: as many as workers).
-    /// Under TLS, the costly part of each connection (the server's
+    /// Under TLS, the costly first step of each handshake (the server's
     /// signature and key exchange) runs there, at a lower priority than the
     /// workers, so a flood of handshakes does not stall the reads and
     /// writes of established connections.
@@ -400,7 +400,7 @@ impl ServerBuilder {
         self
     }
 
-    /// TLS handshake steps waiting for the handshake pool at most (default
+    /// New TLS handshakes waiting for the handshake pool at most (default
     /// 1024); past it a new handshake is refused: the connection is closed
     /// ([`CloseReason::HandshakeRefused`](crate::CloseReason::HandshakeRefused)),
     /// counted in [`Stats::tls_handshakes_refused`] and logged once a

@@ -1,6 +1,7 @@
 //! TLS on a worker: a `rustls` server connection over a non-blocking
 //! socket. The handshake moves on a step each time the socket is readable,
-//! each step on the handshake pool (`core/src/handshakes.rs`); plaintext
+//! the first (costly) one on the handshake pool (`core/src/handshakes.rs`),
+//! the rest on the worker; plaintext
 //! goes through `read`/`write` like a plain socket's bytes. Also: loading a certificate
 //! chain and key from PEM files into a [`rustls::ServerConfig`].
 
@@ -158,8 +159,8 @@ impl TlsSocket<ServerConnection> {
     /// Moves the handshake on as far as the socket allows: processes what
     /// was fed, writes what rustls has to say, reads what the peer sent. A
     /// rustls error comes back as an `InvalidData` I/O error holding it
-    /// (its alert is sent first, best effort). This is the costly part of
-    /// a connection (the server's signature, the key exchange): the
+    /// (its alert is sent first, best effort). The first step is the costly
+    /// part of a connection (the server's signature, the key exchange): the
     /// handshake pool runs it, never a worker.
     pub(crate) fn handshake(&mut self) -> io::Result<Handshake> {
         if let Err(e) = self.conn.process_new_packets() {

@@ -32,7 +32,7 @@ pub(crate) struct TransportConfig {
     pub(crate) handshake_timeout: Duration,
     /// Threads of the TLS handshake pool (0: as many as workers).
     pub(crate) handshake_threads: usize,
-    /// TLS handshake steps waiting for the pool at most.
+    /// New TLS handshakes waiting for the pool at most.
     pub(crate) handshake_backlog: usize,
 }
 
@@ -78,8 +78,9 @@ pub(crate) enum Advance {
     Pending,
     /// Done; the client's address if a PROXY header named one.
     Ready(Option<SocketAddr>),
-    /// A TLS handshake step is due: the stream, for the handshake pool,
-    /// to come back through [`Transport::step_done`].
+    /// A TLS handshake step is due: the stream, for the handshake pool
+    /// (or the worker, once begun), to come back through
+    /// [`Transport::step_done`].
     Handshake(Box<TlsStream>),
 }
 

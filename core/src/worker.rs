@@ -765,24 +765,24 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Queues a TLS handshake step on the pool. When its queue is full, a
-    /// new handshake is refused; a begun one (the server's costly flight
-    /// sent, what is left cheap) takes its step here.
+    /// Queues a new connection's first TLS handshake step (the server's
+    /// flight, with its signature) on the pool; refuses the handshake when
+    /// the pool's queue is full. A begun handshake (what is left: the
+    /// client's Finished, a MAC and a key derivation) takes its steps here,
+    /// saving two thread hand-offs.
     fn offload(&mut self, key: ConnKey, mut stream: Box<TlsStream>) {
-        let Some(pool) = &self.handshakes else {
-            // No pool (not started under TLS): the step runs here.
-            let step = stream.handshake();
-            return self.handshaken(key, stream, step);
+        let begun = self.conns.get(key).is_some_and(|c| c.sock.handshake_begun());
+        let pool = match &self.handshakes {
+            Some(pool) if !begun => pool,
+            // (Or no pool: not started under TLS.)
+            _ => {
+                let step = stream.handshake();
+                return self.handshaken(key, stream, step);
+            }
         };
         let job = Job { stream, key, mailbox: Arc::clone(&self.mailbox) };
         match pool.submit(job) {
             Ok(()) => {}
-            Err(Refused::Full(mut stream))
-                if self.conns.get(key).is_some_and(|c| c.sock.handshake_begun()) =>
-            {
-                let step = stream.handshake();
-                self.handshaken(key, stream, step);
-            }
             Err(Refused::Full(stream)) => {
                 let queued = pool.queued();
                 drop(stream);
