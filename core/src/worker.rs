@@ -784,25 +784,31 @@ impl<H: Handler> Worker<H> {
         match pool.submit(job) {
             Ok(()) => {}
             Err(Refused::Full(stream)) => {
-                let queued = pool.queued();
                 drop(stream);
                 bump(&self.counters().tls_handshakes_refused);
                 self.refused.0 += 1;
-                let due = self.refused.1.is_none_or(|t| self.now.duration_since(t) >= REFUSED_LOG_EVERY);
-                if due {
-                    log::warn!(
-                        "worker {}: TLS handshake queue full ({queued} waiting): {} connection(s) closed before their handshake",
-                        self.index,
-                        self.refused.0
-                    );
-                    self.refused = (0, Some(self.now));
-                }
+                self.log_refused();
                 self.finish(key, CloseReason::HandshakeRefused);
             }
             Err(Refused::Stopped(stream)) => {
                 drop(stream);
                 self.finish(key, CloseReason::Forced);
             }
+        }
+    }
+
+    /// Logs the handshakes refused since the last such line, once a second
+    /// at most (the sweep logs the rest of a burst).
+    fn log_refused(&mut self) {
+        let due = self.refused.1.is_none_or(|t| self.now.duration_since(t) >= REFUSED_LOG_EVERY);
+        if self.refused.0 > 0 && due {
+            let queued = self.handshakes.as_ref().map_or(0, Pool::queued);
+            log::warn!(
+                "worker {}: TLS handshake queue full: {} connection(s) closed before their handshake ({queued} waiting now)",
+                self.index,
+                self.refused.0
+            );
+            self.refused = (0, Some(self.now));
         }
     }
 
@@ -1052,6 +1058,7 @@ impl<H: Handler> Worker<H> {
 
     /// Timeouts, and the quiet check of a drain.
     fn sweep(&mut self, now: Instant) {
+        self.log_refused();
         let config = &self.shared.config;
         let t = Timeouts { idle: config.idle_timeout, frame: config.frame_timeout, quiet: config.quiet };
         let due: Vec<(ConnKey, Due)> =
