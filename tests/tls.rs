@@ -3,7 +3,8 @@
 //! counted as a timeout, a plain client as a close, and neither reaches the
 //! handler; records cut anywhere by TCP are reassembled; a client's
 //! `TlsSocket` over a mio socket reads whole echoes at short reads and sees
-//! the server's `close_notify` as EOF.
+//! the server's `close_notify` as EOF; past the handshake pool's backlog a
+//! new handshake is refused and counted.
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -239,4 +240,118 @@ fn a_key_that_does_not_match_the_certificate_is_refused() {
         Err(TlsConfigError::Rustls(e)) => assert!(e.to_string().contains("key"), "{e}"),
         other => panic!("expected the pair refused, got {other:?}"),
     }
+}
+
+/// A client configuration trusting `pki`'s CA, without resumption: each
+/// connection pays the server's full handshake.
+fn full_handshakes(pki: &TestPki) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(&pki.ca).expect("the CA loads")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+/// Bursts of ClientHellos, each burst all on the wire before the server
+/// reads any, against a handshake pool of one thread and a queue of one
+/// step (RSA-2048: each step a signature): past the queue a new handshake
+/// is refused, closed before the handler opens, and counted; the others
+/// complete and echo. Client and server agree exactly on which is which.
+#[test]
+fn past_the_handshake_backlog_a_new_handshake_is_refused_and_counted() {
+    const BURST: usize = 24;
+    const MAX_BURSTS: usize = 10;
+    let dir = temp_dir("core-tls-backlog");
+    let pki = TestPki::create_rsa(dir.path());
+    let config = tls_config_from_pem(&pki.cert, &pki.key).expect("the test PKI loads");
+    let handler = Counting::default();
+    let opened = Arc::clone(&handler.opened);
+    let builder = ServerBuilder::default().workers(1).tls(config).handshake_threads(1).handshake_backlog(1);
+    let server = start(builder, handler);
+    let client = full_handshakes(&pki);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let (mut echoed, mut refused, mut bursts) = (0u64, 0u64, 0);
+    while refused == 0 && bursts < MAX_BURSTS {
+        bursts += 1;
+        let mut burst: Vec<_> = (0..BURST)
+            .map(|_| {
+                let mut conn = rustls::ClientConnection::new(Arc::clone(&client), name.clone()).unwrap();
+                let mut hello = Vec::new();
+                conn.write_tls(&mut hello).unwrap();
+                let mut sock = connect(server.local_addr());
+                sock.write_all(&hello).unwrap();
+                (conn, sock)
+            })
+            .collect();
+        for (conn, sock) in &mut burst {
+            let mut tls = rustls::Stream::new(conn, sock);
+            let mut echo = [0u8; 4];
+            match tls.write_all(b"ping").and_then(|()| tls.read_exact(&mut echo)) {
+                Ok(()) => {
+                    assert_eq!(&echo, b"ping");
+                    echoed += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    let total = (bursts * BURST) as u64;
+    assert!(refused > 0, "no handshake refused in {bursts} bursts of {BURST}");
+    let stats = wait_stats(&server, "every connection closed", |s| s.accepted == total && s.closed == total);
+    assert_eq!(stats.tls_handshakes_refused, refused, "{stats}");
+    assert_eq!(stats.tls_handshakes, echoed, "{stats}");
+    assert_eq!(opened.load(Ordering::SeqCst) as u64, echoed, "a refused handshake never opens");
+    assert!(echoed >= bursts as u64, "each burst's first handshake completes: {stats}");
+}
+
+/// Says the connection's peer as the server sees it, then echoes.
+struct SaysPeer;
+
+impl Handler for SaysPeer {
+    type Session = ();
+    fn framing(&self) -> Framing {
+        Framing::Raw
+    }
+    fn open(&self, conn: &mut Conn<'_>) {
+        conn.send(format!("{}\n", conn.peer_addr()).as_bytes());
+    }
+    fn frame(&self, _: &mut (), data: &[u8], conn: &mut Conn<'_>) -> Flow {
+        conn.send(data);
+        Flow::Continue
+    }
+}
+
+/// A PROXY header and the ClientHello in one write: the bytes past the
+/// header are handed to rustls on the worker and processed with the
+/// handshake's first step on the pool; the handshake completes and the
+/// session sees the header's client.
+#[test]
+fn a_client_hello_in_the_same_write_as_the_proxy_header_completes_the_handshake() {
+    let dir = temp_dir("core-tls-proxy");
+    let pki = TestPki::create(dir.path());
+    let config = tls_config_from_pem(&pki.cert, &pki.key).expect("the test PKI loads");
+    let server = start(ServerBuilder::default().workers(1).tls(config).proxy_protocol(true), SaysPeer);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(full_handshakes(&pki), name).unwrap();
+    let mut first = b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n".to_vec();
+    conn.write_tls(&mut first).unwrap();
+    let mut sock = connect(server.local_addr());
+    sock.write_all(&first).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    let mut peer = [0u8; 17];
+    tls.read_exact(&mut peer).unwrap();
+    assert_eq!(&peer, b"203.0.113.7:5555\n");
+    tls.write_all(b"ping").unwrap();
+    let mut echo = [0u8; 4];
+    tls.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"ping");
+    assert_eq!(server.stats().tls_handshakes, 1);
 }

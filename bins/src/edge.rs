@@ -34,6 +34,20 @@ pub struct EdgeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration, default_value = "10s")]
     pub handshake_timeout: Duration,
 
+    /// With --tls-cert: threads of the TLS handshake pool, which runs the
+    /// costly first step of every handshake (the server's signature) at a
+    /// lower priority than the event loops, so a handshake flood does not stall established
+    /// connections (0: as many as --workers).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub handshake_threads: u16,
+
+    /// With --tls-cert: new TLS handshakes waiting for the handshake pool at
+    /// most; past it a new connection's handshake is refused (the connection
+    /// is closed, counted as tls_handshakes_refused, and each worker logs the
+    /// number refused once a second).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    pub handshake_backlog: u32,
+
     /// Bind with SO_REUSEPORT, so several server processes share --listen and
     /// the kernel spreads new connections over them; one that drains
     /// (SIGTERM) serves the connections it accepted to their end.
@@ -92,6 +106,10 @@ impl EdgeArgs {
         if self.proxy_protocol {
             log::info!("expecting a PROXY protocol header on every connection");
         }
-        Ok(builder.proxy_protocol(self.proxy_protocol).handshake_timeout(self.handshake_timeout))
+        Ok(builder
+            .proxy_protocol(self.proxy_protocol)
+            .handshake_timeout(self.handshake_timeout)
+            .handshake_threads(self.handshake_threads.into())
+            .handshake_backlog(self.handshake_backlog as usize))
     }
 }

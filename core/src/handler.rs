@@ -172,6 +172,9 @@ pub enum CloseReason {
     Tls(Box<str>),
     /// The TLS handshake was not done within the handshake timeout.
     HandshakeTimeout,
+    /// The handshake pool's queue was full (a handshake flood): the
+    /// connection was closed before its handshake. The handler never opened.
+    HandshakeRefused,
     /// The server expects a PROXY protocol header and got none in time, an
     /// invalid one or one over the size limit (why).
     BadProxyHeader(Box<str>),
@@ -186,6 +189,8 @@ impl CloseReason {
                 e.kind(),
                 io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted
             ),
+            // A flood: its worker logs them once a second, with their number.
+            CloseReason::HandshakeRefused => false,
             other => !other.is_normal(),
         }
     }
@@ -215,6 +220,9 @@ impl fmt::Display for CloseReason {
             CloseReason::Io(e) => write!(f, "I/O error: {e}"),
             CloseReason::Tls(e) => write!(f, "TLS error: {e}"),
             CloseReason::HandshakeTimeout => f.write_str("TLS handshake not completed in time"),
+            CloseReason::HandshakeRefused => {
+                f.write_str("TLS handshake refused: the handshake queue is full")
+            }
             CloseReason::BadProxyHeader(why) => write!(f, "no valid PROXY protocol header: {why}"),
         }
     }

@@ -50,6 +50,7 @@ mod err;
 mod framing;
 mod handler;
 mod handler_arc;
+mod handshakes;
 mod harness;
 mod listener;
 mod mailbox;

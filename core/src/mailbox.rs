@@ -11,6 +11,7 @@ use mio::Waker;
 
 use crate::conn::Pending;
 use crate::connection::ConnKey;
+use crate::tls::TlsStream;
 
 /// Who a piece of mail is for: the connection's key on the worker it was
 /// posted to (null while the connection is moving to that worker) and its
@@ -53,6 +54,9 @@ pub(crate) enum Mail {
     /// To the worker a connection moved to: no more mail without a key can
     /// come for it.
     Settled { id: u64 },
+    /// From the handshake pool: connection `key`'s TLS stream back, with
+    /// where its handshake step left it.
+    Handshaken { key: ConnKey, stream: Box<TlsStream>, step: crate::handshakes::Step },
 }
 
 /// A worker's inbox: a channel and the waker of its poll.

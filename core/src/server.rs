@@ -14,6 +14,7 @@ use crate::clock;
 use crate::conn::SlowConsumerPolicy;
 use crate::err::StartError;
 use crate::handler::Handler;
+use crate::handshakes::{self, Pool};
 use crate::listener::{self, ListenerConfig};
 use crate::shutdown::{Phase, ShutdownHandle, ShutdownReport, ShutdownState};
 use crate::signals::Signals;
@@ -110,6 +111,18 @@ impl Config {
             return bad(format!(
                 "the server-wide outbound budget ({} B) must be at least the per-connection one ({} B)",
                 self.max_outbound_total, self.max_outbound
+            ));
+        }
+        if !(0..=1024).contains(&self.transport.handshake_threads) {
+            return bad(format!(
+                "handshake threads must be 0 to 1024, not {}",
+                self.transport.handshake_threads
+            ));
+        }
+        if !(1..=1 << 20).contains(&self.transport.handshake_backlog) {
+            return bad(format!(
+                "the handshake backlog must be 1 to 1048576, not {}",
+                self.transport.handshake_backlog
             ));
         }
         if self.spin > Duration::from_millis(10) {
@@ -369,7 +382,9 @@ impl ServerBuilder {
     }
 
     /// Serves TLS (1.2 and 1.3) with this configuration: each connection's
-    /// handshake runs on its worker, and the handler opens once it is done.
+    /// costly first handshake step runs on the handshake pool (see
+    /// [`handshake_threads`](ServerBuilder::handshake_threads)), and the
+    /// handler opens on its worker once it is done.
     /// [`tls_config_from_pem`](crate::tls_config_from_pem) makes one from
     /// PEM files. Under TLS, file regions are read in bounded chunks and
     /// encrypted instead of `sendfile`d, and a graceful close sends
@@ -397,6 +412,26 @@ impl ServerBuilder {
     /// before it is closed (default 10 s).
     pub fn handshake_timeout(mut self, d: Duration) -> Self {
         self.config.transport.handshake_timeout = d;
+        self
+    }
+
+    /// Threads of the TLS handshake pool (default 0: as many as workers).
+    /// Under TLS, the costly first step of each handshake (the server's
+    /// signature and key exchange) runs there, at a lower priority than the
+    /// workers, so a flood of handshakes does not stall the reads and
+    /// writes of established connections.
+    pub fn handshake_threads(mut self, n: usize) -> Self {
+        self.config.transport.handshake_threads = n;
+        self
+    }
+
+    /// New TLS handshakes waiting for the handshake pool at most (default
+    /// 1024); past it a new handshake is refused: the connection is closed
+    /// ([`CloseReason::HandshakeRefused`](crate::CloseReason::HandshakeRefused)),
+    /// counted in [`Stats::tls_handshakes_refused`] and logged once a
+    /// second with the number refused.
+    pub fn handshake_backlog(mut self, n: usize) -> Self {
+        self.config.transport.handshake_backlog = n;
         self
     }
 
@@ -493,17 +528,51 @@ impl ServerBuilder {
         for worker in &mut workers {
             worker.set_peers(links.clone());
         }
+        let transport = &shared.config.transport;
+        let handshakers = match transport.tls {
+            Some(_) => {
+                let (pool, rx) = Pool::new(transport.handshake_backlog);
+                for worker in &mut workers {
+                    worker.set_handshake_pool(pool.clone());
+                }
+                // The workers hold the pool's only senders: its threads end
+                // once the workers have.
+                drop(pool);
+                let threads = match transport.handshake_threads {
+                    0 => shared.config.workers,
+                    n => n,
+                };
+                Some((rx, threads))
+            }
+            None => None,
+        };
         let acceptor = Acceptor::new(listener, links, Arc::clone(&shared), busy)?;
         shutdown.add_waker(acceptor.waker());
         // From here on `threads` owns every thread started: on an early
         // return its drop forces the shutdown and joins them.
-        let mut threads = Threads { shared: Arc::clone(&shared), acceptor: None, workers: Vec::new() };
+        let mut threads = Threads {
+            shared: Arc::clone(&shared),
+            acceptor: None,
+            workers: Vec::new(),
+            handshakers: Vec::new(),
+        };
         let probe = probe.unwrap_or_default();
         for (i, worker) in workers.into_iter().enumerate() {
             let fail = probe.fail_worker == Some(i);
             let t =
                 spawn(format!("switchboard-worker-{i}"), fail, &probe.live_threads, move || worker.run())?;
             threads.workers.push(t);
+        }
+        // After the workers: a failed start joins these once the workers,
+        // which hold the pool's senders, have ended.
+        if let Some((rx, n)) = handshakers {
+            for i in 0..n {
+                let rx = rx.clone();
+                let t = spawn(format!("switchboard-handshake-{i}"), false, &probe.live_threads, move || {
+                    handshakes::run(rx)
+                })?;
+                threads.handshakers.push(t);
+            }
         }
         let t = spawn("switchboard-acceptor".into(), probe.fail_acceptor, &probe.live_threads, move || {
             acceptor.run()
@@ -580,6 +649,8 @@ struct Threads {
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<WorkerReport>>,
+    /// The TLS handshake pool: they end once the workers have.
+    handshakers: Vec<JoinHandle<()>>,
 }
 
 impl Threads {
@@ -605,6 +676,11 @@ impl Threads {
                 Err(_) => log::error!("a worker thread panicked"),
             }
         }
+        for h in self.handshakers.drain(..) {
+            if h.join().is_err() {
+                log::error!("a TLS handshake thread panicked");
+            }
+        }
         report.elapsed = self.shared.shutdown.started().map_or(Duration::ZERO, |s| s.elapsed());
         self.shared.shutdown.advance(Phase::Stopped);
         report
@@ -613,7 +689,7 @@ impl Threads {
 
 impl Drop for Threads {
     fn drop(&mut self) {
-        if self.acceptor.is_some() || !self.workers.is_empty() {
+        if self.acceptor.is_some() || !self.workers.is_empty() || !self.handshakers.is_empty() {
             self.shared.shutdown.advance(Phase::Forcing);
             let _ = self.join();
         }

@@ -50,6 +50,11 @@ pub struct Stats {
     /// Bytes queued for all connections and not yet written (file regions
     /// not included).
     pub queued_bytes: usize,
+    /// TLS handshakes completed (sessions opened over TLS).
+    pub tls_handshakes: u64,
+    /// TLS connections closed before their handshake because the handshake
+    /// queue was full ([`CloseReason::HandshakeRefused`](crate::CloseReason::HandshakeRefused)).
+    pub tls_handshakes_refused: u64,
 }
 
 impl fmt::Display for Stats {
@@ -57,7 +62,8 @@ impl fmt::Display for Stats {
         write!(
             f,
             "open {} accepted {} rejected {} closed {} timed-out {} in {} B out {} B \
-             frames {} frame-errors {} slow-consumers {} dropped {} forced {} accept-errors {} queued {} B",
+             frames {} frame-errors {} slow-consumers {} dropped {} forced {} accept-errors {} queued {} B \
+             tls-handshakes {} tls-refused {}",
             self.open,
             self.accepted,
             self.rejected,
@@ -72,6 +78,8 @@ impl fmt::Display for Stats {
             self.forced_closes,
             self.accept_errors,
             self.queued_bytes,
+            self.tls_handshakes,
+            self.tls_handshakes_refused,
         )
     }
 }
@@ -104,6 +112,8 @@ pub(crate) struct WorkerCounters {
     pub(crate) frames: AtomicU64,
     pub(crate) frame_errors: AtomicU64,
     pub(crate) forced_closes: AtomicU64,
+    pub(crate) tls_handshakes: AtomicU64,
+    pub(crate) tls_handshakes_refused: AtomicU64,
     /// Bytes held in the queues of this worker's connections (the
     /// server-wide outbound budget adds them up). Only the worker changes
     /// it, so the line is never contended.
@@ -151,6 +161,8 @@ impl Counters {
             accept_errors: self.accept_errors.load(Relaxed),
             handler_panics: self.handler_panics.load(Relaxed),
             queued_bytes: self.queued(),
+            tls_handshakes: sum(|w| &w.tls_handshakes),
+            tls_handshakes_refused: sum(|w| &w.tls_handshakes_refused),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! TLS on a worker: a `rustls` server connection over a non-blocking
-//! socket. The handshake runs on the worker that owns the connection, a
-//! step each time the socket is readable; plaintext goes through
-//! `read`/`write` like a plain socket's bytes. Also: loading a certificate
+//! socket. The handshake moves on a step each time the socket is readable,
+//! the first (costly) one on the handshake pool (`core/src/handshakes.rs`),
+//! the rest on the worker; plaintext
+//! goes through `read`/`write` like a plain socket's bytes. Also: loading a certificate
 //! chain and key from PEM files into a [`rustls::ServerConfig`].
 
 use std::fmt;
@@ -143,22 +144,29 @@ impl TlsSocket<ServerConnection> {
         Ok(TlsSocket::new(ServerConnection::new(config)?, sock))
     }
 
-    /// Feeds bytes read before the handshake (past a PROXY header).
+    /// Hands rustls bytes read before the handshake (past a PROXY header, a
+    /// few hundred bytes at most); the next [`handshake`](Self::handshake)
+    /// step processes them, on the handshake pool like the rest.
     pub(crate) fn feed(&mut self, mut early: &[u8]) -> io::Result<()> {
         while !early.is_empty() {
             if self.conn.read_tls(&mut early)? == 0 {
                 return Err(io::Error::other("TLS buffer full before the handshake"));
             }
-            self.conn.process_new_packets().map_err(tls_error)?;
         }
         Ok(())
     }
 
-    /// Moves the handshake on as far as the socket allows: writes what
-    /// rustls has to say, reads what the peer sent. A rustls error comes
-    /// back as an `InvalidData` I/O error holding it (its alert is sent
-    /// first, best effort).
+    /// Moves the handshake on as far as the socket allows: processes what
+    /// was fed, writes what rustls has to say, reads what the peer sent. A
+    /// rustls error comes back as an `InvalidData` I/O error holding it
+    /// (its alert is sent first, best effort). The first step is the costly
+    /// part of a connection (the server's signature, the key exchange): the
+    /// handshake pool runs it, never a worker.
     pub(crate) fn handshake(&mut self) -> io::Result<Handshake> {
+        if let Err(e) = self.conn.process_new_packets() {
+            let _ = self.flush_tls();
+            return Err(tls_error(e));
+        }
         loop {
             match self.flush_tls() {
                 Ok(()) => {}

@@ -30,11 +30,21 @@ pub(crate) struct TransportConfig {
     pub(crate) proxy_protocol: bool,
     /// The time a connection has for its PROXY header and TLS handshake.
     pub(crate) handshake_timeout: Duration,
+    /// Threads of the TLS handshake pool (0: as many as workers).
+    pub(crate) handshake_threads: usize,
+    /// New TLS handshakes waiting for the pool at most.
+    pub(crate) handshake_backlog: usize,
 }
 
 impl Default for TransportConfig {
     fn default() -> TransportConfig {
-        TransportConfig { tls: None, proxy_protocol: false, handshake_timeout: Duration::from_secs(10) }
+        TransportConfig {
+            tls: None,
+            proxy_protocol: false,
+            handshake_timeout: Duration::from_secs(10),
+            handshake_threads: 0,
+            handshake_backlog: 1024,
+        }
     }
 }
 
@@ -45,6 +55,9 @@ pub(crate) enum Stream {
     Tcp(TcpStream),
     /// TLS over TCP.
     Tls(Box<TlsStream>),
+    /// TLS whose stream is on the handshake pool for a step: no bytes move
+    /// here until it is back ([`Transport::step_done`]).
+    Away,
 }
 
 /// What comes before the handler's session.
@@ -65,6 +78,10 @@ pub(crate) enum Advance {
     Pending,
     /// Done; the client's address if a PROXY header named one.
     Ready(Option<SocketAddr>),
+    /// A TLS handshake step is due: the stream, for the handshake pool
+    /// (or the worker, once begun), to come back through
+    /// [`Transport::step_done`].
+    Handshake(Box<TlsStream>),
 }
 
 /// A connection's byte stream and its preamble.
@@ -88,6 +105,12 @@ struct Pre {
     early: Vec<u8>,
     /// The client named by the PROXY header, until the preamble is done.
     client: Option<SocketAddr>,
+    /// The socket became readable while the stream was away: another step
+    /// follows when it is back.
+    again: bool,
+    /// A handshake step has come back from the pool: the server's costly
+    /// first flight is sent.
+    stepped: bool,
 }
 
 impl Transport {
@@ -101,7 +124,7 @@ impl Transport {
         };
         let preamble = match (&stream, config.proxy_protocol) {
             (_, true) => Preamble::Proxy(HeaderReader::default()),
-            (Stream::Tls(_), false) => Preamble::Handshake,
+            (Stream::Tls(_) | Stream::Away, false) => Preamble::Handshake,
             (Stream::Tcp(_), false) => Preamble::Done,
         };
         let pre = match preamble {
@@ -111,6 +134,8 @@ impl Transport {
                 deadline: clock::after(now, config.handshake_timeout),
                 early: Vec::new(),
                 client: None,
+                again: false,
+                stepped: false,
             })),
         };
         Ok(Transport { stream, pre })
@@ -148,6 +173,7 @@ impl Transport {
                     let sock = match &mut self.stream {
                         Stream::Tcp(s) => s,
                         Stream::Tls(t) => t.sock_mut(),
+                        Stream::Away => return Ok(Advance::Pending),
                     };
                     let parsed = reader.read_from(sock).map_err(|e| match e.kind() {
                         io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
@@ -166,28 +192,72 @@ impl Transport {
                             t.feed(&rest).map_err(reason_of)?;
                             pre.preamble = Preamble::Handshake;
                         }
+                        // (Away only during the handshake, after the header.)
+                        Stream::Away => return Err(CloseReason::Io(io::Error::other("TLS stream away"))),
                     }
                 }
                 Preamble::Handshake => {
-                    let Stream::Tls(t) = &mut self.stream else {
-                        pre.preamble = Preamble::Done;
-                        continue;
+                    return match std::mem::replace(&mut self.stream, Stream::Away) {
+                        Stream::Tls(t) => Ok(Advance::Handshake(t)),
+                        Stream::Away => {
+                            // On the pool: one more step once it is back.
+                            pre.again = true;
+                            Ok(Advance::Pending)
+                        }
+                        Stream::Tcp(s) => {
+                            self.stream = Stream::Tcp(s);
+                            pre.preamble = Preamble::Done;
+                            continue;
+                        }
                     };
-                    match t.handshake().map_err(reason_of)? {
-                        Handshake::Pending => return Ok(Advance::Pending),
-                        Handshake::PeerClosed => return Err(CloseReason::PeerClosed),
-                        Handshake::Done => pre.preamble = Preamble::Done,
-                    }
                 }
             }
         }
+    }
+
+    /// The stream is back from a handshake step on the pool: moves the
+    /// preamble on from where the step left it (another step if the socket
+    /// became readable meanwhile).
+    pub(crate) fn step_done(
+        &mut self,
+        stream: Box<TlsStream>,
+        step: io::Result<Handshake>,
+    ) -> Result<Advance, CloseReason> {
+        self.stream = Stream::Tls(stream);
+        let Some(pre) = self.pre.as_deref_mut() else { return Ok(Advance::Ready(None)) };
+        pre.stepped = true;
+        match step.map_err(reason_of)? {
+            Handshake::Pending if std::mem::take(&mut pre.again) => self.advance(),
+            Handshake::Pending => Ok(Advance::Pending),
+            Handshake::PeerClosed => Err(CloseReason::PeerClosed),
+            Handshake::Done => {
+                pre.preamble = Preamble::Done;
+                self.advance()
+            }
+        }
+    }
+
+    /// The connection speaks TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        !matches!(self.stream, Stream::Tcp(_))
+    }
+
+    /// A handshake step has been done: the server's first flight (and its
+    /// signature) is behind this connection.
+    pub(crate) fn handshake_begun(&self) -> bool {
+        self.pre.as_ref().is_some_and(|p| p.stepped)
+    }
+
+    /// A handshake step is on the pool.
+    pub(crate) fn is_away(&self) -> bool {
+        matches!(self.stream, Stream::Away)
     }
 
     /// The peer's EOF waits behind the bytes last read (TLS): read again
     /// without waiting for a socket event.
     pub(crate) fn eof_pending(&self) -> bool {
         match &self.stream {
-            Stream::Tcp(_) => false,
+            Stream::Tcp(_) | Stream::Away => false,
             Stream::Tls(t) => t.eof_pending(),
         }
     }
@@ -195,7 +265,7 @@ impl Transport {
     /// Bytes are waiting to be written below the replies (TLS records).
     pub(crate) fn wants_write(&self) -> bool {
         match &self.stream {
-            Stream::Tcp(_) => false,
+            Stream::Tcp(_) | Stream::Away => false,
             Stream::Tls(t) => t.wants_write(),
         }
     }
@@ -206,7 +276,7 @@ impl Transport {
     pub(crate) fn zero_copy(&self) -> Option<BorrowedFd<'_>> {
         match &self.stream {
             Stream::Tcp(s) => Some(s.as_fd()),
-            Stream::Tls(_) => None,
+            Stream::Tls(_) | Stream::Away => None,
         }
     }
 
@@ -216,6 +286,7 @@ impl Transport {
         match &mut self.stream {
             Stream::Tcp(s) => s.shutdown(Shutdown::Write),
             Stream::Tls(t) => t.shutdown_write(),
+            Stream::Away => Ok(()),
         }
     }
 
@@ -224,6 +295,7 @@ impl Transport {
         match &mut self.stream {
             Stream::Tcp(s) => registry.register(s, token, interest),
             Stream::Tls(t) => registry.register(t.sock_mut(), token, interest),
+            Stream::Away => Err(io::Error::other("the TLS stream is on the handshake pool")),
         }
     }
 
@@ -231,6 +303,9 @@ impl Transport {
         match &mut self.stream {
             Stream::Tcp(s) => s.deregister(registry),
             Stream::Tls(t) => t.sock_mut().deregister(registry),
+            // Its socket closes with it when the pool posts it back to a
+            // connection no longer there, which takes it out of the poll.
+            Stream::Away => Ok(()),
         }
     }
 }
@@ -265,6 +340,7 @@ impl Read for Transport {
         let more = match &mut self.stream {
             Stream::Tcp(s) => s.read(&mut buf[n..]),
             Stream::Tls(t) => t.read(&mut buf[n..]),
+            Stream::Away => Err(io::ErrorKind::WouldBlock.into()),
         };
         match more {
             Ok(m) => Ok(n + m),
@@ -279,6 +355,7 @@ impl Write for Transport {
         match &mut self.stream {
             Stream::Tcp(s) => s.write(buf),
             Stream::Tls(t) => t.write(buf),
+            Stream::Away => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
@@ -286,6 +363,7 @@ impl Write for Transport {
         match &mut self.stream {
             Stream::Tcp(s) => s.write_vectored(bufs),
             Stream::Tls(t) => t.write_vectored(bufs),
+            Stream::Away => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
@@ -295,6 +373,7 @@ impl Write for Transport {
         match &mut self.stream {
             Stream::Tcp(_) => Ok(()),
             Stream::Tls(t) => t.flush(),
+            Stream::Away => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 }

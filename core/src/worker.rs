@@ -23,11 +23,13 @@ use crate::connection::{ConnKey, Connection, Due, HalfClose, Stopped, Timeouts, 
 use crate::cpu::IdleCpu;
 use crate::framing::{Decoder, Step};
 use crate::handler::{CloseReason, Flow, Handler};
+use crate::handshakes::{self, Job, Pool, Refused};
 use crate::mailbox::{Mail, Mailbox, WorkerLink};
 use crate::outbound::WriteError;
 use crate::server::Shared;
 use crate::shutdown::Phase as Lifecycle;
 use crate::stats::{add, bump, WorkerCounters};
+use crate::tls::TlsStream;
 use crate::transport::{reason_of, Advance, Transport};
 
 const WAKER: Token = Token(usize::MAX);
@@ -47,6 +49,8 @@ const HOT_WINDOWS: u32 = 5;
 const COOL_WINDOWS: u32 = 25;
 /// Connections moved at most at once.
 const MAX_MIGRATIONS: usize = 256;
+/// How often at most a worker logs the handshakes it refused.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// A connection that moved in, until the mail about its move is done.
 #[derive(Debug, Clone, Copy)]
@@ -137,6 +141,11 @@ pub(crate) struct Worker<H: Handler> {
     /// Connections that moved in, by id, until their move is settled.
     arriving: HashMap<u64, Arriving>,
     idle_cpu: IdleCpu,
+    /// Where TLS handshake steps run (under TLS).
+    handshakes: Option<Pool>,
+    /// Handshakes refused since the last log line about them, and when
+    /// that was.
+    refused: (u64, Option<Instant>),
 }
 
 macro_rules! guarded {
@@ -189,6 +198,8 @@ impl<H: Handler> Worker<H> {
             moved: HashMap::new(),
             arriving: HashMap::new(),
             idle_cpu: IdleCpu::new(),
+            handshakes: None,
+            refused: (0, None),
         };
         Ok((worker, link))
     }
@@ -196,6 +207,12 @@ impl<H: Handler> Worker<H> {
     /// Gives the worker the links of all workers, to move connections to.
     pub(crate) fn set_peers(&mut self, peers: Vec<WorkerLink>) {
         self.peers = peers;
+    }
+
+    /// Gives the worker the handshake pool its TLS connections' handshake
+    /// steps run on.
+    pub(crate) fn set_handshake_pool(&mut self, pool: Pool) {
+        self.handshakes = Some(pool);
     }
 
     fn counters(&self) -> &WorkerCounters {
@@ -457,6 +474,10 @@ impl<H: Handler> Worker<H> {
             }
             Mail::ForwardDone { id } => return self.forward_done(*id),
             Mail::Settled { id } => return self.settled(*id),
+            Mail::Handshaken { .. } => {
+                let Mail::Handshaken { key, stream, step } = mail else { unreachable!() };
+                return self.handshaken(key, stream, step);
+            }
             Mail::Moved { key } => {
                 if let Some((mailbox, id)) = self.moved.remove(key) {
                     let _ = mailbox.post(Mail::ForwardDone { id });
@@ -538,7 +559,12 @@ impl<H: Handler> Worker<H> {
     /// later mail back until that is done.
     fn migrate_out(&mut self, key: ConnKey, to: &WorkerLink) -> bool {
         let Some(c) = self.conns.get(key) else { return false };
-        if c.writing != Writing::Open || c.held.is_some() || self.arriving.contains_key(&c.shared.id) {
+        if c.writing != Writing::Open
+            || c.held.is_some()
+            || self.arriving.contains_key(&c.shared.id)
+            || c.sock.is_away()
+        {
+            // (A handshake step on the pool comes back here.)
             return false;
         }
         let shared = Arc::clone(&c.shared);
@@ -713,8 +739,17 @@ impl<H: Handler> Worker<H> {
     /// session once it is done.
     fn advance(&mut self, key: ConnKey) {
         let Some(c) = self.conns.get_mut(key) else { return };
-        match c.sock.advance() {
+        let advanced = c.sock.advance();
+        self.advanced(key, advanced);
+    }
+
+    /// Where the preamble stands after a step: waits, sends the handshake
+    /// step to the pool, opens the session, or closes.
+    fn advanced(&mut self, key: ConnKey, advanced: Result<Advance, CloseReason>) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        match advanced {
             Ok(Advance::Pending) => self.dirty.push(key),
+            Ok(Advance::Handshake(stream)) => self.offload(key, stream),
             Ok(Advance::Ready(client)) => {
                 if let Some(client) = client {
                     match Arc::get_mut(&mut c.shared) {
@@ -729,12 +764,71 @@ impl<H: Handler> Worker<H> {
                         None => log::error!("{}: the connection is shared before it opened", c.shared.peer),
                     }
                 }
+                if c.sock.is_tls() {
+                    bump(&self.shared.stats.workers[self.index].tls_handshakes);
+                }
                 self.start_session(key);
                 // Bytes may have come with the end of the preamble.
                 self.ready.push(key);
             }
             Err(reason) => self.finish(key, reason),
         }
+    }
+
+    /// Queues a new connection's first TLS handshake step (the server's
+    /// flight, with its signature) on the pool; refuses the handshake when
+    /// the pool's queue is full. A begun handshake (what is left: the
+    /// client's Finished, a MAC and a key derivation) takes its steps here,
+    /// saving two thread hand-offs.
+    fn offload(&mut self, key: ConnKey, mut stream: Box<TlsStream>) {
+        let begun = self.conns.get(key).is_some_and(|c| c.sock.handshake_begun());
+        let pool = match &self.handshakes {
+            Some(pool) if !begun => pool,
+            // (Or no pool: not started under TLS.)
+            _ => {
+                let step = stream.handshake();
+                return self.handshaken(key, stream, step);
+            }
+        };
+        let job = Job { stream, key, mailbox: Arc::clone(&self.mailbox) };
+        match pool.submit(job) {
+            Ok(()) => {}
+            Err(Refused::Full(stream)) => {
+                drop(stream);
+                bump(&self.counters().tls_handshakes_refused);
+                self.refused.0 += 1;
+                self.log_refused();
+                self.finish(key, CloseReason::HandshakeRefused);
+            }
+            Err(Refused::Stopped(stream)) => {
+                drop(stream);
+                self.finish(key, CloseReason::Forced);
+            }
+        }
+    }
+
+    /// Logs the handshakes refused since the last such line, once a second
+    /// at most (the sweep logs the rest of a burst).
+    fn log_refused(&mut self) {
+        let due = self.refused.1.is_none_or(|t| self.now.duration_since(t) >= REFUSED_LOG_EVERY);
+        if self.refused.0 > 0 && due {
+            let queued = self.handshakes.as_ref().map_or(0, Pool::queued);
+            log::warn!(
+                "worker {}: TLS handshake queue full: {} connection(s) closed before their handshake ({queued} waiting now)",
+                self.index,
+                self.refused.0
+            );
+            self.refused = (0, Some(self.now));
+        }
+    }
+
+    /// A handshake step came back from the pool.
+    fn handshaken(&mut self, key: ConnKey, stream: Box<TlsStream>, step: handshakes::Step) {
+        // A connection closed meanwhile (its handshake timed out): the
+        // stream and its socket are dropped here.
+        let Some(c) = self.conns.get_mut(key) else { return };
+        let advanced = c.sock.step_done(stream, step);
+        self.advanced(key, advanced);
     }
 
     /// Calls the handler's `open`.
@@ -988,6 +1082,7 @@ impl<H: Handler> Worker<H> {
 
     /// Timeouts, and the quiet check of a drain.
     fn sweep(&mut self, now: Instant) {
+        self.log_refused();
         let config = &self.shared.config;
         let t = Timeouts { idle: config.idle_timeout, frame: config.frame_timeout, quiet: config.quiet };
         let due: Vec<(ConnKey, Due)> =

@@ -1,6 +1,9 @@
 //! A throwaway PKI for TLS tests, made at run time with `rcgen`: a CA and
 //! a server certificate it signed for `localhost` and `127.0.0.1`, written
-//! as PEM files into a test's temporary folder.
+//! as PEM files into a test's temporary folder. The server's key is ECDSA
+//! P-256, or RSA-2048 ([`TestPki::create_rsa`]): ring cannot generate RSA
+//! keys, so that one is a fixed test key shipped beside this file
+//! (`test-rsa2048.pem`, made with `openssl genpkey -algorithm RSA`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -8,6 +11,9 @@ use std::process::{Command, Stdio};
 use crate::child::Spawned;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+
+/// A PKCS#8 RSA-2048 private key, for tests only.
+const RSA_2048: &str = include_str!("test-rsa2048.pem");
 
 /// The PEM files of a test CA and of a server certificate it signed.
 #[derive(Debug)]
@@ -34,9 +40,19 @@ impl TestPki {
         Spawned::spawn(&mut cmd)
     }
 
-    /// Makes the CA and the server certificate and writes `ca.pem`,
-    /// `cert.pem` and `key.pem` into `dir`.
+    /// Makes the CA and the server certificate (an ECDSA P-256 key) and
+    /// writes `ca.pem`, `cert.pem` and `key.pem` into `dir`.
     pub fn create(dir: &Path) -> TestPki {
+        TestPki::create_with(dir, KeyPair::generate().expect("server key"))
+    }
+
+    /// As [`create`](TestPki::create), with an RSA-2048 server key (the
+    /// costliest common handshake for a server: an RSA signature each).
+    pub fn create_rsa(dir: &Path) -> TestPki {
+        TestPki::create_with(dir, KeyPair::from_pem(RSA_2048).expect("the shipped RSA test key"))
+    }
+
+    fn create_with(dir: &Path, key: KeyPair) -> TestPki {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.distinguished_name.push(DnType::CommonName, "Switchboard test CA");
@@ -47,7 +63,6 @@ impl TestPki {
         let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .expect("server parameters");
         params.distinguished_name.push(DnType::CommonName, "localhost");
-        let key = KeyPair::generate().expect("server key");
         let cert = params.signed_by(&key, &ca_cert, &ca_key).expect("server certificate");
 
         let write = |name: &str, pem: String| {

@@ -52,6 +52,7 @@ pub(crate) fn render(view: &View) -> String {
             "messages_dropped": s.messages_dropped, "forced_closes": s.forced_closes,
             "accept_errors": s.accept_errors, "handler_panics": s.handler_panics,
             "queued_bytes": s.queued_bytes,
+            "tls_handshakes": s.tls_handshakes, "tls_handshakes_refused": s.tls_handshakes_refused,
         },
         "workers": workers,
         "extra": extra,

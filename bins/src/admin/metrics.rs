@@ -119,6 +119,13 @@ pub(crate) fn render(view: &View) -> String {
     );
     f.one("switchboard_handler_panics_total", "Handler callbacks that panicked.", Counter, s.handler_panics);
     f.one("switchboard_accept_errors_total", "Errors from accept.", Counter, s.accept_errors);
+    f.one("switchboard_tls_handshakes_total", "TLS handshakes completed.", Counter, s.tls_handshakes);
+    f.one(
+        "switchboard_tls_handshakes_refused_total",
+        "TLS connections closed before their handshake: the handshake queue was full.",
+        Counter,
+        s.tls_handshakes_refused,
+    );
     f.per_worker(
         "switchboard_outbound_queued_bytes",
         "Bytes queued for connections and not yet written (file regions not included).",
