@@ -11,7 +11,7 @@ use mio::Waker;
 
 use crate::conn::Pending;
 use crate::connection::ConnKey;
-use crate::tls::TlsStream;
+use crate::tls::{Handshake, TlsStream};
 
 /// Who a piece of mail is for: the connection's key on the worker it was
 /// posted to (null while the connection is moving to that worker) and its
@@ -56,7 +56,7 @@ pub(crate) enum Mail {
     Settled { id: u64 },
     /// From the handshake pool: connection `key`'s TLS stream back, with
     /// where its handshake step left it.
-    Handshaken { key: ConnKey, stream: Box<TlsStream>, step: crate::handshakes::Step },
+    Handshaken { key: ConnKey, stream: Box<TlsStream>, step: std::io::Result<Handshake> },
 }
 
 /// A worker's inbox: a channel and the waker of its poll.
