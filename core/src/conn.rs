@@ -95,26 +95,32 @@ pub(crate) struct ConnShared {
     /// Deferred replies outstanding: frames after them wait, and a graceful
     /// close waits for them.
     pub(crate) deferred: AtomicUsize,
+    /// The server's rules for sending, shared by every connection of a worker.
+    pub(crate) rules: Arc<SendRules>,
+    pub(crate) stats: Arc<Counters>,
+}
+
+/// What every connection of a server has alike about sending: its queue
+/// limits, the slow-consumer policy and the handler's framing. One per
+/// worker, shared by its connections (a connection that moves takes it
+/// along), so a connection pays a pointer for them, not their size.
+#[derive(Debug)]
+pub(crate) struct SendRules {
     pub(crate) max_outbound: usize,
     pub(crate) max_outbound_total: usize,
     pub(crate) policy: SlowConsumerPolicy,
-    pub(crate) stats: Arc<Counters>,
     /// The handler's framing, to encode replies with.
     pub(crate) framing: Framing,
 }
 
 impl ConnShared {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: u64,
         key: ConnKey,
         peer: SocketAddr,
-        max_outbound: usize,
-        max_outbound_total: usize,
-        policy: SlowConsumerPolicy,
+        rules: Arc<SendRules>,
         mailbox: Arc<Mailbox>,
         stats: Arc<Counters>,
-        framing: Framing,
     ) -> ConnShared {
         ConnShared {
             id,
@@ -126,11 +132,8 @@ impl ConnShared {
             write_shut: AtomicBool::new(false),
             warned: AtomicBool::new(false),
             deferred: AtomicUsize::new(0),
-            max_outbound,
-            max_outbound_total,
-            policy,
+            rules,
             stats,
-            framing,
         }
     }
 
@@ -187,15 +190,15 @@ impl ConnShared {
     /// connection holds more than its fair share of it.
     fn over_budget(&self, before: usize, len: usize) -> bool {
         let after = before.saturating_add(len);
-        if after > self.max_outbound {
+        if after > self.rules.max_outbound {
             return true;
         }
         let total = self.stats.queued();
-        if total <= self.max_outbound_total {
+        if total <= self.rules.max_outbound_total {
             return false;
         }
         let open = self.stats.open.load(Ordering::Acquire).max(1);
-        after > self.max_outbound_total / open
+        after > self.rules.max_outbound_total / open
     }
 }
 
@@ -272,13 +275,13 @@ impl ConnHandle {
     /// (one message: the prefix or newline and the body).
     pub fn send_frame(&self, body: &[u8]) -> Result<(), SendError> {
         let mut frame = Vec::new();
-        self.shared.framing.encode(body, &mut frame).map_err(SendError::Frame)?;
+        self.shared.rules.framing.encode(body, &mut frame).map_err(SendError::Frame)?;
         self.send(frame)
     }
 
     fn over_budget(&self, queued: usize) -> SendError {
         let s = &*self.shared;
-        match s.policy {
+        match s.rules.policy {
             SlowConsumerPolicy::DropMessage => {
                 bump(&s.stats.messages_dropped);
                 if !s.warned.swap(true, Ordering::AcqRel) {
@@ -287,7 +290,7 @@ impl ConnHandle {
                          dropping messages",
                         s.peer,
                         s.id,
-                        s.max_outbound
+                        s.rules.max_outbound
                     );
                 }
                 SendError::Dropped
@@ -421,7 +424,7 @@ impl Conn<'_> {
     /// assert_eq!(h.output(), b"ok\n");
     /// ```
     pub fn send_frame(&mut self, body: &[u8]) -> Result<(), EncodeError> {
-        let (head, tail) = self.shared.framing.frame_parts(body)?;
+        let (head, tail) = self.shared.rules.framing.frame_parts(body)?;
         self.send(head.as_slice());
         self.send(body);
         self.send(tail);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::{Poll, Token, Waker};
 
-use crate::conn::{Conn, ConnHandle, ConnShared, Pending};
+use crate::conn::{Conn, ConnHandle, ConnShared, Pending, SendRules};
 use crate::connection::{ConnKey, Control, HalfClose};
 use crate::framing::{Decoder, Step};
 use crate::handler::{CloseReason, Flow, Handler};
@@ -106,16 +106,19 @@ impl<H: Handler> Harness<H> {
         let config = Config::default();
         let stats = Arc::new(Counters::new(1));
         stats.open.store(1, Ordering::Release);
+        let rules = SendRules {
+            max_outbound: config.max_outbound,
+            max_outbound_total: config.max_outbound_total,
+            policy: config.policy,
+            framing: handler.framing(),
+        };
         let shared = ConnShared::new(
             NEXT_ID.fetch_add(1, Ordering::Relaxed),
             ConnKey::default(),
             peer,
-            config.max_outbound,
-            config.max_outbound_total,
-            config.policy,
+            Arc::new(rules),
             mailbox,
             stats,
-            handler.framing(),
         );
         let decoder = Decoder::new(handler.framing());
         let mut h = Harness {

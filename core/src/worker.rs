@@ -18,7 +18,7 @@ use mio::{Events, Poll, Token, Waker};
 use slotmap::{Key, KeyData, SlotMap};
 
 use crate::clock;
-use crate::conn::{ConnShared, Pending};
+use crate::conn::{ConnShared, Pending, SendRules};
 use crate::connection::{ConnKey, Connection, Due, HalfClose, Stopped, Timeouts, Writing};
 use crate::cpu::IdleCpu;
 use crate::framing::{Decoder, Step};
@@ -146,6 +146,8 @@ pub(crate) struct Worker<H: Handler> {
     /// Handshakes refused since the last log line about them, and when
     /// that was.
     refused: (u64, Option<Instant>),
+    /// The sending rules every connection opened here shares.
+    rules: Arc<SendRules>,
 }
 
 macro_rules! guarded {
@@ -175,7 +177,14 @@ impl<H: Handler> Worker<H> {
             busy: Arc::clone(&busy),
         };
         let scratch = vec![0; shared.config.read_buffer];
+        let rules = Arc::new(SendRules {
+            max_outbound: shared.config.max_outbound,
+            max_outbound_total: shared.config.max_outbound_total,
+            policy: shared.config.policy,
+            framing: handler.framing(),
+        });
         let worker = Worker {
+            rules,
             index,
             poll,
             handler,
@@ -689,11 +698,9 @@ impl<H: Handler> Worker<H> {
     fn open(&mut self, sock: TcpStream, peer: SocketAddr) {
         let config = &self.shared.config;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let (max_outbound, max_total, policy) =
-            (config.max_outbound, config.max_outbound_total, config.policy);
         let (mailbox, stats, now) = (&self.mailbox, &self.shared.stats, self.now);
-        let framing = self.handler.framing();
-        let decoder = Decoder::new(framing);
+        let rules = &self.rules;
+        let decoder = Decoder::new(rules.framing);
         let sock = match Transport::new(sock, &config.transport, now) {
             Ok(sock) => sock,
             Err(e) => {
@@ -705,17 +712,8 @@ impl<H: Handler> Worker<H> {
             }
         };
         let key = self.conns.insert_with_key(|key| {
-            let shared = ConnShared::new(
-                id,
-                key,
-                peer,
-                max_outbound,
-                max_total,
-                policy,
-                Arc::clone(mailbox),
-                Arc::clone(stats),
-                framing,
-            );
+            let shared =
+                ConnShared::new(id, key, peer, Arc::clone(rules), Arc::clone(mailbox), Arc::clone(stats));
             Connection::new(sock, Arc::new(shared), decoder, now)
         });
         let c = &mut self.conns[key];
