@@ -150,9 +150,10 @@ fn a_stalled_handshake_is_closed_at_the_handshake_timeout() {
     let pki = TestPki::create(dir.path());
     let timeout = Duration::from_millis(600);
     let server = start(&pki, &["--handler", "echo", "--handshake-timeout", "600ms", "--idle-timeout", "5m"]);
+    // Before the connection exists: the server's deadline cannot start earlier.
+    let started = Instant::now();
     let mut s = TcpStream::connect(server.addr).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let started = Instant::now();
     // The first bytes of a ClientHello record, then nothing.
     s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x80, 0x01]).unwrap();
     let mut got = Vec::new();

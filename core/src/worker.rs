@@ -698,7 +698,9 @@ impl<H: Handler> Worker<H> {
     fn open(&mut self, sock: TcpStream, peer: SocketAddr) {
         let config = &self.shared.config;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let (mailbox, stats, now) = (&self.mailbox, &self.shared.stats, self.now);
+        // A fresh reading, not this turn's: the connection's handshake and
+        // idle deadlines must not start before it was accepted.
+        let (mailbox, stats, now) = (&self.mailbox, &self.shared.stats, Instant::now());
         let rules = &self.rules;
         let decoder = Decoder::new(rules.framing);
         let sock = match Transport::new(sock, &config.transport, now) {
