@@ -99,3 +99,22 @@ fn raise_fd_limit() {
         let _ = setrlimit(Resource::Nofile, limit);
     }
 }
+
+/// The next connection of `listener`, with TCP_NODELAY set (as every
+/// baseline wants). Out of descriptors and the like: says so, naming
+/// `name`, and backs off 10 ms instead of spinning.
+#[allow(dead_code)] // the UDP baseline includes this file and has no listener
+pub(crate) async fn accept(name: &str, listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((socket, _)) => {
+                let _ = socket.set_nodelay(true);
+                return socket;
+            }
+            Err(e) => {
+                eprintln!("{name}: accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

@@ -51,16 +51,7 @@ async fn serve(listen: &str) -> std::io::Result<()> {
     let members: Members = Arc::default();
     let mut next_id = 1u64;
     loop {
-        let (socket, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                eprintln!("tokio-chat: accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
+        let socket = baseline::accept("tokio-chat", &listener).await;
         let id = next_id;
         next_id += 1;
         tokio::spawn(member(id, socket, members.clone()));

@@ -29,16 +29,7 @@ async fn serve(listen: &str) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     baseline::announce(listener.local_addr()?)?;
     loop {
-        let (mut socket, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                eprintln!("tokio-echo: accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
+        let mut socket = baseline::accept("tokio-echo", &listener).await;
         tokio::spawn(async move {
             let mut buf = [0u8; 4096];
             loop {

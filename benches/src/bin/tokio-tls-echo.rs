@@ -44,15 +44,7 @@ async fn serve(listen: &str, acceptor: TlsAcceptor) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     baseline::announce(listener.local_addr()?)?;
     loop {
-        let (socket, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("tokio-tls-echo: accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
+        let socket = baseline::accept("tokio-tls-echo", &listener).await;
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let Ok(mut tls) = acceptor.accept(socket).await else { return };
