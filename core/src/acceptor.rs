@@ -19,8 +19,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustix::io::Errno;
 
+use crate::config::Shared;
 use crate::mailbox::{Mail, WorkerLink};
-use crate::server::Shared;
 use crate::shutdown::Phase;
 use crate::stats::bump;
 

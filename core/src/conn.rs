@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::connection::{ConnKey, Control, HalfClose};
 use crate::framing::{EncodeError, Framing};
-use crate::mailbox::{Mail, Mailbox, Route, To};
+use crate::mailbox::{ConnKey, Mail, Mailbox, Pending, Route, To};
 use crate::message::{Message, Payload};
 use crate::outbound::Outbound;
 use crate::stats::{bump, Counters};
@@ -57,25 +56,6 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// What a handle queued for its connection, applied by the owning worker in
-/// the order queued.
-pub(crate) enum Pending {
-    Send(Message),
-    SendFile {
-        file: Arc<File>,
-        offset: u64,
-        len: u64,
-    },
-    /// A [`Deferred`] is done: everything it sent is ahead of this.
-    Release,
-    /// Shut the write side once everything before is written.
-    ShutdownWrite,
-    /// Close: a slow consumer (at once) or on request (after flushing).
-    Close {
-        slow: bool,
-    },
-}
-
 /// The part of a connection shared with its handles.
 pub(crate) struct ConnShared {
     pub(crate) id: u64,
@@ -87,7 +67,7 @@ pub(crate) struct ConnShared {
     pub(crate) peer: SocketAddr,
     /// Bytes queued for this connection and not yet written, in its queue or
     /// on the way in its worker's mailbox.
-    queued: AtomicUsize,
+    pub(crate) queued: AtomicUsize,
     pub(crate) closed: AtomicBool,
     /// The handler asked for a half-close: nothing more may be sent.
     pub(crate) write_shut: AtomicBool,
@@ -360,6 +340,36 @@ impl fmt::Debug for Conn<'_> {
             .field("queued", &self.queued())
             .finish()
     }
+}
+
+/// What a handler callback asked of the worker through its
+/// [`Conn`](crate::Conn); the worker settles it after every callback.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// Reading is paused until then.
+    pub(crate) paused_until: Option<Instant>,
+    /// The pause deadline the worker has a wake-up scheduled for.
+    pub(crate) pause_scheduled: Option<Instant>,
+    /// Close once the callback returns (as [`Flow::Close`](crate::Flow::Close)).
+    pub(crate) close: bool,
+    /// Armed timers: (id, deadline).
+    pub(crate) timers: Vec<(u64, Instant)>,
+    /// Some timer was armed or moved earlier since the worker last looked.
+    pub(crate) timers_changed: bool,
+    /// The handler's half-close ([`Conn::shutdown_write`](crate::Conn::shutdown_write)).
+    pub(crate) half_close: HalfClose,
+}
+
+/// The handler's half-close of a connection that stays open for reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum HalfClose {
+    /// Not asked for.
+    #[default]
+    No,
+    /// Asked for: shut the write side once what is queued is written.
+    Asked,
+    /// The write side is shut.
+    Done,
 }
 
 /// The most timers one connection may have armed at once.

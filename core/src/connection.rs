@@ -7,19 +7,12 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::conn::{Conn, ConnShared};
-use crate::framing::Decoder;
-use crate::handler::CloseReason;
+use crate::close::CloseReason;
+use crate::conn::{Conn, ConnShared, Control, HalfClose};
+use crate::framer::{Fed, Framer};
 use crate::mailbox::Mail;
 use crate::outbound::Outbound;
 use crate::transport::Transport;
-
-slotmap::new_key_type! {
-    /// Where a connection lives on its worker: a generational key, so a
-    /// handle's mail for a connection that closed never reaches the next
-    /// connection in the same slot.
-    pub(crate) struct ConnKey;
-}
 
 /// File regions queued for one connection before reading from it stops.
 pub(crate) const MAX_QUEUED_FILES: usize = 16;
@@ -53,36 +46,6 @@ pub(crate) enum Hold {
     Deferred,
 }
 
-/// What a handler callback asked of the worker through its
-/// [`Conn`](crate::Conn); the worker settles it after every callback.
-#[derive(Debug, Default)]
-pub(crate) struct Control {
-    /// Reading is paused until then.
-    pub(crate) paused_until: Option<Instant>,
-    /// The pause deadline the worker has a wake-up scheduled for.
-    pub(crate) pause_scheduled: Option<Instant>,
-    /// Close once the callback returns (as [`Flow::Close`](crate::Flow::Close)).
-    pub(crate) close: bool,
-    /// Armed timers: (id, deadline).
-    pub(crate) timers: Vec<(u64, Instant)>,
-    /// Some timer was armed or moved earlier since the worker last looked.
-    pub(crate) timers_changed: bool,
-    /// The handler's half-close ([`Conn::shutdown_write`](crate::Conn::shutdown_write)).
-    pub(crate) half_close: HalfClose,
-}
-
-/// The handler's half-close of a connection that stays open for reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum HalfClose {
-    /// Not asked for.
-    #[default]
-    No,
-    /// Asked for: shut the write side once what is queued is written.
-    Asked,
-    /// The write side is shut.
-    Done,
-}
-
 /// What a connection is due for at a sweep of the timeouts.
 #[derive(Debug)]
 pub(crate) enum Due {
@@ -97,18 +60,6 @@ pub(crate) enum Due {
     Drain,
 }
 
-/// Where a pass of the decoder over the input stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stopped {
-    /// The decoder needs more input: what is left is one incomplete frame
-    /// (or the rest of a frame being skipped).
-    NeedsInput,
-    /// Frames are held (a deferred reply, a pause, backpressure) or the
-    /// connection is closing: what is left may be whole frames, waiting on
-    /// the server, not on the peer.
-    Held,
-}
-
 /// The limits a sweep checks.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timeouts {
@@ -121,10 +72,9 @@ pub(crate) struct Connection<S> {
     pub(crate) sock: Transport,
     pub(crate) shared: Arc<ConnShared>,
     pub(crate) session: Option<S>,
-    pub(crate) decoder: Decoder,
-    /// The unconsumed tail of the input: at most one incomplete frame, or
-    /// what the last read brought while frames were held.
-    pub(crate) tail: Vec<u8>,
+    /// The unconsumed input and its decoder: at most one incomplete frame,
+    /// or what the last read brought while frames were held.
+    pub(crate) framer: Framer,
     pub(crate) out: Outbound,
     pub(crate) writing: Writing,
     /// Reading stopped for backpressure (kept with hysteresis: set above the
@@ -146,13 +96,12 @@ pub(crate) struct Connection<S> {
 }
 
 impl<S> Connection<S> {
-    pub(crate) fn new(sock: Transport, shared: Arc<ConnShared>, decoder: Decoder, now: Instant) -> Self {
+    pub(crate) fn new(sock: Transport, shared: Arc<ConnShared>, framer: Framer, now: Instant) -> Self {
         Connection {
             sock,
             shared,
             session: None,
-            decoder,
-            tail: Vec::new(),
+            framer,
             out: Outbound::default(),
             writing: Writing::Open,
             backpressure: false,
@@ -225,7 +174,7 @@ impl<S> Connection<S> {
         }
         self.writing = Writing::Flushing;
         self.backpressure = false;
-        self.tail = Vec::new();
+        self.framer.clear();
         self.partial_since = None;
         self.reason = Some(reason);
         true
@@ -247,19 +196,18 @@ impl<S> Connection<S> {
     }
 
     /// Whether the input ends mid-frame, and since when, after the decoder
-    /// ran (`completed`: a frame was completed in this pass). Only the bytes
+    /// ran (`completed`: a frame was completed in this pass; `fed`: where
+    /// the pass stopped, [`Fed::Stopped`] when frames are held or the
+    /// connection is closing). Only the bytes
     /// of an incomplete frame count: frames held behind a deferred reply, a
     /// pause or backpressure wait on the server, and no more is read while
     /// they do, so the frame timeout does not run until they are served.
-    pub(crate) fn track_partial(&mut self, stopped: Stopped, completed: bool, now: Instant) {
-        let partial = stopped == Stopped::NeedsInput && (!self.tail.is_empty() || self.decoder.skipping());
+    pub(crate) fn track_partial(&mut self, fed: Fed, completed: bool, now: Instant) {
+        let partial = fed == Fed::NeedsInput && self.framer.is_partial();
         if !partial {
             self.partial_since = None;
         } else if completed || self.partial_since.is_none() {
             self.partial_since = Some(now);
-        }
-        if self.tail.capacity() > 0 && self.tail.is_empty() {
-            self.tail = Vec::new();
         }
     }
 
@@ -304,7 +252,7 @@ impl<S> Connection<S> {
         }
         let quiet = self.out.is_empty()
             && !self.shared.deferred()
-            && self.tail.is_empty()
+            && self.framer.buffered() == 0
             && now.saturating_duration_since(self.last_read) >= t.quiet;
         (draining && quiet).then_some(Due::Drain)
     }

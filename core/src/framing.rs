@@ -318,6 +318,11 @@ impl Decoder {
         }
     }
 
+    /// The framing it decodes.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
     /// Whether the decoder is in the middle of skipping a rejected frame.
     pub fn skipping(&self) -> bool {
         self.skip > 0

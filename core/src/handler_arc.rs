@@ -5,10 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::close::CloseReason;
 use crate::conn::Conn;
 use crate::datagram::{DatagramHandler, PeerClose, Reply};
 use crate::framing::{FrameError, Framing};
-use crate::handler::{CloseReason, Flow, Handler};
+use crate::handler::{Flow, Handler};
 
 impl<H: Handler> Handler for Arc<H> {
     type Session = H::Session;

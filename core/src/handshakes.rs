@@ -23,8 +23,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::connection::ConnKey;
-use crate::mailbox::{Mail, Mailbox};
+use crate::mailbox::{ConnKey, Mail, Mailbox};
 use crate::tls::{Handshake, TlsStream};
 
 /// The nice value of a pool thread: the workers (0) come first.

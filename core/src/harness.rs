@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::{Poll, Token, Waker};
 
-use crate::conn::{Conn, ConnHandle, ConnShared, Pending, SendRules};
-use crate::connection::{ConnKey, Control, HalfClose};
-use crate::framing::{Decoder, Step};
-use crate::handler::{CloseReason, Flow, Handler};
-use crate::mailbox::{Mail, Mailbox};
+use crate::close::CloseReason;
+use crate::config::Config;
+use crate::conn::{Conn, ConnHandle, ConnShared, Control, HalfClose, SendRules};
+use crate::framer::{Framer, Item};
+use crate::handler::{Flow, Handler};
+use crate::mailbox::{ConnKey, Mail, Mailbox, Pending};
 use crate::outbound::Outbound;
-use crate::server::Config;
 use crate::stats::Counters;
 
 /// Connection ids of harnesses, distinct in the process as on a server.
@@ -70,8 +70,7 @@ pub struct Harness<H: Handler> {
     shared: Arc<ConnShared>,
     out: Outbound,
     ctl: Control,
-    decoder: Decoder,
-    tail: Vec<u8>,
+    framer: Framer,
     rx: Receiver<Mail>,
     /// Set once a callback closed the connection (or a handle asked to).
     closing: Option<CloseReason>,
@@ -120,15 +119,14 @@ impl<H: Handler> Harness<H> {
             mailbox,
             stats,
         );
-        let decoder = Decoder::new(handler.framing());
+        let framer = Framer::new(handler.framing());
         let mut h = Harness {
             handler,
             session: None,
             shared: Arc::new(shared),
             out: Outbound::default(),
             ctl: Control::default(),
-            decoder,
-            tail: Vec::new(),
+            framer,
             rx,
             closing: None,
             released: 0,
@@ -149,8 +147,7 @@ impl<H: Handler> Harness<H> {
     /// handed to [`Handler::frame`] (or `frame_error`) while the connection
     /// takes frames. Returns [`Flow::Close`] once the connection is closing.
     pub fn input(&mut self, bytes: &[u8]) -> Flow {
-        self.tail.extend_from_slice(bytes);
-        self.serve()
+        self.serve_with(bytes)
     }
 
     /// The peer finished sending: [`Handler::eof`], then the connection
@@ -294,7 +291,8 @@ impl<H: Handler> Harness<H> {
     pub fn output(&mut self) -> Vec<u8> {
         self.take_mail();
         let mut sink = Vec::new();
-        if self.out.drain_into(&mut sink, &self.shared, &self.shared.stats.workers[0].queued).is_err() {
+        if self.out.drain_into(&mut sink, &self.shared.queued, &self.shared.stats.workers[0].queued).is_err()
+        {
             self.closing.get_or_insert(CloseReason::FileTruncated);
         }
         if self.backpressure && self.update_backpressure() {
@@ -366,40 +364,33 @@ impl<H: Handler> Harness<H> {
     }
 
     fn serve(&mut self) -> Flow {
-        let mut pos = 0;
-        while self.closing.is_none() && self.held_by().is_none() {
-            let input = std::mem::take(&mut self.tail);
-            let step = self.decoder.next(&input[pos..]);
-            let (flow, reason) = match step {
-                Step::Incomplete => {
-                    self.tail = input;
-                    break;
-                }
-                Step::Skip(used) => {
-                    pos += used;
-                    self.tail = input;
-                    continue;
-                }
-                Step::Frame(frame, used) => {
-                    pos += used;
-                    let (handler, session, mut conn) = self.parts(false);
-                    (handler.frame(session, frame, &mut conn), CloseReason::Handler)
-                }
-                Step::Error(err, used) => {
-                    pos += used;
-                    let (handler, session, mut conn) = self.parts(false);
-                    match handler.frame_error(session, err, &mut conn) {
+        self.serve_with(&[])
+    }
+
+    /// Serves what the framer holds, then `fresh`, while the connection
+    /// takes frames; keeps the rest.
+    fn serve_with(&mut self, fresh: &[u8]) -> Flow {
+        let framing = self.framer.framing();
+        let mut framer = std::mem::replace(&mut self.framer, Framer::new(framing));
+        if self.closing.is_none() && self.held_by().is_none() {
+            framer.feed(fresh, |item| {
+                let (handler, session, mut conn) = self.parts(false);
+                let (flow, reason) = match item {
+                    Item::Frame(frame) => (handler.frame(session, frame, &mut conn), CloseReason::Handler),
+                    Item::Error(err) => match handler.frame_error(session, err, &mut conn) {
                         Flow::Continue if !err.is_fatal() => (Flow::Continue, CloseReason::Handler),
                         _ => (Flow::Close, CloseReason::BadFrame(err)),
-                    }
-                }
-            };
-            self.tail = input;
-            self.settle(flow, reason);
-            self.take_mail();
-            self.update_backpressure();
+                    },
+                };
+                self.settle(flow, reason);
+                self.take_mail();
+                self.update_backpressure();
+                self.closing.is_none() && self.held_by().is_none()
+            });
+        } else if self.closing.is_none() {
+            framer.hold(fresh);
         }
-        self.tail.drain(..pos.min(self.tail.len()));
+        self.framer = framer;
         if self.closing.is_some() {
             Flow::Close
         } else {

@@ -42,11 +42,14 @@
 mod acceptor;
 mod budget;
 mod clock;
+mod close;
+mod config;
 mod conn;
 mod connection;
 mod cpu;
 pub mod datagram;
 mod err;
+mod framer;
 mod framing;
 mod handler;
 mod handler_arc;
@@ -66,10 +69,12 @@ mod transport;
 mod worker;
 mod worker_stats;
 
+pub use close::CloseReason;
 pub use conn::{Conn, ConnHandle, Deferred, SendError, SlowConsumerPolicy, MAX_TIMERS};
 pub use err::StartError;
+pub use framer::{Fed, Framer, Item};
 pub use framing::{Decoder, EncodeError, FrameError, Framing, Prefix, Step};
-pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
+pub use handler::{handler_fn, Flow, FnHandler, Handler};
 pub use harness::{Harness, Held};
 pub use message::{Message, Payload};
 /// The rustls version the server speaks, to build a

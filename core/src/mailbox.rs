@@ -2,6 +2,7 @@
 //! deferred replies) send to the worker that owns a connection.
 
 use std::any::Any;
+use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -9,9 +10,34 @@ use crossbeam_channel::Sender;
 use mio::net::TcpStream;
 use mio::Waker;
 
-use crate::conn::Pending;
-use crate::connection::ConnKey;
+use crate::message::Message;
 use crate::tls::{Handshake, TlsStream};
+
+slotmap::new_key_type! {
+    /// Where a connection lives on its worker: a generational key, so a
+    /// handle's mail for a connection that closed never reaches the next
+    /// connection in the same slot.
+    pub(crate) struct ConnKey;
+}
+
+/// What a handle queued for its connection, applied by the owning worker in
+/// the order queued.
+pub(crate) enum Pending {
+    Send(Message),
+    SendFile {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
+    /// A [`Deferred`] is done: everything it sent is ahead of this.
+    Release,
+    /// Shut the write side once everything before is written.
+    ShutdownWrite,
+    /// Close: a slow consumer (at once) or on request (after flushing).
+    Close {
+        slow: bool,
+    },
+}
 
 /// Who a piece of mail is for: the connection's key on the worker it was
 /// posted to (null while the connection is moving to that worker) and its

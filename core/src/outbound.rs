@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use rustix::io::Errno;
 
-use crate::conn::ConnShared;
 use crate::message::Message;
 use crate::transport::Transport;
 
@@ -125,7 +124,7 @@ impl Outbound {
     pub(crate) fn write_to(
         &mut self,
         sock: &mut Transport,
-        shared: &ConnShared,
+        queued: &AtomicUsize,
         held: &AtomicUsize,
         spare: &mut [u8],
     ) -> Result<u64, WriteError> {
@@ -139,7 +138,7 @@ impl Outbound {
                 },
                 Some(Chunk::File { .. }) => self.write_file(sock, spare),
                 Some(_) => self.write_bytes(sock).inspect(|&n| {
-                    shared.sub_queued(n);
+                    queued.fetch_sub(n, Ordering::AcqRel);
                     held.fetch_sub(n, Ordering::Relaxed);
                 }),
             };
@@ -161,7 +160,7 @@ impl Outbound {
     pub(crate) fn drain_into(
         &mut self,
         sink: &mut Vec<u8>,
-        shared: &ConnShared,
+        queued: &AtomicUsize,
         total: &AtomicUsize,
     ) -> Result<(), WriteError> {
         while let Some(chunk) = self.chunks.pop_front() {
@@ -174,7 +173,7 @@ impl Outbound {
                 file.read_exact_at(&mut sink[start..], offset).map_err(|_| WriteError::FileTruncated)?;
             } else if let Some(bytes) = chunk.bytes() {
                 sink.extend_from_slice(&bytes[head..]);
-                shared.sub_queued(bytes.len() - head);
+                queued.fetch_sub(bytes.len() - head, Ordering::AcqRel);
                 total.fetch_sub(bytes.len() - head, Ordering::Relaxed);
             }
         }

@@ -19,7 +19,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::clock;
-use crate::handler::CloseReason;
+use crate::close::CloseReason;
 use crate::proxy::{HeaderReader, Parsed};
 use crate::tls::{Handshake, TlsStream};
 

@@ -18,15 +18,16 @@ use mio::{Events, Poll, Token, Waker};
 use slotmap::{Key, KeyData, SlotMap};
 
 use crate::clock;
-use crate::conn::{ConnShared, Pending, SendRules};
-use crate::connection::{ConnKey, Connection, Due, HalfClose, Stopped, Timeouts, Writing};
+use crate::close::CloseReason;
+use crate::config::Shared;
+use crate::conn::{ConnShared, HalfClose, SendRules};
+use crate::connection::{Connection, Due, Timeouts, Writing};
 use crate::cpu::IdleCpu;
-use crate::framing::{Decoder, Step};
-use crate::handler::{CloseReason, Flow, Handler};
+use crate::framer::{Fed, Framer, Item};
+use crate::handler::{Flow, Handler};
 use crate::handshakes::{self, Job, Pool, Refused};
-use crate::mailbox::{Mail, Mailbox, WorkerLink};
+use crate::mailbox::{ConnKey, Mail, Mailbox, Pending, WorkerLink};
 use crate::outbound::WriteError;
-use crate::server::Shared;
 use crate::shutdown::Phase as Lifecycle;
 use crate::stats::{add, bump, WorkerCounters};
 use crate::tls::TlsStream;
@@ -396,7 +397,7 @@ impl<H: Handler> Worker<H> {
         if !c.takes_frames() {
             return;
         }
-        if !c.tail.is_empty() && !self.process(key, 0) {
+        if c.framer.buffered() > 0 && !self.process(key, 0) {
             return;
         }
         self.ready.push(key);
@@ -702,7 +703,7 @@ impl<H: Handler> Worker<H> {
         // idle deadlines must not start before it was accepted.
         let (mailbox, stats, now) = (&self.mailbox, &self.shared.stats, Instant::now());
         let rules = &self.rules;
-        let decoder = Decoder::new(rules.framing);
+        let framer = Framer::new(rules.framing);
         let sock = match Transport::new(sock, &config.transport, now) {
             Ok(sock) => sock,
             Err(e) => {
@@ -716,7 +717,7 @@ impl<H: Handler> Worker<H> {
         let key = self.conns.insert_with_key(|key| {
             let shared =
                 ConnShared::new(id, key, peer, Arc::clone(rules), Arc::clone(mailbox), Arc::clone(stats));
-            Connection::new(sock, Arc::new(shared), decoder, now)
+            Connection::new(sock, Arc::new(shared), framer, now)
         });
         let c = &mut self.conns[key];
         if let Err(e) = c.sock.register(self.poll.registry(), token(key)) {
@@ -903,64 +904,52 @@ impl<H: Handler> Worker<H> {
         // that queued one marked the connection dirty (`settle`).
     }
 
-    /// Decodes the tail plus `scratch[..n]` and hands the frames to the
-    /// handler while the connection takes them. Returns whether reading may
-    /// go on.
+    /// Decodes what the framer holds plus `scratch[..n]` and hands the
+    /// frames to the handler while the connection takes them. Returns
+    /// whether reading may go on.
     fn process(&mut self, key: ConnKey, n: usize) -> bool {
         let Some(c) = self.conns.get_mut(key) else { return false };
         let fresh = &self.scratch[..n];
-        let mut owned = std::mem::take(&mut c.tail);
-        let from_tail = !owned.is_empty();
-        if from_tail {
-            owned.extend_from_slice(fresh);
-        }
-        let input: &[u8] = if from_tail { &owned } else { fresh };
         let handler = &self.handler;
         let stats = &self.shared.stats;
         let counters = &stats.workers[self.index];
-        let high_water = self.shared.config.high_water;
-        let mut pos = 0;
+        let (high_water, draining) = (self.shared.config.high_water, self.draining);
         let mut completed = false;
-        let mut stopped = Stopped::Held;
         let mut outcome = Outcome::Continue;
-        while c.takes_frames() && !c.ctl.close {
-            let step = c.decoder.next(&input[pos..]);
-            let (session, mut conn) = c.parts(&self.shared.stats.workers[self.index].queued, self.draining);
-            let Some(session) = session else { break };
-            match step {
-                Step::Incomplete => {
-                    stopped = Stopped::NeedsInput;
-                    break;
+        // The framer leaves the connection while it hands out frames: the
+        // callbacks borrow the rest of it.
+        let mut framer = std::mem::replace(&mut c.framer, Framer::new(self.rules.framing));
+        let fed = if c.takes_frames() && !c.ctl.close {
+            framer.feed(fresh, |item| {
+                let (session, mut conn) = c.parts(&counters.queued, draining);
+                let Some(session) = session else { return false };
+                outcome = match item {
+                    Item::Frame(frame) => {
+                        completed = true;
+                        bump(&counters.frames);
+                        Outcome::of(guarded!(stats, handler.frame(session, frame, &mut conn)))
+                    }
+                    Item::Error(err) => {
+                        bump(&counters.frame_errors);
+                        match guarded!(stats, handler.frame_error(session, err, &mut conn)) {
+                            Some(Flow::Continue) if !err.is_fatal() => Outcome::Continue,
+                            Some(_) => Outcome::Close(CloseReason::BadFrame(err)),
+                            None => Outcome::Abort(CloseReason::HandlerPanic),
+                        }
+                    }
+                };
+                if !matches!(outcome, Outcome::Continue) {
+                    return false;
                 }
-                Step::Skip(used) => pos += used,
-                Step::Frame(frame, used) => {
-                    pos += used;
-                    completed = true;
-                    bump(&counters.frames);
-                    outcome = Outcome::of(guarded!(stats, handler.frame(session, frame, &mut conn)));
-                }
-                Step::Error(err, used) => {
-                    pos += used;
-                    bump(&counters.frame_errors);
-                    outcome = match guarded!(stats, handler.frame_error(session, err, &mut conn)) {
-                        Some(Flow::Continue) if !err.is_fatal() => Outcome::Continue,
-                        Some(_) => Outcome::Close(CloseReason::BadFrame(err)),
-                        None => Outcome::Abort(CloseReason::HandlerPanic),
-                    };
-                }
-            }
-            if !matches!(outcome, Outcome::Continue) {
-                break;
-            }
-            c.update_backpressure(high_water);
-        }
-        if from_tail {
-            owned.drain(..pos);
-            c.tail = owned;
-        } else if pos < input.len() {
-            c.tail = input[pos..].to_vec();
-        }
-        c.track_partial(stopped, completed, self.now);
+                c.update_backpressure(high_water);
+                c.takes_frames() && !c.ctl.close
+            })
+        } else {
+            framer.hold(fresh);
+            Fed::Stopped
+        };
+        c.framer = framer;
+        c.track_partial(fed, completed, self.now);
         self.settle(key, outcome)
     }
 
@@ -971,7 +960,7 @@ impl<H: Handler> Worker<H> {
         if !c.out.is_empty() || c.sock.wants_write() {
             match c.out.write_to(
                 &mut c.sock,
-                &c.shared,
+                &c.shared.queued,
                 &self.shared.stats.workers[self.index].queued,
                 &mut self.scratch,
             ) {

@@ -1,9 +1,9 @@
-//! Runs a [`Decoder`] over an input cut into arbitrary chunks, the way the
+//! Runs a [`Framer`] over an input cut into arbitrary chunks, the way the
 //! server feeds it, checks its invariants at every step, and compares what it
 //! decodes with a plain model of the framing. Shared by the regression tests
 //! and the fuzz targets (`fuzz/`).
 
-use switchboard::{Decoder, FrameError, Framing, Step};
+use switchboard::{Decoder, FrameError, Framer, Framing, Item};
 
 /// What a decoder made of a stream: frames and errors, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,14 +14,14 @@ pub enum Event {
     Error(FrameError),
 }
 
-/// Feeds `input` to a fresh decoder in chunks ending at `cuts` (positions,
-/// in any order, out-of-range ones ignored), as the server does: the caller
-/// keeps what the decoder has not used and appends the next chunk. Panics on
-/// a broken invariant:
-/// - a step never uses more than it was given, and makes progress unless it
-///   says `Incomplete`;
+/// Feeds `input` to a fresh [`Framer`] in chunks ending at `cuts`
+/// (positions, in any order, out-of-range ones ignored), as the server
+/// does. Panics on a broken invariant:
+/// - a decoder step never uses more than it was given, and makes progress
+///   unless it says `Incomplete` (checked inside the framer's loop, in
+///   debug builds);
 /// - a frame is never over the framing's maximum;
-/// - after `Incomplete`, the input held never exceeds `max_pending()`;
+/// - after each chunk, the input held never exceeds `max_pending()`;
 /// - decoding stops at a fatal error (the server closes the connection).
 pub fn decode_in_chunks(framing: Framing, input: &[u8], cuts: &[usize]) -> Vec<Event> {
     let mut ends: Vec<usize> = cuts.iter().copied().filter(|&c| c > 0 && c < input.len()).collect();
@@ -29,45 +29,33 @@ pub fn decode_in_chunks(framing: Framing, input: &[u8], cuts: &[usize]) -> Vec<E
     ends.sort_unstable();
     ends.dedup();
     let max = framing.max_frame();
-    let mut dec = Decoder::new(framing);
-    let mut held: Vec<u8> = Vec::new();
+    let max_pending = Decoder::new(framing).max_pending();
+    let mut framer = Framer::new(framing);
     let mut out = Vec::new();
     let mut start = 0;
     for end in ends {
-        held.extend_from_slice(&input[start..end]);
-        start = end;
-        let mut pos = 0;
-        // Each step uses at least one byte, so this ends within held.len() + 1 steps.
-        for _ in 0..=held.len() {
-            let rest = &held[pos..];
-            match dec.next(rest) {
-                Step::Frame(frame, used) => {
-                    assert!(used > 0 && used <= rest.len(), "frame used {used} of {}", rest.len());
+        let mut fatal = false;
+        framer.feed(&input[start..end], |item| {
+            match item {
+                Item::Frame(frame) => {
                     assert!(frame.len() <= max, "frame of {} bytes over the {max} maximum", frame.len());
                     out.push(Event::Frame(frame.to_vec()));
-                    pos += used;
                 }
-                Step::Error(e, used) => {
-                    assert!(used > 0 && used <= rest.len(), "error used {used} of {}", rest.len());
+                Item::Error(e) => {
+                    fatal = e.is_fatal();
                     out.push(Event::Error(e));
-                    if e.is_fatal() {
-                        return out;
-                    }
-                    pos += used;
                 }
-                Step::Skip(used) => {
-                    assert!(used > 0 && used <= rest.len(), "skip used {used} of {}", rest.len());
-                    pos += used;
-                }
-                Step::Incomplete => break,
             }
+            true
+        });
+        start = end;
+        if fatal {
+            return out;
         }
-        held.drain(..pos);
         assert!(
-            held.len() <= dec.max_pending(),
-            "{} bytes held undecided, max_pending is {}",
-            held.len(),
-            dec.max_pending()
+            framer.buffered() <= max_pending,
+            "{} bytes held undecided, max_pending is {max_pending}",
+            framer.buffered()
         );
     }
     out

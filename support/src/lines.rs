@@ -1,7 +1,7 @@
 //! The input layout of the fuzz targets, and line cutting as the server
 //! does it.
 
-use switchboard::{Decoder, Framing, Step};
+use switchboard::{Framer, Framing, Item};
 
 /// Splits fuzz data into read boundaries and the stream: the first byte is
 /// how many cuts follow (up to 15), each a little-endian u16 position.
@@ -19,18 +19,12 @@ pub fn cuts(data: &[u8]) -> (Vec<usize>, &[u8]) {
 /// Cuts `data` into lines as a server with `Framing::lines(max)` would and
 /// calls `f` on each whole line, then on the unterminated rest.
 pub fn for_each_line(data: &[u8], max: usize, mut f: impl FnMut(&[u8])) {
-    let mut dec = Decoder::new(Framing::lines(max));
-    let mut rest = data;
-    // Each step uses at least one byte.
-    for _ in 0..=data.len() {
-        match dec.next(rest) {
-            Step::Frame(line, used) => {
-                f(line);
-                rest = &rest[used..];
-            }
-            Step::Error(_, used) | Step::Skip(used) => rest = &rest[used..],
-            Step::Incomplete => break,
+    let mut framer = Framer::new(Framing::lines(max));
+    framer.feed(data, |item| {
+        if let Item::Frame(line) = item {
+            f(line);
         }
-    }
-    f(rest);
+        true
+    });
+    f(framer.held());
 }
