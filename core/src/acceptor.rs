@@ -19,6 +19,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustix::io::Errno;
 
+use crate::admission::Admission;
 use crate::config::Shared;
 use crate::mailbox::{Mail, WorkerLink};
 use crate::shutdown::Phase;
@@ -234,12 +235,10 @@ impl Acceptor {
             return;
         };
         bump(&stats.accepted);
-        stats.open.fetch_add(1, Ordering::AcqRel);
-        worker.load.fetch_add(1, Ordering::AcqRel);
-        if worker.mailbox.post(Mail::Conn(sock, peer)).is_err() {
+        let admission = Admission::new(stats, &worker.load);
+        if worker.mailbox.post(Mail::Conn(sock, peer, admission)).is_err() {
+            // (The mail, its admission with it, is dropped: counted off.)
             log::error!("{peer}: a worker has stopped; closing the connection");
-            stats.open.fetch_sub(1, Ordering::AcqRel);
-            worker.load.fetch_sub(1, Ordering::AcqRel);
             bump(&stats.closed);
         }
     }

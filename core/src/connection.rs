@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::admission::Admission;
 use crate::close::CloseReason;
 use crate::conn::{Conn, ConnShared, Control, HalfClose};
 use crate::framer::{Fed, Framer};
@@ -17,7 +18,60 @@ use crate::transport::Transport;
 /// File regions queued for one connection before reading from it stops.
 pub(crate) const MAX_QUEUED_FILES: usize = 16;
 
-/// The writing side.
+/// Where a connection is in its life. The session exists from the
+/// handler's `open` to its `close`, and a closing connection always knows
+/// why it closes: neither is an `Option` to be filled in later.
+///
+/// ```text
+///            preamble done (open)            begin_close(reason)
+///  Preamble ─────────────────────▶ Open(S) ─────────────────────▶ Closing { S, reason, Flushing }
+///     │                               │                                   │ queue written, no
+///     │ error, timeout, drain         │ error, panic,                     │ deferred reply left:
+///     │ (End::Now)                    │ timeout (End::Now)                 ▼ write side shut
+///     ▼                               ▼                             Closing { S, reason, Lingering(until) }
+///   closed ◀──────────────────────── closed ◀──────────────────────────────┘ peer's EOF, deadline,
+///                                                                            shutdown (End::Lingered)
+/// ```
+#[derive(Debug)]
+pub(crate) enum Life<S> {
+    /// Before the handler's `open`: a PROXY header, a TLS handshake.
+    Preamble,
+    /// The session is open: frames go to the handler.
+    Open(S),
+    /// A graceful close, begun for `reason`: what is queued is written,
+    /// then the write side is shut and the connection lingers.
+    Closing {
+        session: S,
+        reason: CloseReason,
+        /// `None` while flushing; the linger deadline once the write side
+        /// is shut.
+        linger: Option<Instant>,
+    },
+}
+
+/// How a connection ends, as its worker removes it.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// At once, for this reason (an error, a timeout, a forced close).
+    Now(CloseReason),
+    /// The graceful close is over: a lingering connection (everything
+    /// delivered) ends with the reason its close began with; any other is
+    /// cut short by the shutdown ([`CloseReason::Forced`]).
+    Lingered,
+}
+
+/// What [`Connection::begin_close`] did.
+#[derive(Debug)]
+pub(crate) enum Closing {
+    /// The graceful close began: flush.
+    Began,
+    /// It was closing already.
+    Already,
+    /// No session to close gracefully (still in its preamble): close now.
+    Now(CloseReason),
+}
+
+/// The writing side, as [`Life`] implies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Writing {
     /// Replies are taken and written as the socket allows.
@@ -71,18 +125,15 @@ pub(crate) struct Timeouts {
 pub(crate) struct Connection<S> {
     pub(crate) sock: Transport,
     pub(crate) shared: Arc<ConnShared>,
-    pub(crate) session: Option<S>,
+    pub(crate) life: Life<S>,
     /// The unconsumed input and its decoder: at most one incomplete frame,
     /// or what the last read brought while frames were held.
     pub(crate) framer: Framer,
     pub(crate) out: Outbound,
-    pub(crate) writing: Writing,
     /// Reading stopped for backpressure (kept with hysteresis: set above the
     /// high-water mark, cleared below half of it).
     pub(crate) backpressure: bool,
     pub(crate) ctl: Control,
-    /// Why the connection is closing, once it is.
-    pub(crate) reason: Option<CloseReason>,
     pub(crate) last_io: Instant,
     pub(crate) last_read: Instant,
     /// When the frame now incomplete started (the frame timeout).
@@ -93,25 +144,32 @@ pub(crate) struct Connection<S> {
     /// Boxed: a pointer in every connection, the vector only in one moving.
     #[allow(clippy::box_collection)]
     pub(crate) held: Option<Box<Vec<Mail>>>,
+    /// Counts the connection as open until it is dropped.
+    pub(crate) admission: Admission,
 }
 
 impl<S> Connection<S> {
-    pub(crate) fn new(sock: Transport, shared: Arc<ConnShared>, framer: Framer, now: Instant) -> Self {
+    pub(crate) fn new(
+        sock: Transport,
+        shared: Arc<ConnShared>,
+        framer: Framer,
+        admission: Admission,
+        now: Instant,
+    ) -> Self {
         Connection {
             sock,
             shared,
-            session: None,
+            life: Life::Preamble,
             framer,
             out: Outbound::default(),
-            writing: Writing::Open,
             backpressure: false,
             ctl: Control::default(),
-            reason: None,
             last_io: now,
             last_read: now,
             partial_since: None,
             linger_read: 0,
             held: None,
+            admission,
         }
     }
 
@@ -123,7 +181,52 @@ impl<S> Connection<S> {
         draining: bool,
     ) -> (Option<&'a mut S>, Conn<'a>) {
         let conn = Conn { shared: &self.shared, out: &mut self.out, held, draining, ctl: &mut self.ctl };
-        (self.session.as_mut(), conn)
+        let session = match &mut self.life {
+            Life::Preamble => None,
+            Life::Open(session) | Life::Closing { session, .. } => Some(session),
+        };
+        (session, conn)
+    }
+
+    /// The writing side: open until a close begins, then flushing, then
+    /// lingering.
+    pub(crate) fn writing(&self) -> Writing {
+        match self.life {
+            Life::Preamble | Life::Open(_) => Writing::Open,
+            Life::Closing { linger: None, .. } => Writing::Flushing,
+            Life::Closing { linger: Some(until), .. } => Writing::Lingering { until },
+        }
+    }
+
+    /// The preamble is done: the handler's `open` made `session`.
+    pub(crate) fn open(&mut self, session: S) {
+        self.life = Life::Open(session);
+    }
+
+    /// The write side is shut: read and discard until the peer's EOF or
+    /// `until`.
+    pub(crate) fn start_linger(&mut self, until: Instant) {
+        if let Life::Closing { linger, .. } = &mut self.life {
+            *linger = Some(until);
+        }
+    }
+
+    /// Ends the connection: its session (none before `open`) and why.
+    /// Its admission comes back to be dropped last, once the close is
+    /// counted and the handler has closed.
+    pub(crate) fn end(self, end: End) -> (Option<S>, CloseReason, Admission) {
+        let (session, reason) = match (self.life, end) {
+            (Life::Closing { session, reason, linger: Some(_) }, End::Lingered) => (Some(session), reason),
+            (Life::Preamble, End::Now(reason)) => (None, reason),
+            (Life::Open(session) | Life::Closing { session, .. }, End::Now(reason)) => {
+                (Some(session), reason)
+            }
+            (Life::Preamble, End::Lingered) => (None, CloseReason::Forced),
+            (Life::Open(session) | Life::Closing { session, .. }, End::Lingered) => {
+                (Some(session), CloseReason::Forced)
+            }
+        };
+        (session, reason, self.admission)
     }
 
     /// Why frames are held now, if they are.
@@ -143,13 +246,13 @@ impl<S> Connection<S> {
     /// the handler. (Reading ends with the writing side: an EOF from the
     /// peer starts the graceful close.)
     pub(crate) fn takes_frames(&self) -> bool {
-        self.writing == Writing::Open && self.hold().is_none()
+        self.writing() == Writing::Open && self.hold().is_none()
     }
 
     /// Replies are still taken: open, or closing with the queue not yet
     /// flushed.
     pub(crate) fn accepts_output(&self) -> bool {
-        matches!(self.writing, Writing::Open | Writing::Flushing)
+        matches!(self.writing(), Writing::Open | Writing::Flushing)
     }
 
     /// Updates the backpressure hold from what is queued; returns true when
@@ -166,18 +269,21 @@ impl<S> Connection<S> {
         false
     }
 
-    /// Starts the graceful close: no more frames; returns false if it was
-    /// closing already.
-    pub(crate) fn begin_close(&mut self, reason: CloseReason) -> bool {
-        if self.writing != Writing::Open {
-            return false;
-        }
-        self.writing = Writing::Flushing;
+    /// Starts the graceful close for `reason`: no more frames.
+    pub(crate) fn begin_close(&mut self, reason: CloseReason) -> Closing {
+        let session = match std::mem::replace(&mut self.life, Life::Preamble) {
+            Life::Open(session) => session,
+            Life::Preamble => return Closing::Now(reason),
+            closing @ Life::Closing { .. } => {
+                self.life = closing;
+                return Closing::Already;
+            }
+        };
+        self.life = Life::Closing { session, reason, linger: None };
         self.backpressure = false;
         self.framer.clear();
         self.partial_since = None;
-        self.reason = Some(reason);
-        true
+        Closing::Began
     }
 
     /// The handler asked for a half-close and everything queued before it
@@ -189,7 +295,7 @@ impl<S> Connection<S> {
     /// Everything is written and no deferred reply is outstanding: a
     /// flushing connection may shut down its write side.
     pub(crate) fn flushed(&self) -> bool {
-        self.writing == Writing::Flushing
+        self.writing() == Writing::Flushing
             && self.out.is_empty()
             && !self.sock.wants_write()
             && !self.shared.deferred()
@@ -227,7 +333,7 @@ impl<S> Connection<S> {
 
     /// What the timeouts say of this connection now.
     pub(crate) fn due(&self, now: Instant, t: Timeouts, draining: bool) -> Option<Due> {
-        match self.writing {
+        match self.writing() {
             Writing::Lingering { until } if now >= until => return Some(Due::EndLinger),
             _ => {}
         }
@@ -239,7 +345,7 @@ impl<S> Connection<S> {
         if !self.waits_on_server() && now.saturating_duration_since(self.last_io) >= t.idle {
             return Some(Due::CloseNow(CloseReason::IdleTimeout));
         }
-        if self.writing != Writing::Open {
+        if self.writing() != Writing::Open {
             return None;
         }
         if self.partial_since.is_some_and(|s| now.saturating_duration_since(s) >= t.frame) {

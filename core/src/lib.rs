@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 mod acceptor;
+mod admission;
 mod budget;
 mod clock;
 mod close;

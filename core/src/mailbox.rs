@@ -10,6 +10,7 @@ use crossbeam_channel::Sender;
 use mio::net::TcpStream;
 use mio::Waker;
 
+use crate::admission::Admission;
 use crate::message::Message;
 use crate::tls::{Handshake, TlsStream};
 
@@ -63,7 +64,7 @@ pub(crate) struct Route {
 /// What other threads send to a worker.
 pub(crate) enum Mail {
     /// A new connection from the acceptor.
-    Conn(TcpStream, std::net::SocketAddr),
+    Conn(TcpStream, std::net::SocketAddr, Admission),
     /// Something is in the connection's inbox (what its handles queued, in
     /// order): one notice for any number of items, posted when the inbox
     /// turns from idle to pending.

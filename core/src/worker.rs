@@ -6,62 +6,43 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read};
-use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use mio::net::TcpStream;
 use mio::{Events, Poll, Token, Waker};
 use slotmap::{Key, KeyData, SlotMap};
 
 use crate::clock;
 use crate::close::CloseReason;
 use crate::config::Shared;
-use crate::conn::{ConnShared, HalfClose, SendRules};
-use crate::connection::{Connection, Due, Timeouts, Writing};
+use crate::conn::{HalfClose, SendRules};
+use crate::connection::{Closing, Connection, Due, End, Timeouts, Writing};
 use crate::cpu::IdleCpu;
 use crate::framer::{Fed, Framer, Item};
 use crate::handler::{Flow, Handler};
-use crate::handshakes::{self, Job, Pool, Refused};
+use crate::handshakes::Pool;
 use crate::mailbox::{ConnKey, Mail, Mailbox, Pending, WorkerLink};
 use crate::outbound::WriteError;
 use crate::shutdown::Phase as Lifecycle;
 use crate::stats::{add, bump, WorkerCounters};
-use crate::tls::TlsStream;
-use crate::transport::{reason_of, Advance, Transport};
+use crate::transport::reason_of;
+
+mod balance;
+mod mail;
+mod migrate;
+mod preamble;
+
+use balance::Busy;
+use migrate::Arriving;
 
 const WAKER: Token = Token(usize::MAX);
 /// Reads per readiness event before other connections get a turn.
 const READS_PER_TURN: usize = 16;
-/// Mail handled per loop turn before sockets get a turn.
-const MAIL_PER_TURN: usize = 16 * 1024;
 /// Bytes a lingering close reads and discards at most.
 const LINGER_BYTES: usize = 1 << 20;
-/// How often a worker publishes how busy it is.
-const BUSY_WINDOW: Duration = Duration::from_millis(20);
-/// A worker busy this share of its time (per mille) is saturated.
-const SATURATED: u32 = 900;
-/// Windows in a row a worker must be saturated before it moves connections.
-const HOT_WINDOWS: u32 = 5;
-/// Windows after moving connections before it moves more.
-const COOL_WINDOWS: u32 = 25;
-/// Connections moved at most at once.
-const MAX_MIGRATIONS: usize = 256;
-/// How often at most a worker logs the handshakes it refused.
-const REFUSED_LOG_EVERY: Duration = Duration::from_secs(1);
-
-/// A connection that moved in, until the mail about its move is done.
-#[derive(Debug, Clone, Copy)]
-struct Arriving {
-    key: ConnKey,
-    /// Keyless mail for it can no longer come.
-    settled: bool,
-    /// The worker it left has forwarded all earlier mail.
-    forwarded: bool,
-}
 
 /// What a worker did during shutdown.
 #[derive(Debug, Default)]
@@ -149,6 +130,8 @@ pub(crate) struct Worker<H: Handler> {
     refused: (u64, Option<Instant>),
     /// The sending rules every connection opened here shares.
     rules: Arc<SendRules>,
+    /// How busy the loop is (the balancing policy).
+    balance: Busy,
 }
 
 macro_rules! guarded {
@@ -210,6 +193,7 @@ impl<H: Handler> Worker<H> {
             idle_cpu: IdleCpu::new(),
             handshakes: None,
             refused: (0, None),
+            balance: Busy::new(Instant::now()),
         };
         Ok((worker, link))
     }
@@ -236,9 +220,6 @@ impl<H: Handler> Worker<H> {
         let mut next_sweep = Instant::now() + tick;
         let mut more_mail = false;
         let mut spin_until = Instant::now();
-        let mut window_start = Instant::now();
-        let mut waited = Duration::ZERO;
-        let (mut hot, mut cool) = (0u32, 0u32);
         loop {
             let before = Instant::now();
             let timeout = if more_mail || !self.ready.is_empty() || before < spin_until {
@@ -255,27 +236,7 @@ impl<H: Handler> Worker<H> {
                 continue;
             }
             self.now = Instant::now();
-            waited += self.now - before;
-            if self.now - window_start >= BUSY_WINDOW {
-                let window = self.now - window_start;
-                let busy = window.saturating_sub(waited).as_micros() * 1000 / window.as_micros().max(1);
-                let busy = busy.min(1000) as u32;
-                self.busy.store(busy, Ordering::Relaxed);
-                window_start = self.now;
-                waited = Duration::ZERO;
-                cool = cool.saturating_sub(1);
-                hot = if busy >= SATURATED { hot + 1 } else { 0 };
-                if busy >= self.shared.config.activate_above {
-                    // Busy: is there a core for another worker?
-                    let idle = self.idle_cpu.idle(self.now);
-                    self.shared.idle_cpu.store(idle, Ordering::Relaxed);
-                }
-                if hot >= HOT_WINDOWS && cool == 0 {
-                    self.rebalance();
-                    hot = 0;
-                    cool = COOL_WINDOWS;
-                }
-            }
+            self.measure(before);
             let mut socket_events = false;
             for event in events.iter() {
                 if event.token() == WAKER {
@@ -376,7 +337,7 @@ impl<H: Handler> Worker<H> {
                         continue; // cancelled or moved
                     };
                     c.ctl.timers.swap_remove(i);
-                    if c.writing != Writing::Open {
+                    if c.writing() != Writing::Open {
                         continue;
                     }
                     let handler = &self.handler;
@@ -415,14 +376,7 @@ impl<H: Handler> Worker<H> {
             let keys: Vec<ConnKey> = self.conns.keys().collect();
             for key in keys {
                 // A lingering connection has delivered everything: not forced.
-                let lingering = self.conns.get_mut(key).and_then(|c| match c.writing {
-                    Writing::Lingering { .. } => Some(c.reason.take()),
-                    _ => None,
-                });
-                match lingering {
-                    Some(reason) => self.finish(key, reason.unwrap_or(CloseReason::Drained)),
-                    None => self.finish(key, CloseReason::Forced),
-                }
+                self.end(key, End::Lingered);
             }
         }
         self.draining
@@ -443,7 +397,7 @@ impl<H: Handler> Worker<H> {
 
     fn drain_one(&mut self, key: ConnKey) {
         let Some(c) = self.conns.get_mut(key) else { return };
-        if c.writing != Writing::Open {
+        if c.writing() != Writing::Open {
             return;
         }
         let handler = &self.handler;
@@ -451,385 +405,6 @@ impl<H: Handler> Worker<H> {
         let Some(session) = session else { return };
         let flow = guarded!(self.shared.stats, handler.drain(session, &mut conn));
         self.settle(key, Outcome::of(flow));
-    }
-
-    /// Drains the mailbox; true if mail was left for the next turn.
-    fn take_mail(&mut self) -> bool {
-        self.mailbox.pending.store(false, Ordering::Relaxed);
-        // The flag cleared before looking for mail, as senders post before
-        // they look at the flag (`Mailbox::post`).
-        std::sync::atomic::fence(Ordering::SeqCst);
-        for _ in 0..MAIL_PER_TURN {
-            let Ok(mail) = self.rx.try_recv() else { return false };
-            self.deliver(mail, false);
-        }
-        true
-    }
-
-    /// Handles one piece of mail. `forwarded`: it was posted before its
-    /// connection moved here, so it goes before anything held back.
-    fn deliver(&mut self, mail: Mail, forwarded: bool) {
-        let to = match &mail {
-            Mail::Conn(..) => {
-                let Mail::Conn(sock, peer) = mail else { unreachable!() };
-                return self.open(sock, peer);
-            }
-            Mail::Migrate(_) => {
-                let Mail::Migrate(conn) = mail else { unreachable!() };
-                return self.arrive(conn);
-            }
-            Mail::Forwarded(_) => {
-                let Mail::Forwarded(inner) = mail else { unreachable!() };
-                return self.deliver(*inner, true);
-            }
-            Mail::ForwardDone { id } => return self.forward_done(*id),
-            Mail::Settled { id } => return self.settled(*id),
-            Mail::Handshaken { .. } => {
-                let Mail::Handshaken { key, stream, step } = mail else { unreachable!() };
-                return self.handshaken(key, stream, step);
-            }
-            Mail::Moved { key } => {
-                if let Some((mailbox, id)) = self.moved.remove(key) {
-                    let _ = mailbox.post(Mail::ForwardDone { id });
-                }
-                return;
-            }
-            Mail::Inbox { to } => *to,
-        };
-        if let Some((mailbox, _)) = self.moved.get(&to.key) {
-            // Posted before the connection moved away: after it, in order.
-            let _ = mailbox.post(Mail::Forwarded(Box::new(mail)));
-            return;
-        }
-        let key = match to.key.is_null() {
-            true => match self.arriving.get(&to.id) {
-                Some(a) => a.key,
-                None => return,
-            },
-            false => to.key,
-        };
-        let Some(c) = self.conns.get_mut(key) else { return };
-        if let (Some(held), false) = (&mut c.held, forwarded) {
-            // Posted after it moved: waits for what was posted before.
-            held.push(mail);
-            return;
-        }
-        self.apply(key, mail);
-    }
-
-    /// Applies a handle's mail to its connection: takes everything in its
-    /// inbox, in order.
-    fn apply(&mut self, key: ConnKey, mail: Mail) {
-        let Mail::Inbox { .. } = mail else { return };
-        let Some(c) = self.conns.get(key) else { return };
-        let mut items = std::mem::take(&mut self.inbox);
-        c.shared.take_inbox(&mut items);
-        for item in items.drain(..) {
-            self.apply_one(key, item);
-        }
-        self.inbox = items;
-    }
-
-    fn apply_one(&mut self, key: ConnKey, item: Pending) {
-        let Some(c) = self.conns.get_mut(key) else { return };
-        match item {
-            Pending::Send(msg) if c.accepts_output() => {
-                c.out.push_message(msg, &self.shared.stats.workers[self.index].queued);
-                self.dirty.push(key);
-            }
-            // Closing meanwhile: the bytes will never be written.
-            Pending::Send(msg) => c.shared.sub_queued(msg.len()),
-            Pending::SendFile { file, offset, len } if c.accepts_output() => {
-                c.out.push_file(file, offset, len);
-                self.dirty.push(key);
-            }
-            Pending::SendFile { .. } => {}
-            Pending::Release => {
-                if c.shared.deferred.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    // The last one: the frames that waited for it go on.
-                    c.end_wait(self.now);
-                    self.wake_reading(key);
-                }
-                self.dirty.push(key);
-            }
-            Pending::ShutdownWrite => {
-                if c.ctl.half_close == HalfClose::No {
-                    c.ctl.half_close = HalfClose::Asked;
-                }
-                self.dirty.push(key);
-            }
-            Pending::Close { slow: true } => self.finish(key, CloseReason::SlowConsumer),
-            Pending::Close { slow: false } => self.begin_close(key, CloseReason::Handler),
-        }
-    }
-
-    /// Moves connection `key` to another worker. Its route is switched
-    /// under its lock, so every later mail lands behind it there; mail that
-    /// reached this worker before is forwarded, and the new owner holds
-    /// later mail back until that is done.
-    fn migrate_out(&mut self, key: ConnKey, to: &WorkerLink) -> bool {
-        let Some(c) = self.conns.get(key) else { return false };
-        if c.writing != Writing::Open
-            || c.held.is_some()
-            || self.arriving.contains_key(&c.shared.id)
-            || c.sock.is_away()
-        {
-            // (A handshake step on the pool comes back here.)
-            return false;
-        }
-        let shared = Arc::clone(&c.shared);
-        let mut route = shared.route.lock();
-        let Some(mut c) = self.conns.remove(key) else { return false };
-        let _ = c.sock.deregister(self.poll.registry());
-        // Its queued bytes are counted by the worker that holds it.
-        let mem = c.out.mem();
-        self.shared.stats.workers[self.index].queued.fetch_sub(mem, Ordering::Relaxed);
-        self.shared.stats.workers[to.index].queued.fetch_add(mem, Ordering::Relaxed);
-        c.held = Some(Box::default());
-        c.ctl.pause_scheduled = None;
-        c.ctl.timers_changed = true;
-        to.load.fetch_add(1, Ordering::AcqRel);
-        if let Err(Mail::Migrate(back)) = to.mailbox.post(Mail::Migrate(Box::new(c))) {
-            // The other worker has stopped: keep the connection here.
-            to.load.fetch_sub(1, Ordering::AcqRel);
-            self.shared.stats.workers[to.index].queued.fetch_sub(mem, Ordering::Relaxed);
-            self.shared.stats.workers[self.index].queued.fetch_add(mem, Ordering::Relaxed);
-            drop(route);
-            let mut c = *back.downcast::<Connection<H::Session>>().expect("the connection just boxed");
-            c.held = None;
-            let key = self.conns.insert(c);
-            shared.route.lock().key = key;
-            if let Err(e) = self.conns[key].sock.register(self.poll.registry(), token(key)) {
-                self.finish(key, CloseReason::Io(e));
-            }
-            return false;
-        }
-        route.mailbox = Arc::clone(&to.mailbox);
-        route.key = ConnKey::null();
-        self.moved.insert(key, (Arc::clone(&to.mailbox), shared.id));
-        let _ = self.mailbox.post(Mail::Moved { key });
-        drop(route);
-        self.load.fetch_sub(1, Ordering::AcqRel);
-        true
-    }
-
-    /// A connection moved in: register it, take its route, wake it.
-    fn arrive(&mut self, conn: Box<dyn std::any::Any + Send>) {
-        let Ok(c) = conn.downcast::<Connection<H::Session>>() else {
-            log::error!("worker {}: a migrating connection of another handler type", self.index);
-            return;
-        };
-        let shared = Arc::clone(&c.shared);
-        let key = self.conns.insert(*c);
-        {
-            let mut route = shared.route.lock();
-            if Arc::ptr_eq(&route.mailbox, &self.mailbox) {
-                route.key = key;
-            }
-        }
-        self.arriving.insert(shared.id, Arriving { key, settled: false, forwarded: false });
-        let _ = self.mailbox.post(Mail::Settled { id: shared.id });
-        if let Err(e) = self.conns[key].sock.register(self.poll.registry(), token(key)) {
-            return self.finish(key, CloseReason::Io(e));
-        }
-        if self.settle(key, Outcome::Continue) {
-            self.ready.push(key);
-        }
-    }
-
-    /// All mail posted before connection `id` moved here has arrived: the
-    /// mail held back goes on.
-    fn forward_done(&mut self, id: u64) {
-        let Some(a) = self.arriving.get_mut(&id) else { return };
-        a.forwarded = true;
-        let (key, done) = (a.key, a.settled);
-        if done {
-            self.arriving.remove(&id);
-        }
-        let held = self.conns.get_mut(key).and_then(|c| c.held.take()).unwrap_or_default();
-        for mail in *held {
-            self.apply(key, mail);
-        }
-    }
-
-    /// No more keyless mail can come for connection `id`.
-    fn settled(&mut self, id: u64) {
-        let Some(a) = self.arriving.get_mut(&id) else { return };
-        a.settled = true;
-        if a.forwarded {
-            self.arriving.remove(&id);
-        }
-    }
-
-    /// This worker has been saturated for a while: if another is idle and
-    /// the machine has a core for it, move some connections there.
-    fn rebalance(&mut self) {
-        let idle = self.shared.idle_cpu.load(Ordering::Relaxed);
-        if self.draining || idle < self.shared.config.idle_to_activate || self.conns.len() < 2 {
-            return;
-        }
-        let threshold = self.shared.config.activate_above;
-        if threshold >= 1000 {
-            return;
-        }
-        let mine = self.conns.len();
-        let target = self
-            .peers
-            .iter()
-            .enumerate()
-            .filter(|(i, w)| *i != self.index && w.busy.load(Ordering::Relaxed) < threshold)
-            .map(|(_, w)| w)
-            .min_by_key(|w| w.load.load(Ordering::Acquire))
-            .cloned();
-        let Some(target) = target else { return };
-        let theirs = target.load.load(Ordering::Acquire);
-        if theirs + 1 >= mine {
-            return;
-        }
-        let count = ((mine - theirs) / 4).clamp(1, MAX_MIGRATIONS);
-        let keys: Vec<ConnKey> = self.conns.keys().take(count).collect();
-        let moved = keys.into_iter().filter(|&key| self.migrate_out(key, &target)).count();
-        log::debug!(
-            "worker {}: saturated; moved {moved} of {mine} connections to a quieter worker ({:.2} cores idle)",
-            self.index,
-            f64::from(idle) / 1000.0
-        );
-    }
-
-    fn open(&mut self, sock: TcpStream, peer: SocketAddr) {
-        let config = &self.shared.config;
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        // A fresh reading, not this turn's: the connection's handshake and
-        // idle deadlines must not start before it was accepted.
-        let (mailbox, stats, now) = (&self.mailbox, &self.shared.stats, Instant::now());
-        let rules = &self.rules;
-        let framer = Framer::new(rules.framing);
-        let sock = match Transport::new(sock, &config.transport, now) {
-            Ok(sock) => sock,
-            Err(e) => {
-                log::warn!("{peer}: cannot set up the connection: {e}; closing");
-                bump(&self.counters().closed);
-                self.load.fetch_sub(1, Ordering::AcqRel);
-                self.shared.stats.open.fetch_sub(1, Ordering::AcqRel);
-                return;
-            }
-        };
-        let key = self.conns.insert_with_key(|key| {
-            let shared =
-                ConnShared::new(id, key, peer, Arc::clone(rules), Arc::clone(mailbox), Arc::clone(stats));
-            Connection::new(sock, Arc::new(shared), framer, now)
-        });
-        let c = &mut self.conns[key];
-        if let Err(e) = c.sock.register(self.poll.registry(), token(key)) {
-            log::warn!("{peer}: cannot register the connection: {e}; closing");
-            self.conns.remove(key);
-            bump(&self.counters().closed);
-            self.load.fetch_sub(1, Ordering::AcqRel);
-            self.shared.stats.open.fetch_sub(1, Ordering::AcqRel);
-            return;
-        }
-        if !c.sock.is_ready() {
-            // A PROXY header or a TLS handshake first (`on_readable`).
-            log::debug!("{peer}: connection {id} on worker {}: awaiting its preamble", self.index);
-            return;
-        }
-        self.start_session(key);
-    }
-
-    /// The preamble (PROXY header, TLS handshake) moved on: opens the
-    /// session once it is done.
-    fn advance(&mut self, key: ConnKey) {
-        let Some(c) = self.conns.get_mut(key) else { return };
-        let advanced = c.sock.advance();
-        self.advanced(key, advanced);
-    }
-
-    /// Where the preamble stands after a step: waits, sends the handshake
-    /// step to the pool, opens the session, or closes.
-    fn advanced(&mut self, key: ConnKey, advanced: Result<Advance, CloseReason>) {
-        let Some(c) = self.conns.get_mut(key) else { return };
-        match advanced {
-            Ok(Advance::Pending) => self.dirty.push(key),
-            Ok(Advance::Handshake(stream)) => self.offload(key, stream),
-            Ok(Advance::Ready(client)) => {
-                if let Some(client) = client {
-                    match Arc::get_mut(&mut c.shared) {
-                        Some(shared) => {
-                            log::debug!(
-                                "{}: connection {} is from {client} (PROXY header)",
-                                shared.peer,
-                                shared.id
-                            );
-                            shared.peer = client;
-                        }
-                        None => log::error!("{}: the connection is shared before it opened", c.shared.peer),
-                    }
-                }
-                if c.sock.is_tls() {
-                    bump(&self.shared.stats.workers[self.index].tls_handshakes);
-                }
-                self.start_session(key);
-                // Bytes may have come with the end of the preamble.
-                self.ready.push(key);
-            }
-            Err(reason) => self.finish(key, reason),
-        }
-    }
-
-    /// Queues a new connection's first TLS handshake step (the server's
-    /// flight, with its signature) on the pool; refuses the handshake when
-    /// the pool's queue is full. A begun handshake (what is left: the
-    /// client's Finished, a MAC and a key derivation) takes its steps here,
-    /// saving two thread hand-offs.
-    fn offload(&mut self, key: ConnKey, mut stream: Box<TlsStream>) {
-        let begun = self.conns.get(key).is_some_and(|c| c.sock.handshake_begun());
-        let pool = match &self.handshakes {
-            Some(pool) if !begun => pool,
-            // (Or no pool: not started under TLS.)
-            _ => {
-                let step = stream.handshake();
-                return self.handshaken(key, stream, step);
-            }
-        };
-        let job = Job { stream, key, mailbox: Arc::clone(&self.mailbox) };
-        match pool.submit(job) {
-            Ok(()) => {}
-            Err(Refused::Full(stream)) => {
-                drop(stream);
-                bump(&self.counters().tls_handshakes_refused);
-                self.refused.0 += 1;
-                self.log_refused();
-                self.finish(key, CloseReason::HandshakeRefused);
-            }
-            Err(Refused::Stopped(stream)) => {
-                drop(stream);
-                self.finish(key, CloseReason::Forced);
-            }
-        }
-    }
-
-    /// Logs the handshakes refused since the last such line, once a second
-    /// at most (the sweep logs the rest of a burst).
-    fn log_refused(&mut self) {
-        let due = self.refused.1.is_none_or(|t| self.now.duration_since(t) >= REFUSED_LOG_EVERY);
-        if self.refused.0 > 0 && due {
-            let queued = self.handshakes.as_ref().map_or(0, Pool::queued);
-            log::warn!(
-                "worker {}: TLS handshake queue full: {} connection(s) closed before their handshake ({queued} waiting now)",
-                self.index,
-                self.refused.0
-            );
-            self.refused = (0, Some(self.now));
-        }
-    }
-
-    /// A handshake step came back from the pool.
-    fn handshaken(&mut self, key: ConnKey, stream: Box<TlsStream>, step: handshakes::Step) {
-        // A connection closed meanwhile (its handshake timed out): the
-        // stream and its socket are dropped here.
-        let Some(c) = self.conns.get_mut(key) else { return };
-        let advanced = c.sock.step_done(stream, step);
-        self.advanced(key, advanced);
     }
 
     /// Calls the handler's `open`.
@@ -841,7 +416,7 @@ impl<H: Handler> Worker<H> {
         let (_, mut conn) = c.parts(&self.shared.stats.workers[self.index].queued, self.draining);
         let session = guarded!(self.shared.stats, handler.open(&mut conn));
         let Some(session) = session else { return self.finish(key, CloseReason::HandlerPanic) };
-        c.session = Some(session);
+        c.open(session);
         if self.settle(key, Outcome::Continue) && self.draining {
             self.drain_one(key);
         }
@@ -851,7 +426,7 @@ impl<H: Handler> Worker<H> {
     /// (unless `to_eof`) until a read comes back short.
     fn on_readable(&mut self, key: ConnKey, to_eof: bool) {
         let Some(c) = self.conns.get_mut(key) else { return };
-        if let Writing::Lingering { .. } = c.writing {
+        if let Writing::Lingering { .. } = c.writing() {
             return self.linger(key);
         }
         if !c.sock.is_ready() {
@@ -978,7 +553,7 @@ impl<H: Handler> Worker<H> {
             self.wake_reading(key);
         }
         let Some(c) = self.conns.get_mut(key) else { return };
-        if c.writing == Writing::Open && c.half_close_due() {
+        if c.writing() == Writing::Open && c.half_close_due() {
             // The handler's half-close: reading goes on.
             c.ctl.half_close = HalfClose::Done;
             if let Err(e) = c.sock.shutdown_write() {
@@ -990,7 +565,7 @@ impl<H: Handler> Worker<H> {
             if c.ctl.half_close != HalfClose::Done {
                 let _ = c.sock.shutdown_write();
             }
-            c.writing = Writing::Lingering { until: clock::after(self.now, self.shared.config.linger) };
+            c.start_linger(clock::after(self.now, self.shared.config.linger));
             self.linger(key);
         }
     }
@@ -1012,15 +587,17 @@ impl<H: Handler> Worker<H> {
                 Err(_) => break,
             }
         }
-        let reason = c.reason.take().unwrap_or(CloseReason::PeerClosed);
-        self.finish(key, reason);
+        self.end(key, End::Lingered);
     }
 
     /// Starts a graceful close: no more frames, flush, shut down the write
     /// side, linger.
     fn begin_close(&mut self, key: ConnKey, reason: CloseReason) {
-        if self.conns.get_mut(key).is_some_and(|c| c.begin_close(reason)) {
-            self.flush(key);
+        let Some(c) = self.conns.get_mut(key) else { return };
+        match c.begin_close(reason) {
+            Closing::Began => self.flush(key),
+            Closing::Already => {}
+            Closing::Now(reason) => self.finish(key, reason),
         }
     }
 
@@ -1028,6 +605,12 @@ impl<H: Handler> Worker<H> {
     /// handler's `close` runs before the connection leaves `open` (the order
     /// documented on [`Stats`](crate::Stats)).
     fn finish(&mut self, key: ConnKey, reason: CloseReason) {
+        self.end(key, End::Now(reason));
+    }
+
+    /// Removes connection `key`, ending as `end` says: the one place a
+    /// connection leaves its worker (but for a move).
+    fn end(&mut self, key: ConnKey, end: End) {
         let Some(mut c) = self.conns.remove(key) else { return };
         let _ = c.sock.deregister(self.poll.registry());
         c.shared.closed.store(true, Ordering::Release);
@@ -1038,6 +621,8 @@ impl<H: Handler> Worker<H> {
         c.shared.sub_queued(dropped.min(c.shared.queued()));
         let stats = &self.shared.stats;
         let counters = &stats.workers[self.index];
+        let (peer, id) = (c.shared.peer, c.shared.id);
+        let (session, reason, admission) = c.end(end);
         match reason {
             CloseReason::IdleTimeout | CloseReason::FrameTimeout | CloseReason::HandshakeTimeout => {
                 bump(&counters.timed_out)
@@ -1053,20 +638,19 @@ impl<H: Handler> Worker<H> {
                 self.report.drained += 1;
             }
         }
-        let (peer, id) = (c.shared.peer, c.shared.id);
         if reason.is_notable() {
             log::info!("{peer}: connection {id} closed: {reason}");
         } else {
             log::debug!("{peer}: connection {id} closed: {reason}");
         }
-        if let Some(session) = c.session.take() {
+        if let Some(session) = session {
             let handler = &self.handler;
             if guarded!(stats, handler.close(session, &reason)).is_none() {
                 log::error!("{peer}: connection {id}: the handler panicked in close");
             }
         }
-        self.load.fetch_sub(1, Ordering::AcqRel);
-        stats.open.fetch_sub(1, Ordering::AcqRel);
+        // The connection leaves `open` last.
+        drop(admission);
     }
 
     /// Timeouts, and the quiet check of a drain.
@@ -1078,10 +662,7 @@ impl<H: Handler> Worker<H> {
             self.conns.iter().filter_map(|(key, c)| c.due(now, t, self.draining).map(|d| (key, d))).collect();
         for (key, due) in due {
             match due {
-                Due::EndLinger => {
-                    let reason = self.conns.get_mut(key).and_then(|c| c.reason.take());
-                    self.finish(key, reason.unwrap_or(CloseReason::PeerClosed));
-                }
+                Due::EndLinger => self.end(key, End::Lingered),
                 Due::Drain => self.begin_close(key, CloseReason::Drained),
                 Due::Close(reason) => self.begin_close(key, reason),
                 Due::CloseNow(reason) => self.finish(key, reason),

@@ -1,0 +1,161 @@
+//! Opening a connection: its transport, its preamble (a PROXY header, a
+//! TLS handshake, whose first step runs on the handshake pool), then the
+//! handler's session.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+
+use crate::admission::Admission;
+use crate::close::CloseReason;
+use crate::conn::ConnShared;
+use crate::connection::Connection;
+use crate::framer::Framer;
+use crate::handler::Handler;
+use crate::handshakes::{self, Job, Pool, Refused};
+use crate::mailbox::ConnKey;
+use crate::stats::bump;
+use crate::tls::TlsStream;
+use crate::transport::{Advance, Transport};
+
+use super::{token, Worker};
+
+/// How often at most a worker logs the handshakes it refused.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(1);
+
+impl<H: Handler> Worker<H> {
+    pub(super) fn open(&mut self, sock: TcpStream, peer: SocketAddr, admission: Admission) {
+        let config = &self.shared.config;
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        // A fresh reading, not this turn's: the connection's handshake and
+        // idle deadlines must not start before it was accepted.
+        let (mailbox, stats, now) = (&self.mailbox, &self.shared.stats, Instant::now());
+        let rules = &self.rules;
+        let framer = Framer::new(rules.framing);
+        let sock = match Transport::new(sock, &config.transport, now) {
+            Ok(sock) => sock,
+            Err(e) => {
+                log::warn!("{peer}: cannot set up the connection: {e}; closing");
+                bump(&self.counters().closed);
+                return;
+            }
+        };
+        let key = self.conns.insert_with_key(|key| {
+            let shared =
+                ConnShared::new(id, key, peer, Arc::clone(rules), Arc::clone(mailbox), Arc::clone(stats));
+            Connection::new(sock, Arc::new(shared), framer, admission, now)
+        });
+        let c = &mut self.conns[key];
+        if let Err(e) = c.sock.register(self.poll.registry(), token(key)) {
+            log::warn!("{peer}: cannot register the connection: {e}; closing");
+            self.conns.remove(key);
+            bump(&self.counters().closed);
+            return;
+        }
+        if !c.sock.is_ready() {
+            // A PROXY header or a TLS handshake first (`on_readable`).
+            log::debug!("{peer}: connection {id} on worker {}: awaiting its preamble", self.index);
+            return;
+        }
+        self.start_session(key);
+    }
+
+    /// The preamble (PROXY header, TLS handshake) moved on: opens the
+    /// session once it is done.
+    pub(super) fn advance(&mut self, key: ConnKey) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        let advanced = c.sock.advance();
+        self.advanced(key, advanced);
+    }
+
+    /// Where the preamble stands after a step: waits, sends the handshake
+    /// step to the pool, opens the session, or closes.
+    pub(super) fn advanced(&mut self, key: ConnKey, advanced: Result<Advance, CloseReason>) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        match advanced {
+            Ok(Advance::Pending) => self.dirty.push(key),
+            Ok(Advance::Handshake(stream)) => self.offload(key, stream),
+            Ok(Advance::Ready(client)) => {
+                if let Some(client) = client {
+                    match Arc::get_mut(&mut c.shared) {
+                        Some(shared) => {
+                            log::debug!(
+                                "{}: connection {} is from {client} (PROXY header)",
+                                shared.peer,
+                                shared.id
+                            );
+                            shared.peer = client;
+                        }
+                        None => log::error!("{}: the connection is shared before it opened", c.shared.peer),
+                    }
+                }
+                if c.sock.is_tls() {
+                    bump(&self.shared.stats.workers[self.index].tls_handshakes);
+                }
+                self.start_session(key);
+                // Bytes may have come with the end of the preamble.
+                self.ready.push(key);
+            }
+            Err(reason) => self.finish(key, reason),
+        }
+    }
+
+    /// Queues a new connection's first TLS handshake step (the server's
+    /// flight, with its signature) on the pool; refuses the handshake when
+    /// the pool's queue is full. A begun handshake (what is left: the
+    /// client's Finished, a MAC and a key derivation) takes its steps here,
+    /// saving two thread hand-offs.
+    pub(super) fn offload(&mut self, key: ConnKey, mut stream: Box<TlsStream>) {
+        let begun = self.conns.get(key).is_some_and(|c| c.sock.handshake_begun());
+        let pool = match &self.handshakes {
+            Some(pool) if !begun => pool,
+            // (Or no pool: not started under TLS.)
+            _ => {
+                let step = stream.handshake();
+                return self.handshaken(key, stream, step);
+            }
+        };
+        let job = Job { stream, key, mailbox: Arc::clone(&self.mailbox) };
+        match pool.submit(job) {
+            Ok(()) => {}
+            Err(Refused::Full(stream)) => {
+                drop(stream);
+                bump(&self.counters().tls_handshakes_refused);
+                self.refused.0 += 1;
+                self.log_refused();
+                self.finish(key, CloseReason::HandshakeRefused);
+            }
+            Err(Refused::Stopped(stream)) => {
+                drop(stream);
+                self.finish(key, CloseReason::Forced);
+            }
+        }
+    }
+
+    /// Logs the handshakes refused since the last such line, once a second
+    /// at most (the sweep logs the rest of a burst).
+    pub(super) fn log_refused(&mut self) {
+        let due = self.refused.1.is_none_or(|t| self.now.duration_since(t) >= REFUSED_LOG_EVERY);
+        if self.refused.0 > 0 && due {
+            let queued = self.handshakes.as_ref().map_or(0, Pool::queued);
+            log::warn!(
+                "worker {}: TLS handshake queue full: {} connection(s) closed before their handshake ({queued} waiting now)",
+                self.index,
+                self.refused.0
+            );
+            self.refused = (0, Some(self.now));
+        }
+    }
+
+    /// A handshake step came back from the pool.
+    pub(super) fn handshaken(&mut self, key: ConnKey, stream: Box<TlsStream>, step: handshakes::Step) {
+        // A connection closed meanwhile (its handshake timed out): the
+        // stream and its socket are dropped here.
+        let Some(c) = self.conns.get_mut(key) else { return };
+        let advanced = c.sock.step_done(stream, step);
+        self.advanced(key, advanced);
+    }
+}
