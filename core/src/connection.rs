@@ -3,6 +3,7 @@
 //! it what to do next and applies the answer in one place; nothing here
 //! calls the handler or touches the poll.
 
+use std::io;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,8 +13,14 @@ use crate::close::CloseReason;
 use crate::conn::{Conn, ConnShared, Control, HalfClose};
 use crate::framer::{Fed, Framer};
 use crate::mailbox::Mail;
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, WriteError};
 use crate::transport::Transport;
+
+mod drive;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use drive::{guarded, Cx, Next};
 
 /// File regions queued for one connection before reading from it stops.
 pub(crate) const MAX_QUEUED_FILES: usize = 16;
@@ -100,6 +107,69 @@ pub(crate) enum Hold {
     Deferred,
 }
 
+/// The byte stream under a connection, as its transitions use it.
+pub(crate) trait ByteStream: io::Read {
+    /// The session may open: no preamble (PROXY header, TLS handshake) is
+    /// left.
+    fn is_ready(&self) -> bool;
+    /// While a preamble is not done: its deadline, and the reason a
+    /// connection past it closes with.
+    fn preamble_deadline(&self) -> Option<(Instant, fn() -> CloseReason)>;
+    /// The peer's EOF waits behind the bytes last read (TLS).
+    fn eof_pending(&self) -> bool;
+    /// Bytes are waiting to be written below the replies (TLS records).
+    fn wants_write(&self) -> bool;
+    /// Shuts the sending side.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+    /// Writes what `out` holds as the stream allows; counts the memory
+    /// bytes written off `queued` (the connection's) and `held` (the
+    /// worker's). `spare`: a buffer for file regions that cannot be sent
+    /// zero-copy.
+    fn write_out(
+        &mut self,
+        out: &mut Outbound,
+        queued: &AtomicUsize,
+        held: &AtomicUsize,
+        spare: &mut [u8],
+    ) -> Result<u64, WriteError>;
+}
+
+impl ByteStream for Transport {
+    fn is_ready(&self) -> bool {
+        Transport::is_ready(self)
+    }
+    fn preamble_deadline(&self) -> Option<(Instant, fn() -> CloseReason)> {
+        Transport::preamble_deadline(self)
+    }
+    fn eof_pending(&self) -> bool {
+        Transport::eof_pending(self)
+    }
+    fn wants_write(&self) -> bool {
+        Transport::wants_write(self)
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        Transport::shutdown_write(self)
+    }
+    fn write_out(
+        &mut self,
+        out: &mut Outbound,
+        queued: &AtomicUsize,
+        held: &AtomicUsize,
+        spare: &mut [u8],
+    ) -> Result<u64, WriteError> {
+        out.write_to(self, queued, held, spare)
+    }
+}
+
+/// A scheduled wake-up of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Wake {
+    /// A handler-set reading pause may be over.
+    Resume,
+    /// A handler timer may be due.
+    Timer(u64),
+}
+
 /// What a connection is due for at a sweep of the timeouts.
 #[derive(Debug)]
 pub(crate) enum Due {
@@ -122,8 +192,12 @@ pub(crate) struct Timeouts {
     pub(crate) quiet: Duration,
 }
 
-pub(crate) struct Connection<S> {
-    pub(crate) sock: Transport,
+/// One connection on its worker: its byte stream (`T`: the worker's
+/// [`Transport`], a scripted stream in tests), its life and session, its
+/// framer, its reply queue and what its handler asked. Its transitions
+/// (`drive.rs`) are its own methods and say what the worker must do next.
+pub(crate) struct Connection<S, T = Transport> {
+    pub(crate) sock: T,
     pub(crate) shared: Arc<ConnShared>,
     pub(crate) life: Life<S>,
     /// The unconsumed input and its decoder: at most one incomplete frame,
@@ -148,9 +222,9 @@ pub(crate) struct Connection<S> {
     pub(crate) admission: Admission,
 }
 
-impl<S> Connection<S> {
+impl<S, T: ByteStream> Connection<S, T> {
     pub(crate) fn new(
-        sock: Transport,
+        sock: T,
         shared: Arc<ConnShared>,
         framer: Framer,
         admission: Admission,
@@ -186,6 +260,15 @@ impl<S> Connection<S> {
             Life::Open(session) | Life::Closing { session, .. } => Some(session),
         };
         (session, conn)
+    }
+
+    /// The session, once open.
+    #[cfg(test)]
+    pub(crate) fn session_mut(&mut self) -> Option<&mut S> {
+        match &mut self.life {
+            Life::Preamble => None,
+            Life::Open(session) | Life::Closing { session, .. } => Some(session),
+        }
     }
 
     /// The writing side: open until a close begins, then flushing, then
@@ -267,6 +350,32 @@ impl<S> Connection<S> {
             return true;
         }
         false
+    }
+
+    /// The wake-ups the worker must schedule for what the handler asked
+    /// since it last looked: the end of a new pause, timers armed or moved.
+    pub(crate) fn schedule(&mut self, mut push: impl FnMut(Instant, Wake)) {
+        if let Some(until) = self.ctl.paused_until {
+            if self.ctl.pause_scheduled != Some(until) {
+                self.ctl.pause_scheduled = Some(until);
+                push(until, Wake::Resume);
+            }
+        }
+        if std::mem::take(&mut self.ctl.timers_changed) {
+            for &(id, at) in &self.ctl.timers {
+                push(at, Wake::Timer(id));
+            }
+        }
+    }
+
+    /// Whether a flush has work: bytes to write, a close or a half-close
+    /// to move on, a backpressure hold to release.
+    pub(crate) fn wants_flush(&self) -> bool {
+        !self.out.is_empty()
+            || self.sock.wants_write()
+            || self.backpressure
+            || self.ctl.half_close == HalfClose::Asked
+            || self.writing() == Writing::Flushing
     }
 
     /// Starts the graceful close for `reason`: no more frames.

@@ -1,12 +1,13 @@
-//! A worker thread: one `mio::Poll` over many connections. Each
-//! [`Connection`] says what state it is in and what it is due for; the
-//! worker reads, writes, calls the handler and applies what the callback
-//! returned in one place ([`Worker::settle`]).
+//! A worker thread: one `mio::Poll` over many connections. The worker only
+//! routes: socket events, mail and wake-ups go to the connection they are
+//! for, whose transitions (reading, serving frames, calling the handler,
+//! writing, lingering) are its own and say what to do next; the worker
+//! applies that in one place ([`Worker::after`]), the only code that touches
+//! the connection table, the wake-ups and the registration.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::io::{self, Read};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,17 +19,30 @@ use slotmap::{Key, KeyData, SlotMap};
 use crate::clock;
 use crate::close::CloseReason;
 use crate::config::Shared;
-use crate::conn::{HalfClose, SendRules};
-use crate::connection::{Closing, Connection, Due, End, Timeouts, Writing};
+use crate::conn::SendRules;
+use crate::connection::{guarded, Connection, Cx, Due, End, Next, Timeouts, Wake};
 use crate::cpu::IdleCpu;
-use crate::framer::{Fed, Framer, Item};
-use crate::handler::{Flow, Handler};
+use crate::handler::Handler;
 use crate::handshakes::Pool;
 use crate::mailbox::{ConnKey, Mail, Mailbox, Pending, WorkerLink};
-use crate::outbound::WriteError;
 use crate::shutdown::Phase as Lifecycle;
-use crate::stats::{add, bump, WorkerCounters};
-use crate::transport::reason_of;
+use crate::stats::{bump, WorkerCounters};
+
+/// What a connection's transitions borrow from worker `$w` (its fields,
+/// so the connection table can be borrowed beside it).
+macro_rules! cx {
+    ($w:ident) => {
+        Cx {
+            handler: &*$w.handler,
+            stats: &$w.shared.stats,
+            counters: &$w.shared.stats.workers[$w.index],
+            high_water: $w.shared.config.high_water,
+            linger: $w.shared.config.linger,
+            draining: $w.draining,
+            now: $w.now,
+        }
+    };
+}
 
 mod balance;
 mod mail;
@@ -39,46 +53,12 @@ use balance::Busy;
 use migrate::Arriving;
 
 const WAKER: Token = Token(usize::MAX);
-/// Reads per readiness event before other connections get a turn.
-const READS_PER_TURN: usize = 16;
-/// Bytes a lingering close reads and discards at most.
-const LINGER_BYTES: usize = 1 << 20;
 
 /// What a worker did during shutdown.
 #[derive(Debug, Default)]
 pub(crate) struct WorkerReport {
     pub(crate) drained: usize,
     pub(crate) forced: usize,
-}
-
-/// What a callback's result means for its connection.
-#[derive(Debug)]
-enum Outcome {
-    /// Go on.
-    Continue,
-    /// Close gracefully: deliver what is queued, then close.
-    Close(CloseReason),
-    /// Close at once (a panic).
-    Abort(CloseReason),
-}
-
-impl Outcome {
-    fn of(flow: Option<Flow>) -> Outcome {
-        match flow {
-            Some(Flow::Continue) => Outcome::Continue,
-            Some(Flow::Close) => Outcome::Close(CloseReason::Handler),
-            None => Outcome::Abort(CloseReason::HandlerPanic),
-        }
-    }
-}
-
-/// A scheduled wake-up of one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Wake {
-    /// A handler-set reading pause may be over.
-    Resume,
-    /// A handler timer may be due.
-    Timer(u64),
 }
 
 fn token(key: ConnKey) -> Token {
@@ -132,18 +112,6 @@ pub(crate) struct Worker<H: Handler> {
     rules: Arc<SendRules>,
     /// How busy the loop is (the balancing policy).
     balance: Busy,
-}
-
-macro_rules! guarded {
-    ($stats:expr, $body:expr) => {
-        match catch_unwind(AssertUnwindSafe(|| $body)) {
-            Ok(v) => Some(v),
-            Err(_) => {
-                bump(&$stats.handler_panics);
-                None
-            }
-        }
-    };
 }
 
 impl<H: Handler> Worker<H> {
@@ -279,39 +247,22 @@ impl<H: Handler> Worker<H> {
         self.report
     }
 
-    /// Applies what a callback returned and asked through its `Conn`: the
-    /// one place where a callback's wishes become the connection's state.
-    /// Returns whether the connection still takes frames.
-    fn settle(&mut self, key: ConnKey, outcome: Outcome) -> bool {
-        if let Outcome::Abort(reason) = outcome {
-            self.finish(key, reason);
-            return false;
+    /// Applies what a connection's transition said to do next: the one
+    /// place that removes a connection, schedules its wake-ups and queues
+    /// it for reading or writing.
+    fn after(&mut self, key: ConnKey, next: Next) {
+        match next {
+            Next::End(end) => return self.end(key, end),
+            Next::Preamble => return self.advance(key),
+            Next::Read => self.ready.push(key),
+            Next::Wait => {}
         }
-        let high_water = self.shared.config.high_water;
-        let Some(c) = self.conns.get_mut(key) else { return false };
-        if let Some(until) = c.ctl.paused_until {
-            if c.ctl.pause_scheduled != Some(until) {
-                c.ctl.pause_scheduled = Some(until);
-                self.wakeups.push(Reverse((until, key, Wake::Resume)));
-            }
+        let Some(c) = self.conns.get_mut(key) else { return };
+        let wakeups = &mut self.wakeups;
+        c.schedule(|at, wake| wakeups.push(Reverse((at, key, wake))));
+        if c.wants_flush() {
+            self.dirty.push(key);
         }
-        if std::mem::take(&mut c.ctl.timers_changed) {
-            for &(id, at) in &c.ctl.timers {
-                self.wakeups.push(Reverse((at, key, Wake::Timer(id))));
-            }
-        }
-        c.update_backpressure(high_water);
-        let close = match outcome {
-            Outcome::Close(reason) => Some(reason),
-            _ if std::mem::take(&mut c.ctl.close) => Some(CloseReason::Handler),
-            _ => None,
-        };
-        self.dirty.push(key);
-        if let Some(reason) = close {
-            self.begin_close(key, reason);
-            return false;
-        }
-        c.takes_frames()
     }
 
     /// Wake-ups that are due: pauses that are over, timers.
@@ -322,47 +273,9 @@ impl<H: Handler> Worker<H> {
             }
             self.wakeups.pop();
             let Some(c) = self.conns.get_mut(key) else { continue };
-            match wake {
-                Wake::Resume => {
-                    if c.ctl.pause_scheduled != Some(at) {
-                        continue; // moved: a later wake-up is scheduled
-                    }
-                    c.ctl.pause_scheduled = None;
-                    c.ctl.paused_until = None;
-                    c.end_wait(self.now);
-                    self.wake_reading(key);
-                }
-                Wake::Timer(id) => {
-                    let Some(i) = c.ctl.timers.iter().position(|&(t, d)| t == id && d == at) else {
-                        continue; // cancelled or moved
-                    };
-                    c.ctl.timers.swap_remove(i);
-                    if c.writing() != Writing::Open {
-                        continue;
-                    }
-                    let handler = &self.handler;
-                    let (session, mut conn) =
-                        c.parts(&self.shared.stats.workers[self.index].queued, self.draining);
-                    let Some(session) = session else { continue };
-                    let flow = guarded!(self.shared.stats, handler.timer(session, id, &mut conn));
-                    self.settle(key, Outcome::of(flow));
-                }
-            }
+            let next = c.wake(&cx!(self), at, wake);
+            self.after(key, next);
         }
-    }
-
-    /// Reading may go on again (a hold ended): serve the frames read before
-    /// the hold, then read.
-    fn wake_reading(&mut self, key: ConnKey) {
-        let Some(c) = self.conns.get_mut(key) else { return };
-        if !c.takes_frames() {
-            return;
-        }
-        if c.framer.buffered() > 0 && !self.process(key, 0) {
-            return;
-        }
-        self.ready.push(key);
-        self.dirty.push(key);
     }
 
     /// Handles the shutdown phases; true when the worker may exit.
@@ -391,225 +304,35 @@ impl<H: Handler> Worker<H> {
         self.grace_deadline = Some(clock::after(started, self.shared.config.grace));
         let keys: Vec<ConnKey> = self.conns.keys().collect();
         for key in keys {
-            self.drain_one(key);
+            let Some(c) = self.conns.get_mut(key) else { continue };
+            let next = c.drain(&cx!(self));
+            self.after(key, next);
         }
     }
 
-    fn drain_one(&mut self, key: ConnKey) {
-        let Some(c) = self.conns.get_mut(key) else { return };
-        if c.writing() != Writing::Open {
-            return;
-        }
-        let handler = &self.handler;
-        let (session, mut conn) = c.parts(&self.shared.stats.workers[self.index].queued, true);
-        let Some(session) = session else { return };
-        let flow = guarded!(self.shared.stats, handler.drain(session, &mut conn));
-        self.settle(key, Outcome::of(flow));
-    }
-
-    /// Calls the handler's `open`.
-    fn start_session(&mut self, key: ConnKey) {
-        let Some(c) = self.conns.get_mut(key) else { return };
-        let (peer, id) = (c.shared.peer, c.shared.id);
-        log::debug!("{peer}: connection {id} open on worker {}", self.index);
-        let handler = &self.handler;
-        let (_, mut conn) = c.parts(&self.shared.stats.workers[self.index].queued, self.draining);
-        let session = guarded!(self.shared.stats, handler.open(&mut conn));
-        let Some(session) = session else { return self.finish(key, CloseReason::HandlerPanic) };
-        c.open(session);
-        if self.settle(key, Outcome::Continue) && self.draining {
-            self.drain_one(key);
-        }
-    }
-
-    /// Reads and serves what the peer sent: until the socket would block, or
-    /// (unless `to_eof`) until a read comes back short.
+    /// The socket is readable, or frames that waited may go on.
     fn on_readable(&mut self, key: ConnKey, to_eof: bool) {
         let Some(c) = self.conns.get_mut(key) else { return };
-        if let Writing::Lingering { .. } = c.writing() {
-            return self.linger(key);
-        }
-        if !c.sock.is_ready() {
-            return self.advance(key);
-        }
-        if !c.takes_frames() {
-            return;
-        }
-        for turn in 0..READS_PER_TURN {
-            let Some(c) = self.conns.get_mut(key) else { return };
-            match c.sock.read(&mut self.scratch) {
-                Ok(0) => {
-                    // Half-close: serve what was read, deliver the replies,
-                    // then close. An incomplete frame at EOF is dropped.
-                    let handler = &self.handler;
-                    let (session, mut conn) =
-                        c.parts(&self.shared.stats.workers[self.index].queued, self.draining);
-                    let outcome = match session {
-                        Some(session) => match guarded!(self.shared.stats, handler.eof(session, &mut conn)) {
-                            Some(()) => Outcome::Close(CloseReason::PeerClosed),
-                            None => Outcome::Abort(CloseReason::HandlerPanic),
-                        },
-                        None => Outcome::Close(CloseReason::PeerClosed),
-                    };
-                    self.settle(key, outcome);
-                    break;
-                }
-                Ok(n) => {
-                    c.last_io = self.now;
-                    c.last_read = self.now;
-                    add(&self.shared.stats.workers[self.index].bytes_in, n as u64);
-                    if !self.process(key, n) {
-                        break;
-                    }
-                    // (A TLS peer's EOF may wait behind the bytes of a short read.)
-                    let eof_next = self.conns.get(key).is_some_and(|c| c.sock.eof_pending());
-                    if n < self.scratch.len() && !to_eof && !eof_next {
-                        break;
-                    }
-                    if turn + 1 == READS_PER_TURN {
-                        self.ready.push(key);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.finish(key, reason_of(e)),
-            }
-        }
-        // Replies go out with the loop pass's other writes: every callback
-        // that queued one marked the connection dirty (`settle`).
+        let next = c.readable(&cx!(self), &mut self.scratch, to_eof);
+        self.after(key, next);
     }
 
-    /// Decodes what the framer holds plus `scratch[..n]` and hands the
-    /// frames to the handler while the connection takes them. Returns
-    /// whether reading may go on.
-    fn process(&mut self, key: ConnKey, n: usize) -> bool {
-        let Some(c) = self.conns.get_mut(key) else { return false };
-        let fresh = &self.scratch[..n];
-        let handler = &self.handler;
-        let stats = &self.shared.stats;
-        let counters = &stats.workers[self.index];
-        let (high_water, draining) = (self.shared.config.high_water, self.draining);
-        let mut completed = false;
-        let mut outcome = Outcome::Continue;
-        // The framer leaves the connection while it hands out frames: the
-        // callbacks borrow the rest of it.
-        let mut framer = std::mem::replace(&mut c.framer, Framer::new(self.rules.framing));
-        let fed = if c.takes_frames() && !c.ctl.close {
-            framer.feed(fresh, |item| {
-                let (session, mut conn) = c.parts(&counters.queued, draining);
-                let Some(session) = session else { return false };
-                outcome = match item {
-                    Item::Frame(frame) => {
-                        completed = true;
-                        bump(&counters.frames);
-                        Outcome::of(guarded!(stats, handler.frame(session, frame, &mut conn)))
-                    }
-                    Item::Error(err) => {
-                        bump(&counters.frame_errors);
-                        match guarded!(stats, handler.frame_error(session, err, &mut conn)) {
-                            Some(Flow::Continue) if !err.is_fatal() => Outcome::Continue,
-                            Some(_) => Outcome::Close(CloseReason::BadFrame(err)),
-                            None => Outcome::Abort(CloseReason::HandlerPanic),
-                        }
-                    }
-                };
-                if !matches!(outcome, Outcome::Continue) {
-                    return false;
-                }
-                c.update_backpressure(high_water);
-                c.takes_frames() && !c.ctl.close
-            })
-        } else {
-            framer.hold(fresh);
-            Fed::Stopped
-        };
-        c.framer = framer;
-        c.track_partial(fed, completed, self.now);
-        self.settle(key, outcome)
-    }
-
-    /// Writes what is queued; resumes reading below the low-water mark;
-    /// moves a closing connection on once its queue is empty.
+    /// The socket is writable, or there is output.
     fn flush(&mut self, key: ConnKey) {
         let Some(c) = self.conns.get_mut(key) else { return };
-        if !c.out.is_empty() || c.sock.wants_write() {
-            match c.out.write_to(
-                &mut c.sock,
-                &c.shared.queued,
-                &self.shared.stats.workers[self.index].queued,
-                &mut self.scratch,
-            ) {
-                Ok(n) => {
-                    if n > 0 {
-                        c.last_io = self.now;
-                        add(&self.shared.stats.workers[self.index].bytes_out, n);
-                    }
-                }
-                Err(WriteError::FileTruncated) => return self.finish(key, CloseReason::FileTruncated),
-                Err(WriteError::Io(e)) => return self.finish(key, reason_of(e)),
-            }
-        }
-        if c.update_backpressure(self.shared.config.high_water) {
-            self.wake_reading(key);
-        }
-        let Some(c) = self.conns.get_mut(key) else { return };
-        if c.writing() == Writing::Open && c.half_close_due() {
-            // The handler's half-close: reading goes on.
-            c.ctl.half_close = HalfClose::Done;
-            if let Err(e) = c.sock.shutdown_write() {
-                return self.finish(key, reason_of(e));
-            }
-            log::debug!("{}: connection {}: write side shut by the handler", c.shared.peer, c.shared.id);
-        }
-        if c.flushed() {
-            if c.ctl.half_close != HalfClose::Done {
-                let _ = c.sock.shutdown_write();
-            }
-            c.start_linger(clock::after(self.now, self.shared.config.linger));
-            self.linger(key);
-        }
+        let next = c.flush(&cx!(self), &mut self.scratch);
+        self.after(key, next);
     }
 
-    /// Reads and discards until EOF: then the close is clean.
-    fn linger(&mut self, key: ConnKey) {
-        let Some(c) = self.conns.get_mut(key) else { return };
-        loop {
-            match c.sock.read(&mut self.scratch) {
-                Ok(0) => break,
-                Ok(n) => {
-                    c.linger_read += n;
-                    if c.linger_read > LINGER_BYTES {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        self.end(key, End::Lingered);
-    }
-
-    /// Starts a graceful close: no more frames, flush, shut down the write
-    /// side, linger.
-    fn begin_close(&mut self, key: ConnKey, reason: CloseReason) {
-        let Some(c) = self.conns.get_mut(key) else { return };
-        match c.begin_close(reason) {
-            Closing::Began => self.flush(key),
-            Closing::Already => {}
-            Closing::Now(reason) => self.finish(key, reason),
-        }
-    }
-
-    /// Closes now, dropping anything queued. The close is counted and the
-    /// handler's `close` runs before the connection leaves `open` (the order
-    /// documented on [`Stats`](crate::Stats)).
+    /// Closes now, dropping anything queued.
     fn finish(&mut self, key: ConnKey, reason: CloseReason) {
         self.end(key, End::Now(reason));
     }
 
     /// Removes connection `key`, ending as `end` says: the one place a
-    /// connection leaves its worker (but for a move).
+    /// connection leaves its worker (but for a move). The close is counted
+    /// and the handler's `close` runs before the connection leaves `open`
+    /// (the order documented on [`Stats`](crate::Stats)).
     fn end(&mut self, key: ConnKey, end: End) {
         let Some(mut c) = self.conns.remove(key) else { return };
         let _ = c.sock.deregister(self.poll.registry());
@@ -645,7 +368,7 @@ impl<H: Handler> Worker<H> {
         }
         if let Some(session) = session {
             let handler = &self.handler;
-            if guarded!(stats, handler.close(session, &reason)).is_none() {
+            if guarded(stats, || handler.close(session, &reason)).is_none() {
                 log::error!("{peer}: connection {id}: the handler panicked in close");
             }
         }
@@ -661,12 +384,14 @@ impl<H: Handler> Worker<H> {
         let due: Vec<(ConnKey, Due)> =
             self.conns.iter().filter_map(|(key, c)| c.due(now, t, self.draining).map(|d| (key, d))).collect();
         for (key, due) in due {
-            match due {
-                Due::EndLinger => self.end(key, End::Lingered),
-                Due::Drain => self.begin_close(key, CloseReason::Drained),
-                Due::Close(reason) => self.begin_close(key, reason),
-                Due::CloseNow(reason) => self.finish(key, reason),
-            }
+            let Some(c) = self.conns.get_mut(key) else { continue };
+            let next = match due {
+                Due::EndLinger => Next::End(End::Lingered),
+                Due::CloseNow(reason) => Next::End(End::Now(reason)),
+                Due::Close(reason) => c.close(reason),
+                Due::Drain => c.close(CloseReason::Drained),
+            };
+            self.after(key, next);
         }
     }
 }

@@ -6,10 +6,9 @@ use std::sync::atomic::Ordering;
 
 use slotmap::Key;
 
-use crate::close::CloseReason;
-use crate::conn::HalfClose;
+use crate::connection::{Cx, Next};
 use crate::handler::Handler;
-use crate::mailbox::{ConnKey, Mail, Pending};
+use crate::mailbox::{ConnKey, Mail};
 
 use super::Worker;
 
@@ -82,48 +81,26 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Applies a handle's mail to its connection: takes everything in its
-    /// inbox, in order.
+    /// inbox, in order (what comes after an item that ends the connection
+    /// is dropped with it).
     pub(super) fn apply(&mut self, key: ConnKey, mail: Mail) {
         let Mail::Inbox { .. } = mail else { return };
-        let Some(c) = self.conns.get(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else { return };
         let mut items = std::mem::take(&mut self.inbox);
         c.shared.take_inbox(&mut items);
+        let mut next = Next::Wait;
         for item in items.drain(..) {
-            self.apply_one(key, item);
+            match c.take(&cx!(self), item) {
+                Next::Wait => {}
+                Next::Read => next = Next::Read,
+                other => {
+                    next = other;
+                    break;
+                }
+            }
         }
+        items.clear();
         self.inbox = items;
-    }
-
-    pub(super) fn apply_one(&mut self, key: ConnKey, item: Pending) {
-        let Some(c) = self.conns.get_mut(key) else { return };
-        match item {
-            Pending::Send(msg) if c.accepts_output() => {
-                c.out.push_message(msg, &self.shared.stats.workers[self.index].queued);
-                self.dirty.push(key);
-            }
-            // Closing meanwhile: the bytes will never be written.
-            Pending::Send(msg) => c.shared.sub_queued(msg.len()),
-            Pending::SendFile { file, offset, len } if c.accepts_output() => {
-                c.out.push_file(file, offset, len);
-                self.dirty.push(key);
-            }
-            Pending::SendFile { .. } => {}
-            Pending::Release => {
-                if c.shared.deferred.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    // The last one: the frames that waited for it go on.
-                    c.end_wait(self.now);
-                    self.wake_reading(key);
-                }
-                self.dirty.push(key);
-            }
-            Pending::ShutdownWrite => {
-                if c.ctl.half_close == HalfClose::No {
-                    c.ctl.half_close = HalfClose::Asked;
-                }
-                self.dirty.push(key);
-            }
-            Pending::Close { slow: true } => self.finish(key, CloseReason::SlowConsumer),
-            Pending::Close { slow: false } => self.begin_close(key, CloseReason::Handler),
-        }
+        self.after(key, next);
     }
 }

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use slotmap::Key;
 
 use crate::close::CloseReason;
-use crate::connection::{Connection, Writing};
+use crate::connection::{Connection, Next, Writing};
 use crate::handler::Handler;
 use crate::mailbox::{ConnKey, Mail, WorkerLink};
 
-use super::{token, Outcome, Worker};
+use super::{token, Worker};
 
 /// A connection that moved in, until the mail about its move is done.
 #[derive(Debug, Clone, Copy)]
@@ -94,9 +94,7 @@ impl<H: Handler> Worker<H> {
         if let Err(e) = self.conns[key].sock.register(self.poll.registry(), token(key)) {
             return self.finish(key, CloseReason::Io(e));
         }
-        if self.settle(key, Outcome::Continue) {
-            self.ready.push(key);
-        }
+        self.after(key, Next::Read);
     }
 
     /// All mail posted before connection `id` moved here has arrived: the

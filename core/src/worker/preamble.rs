@@ -12,7 +12,7 @@ use mio::net::TcpStream;
 use crate::admission::Admission;
 use crate::close::CloseReason;
 use crate::conn::ConnShared;
-use crate::connection::Connection;
+use crate::connection::{Connection, Cx};
 use crate::framer::Framer;
 use crate::handler::Handler;
 use crate::handshakes::{self, Job, Pool, Refused};
@@ -27,6 +27,14 @@ use super::{token, Worker};
 const REFUSED_LOG_EVERY: Duration = Duration::from_secs(1);
 
 impl<H: Handler> Worker<H> {
+    /// Calls the handler's `open`.
+    fn start_session(&mut self, key: ConnKey) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        log::debug!("{}: connection {} open on worker {}", c.shared.peer, c.shared.id, self.index);
+        let next = c.open_session(&cx!(self));
+        self.after(key, next);
+    }
+
     pub(super) fn open(&mut self, sock: TcpStream, peer: SocketAddr, admission: Admission) {
         let config = &self.shared.config;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,258 @@
+//! The connection's transitions over a scripted byte stream: no socket,
+//! no worker, no loop. Each test plays the peer's reads, drives the
+//! transitions the worker would, and checks what they say to do next.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::{Poll, Token, Waker};
+
+use super::*;
+use crate::conn::{Conn, SendRules, SlowConsumerPolicy};
+use crate::framing::Framing;
+use crate::handler::{Flow, Handler};
+use crate::mailbox::{ConnKey, Mailbox};
+use crate::stats::Counters;
+use crate::Deferred;
+
+/// One step of the scripted peer.
+enum Step {
+    Bytes(&'static [u8]),
+    WouldBlock,
+    Eof,
+}
+
+/// A byte stream that plays a script of reads and keeps what is written.
+struct Script {
+    reads: VecDeque<Step>,
+    written: Vec<u8>,
+    write_shut: bool,
+}
+
+impl Read for Script {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.reads.pop_front() {
+            Some(Step::Bytes(b)) => {
+                let n = b.len().min(buf.len());
+                buf[..n].copy_from_slice(&b[..n]);
+                if n < b.len() {
+                    self.reads.push_front(Step::Bytes(&b[n..]));
+                }
+                Ok(n)
+            }
+            Some(Step::Eof) => Ok(0),
+            Some(Step::WouldBlock) | None => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl ByteStream for Script {
+    fn is_ready(&self) -> bool {
+        true
+    }
+    fn preamble_deadline(&self) -> Option<(Instant, fn() -> CloseReason)> {
+        None
+    }
+    fn eof_pending(&self) -> bool {
+        false
+    }
+    fn wants_write(&self) -> bool {
+        false
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.write_shut = true;
+        Ok(())
+    }
+    fn write_out(
+        &mut self,
+        out: &mut Outbound,
+        queued: &AtomicUsize,
+        held: &AtomicUsize,
+        _spare: &mut [u8],
+    ) -> Result<u64, WriteError> {
+        let before = self.written.len();
+        out.drain_into(&mut self.written, queued, held)?;
+        Ok((self.written.len() - before) as u64)
+    }
+}
+
+/// Lines: `later` is answered by a deferred reply (kept in the session),
+/// `bye` closes, `boom` panics, anything else is echoed upper-cased.
+struct Lines;
+
+impl Handler for Lines {
+    type Session = Vec<Deferred>;
+    fn framing(&self) -> Framing {
+        Framing::lines(16)
+    }
+    fn open(&self, conn: &mut Conn<'_>) -> Vec<Deferred> {
+        conn.send("hi\n");
+        Vec::new()
+    }
+    fn frame(&self, later: &mut Vec<Deferred>, line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        match line {
+            b"later" => later.push(conn.defer()),
+            b"bye" => return Flow::Close,
+            b"boom" => panic!("a handler bug"),
+            _ => {
+                conn.send(line.to_ascii_uppercase());
+                conn.send("\n");
+            }
+        }
+        Flow::Continue
+    }
+}
+
+/// A connection over `reads`, as its worker holds it, with what it needs.
+struct Rig {
+    c: Connection<Vec<Deferred>, Script>,
+    stats: Arc<Counters>,
+    scratch: Vec<u8>,
+    _rx: Receiver<crate::mailbox::Mail>,
+    _poll: Poll,
+}
+
+impl Rig {
+    fn new(reads: Vec<Step>) -> Rig {
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mailbox = Arc::new(Mailbox { tx, waker, pending: AtomicBool::new(false) });
+        let stats = Arc::new(Counters::new(1));
+        let rules = Arc::new(SendRules {
+            max_outbound: 1 << 20,
+            max_outbound_total: 1 << 30,
+            policy: SlowConsumerPolicy::Disconnect,
+            framing: Lines.framing(),
+        });
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+        let shared = ConnShared::new(7, ConnKey::default(), peer, rules, mailbox, Arc::clone(&stats));
+        let load = Arc::new(AtomicUsize::new(0));
+        let script = Script { reads: reads.into(), written: Vec::new(), write_shut: false };
+        let admission = Admission::new(&stats, &load);
+        let c = Connection::new(
+            script,
+            Arc::new(shared),
+            Framer::new(Lines.framing()),
+            admission,
+            Instant::now(),
+        );
+        Rig { c, stats, scratch: vec![0; 4], _rx: rx, _poll: poll }
+    }
+
+    fn cx(&self) -> Cx<'static, Lines> {
+        // The counters live as long as the rig; a leaked clone keeps the
+        // borrow simple.
+        let stats: &'static Counters = Box::leak(Box::new(Arc::clone(&self.stats)));
+        Cx {
+            handler: &Lines,
+            stats,
+            counters: &stats.workers[0],
+            high_water: 1 << 10,
+            linger: Duration::from_secs(1),
+            draining: false,
+            now: Instant::now(),
+        }
+    }
+
+    fn readable(&mut self) -> Next {
+        let cx = self.cx();
+        self.c.readable(&cx, &mut self.scratch, true)
+    }
+
+    fn flush(&mut self) -> Next {
+        let cx = self.cx();
+        self.c.flush(&cx, &mut self.scratch)
+    }
+
+    /// What the handles queued, taken as the worker takes it.
+    fn take_mail(&mut self) -> Vec<Next> {
+        let cx = self.cx();
+        let mut items = Vec::new();
+        self.c.shared.take_inbox(&mut items);
+        items.into_iter().map(|item| self.c.take(&cx, item)).collect()
+    }
+
+    fn written(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.c.sock.written)
+    }
+}
+
+#[test]
+fn frames_across_short_reads_then_eof_closes_gracefully_and_lingers_to_the_end() {
+    // A 4-byte read buffer: every line comes in pieces.
+    let reads = vec![Step::Bytes(b"one\ntw"), Step::WouldBlock, Step::Bytes(b"o\n"), Step::Eof, Step::Eof];
+    let mut r = Rig::new(reads);
+    let cx = r.cx();
+    assert!(matches!(r.c.open_session(&cx), Next::Wait));
+    assert!(r.c.wants_flush(), "the greeting is queued");
+    assert!(matches!(r.readable(), Next::Wait));
+    assert!(r.c.partial_since.is_some(), "an incomplete frame: the frame timeout runs");
+    assert_eq!(r.c.writing(), Writing::Open);
+    assert!(matches!(r.readable(), Next::Wait), "the EOF starts a graceful close");
+    assert_eq!(r.c.writing(), Writing::Flushing);
+    assert!(matches!(r.flush(), Next::End(End::Lingered)), "flushed, shut, and the peer's EOF read");
+    assert_eq!(r.written(), b"hi\nONE\nTWO\n");
+    assert!(r.c.sock.write_shut);
+    assert_eq!(r.stats.workers[0].frames.load(Ordering::Relaxed), 2);
+    let (session, reason, _admission) = r.c.end(End::Lingered);
+    assert!(session.is_some());
+    assert!(matches!(reason, CloseReason::PeerClosed), "{reason}");
+    assert_eq!(r.stats.open.load(Ordering::Acquire), 1, "open until the admission is dropped");
+}
+
+#[test]
+fn a_panic_in_a_callback_ends_the_connection_at_once_and_is_counted() {
+    let mut r = Rig::new(vec![Step::Bytes(b"boom\nx\n")]);
+    let cx = r.cx();
+    let _ = r.c.open_session(&cx);
+    assert!(matches!(r.readable(), Next::End(End::Now(CloseReason::HandlerPanic))));
+    assert_eq!(r.stats.handler_panics.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn frames_held_behind_a_deferred_reply_are_not_a_partial_frame_and_go_on_at_its_release() {
+    let mut r = Rig::new(vec![Step::Bytes(b"later\nb\nc\n")]);
+    let cx = r.cx();
+    let _ = r.c.open_session(&cx);
+    r.scratch = vec![0; 64];
+    assert!(matches!(r.readable(), Next::Wait));
+    assert_eq!(r.c.hold(), Some(Hold::Deferred));
+    assert_eq!(r.c.framer.buffered(), 4, "b and c wait");
+    assert_eq!(r.c.partial_since, None, "whole frames waiting on the server: no frame timeout");
+    // The reply comes from another thread; dropping it releases the rest.
+    let reply = r.c.session_mut().and_then(Vec::pop).expect("the deferred reply");
+    reply.send("LATER\n").unwrap();
+    drop(reply);
+    let nexts = r.take_mail();
+    assert!(matches!(nexts.as_slice(), [Next::Wait, Next::Read]), "{nexts:?}");
+    assert!(matches!(r.readable(), Next::Wait));
+    assert!(matches!(r.flush(), Next::Wait));
+    assert_eq!(r.written(), b"hi\nLATER\nB\nC\n", "replies in request order");
+}
+
+#[test]
+fn a_handler_close_and_a_drain_before_open_decide_their_own_reasons() {
+    let mut r = Rig::new(vec![Step::Bytes(b"bye\nnot served\n"), Step::Eof]);
+    assert!(
+        matches!(r.c.close(CloseReason::Drained), Next::End(End::Now(CloseReason::Drained))),
+        "no session yet"
+    );
+    let mut r2 = Rig::new(vec![Step::Bytes(b"bye\nnot served\n"), Step::Eof]);
+    let cx = r2.cx();
+    let _ = r2.c.open_session(&cx);
+    r2.scratch = vec![0; 64];
+    assert!(matches!(r2.readable(), Next::Wait));
+    assert!(matches!(r2.flush(), Next::End(End::Lingered)));
+    assert_eq!(r2.written(), b"hi\n");
+    let (_, reason, _) = r2.c.end(End::Lingered);
+    assert!(matches!(reason, CloseReason::Handler), "{reason}");
+    // Cut short by a shutdown before it lingered: forced.
+    let (session, reason, _) = r.c.end(End::Lingered);
+    assert!(session.is_none() && matches!(reason, CloseReason::Forced), "{reason}");
+}
