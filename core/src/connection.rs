@@ -262,6 +262,14 @@ impl<S, T: ByteStream> Connection<S, T> {
         (session, conn)
     }
 
+    /// Why the connection is closing, once it is.
+    pub(crate) fn closing_reason(&self) -> Option<&CloseReason> {
+        match &self.life {
+            Life::Closing { reason, .. } => Some(reason),
+            Life::Preamble | Life::Open(_) => None,
+        }
+    }
+
     /// The session, once open.
     #[cfg(test)]
     pub(crate) fn session_mut(&mut self) -> Option<&mut S> {

@@ -1,21 +1,24 @@
 //! [`Harness`]: a handler's callbacks driven without sockets, for unit tests.
 
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use mio::{Poll, Token, Waker};
 
+use crate::admission::Admission;
 use crate::close::CloseReason;
 use crate::config::Config;
-use crate::conn::{Conn, ConnHandle, ConnShared, Control, HalfClose, SendRules};
-use crate::framer::{Framer, Item};
+use crate::conn::{ConnHandle, ConnShared, HalfClose, SendRules};
+use crate::connection::{ByteStream, Connection, Cx, End, Hold, Next, Wake, Writing};
+use crate::framer::Framer;
 use crate::handler::{Flow, Handler};
 use crate::mailbox::{ConnKey, Mail, Mailbox, Pending};
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, WriteError};
 use crate::stats::Counters;
 
 /// Connection ids of harnesses, distinct in the process as on a server.
@@ -66,25 +69,81 @@ pub enum Held {
 /// ```
 pub struct Harness<H: Handler> {
     handler: H,
-    session: Option<H::Session>,
-    shared: Arc<ConnShared>,
-    out: Outbound,
-    ctl: Control,
-    framer: Framer,
+    /// The connection, the same code a worker drives, over no socket.
+    c: Connection<H::Session, Sink>,
+    stats: Arc<Counters>,
     rx: Receiver<Mail>,
-    /// Set once a callback closed the connection (or a handle asked to).
-    closing: Option<CloseReason>,
+    /// Why the connection ended at once (a panic, a slow consumer, a file
+    /// that shrank), where a worker would have removed it.
+    ended: Option<CloseReason>,
     /// Deferred replies completed so far.
     released: usize,
     high_water: usize,
-    /// Reading stopped for backpressure (released below half the mark).
-    backpressure: bool,
+    scratch: Vec<u8>,
     _poll: Poll,
+}
+
+/// The harness's byte stream: nothing to read (bytes come through
+/// [`Harness::input`]), and what is written kept for
+/// [`Harness::output`].
+#[derive(Debug, Default)]
+struct Sink {
+    written: Vec<u8>,
+}
+
+impl io::Read for Sink {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
+impl ByteStream for Sink {
+    fn is_ready(&self) -> bool {
+        true
+    }
+    fn preamble_deadline(&self) -> Option<(Instant, fn() -> CloseReason)> {
+        None
+    }
+    fn eof_pending(&self) -> bool {
+        false
+    }
+    fn wants_write(&self) -> bool {
+        false
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn write_out(
+        &mut self,
+        out: &mut Outbound,
+        queued: &AtomicUsize,
+        held: &AtomicUsize,
+        _spare: &mut [u8],
+    ) -> Result<u64, WriteError> {
+        let before = self.written.len();
+        out.drain_into(&mut self.written, queued, held)?;
+        Ok((self.written.len() - before) as u64)
+    }
+}
+
+/// What the connection's transitions borrow from harness `$h`.
+macro_rules! cx {
+    ($h:ident, $draining:expr) => {
+        Cx {
+            handler: &$h.handler,
+            stats: &$h.stats,
+            counters: &$h.stats.workers[0],
+            high_water: $h.high_water,
+            linger: Duration::from_secs(2),
+            draining: $draining,
+            now: Instant::now(),
+        }
+    };
 }
 
 impl<H: Handler> fmt::Debug for Harness<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Harness").field("closing", &self.closing).finish_non_exhaustive()
+        f.debug_struct("Harness").field("closing", &self.closing()).finish_non_exhaustive()
     }
 }
 
@@ -104,42 +163,31 @@ impl<H: Handler> Harness<H> {
         let mailbox = Arc::new(Mailbox { tx, waker, pending: AtomicBool::new(false) });
         let config = Config::default();
         let stats = Arc::new(Counters::new(1));
-        stats.open.store(1, Ordering::Release);
         let rules = SendRules {
             max_outbound: config.max_outbound,
             max_outbound_total: config.max_outbound_total,
             policy: config.policy,
             framing: handler.framing(),
         };
-        let shared = ConnShared::new(
-            NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            ConnKey::default(),
-            peer,
-            Arc::new(rules),
-            mailbox,
-            stats,
-        );
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let shared =
+            ConnShared::new(id, ConnKey::default(), peer, Arc::new(rules), mailbox, Arc::clone(&stats));
+        let admission = Admission::new(&stats, &Arc::new(AtomicUsize::new(0)));
         let framer = Framer::new(handler.framing());
+        let c = Connection::new(Sink::default(), Arc::new(shared), framer, admission, Instant::now());
         let mut h = Harness {
             handler,
-            session: None,
-            shared: Arc::new(shared),
-            out: Outbound::default(),
-            ctl: Control::default(),
-            framer,
+            c,
+            stats,
             rx,
-            closing: None,
+            ended: None,
             released: 0,
             high_water: config.high_water,
-            backpressure: false,
+            scratch: vec![0; 4096],
             _poll: poll,
         };
-        let held = &h.shared.stats.workers[0].queued;
-        let mut conn = Conn { shared: &h.shared, out: &mut h.out, held, draining: false, ctl: &mut h.ctl };
-        h.session = Some(h.handler.open(&mut conn));
-        if std::mem::take(&mut h.ctl.close) {
-            h.closing = Some(CloseReason::Handler);
-        }
+        let next = h.c.open_session(&cx!(h, false));
+        h.after(next);
         h
     }
 
@@ -147,41 +195,49 @@ impl<H: Handler> Harness<H> {
     /// handed to [`Handler::frame`] (or `frame_error`) while the connection
     /// takes frames. Returns [`Flow::Close`] once the connection is closing.
     pub fn input(&mut self, bytes: &[u8]) -> Flow {
-        self.serve_with(bytes)
+        if self.ended.is_none() {
+            if let Err(next) = self.c.serve(&cx!(self, false), bytes) {
+                self.after(next);
+            }
+            self.take_mail();
+        }
+        self.flow()
     }
 
     /// The peer finished sending: [`Handler::eof`], then the connection
     /// closes ([`CloseReason::PeerClosed`]) once replies are out.
     pub fn eof(&mut self) {
-        if self.closing.is_none() {
-            let (handler, session, mut conn) = self.parts(false);
-            handler.eof(session, &mut conn);
-            self.settle(Flow::Close, CloseReason::PeerClosed);
+        if self.ended.is_none() && self.c.writing() == Writing::Open {
+            let next = self.c.eof(&cx!(self, false));
+            self.after(next);
         }
     }
 
     /// The server starts draining: [`Handler::drain`].
     pub fn drain(&mut self) -> Flow {
-        let (handler, session, mut conn) = self.parts(true);
-        let flow = handler.drain(session, &mut conn);
-        self.settle(flow, CloseReason::Handler)
+        if self.ended.is_none() {
+            let next = self.c.drain(&cx!(self, true));
+            self.after(next);
+        }
+        self.flow()
     }
 
     /// Fires timer `id` if it is armed ([`Conn::set_timer`]), whatever its
     /// deadline; returns `None` if it is not armed.
     pub fn fire_timer(&mut self, id: u64) -> Option<Flow> {
-        let i = self.ctl.timers.iter().position(|&(t, _)| t == id)?;
-        self.ctl.timers.swap_remove(i);
-        let (handler, session, mut conn) = self.parts(false);
-        let flow = handler.timer(session, id, &mut conn);
-        Some(self.settle(flow, CloseReason::Handler))
+        let &(_, at) = self.c.ctl.timers.iter().find(|&&(t, _)| t == id)?;
+        if self.ended.is_none() {
+            let next = self.c.wake(&cx!(self, false), at, Wake::Timer(id));
+            self.after(next);
+        }
+        Some(self.flow())
     }
 
     /// The armed timers, by id, with the time left until each.
     pub fn timers(&self) -> Vec<(u64, Duration)> {
         let now = Instant::now();
         let mut t: Vec<_> =
-            self.ctl.timers.iter().map(|&(id, at)| (id, at.saturating_duration_since(now))).collect();
+            self.c.ctl.timers.iter().map(|&(id, at)| (id, at.saturating_duration_since(now))).collect();
         t.sort();
         t
     }
@@ -190,32 +246,32 @@ impl<H: Handler> Harness<H> {
     /// Frames wait in the harness too; [`resume`](Harness::resume) ends the
     /// pause early.
     pub fn paused_for(&self) -> Option<Duration> {
-        self.ctl.paused_until.map(|t| t.saturating_duration_since(Instant::now()))
+        self.c.ctl.paused_until.map(|t| t.saturating_duration_since(Instant::now()))
     }
 
     /// Ends a reading pause and serves the frames that waited.
     pub fn resume(&mut self) -> Flow {
-        self.ctl.paused_until = None;
-        self.serve()
+        if let Some(at) = self.c.ctl.paused_until {
+            self.c.ctl.pause_scheduled = Some(at);
+            let next = self.c.wake(&cx!(self, false), at, Wake::Resume);
+            self.after(next);
+        }
+        self.flow()
     }
 
     /// Why the connection takes no frames now, if it does not: the first
     /// of backpressure, a pause, deferred replies (as on a server).
     pub fn held_by(&self) -> Option<Held> {
-        if self.backpressure {
-            Some(Held::Backpressure { queued: self.shared.queued() })
-        } else if let Some(until) = self.ctl.paused_until {
-            Some(Held::Paused(until.saturating_duration_since(Instant::now())))
-        } else if self.shared.deferred() {
-            Some(Held::Deferred { outstanding: self.shared.deferred.load(Ordering::Acquire) })
-        } else {
-            None
-        }
+        Some(match self.c.hold()? {
+            Hold::Backpressure => Held::Backpressure { queued: self.c.shared.queued() },
+            Hold::PausedUntil(t) => Held::Paused(t.saturating_duration_since(Instant::now())),
+            Hold::Deferred => Held::Deferred { outstanding: self.c.shared.deferred.load(Ordering::Acquire) },
+        })
     }
 
     /// The connection's id ([`Conn::id`]).
     pub fn id(&self) -> u64 {
-        self.shared.id
+        self.c.shared.id
     }
 
     /// Waits up to `timeout` until `n` more deferred replies have completed
@@ -256,11 +312,10 @@ impl<H: Handler> Harness<H> {
         let target = self.released.saturating_add(n);
         loop {
             self.take_mail();
-            self.serve();
             if self.released >= target {
                 return true;
             }
-            if !self.shared.deferred() {
+            if !self.c.shared.deferred() {
                 // Nothing outstanding: no more can complete.
                 return false;
             }
@@ -275,14 +330,13 @@ impl<H: Handler> Harness<H> {
     /// defer again: [`wait_replies`](Harness::wait_replies) waits for a
     /// number of replies.
     pub fn wait_deferred(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::clock::after(Instant::now(), timeout);
         self.take_mail();
-        while self.shared.deferred() {
+        while self.c.shared.deferred() {
             let Ok(mail) = self.rx.recv_deadline(deadline) else { return false };
             self.apply(mail);
             self.take_mail();
         }
-        self.serve();
         true
     }
 
@@ -290,17 +344,12 @@ impl<H: Handler> Harness<H> {
     /// read), including what handles sent that has arrived.
     pub fn output(&mut self) -> Vec<u8> {
         self.take_mail();
-        let mut sink = Vec::new();
-        if self.out.drain_into(&mut sink, &self.shared.queued, &self.shared.stats.workers[0].queued).is_err()
-        {
-            self.closing.get_or_insert(CloseReason::FileTruncated);
-        }
-        if self.backpressure && self.update_backpressure() {
-            // Drained: the frames that waited are served (their replies
-            // come with the next call).
-            self.serve();
-        }
-        sink
+        let next = self.c.flush(&cx!(self, false), &mut self.scratch);
+        let written = std::mem::take(&mut self.c.sock.written);
+        // (A released backpressure hold serves the frames that waited:
+        // their replies come with the next call.)
+        self.after(next);
+        written
     }
 
     /// Whether the handler (or a handle) half-closed the connection
@@ -308,94 +357,65 @@ impl<H: Handler> Harness<H> {
     /// the output before it is written; nothing sent after it comes out.
     pub fn write_shut(&mut self) -> bool {
         self.take_mail();
-        self.ctl.half_close != HalfClose::No
+        self.c.ctl.half_close != HalfClose::No
     }
 
     /// Why the connection is closing, once it is.
     pub fn closing(&self) -> Option<&CloseReason> {
-        self.closing.as_ref()
+        self.ended.as_ref().or_else(|| self.c.closing_reason())
     }
 
     /// A handle to the connection, as [`Conn::handle`] gives.
     pub fn handle(&self) -> ConnHandle {
-        ConnHandle::new(Arc::clone(&self.shared))
+        ConnHandle::new(Arc::clone(&self.c.shared))
     }
 
     /// Closes the connection: [`Handler::close`] with the reason it is
     /// closing for (or `reason` if none), which is returned.
-    pub fn close(mut self, reason: CloseReason) -> CloseReason {
-        let reason = self.closing.take().unwrap_or(reason);
-        self.shared.closed.store(true, Ordering::Release);
-        if let Some(session) = self.session.take() {
-            self.handler.close(session, &reason);
+    pub fn close(self, reason: CloseReason) -> CloseReason {
+        let Harness { handler, mut c, ended, .. } = self;
+        c.shared.closed.store(true, Ordering::Release);
+        let end = match ended {
+            Some(reason) => End::Now(reason),
+            None if c.closing_reason().is_some() => {
+                // Its graceful close is over: the reason it began with.
+                c.start_linger(Instant::now());
+                End::Lingered
+            }
+            None => End::Now(reason),
+        };
+        let (session, reason, _admission) = c.end(end);
+        if let Some(session) = session {
+            handler.close(session, &reason);
         }
         reason
     }
 
-    fn parts(&mut self, draining: bool) -> (&H, &mut H::Session, Conn<'_>) {
-        let held = &self.shared.stats.workers[0].queued;
-        let conn = Conn { shared: &self.shared, out: &mut self.out, held, draining, ctl: &mut self.ctl };
-        (&self.handler, self.session.as_mut().expect("the session lives until close"), conn)
-    }
-
-    fn settle(&mut self, flow: Flow, reason: CloseReason) -> Flow {
-        if flow == Flow::Close || std::mem::take(&mut self.ctl.close) {
-            self.closing.get_or_insert(reason);
-        }
-        if self.closing.is_some() {
+    /// Whether the connection is closing, as a callback's [`Flow`].
+    fn flow(&self) -> Flow {
+        if self.closing().is_some() {
             Flow::Close
         } else {
             Flow::Continue
         }
     }
 
-    /// Updates the backpressure hold from what is queued, as a server does
-    /// (set above the high-water mark, cleared below half of it); returns
-    /// true when it was just released.
-    fn update_backpressure(&mut self) -> bool {
-        let queued = self.shared.queued();
-        if !self.backpressure && queued > self.high_water {
-            self.backpressure = true;
-        } else if self.backpressure && queued <= self.high_water / 2 {
-            self.backpressure = false;
-            return true;
+    /// Applies what a transition said to do next, as a worker does.
+    fn after(&mut self, next: Next) {
+        match next {
+            Next::End(End::Now(reason)) => {
+                self.ended.get_or_insert(reason);
+            }
+            Next::Read => {
+                // Serves what waited (nothing more to read here).
+                let next = self.c.readable(&cx!(self, false), &mut self.scratch, true);
+                return self.after(next);
+            }
+            Next::End(End::Lingered) | Next::Preamble | Next::Wait => {}
         }
-        false
-    }
-
-    fn serve(&mut self) -> Flow {
-        self.serve_with(&[])
-    }
-
-    /// Serves what the framer holds, then `fresh`, while the connection
-    /// takes frames; keeps the rest.
-    fn serve_with(&mut self, fresh: &[u8]) -> Flow {
-        let framing = self.framer.framing();
-        let mut framer = std::mem::replace(&mut self.framer, Framer::new(framing));
-        if self.closing.is_none() && self.held_by().is_none() {
-            framer.feed(fresh, |item| {
-                let (handler, session, mut conn) = self.parts(false);
-                let (flow, reason) = match item {
-                    Item::Frame(frame) => (handler.frame(session, frame, &mut conn), CloseReason::Handler),
-                    Item::Error(err) => match handler.frame_error(session, err, &mut conn) {
-                        Flow::Continue if !err.is_fatal() => (Flow::Continue, CloseReason::Handler),
-                        _ => (Flow::Close, CloseReason::BadFrame(err)),
-                    },
-                };
-                self.settle(flow, reason);
-                self.take_mail();
-                self.update_backpressure();
-                self.closing.is_none() && self.held_by().is_none()
-            });
-        } else if self.closing.is_none() {
-            framer.hold(fresh);
-        }
-        self.framer = framer;
-        if self.closing.is_some() {
-            Flow::Close
-        } else {
-            Flow::Continue
-        }
+        // Timers are read from the connection's control; nothing to
+        // schedule.
+        self.c.schedule(|_, _| {});
     }
 
     fn take_mail(&mut self) {
@@ -404,31 +424,21 @@ impl<H: Handler> Harness<H> {
         }
     }
 
+    /// Takes what the connection's inbox holds, in order, as a worker
+    /// does.
     fn apply(&mut self, mail: Mail) {
         let Mail::Inbox { .. } = mail else { return };
         let mut items = Vec::new();
-        self.shared.take_inbox(&mut items);
+        self.c.shared.take_inbox(&mut items);
         for item in items {
-            match item {
-                Pending::Send(msg) => self.out.push_message(msg, &self.shared.stats.workers[0].queued),
-                Pending::SendFile { file, offset, len } => self.out.push_file(file, offset, len),
-                Pending::Release => {
-                    self.shared.deferred.fetch_sub(1, Ordering::AcqRel);
-                    self.released += 1;
-                }
-                Pending::ShutdownWrite => {
-                    if self.ctl.half_close == HalfClose::No {
-                        self.ctl.half_close = HalfClose::Asked;
-                    }
-                }
-                Pending::Close { slow } => {
-                    self.closing.get_or_insert(if slow {
-                        CloseReason::SlowConsumer
-                    } else {
-                        CloseReason::Handler
-                    });
-                }
+            if self.ended.is_some() {
+                break;
             }
+            if let Pending::Release = item {
+                self.released += 1;
+            }
+            let next = self.c.take(&cx!(self, false), item);
+            self.after(next);
         }
     }
 }

@@ -273,7 +273,7 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// The peer finished sending: the handler's `eof`, then the graceful
     /// close. An incomplete frame left at EOF is dropped, unless the framer
     /// takes unterminated lines: then it is the last frame.
-    fn eof<H: Handler<Session = S>>(&mut self, cx: &Cx<'_, H>) -> Next {
+    pub(crate) fn eof<H: Handler<Session = S>>(&mut self, cx: &Cx<'_, H>) -> Next {
         if let Err(next) = self.serve_last(cx) {
             return next;
         }
