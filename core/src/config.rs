@@ -26,6 +26,9 @@ pub(crate) struct Config {
     pub(crate) frame_timeout: Duration,
     pub(crate) grace: Duration,
     pub(crate) quiet: Duration,
+    /// Line framing: a partial line quiet this long is a line, and a last
+    /// line without its ending at EOF too (`None`: both dropped).
+    pub(crate) accept_unterminated: Option<Duration>,
     pub(crate) linger: Duration,
     pub(crate) max_outbound: usize,
     pub(crate) max_outbound_total: usize,
@@ -63,6 +66,7 @@ impl Default for Config {
             frame_timeout: Duration::from_secs(30),
             grace: Duration::from_secs(30),
             quiet: Duration::from_secs(1),
+            accept_unterminated: None,
             linger: Duration::from_secs(2),
             max_outbound: 1 << 20,
             max_outbound_total: 256 << 20,
@@ -143,6 +147,15 @@ impl Config {
                 ));
             }
         }
+        if let Some(d) = self.accept_unterminated {
+            if d.is_zero() || d >= self.frame_timeout {
+                return bad(format!(
+                    "the wait before an unterminated line is taken ({d:?}) must be more than zero and \
+                     shorter than the frame timeout ({:?})",
+                    self.frame_timeout
+                ));
+            }
+        }
         if self.max_outbound == 0 || self.high_water == 0 {
             return bad("outbound budget and high-water mark must be more than zero".into());
         }
@@ -162,6 +175,7 @@ impl Config {
     pub(crate) fn tick(&self) -> Duration {
         let shortest = self.idle_timeout.min(self.frame_timeout).min(self.quiet).min(self.linger);
         let shortest = shortest.min(self.transport.handshake_timeout);
+        let shortest = self.accept_unterminated.map_or(shortest, |d| shortest.min(d));
         (shortest / 4).clamp(Duration::from_millis(5), Duration::from_millis(250))
     }
 }

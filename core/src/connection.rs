@@ -182,6 +182,8 @@ pub(crate) enum Due {
     Close(CloseReason),
     /// Draining, quiet, flushed: start the graceful close.
     Drain,
+    /// A partial line has been quiet long enough: it is a line.
+    PartialLine,
 }
 
 /// The limits a sweep checks.
@@ -190,6 +192,8 @@ pub(crate) struct Timeouts {
     pub(crate) idle: Duration,
     pub(crate) frame: Duration,
     pub(crate) quiet: Duration,
+    /// A partial line quiet this long is a line.
+    pub(crate) unterminated: Option<Duration>,
 }
 
 /// One connection on its worker: its byte stream (`T`: the worker's
@@ -464,6 +468,11 @@ impl<S, T: ByteStream> Connection<S, T> {
         }
         if self.writing() != Writing::Open {
             return None;
+        }
+        let quiet_for = |d: Duration| now.saturating_duration_since(self.last_read) >= d;
+        if self.partial_since.is_some() && self.framer.buffered() > 0 && t.unterminated.is_some_and(quiet_for)
+        {
+            return Some(Due::PartialLine);
         }
         if self.partial_since.is_some_and(|s| now.saturating_duration_since(s) >= t.frame) {
             // Replies already queued still go out (a graceful close).

@@ -129,6 +129,22 @@ impl ServerBuilder {
         self
     }
 
+    /// With line framing ([`Framing::Lines`](crate::Framing::Lines)), take
+    /// a partial line as a whole line once no byte has come for `after`,
+    /// and a last line without its ending when the peer closes its side
+    /// (default: off; both dropped). For clients that send a request with
+    /// no newline and wait for the answer, like the socket tutorials'
+    /// (`sock.send(b"get a.txt")`, then `recv`). Off by default because a
+    /// line split across TCP segments by a slow link would be cut in two.
+    /// It must be shorter than the [frame timeout](ServerBuilder::frame_timeout);
+    /// the timeouts are checked every quarter of the shortest of them, so a
+    /// partial line is taken `after` to `1.25 × after` after its last byte.
+    /// Other framings ignore it.
+    pub fn accept_unterminated(mut self, after: Duration) -> Self {
+        self.config.accept_unterminated = Some(after);
+        self
+    }
+
     /// While draining, a connection closes once its output is flushed and
     /// nothing has arrived from it for this long (default 1 s).
     pub fn quiet_period(mut self, d: Duration) -> Self {

@@ -380,7 +380,12 @@ impl<H: Handler> Worker<H> {
     fn sweep(&mut self, now: Instant) {
         self.log_refused();
         let config = &self.shared.config;
-        let t = Timeouts { idle: config.idle_timeout, frame: config.frame_timeout, quiet: config.quiet };
+        let t = Timeouts {
+            idle: config.idle_timeout,
+            frame: config.frame_timeout,
+            quiet: config.quiet,
+            unterminated: config.accept_unterminated,
+        };
         let due: Vec<(ConnKey, Due)> =
             self.conns.iter().filter_map(|(key, c)| c.due(now, t, self.draining).map(|d| (key, d))).collect();
         for (key, due) in due {
@@ -390,6 +395,10 @@ impl<H: Handler> Worker<H> {
                 Due::CloseNow(reason) => Next::End(End::Now(reason)),
                 Due::Close(reason) => c.close(reason),
                 Due::Drain => c.close(CloseReason::Drained),
+                Due::PartialLine => match c.serve_last(&cx!(self)) {
+                    Ok(()) => Next::Wait,
+                    Err(next) => next,
+                },
             };
             self.after(key, next);
         }

@@ -42,7 +42,7 @@ impl<H: Handler> Worker<H> {
         // idle deadlines must not start before it was accepted.
         let (mailbox, stats, now) = (&self.mailbox, &self.shared.stats, Instant::now());
         let rules = &self.rules;
-        let framer = Framer::new(rules.framing);
+        let framer = Framer::new(rules.framing).unterminated(config.accept_unterminated.is_some());
         let sock = match Transport::new(sock, &config.transport, now) {
             Ok(sock) => sock,
             Err(e) => {
