@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::framing::{EncodeError, Framing};
 use crate::mailbox::{ConnKey, Mail, Mailbox, Pending, Route, To};
@@ -56,6 +56,27 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// Why [`ConnHandle::wait_below`] returned without the queue below the mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// The connection is closed or closing (or its write side shut).
+    Closed,
+    /// The timeout passed first.
+    TimedOut,
+}
+
+impl fmt::Display for WaitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WaitError::Closed => "connection closed",
+            WaitError::TimedOut => "timed out waiting for the connection's queue to drain",
+        })
+    }
+}
+
+impl std::error::Error for WaitError {}
+
 /// The part of a connection shared with its handles.
 pub(crate) struct ConnShared {
     pub(crate) id: u64,
@@ -72,6 +93,13 @@ pub(crate) struct ConnShared {
     /// The handler asked for a half-close: nothing more may be sent.
     pub(crate) write_shut: AtomicBool,
     pub(crate) warned: AtomicBool,
+    /// A producer has waited in [`ConnHandle::wait_below`]: the worker
+    /// wakes the waiters whenever it writes (set once, never cleared: a
+    /// connection fed by a waiting producer pays a lock per write).
+    waiting: AtomicBool,
+    /// Where producers wait for the queue to shrink (with the route's
+    /// lock).
+    written: Condvar,
     /// Deferred replies outstanding: frames after them wait, and a graceful
     /// close waits for them.
     pub(crate) deferred: AtomicUsize,
@@ -111,6 +139,8 @@ impl ConnShared {
             closed: AtomicBool::new(false),
             write_shut: AtomicBool::new(false),
             warned: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+            written: Condvar::new(),
             deferred: AtomicUsize::new(0),
             rules,
             stats,
@@ -143,6 +173,19 @@ impl ConnShared {
         let mut route = self.route.lock();
         self.notified.store(false, Ordering::Relaxed);
         std::mem::swap(&mut route.inbox, into);
+    }
+
+    /// Bytes were written (or dropped, or the connection closed): wakes
+    /// the producers waiting in [`ConnHandle::wait_below`], if any ever
+    /// waited.
+    pub(crate) fn wake_producers(&self) {
+        // Against the waiter's fence: either it sees the new count, or
+        // this sees its flag and takes the lock it waits under.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::Relaxed) {
+            let _route = self.route.lock();
+            self.written.notify_all();
+        }
     }
 
     /// Bytes queued for this connection.
@@ -248,6 +291,50 @@ impl ConnHandle {
             s.sub_queued(len);
             SendError::Closed
         })
+    }
+
+    /// Blocks the calling thread until fewer than `mark` bytes are queued
+    /// for the connection, for at most `timeout`: backpressure for a
+    /// producer thread (a relay, a feed), so it never outruns a slow
+    /// reader into the slow-consumer policy and never polls
+    /// [`queued`](ConnHandle::queued). The worker wakes it as it writes.
+    /// Pick a mark below the outbound budget by at least the largest
+    /// message the producer sends. Never call it on a worker thread (in a
+    /// callback): the worker that would drain the queue would be the one
+    /// waiting.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use switchboard::{ConnHandle, WaitError};
+    /// fn relay(to: ConnHandle, chunks: impl Iterator<Item = Vec<u8>>) -> Result<(), WaitError> {
+    ///     for chunk in chunks {
+    ///         to.wait_below(256 << 10, Duration::from_secs(30))?;
+    ///         to.send(chunk).map_err(|_| WaitError::Closed)?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn wait_below(&self, mark: usize, timeout: Duration) -> Result<(), WaitError> {
+        let s = &*self.shared;
+        let deadline = crate::clock::after(Instant::now(), timeout);
+        let mut route = s.route.lock();
+        s.waiting.store(true, Ordering::Relaxed);
+        loop {
+            // Against the worker's fence in `wake_producers`.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if s.closed.load(Ordering::Acquire) || s.write_shut.load(Ordering::Acquire) {
+                return Err(WaitError::Closed);
+            }
+            if s.queued() < mark {
+                return Ok(());
+            }
+            if s.written.wait_until(&mut route, deadline).timed_out() {
+                return match s.queued() < mark {
+                    true => Ok(()),
+                    false => Err(WaitError::TimedOut),
+                };
+            }
+        }
     }
 
     /// Queues `body` as one frame of the handler's

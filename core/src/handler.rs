@@ -120,6 +120,17 @@ pub trait Handler: Send + Sync + 'static {
         Flow::Continue
     }
 
+    /// The connection's queue drained below the low-water mark (half the
+    /// high-water mark) after it had gone over the high-water mark: the
+    /// place for a producer living in the session to send more. Called on
+    /// the connection's worker. Producers on other threads wait with
+    /// [`ConnHandle::wait_below`](crate::ConnHandle::wait_below) instead.
+    /// Default: nothing.
+    fn on_drained(&self, session: &mut Self::Session, conn: &mut Conn<'_>) -> Flow {
+        let _ = (session, conn);
+        Flow::Continue
+    }
+
     /// The connection closed, for `reason`; the session is dropped after this.
     fn close(&self, session: Self::Session, reason: &CloseReason) {
         let _ = (session, reason);

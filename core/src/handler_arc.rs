@@ -42,6 +42,10 @@ impl<H: Handler> Handler for Arc<H> {
         (**self).timer(session, id, conn)
     }
 
+    fn on_drained(&self, session: &mut H::Session, conn: &mut Conn<'_>) -> Flow {
+        (**self).on_drained(session, conn)
+    }
+
     fn close(&self, session: H::Session, reason: &CloseReason) {
         (**self).close(session, reason)
     }

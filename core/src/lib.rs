@@ -71,7 +71,7 @@ mod worker;
 mod worker_stats;
 
 pub use close::CloseReason;
-pub use conn::{Conn, ConnHandle, Deferred, SendError, SlowConsumerPolicy, MAX_TIMERS};
+pub use conn::{Conn, ConnHandle, Deferred, SendError, SlowConsumerPolicy, WaitError, MAX_TIMERS};
 pub use err::StartError;
 pub use framer::{Fed, Framer, Item};
 pub use framing::{Decoder, EncodeError, FrameError, Framing, Prefix, Step};

@@ -337,6 +337,7 @@ impl<H: Handler> Worker<H> {
         let Some(mut c) = self.conns.remove(key) else { return };
         let _ = c.sock.deregister(self.poll.registry());
         c.shared.closed.store(true, Ordering::Release);
+        c.shared.wake_producers();
         // What handles queued and the worker never took goes with it.
         c.shared.take_inbox(&mut self.inbox);
         self.inbox.clear();

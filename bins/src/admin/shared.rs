@@ -48,6 +48,10 @@ impl<H: Handler> Handler for Shared<H> {
         self.0.timer(session, id, conn)
     }
 
+    fn on_drained(&self, session: &mut Self::Session, conn: &mut Conn<'_>) -> Flow {
+        self.0.on_drained(session, conn)
+    }
+
     fn close(&self, session: Self::Session, reason: &CloseReason) {
         self.0.close(session, reason)
     }

@@ -359,13 +359,14 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// Writes what is queued; releases a backpressure hold below the
     /// low-water mark; shuts the write side for a half-close; moves a
     /// closing connection on to its linger once everything is written.
-    pub(crate) fn flush<H>(&mut self, cx: &Cx<'_, H>, scratch: &mut [u8]) -> Next {
+    pub(crate) fn flush<H: Handler<Session = S>>(&mut self, cx: &Cx<'_, H>, scratch: &mut [u8]) -> Next {
         if !self.out.is_empty() || self.sock.wants_write() {
             match self.sock.write_out(&mut self.out, &self.shared.queued, &cx.counters.queued, scratch) {
                 Ok(n) => {
                     if n > 0 {
                         self.last_io = cx.now;
                         add(&cx.counters.bytes_out, n);
+                        self.shared.wake_producers();
                     }
                 }
                 Err(WriteError::FileTruncated) => return Next::End(End::Now(CloseReason::FileTruncated)),
@@ -392,11 +393,15 @@ impl<S, T: ByteStream> Connection<S, T> {
             self.start_linger(clock::after(cx.now, cx.linger));
             return self.linger(scratch);
         }
-        if released {
-            self.reading_again()
-        } else {
-            Next::Wait
+        if !released {
+            return Next::Wait;
         }
+        if let Some(outcome) = self.call(cx, |h, s, c| h.on_drained(s, c).into()) {
+            if let next @ Next::End(_) = self.settle(outcome, cx.high_water) {
+                return next;
+            }
+        }
+        self.reading_again()
     }
 
     /// Reads and discards until the peer's EOF: then the close is clean.
