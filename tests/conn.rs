@@ -189,7 +189,8 @@ impl Handler for Later {
 fn deferred_replies_reach_a_client_that_half_closed_in_request_order() {
     let (go_tx, go) = crossbeam_channel::unbounded();
     let (eof, eof_rx) = crossbeam_channel::unbounded();
-    let server = start(Server::builder().workers(1), Later { go, eof });
+    // One deferred reply at a time (not pipelined).
+    let server = start(Server::builder().workers(1).max_deferred(1), Later { go, eof });
     let mut s = connect(server.local_addr());
     s.write_all(b"one\ntwo\n").unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();

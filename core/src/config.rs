@@ -29,6 +29,8 @@ pub(crate) struct Config {
     /// Line framing: a partial line quiet this long is a line, and a last
     /// line without its ending at EOF too (`None`: both dropped).
     pub(crate) accept_unterminated: Option<Duration>,
+    /// Deferred replies in progress at most per connection.
+    pub(crate) max_deferred: usize,
     pub(crate) linger: Duration,
     pub(crate) max_outbound: usize,
     pub(crate) max_outbound_total: usize,
@@ -54,6 +56,10 @@ pub(crate) struct Config {
     pub(crate) listener: ListenerConfig,
 }
 
+/// The most deferred replies in progress per connection, whatever the
+/// builder says.
+const MAX_DEFERRED: usize = 1024;
+
 /// The most turned-away sockets lingering at once, whatever the budget.
 pub(crate) const MAX_LINGERING: usize = 1024;
 
@@ -67,6 +73,7 @@ impl Default for Config {
             grace: Duration::from_secs(30),
             quiet: Duration::from_secs(1),
             accept_unterminated: None,
+            max_deferred: 16,
             linger: Duration::from_secs(2),
             max_outbound: 1 << 20,
             max_outbound_total: 256 << 20,
@@ -146,6 +153,12 @@ impl Config {
                     d.as_secs()
                 ));
             }
+        }
+        if !(1..=MAX_DEFERRED).contains(&self.max_deferred) {
+            return bad(format!(
+                "deferred replies in progress per connection must be 1 to {MAX_DEFERRED}, not {}",
+                self.max_deferred
+            ));
         }
         if let Some(d) = self.accept_unterminated {
             if d.is_zero() || d >= self.frame_timeout {

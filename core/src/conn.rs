@@ -13,6 +13,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::framing::{EncodeError, Framing};
 use crate::mailbox::{ConnKey, Mail, Mailbox, Pending, Route, To};
 use crate::message::{Message, Payload};
+use crate::order::{Order, Parked};
 use crate::outbound::Outbound;
 use crate::stats::{bump, Counters};
 
@@ -119,6 +120,8 @@ pub(crate) struct SendRules {
     pub(crate) policy: SlowConsumerPolicy,
     /// The handler's framing, to encode replies with.
     pub(crate) framing: Framing,
+    /// Deferred replies in progress at most before frames wait.
+    pub(crate) max_deferred: usize,
 }
 
 impl ConnShared {
@@ -276,6 +279,11 @@ impl ConnHandle {
     /// type's docs for the budget; a message larger than the whole budget is
     /// never sent.
     pub fn send<'a>(&self, msg: impl Into<Payload<'a>>) -> Result<(), SendError> {
+        self.send_in(None, msg)
+    }
+
+    /// Sends for a deferred reply's segment (`seq`), or as a plain handle.
+    fn send_in<'a>(&self, seq: Option<u64>, msg: impl Into<Payload<'a>>) -> Result<(), SendError> {
         let s = &*self.shared;
         if s.closed.load(Ordering::Acquire) || s.write_shut.load(Ordering::Acquire) {
             return Err(SendError::Closed);
@@ -287,7 +295,7 @@ impl ConnHandle {
             s.sub_queued(len);
             return Err(self.over_budget(before));
         }
-        s.enqueue(Pending::Send(msg)).map_err(|()| {
+        s.enqueue(Pending::Send { seq, msg }).map_err(|()| {
             s.sub_queued(len);
             SendError::Closed
         })
@@ -341,9 +349,13 @@ impl ConnHandle {
     /// [`framing`](crate::Handler::framing), as [`Conn::send_frame`] does
     /// (one message: the prefix or newline and the body).
     pub fn send_frame(&self, body: &[u8]) -> Result<(), SendError> {
+        self.send_frame_in(None, body)
+    }
+
+    fn send_frame_in(&self, seq: Option<u64>, body: &[u8]) -> Result<(), SendError> {
         let mut frame = Vec::new();
         self.shared.rules.framing.encode(body, &mut frame).map_err(SendError::Frame)?;
-        self.send(frame)
+        self.send_in(seq, frame)
     }
 
     fn over_budget(&self, queued: usize) -> SendError {
@@ -378,6 +390,16 @@ impl ConnHandle {
     /// prepared on another thread and still go out in order. File regions
     /// hold no memory and do not count against the budget.
     pub fn send_file(&self, file: Arc<File>, offset: u64, len: u64) -> Result<(), SendError> {
+        self.send_file_in(None, file, offset, len)
+    }
+
+    fn send_file_in(
+        &self,
+        seq: Option<u64>,
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), SendError> {
         let s = &*self.shared;
         if s.closed.load(Ordering::Acquire) || s.write_shut.load(Ordering::Acquire) {
             return Err(SendError::Closed);
@@ -385,7 +407,7 @@ impl ConnHandle {
         if len == 0 {
             return Ok(());
         }
-        s.enqueue(Pending::SendFile { file, offset, len }).map_err(|()| SendError::Closed)
+        s.enqueue(Pending::SendFile { seq, file, offset, len }).map_err(|()| SendError::Closed)
     }
 
     /// Half-closes the connection, as [`Conn::shutdown_write`] does: what
@@ -417,6 +439,8 @@ pub struct Conn<'a> {
     pub(crate) draining: bool,
     /// What the callback asked of the worker (pause, close, timers).
     pub(crate) ctl: &'a mut Control,
+    /// The order of replies while deferred ones are in progress.
+    pub(crate) order: &'a mut Option<Box<Order>>,
 }
 
 impl fmt::Debug for Conn<'_> {
@@ -482,6 +506,7 @@ impl Conn<'_> {
             return self.discard_after_half_close();
         }
         match data.into() {
+            Payload::Borrowed(data) if Order::parks_direct(self.order) => self.send_message(data.to_vec()),
             Payload::Borrowed(data) => {
                 if !data.is_empty() {
                     self.shared.add_queued(data.len());
@@ -537,7 +562,7 @@ impl Conn<'_> {
         let msg = msg.into();
         if !msg.is_empty() {
             self.shared.add_queued(msg.len());
-            self.out.push_message(msg, self.held);
+            Order::place(self.order, None, Parked::Bytes(msg), self.out, self.held);
         }
     }
 
@@ -554,7 +579,7 @@ impl Conn<'_> {
             return self.discard_after_half_close();
         }
         if len > 0 {
-            self.out.push_file(file, offset, len);
+            Order::place(self.order, None, Parked::File { file, offset, len }, self.out, self.held);
         }
     }
 
@@ -642,27 +667,32 @@ impl Conn<'_> {
 
     /// Whether replies promised with [`defer`](Conn::defer) are still
     /// outstanding: some [`Deferred`] is alive, or what it sent has not all
-    /// reached this connection's queue yet. While it is, a reply sent
-    /// through this `Conn` could overtake them; a handler that answers some
-    /// requests at once and others later asks this before answering at once.
+    /// reached this connection's queue yet. (A reply sent through this
+    /// `Conn` meanwhile never overtakes them: it waits in order behind
+    /// them.)
     pub fn has_deferred(&self) -> bool {
         self.shared.deferred()
     }
 
     /// Promises a reply that another thread will send: blocking work (a
     /// file to hash, a database to ask) leaves the event loop, and the
-    /// reply still goes out in order. Until the [`Deferred`] is dropped, the
-    /// connection's later frames wait (so replies always leave in request
-    /// order), and a graceful close (EOF from the peer,
+    /// reply still goes out in order. Several may be in progress at once
+    /// (up to [`ServerBuilder::max_deferred`](crate::ServerBuilder::max_deferred),
+    /// 16 by default: the frames after that many wait), and replies leave
+    /// strictly in request order, whatever order the deferred ones complete
+    /// in: what a later frame sends through its `Conn`, or a later
+    /// `Deferred`, waits behind an earlier one until it is dropped. A
+    /// graceful close (EOF from the peer,
     /// [`Flow::Close`](crate::Flow::Close), the quiet rule of a drain) waits
     /// for it. The timeouts do not lose it: the idle timeout does not run
     /// while it is outstanding (it counts from its release), and frames held
     /// behind it are not an incomplete frame for the frame timeout. Errors
     /// and a forced shutdown do not wait.
     /// Replies sent through it leave after everything queued before.
-    pub fn defer(&self) -> Deferred {
+    pub fn defer(&mut self) -> Deferred {
+        let seq = Order::defer(self.order, self.out, self.held);
         self.shared.deferred.fetch_add(1, Ordering::AcqRel);
-        Deferred { handle: self.handle() }
+        Deferred { handle: self.handle(), seq }
     }
 }
 
@@ -671,26 +701,29 @@ impl Conn<'_> {
 #[derive(Debug)]
 pub struct Deferred {
     handle: ConnHandle,
+    /// Its segment of the connection's output.
+    seq: u64,
 }
 
 impl Deferred {
     /// Queues `msg`, as [`ConnHandle::send`] does.
     pub fn send<'a>(&self, msg: impl Into<Payload<'a>>) -> Result<(), SendError> {
-        self.handle.send(msg)
+        self.handle.send_in(Some(self.seq), msg)
     }
 
     /// Queues `body` as one frame of the handler's framing, as
     /// [`ConnHandle::send_frame`] does.
     pub fn send_frame(&self, body: &[u8]) -> Result<(), SendError> {
-        self.handle.send_frame(body)
+        self.handle.send_frame_in(Some(self.seq), body)
     }
 
     /// Queues a file region, as [`ConnHandle::send_file`] does.
     pub fn send_file(&self, file: Arc<File>, offset: u64, len: u64) -> Result<(), SendError> {
-        self.handle.send_file(file, offset, len)
+        self.handle.send_file_in(Some(self.seq), file, offset, len)
     }
 
-    /// The connection's handle.
+    /// The connection's handle (what is sent through it is not part of
+    /// this reply's place in the order).
     pub fn handle(&self) -> &ConnHandle {
         &self.handle
     }
@@ -703,6 +736,6 @@ impl Drop for Deferred {
         // off when it takes it, so when none is left outstanding, every
         // reply has reached the queue (counting it off here could let the
         // worker close while another thread's reply is still on its way).
-        let _ = s.enqueue(Pending::Release);
+        let _ = s.enqueue(Pending::Release { seq: self.seq });
     }
 }

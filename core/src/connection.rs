@@ -4,7 +4,7 @@
 //! calls the handler or touches the poll.
 
 use std::io;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use crate::close::CloseReason;
 use crate::conn::{Conn, ConnShared, Control, HalfClose};
 use crate::framer::{Fed, Framer};
 use crate::mailbox::Mail;
+use crate::order::Order;
 use crate::outbound::{Outbound, WriteError};
 use crate::transport::Transport;
 
@@ -224,6 +225,8 @@ pub(crate) struct Connection<S, T = Transport> {
     pub(crate) held: Option<Box<Vec<Mail>>>,
     /// Counts the connection as open until it is dropped.
     pub(crate) admission: Admission,
+    /// While deferred replies are in progress: the order replies leave in.
+    pub(crate) order: Option<Box<Order>>,
 }
 
 impl<S, T: ByteStream> Connection<S, T> {
@@ -248,6 +251,7 @@ impl<S, T: ByteStream> Connection<S, T> {
             linger_read: 0,
             held: None,
             admission,
+            order: None,
         }
     }
 
@@ -258,7 +262,14 @@ impl<S, T: ByteStream> Connection<S, T> {
         held: &'a AtomicUsize,
         draining: bool,
     ) -> (Option<&'a mut S>, Conn<'a>) {
-        let conn = Conn { shared: &self.shared, out: &mut self.out, held, draining, ctl: &mut self.ctl };
+        let conn = Conn {
+            shared: &self.shared,
+            out: &mut self.out,
+            held,
+            draining,
+            ctl: &mut self.ctl,
+            order: &mut self.order,
+        };
         let session = match &mut self.life {
             Life::Preamble => None,
             Life::Open(session) | Life::Closing { session, .. } => Some(session),
@@ -330,7 +341,7 @@ impl<S, T: ByteStream> Connection<S, T> {
             Some(Hold::Backpressure)
         } else if let Some(until) = self.ctl.paused_until {
             Some(Hold::PausedUntil(until))
-        } else if self.shared.deferred() {
+        } else if self.shared.deferred.load(Ordering::Acquire) >= self.shared.rules.max_deferred {
             Some(Hold::Deferred)
         } else {
             None
@@ -475,8 +486,9 @@ impl<S, T: ByteStream> Connection<S, T> {
             return Some(Due::PartialLine);
         }
         if self.partial_since.is_some_and(|s| now.saturating_duration_since(s) >= t.frame) {
-            // Replies already queued still go out (a graceful close).
-            let queued = !self.out.is_empty() || self.sock.wants_write();
+            // Replies already queued, or promised by deferred replies in
+            // progress, still go out (a graceful close).
+            let queued = !self.out.is_empty() || self.sock.wants_write() || self.shared.deferred();
             return Some(match queued {
                 true => Due::Close(CloseReason::FrameTimeout),
                 false => Due::CloseNow(CloseReason::FrameTimeout),

@@ -78,6 +78,17 @@ pub trait Handler: Send + Sync + 'static {
         Framing::Raw
     }
 
+    /// Deferred replies ([`Conn::defer`]) a connection may have in progress
+    /// at once before its next frames wait: `None` (the default) takes the
+    /// server's [`max_deferred`](crate::ServerBuilder::max_deferred). A
+    /// handler whose next frames depend on what a deferred reply's work
+    /// decides (a login, say) returns `Some(1)`: one at a time, as if
+    /// requests were not pipelined. Called once, when the server starts;
+    /// clamped to 1..=1024.
+    fn max_deferred(&self) -> Option<usize> {
+        None
+    }
+
     /// A connection opened; create its session. Anything sent through `conn`
     /// here (a greeting) goes out first. To refuse the connection, send the
     /// reason and call [`Conn::close`]: it closes once that is delivered.

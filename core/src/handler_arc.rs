@@ -42,6 +42,10 @@ impl<H: Handler> Handler for Arc<H> {
         (**self).timer(session, id, conn)
     }
 
+    fn max_deferred(&self) -> Option<usize> {
+        (**self).max_deferred()
+    }
+
     fn on_drained(&self, session: &mut H::Session, conn: &mut Conn<'_>) -> Flow {
         (**self).on_drained(session, conn)
     }

@@ -38,7 +38,8 @@ pub enum Held {
     /// The handler paused reading ([`Conn::pause_reading`]) for this much
     /// longer; [`resume`](Harness::resume) ends it.
     Paused(Duration),
-    /// Deferred replies are outstanding ([`Conn::defer`]);
+    /// As many deferred replies as a connection may have in progress are
+    /// outstanding ([`Conn::defer`]; 16, the server's default);
     /// [`wait_deferred`](Harness::wait_deferred) or
     /// [`wait_replies`](Harness::wait_replies) waits for them.
     Deferred {
@@ -168,6 +169,7 @@ impl<H: Handler> Harness<H> {
             max_outbound_total: config.max_outbound_total,
             policy: config.policy,
             framing: handler.framing(),
+            max_deferred: handler.max_deferred().unwrap_or(config.max_deferred).clamp(1, 1024),
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let shared =
@@ -283,7 +285,7 @@ impl<H: Handler> Harness<H> {
     /// ```
     /// use std::sync::mpsc;
     /// use std::time::Duration;
-    /// use switchboard::{handler_fn, Deferred, Flow, Framing, Harness, Held};
+    /// use switchboard::{handler_fn, Deferred, Flow, Framing, Harness};
     ///
     /// // Every line is answered by another thread, once it is told to go.
     /// let (jobs, queue) = mpsc::channel::<(Vec<u8>, Deferred)>();
@@ -300,8 +302,8 @@ impl<H: Handler> Harness<H> {
     /// });
     /// let mut h = Harness::new(later);
     /// h.input(b"a\nb\nc\n");
-    /// // "b" and "c" wait behind the reply to "a".
-    /// assert_eq!(h.held_by(), Some(Held::Deferred { outstanding: 1 }));
+    /// // All three are in progress at once (up to 16 may be): none waits.
+    /// assert_eq!(h.held_by(), None);
     /// go.send(()).unwrap();
     /// assert!(h.wait_replies(3, Duration::from_secs(10)));
     /// assert_eq!(h.output(), b"a\nb\nc\n");
@@ -434,7 +436,7 @@ impl<H: Handler> Harness<H> {
             if self.ended.is_some() {
                 break;
             }
-            if let Pending::Release = item {
+            if let Pending::Release { .. } = item {
                 self.released += 1;
             }
             let next = self.c.take(&cx!(self, false), item);

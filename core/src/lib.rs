@@ -59,6 +59,7 @@ mod harness;
 mod listener;
 mod mailbox;
 mod message;
+mod order;
 mod outbound;
 mod proxy;
 mod server;

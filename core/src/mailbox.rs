@@ -24,14 +24,23 @@ slotmap::new_key_type! {
 /// What a handle queued for its connection, applied by the owning worker in
 /// the order queued.
 pub(crate) enum Pending {
-    Send(Message),
+    /// Bytes; `seq`: the deferred reply's segment ([`Order`](crate::order::Order)),
+    /// `None` from a plain handle.
+    Send {
+        seq: Option<u64>,
+        msg: Message,
+    },
     SendFile {
+        seq: Option<u64>,
         file: Arc<File>,
         offset: u64,
         len: u64,
     },
-    /// A [`Deferred`] is done: everything it sent is ahead of this.
-    Release,
+    /// A [`Deferred`] (of segment `seq`) is done: everything it sent is
+    /// ahead of this.
+    Release {
+        seq: u64,
+    },
     /// Shut the write side once everything before is written.
     ShutdownWrite,
     /// Close: a slow consumer (at once) or on request (after flushing).

@@ -129,6 +129,17 @@ impl ServerBuilder {
         self
     }
 
+    /// Deferred replies ([`Conn::defer`](crate::Conn::defer)) in progress at
+    /// most per connection (default 16, at most 1024): a client that
+    /// pipelines requests answered by blocking work gets them worked on at
+    /// once, and its replies still leave in request order. Its frames past
+    /// that many wait until one completes (backpressure, never an error).
+    /// 1 serves one request at a time, as a server without pipelining.
+    pub fn max_deferred(mut self, n: usize) -> Self {
+        self.config.max_deferred = n;
+        self
+    }
+
     /// With line framing ([`Framing::Lines`](crate::Framing::Lines)), take
     /// a partial line as a whole line once no byte has come for `after`,
     /// and a last line without its ending when the peer closes its side

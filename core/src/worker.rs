@@ -25,6 +25,7 @@ use crate::cpu::IdleCpu;
 use crate::handler::Handler;
 use crate::handshakes::Pool;
 use crate::mailbox::{ConnKey, Mail, Mailbox, Pending, WorkerLink};
+use crate::order::Order;
 use crate::shutdown::Phase as Lifecycle;
 use crate::stats::{bump, WorkerCounters};
 
@@ -134,6 +135,7 @@ impl<H: Handler> Worker<H> {
             max_outbound_total: shared.config.max_outbound_total,
             policy: shared.config.policy,
             framing: handler.framing(),
+            max_deferred: handler.max_deferred().unwrap_or(shared.config.max_deferred).clamp(1, 1024),
         });
         let worker = Worker {
             rules,
@@ -341,7 +343,7 @@ impl<H: Handler> Worker<H> {
         // What handles queued and the worker never took goes with it.
         c.shared.take_inbox(&mut self.inbox);
         self.inbox.clear();
-        let dropped = c.out.clear(&self.shared.stats.workers[self.index].queued);
+        let dropped = c.out.clear(&self.shared.stats.workers[self.index].queued) + Order::clear(&mut c.order);
         c.shared.sub_queued(dropped.min(c.shared.queued()));
         let stats = &self.shared.stats;
         let counters = &stats.workers[self.index];

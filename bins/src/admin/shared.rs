@@ -48,6 +48,10 @@ impl<H: Handler> Handler for Shared<H> {
         self.0.timer(session, id, conn)
     }
 
+    fn max_deferred(&self) -> Option<usize> {
+        self.0.max_deferred()
+    }
+
     fn on_drained(&self, session: &mut Self::Session, conn: &mut Conn<'_>) -> Flow {
         self.0.on_drained(session, conn)
     }

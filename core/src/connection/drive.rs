@@ -15,6 +15,7 @@ use crate::conn::{Conn, HalfClose};
 use crate::framer::{Fed, Framer, Item};
 use crate::handler::{Flow, Handler};
 use crate::mailbox::Pending;
+use crate::order::{Order, Parked};
 use crate::outbound::WriteError;
 use crate::stats::{add, bump, Counters, WorkerCounters};
 use crate::transport::reason_of;
@@ -197,19 +198,33 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// Takes one item a handle queued, in order.
     pub(crate) fn take<H>(&mut self, cx: &Cx<'_, H>, item: Pending) -> Next {
         match item {
-            Pending::Send(msg) if self.accepts_output() => self.out.push_message(msg, &cx.counters.queued),
+            // A plain handle's send is outside the request order: queued as
+            // it comes.
+            Pending::Send { seq: None, msg } if self.accepts_output() => {
+                self.out.push_message(msg, &cx.counters.queued)
+            }
+            Pending::Send { seq: Some(seq), msg } if self.accepts_output() => {
+                let msg = Parked::Bytes(msg);
+                Order::place(&mut self.order, Some(seq), msg, &mut self.out, &cx.counters.queued)
+            }
             // Closing meanwhile: the bytes will never be written.
-            Pending::Send(msg) => self.shared.sub_queued(msg.len()),
-            Pending::SendFile { file, offset, len } if self.accepts_output() => {
+            Pending::Send { msg, .. } => self.shared.sub_queued(msg.len()),
+            Pending::SendFile { seq: None, file, offset, len } if self.accepts_output() => {
                 self.out.push_file(file, offset, len)
             }
+            Pending::SendFile { seq: Some(seq), file, offset, len } if self.accepts_output() => {
+                let file = Parked::File { file, offset, len };
+                Order::place(&mut self.order, Some(seq), file, &mut self.out, &cx.counters.queued)
+            }
             Pending::SendFile { .. } => {}
-            Pending::Release => {
+            Pending::Release { seq } => {
+                Order::release(&mut self.order, seq, &mut self.out, &cx.counters.queued);
                 if self.shared.deferred.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    // The last one: the frames that waited for it go on.
+                    // The last one: the idle timeout counts from now.
                     self.end_wait(cx.now);
-                    return self.reading_again();
                 }
+                // Frames that waited for a free place may go on.
+                return self.reading_again();
             }
             Pending::ShutdownWrite => {
                 if self.ctl.half_close == HalfClose::No {

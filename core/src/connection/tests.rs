@@ -119,6 +119,10 @@ struct Rig {
 
 impl Rig {
     fn new(reads: Vec<Step>) -> Rig {
+        Rig::with_max_deferred(reads, 1)
+    }
+
+    fn with_max_deferred(reads: Vec<Step>, max_deferred: usize) -> Rig {
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -129,6 +133,7 @@ impl Rig {
             max_outbound_total: 1 << 30,
             policy: SlowConsumerPolicy::Disconnect,
             framing: Lines.framing(),
+            max_deferred,
         });
         let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
         let shared = ConnShared::new(7, ConnKey::default(), peer, rules, mailbox, Arc::clone(&stats));
@@ -255,4 +260,30 @@ fn a_handler_close_and_a_drain_before_open_decide_their_own_reasons() {
     // Cut short by a shutdown before it lingered: forced.
     let (session, reason, _) = r.c.end(End::Lingered);
     assert!(session.is_none() && matches!(reason, CloseReason::Forced), "{reason}");
+}
+
+#[test]
+fn pipelined_deferred_replies_run_at_once_and_leave_in_request_order() {
+    let mut r = Rig::with_max_deferred(vec![Step::Bytes(b"later\nlater\nnow\nlater\nlater\n")], 3);
+    let cx = r.cx();
+    let _ = r.c.open_session(&cx);
+    r.scratch = vec![0; 64];
+    assert!(matches!(r.readable(), Next::Wait));
+    assert_eq!(r.c.hold(), Some(Hold::Deferred), "three in progress: the fourth waits");
+    let mut replies = std::mem::take(r.c.session_mut().unwrap());
+    assert_eq!(replies.len(), 3, "the direct answer between them did not wait");
+    // They complete in reverse order.
+    for (i, reply) in replies.drain(..).enumerate().rev() {
+        reply.send(format!("R{i}\n")).unwrap();
+    }
+    let nexts = r.take_mail();
+    assert!(nexts.iter().any(|n| matches!(n, Next::Read)), "{nexts:?}");
+    assert!(matches!(r.readable(), Next::Wait));
+    let last = std::mem::take(r.c.session_mut().unwrap());
+    assert_eq!(last.len(), 1, "the frame that waited was served");
+    drop(last);
+    let _ = r.take_mail();
+    assert!(matches!(r.flush(), Next::Wait));
+    assert_eq!(r.written(), b"hi\nR0\nR1\nNOW\nR2\n", "request order, whatever the completion order");
+    assert!(r.c.order.is_none(), "nothing in progress: no order kept");
 }

@@ -365,6 +365,12 @@ impl Handler for Chat {
         self.chat_framing()
     }
 
+    /// One deferred reply at a time: a login, a claim or a cluster request
+    /// decides how the next lines are handled.
+    fn max_deferred(&self) -> Option<usize> {
+        Some(1)
+    }
+
     fn open(&self, conn: &mut Conn<'_>) -> ChatSession {
         let id = conn.id();
         let (nick, others) = self.room.lock().join(id, Member::Tcp(conn.handle()));

@@ -350,6 +350,12 @@ impl Handler for FileGet {
         Framing::Raw
     }
 
+    /// One deferred reply at a time: the handler keeps its own queue of
+    /// requests in order and defers for the one being answered.
+    fn max_deferred(&self) -> Option<usize> {
+        Some(1)
+    }
+
     /// A client turned away at the connection limit reads a header like any
     /// other answer: `"error": "server busy"`.
     fn busy_reply(&self) -> Vec<u8> {
