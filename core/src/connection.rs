@@ -18,10 +18,12 @@ use crate::outbound::{Outbound, WriteError};
 use crate::transport::Transport;
 
 mod drive;
+mod scripted;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use drive::{guarded, Cx, Next};
+pub(crate) use scripted::Scripted;
 
 /// File regions queued for one connection before reading from it stops.
 pub(crate) const MAX_QUEUED_FILES: usize = 16;

@@ -1,7 +1,6 @@
 //! [`Harness`]: a handler's callbacks driven without sockets, for unit tests.
 
 use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,11 +13,10 @@ use crate::admission::Admission;
 use crate::close::CloseReason;
 use crate::config::Config;
 use crate::conn::{ConnHandle, ConnShared, HalfClose, SendRules};
-use crate::connection::{ByteStream, Connection, Cx, End, Hold, Next, Wake, Writing};
+use crate::connection::{Connection, Cx, End, Hold, Next, Scripted, Wake, Writing};
 use crate::framer::Framer;
 use crate::handler::{Flow, Handler};
 use crate::mailbox::{ConnKey, Mail, Mailbox, Pending};
-use crate::outbound::{Outbound, WriteError};
 use crate::stats::Counters;
 
 /// Connection ids of harnesses, distinct in the process as on a server.
@@ -70,8 +68,10 @@ pub enum Held {
 /// ```
 pub struct Harness<H: Handler> {
     handler: H,
-    /// The connection, the same code a worker drives, over no socket.
-    c: Connection<H::Session, Sink>,
+    /// The connection, the same code a worker drives, over a stream with
+    /// nothing to read (bytes come through [`input`](Harness::input)) that
+    /// keeps what is written for [`output`](Harness::output).
+    c: Connection<H::Session, Scripted>,
     stats: Arc<Counters>,
     rx: Receiver<Mail>,
     /// Why the connection ended at once (a panic, a slow consumer, a file
@@ -82,49 +82,6 @@ pub struct Harness<H: Handler> {
     high_water: usize,
     scratch: Vec<u8>,
     _poll: Poll,
-}
-
-/// The harness's byte stream: nothing to read (bytes come through
-/// [`Harness::input`]), and what is written kept for
-/// [`Harness::output`].
-#[derive(Debug, Default)]
-struct Sink {
-    written: Vec<u8>,
-}
-
-impl io::Read for Sink {
-    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-        Err(io::ErrorKind::WouldBlock.into())
-    }
-}
-
-impl ByteStream for Sink {
-    fn is_ready(&self) -> bool {
-        true
-    }
-    fn preamble_deadline(&self) -> Option<(Instant, fn() -> CloseReason)> {
-        None
-    }
-    fn eof_pending(&self) -> bool {
-        false
-    }
-    fn wants_write(&self) -> bool {
-        false
-    }
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-    fn write_out(
-        &mut self,
-        out: &mut Outbound,
-        queued: &AtomicUsize,
-        held: &AtomicUsize,
-        _spare: &mut [u8],
-    ) -> Result<u64, WriteError> {
-        let before = self.written.len();
-        out.drain_into(&mut self.written, queued, held)?;
-        Ok((self.written.len() - before) as u64)
-    }
 }
 
 /// What the connection's transitions borrow from harness `$h`.
@@ -176,7 +133,7 @@ impl<H: Handler> Harness<H> {
             ConnShared::new(id, ConnKey::default(), peer, Arc::new(rules), mailbox, Arc::clone(&stats));
         let admission = Admission::new(&stats, &Arc::new(AtomicUsize::new(0)));
         let framer = Framer::new(handler.framing());
-        let c = Connection::new(Sink::default(), Arc::new(shared), framer, admission, Instant::now());
+        let c = Connection::new(Scripted::default(), Arc::new(shared), framer, admission, Instant::now());
         let mut h = Harness {
             handler,
             c,

@@ -2,8 +2,6 @@
 //! no worker, no loop. Each test plays the peer's reads, drives the
 //! transitions the worker would, and checks what they say to do next.
 
-use std::collections::VecDeque;
-use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::{Poll, Token, Waker};
 
+use super::scripted::Script;
 use super::*;
 use crate::conn::{Conn, SendRules, SlowConsumerPolicy};
 use crate::framing::Framing;
@@ -19,67 +18,6 @@ use crate::handler::{Flow, Handler};
 use crate::mailbox::{ConnKey, Mailbox};
 use crate::stats::Counters;
 use crate::Deferred;
-
-/// One step of the scripted peer.
-enum Step {
-    Bytes(&'static [u8]),
-    WouldBlock,
-    Eof,
-}
-
-/// A byte stream that plays a script of reads and keeps what is written.
-struct Script {
-    reads: VecDeque<Step>,
-    written: Vec<u8>,
-    write_shut: bool,
-}
-
-impl Read for Script {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.reads.pop_front() {
-            Some(Step::Bytes(b)) => {
-                let n = b.len().min(buf.len());
-                buf[..n].copy_from_slice(&b[..n]);
-                if n < b.len() {
-                    self.reads.push_front(Step::Bytes(&b[n..]));
-                }
-                Ok(n)
-            }
-            Some(Step::Eof) => Ok(0),
-            Some(Step::WouldBlock) | None => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
-impl ByteStream for Script {
-    fn is_ready(&self) -> bool {
-        true
-    }
-    fn preamble_deadline(&self) -> Option<(Instant, fn() -> CloseReason)> {
-        None
-    }
-    fn eof_pending(&self) -> bool {
-        false
-    }
-    fn wants_write(&self) -> bool {
-        false
-    }
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        self.write_shut = true;
-        Ok(())
-    }
-    fn write_out(
-        &mut self,
-        out: &mut Outbound,
-        queued: &AtomicUsize,
-        held: &AtomicUsize,
-        _spare: &mut [u8],
-    ) -> Result<u64, WriteError> {
-        let before = self.written.len();
-        out.drain_into(&mut self.written, queued, held)?;
-        Ok((self.written.len() - before) as u64)
-    }
-}
 
 /// Lines: `later` is answered by a deferred reply (kept in the session),
 /// `bye` closes, `boom` panics, anything else is echoed upper-cased.
@@ -110,7 +48,7 @@ impl Handler for Lines {
 
 /// A connection over `reads`, as its worker holds it, with what it needs.
 struct Rig {
-    c: Connection<Vec<Deferred>, Script>,
+    c: Connection<Vec<Deferred>, Scripted>,
     stats: Arc<Counters>,
     scratch: Vec<u8>,
     _rx: Receiver<crate::mailbox::Mail>,
@@ -118,11 +56,11 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(reads: Vec<Step>) -> Rig {
+    fn new(reads: Vec<Script>) -> Rig {
         Rig::with_max_deferred(reads, 1)
     }
 
-    fn with_max_deferred(reads: Vec<Step>, max_deferred: usize) -> Rig {
+    fn with_max_deferred(reads: Vec<Script>, max_deferred: usize) -> Rig {
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -138,7 +76,7 @@ impl Rig {
         let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
         let shared = ConnShared::new(7, ConnKey::default(), peer, rules, mailbox, Arc::clone(&stats));
         let load = Arc::new(AtomicUsize::new(0));
-        let script = Script { reads: reads.into(), written: Vec::new(), write_shut: false };
+        let script = Scripted { reads: reads.into(), ..Scripted::default() };
         let admission = Admission::new(&stats, &load);
         let c = Connection::new(
             script,
@@ -191,7 +129,8 @@ impl Rig {
 #[test]
 fn frames_across_short_reads_then_eof_closes_gracefully_and_lingers_to_the_end() {
     // A 4-byte read buffer: every line comes in pieces.
-    let reads = vec![Step::Bytes(b"one\ntw"), Step::WouldBlock, Step::Bytes(b"o\n"), Step::Eof, Step::Eof];
+    let reads =
+        vec![Script::Bytes(b"one\ntw"), Script::WouldBlock, Script::Bytes(b"o\n"), Script::Eof, Script::Eof];
     let mut r = Rig::new(reads);
     let cx = r.cx();
     assert!(matches!(r.c.open_session(&cx), Next::Wait));
@@ -213,7 +152,7 @@ fn frames_across_short_reads_then_eof_closes_gracefully_and_lingers_to_the_end()
 
 #[test]
 fn a_panic_in_a_callback_ends_the_connection_at_once_and_is_counted() {
-    let mut r = Rig::new(vec![Step::Bytes(b"boom\nx\n")]);
+    let mut r = Rig::new(vec![Script::Bytes(b"boom\nx\n")]);
     let cx = r.cx();
     let _ = r.c.open_session(&cx);
     assert!(matches!(r.readable(), Next::End(End::Now(CloseReason::HandlerPanic))));
@@ -222,7 +161,7 @@ fn a_panic_in_a_callback_ends_the_connection_at_once_and_is_counted() {
 
 #[test]
 fn frames_held_behind_a_deferred_reply_are_not_a_partial_frame_and_go_on_at_its_release() {
-    let mut r = Rig::new(vec![Step::Bytes(b"later\nb\nc\n")]);
+    let mut r = Rig::new(vec![Script::Bytes(b"later\nb\nc\n")]);
     let cx = r.cx();
     let _ = r.c.open_session(&cx);
     r.scratch = vec![0; 64];
@@ -243,12 +182,12 @@ fn frames_held_behind_a_deferred_reply_are_not_a_partial_frame_and_go_on_at_its_
 
 #[test]
 fn a_handler_close_and_a_drain_before_open_decide_their_own_reasons() {
-    let mut r = Rig::new(vec![Step::Bytes(b"bye\nnot served\n"), Step::Eof]);
+    let mut r = Rig::new(vec![Script::Bytes(b"bye\nnot served\n"), Script::Eof]);
     assert!(
         matches!(r.c.close(CloseReason::Drained), Next::End(End::Now(CloseReason::Drained))),
         "no session yet"
     );
-    let mut r2 = Rig::new(vec![Step::Bytes(b"bye\nnot served\n"), Step::Eof]);
+    let mut r2 = Rig::new(vec![Script::Bytes(b"bye\nnot served\n"), Script::Eof]);
     let cx = r2.cx();
     let _ = r2.c.open_session(&cx);
     r2.scratch = vec![0; 64];
@@ -264,7 +203,7 @@ fn a_handler_close_and_a_drain_before_open_decide_their_own_reasons() {
 
 #[test]
 fn pipelined_deferred_replies_run_at_once_and_leave_in_request_order() {
-    let mut r = Rig::with_max_deferred(vec![Step::Bytes(b"later\nlater\nnow\nlater\nlater\n")], 3);
+    let mut r = Rig::with_max_deferred(vec![Script::Bytes(b"later\nlater\nnow\nlater\nlater\n")], 3);
     let cx = r.cx();
     let _ = r.c.open_session(&cx);
     r.scratch = vec![0; 64];
