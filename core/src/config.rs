@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::conn::SlowConsumerPolicy;
+use crate::connection::Timeouts;
 use crate::err::StartError;
 use crate::listener::ListenerConfig;
 use crate::shutdown::ShutdownState;
@@ -182,6 +183,16 @@ impl Config {
             return bad(format!("read buffer must be 512 B to 16 MiB, not {}", self.read_buffer));
         }
         Ok(())
+    }
+
+    /// The limits a worker's sweep checks on each connection.
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            idle: self.idle_timeout,
+            frame: self.frame_timeout,
+            quiet: self.quiet,
+            unterminated: self.accept_unterminated,
+        }
     }
 
     /// How often a worker checks its timeouts.

@@ -20,7 +20,7 @@ use crate::clock;
 use crate::close::CloseReason;
 use crate::config::Shared;
 use crate::conn::SendRules;
-use crate::connection::{guarded, Connection, Cx, Due, End, Next, Timeouts, Wake};
+use crate::connection::{guarded, Connection, Cx, Due, End, Next, Wake};
 use crate::cpu::IdleCpu;
 use crate::handler::Handler;
 use crate::handshakes::Pool;
@@ -166,17 +166,6 @@ impl<H: Handler> Worker<H> {
             balance: Busy::new(Instant::now()),
         };
         Ok((worker, link))
-    }
-
-    /// Gives the worker the links of all workers, to move connections to.
-    pub(crate) fn set_peers(&mut self, peers: Vec<WorkerLink>) {
-        self.peers = peers;
-    }
-
-    /// Gives the worker the handshake pool its TLS connections' handshake
-    /// steps run on.
-    pub(crate) fn set_handshake_pool(&mut self, pool: Pool) {
-        self.handshakes = Some(pool);
     }
 
     fn counters(&self) -> &WorkerCounters {
@@ -382,13 +371,7 @@ impl<H: Handler> Worker<H> {
     /// Timeouts, and the quiet check of a drain.
     fn sweep(&mut self, now: Instant) {
         self.log_refused();
-        let config = &self.shared.config;
-        let t = Timeouts {
-            idle: config.idle_timeout,
-            frame: config.frame_timeout,
-            quiet: config.quiet,
-            unterminated: config.accept_unterminated,
-        };
+        let t = self.shared.config.timeouts();
         let due: Vec<(ConnKey, Due)> =
             self.conns.iter().filter_map(|(key, c)| c.due(now, t, self.draining).map(|d| (key, d))).collect();
         for (key, due) in due {

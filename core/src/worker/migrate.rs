@@ -26,6 +26,11 @@ pub(super) struct Arriving {
 }
 
 impl<H: Handler> Worker<H> {
+    /// Gives the worker the links of all workers, to move connections to.
+    pub(crate) fn set_peers(&mut self, peers: Vec<WorkerLink>) {
+        self.peers = peers;
+    }
+
     /// Moves connection `key` to another worker. Its route is switched
     /// under its lock, so every later mail lands behind it there; mail that
     /// reached this worker before is forwarded, and the new owner holds

@@ -27,6 +27,12 @@ use super::{token, Worker};
 const REFUSED_LOG_EVERY: Duration = Duration::from_secs(1);
 
 impl<H: Handler> Worker<H> {
+    /// Gives the worker the handshake pool its TLS connections' handshake
+    /// steps run on.
+    pub(crate) fn set_handshake_pool(&mut self, pool: Pool) {
+        self.handshakes = Some(pool);
+    }
+
     /// Calls the handler's `open`.
     fn start_session(&mut self, key: ConnKey) {
         let Some(c) = self.conns.get_mut(key) else { return };
