@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::datagram::{DatagramBuilder, DatagramHandler, DatagramServer, DatagramStatsHandle};
-use switchboard::{spawn_service, Server, Service, Stop};
+use switchboard::{spawn_service, Server, Stop};
 use switchboard_handlers::Chat;
 
 use crate::printer::Printer;
@@ -89,31 +89,12 @@ impl Beside {
     pub fn start(mut self, server: &mut Server, out: &Printer) -> io::Result<()> {
         if let Some(udp) = self.udp.take() {
             out.line(format_args!("listening on udp {}", udp.local_addr()));
-            server.beside(UdpSide(Some(udp)));
+            server.beside(udp);
         }
         if let Some(console) = self.console.take() {
             server.beside(spawn_service("switchboard-console", console)?);
         }
         Ok(())
-    }
-}
-
-/// The UDP side as a service: it drains (or is forced) with the TCP
-/// server, whose shutdown handle it follows, and is joined after its
-/// workers.
-struct UdpSide(Option<DatagramServer>);
-
-impl Service for UdpSide {
-    fn name(&self) -> &str {
-        "udp"
-    }
-
-    fn stop(&mut self) {}
-
-    fn join(mut self: Box<Self>) {
-        if let Some(udp) = self.0.take() {
-            udp.wait();
-        }
     }
 }
 
