@@ -140,7 +140,10 @@ pub trait Handler: Send + Sync + 'static {
     /// servers), so none outlives the report that
     /// [`Server::wait`](crate::Server::wait) returns next. Called once per
     /// server; a value shared by several (`Arc<H>`) hears it from each, so
-    /// it must do nothing the second time. Default: nothing.
+    /// it must do nothing the second time, and the first server to stop
+    /// ends the threads for all: share one with servers that stop together
+    /// (a UDP side beside its TCP server is stopped before this). Default:
+    /// nothing.
     fn stop(&self) {}
 }
 
