@@ -4,6 +4,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -107,16 +109,19 @@ fn the_shutdown_report_goes_to_stdout() {
 /// was joined: only the stdout writer and the signal thread are left.
 const ALL_JOINED: &str = r#"every server thread joined; left beside main: ["ctrl-c", "stdout"]"#;
 
-/// Runs the server with `args` (stdin open, as a terminal nobody types on),
+/// Runs the server with `args` (its stdin open to the end, as a terminal
+/// nobody types on: one end of a socket pair the test holds, since a piped
+/// stdin is closed when the test waits for the exit),
 /// waits until its threads are exactly `running` (the names the system
 /// keeps: 15 bytes at most), sends SIGTERM and checks that the report comes
 /// once every thread but the stdout writer and the signal thread is joined.
 fn threads_joined_before_the_report(args: &[&str], running: &[&str], drained: usize) {
+    let (terminal, stdin) = UnixStream::pair().unwrap();
     let mut cmd = Command::new(BIN);
     cmd.args(["--listen", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", "info,switchboard_bins::threads=debug")
-        .stdin(Stdio::piped());
+        .stdin(Stdio::from(OwnedFd::from(stdin)));
     let mut proc = Spawned::spawn(&mut cmd);
     let addr = proc.listening_addr();
     let member = (drained > 0).then(|| {
@@ -149,7 +154,7 @@ fn threads_joined_before_the_report(args: &[&str], running: &[&str], drained: us
     assert!(!stderr.contains("threads still running"), "{stderr}");
     let report = stdout.lines().last().unwrap_or("");
     assert!(report.starts_with(&format!("shutdown complete: {drained} drained, 0 forced")), "{stdout}");
-    drop(member);
+    drop((member, terminal));
 }
 
 #[test]
