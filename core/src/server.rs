@@ -747,6 +747,7 @@ impl fmt::Debug for Server {
             .field("workers", &self.threads.workers.len())
             .field("max_connections", &self.shared.config.max_connections)
             .field("phase", &self.shared.shutdown.phase())
+            .field("beside", &self.threads.services)
             .finish()
     }
 }
