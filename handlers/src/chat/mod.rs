@@ -542,6 +542,17 @@ impl Handler for Chat {
             }
         }
     }
+
+    /// The server has stopped: the account threads, then the cluster
+    /// bridge (which they use), end before its report.
+    fn stop(&self) {
+        if let Some(a) = &self.accounts {
+            a.stop();
+        }
+        if let Some(c) = &self.cluster {
+            c.stop();
+        }
+    }
 }
 
 impl Chat {

@@ -66,15 +66,16 @@ struct Shared {
     dummy: String,
 }
 
-/// The account threads of a chat; joined on drop.
+/// The account threads of a chat; joined by [`stop`](Accounts::stop) or on
+/// drop.
 pub(crate) struct Accounts {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl fmt::Debug for Accounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Accounts").field("threads", &self.threads.len()).finish()
+        f.debug_struct("Accounts").field("threads", &self.threads.lock().len()).finish()
     }
 }
 
@@ -102,7 +103,7 @@ impl Accounts {
             queue: FairQueue::new(queue::PER_ADDRESS, queue::TOTAL),
             dummy,
         });
-        let mut accounts = Accounts { shared: Arc::clone(&shared), threads: Vec::new() };
+        let accounts = Accounts { shared: Arc::clone(&shared), threads: Mutex::new(Vec::new()) };
         for (n, mut hasher) in hashers.drain(..).enumerate() {
             let shared = Arc::clone(&shared);
             let t = std::thread::Builder::new()
@@ -113,7 +114,7 @@ impl Accounts {
                     }
                 })
                 .map_err(|e| AccountsError(format!("cannot start the account threads: {e}")))?;
-            accounts.threads.push(t);
+            accounts.threads.lock().push(t);
         }
         Ok(accounts)
     }
@@ -167,14 +168,23 @@ impl Accounts {
     }
 }
 
-impl Drop for Accounts {
-    fn drop(&mut self) {
+impl Accounts {
+    /// Closes the queue and joins the threads once the task each runs is
+    /// done; the second call finds nothing to join.
+    pub(crate) fn stop(&self) {
         self.shared.queue.close();
-        for t in self.threads.drain(..) {
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
             if t.join().is_err() {
                 log::error!("accounts: a thread panicked");
             }
         }
+    }
+}
+
+impl Drop for Accounts {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

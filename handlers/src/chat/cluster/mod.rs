@@ -338,11 +338,13 @@ fn count_drop(dropped: &AtomicU64) {
     }
 }
 
-/// A chat's membership of a cluster: the bridge threads, joined on drop.
+/// A chat's membership of a cluster: the bridge threads, joined by
+/// [`stop`](Cluster::stop) (the server's, through the chat's
+/// [`Handler::stop`](switchboard::Handler::stop)) or on drop.
 pub(crate) struct Cluster {
     tx: Sender<Job>,
     inner: Arc<Inner>,
-    threads: Vec<JoinHandle<()>>,
+    threads: parking_lot::Mutex<Vec<JoinHandle<()>>>,
     guest_prefix: String,
 }
 
@@ -411,7 +413,8 @@ impl Cluster {
                 .spawn(move || inner.run_in(&tx))
                 .map_err(|e| ClusterError(format!("cannot start the cluster bridge: {e}")))?
         };
-        Ok(Cluster { tx, inner, threads: vec![out, inn], guest_prefix: format!("guest-{seq}-") })
+        let threads = parking_lot::Mutex::new(vec![out, inn]);
+        Ok(Cluster { tx, inner, threads, guest_prefix: format!("guest-{seq}-") })
     }
 
     /// What this server's guest nicks start with.
@@ -440,14 +443,28 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
+impl Cluster {
+    /// Stops the bridge and joins its threads (each notices within a beat);
+    /// the second call finds nothing to join. Events published after it
+    /// are dropped (counted).
+    pub(crate) fn stop(&self) {
         self.inner.stop.store(true, Ordering::Release);
-        for t in self.threads.drain(..) {
+        let threads = std::mem::take(&mut *self.threads.lock());
+        if threads.is_empty() {
+            return;
+        }
+        for t in threads {
             if t.join().is_err() {
                 log::error!("cluster: a bridge thread panicked");
             }
         }
+        log::debug!("cluster: bridge threads of server {} joined", self.inner.sid);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
