@@ -71,6 +71,7 @@ impl<H: Clone> Room<H> {
 
     /// Adds a member under the next free `guest-N` (a number someone took
     /// by `/nick` is skipped). Returns its nick and the other members.
+    #[cfg(test)]
     pub(crate) fn join(&mut self, id: u64, handle: H) -> (String, Vec<H>) {
         self.join_announced_up_to(id, handle, usize::MAX)
     }
@@ -107,6 +108,7 @@ impl<H: Clone> Room<H> {
 
     /// Removes a member. Returns its nick and the members left, or `None`
     /// if it was not in the room.
+    #[cfg(test)]
     pub(crate) fn leave(&mut self, id: u64) -> Option<(String, Vec<H>)> {
         self.leave_announced_up_to(id, usize::MAX)
     }
