@@ -323,8 +323,8 @@ fn broadcast(handles: &[Member], msg: impl Into<Message>) {
     }
 }
 
-/// A TCP member: its lines go to the dispatcher ([`dispatch`]) with the
-/// connection as the [`Caller`](reply::Caller).
+/// A TCP member: its lines go to the dispatcher (`chat/dispatch.rs`) with the
+/// connection as the `Caller`.
 impl Handler for Chat {
     type Session = ChatSession;
 
