@@ -55,6 +55,7 @@ mod harness;
 mod listener;
 mod mailbox;
 mod message;
+mod pool;
 mod outbound;
 mod proxy;
 mod server;
@@ -72,6 +73,7 @@ pub use framing::{Decoder, EncodeError, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
 pub use harness::{Harness, Held};
 pub use message::{Message, Payload};
+pub use pool::SpawnError;
 /// The rustls version the server speaks, to build a
 /// [`ServerConfig`](rustls::ServerConfig) for [`ServerBuilder::tls`].
 pub use rustls;
