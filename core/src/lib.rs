@@ -35,8 +35,11 @@
 //! ```
 //!
 //! More complete examples, each run by the tests: `core/examples/kv.rs`
-//! (timers, a broadcast from another thread) and `core/examples/rpc.rs`
-//! (length-prefixed both ways with [`Conn::send_frame`]).
+//! (timers, a broadcast from another thread), `core/examples/rpc.rs`
+//! (length-prefixed both ways with [`Conn::send_frame`]),
+//! `core/examples/blocking.rs` (blocking work per request on the server's
+//! pool with [`Conn::spawn_blocking`]) and `core/examples/async_backend.rs`
+//! (replies from async tasks on a tokio runtime beside the server).
 #![forbid(unsafe_code)]
 
 mod acceptor;
@@ -55,8 +58,8 @@ mod harness;
 mod listener;
 mod mailbox;
 mod message;
-mod pool;
 mod outbound;
+mod pool;
 mod proxy;
 mod server;
 mod shutdown;
