@@ -185,6 +185,8 @@ impl State {
 struct Inner {
     state: Mutex<State>,
     ready: Condvar,
+    /// Told when a thread ends.
+    ended: Condvar,
     max_threads: usize,
     max_waiting: usize,
 }
@@ -214,6 +216,7 @@ impl BlockingPool {
         let inner = Inner {
             state: Mutex::new(State::default()),
             ready: Condvar::new(),
+            ended: Condvar::new(),
             max_threads: max_threads.max(1),
             max_waiting: max_waiting.max(1),
         };
@@ -276,8 +279,11 @@ impl BlockingPool {
     }
 
     /// Takes no more jobs, drops those not started (their replies end
-    /// there) and joins the threads once their running jobs are done.
-    pub(crate) fn stop(&self) {
+    /// there) and joins the threads once their running jobs are done,
+    /// waiting `patience` at most: a job still running then is left to end
+    /// on its own (its thread detached, and said so), so a stuck job cannot
+    /// hold up the server's shutdown for good.
+    pub(crate) fn stop(&self, patience: Duration) {
         let (dropped, handles) = {
             let mut s = self.inner.state.lock();
             s.stopped = true;
@@ -294,10 +300,23 @@ impl BlockingPool {
         }
         drop(dropped);
         let me: ThreadId = thread::current().id();
+        let mine = handles.iter().any(|t| t.thread().id() == me);
+        let deadline = crate::clock::after(Instant::now(), patience);
+        let mut s = self.inner.state.lock();
+        // A pool thread that drops the last owner of the pool does not wait
+        // for itself.
+        while s.threads > usize::from(mine) {
+            if self.inner.ended.wait_until(&mut s, deadline).timed_out() {
+                log::error!(
+                    "blocking pool: {} jobs still running after {patience:?}; their threads are left to end on their own",
+                    s.threads - usize::from(mine)
+                );
+                break;
+            }
+        }
+        drop(s);
         for t in handles {
-            // A pool thread that drops the last owner of the pool does not
-            // wait for itself.
-            if t.thread().id() == me {
+            if t.thread().id() == me || !t.is_finished() {
                 continue;
             }
             if t.join().is_err() {
@@ -307,9 +326,13 @@ impl BlockingPool {
     }
 }
 
+/// How long a pool dropped without [`BlockingPool::stop`] (a test
+/// harness's) waits for its running jobs.
+const DROP_PATIENCE: Duration = Duration::from_secs(10);
+
 impl Drop for BlockingPool {
     fn drop(&mut self) {
-        self.stop();
+        self.stop(DROP_PATIENCE);
     }
 }
 
@@ -342,6 +365,8 @@ fn run(inner: &Inner) {
         s.sleeping -= 1;
     }
     s.threads -= 1;
+    drop(s);
+    inner.ended.notify_all();
 }
 
 #[cfg(test)]
@@ -405,9 +430,36 @@ mod tests {
         assert_eq!(refused, Err(SpawnError::Busy { limit: 2 }));
         assert_eq!(pool.push(9, Duration::ZERO, false, || Box::new(|| ())), Ok(()));
         gate_tx.send(()).unwrap();
-        pool.stop();
+        pool.stop(Duration::from_secs(10));
         assert_eq!(pool.push(9, Duration::ZERO, true, || Box::new(|| ())), Err(SpawnError::Stopped));
         assert_eq!(pool.inner.state.lock().threads, 0, "stop joins every thread");
+    }
+
+    #[test]
+    fn stop_leaves_a_stuck_job_behind_after_its_patience() {
+        let pool = BlockingPool::new(2, 10);
+        let (tx, rx) = unbounded();
+        let (gate_tx, gate_rx) = unbounded::<()>();
+        pool.push(1, Duration::ZERO, true, || {
+            Box::new(move || {
+                tx.send((1, 0)).unwrap();
+                let _ = gate_rx.recv();
+            })
+        })
+        .unwrap();
+        assert_eq!(recv(&rx), (1, 0));
+        let asked = Instant::now();
+        pool.stop(Duration::from_millis(100));
+        let took = asked.elapsed();
+        assert!(took >= Duration::from_millis(100) && took < Duration::from_secs(5), "{took:?}");
+        assert_eq!(pool.inner.state.lock().threads, 1, "the stuck job's thread still runs");
+        // Let it end: it leaves the pool without anyone joining it.
+        drop(gate_tx);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.inner.state.lock().threads > 0 {
+            assert!(Instant::now() < deadline, "the detached thread never ended");
+            thread::yield_now();
+        }
     }
 
     #[test]

@@ -725,8 +725,9 @@ impl Threads {
             }
         }
         // The workers have waited for the jobs whose replies they drained;
-        // what is left is dropped, running jobs end and their threads join.
-        self.shared.blocking.stop();
+        // what is left is dropped, running jobs end and their threads join
+        // (within the grace period: a stuck job is left behind, logged).
+        self.shared.blocking.stop(self.shared.config.grace);
         report.elapsed = self.shared.shutdown.started().map_or(Duration::ZERO, |s| s.elapsed());
         self.shared.shutdown.advance(Phase::Stopped);
         report
