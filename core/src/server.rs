@@ -441,7 +441,9 @@ impl ServerBuilder {
     /// 1 to 4,096), where [`Conn::spawn_blocking`](crate::Conn::spawn_blocking)
     /// runs handlers' jobs. They start on demand, when a job finds none
     /// idle, so a server that runs no job has none; they are joined when
-    /// the server stops. Jobs that mostly wait (a database call) want many;
+    /// the server stops (jobs still running are waited for up to the
+    /// [`grace`](ServerBuilder::grace) period; a stuck one is then left
+    /// behind, logged). Jobs that mostly wait (a database call) want many;
     /// jobs that burn CPU want about as many as cores.
     pub fn blocking_threads(mut self, n: usize) -> Self {
         self.config.blocking_threads = n;
