@@ -115,7 +115,9 @@ const ALL_JOINED: &str = r#"every server thread joined; left beside main: ["ctrl
 /// waits until its threads are exactly `running` (the names the system
 /// keeps: 15 bytes at most), sends SIGTERM and checks that the report comes
 /// once every thread but the stdout writer and the signal thread is joined.
-fn threads_joined_before_the_report(args: &[&str], running: &[&str], drained: usize) {
+/// With `drained` 1 a client connects first, sends `hello` and reads a
+/// first byte of the answer.
+fn threads_joined_before_the_report(args: &[&str], running: &[&str], drained: usize, hello: &[u8]) {
     let (terminal, stdin) = UnixStream::pair().unwrap();
     let mut cmd = Command::new(BIN);
     cmd.args(["--listen", "127.0.0.1:0"])
@@ -127,6 +129,7 @@ fn threads_joined_before_the_report(args: &[&str], running: &[&str], drained: us
     let member = (drained > 0).then(|| {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.write_all(hello).unwrap();
         let mut first = [0u8; 1];
         s.read_exact(&mut first).unwrap();
         s
@@ -198,13 +201,14 @@ fn chat_with_udp_admin_console_and_cluster_joins_every_thread_before_the_report(
         "accounts-0",
         "accounts-1",
     ];
-    threads_joined_before_the_report(&args, &running, 1);
+    threads_joined_before_the_report(&args, &running, 1, b"");
 }
 
 #[test]
-fn the_file_pool_is_joined_before_the_report() {
-    let root = temp_dir("lifecycle-file");
-    let root = root.path().to_str().unwrap().to_owned();
+fn the_blocking_pool_of_the_file_handler_is_joined_before_the_report() {
+    let dir = temp_dir("lifecycle-file");
+    std::fs::write(dir.path().join("a.txt"), b"hello\n").unwrap();
+    let root = dir.path().to_str().unwrap().to_owned();
     let args = ["--handler", "file", "--root", &root, "--workers", "1", "--admin", "127.0.0.1:0"];
     let running = [
         "switchboard-ser",
@@ -212,11 +216,11 @@ fn the_file_pool_is_joined_before_the_report() {
         "ctrl-c",
         "switchboard-acc",
         "switchboard-wor",
-        "switchboard-fil",
-        "switchboard-fil",
+        // The core's blocking pool: one thread, started for the `get`.
+        "switchboard-blo",
         "switchboard-acc",
         "switchboard-wor",
         "admin-history",
     ];
-    threads_joined_before_the_report(&args, &running, 0);
+    threads_joined_before_the_report(&args, &running, 1, b"get a.txt\n");
 }

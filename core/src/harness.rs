@@ -15,8 +15,13 @@ use crate::framing::{Decoder, Step};
 use crate::handler::{CloseReason, Flow, Handler};
 use crate::mailbox::{Mail, Mailbox};
 use crate::outbound::Outbound;
+use crate::pool::BlockingPool;
 use crate::server::Config;
 use crate::stats::Counters;
+
+/// Threads of a harness's blocking pool at most ([`Conn::spawn_blocking`]
+/// runs jobs on a pool of the harness's own, joined when it is dropped).
+const HARNESS_BLOCKING_THREADS: usize = 4;
 
 /// Connection ids of harnesses, distinct in the process as on a server.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -111,6 +116,7 @@ impl<H: Handler> Harness<H> {
             max_outbound_total: config.max_outbound_total,
             policy: config.policy,
             framing: handler.framing(),
+            blocking: Arc::new(BlockingPool::new(HARNESS_BLOCKING_THREADS, config.blocking_queue)),
         };
         let shared = ConnShared::new(
             NEXT_ID.fetch_add(1, Ordering::Relaxed),

@@ -35,8 +35,11 @@
 //! ```
 //!
 //! More complete examples, each run by the tests: `core/examples/kv.rs`
-//! (timers, a broadcast from another thread) and `core/examples/rpc.rs`
-//! (length-prefixed both ways with [`Conn::send_frame`]).
+//! (timers, a broadcast from another thread), `core/examples/rpc.rs`
+//! (length-prefixed both ways with [`Conn::send_frame`]),
+//! `core/examples/blocking.rs` (blocking work per request on the server's
+//! pool with [`Conn::spawn_blocking`]) and `core/examples/async_backend.rs`
+//! (replies from async tasks on a tokio runtime beside the server).
 #![forbid(unsafe_code)]
 
 mod acceptor;
@@ -56,6 +59,7 @@ mod listener;
 mod mailbox;
 mod message;
 mod outbound;
+mod pool;
 mod proxy;
 mod server;
 mod service;
@@ -73,6 +77,7 @@ pub use framing::{Decoder, EncodeError, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
 pub use harness::{Harness, Held};
 pub use message::{Message, Payload};
+pub use pool::SpawnError;
 /// The rustls version the server speaks, to build a
 /// [`ServerConfig`](rustls::ServerConfig) for [`ServerBuilder::tls`].
 pub use rustls;

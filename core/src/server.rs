@@ -16,6 +16,7 @@ use crate::err::StartError;
 use crate::handler::Handler;
 use crate::handshakes::{self, Pool};
 use crate::listener::{self, ListenerConfig};
+use crate::pool::{self, BlockingPool};
 use crate::service::{Group, Service};
 use crate::shutdown::{Phase, ShutdownHandle, ShutdownReport, ShutdownState};
 use crate::signals::Signals;
@@ -57,6 +58,9 @@ pub(crate) struct Config {
     pub(crate) transport: TransportConfig,
     /// `SO_REUSEPORT`, an inherited listener.
     pub(crate) listener: ListenerConfig,
+    /// Threads of the blocking pool at most, and jobs waiting for one.
+    pub(crate) blocking_threads: usize,
+    pub(crate) blocking_queue: usize,
 }
 
 /// The most turned-away sockets lingering at once, whatever the budget.
@@ -84,6 +88,8 @@ impl Default for Config {
             max_lingering: MAX_LINGERING,
             transport: TransportConfig::default(),
             listener: ListenerConfig::default(),
+            blocking_threads: pool::DEFAULT_THREADS,
+            blocking_queue: pool::DEFAULT_QUEUE,
         }
     }
 }
@@ -124,6 +130,20 @@ impl Config {
             return bad(format!(
                 "the handshake backlog must be 1 to 1048576, not {}",
                 self.transport.handshake_backlog
+            ));
+        }
+        if !(1..=pool::MAX_THREADS).contains(&self.blocking_threads) {
+            return bad(format!(
+                "blocking threads must be 1 to {}, not {}",
+                pool::MAX_THREADS,
+                self.blocking_threads
+            ));
+        }
+        if !(1..=pool::MAX_QUEUE).contains(&self.blocking_queue) {
+            return bad(format!(
+                "the blocking queue must be 1 to {} jobs, not {}",
+                pool::MAX_QUEUE,
+                self.blocking_queue
             ));
         }
         if self.spin > Duration::from_millis(10) {
@@ -184,6 +204,8 @@ pub(crate) struct Shared {
     /// Idle CPU of the machine, in thousandths of a core, as busy workers
     /// last read it (0 until one has; `u32::MAX`: the system does not say).
     pub(crate) idle_cpu: std::sync::atomic::AtomicU32,
+    /// Where handlers' blocking jobs run: stopped once the workers are done.
+    pub(crate) blocking: Arc<BlockingPool>,
 }
 
 /// Configures and starts a [`Server`]. Every setting has a bounded default;
@@ -416,6 +438,28 @@ impl ServerBuilder {
         self
     }
 
+    /// Threads of the blocking pool at most (default 512, as tokio's;
+    /// 1 to 4,096), where [`Conn::spawn_blocking`](crate::Conn::spawn_blocking)
+    /// runs handlers' jobs. They start on demand, when a job finds none
+    /// idle, so a server that runs no job has none; they are joined when
+    /// the server stops (jobs still running are waited for up to the
+    /// [`grace`](ServerBuilder::grace) period; a stuck one is then left
+    /// behind, logged). Jobs that mostly wait (a database call) want many;
+    /// jobs that burn CPU want about as many as cores.
+    pub fn blocking_threads(mut self, n: usize) -> Self {
+        self.config.blocking_threads = n;
+        self
+    }
+
+    /// Jobs waiting for a blocking pool thread at most (default 65,536;
+    /// 1 to 4,194,304). Past it [`Conn::spawn_blocking`](crate::Conn::spawn_blocking)
+    /// refuses new jobs with [`SpawnError::Busy`](crate::SpawnError::Busy) and
+    /// the handler answers at once.
+    pub fn blocking_queue(mut self, n: usize) -> Self {
+        self.config.blocking_queue = n;
+        self
+    }
+
     /// Threads of the TLS handshake pool (default 0: as many as workers).
     /// Under TLS, the costly first step of each handshake (the server's
     /// signature and key exchange) runs there, at a lower priority than the
@@ -510,12 +554,13 @@ impl ServerBuilder {
         let shutdown = Arc::new(ShutdownState::new());
         let stats = Arc::new(Counters::new(config.workers));
         let shared = Arc::new(Shared {
-            config,
             stats,
             shutdown: Arc::clone(&shutdown),
             next_id: AtomicU64::new(1),
             acceptor_done: AtomicBool::new(false),
             idle_cpu: std::sync::atomic::AtomicU32::new(0),
+            blocking: Arc::new(BlockingPool::new(config.blocking_threads, config.blocking_queue)),
+            config,
         });
         let handler = Arc::new(handler);
         // Told once the workers are joined: the handler's own threads end
@@ -705,6 +750,11 @@ impl Threads {
         if let Some(stop) = self.stop_handler.take() {
             stop();
         }
+        // The workers have waited for the jobs whose replies they drained;
+        // what is left is dropped, running jobs end (the handler's stop has
+        // told long ones to give up) and their threads join (within the
+        // grace period: a stuck job is left behind, logged).
+        self.shared.blocking.stop(self.shared.config.grace);
         report.elapsed = self.shared.shutdown.started().map_or(Duration::ZERO, |s| s.elapsed());
         report
     }

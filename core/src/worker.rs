@@ -182,6 +182,7 @@ impl<H: Handler> Worker<H> {
             max_outbound_total: shared.config.max_outbound_total,
             policy: shared.config.policy,
             framing: handler.framing(),
+            blocking: Arc::clone(&shared.blocking),
         });
         let worker = Worker {
             rules,
