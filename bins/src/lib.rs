@@ -10,4 +10,5 @@ pub mod cluster;
 pub mod edge;
 pub mod load;
 pub mod printer;
+pub mod server_args;
 pub mod tls;
