@@ -80,6 +80,5 @@ pub use server::StartProbe;
 pub use server::{Server, ServerBuilder, StatsHandle};
 pub use shutdown::{Phase, ShutdownHandle, ShutdownReport};
 pub use signals::{SignalError, Signals};
-pub use stats::Stats;
+pub use stats::{CounterInfo, CounterKind, LineForm, Stats, WorkerStats};
 pub use tls::{tls_config_from_pem, TlsConfigError, TlsSocket};
-pub use worker_stats::WorkerStats;

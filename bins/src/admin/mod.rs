@@ -416,3 +416,103 @@ pub fn file_source(meters: Arc<switchboard_handlers::file::FileMeters>) -> Sourc
         ]
     })
 }
+
+#[cfg(test)]
+mod counter_outputs {
+    //! Every counter of the table in `core/src/stats.rs` in every output:
+    //! `Display`, the stats line, JSON, Prometheus and the test kit's
+    //! `key=value` form, each with its own value.
+
+    use switchboard::{LineForm, Stats, WorkerStats};
+
+    /// Every figure set to a value of its own; two workers, each figure
+    /// kept per worker split as (value, 1).
+    fn numbered() -> (Stats, Vec<WorkerStats>) {
+        let (mut s, mut w0, mut w1) = (Stats::default(), WorkerStats::default(), WorkerStats::default());
+        for (i, c) in Stats::COUNTERS.iter().enumerate() {
+            let v = 1000 + 10 * i as u64;
+            assert!(s.set(c.name, v));
+            assert_eq!(w0.set(c.name, v - 1), c.per_worker);
+            assert_eq!(w1.set(c.name, 1), c.per_worker);
+        }
+        (s, vec![w0, w1])
+    }
+
+    fn value(i: usize) -> u64 {
+        1000 + 10 * i as u64
+    }
+
+    #[test]
+    fn display_shows_every_counter() {
+        let (s, _) = numbered();
+        let text = s.to_string();
+        for (i, c) in Stats::COUNTERS.iter().enumerate() {
+            assert!(text.contains(&format!("{} {}", c.label, value(i))), "{}: {text}", c.name);
+        }
+    }
+
+    #[test]
+    fn the_stats_line_shows_every_counter() {
+        let (s, _) = numbered();
+        // Over 2 s from all zeros: a rate is half the value.
+        let line = super::stats_line(&Stats::default(), &s, 2.0);
+        for (i, c) in Stats::COUNTERS.iter().enumerate() {
+            let unit = if c.unit.is_empty() { String::new() } else { format!(" {}", c.unit) };
+            let want = match c.line {
+                LineForm::Total => format!(" {} {}{unit}", c.label, value(i)),
+                LineForm::Rate => format!(" {} {}{unit}/s", c.label, value(i) / 2),
+                LineForm::TotalAndRate => format!(" {} {}{unit} (+{}/s)", c.label, value(i), value(i) / 2),
+            };
+            assert!(line.contains(&want), "{want:?} not in {line}");
+        }
+        assert!(line.contains(" panics ") && line.contains(" dropped ") && line.contains(" tls-refused "));
+    }
+
+    #[test]
+    fn json_has_every_counter_and_every_per_worker_share() {
+        let (s, w) = numbered();
+        let stats = super::json::stats_object(&s);
+        let share = super::json::worker_object(&w[0]);
+        for (i, c) in Stats::COUNTERS.iter().enumerate() {
+            assert_eq!(stats[c.name].as_u64(), Some(value(i)), "{}", c.name);
+            let want = c.per_worker.then(|| value(i) - 1);
+            assert_eq!(share.get(c.name).and_then(|v| v.as_u64()), want, "{}", c.name);
+        }
+        assert_eq!(stats.as_object().unwrap().len(), Stats::COUNTERS.len());
+    }
+
+    #[test]
+    fn prometheus_has_every_counter_per_worker_where_kept_so() {
+        let (s, w) = numbered();
+        let mut out = String::new();
+        super::metrics::counters(&mut super::metrics::Family { out: &mut out }, &s, &w);
+        for (i, c) in Stats::COUNTERS.iter().enumerate() {
+            assert!(out.contains(&format!("# HELP {} {}\n", c.metric, c.help)), "{}", c.metric);
+            let samples: Vec<String> = if c.per_worker {
+                vec![
+                    format!("{}{{worker=\"0\"}} {}\n", c.metric, value(i) - 1),
+                    format!("{}{{worker=\"1\"}} 1\n", c.metric),
+                ]
+            } else {
+                vec![format!("{} {}\n", c.metric, value(i))]
+            };
+            for sample in samples {
+                assert!(out.contains(&sample), "{sample:?} not in the metrics");
+            }
+        }
+        let parsed = prometheus_parse::Scrape::parse(out.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let families: std::collections::BTreeSet<_> =
+            parsed.samples.iter().map(|s| s.metric.as_str()).collect();
+        assert_eq!(families.len(), Stats::COUNTERS.len());
+    }
+
+    #[test]
+    fn the_test_kits_key_value_form_round_trips_every_counter() {
+        let (s, _) = numbered();
+        let text = switchboard_test_support::test_server::format_stats(&s);
+        for c in Stats::COUNTERS {
+            assert!(text.contains(&format!("{}=", c.name)), "{}: {text}", c.name);
+        }
+        assert_eq!(switchboard_test_support::test_server::parse_stats(&text), s);
+    }
+}
