@@ -39,6 +39,9 @@
 //! (length-prefixed both ways with [`Conn::send_frame`]).
 #![forbid(unsafe_code)]
 
+// First: the counters! macro is used by the modules after it.
+#[macro_use]
+mod counters;
 mod acceptor;
 mod budget;
 mod clock;
@@ -67,6 +70,7 @@ mod worker;
 mod worker_stats;
 
 pub use conn::{Conn, ConnHandle, Deferred, SendError, SlowConsumerPolicy, MAX_TIMERS};
+pub use counters::{CounterInfo, CounterKind, LineForm};
 pub use err::StartError;
 pub use framing::{Decoder, EncodeError, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
@@ -80,5 +84,5 @@ pub use server::StartProbe;
 pub use server::{Server, ServerBuilder, StatsHandle};
 pub use shutdown::{Phase, ShutdownHandle, ShutdownReport};
 pub use signals::{SignalError, Signals};
-pub use stats::{CounterInfo, CounterKind, LineForm, Stats, WorkerStats};
+pub use stats::{Stats, WorkerStats};
 pub use tls::{tls_config_from_pem, TlsConfigError, TlsSocket};

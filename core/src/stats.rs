@@ -1,255 +1,37 @@
-//! Server counters, readable at any time as a [`Stats`] snapshot.
+//! Server counters, readable at any time as a [`Stats`] snapshot: the
+//! table that declares them, and the live atomics behind it.
 
-use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-/// Whether a figure only grows (a counter) or goes up and down (a gauge).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CounterKind {
-    /// Only grows; its metric name ends in `_total`.
-    Counter,
-    /// Goes up and down.
-    Gauge,
-}
-
-/// How the periodic stats line (`switchboard-server --stats-every`) shows
-/// a figure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LineForm {
-    /// The figure now: `closed 3`.
-    Total,
-    /// Its rate over the period: `frames 120/s`, `in 4096 B/s`.
-    Rate,
-    /// Both: `accepted 7 (+2/s)`.
-    TotalAndRate,
-}
-
-/// One figure of [`Stats`] and the names every output gives it, from the
-/// one table in `core/src/stats.rs` ([`Stats::COUNTERS`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CounterInfo {
-    /// The field of [`Stats`] (and of [`WorkerStats`] when
-    /// [`per_worker`](CounterInfo::per_worker)): also its key in JSON and in
-    /// the test kit's `key=value` form.
-    pub name: &'static str,
-    /// Its word in [`Stats`]'s `Display` and in the stats line: `frame-errors`.
-    pub label: &'static str,
-    /// Its unit after the figure, `B` for bytes, or empty.
-    pub unit: &'static str,
-    /// How the stats line shows it.
-    pub line: LineForm,
-    /// Its Prometheus metric name.
-    pub metric: &'static str,
-    /// Counter or gauge.
-    pub kind: CounterKind,
-    /// Kept per worker ([`WorkerStats`]); the metric has one sample per
-    /// worker, labelled `worker="N"`.
-    pub per_worker: bool,
-    /// The metric's help text.
-    pub help: &'static str,
-}
-
-/// A figure's value as a `u64`, whatever its type.
-trait Figure: Copy {
-    fn to_u64(self) -> u64;
-    fn from_u64(n: u64) -> Self;
-}
-
-impl Figure for u64 {
-    fn to_u64(self) -> u64 {
-        self
-    }
-    fn from_u64(n: u64) -> u64 {
-        n
-    }
-}
-
-impl Figure for usize {
-    fn to_u64(self) -> u64 {
-        self as u64
-    }
-    fn from_u64(n: u64) -> usize {
-        usize::try_from(n).unwrap_or(usize::MAX)
-    }
-}
-
-/// The table of counters: each line declares a figure of [`Stats`] once,
-/// with where it is kept, its words in `Display` and the stats line, its
-/// Prometheus name, kind and help, and whether it is kept per worker. From
-/// it come [`Stats`], [`WorkerStats`], their `get`/`set` by name,
-/// `Display`, [`Stats::COUNTERS`] and the snapshots.
-///
-/// `= (where)`: `open` (the open count, read first and acquiring), `shared
-/// F` (`Counters::F`), `workers F` (the sum of every `WorkerCounters::F`),
-/// `both F` (`Counters::F` plus that sum), `queued` (the bytes queued).
-/// `per_worker` or `total`: whether [`WorkerStats`] has it.
-macro_rules! counters {
-    ($(
-        $(#[doc = $doc:literal])*
-        $name:ident: $ty:ty = ($($read:tt)*),
-            $label:literal $unit:literal $line:ident,
-            $metric:literal $kind:ident $shape:ident,
-            $help:literal;
-    )*) => {
-        /// A snapshot of a server's counters, from [`Server::stats`](crate::Server::stats).
-        ///
-        /// Every figure is declared once, in the table of
-        /// `core/src/stats.rs`, which also names it for `Display`, the stats
-        /// line, JSON, Prometheus and the test kit ([`Stats::COUNTERS`]).
-        ///
-        /// # Order of updates
-        ///
-        /// When a connection closes, its worker first counts it in [`closed`](Stats::closed)
-        /// (and [`timed_out`](Stats::timed_out) or [`forced_closes`](Stats::forced_closes)),
-        /// then runs [`Handler::close`](crate::Handler::close), and only then takes it
-        /// off [`open`](Stats::open). A connection is counted in
-        /// [`accepted`](Stats::accepted) before it is counted in `open`. So once a
-        /// snapshot shows `open == k`, every connection not among those `k` has been
-        /// counted as closed and its handler's `close` has returned: a test may wait
-        /// for `accepted == n && closed == n - k` and then assert on what `close` did.
-        #[derive(Debug, Clone, Default, PartialEq, Eq)]
-        #[non_exhaustive]
-        pub struct Stats {
-            $( $(#[doc = $doc])* pub $name: $ty, )*
-        }
-
-        impl Stats {
-            /// Every figure, in the order `Display` shows them.
-            pub const COUNTERS: &'static [CounterInfo] = &[$(
-                CounterInfo {
-                    name: stringify!($name),
-                    label: $label,
-                    unit: $unit,
-                    line: LineForm::$line,
-                    metric: $metric,
-                    kind: CounterKind::$kind,
-                    per_worker: counters!(@per_worker $shape),
-                    help: $help,
-                },
-            )*];
-
-            /// The figure named `name` (a [`CounterInfo::name`]).
-            pub fn get(&self, name: &str) -> Option<u64> {
-                match name {
-                    $( stringify!($name) => Some(Figure::to_u64(self.$name)), )*
-                    _ => None,
-                }
-            }
-
-            /// Sets the figure named `name`; false if there is none.
-            pub fn set(&mut self, name: &str, value: u64) -> bool {
-                match name {
-                    $( stringify!($name) => self.$name = Figure::from_u64(value), )*
-                    _ => return false,
-                }
-                true
-            }
-        }
-
-        impl fmt::Display for Stats {
-            /// `open 1 accepted 5 ... in 120 B out 120 B ...`: every figure
-            /// by its label, with its unit.
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                for (i, c) in Stats::COUNTERS.iter().enumerate() {
-                    let sep = if i == 0 { "" } else { " " };
-                    let value = self.get(c.name).unwrap_or_default();
-                    match c.unit {
-                        "" => write!(f, "{sep}{} {value}", c.label)?,
-                        unit => write!(f, "{sep}{} {value} {unit}", c.label)?,
-                    }
-                }
-                Ok(())
-            }
-        }
-
-        impl Counters {
-            pub(crate) fn snapshot(&self) -> Stats {
-                // In table order: `open` first, acquiring, so every close
-                // counted before its decrement is seen in the figures after it.
-                Stats { $( $name: counters!(@read self, $($read)*), )* }
-            }
-        }
-
-        counters!(@worker w [] [] [] $( $shape [$(#[doc = $doc])*] $name $ty = ($($read)*); )*);
-    };
-
-    (@per_worker per_worker) => { true };
-    (@per_worker total) => { false };
-
-    (@read $c:ident, open) => { $c.open.load(std::sync::atomic::Ordering::Acquire) };
-    (@read $c:ident, shared $f:ident) => { $c.$f.load(Relaxed) };
-    (@read $c:ident, workers $f:ident) => { $c.workers.iter().map(|w| w.$f.load(Relaxed)).sum() };
-    (@read $c:ident, both $f:ident) => {
-        $c.$f.load(Relaxed) + $c.workers.iter().map(|w| w.$f.load(Relaxed)).sum::<u64>()
-    };
-    (@read $c:ident, queued) => { $c.queued() };
-
-    // One worker's share: only what the worker keeps.
-    (@wread $w:ident, workers $f:ident) => { $w.$f.load(Relaxed) };
-    (@wread $w:ident, both $f:ident) => { $w.$f.load(Relaxed) };
-    (@wread $w:ident, queued) => { $w.queued.load(Relaxed) };
-
-    // WorkerStats: the per_worker lines, gathered one by one.
-    (@worker $w:ident [$($fields:tt)*] [$($reads:tt)*] [$($names:ident)*]
-        per_worker [$($doc:tt)*] $name:ident $ty:ty = ($($read:tt)*); $($rest:tt)*) => {
-        counters!(@worker $w
-            [$($fields)* $($doc)* pub $name: $ty,]
-            [$($reads)* $name: counters!(@wread $w, $($read)*),]
-            [$($names)* $name]
-            $($rest)*);
-    };
-    (@worker $w:ident [$($fields:tt)*] [$($reads:tt)*] [$($names:ident)*]
-        total [$($doc:tt)*] $name:ident $ty:ty = ($($read:tt)*); $($rest:tt)*) => {
-        counters!(@worker $w [$($fields)*] [$($reads)*] [$($names)*] $($rest)*);
-    };
-    (@worker $w:ident [$($fields:tt)*] [$($reads:tt)*] [$($names:ident)*]) => {
-        /// One worker's share of the counters in [`Stats`]: summed over
-        /// every worker they give the snapshot's figures of the same name
-        /// (but `closed`: the acceptor's own closes, when a worker was gone,
-        /// are in no worker's share). The fields are the
-        /// [`per_worker`](CounterInfo::per_worker) lines of
-        /// [`Stats::COUNTERS`].
-        #[derive(Debug, Clone, Default, PartialEq, Eq)]
-        #[non_exhaustive]
-        pub struct WorkerStats {
-            $($fields)*
-        }
-
-        impl WorkerStats {
-            /// The figure named `name`, if it is kept per worker.
-            pub fn get(&self, name: &str) -> Option<u64> {
-                let $w = self;
-                match name {
-                    $( stringify!($names) => Some(Figure::to_u64($w.$names)), )*
-                    _ => None,
-                }
-            }
-
-            /// Sets the figure named `name`; false if it is not kept per worker.
-            pub fn set(&mut self, name: &str, value: u64) -> bool {
-                let $w = self;
-                match name {
-                    $( stringify!($names) => $w.$names = Figure::from_u64(value), )*
-                    _ => return false,
-                }
-                true
-            }
-        }
-
-        impl WorkerCounters {
-            /// This worker's share now.
-            pub(crate) fn share(&self) -> WorkerStats {
-                let $w = self;
-                WorkerStats { $($reads)* }
-            }
-        }
-    };
-}
-
 counters! {
+    /// A snapshot of a server's counters, from [`Server::stats`](crate::Server::stats).
+    ///
+    /// Every figure is declared once, in the table of `core/src/stats.rs`,
+    /// which also names it for `Display`, the stats line, JSON, Prometheus
+    /// and the test kit ([`Stats::COUNTERS`]).
+    ///
+    /// # Order of updates
+    ///
+    /// When a connection closes, its worker first counts it in [`closed`](Stats::closed)
+    /// (and [`timed_out`](Stats::timed_out) or [`forced_closes`](Stats::forced_closes)),
+    /// then runs [`Handler::close`](crate::Handler::close), and only then takes it
+    /// off [`open`](Stats::open). A connection is counted in
+    /// [`accepted`](Stats::accepted) before it is counted in `open`. So once a
+    /// snapshot shows `open == k`, every connection not among those `k` has been
+    /// counted as closed and its handler's `close` has returned: a test may wait
+    /// for `accepted == n && closed == n - k` and then assert on what `close` did.
+    pub struct Stats from Counters, shown as "",
+    per worker:
+    /// One worker's share of the counters in [`Stats`]: summed over every
+    /// worker they give the snapshot's figures of the same name (but
+    /// `closed`: the acceptor's own closes, when a worker was gone, are in
+    /// no worker's share). The fields are the
+    /// [`per_worker`](crate::CounterInfo::per_worker) lines of [`Stats::COUNTERS`].
+    pub struct WorkerStats from WorkerCounters;
     /// Connections open now (accepted and not yet closed).
-    open: usize = (open),
+    // First, and acquiring: every close counted before this decrement is
+    // seen in the figures read after it.
+    open: usize = (acquire open),
         "open" "" Total,
         "switchboard_connections_open" Gauge total,
         "Connections open now.";
@@ -398,6 +180,7 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counters::CounterKind;
 
     /// Every figure set to a value of its own (its place in the table, + 1000).
     fn numbered() -> Stats {

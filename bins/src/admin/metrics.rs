@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use switchboard::{CounterKind, Phase, Stats, WorkerStats};
+use switchboard::{Phase, Stats, WorkerStats};
 
 use super::{Kind, View};
 
@@ -39,10 +39,7 @@ impl Family<'_> {
 /// or one per worker (`worker="N"`) for those kept per worker.
 pub(super) fn counters(f: &mut Family<'_>, s: &Stats, workers: &[WorkerStats]) {
     for c in Stats::COUNTERS {
-        let kind = match c.kind {
-            CounterKind::Counter => Kind::Counter,
-            CounterKind::Gauge => Kind::Gauge,
-        };
+        let kind = Kind::from(c.kind);
         if c.per_worker {
             f.per_worker(c.metric, c.help, kind, workers.iter().map(|w| w.get(c.name).unwrap_or(0)));
         } else {

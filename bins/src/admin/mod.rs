@@ -83,6 +83,15 @@ pub enum Kind {
     Gauge,
 }
 
+impl From<switchboard::CounterKind> for Kind {
+    fn from(kind: switchboard::CounterKind) -> Kind {
+        match kind {
+            switchboard::CounterKind::Counter => Kind::Counter,
+            switchboard::CounterKind::Gauge => Kind::Gauge,
+        }
+    }
+}
+
 /// One handler-specific figure, as a [`Source`] reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
@@ -333,60 +342,15 @@ pub fn chat_source(chat: Arc<switchboard_handlers::Chat>) -> Source {
 pub fn udp_source(udp: switchboard::datagram::DatagramStatsHandle) -> Source {
     Box::new(move || {
         let s = udp.snapshot();
-        let counter = |name, help, value| Metric { name, help, kind: Kind::Counter, value };
-        vec![
-            counter(
-                "switchboard_udp_datagrams_in_total",
-                "UDP datagrams received and handled.",
-                s.datagrams_in,
-            ),
-            counter("switchboard_udp_datagrams_out_total", "UDP datagrams sent.", s.datagrams_out),
-            counter("switchboard_udp_bytes_in_total", "UDP payload bytes received.", s.bytes_in),
-            counter("switchboard_udp_bytes_out_total", "UDP payload bytes sent.", s.bytes_out),
-            counter(
-                "switchboard_udp_oversize_total",
-                "UDP datagrams over the size limit, dropped.",
-                s.oversize,
-            ),
-            counter(
-                "switchboard_udp_send_dropped_total",
-                "UDP datagrams not sent: send queue or buffer full.",
-                s.send_dropped,
-            ),
-            counter(
-                "switchboard_udp_limited_total",
-                "UDP replies not sent: over an unproven address's 3x budget.",
-                s.limited,
-            ),
-            Metric {
-                name: "switchboard_udp_peers",
-                help: "UDP peers in the table now.",
-                kind: Kind::Gauge,
-                value: s.peers as u64,
-            },
-            counter("switchboard_udp_peers_opened_total", "UDP peers opened.", s.peers_opened),
-            counter(
-                "switchboard_udp_peers_refused_total",
-                "New UDP addresses refused: their prefix held its share of the table.",
-                s.peers_refused,
-            ),
-            counter(
-                "switchboard_udp_evicted_total",
-                "UDP peers evicted from the full table (least recently heard).",
-                s.evicted,
-            ),
-            counter("switchboard_udp_expired_total", "UDP peers closed after the idle time.", s.expired),
-            counter(
-                "switchboard_udp_proven_total",
-                "UDP peers that proved their address (cookie).",
-                s.proven,
-            ),
-            counter(
-                "switchboard_udp_handler_panics_total",
-                "UDP handler callbacks that panicked.",
-                s.handler_panics,
-            ),
-        ]
+        switchboard::datagram::DatagramStats::COUNTERS
+            .iter()
+            .map(|c| Metric {
+                name: c.metric,
+                help: c.help,
+                kind: Kind::from(c.kind),
+                value: s.get(c.name).unwrap_or(0),
+            })
+            .collect()
     })
 }
 
@@ -504,6 +468,20 @@ mod counter_outputs {
         let families: std::collections::BTreeSet<_> =
             parsed.samples.iter().map(|s| s.metric.as_str()).collect();
         assert_eq!(families.len(), Stats::COUNTERS.len());
+    }
+
+    #[test]
+    fn the_udp_source_has_every_udp_counter() {
+        use switchboard::datagram::{DatagramServer, DatagramStats};
+        let udp = DatagramServer::builder().start("127.0.0.1:0", switchboard_handlers::Echo).unwrap();
+        let metrics = super::udp_source(udp.stats_handle())();
+        assert_eq!(metrics.len(), DatagramStats::COUNTERS.len());
+        for c in DatagramStats::COUNTERS {
+            let m = metrics.iter().find(|m| m.name == c.metric).unwrap_or_else(|| panic!("{}", c.metric));
+            assert_eq!((m.help, m.kind, m.value), (c.help, super::Kind::from(c.kind), 0), "{}", c.metric);
+        }
+        udp.shutdown_handle().force();
+        udp.wait();
     }
 
     #[test]
