@@ -378,6 +378,9 @@ impl RawArgs {
                 }
             }
         }
+        if on_command_line("udp_idle") && !self.udp.udp {
+            problems.push("--udp-idle applies with --udp (it is the UDP peers' idle time)".into());
+        }
         if self.udp.udp && self.edge.tls_cert.is_some() {
             problems.push("--udp serves plain datagrams (no DTLS): it cannot go with --tls-cert".into());
         }
@@ -536,5 +539,10 @@ mod tests {
             .unwrap_err()
             .contains("--console-nick \"a b\" is not"));
         assert!(validate(&["--udp", "--proxy-protocol"]).unwrap_err().contains("no PROXY header"));
+        assert_eq!(
+            validate(&["--udp-idle", "1m"]).unwrap_err(),
+            "--udp-idle applies with --udp (it is the UDP peers' idle time)"
+        );
+        assert!(validate(&["--udp-idle", "1m", "--udp"]).is_ok());
     }
 }

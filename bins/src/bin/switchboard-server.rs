@@ -13,8 +13,9 @@ use switchboard_bins::server_args::{HandlerConfig, Invocation, RawArgs, ServerCo
 use switchboard_handlers::{Chat, Echo, FileGet, Upper};
 
 fn main() -> ExitCode {
-    let invocation = RawArgs::from_command_line();
+    // The logger first: validating the flags may log.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let invocation = RawArgs::from_command_line();
     let config = match invocation {
         Invocation::Tool(Tool::Accounts(cmd)) => return switchboard_bins::accounts::run(cmd),
         Invocation::Serve(config) => config,
