@@ -11,4 +11,5 @@ pub mod edge;
 pub mod load;
 pub mod printer;
 pub mod server_args;
+pub mod threads;
 pub mod tls;

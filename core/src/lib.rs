@@ -61,6 +61,7 @@ mod message;
 mod outbound;
 mod proxy;
 mod server;
+mod service;
 mod shutdown;
 mod signals;
 mod stats;
@@ -82,6 +83,7 @@ pub use rustls;
 #[doc(hidden)]
 pub use server::StartProbe;
 pub use server::{Server, ServerBuilder, StatsHandle};
+pub use service::{spawn_service, Service, Stop, ThreadService};
 pub use shutdown::{Phase, ShutdownHandle, ShutdownReport};
 pub use signals::{SignalError, Signals};
 pub use stats::{Stats, WorkerStats};

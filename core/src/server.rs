@@ -16,6 +16,7 @@ use crate::err::StartError;
 use crate::handler::Handler;
 use crate::handshakes::{self, Pool};
 use crate::listener::{self, ListenerConfig};
+use crate::service::{Group, Service};
 use crate::shutdown::{Phase, ShutdownHandle, ShutdownReport, ShutdownState};
 use crate::signals::Signals;
 use crate::stats::{Counters, Stats};
@@ -548,6 +549,12 @@ impl ServerBuilder {
             idle_cpu: std::sync::atomic::AtomicU32::new(0),
         });
         let handler = Arc::new(handler);
+        // Told once the workers are joined: the handler's own threads end
+        // before the report.
+        let stop_handler: Box<dyn FnOnce() + Send> = {
+            let handler = Arc::clone(&handler);
+            Box::new(move || handler.stop())
+        };
         let mut links = Vec::new();
         let mut workers = Vec::new();
         for i in 0..shared.config.workers {
@@ -586,6 +593,8 @@ impl ServerBuilder {
             acceptor: None,
             workers: Vec::new(),
             handshakers: Vec::new(),
+            services: Group::default(),
+            stop_handler: Some(stop_handler),
         };
         let probe = probe.unwrap_or_default();
         for (i, worker) in workers.into_iter().enumerate() {
@@ -675,18 +684,24 @@ where
 
 /// The server's threads, with one owner: joining them (in
 /// [`wait`](Server::wait), or on drop after forcing the shutdown) is the
-/// only way they end.
+/// only way they end. The services beside the server and the handler's
+/// own threads end here too, after the workers.
 struct Threads {
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<WorkerReport>>,
     /// The TLS handshake pool: they end once the workers have.
     handshakers: Vec<JoinHandle<()>>,
+    /// What runs beside the server ([`Server::beside`]).
+    services: Group,
+    /// [`Handler::stop`] of the server's handler, called once.
+    stop_handler: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Threads {
-    /// Joins every thread (some shutdown must be under way) and marks the
-    /// server stopped.
+    /// Joins every thread (some shutdown must be under way), marks the
+    /// server stopped, then stops and joins the services beside it and the
+    /// handler's own threads.
     fn join(&mut self) -> ShutdownReport {
         let mut report = ShutdownReport::default();
         if let Some(a) = self.acceptor.take() {
@@ -694,6 +709,8 @@ impl Threads {
                 log::error!("the acceptor thread panicked");
             }
         }
+        // The acceptor ends when the shutdown begins.
+        self.services.draining();
         // The workers wait for the acceptor to be done; it is (or it never
         // ran, or it panicked).
         self.shared.acceptor_done.store(true, Ordering::Release);
@@ -712,15 +729,29 @@ impl Threads {
                 log::error!("a TLS handshake thread panicked");
             }
         }
-        report.elapsed = self.shared.shutdown.started().map_or(Duration::ZERO, |s| s.elapsed());
         self.shared.shutdown.advance(Phase::Stopped);
+        // Services first: they may still use the handler (a UDP side of the
+        // same chat), whose threads end last.
+        self.services.stop_and_join();
+        if let Some(stop) = self.stop_handler.take() {
+            stop();
+        }
+        report.elapsed = self.shared.shutdown.started().map_or(Duration::ZERO, |s| s.elapsed());
         report
+    }
+
+    fn running(&self) -> bool {
+        self.acceptor.is_some()
+            || !self.workers.is_empty()
+            || !self.handshakers.is_empty()
+            || self.services.len() > 0
+            || self.stop_handler.is_some()
     }
 }
 
 impl Drop for Threads {
     fn drop(&mut self) {
-        if self.acceptor.is_some() || !self.workers.is_empty() || !self.handshakers.is_empty() {
+        if self.running() {
             self.shared.shutdown.advance(Phase::Forcing);
             let _ = self.join();
         }
@@ -747,6 +778,7 @@ impl fmt::Debug for Server {
             .field("workers", &self.threads.workers.len())
             .field("max_connections", &self.shared.config.max_connections)
             .field("phase", &self.shared.shutdown.phase())
+            .field("beside", &self.threads.services)
             .finish()
     }
 }
@@ -792,9 +824,19 @@ impl Server {
         self.wait()
     }
 
+    /// Runs `service` beside the server, under its shutdown: it is told
+    /// when the shutdown begins, stopped once every worker is joined and
+    /// joined before [`wait`](Server::wait) returns (or the server is
+    /// dropped). See [`Service`] for the order of the calls.
+    pub fn beside(&mut self, service: impl Service + 'static) {
+        self.threads.services.add(Box::new(service));
+    }
+
     /// Blocks until the server has shut down (some [`ShutdownHandle`] must
-    /// start it) and all its threads are joined; the phase is then
-    /// [`Phase::Stopped`]. Returns and logs the report.
+    /// start it) and all its threads are joined: the workers (the phase is
+    /// then [`Phase::Stopped`]), the services [`beside`](Server::beside) it,
+    /// and the handler's own ([`Handler::stop`]). Returns and logs the
+    /// report.
     pub fn wait(mut self) -> ShutdownReport {
         let report = self.threads.join();
         log::info!("{report}");

@@ -47,11 +47,9 @@ mod ticker;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::Sender;
-use switchboard::{Server, ShutdownHandle, StartError, StatsHandle};
+use switchboard::{spawn_service, Server, Service, ShutdownHandle, StartError, StatsHandle};
 
 use crate::printer::Printer;
 
@@ -158,12 +156,12 @@ impl View {
 }
 
 /// A running admin endpoint; [`stop`](Admin::stop) it after the main
-/// server has stopped (dropping it stops it too).
+/// server has stopped (dropping it stops it too). `switchboard-server`
+/// runs it as a [`Service`] of the main server ([`Watch`]).
 pub struct Admin {
+    /// Its own server, the history sampler a service beside it.
     server: Option<Server>,
     addr: SocketAddr,
-    stop_sampler: Option<Sender<()>>,
-    sampler: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for Admin {
@@ -192,7 +190,7 @@ impl Admin {
     fn launch(addr: &str, view: View, proxy_protocol: bool) -> Result<Admin, StartError> {
         let view = Arc::new(view);
         view.history.sample(&view.stats);
-        let server = Server::builder()
+        let mut server = Server::builder()
             .workers(1)
             .max_connections(MAX_CONNECTIONS)
             .idle_timeout(REQUEST_TIMEOUT * 2)
@@ -205,17 +203,13 @@ impl Admin {
             .handshake_timeout(REQUEST_TIMEOUT)
             .start(addr, http::AdminHttp::new(Arc::clone(&view)))?;
         let addr = server.local_addr();
-        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
-        let sampler = std::thread::Builder::new()
-            .name("admin-history".into())
-            .spawn(move || {
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(history::EVERY)
-                {
-                    view.history.sample(&view.stats);
-                }
-            })
-            .map_err(StartError::Io)?;
-        Ok(Admin { server: Some(server), addr, stop_sampler: Some(tx), sampler: Some(sampler) })
+        let sampler = spawn_service("admin-history", move |stop| {
+            while !stop.wait(history::EVERY) {
+                view.history.sample(&view.stats);
+            }
+        });
+        server.beside(sampler.map_err(StartError::Io)?);
+        Ok(Admin { server: Some(server), addr })
     }
 
     /// The address the endpoint listens on.
@@ -228,11 +222,14 @@ impl Admin {
         self.stop_now();
     }
 
-    fn stop_now(&mut self) {
-        drop(self.stop_sampler.take());
-        if let Some(t) = self.sampler.take() {
-            let _ = t.join();
+    /// Starts closing the endpoint's connections, without waiting.
+    fn force(&self) {
+        if let Some(server) = &self.server {
+            server.shutdown_handle().force();
         }
+    }
+
+    fn stop_now(&mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown_handle().force();
             server.wait();
@@ -278,8 +275,9 @@ impl fmt::Debug for Observing {
     }
 }
 
-/// The admin endpoint and the stats line of a running server; dropping it
-/// stops both.
+/// The admin endpoint and the stats line of a running server: a
+/// [`Service`] of that server (they keep going while it drains, and stop
+/// once it has stopped); dropping it stops both too.
 #[derive(Debug)]
 pub struct Watch {
     admin: Option<Admin>,
@@ -315,6 +313,25 @@ impl Observing {
             Some(every) => Some(StatsTicker::start(server.stats_handle(), every, out.clone())?),
         };
         Ok(Watch { admin, ticker })
+    }
+}
+
+impl Service for Watch {
+    fn name(&self) -> &str {
+        "admin"
+    }
+
+    fn stop(&mut self) {
+        if let Some(ticker) = &mut self.ticker {
+            ticker.stop();
+        }
+        if let Some(admin) = &self.admin {
+            admin.force();
+        }
+    }
+
+    fn join(self: Box<Self>) {
+        drop(self);
     }
 }
 

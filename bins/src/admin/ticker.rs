@@ -2,11 +2,9 @@
 //! stdout per period.
 
 use std::fmt::Write;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
-use switchboard::{LineForm, Stats, StatsHandle};
+use switchboard::{spawn_service, LineForm, Service, Stats, StatsHandle, ThreadService};
 
 use crate::printer::Printer;
 
@@ -41,33 +39,27 @@ pub fn stats_line(before: &Stats, now: &Stats, secs: f64) -> String {
 /// never waits on a stdout nobody reads); stops when dropped.
 #[derive(Debug)]
 pub struct StatsTicker {
-    stop: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: ThreadService,
 }
 
 impl StatsTicker {
     /// Starts printing the figures of `stats` to `out` every `every`.
     pub fn start(stats: StatsHandle, every: Duration, out: Printer) -> std::io::Result<StatsTicker> {
-        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
-        let thread = std::thread::Builder::new().name("stats-every".into()).spawn(move || {
+        let thread = spawn_service("stats-every", move |stop| {
             let mut before = stats.snapshot();
             let mut at = Instant::now();
-            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+            while !stop.wait(every) {
                 let now = stats.snapshot();
                 let line = stats_line(&before, &now, at.elapsed().as_secs_f64());
                 out.line(line);
                 (before, at) = (now, Instant::now());
             }
         })?;
-        Ok(StatsTicker { stop: Some(tx), thread: Some(thread) })
+        Ok(StatsTicker { thread })
     }
-}
 
-impl Drop for StatsTicker {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    /// Tells the thread to end, without waiting (dropping it joins it).
+    pub fn stop(&mut self) {
+        self.thread.stop();
     }
 }

@@ -10,6 +10,7 @@ use switchboard_bins::admin::{self, Observe, Observing};
 use switchboard_bins::beside::{console, reserve, Beside};
 use switchboard_bins::printer::Printer;
 use switchboard_bins::server_args::{HandlerConfig, Invocation, RawArgs, ServerConfig, Tool};
+use switchboard_bins::threads;
 use switchboard_handlers::{Chat, Echo, FileGet, Upper};
 
 fn main() -> ExitCode {
@@ -125,18 +126,21 @@ fn serve<H: Handler>(
 ) -> anyhow::Result<()> {
     // SIGINT/SIGTERM: the first drains (the UDP side too, which shares the
     // TCP server's lifecycle), the second forces.
-    let server = builder.shutdown_on_signals().start(listen, handler)?;
-    let mut beside = beside(&server)?;
+    let mut server = builder.shutdown_on_signals().start(listen, handler)?;
+    let beside = beside(&server)?;
     out.line(format_args!("listening on {}", server.local_addr()));
-    beside.announce(out)?;
     let observe = match beside.udp_stats() {
         Some(udp) => observe.source(admin::udp_source(udp)),
         None => observe,
     };
+    // The UDP side, the console, the admin endpoint and the stats line
+    // are services of the server: `wait` joins them, and the handler's own
+    // threads, before it returns the report.
+    beside.start(&mut server, out)?;
     let watch = observe.start(&server, out)?;
+    server.beside(watch);
     let report = server.wait();
-    beside.wait();
-    drop(watch);
+    threads::check_joined();
     // Logged by `wait`; also on stdout, for whoever ran the server (a
     // closed or blocked stdout is no failure: the log has it, and the
     // process exits without waiting for it past FINISH_OUTPUT).

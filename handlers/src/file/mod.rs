@@ -425,12 +425,24 @@ impl Handler for FileGet {
         }
         self.handle(&session.queue, &line, conn);
     }
+
+    /// The server has stopped: the pool's threads end before its report.
+    fn stop(&self) {
+        self.stop_pool();
+    }
+}
+
+impl FileGet {
+    /// Cancels the hashing in progress and joins the pool's threads.
+    fn stop_pool(&self) {
+        self.inner.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.pool.stop();
+    }
 }
 
 impl Drop for FileGet {
     fn drop(&mut self) {
-        self.inner.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.pool.stop();
+        self.stop_pool();
     }
 }
 

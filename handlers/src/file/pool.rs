@@ -246,20 +246,21 @@ impl Scheduler {
 /// A fixed pool of threads; joined on [`stop`](Pool::stop).
 pub(crate) struct Pool {
     pub(crate) sched: Arc<Scheduler>,
-    threads: Vec<JoinHandle<()>>,
+    /// Taken by the first [`stop`](Pool::stop).
+    threads: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Pool {
     pub(crate) fn start(n: usize, inner: Arc<Inner>) -> io::Result<Pool> {
         let sched = Arc::new(Scheduler::default());
-        let mut pool = Pool { sched: Arc::clone(&sched), threads: Vec::new() };
+        let pool = Pool { sched: Arc::clone(&sched), threads: parking_lot::Mutex::new(Vec::new()) };
         for i in 0..n {
             let (sched, inner) = (Arc::clone(&sched), Arc::clone(&inner));
             let t = std::thread::Builder::new()
                 .name(format!("switchboard-file-{i}"))
                 .spawn(move || run(&sched, &inner));
             match t {
-                Ok(t) => pool.threads.push(t),
+                Ok(t) => pool.threads.lock().push(t),
                 Err(e) => {
                     pool.stop();
                     return Err(io::Error::new(e.kind(), format!("file: cannot start a pool thread: {e}")));
@@ -270,10 +271,13 @@ impl Pool {
     }
 
     /// Empties the run queue and joins the threads (hashing in progress
-    /// stops early: the handler sets its cancel flag first).
-    pub(crate) fn stop(&mut self) {
+    /// stops early: the handler sets its cancel flag first). Called from
+    /// `&self` (the handler's [`stop`](switchboard::Handler::stop)); the
+    /// second call finds nothing to join.
+    pub(crate) fn stop(&self) {
         self.sched.stop();
-        for t in self.threads.drain(..) {
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
             if t.join().is_err() {
                 log::error!("file: a pool thread panicked");
             }
