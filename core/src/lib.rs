@@ -42,6 +42,9 @@
 //! (replies from async tasks on a tokio runtime beside the server).
 #![forbid(unsafe_code)]
 
+// First: the counters! macro is used by the modules after it.
+#[macro_use]
+mod counters;
 mod acceptor;
 mod budget;
 mod clock;
@@ -72,6 +75,7 @@ mod worker;
 mod worker_stats;
 
 pub use conn::{Conn, ConnHandle, Deferred, SendError, SlowConsumerPolicy, MAX_TIMERS};
+pub use counters::{CounterInfo, CounterKind, LineForm};
 pub use err::StartError;
 pub use framing::{Decoder, EncodeError, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
@@ -87,6 +91,5 @@ pub use server::{Server, ServerBuilder, StatsHandle};
 pub use service::{spawn_service, Service, Stop, ThreadService};
 pub use shutdown::{Phase, ShutdownHandle, ShutdownReport};
 pub use signals::{SignalError, Signals};
-pub use stats::Stats;
+pub use stats::{Stats, WorkerStats};
 pub use tls::{tls_config_from_pem, TlsConfigError, TlsSocket};
-pub use worker_stats::WorkerStats;

@@ -66,6 +66,27 @@ pub(crate) struct Config {
 /// The most turned-away sockets lingering at once, whatever the budget.
 const MAX_LINGERING: usize = 1024;
 
+/// The high-water mark when none is given, or the outbound budget if smaller.
+const DEFAULT_HIGH_WATER: usize = 256 << 10;
+
+/// The high-water mark in force for an outbound budget of `max_outbound`
+/// bytes: `requested` lowered to the budget (a queue cannot hold more than
+/// its budget, so a mark above it would never stop reading), or, when none
+/// was asked for, 256 KiB or the budget if smaller. Zero is refused.
+fn high_water(requested: Option<usize>, max_outbound: usize) -> Result<usize, StartError> {
+    match requested {
+        None => Ok(DEFAULT_HIGH_WATER.min(max_outbound)),
+        Some(0) => Err(StartError::Config("the high-water mark must be more than zero".into())),
+        Some(n) if n > max_outbound => {
+            log::warn!(
+                "high-water mark {n} B is more than the outbound budget ({max_outbound} B); using {max_outbound} B"
+            );
+            Ok(max_outbound)
+        }
+        Some(n) => Ok(n),
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -78,7 +99,7 @@ impl Default for Config {
             linger: Duration::from_secs(2),
             max_outbound: 1 << 20,
             max_outbound_total: 256 << 20,
-            high_water: 256 << 10,
+            high_water: DEFAULT_HIGH_WATER,
             policy: SlowConsumerPolicy::Disconnect,
             read_buffer: 64 << 10,
             backlog: 4096,
@@ -239,6 +260,9 @@ pub(crate) struct Shared {
 pub struct ServerBuilder {
     config: Config,
     max_connections: Option<usize>,
+    /// The high-water mark asked for, if any ([`ServerBuilder::high_water`]);
+    /// `start` derives it from the outbound budget otherwise.
+    high_water: Option<usize>,
     probe: Option<StartProbe>,
     signals: bool,
 }
@@ -385,9 +409,12 @@ impl ServerBuilder {
     }
 
     /// While more than this many bytes are queued for a connection, the
-    /// server stops reading from it (default 256 KiB).
+    /// server stops reading from it (default 256 KiB, or the
+    /// [outbound budget](ServerBuilder::max_outbound) if smaller). A value
+    /// above the outbound budget is lowered to it, with a warning; zero is
+    /// an error at [`start`](ServerBuilder::start).
     pub fn high_water(mut self, bytes: usize) -> Self {
-        self.config.high_water = bytes;
+        self.high_water = Some(bytes);
         self
     }
 
@@ -515,10 +542,14 @@ impl ServerBuilder {
         A: ToSocketAddrs + fmt::Display,
         H: Handler,
     {
-        let ServerBuilder { mut config, max_connections, probe, signals } = self;
+        let ServerBuilder { mut config, max_connections, high_water: asked, probe, signals } = self;
         if max_connections == Some(0) {
             return Err(StartError::Config("max connections must be at least 1".into()));
         }
+        if config.max_outbound == 0 {
+            return Err(StartError::Config("the outbound budget must be more than zero".into()));
+        }
+        config.high_water = high_water(asked, config.max_outbound)?;
         config.validate()?;
         // Before the budget: the handler's descriptors count in it.
         let signals = if signals { Some(Signals::install().map_err(StartError::Signals)?) } else { None };
@@ -898,5 +929,42 @@ impl StatsHandle {
 impl fmt::Debug for StatsHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StatsHandle").field("stats", &self.snapshot()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn high_water_is_derived_from_the_outbound_budget_and_clamped_to_it() {
+        // None asked: 256 KiB, or the budget if smaller.
+        assert_eq!(high_water(None, 1 << 20).unwrap(), 256 << 10);
+        assert_eq!(high_water(None, 64 << 10).unwrap(), 64 << 10);
+        assert_eq!(high_water(None, 1).unwrap(), 1);
+        // Asked: kept within the budget, lowered to it above.
+        assert_eq!(high_water(Some(16 << 10), 64 << 10).unwrap(), 16 << 10);
+        assert_eq!(high_water(Some(64 << 10), 64 << 10).unwrap(), 64 << 10);
+        assert_eq!(high_water(Some(1 << 20), 64 << 10).unwrap(), 64 << 10);
+        match high_water(Some(0), 64 << 10) {
+            Err(StartError::Config(msg)) => assert!(msg.contains("high-water mark"), "{msg}"),
+            other => panic!("zero taken: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_server_starts_with_a_high_water_mark_above_its_budget() {
+        let echo = crate::handler_fn(crate::Framing::Raw, |data, conn| {
+            conn.send(data);
+            crate::Flow::Continue
+        });
+        let server = Server::builder()
+            .workers(1)
+            .max_outbound(8 << 10)
+            .high_water(1 << 20)
+            .max_outbound_total(1 << 20)
+            .start("127.0.0.1:0", echo)
+            .expect("the mark is lowered to the budget, not refused");
+        server.shutdown();
     }
 }

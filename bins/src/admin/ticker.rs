@@ -1,14 +1,16 @@
 //! `switchboard-server --stats-every DURATION`: one line of figures on
 //! stdout per period.
 
+use std::fmt::Write;
 use std::time::{Duration, Instant};
 
-use switchboard::{spawn_service, Service, Stats, StatsHandle, ThreadService};
+use switchboard::{spawn_service, LineForm, Service, Stats, StatsHandle, ThreadService};
 
 use crate::printer::Printer;
 
-/// The line for the period from `before` to `now`, `secs` long: totals, and
-/// rates over the period.
+/// The line for the period from `before` to `now`, `secs` long: every
+/// figure of [`Stats::COUNTERS`] by its label, as a total, a rate over the
+/// period, or both, as the table says.
 ///
 /// ```
 /// use switchboard::Stats;
@@ -19,27 +21,18 @@ use crate::printer::Printer;
 /// ```
 pub fn stats_line(before: &Stats, now: &Stats, secs: f64) -> String {
     let secs = secs.max(1e-3);
-    let rate = |a: u64, b: u64| (b.saturating_sub(a) as f64 / secs).round() as u64;
-    format!(
-        "stats: open {} accepted {} (+{}/s) rejected {} closed {} timed-out {} \
-         in {} B/s out {} B/s frames {}/s frame-errors {} slow-consumers {} forced {} \
-         panics {} accept-errors {} queued {} B",
-        now.open,
-        now.accepted,
-        rate(before.accepted, now.accepted),
-        now.rejected,
-        now.closed,
-        now.timed_out,
-        rate(before.bytes_in, now.bytes_in),
-        rate(before.bytes_out, now.bytes_out),
-        rate(before.frames, now.frames),
-        now.frame_errors,
-        now.slow_consumer_disconnects,
-        now.forced_closes,
-        now.handler_panics,
-        now.accept_errors,
-        now.queued_bytes,
-    )
+    let mut line = String::from("stats:");
+    for c in Stats::COUNTERS {
+        let (a, b) = (before.get(c.name).unwrap_or(0), now.get(c.name).unwrap_or(0));
+        let rate = (b.saturating_sub(a) as f64 / secs).round() as u64;
+        let unit = if c.unit.is_empty() { String::new() } else { format!(" {}", c.unit) };
+        let _ = match c.line {
+            LineForm::Total => write!(line, " {} {b}{unit}", c.label),
+            LineForm::Rate => write!(line, " {} {rate}{unit}/s", c.label),
+            LineForm::TotalAndRate => write!(line, " {} {b}{unit} (+{rate}/s)", c.label),
+        };
+    }
+    line
 }
 
 /// A thread printing [`stats_line`] every period (to stdout's queue: it
