@@ -261,6 +261,32 @@ fn one_shutdown_handle_drains_tcp_and_udp() {
     assert_eq!(sender.send_to(c.local_addr().unwrap(), b"late"), Err(DatagramSendError::Closed));
 }
 
+/// Beside a TCP server, the UDP side is a service: the TCP server's `wait`
+/// joins its thread (every peer closed, the sender closed) before it
+/// returns; with a lifecycle of its own it is drained then.
+#[test]
+fn the_udp_side_beside_a_tcp_server_is_joined_by_its_wait() {
+    for shared in [true, false] {
+        let mut tcp =
+            Server::builder().start("127.0.0.1:0", handler_fn(Framing::Raw, |_, _| Flow::Continue)).unwrap();
+        let handler = Arc::new(Echo::default());
+        let builder = DatagramServer::builder();
+        let builder = if shared { builder.lifecycle(tcp.shutdown_handle()) } else { builder };
+        let udp = builder.start("127.0.0.1:0", Arc::clone(&handler)).unwrap();
+        let (sender, udp_handle) = (udp.sender(), udp.shutdown_handle());
+        let c = client();
+        assert_eq!(ask(&c, udp.local_addr(), b"hi"), b"hi");
+        tcp.beside(udp);
+        tcp.shutdown_handle().drain();
+        tcp.wait();
+        // Joined: the peer was closed and the thread has ended.
+        assert_eq!(handler.closed.lock().len(), 1, "shared: {shared}");
+        assert_eq!(handler.closed.lock()[0].1, PeerClose::Drained, "shared: {shared}");
+        assert_ne!(udp_handle.phase(), Phase::Running, "shared: {shared}");
+        assert_eq!(sender.send_to(c.local_addr().unwrap(), b"late"), Err(DatagramSendError::Closed));
+    }
+}
+
 /// A panicking callback closes its peer only.
 #[test]
 fn a_panic_closes_the_peer_only() {

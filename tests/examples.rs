@@ -5,6 +5,7 @@
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 use switchboard::{Framing, Prefix};
@@ -13,7 +14,12 @@ use switchboard_test_support::*;
 
 /// Starts the example built as `bin` on a free loopback port.
 fn example(bin: &str) -> (Spawned, std::net::SocketAddr) {
-    let mut proc = Spawned::spawn(Command::new(bin).args(["--listen", "127.0.0.1:0"]));
+    example_with(bin, &[])
+}
+
+/// As [`example`], with more flags.
+fn example_with(bin: &str, flags: &[&str]) -> (Spawned, std::net::SocketAddr) {
+    let mut proc = Spawned::spawn(Command::new(bin).args(["--listen", "127.0.0.1:0"]).args(flags));
     let first = proc.next_line(TIMEOUT).expect("a first line on stdout");
     assert!(first.starts_with("listening on "), "first line: {first:?}");
     let addr = first["listening on ".len()..].trim().parse().unwrap();
@@ -142,4 +148,184 @@ fn every_example_refuses_a_bad_flag_with_its_usage() {
         assert_eq!(out.status.code(), Some(2), "{name}");
         assert_eq!(String::from_utf8_lossy(&out.stderr), format!("usage: {name} [--listen ADDR]\n"));
     }
+}
+
+/// A client of the blocking example: lines out, lines back.
+struct LineClient {
+    s: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl LineClient {
+    fn connect(addr: std::net::SocketAddr) -> LineClient {
+        let s = connect(addr);
+        let r = BufReader::new(s.try_clone().unwrap());
+        LineClient { s, r }
+    }
+    fn send(&mut self, text: &str) {
+        self.s.write_all(text.as_bytes()).unwrap();
+    }
+    fn line(&mut self) -> String {
+        read_line(&mut self.r)
+    }
+}
+
+/// An example whose every line `q` is answered `{answer} q` after `job`:
+/// three lines in one write are answered in order, no sooner than a job;
+/// 30 connections asking at once are answered side by side (far sooner
+/// than 30 jobs one after the other); SIGTERM drains them all.
+fn answers_in_order_and_side_by_side(proc: Spawned, addr: std::net::SocketAddr, answer: &str, job: Duration) {
+    let mut c = LineClient::connect(addr);
+    let asked = Instant::now();
+    c.send("alpha\nbeta\ngamma\n");
+    for q in ["alpha", "beta", "gamma"] {
+        assert_eq!(c.line(), format!("{answer} {q}\n"));
+    }
+    assert!(asked.elapsed() >= job, "answered in {:?}, before a job's time", asked.elapsed());
+    let mut many: Vec<LineClient> = (0..30).map(|_| LineClient::connect(addr)).collect();
+    let asked = Instant::now();
+    for (i, c) in many.iter_mut().enumerate() {
+        c.send(&format!("q{i}\n"));
+    }
+    for (i, c) in many.iter_mut().enumerate() {
+        assert_eq!(c.line(), format!("{answer} q{i}\n"));
+    }
+    let took = asked.elapsed();
+    assert!(took < job * 15, "30 requests of {job:?} took {took:?}: not side by side");
+    let mut open = vec![c.s];
+    open.extend(many.into_iter().map(|c| c.s));
+    sigterm_drains(proc, open);
+}
+
+/// SIGTERM right after a request whose answer (`{answer} late`) takes a
+/// while: it still comes, then a clean EOF, and the report counts the
+/// connection drained. (A first answer shows the connection accepted: one
+/// still in the listen backlog when the drain starts is reset.)
+fn sigterm_delivers_the_answer_in_progress(mut proc: Spawned, addr: std::net::SocketAddr, answer: &str) {
+    let mut c = LineClient::connect(addr);
+    c.send("first\n");
+    assert_eq!(c.line(), format!("{answer} first\n"));
+    c.send("late\n");
+    proc.signal(Signal::TERM);
+    assert_eq!(c.line(), format!("{answer} late\n"));
+    assert_eq!(read_end(&mut c.r), End::Eof);
+    let report = proc.line_where(TIMEOUT, |l| l.starts_with("shutdown complete"));
+    assert!(report.starts_with("shutdown complete: 1 drained, 0 forced, in "), "{report:?}");
+    let status = proc.wait(TIMEOUT);
+    assert!(status.success(), "{status}; stderr:\n{}", proc.stderr_so_far());
+}
+
+#[test]
+fn blocking_answers_in_order_and_runs_connections_side_by_side() {
+    let (proc, addr) = example_with(env!("CARGO_BIN_EXE_example-blocking"), &["--job-ms", "100"]);
+    answers_in_order_and_side_by_side(proc, addr, "RESULT", Duration::from_millis(100));
+}
+
+#[test]
+fn blocking_pool_serves_a_new_request_before_another_connections_backlog() {
+    // One pool thread: a connection with a backlog and one with a single
+    // request share it in turn.
+    let job = Duration::from_millis(300);
+    let (proc, addr) =
+        example_with(env!("CARGO_BIN_EXE_example-blocking"), &["--job-ms", "300", "--threads", "1"]);
+    let mut heavy = LineClient::connect(addr);
+    heavy.send(&(0..20).map(|i| format!("h{i}\n")).collect::<String>());
+    assert_eq!(heavy.line(), "RESULT h0\n");
+    let mut light = LineClient::connect(addr);
+    let asked = Instant::now();
+    light.send("one\n");
+    assert_eq!(light.line(), "RESULT one\n");
+    let waited = asked.elapsed();
+    // Its own job and at most one of the backlog's (and some slack for a
+    // busy machine), not the 19 left.
+    assert!(waited < job * 2 + Duration::from_millis(400), "the single request waited {waited:?}");
+    for i in 1..20 {
+        assert_eq!(heavy.line(), format!("RESULT h{i}\n"));
+    }
+    sigterm_drains(proc, vec![heavy.s, light.s]);
+}
+
+#[test]
+fn blocking_frame_timeout_does_not_lose_replies_held_behind_a_job() {
+    // Jobs longer than the frame timeout, with requests held behind them:
+    // every reply arrives, none is cut off as a slow sender.
+    let (proc, addr) =
+        example_with(env!("CARGO_BIN_EXE_example-blocking"), &["--job-ms", "1500", "--frame-timeout", "1s"]);
+    let mut c = LineClient::connect(addr);
+    c.send("a\nb\nc\n");
+    for want in ["RESULT a\n", "RESULT b\n", "RESULT c\n"] {
+        assert_eq!(c.line(), want);
+    }
+    sigterm_drains(proc, vec![c.s]);
+}
+
+#[test]
+fn blocking_sigterm_waits_for_the_job_in_progress() {
+    let (proc, addr) = example_with(env!("CARGO_BIN_EXE_example-blocking"), &["--job-ms", "500"]);
+    sigterm_delivers_the_answer_in_progress(proc, addr, "RESULT");
+}
+
+#[test]
+fn blocking_refuses_bad_flags_with_its_usage() {
+    let bin = env!("CARGO_BIN_EXE_example-blocking");
+    for (args, why) in [
+        (&["--port", "1"][..], "unknown flag --port"),
+        (&["--job-ms", "soon"][..], "--job-ms: \"soon\" is not a number"),
+        (&["--job-ms", "60001"][..], "--job-ms: at most 60000, not 60001"),
+        (&["--frame-timeout", "1h"][..], "--frame-timeout: \"1h\" is not a duration like 500ms or 2s"),
+        (&["--listen"][..], "--listen needs a value"),
+    ] {
+        let out = child::run(Command::new(bin).args(args), TIMEOUT);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with(&format!("blocking: {why}\nusage: blocking ")), "{args:?}: {err}");
+    }
+    let out = child::run(Command::new(bin).args(["--threads", "0"]), TIMEOUT);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "blocking: invalid configuration: blocking threads must be 1 to 4096, not 0\n"
+    );
+}
+
+#[test]
+fn async_backend_answers_in_order_from_its_tokio_backend_and_drains() {
+    let (proc, addr) = example_with(env!("CARGO_BIN_EXE_example-async-backend"), &["--delay-ms", "100"]);
+    answers_in_order_and_side_by_side(proc, addr, "VALUE", Duration::from_millis(100));
+}
+
+#[test]
+fn async_backend_sigterm_waits_for_a_lookup_in_flight() {
+    let (proc, addr) = example_with(env!("CARGO_BIN_EXE_example-async-backend"), &["--delay-ms", "500"]);
+    sigterm_delivers_the_answer_in_progress(proc, addr, "VALUE");
+}
+
+#[test]
+fn async_backend_bounds_lookups_in_flight_and_reports_a_failed_backend() {
+    // One lookup in flight at most: of two clients asking at once, one is
+    // answered, the other told BUSY at once.
+    let (proc, addr) = example_with(
+        env!("CARGO_BIN_EXE_example-async-backend"),
+        &["--delay-ms", "2000", "--max-lookups", "1"],
+    );
+    let mut a = LineClient::connect(addr);
+    let mut b = LineClient::connect(addr);
+    a.send("a\n");
+    b.send("b\n");
+    let got = [a.line(), b.line()];
+    let one_busy =
+        matches!((got[0].as_str(), got[1].as_str()), ("VALUE a\n", "BUSY b\n") | ("BUSY a\n", "VALUE b\n"));
+    assert!(one_busy, "{got:?}");
+    sigterm_drains(proc, vec![a.s, b.s]);
+
+    // A backend that refuses connections: an error reply, the connection kept.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = gone.local_addr().unwrap().to_string();
+    drop(gone);
+    let (proc, addr) = example_with(env!("CARGO_BIN_EXE_example-async-backend"), &["--backend", &backend]);
+    let mut c = LineClient::connect(addr);
+    c.send("x\n");
+    let line = c.line();
+    assert!(line.starts_with("ERROR x: ") && line.contains("refused"), "{line:?}");
+    sigterm_drains(proc, vec![c.s]);
 }

@@ -1,13 +1,18 @@
 //! The typed lifecycle: phases, drain and force, one owner of the threads
 //! on every start failure, durations that cannot overflow, the stats handle
-//! while `wait` runs, and the connection budget.
+//! while `wait` runs, the connection budget, and the services beside the
+//! server, joined before its report.
 
 use std::io::{Read, Write};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use switchboard::{Conn, Flow, Phase, Server, ServerBuilder, StartError, StartProbe};
+use switchboard::{
+    spawn_service, Conn, Flow, Handler, Phase, Server, ServerBuilder, Service, ShutdownHandle, StartError,
+    StartProbe,
+};
 use switchboard_handlers::Echo;
 use switchboard_test_support::*;
 
@@ -193,4 +198,125 @@ fn the_default_connection_limit_leaves_a_descriptor_reserve() {
     assert!(clamped.max_connections() <= ceiling, "{} > {ceiling}", clamped.max_connections());
     let small = start(Server::builder().workers(2).max_connections(10), Echo);
     assert_eq!(small.max_connections(), 10);
+}
+
+/// A service that writes down what the server told it, and the phase then.
+struct Recorder {
+    name: &'static str,
+    log: Arc<Mutex<Vec<String>>>,
+    phase: ShutdownHandle,
+}
+
+impl Recorder {
+    fn note(&self, what: &str) {
+        self.log.lock().unwrap().push(format!("{} {what} ({})", self.name, self.phase.phase()));
+    }
+}
+
+impl Service for Recorder {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn draining(&mut self) {
+        self.note("draining");
+    }
+
+    fn stop(&mut self) {
+        self.note("stop");
+    }
+
+    fn join(self: Box<Self>) {
+        self.note("join");
+    }
+}
+
+/// Echo that writes down when the server tells it to stop its threads.
+struct StopNoted(Arc<Mutex<Vec<String>>>);
+
+impl Handler for StopNoted {
+    type Session = ();
+
+    fn open(&self, _conn: &mut Conn<'_>) {}
+
+    fn frame(&self, _: &mut (), frame: &[u8], conn: &mut Conn<'_>) -> Flow {
+        conn.send(frame);
+        Flow::Continue
+    }
+
+    fn stop(&self) {
+        self.0.lock().unwrap().push("handler stop".into());
+    }
+}
+
+/// Two recorders and a thread beside a server with an open connection.
+fn server_with_services() -> (Server, Arc<Mutex<Vec<String>>>, Arc<AtomicBool>, TcpStream) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut server = start(
+        Server::builder().workers(2).quiet_period(Duration::from_millis(50)),
+        StopNoted(Arc::clone(&log)),
+    );
+    for name in ["first", "second"] {
+        server.beside(Recorder { name, log: Arc::clone(&log), phase: server.shutdown_handle() });
+    }
+    let ended = Arc::new(AtomicBool::new(false));
+    let thread_ended = Arc::clone(&ended);
+    let thread = spawn_service("beside-test", move |stop| {
+        // Never out by itself: only a stop ends it.
+        while !stop.wait(Duration::from_secs(3600)) {}
+        thread_ended.store(true, Ordering::Release);
+    });
+    server.beside(thread.unwrap());
+    let mut client = connect(server.local_addr());
+    client.write_all(b"ping").unwrap();
+    let mut got = [0u8; 4];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    (server, log, ended, client)
+}
+
+#[test]
+fn services_are_told_of_the_drain_stopped_after_the_workers_and_joined_before_wait_returns() {
+    let (server, log, ended, _client) = server_with_services();
+    assert_eq!(log.lock().unwrap().len(), 0, "told something while running");
+    server.shutdown_handle().drain();
+    let report = server.wait();
+    assert_eq!(report.drained, 1);
+    assert!(ended.load(Ordering::Acquire), "the thread beside the server was not joined");
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "first draining (draining)",
+            "second draining (draining)",
+            // The workers are joined: the server has stopped.
+            "first stop (stopped)",
+            "second stop (stopped)",
+            "first join (stopped)",
+            "second join (stopped)",
+            // The handler's own threads end last: the services may use it.
+            "handler stop",
+        ]
+    );
+}
+
+#[test]
+fn dropping_a_server_forces_it_and_joins_its_services_too() {
+    let (server, log, ended, mut client) = server_with_services();
+    drop(server);
+    assert!(ended.load(Ordering::Acquire), "the thread beside the server was not joined");
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "first draining (forcing)",
+            "second draining (forcing)",
+            "first stop (stopped)",
+            "second stop (stopped)",
+            "first join (stopped)",
+            "second join (stopped)",
+            "handler stop",
+        ]
+    );
+    // Forced: the connection is closed.
+    let mut rest = Vec::new();
+    assert!(matches!(client.read_to_end(&mut rest), Ok(0) | Err(_)), "{rest:?}");
 }

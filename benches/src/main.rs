@@ -17,6 +17,7 @@
 //! executable (`switchboard-server`, `switchboard-load`, `tokio-echo`, `tokio-chat`,
 //! `sendfile-server`).
 
+mod blockbench;
 mod cluster;
 mod figures;
 mod filebench;
@@ -48,6 +49,8 @@ pub(crate) struct Options {
     pub(crate) tls_only: bool,
     /// Only the profile section (`--profile-only`).
     pub(crate) profile_only: bool,
+    /// Only the blocking-work rows (`--blocking-only`).
+    pub(crate) blocking_only: bool,
 }
 
 impl Options {
@@ -205,6 +208,8 @@ pub(crate) struct Results {
     pub(crate) udp: udpbench::UdpResults,
     /// The TLS section (markdown).
     pub(crate) tls: String,
+    /// The blocking-work section (markdown).
+    pub(crate) blocking: String,
 }
 
 /// The usage text (`--help`).
@@ -237,6 +242,10 @@ Options:
                  handshakes per second); prints them, writes nothing
   --profile-only only the profile section (perf, --workers 1, the epoll and
                  io_uring floors, pinned beside them); prints it, writes nothing
+  --blocking-only
+                 only the blocking-work rows (the core's `blocking` example
+                 against `tokio-blocking`: 100 clients × 5 pipelined 50 ms
+                 jobs, and fairness); prints them, writes nothing
   -h, --help     this text";
 
 fn main() -> ExitCode {
@@ -277,6 +286,10 @@ fn main() -> ExitCode {
         println!("{}", profile::section(&bins, if opts.quick { 2 } else { 4 }, opts.rounds));
         return ExitCode::SUCCESS;
     }
+    if opts.blocking_only {
+        println!("{}", blockbench::section(&opts, &bins));
+        return ExitCode::SUCCESS;
+    }
     let mut results = if opts.tls_only { Results::default() } else { run_all(&opts, &bins) };
     if !opts.tls_only {
         eprintln!("profile");
@@ -290,6 +303,10 @@ fn main() -> ExitCode {
     }
     eprintln!("TLS");
     results.tls = tlsbench::section(&opts, &bins);
+    if !opts.tls_only {
+        eprintln!("blocking work");
+        results.blocking = blockbench::section(&opts, &bins);
+    }
     let md = markdown::render(&opts, &results, started.elapsed());
     if !opts.tls_only {
         println!("{}", markdown::tables(&results));
@@ -322,6 +339,8 @@ fn build_release(opts: &Options) -> Result<(), String> {
     eprintln!("building the binaries it runs");
     let mut build = Command::new(cargo);
     build.args(["build", "-p", "switchboard-bins", "-p", "switchboard-benches", "--bins"]);
+    // The blocking rows' server.
+    build.args(["-p", "switchboard", "--example", "blocking"]);
     if release {
         build.arg("--release");
     }
@@ -350,6 +369,7 @@ fn parse_args() -> Result<Option<Options>, String> {
         args: args.clone(),
         tls_only: false,
         profile_only: false,
+        blocking_only: false,
     };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -366,15 +386,18 @@ fn parse_args() -> Result<Option<Options>, String> {
             "--no-write" => o.out = None,
             "--tls-only" => o.tls_only = true,
             "--profile-only" => o.profile_only = true,
+            "--blocking-only" => o.blocking_only = true,
             "--bin-dir" => o.bin_dir = PathBuf::from(it.next().ok_or("--bin-dir needs a folder")?),
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
-    if o.tls_only && o.profile_only {
-        return Err("--tls-only and --profile-only are two different partial runs: give one".into());
+    if [o.tls_only, o.profile_only, o.blocking_only].iter().filter(|&&x| x).count() > 1 {
+        return Err(
+            "--tls-only, --profile-only and --blocking-only are different partial runs: give one".into()
+        );
     }
-    if o.tls_only || o.profile_only {
+    if o.tls_only || o.profile_only || o.blocking_only {
         // A partial run never replaces the whole report.
         o.out = None;
     }

@@ -312,6 +312,7 @@ pub(crate) fn render(opts: &Options, r: &Results, took: Duration) -> String {
     s.push('\n');
     s.push_str(&r.profile);
     s.push_str(&r.tls);
+    s.push_str(&r.blocking);
     if !r.failures.is_empty() {
         s.push_str("\n## Runs that failed\n\n");
         for f in &r.failures {
@@ -689,6 +690,7 @@ mod tests {
             bin_dir: ".".into(),
             args: Vec::new(),
             tls_only: false,
+            blocking_only: false,
             profile_only: false,
         };
         let md = render(&opts, &r, Duration::from_secs(1));

@@ -1,23 +1,27 @@
 //! What `switchboard-server` runs beside its TCP server: the handler over
 //! UDP on the same port number (`--udp`) and the operator console
-//! (`--console`, chat).
+//! (`--console`, chat). Each is a [`Service`] of the TCP server: it ends
+//! with the server's shutdown and is joined before the report.
 
-use std::io;
+use std::io::{self, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use switchboard::datagram::{DatagramBuilder, DatagramHandler, DatagramServer, DatagramStatsHandle};
-use switchboard::Server;
+use switchboard::{spawn_service, Server, Stop};
 use switchboard_handlers::Chat;
 
 use crate::printer::Printer;
 
 /// The UDP side and the console of one server, started after the TCP
-/// server and ended with it: the TCP server's shutdown handle drains both.
+/// server and ended with it: [`Beside::start`] makes each a service of
+/// the TCP server.
 #[derive(Default)]
 pub struct Beside {
     udp: Option<DatagramServer>,
-    console: Option<Box<dyn FnOnce() + Send>>,
+    console: Option<Box<dyn FnOnce(Stop) + Send>>,
 }
 
 impl std::fmt::Debug for Beside {
@@ -66,25 +70,11 @@ impl Beside {
     }
 
     /// Runs `console` on a thread of its own once the `listening on` lines
-    /// are printed ([`Beside::announce`]).
-    pub fn with_console(mut self, console: impl FnOnce() + Send + 'static) -> Beside {
+    /// are printed ([`Beside::start`]), until its input ends or its
+    /// [`Stop`] says so.
+    pub fn with_console(mut self, console: impl FnOnce(Stop) + Send + 'static) -> Beside {
         self.console = Some(Box::new(console));
         self
-    }
-
-    /// Prints the lines that follow `listening on ADDR` (`listening on udp
-    /// ADDR` with `--udp`), then starts the console, whose output comes
-    /// after them.
-    pub fn announce(&mut self, out: &Printer) -> io::Result<()> {
-        if let Some(udp) = &self.udp {
-            out.line(format_args!("listening on udp {}", udp.local_addr()));
-        }
-        if let Some(console) = self.console.take() {
-            // Not joined: it may be blocked reading a terminal that never
-            // ends; the process ends with the server.
-            std::thread::Builder::new().name("switchboard-console".into()).spawn(console)?;
-        }
-        Ok(())
     }
 
     /// The UDP side's counters, if it runs (for the admin endpoint).
@@ -92,24 +82,69 @@ impl Beside {
         self.udp.as_ref().map(DatagramServer::stats_handle)
     }
 
-    /// Waits for the UDP side to end (the TCP server's shutdown ends it).
-    pub fn wait(self) {
-        if let Some(udp) = self.udp {
-            udp.wait();
+    /// Prints the lines that follow `listening on ADDR` (`listening on udp
+    /// ADDR` with `--udp`), then starts the console, whose output comes
+    /// after them; both become services of `server`, joined before its
+    /// report.
+    pub fn start(mut self, server: &mut Server, out: &Printer) -> io::Result<()> {
+        if let Some(udp) = self.udp.take() {
+            out.line(format_args!("listening on udp {}", udp.local_addr()));
+            server.beside(udp);
         }
+        if let Some(console) = self.console.take() {
+            server.beside(spawn_service("switchboard-console", console)?);
+        }
+        Ok(())
     }
 }
 
 /// The operator console (`--console`): stdin to the chat room as member
 /// `nick`, the room to `out` (stdout, through its queue: a terminal that
 /// is not read drops the room's lines rather than hold anything up); logs
-/// when the input ends.
-pub fn console(chat: Arc<Chat>, nick: String, out: Printer) -> impl FnOnce() + Send + 'static {
-    move || {
-        let stdin = io::stdin().lock();
-        match chat.run_console(&nick, stdin, out) {
+/// when the input ends. It leaves the room when the input ends or when
+/// `stop` says the server has stopped.
+pub fn console(chat: Arc<Chat>, nick: String, out: Printer) -> impl FnOnce(Stop) + Send + 'static {
+    move |stop| {
+        let input = BufReader::new(StdinUntil { stop, poll: STOP_POLL });
+        match chat.run_console(&nick, input, out) {
             Ok(()) => log::info!("console: input ended; {nick} left the room"),
             Err(e) => log::error!("{e}"),
+        }
+    }
+}
+
+/// How often a console waiting for input checks whether to stop.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Standard input that ends (reads 0 bytes) once `stop` says so: it waits
+/// for input in slices of `poll`, so a terminal nobody types on never
+/// holds up the shutdown. Reads the descriptor itself, never through
+/// `Stdin`'s buffer, so that what `poll` sees is what there is to read.
+struct StdinUntil {
+    stop: Stop,
+    poll: Duration,
+}
+
+impl Read for StdinUntil {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let stdin = io::stdin();
+        let timeout = rustix::time::Timespec::try_from(self.poll).map_err(io::Error::other)?;
+        loop {
+            if self.stop.is_stopped() {
+                return Ok(0);
+            }
+            let mut fds = [rustix::event::PollFd::new(&stdin, rustix::event::PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            // Readable, hung up or in error: the read says which, at once.
+            match rustix::io::read(stdin.as_fd(), &mut *buf) {
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
+                r => return r.map_err(io::Error::from),
+            }
         }
     }
 }

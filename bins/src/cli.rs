@@ -4,14 +4,23 @@
 use std::time::Duration;
 
 use clap::error::ErrorKind;
-use clap::Parser;
+use clap::{ArgMatches, CommandFactory, Parser};
 
 /// Parses the command line; on a bad flag or value prints the error and the
 /// usage on stderr and exits with status 2 (`--help` and `--version` print
 /// on stdout and exit 0).
 pub fn parse_args<T: Parser>() -> T {
-    match T::try_parse() {
-        Ok(args) => args,
+    parse_args_and_matches::<T>().0
+}
+
+/// [`parse_args`], with the matches the flags were read from (which flags
+/// were given, which are defaults), for a validation step that needs them.
+pub fn parse_args_and_matches<T: Parser>() -> (T, ArgMatches) {
+    let parsed = T::command()
+        .try_get_matches()
+        .and_then(|matches| T::from_arg_matches(&matches).map(|args| (args, matches)));
+    match parsed {
+        Ok(parsed) => parsed,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
         Err(e) => {
             let usage = T::command().render_usage();
@@ -24,6 +33,13 @@ pub fn parse_args<T: Parser>() -> T {
             std::process::exit(2);
         }
     }
+}
+
+/// A usage error found after parsing (a flag given to a handler it does
+/// not apply to, flags that cannot go together): prints `error: why` and
+/// the usage on stderr and exits with status 2, like a bad flag.
+pub fn usage_error<T: CommandFactory>(why: &str) -> ! {
+    T::command().error(ErrorKind::ArgumentConflict, why).exit()
 }
 
 /// Parses a duration: a whole number followed by `ms`, `s`, `m` or `h`.

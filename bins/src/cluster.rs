@@ -22,7 +22,7 @@ pub const REDIS_URL_ENV: &str = "SWITCHBOARD_REDIS_URL";
 #[derive(Debug, Clone, Args)]
 #[command(group(clap::ArgGroup::new("redis_source").args(["redis", "redis_url_file"])))]
 pub struct ClusterArgs {
-    /// Chat: share one room with every chat server on this Redis
+    /// Share one room with every chat server on this Redis
     /// (redis://[[USER]:PASSWORD@]HOST:PORT[/DB], or rediss://... for TLS):
     /// lines, /who, /msg, joins and nick changes cross servers, nicks are
     /// held in Redis, and accounts are kept there. The password is never
@@ -31,30 +31,30 @@ pub struct ClusterArgs {
     #[arg(long, value_name = "URL", env = REDIS_URL_ENV, hide_env_values = true)]
     pub redis: Option<String>,
 
-    /// Chat: like --redis, the URL read from this file (its first line),
+    /// Like --redis, the URL read from this file (its first line),
     /// which keeps the password out of the process list and the environment
     /// (not with --redis, nor with SWITCHBOARD_REDIS_URL set: clap counts
     /// that as --redis).
     #[arg(long, value_name = "PATH")]
     pub redis_url_file: Option<PathBuf>,
 
-    /// Chat with a rediss:// URL: trust only the CA certificate(s) in this
+    /// With a rediss:// URL: trust only the CA certificate(s) in this
     /// PEM file for Redis's certificate [default: the system's CAs].
     #[arg(long, value_name = "PEM", requires = "redis_source")]
     pub redis_ca: Option<PathBuf>,
 
-    /// Chat with --redis: how long a nick stays held after its server stops
+    /// With --redis: how long a nick stays held after its server stops
     /// renewing it (a crashed server's nicks are free after this, and a
     /// server notices a dead Redis within it).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub redis_lease: Duration,
 
-    /// Chat with --redis: room events that may wait for Redis; past it they
+    /// With --redis: room events that may wait for Redis; past it they
     /// are dropped (counted and logged), never blocking a worker.
     #[arg(long, value_name = "EVENTS", default_value_t = DEFAULT_QUEUE)]
     pub redis_queue: usize,
 
-    /// Chat: keep accounts (/register, /login) in this embedded database
+    /// Keep accounts (/register, /login) in this embedded database
     /// file (created if missing). With --redis, accounts are in Redis instead.
     #[arg(long, value_name = "PATH")]
     pub accounts: Option<PathBuf>,

@@ -10,4 +10,6 @@ pub mod cluster;
 pub mod edge;
 pub mod load;
 pub mod printer;
+pub mod server_args;
+pub mod threads;
 pub mod tls;

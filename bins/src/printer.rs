@@ -36,8 +36,9 @@ pub const MAX_CHUNKS: usize = 4096;
 enum Chunk {
     /// Bytes to write.
     Bytes(Vec<u8>),
-    /// Everything before it is written (or the output failed): say so.
-    Flush(Sender<()>),
+    /// Everything before it is written (or the output failed): say so,
+    /// and end the thread if the one who asked is still waiting.
+    End(Sender<()>),
 }
 
 /// The queue and its figures, shared by every clone of a [`Printer`].
@@ -47,6 +48,9 @@ struct Inner {
     queued: AtomicUsize,
     /// Bytes dropped: the queue was full or the output had failed.
     dropped: AtomicU64,
+    /// The writer thread, joined by [`Printer::finish`] once it has
+    /// written everything.
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// A handle to the process's output queue; clones share it.
@@ -95,11 +99,19 @@ impl Printer {
     /// fails (a closed stdout) the rest is dropped: the server goes on.
     pub fn start(out: impl Write + Send + 'static) -> io::Result<Printer> {
         let (tx, rx) = crossbeam_channel::bounded(MAX_CHUNKS);
-        let inner = Arc::new(Inner { tx, queued: AtomicUsize::new(0), dropped: AtomicU64::new(0) });
+        let inner = Arc::new(Inner {
+            tx,
+            queued: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            thread: std::sync::Mutex::new(None),
+        });
         let shared = Arc::clone(&inner);
-        std::thread::Builder::new().name("stdout".into()).spawn(move || write_all(out, &rx, &shared))?;
-        // Not joined: it may be blocked in a write that never returns; the
-        // process ends without it (see `finish`).
+        let thread =
+            std::thread::Builder::new().name("stdout".into()).spawn(move || write_all(out, &rx, &shared))?;
+        // Joined by `finish` once everything is out; never waited for past
+        // that bound: it may be blocked in a write that never returns, and
+        // the process ends without it.
+        *inner.thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(thread);
         Ok(Printer { inner })
     }
 
@@ -133,13 +145,25 @@ impl Printer {
         self.inner.dropped.load(Ordering::Relaxed)
     }
 
-    /// Waits at most `wait` for everything queued to be written. `Err` when
-    /// the output did not take it all in time (or output was dropped on
-    /// the way): the caller logs it and exits all the same.
+    /// Waits at most `wait` for everything queued to be written; then the
+    /// writer thread ends and is joined, and what is queued after is
+    /// dropped (counted). `Err` when the output did not take it all in time
+    /// (or output was dropped on the way): the caller logs it and exits all
+    /// the same; the thread then keeps writing, and a later `finish` may
+    /// join it.
     pub fn finish(&self, wait: Duration) -> Result<(), Unwritten> {
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-        let sent = self.inner.tx.send_timeout(Chunk::Flush(done_tx), wait).is_ok();
+        let sent = self.inner.tx.send_timeout(Chunk::End(done_tx), wait).is_ok();
         let flushed = sent && done_rx.recv_timeout(wait).is_ok();
+        if flushed {
+            // It acknowledged and returned: the join is immediate.
+            let thread = self.inner.thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            if let Some(t) = thread {
+                if t.join().is_err() {
+                    log::error!("standard output: the writer thread panicked");
+                }
+            }
+        }
         let (queued, dropped) = (self.inner.queued.load(Ordering::Acquire), self.dropped());
         if flushed && dropped == 0 {
             Ok(())
@@ -180,8 +204,11 @@ fn write_all(mut out: impl Write, rx: &Receiver<Chunk>, inner: &Inner) {
                 }
                 inner.queued.fetch_sub(len, Ordering::AcqRel);
             }
-            Chunk::Flush(done) => {
-                let _ = done.send(());
+            Chunk::End(done) => {
+                // Whoever asked gave up waiting: keep writing for them.
+                if done.send(()).is_ok() {
+                    return;
+                }
             }
         }
     }
@@ -225,6 +252,11 @@ mod tests {
         out.line(3);
         assert_eq!(out.finish(Duration::from_secs(10)), Ok(()));
         assert_eq!(&gate.got.lock().unwrap()[..], b"one\ntwo\n3\n");
+        // The writer thread has been joined: later output is dropped.
+        assert!(out.inner.thread.lock().unwrap().is_none());
+        out.line("late");
+        assert_eq!(out.dropped(), 5);
+        assert_eq!(&gate.got.lock().unwrap()[..], b"one\ntwo\n3\n");
     }
 
     #[test]
@@ -251,6 +283,8 @@ mod tests {
             cv.notify_all();
         }
         assert_eq!(out.finish(Duration::from_secs(10)).unwrap_err().queued, 0);
+        // The first finish gave up waiting; the second joined the writer.
+        assert!(out.inner.thread.lock().unwrap().is_none());
         let got = gate.got.lock().unwrap();
         assert_eq!(got.len() % 1024, 0);
         assert_eq!(got.len() as u64 + dropped, 2 * MAX_QUEUED as u64);

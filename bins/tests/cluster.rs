@@ -1,9 +1,11 @@
 //! One chat across several `switchboard-server` processes sharing a real
 //! `redis-server` of the test's own (PROTOCOLS.md, "Chat cluster").
 
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use switchboard_handlers::chat::cookie_in;
 use switchboard_test_support::redis::TestRedis;
 use switchboard_test_support::{ChatNode, TIMEOUT};
 
@@ -71,6 +73,67 @@ fn two_servers_share_lines_msgs_who_nicks_joins_and_leaves() {
     alice.until("* you are now Alice");
     dave.until("* alice is now Alice");
     dave.until_who(&format!("Alice, bob, {gc}"));
+}
+
+/// The datagrams from `server` to `s` until one is `want`, skipping the
+/// room's lines a proven member hears meanwhile (at most 100 datagrams).
+fn udp_until(s: &UdpSocket, server: SocketAddr, want: &str) {
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let mut buf = [0u8; 2048];
+        let (n, from) =
+            s.recv_from(&mut buf).unwrap_or_else(|e| panic!("waiting for {want:?}: {e}; saw {seen:?}"));
+        assert_eq!(from, server);
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if got == want {
+            return;
+        }
+        seen.push(got);
+    }
+    panic!("no {want:?} in 100 datagrams: {seen:?}");
+}
+
+#[test]
+fn a_udp_member_of_a_clustered_server_is_answered_from_this_server() {
+    let redis = TestRedis::start();
+    let mut a = ChatNode::start(Path::new(BIN), &["--redis", &redis.url(), "--redis-lease", "10s", "--udp"]);
+    let line = a.proc().next_line(TIMEOUT).expect("a second line");
+    let udp: SocketAddr =
+        line.strip_prefix("listening on udp ").expect("listening on udp").trim().parse().unwrap();
+    let b = node(&redis, "10s");
+    let (mut alice, ga) = a.join();
+    let (mut bob, gb) = b.join();
+    alice.until(&format!("* {gb} joined"));
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.send_to(b"", udp).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = s.recv_from(&mut buf).unwrap();
+    let welcome = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let cookie = cookie_in(welcome.as_bytes()).unwrap_or_else(|| panic!("no cookie in {welcome:?}"));
+    assert!(welcome.starts_with("* welcome guest-1-2\n"), "{welcome:?}");
+    s.send_to(format!("/cookie {cookie}").as_bytes(), udp).unwrap();
+    udp_until(&s, udp, "* cookie accepted: you hear the room\n");
+    // Its join and its lines reach the other server.
+    bob.until("* guest-1-2 joined");
+    s.send_to(b"hello from udp", udp).unwrap();
+    bob.until("<guest-1-2> hello from udp");
+    alice.until("<guest-1-2> hello from udp");
+    // What needs Redis's answer is answered from this server.
+    s.send_to(b"/who", udp).unwrap();
+    udp_until(&s, udp, &format!("* online on this server: {ga}, guest-1-2\n"));
+    s.send_to(format!("/msg {gb} hi").as_bytes(), udp).unwrap();
+    udp_until(&s, udp, &format!("! no such user {gb} on this server\n"));
+    s.send_to(b"/nick carol", udp).unwrap();
+    udp_until(&s, udp, "! on a clustered server, /nick needs a TCP connection\n");
+    // What this server decides alone gets the answer a TCP member gets.
+    s.send_to(b"/nick bad nick", udp).unwrap();
+    udp_until(&s, udp, "! invalid nick\n");
+    s.send_to(format!("/msg {ga} psst").as_bytes(), udp).unwrap();
+    alice.until("*guest-1-2* psst");
+    s.send_to(b"/quit", udp).unwrap();
+    udp_until(&s, udp, "* bye\n");
+    bob.until("* guest-1-2 left");
 }
 
 #[test]

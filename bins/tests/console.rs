@@ -137,11 +137,11 @@ fn console_nick_and_udp_lines_come_after_both_listening_lines() {
 #[test]
 fn console_flags_are_checked() {
     let out = run(Command::new(BIN).args(["--handler", "echo", "--console"]), TIMEOUT);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--console needs --handler chat"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--console applies to --handler chat, not echo"));
     let out =
         run(Command::new(BIN).args(["--handler", "chat", "--console", "--console-nick", "a b"]), TIMEOUT);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--console-nick \"a b\" is not"));
 }
 

@@ -161,9 +161,9 @@ fn udp_with_the_file_handler_is_refused() {
         Command::new(BIN).args(["--listen", "127.0.0.1:0", "--udp", "--handler", "file", "--root", "/tmp"]),
         TIMEOUT,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--udp serves echo, upper and chat"), "{err}");
+    assert!(err.contains("--udp applies to --handler echo, upper or chat, not file"), "{err}");
 }
 
 #[test]

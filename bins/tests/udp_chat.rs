@@ -100,13 +100,15 @@ fn a_udp_member_and_a_tcp_member_exchange_lines_and_private_messages() {
         got.push_str(&bob.datagram());
     }
     assert_eq!(got, want);
-    // /help comes as datagrams of whole lines.
+    // /help comes as datagrams of whole lines, and lists /cookie, which
+    // only UDP members have (and not the accounts, which need TCP).
     bob.send("/help");
     let help = bob.datagram();
-    assert!(
-        help.starts_with("* /nick NAME")
-            && help.ends_with("* /quit            leave (or send exactly: quit)\n")
-    );
+    let lines: Vec<&str> = help.lines().collect();
+    assert_eq!(lines.len(), 6, "{help:?}");
+    assert!(lines[0].starts_with("* /nick NAME"), "{help:?}");
+    assert_eq!(lines[4], "* /quit            leave (or send exactly: quit)");
+    assert_eq!(lines[5], "* /cookie HEX      prove you receive at your address, to hear the room");
     bob.send("quit");
     bob.expect("* bye\n");
     alice.expect("* bob left");

@@ -12,6 +12,7 @@ use crate::conn::SlowConsumerPolicy;
 use crate::connection::Timeouts;
 use crate::err::StartError;
 use crate::listener::ListenerConfig;
+use crate::pool::{self, BlockingPool};
 use crate::shutdown::ShutdownState;
 use crate::stats::Counters;
 use crate::transport::TransportConfig;
@@ -55,6 +56,9 @@ pub(crate) struct Config {
     pub(crate) transport: TransportConfig,
     /// `SO_REUSEPORT`, an inherited listener.
     pub(crate) listener: ListenerConfig,
+    /// Threads of the blocking pool at most, and jobs waiting for one.
+    pub(crate) blocking_threads: usize,
+    pub(crate) blocking_queue: usize,
 }
 
 /// The most deferred replies in progress per connection, whatever the
@@ -63,6 +67,27 @@ const MAX_DEFERRED: usize = 1024;
 
 /// The most turned-away sockets lingering at once, whatever the budget.
 pub(crate) const MAX_LINGERING: usize = 1024;
+
+/// The high-water mark when none is given, or the outbound budget if smaller.
+const DEFAULT_HIGH_WATER: usize = 256 << 10;
+
+/// The high-water mark in force for an outbound budget of `max_outbound`
+/// bytes: `requested` lowered to the budget (a queue cannot hold more than
+/// its budget, so a mark above it would never stop reading), or, when none
+/// was asked for, 256 KiB or the budget if smaller. Zero is refused.
+pub(crate) fn high_water(requested: Option<usize>, max_outbound: usize) -> Result<usize, StartError> {
+    match requested {
+        None => Ok(DEFAULT_HIGH_WATER.min(max_outbound)),
+        Some(0) => Err(StartError::Config("the high-water mark must be more than zero".into())),
+        Some(n) if n > max_outbound => {
+            log::warn!(
+                "high-water mark {n} B is more than the outbound budget ({max_outbound} B); using {max_outbound} B"
+            );
+            Ok(max_outbound)
+        }
+        Some(n) => Ok(n),
+    }
+}
 
 impl Default for Config {
     fn default() -> Config {
@@ -78,7 +103,7 @@ impl Default for Config {
             linger: Duration::from_secs(2),
             max_outbound: 1 << 20,
             max_outbound_total: 256 << 20,
-            high_water: 256 << 10,
+            high_water: DEFAULT_HIGH_WATER,
             policy: SlowConsumerPolicy::Disconnect,
             read_buffer: 64 << 10,
             backlog: 4096,
@@ -88,6 +113,8 @@ impl Default for Config {
             max_lingering: MAX_LINGERING,
             transport: TransportConfig::default(),
             listener: ListenerConfig::default(),
+            blocking_threads: pool::DEFAULT_THREADS,
+            blocking_queue: pool::DEFAULT_QUEUE,
         }
     }
 }
@@ -130,6 +157,20 @@ impl Config {
                 self.transport.handshake_backlog
             ));
         }
+        if !(1..=pool::MAX_THREADS).contains(&self.blocking_threads) {
+            return bad(format!(
+                "blocking threads must be 1 to {}, not {}",
+                pool::MAX_THREADS,
+                self.blocking_threads
+            ));
+        }
+        if !(1..=pool::MAX_QUEUE).contains(&self.blocking_queue) {
+            return bad(format!(
+                "the blocking queue must be 1 to {} jobs, not {}",
+                pool::MAX_QUEUE,
+                self.blocking_queue
+            ));
+        }
         if self.spin > Duration::from_millis(10) {
             return bad(format!("spin must be at most 10ms, not {:?}", self.spin));
         }
@@ -155,6 +196,15 @@ impl Config {
                 ));
             }
         }
+        if self.max_outbound == 0 || self.high_water == 0 {
+            return bad("outbound budget and high-water mark must be more than zero".into());
+        }
+        if self.high_water > self.max_outbound {
+            return bad(format!(
+                "high-water mark ({} B) must not exceed the outbound budget ({} B)",
+                self.high_water, self.max_outbound
+            ));
+        }
         if !(1..=MAX_DEFERRED).contains(&self.max_deferred) {
             return bad(format!(
                 "deferred replies in progress per connection must be 1 to {MAX_DEFERRED}, not {}",
@@ -169,15 +219,6 @@ impl Config {
                     self.frame_timeout
                 ));
             }
-        }
-        if self.max_outbound == 0 || self.high_water == 0 {
-            return bad("outbound budget and high-water mark must be more than zero".into());
-        }
-        if self.high_water > self.max_outbound {
-            return bad(format!(
-                "high-water mark ({} B) must not exceed the outbound budget ({} B)",
-                self.high_water, self.max_outbound
-            ));
         }
         if !(512..=16 << 20).contains(&self.read_buffer) {
             return bad(format!("read buffer must be 512 B to 16 MiB, not {}", self.read_buffer));
@@ -214,4 +255,6 @@ pub(crate) struct Shared {
     /// Idle CPU of the machine, in thousandths of a core, as busy workers
     /// last read it (0 until one has; `u32::MAX`: the system does not say).
     pub(crate) idle_cpu: std::sync::atomic::AtomicU32,
+    /// Where handlers' blocking jobs run: stopped once the workers are done.
+    pub(crate) blocking: Arc<BlockingPool>,
 }

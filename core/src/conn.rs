@@ -15,6 +15,7 @@ use crate::mailbox::{ConnKey, Mail, Mailbox, Pending, Route, To};
 use crate::message::{Message, Payload};
 use crate::order::{Order, Parked};
 use crate::outbound::Outbound;
+use crate::pool::{BlockingPool, SpawnError};
 use crate::stats::{bump, Counters};
 
 /// What happens when a [`ConnHandle::send`] would take a connection past its
@@ -122,6 +123,8 @@ pub(crate) struct SendRules {
     pub(crate) framing: Framing,
     /// Deferred replies in progress at most before frames wait.
     pub(crate) max_deferred: usize,
+    /// Where [`Conn::spawn_blocking`] runs its jobs (the server's pool).
+    pub(crate) blocking: Arc<BlockingPool>,
 }
 
 impl ConnShared {
@@ -694,6 +697,52 @@ impl Conn<'_> {
         self.shared.deferred.fetch_add(1, Ordering::AcqRel);
         Deferred { handle: self.handle(), seq }
     }
+
+    /// Runs `job` on the server's blocking pool, with a [`Deferred`] for
+    /// its reply: what the job sends through it is the connection's next
+    /// reply, in request order, as with [`defer`](Conn::defer) (pipelined
+    /// requests run at once, up to the connection's `max_deferred`; a
+    /// graceful close and a drain wait for it). The pool
+    /// is fair between connections: one connection's backlog does not
+    /// hold up another's jobs by more than one job each. Its threads
+    /// ([`ServerBuilder::blocking_threads`](crate::ServerBuilder::blocking_threads))
+    /// start on demand and are joined when the server stops.
+    ///
+    /// When the pool's queue is full (or the server is stopping) the job is
+    /// dropped unrun, nothing is promised, and the [`SpawnError`] says why:
+    /// the handler answers at once, say with a "busy" line.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use switchboard::{handler_fn, Flow, Framing, Harness};
+    ///
+    /// let lookup = handler_fn(Framing::lines(64), |key, conn| {
+    ///     let key = key.to_vec();
+    ///     let promised = conn.spawn_blocking(move |reply| {
+    ///         std::thread::sleep(Duration::from_millis(10)); // a database call
+    ///         let _ = reply.send_frame(&[b"value of ", &key[..]].concat());
+    ///     });
+    ///     if let Err(e) = promised {
+    ///         conn.send(format!("error: {e}\n"));
+    ///     }
+    ///     Flow::Continue
+    /// });
+    /// let mut h = Harness::new(lookup);
+    /// h.input(b"a\nb\n");
+    /// // Both jobs run at once; the replies leave in request order.
+    /// assert!(h.wait_deferred(Duration::from_secs(10)));
+    /// assert_eq!(h.output(), b"value of a\nvalue of b\n");
+    /// ```
+    pub fn spawn_blocking<F>(&mut self, job: F) -> Result<(), SpawnError>
+    where
+        F: FnOnce(Deferred) + Send + 'static,
+    {
+        let pool = Arc::clone(&self.shared.rules.blocking);
+        pool.push(self.shared.id, Duration::ZERO, true, || {
+            let reply = self.defer();
+            Box::new(move || job(reply))
+        })
+    }
 }
 
 /// A reply promised by [`Conn::defer`], to be sent from any thread. Dropping
@@ -726,6 +775,23 @@ impl Deferred {
     /// this reply's place in the order).
     pub fn handle(&self) -> &ConnHandle {
         &self.handle
+    }
+
+    /// Hands this promised reply to another job on the blocking pool, to
+    /// start no sooner than `after` from now, behind the turns of the
+    /// other connections: a job that answers a queue of requests one per
+    /// turn (so that one client's backlog does not keep a pool thread) or
+    /// that must wait for something (its last file written) calls this
+    /// and returns. The job continues work already promised, so a full
+    /// queue does not refuse it; only a stopping server does, and then the
+    /// reply ends here ([`SpawnError::Stopped`]).
+    pub fn spawn_blocking<F>(self, after: Duration, job: F) -> Result<(), SpawnError>
+    where
+        F: FnOnce(Deferred) + Send + 'static,
+    {
+        let pool = Arc::clone(&self.handle.shared.rules.blocking);
+        let id = self.handle.shared.id;
+        pool.push(id, after, false, move || Box::new(move || job(self)))
     }
 }
 

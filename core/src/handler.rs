@@ -155,6 +155,18 @@ pub trait Handler: Send + Sync + 'static {
     fn busy_reply(&self) -> Vec<u8> {
         b"! server busy\n".to_vec()
     }
+
+    /// The server has stopped: every connection closed, every worker
+    /// joined and every [`Service`](crate::Service) beside it joined. Stop
+    /// and join the handler's own threads here (a pool, a bridge to other
+    /// servers), so none outlives the report that
+    /// [`Server::wait`](crate::Server::wait) returns next. Called once per
+    /// server; a value shared by several (`Arc<H>`) hears it from each, so
+    /// it must do nothing the second time, and the first server to stop
+    /// ends the threads for all: share one with servers that stop together
+    /// (a UDP side beside its TCP server is stopped before this). Default:
+    /// nothing.
+    fn stop(&self) {}
 }
 
 /// A [`Handler`] made from a framing and a closure, for stateless protocols.

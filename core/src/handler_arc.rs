@@ -57,6 +57,10 @@ impl<H: Handler> Handler for Arc<H> {
     fn busy_reply(&self) -> Vec<u8> {
         (**self).busy_reply()
     }
+
+    fn stop(&self) {
+        (**self).stop()
+    }
 }
 
 impl<H: DatagramHandler> DatagramHandler for Arc<H> {

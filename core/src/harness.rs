@@ -17,7 +17,12 @@ use crate::connection::{Connection, Cx, End, Hold, Next, Scripted, Wake, Writing
 use crate::framer::Framer;
 use crate::handler::{Flow, Handler};
 use crate::mailbox::{ConnKey, Mail, Mailbox, Pending};
+use crate::pool::BlockingPool;
 use crate::stats::Counters;
+
+/// Threads of a harness's blocking pool at most ([`Conn::spawn_blocking`]
+/// runs jobs on a pool of the harness's own, joined when it is dropped).
+const HARNESS_BLOCKING_THREADS: usize = 4;
 
 /// Connection ids of harnesses, distinct in the process as on a server.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -127,6 +132,7 @@ impl<H: Handler> Harness<H> {
             policy: config.policy,
             framing: handler.framing(),
             max_deferred: handler.max_deferred().unwrap_or(config.max_deferred).clamp(1, 1024),
+            blocking: Arc::new(BlockingPool::new(HARNESS_BLOCKING_THREADS, config.blocking_queue)),
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let shared =

@@ -35,10 +35,16 @@
 //! ```
 //!
 //! More complete examples, each run by the tests: `core/examples/kv.rs`
-//! (timers, a broadcast from another thread) and `core/examples/rpc.rs`
-//! (length-prefixed both ways with [`Conn::send_frame`]).
+//! (timers, a broadcast from another thread), `core/examples/rpc.rs`
+//! (length-prefixed both ways with [`Conn::send_frame`]),
+//! `core/examples/blocking.rs` (blocking work per request on the server's
+//! pool with [`Conn::spawn_blocking`]) and `core/examples/async_backend.rs`
+//! (replies from async tasks on a tokio runtime beside the server).
 #![forbid(unsafe_code)]
 
+// First: the counters! macro is used by the modules after it.
+#[macro_use]
+mod counters;
 mod acceptor;
 mod admission;
 mod budget;
@@ -61,8 +67,10 @@ mod mailbox;
 mod message;
 mod order;
 mod outbound;
+mod pool;
 mod proxy;
 mod server;
+mod service;
 mod shutdown;
 mod signals;
 mod stats;
@@ -73,20 +81,22 @@ mod worker_stats;
 
 pub use close::CloseReason;
 pub use conn::{Conn, ConnHandle, Deferred, SendError, SlowConsumerPolicy, WaitError, MAX_TIMERS};
+pub use counters::{CounterInfo, CounterKind, LineForm};
 pub use err::StartError;
 pub use framer::{Fed, Framer, Item};
 pub use framing::{Decoder, EncodeError, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, Flow, FnHandler, Handler};
 pub use harness::{Harness, Held};
 pub use message::{Message, Payload};
+pub use pool::SpawnError;
 /// The rustls version the server speaks, to build a
 /// [`ServerConfig`](rustls::ServerConfig) for [`ServerBuilder::tls`].
 pub use rustls;
 #[doc(hidden)]
 pub use server::StartProbe;
 pub use server::{Server, ServerBuilder, StatsHandle};
+pub use service::{spawn_service, Service, Stop, ThreadService};
 pub use shutdown::{Phase, ShutdownHandle, ShutdownReport};
 pub use signals::{SignalError, Signals};
-pub use stats::Stats;
+pub use stats::{Stats, WorkerStats};
 pub use tls::{tls_config_from_pem, TlsConfigError, TlsSocket};
-pub use worker_stats::WorkerStats;

@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use crate::acceptor::Acceptor;
 use crate::budget;
-use crate::config::{Config, Shared, MAX_LINGERING};
+use crate::config::{high_water, Config, Shared, MAX_LINGERING};
 use crate::conn::SlowConsumerPolicy;
 use crate::err::StartError;
 use crate::handler::Handler;
 use crate::handshakes::{self, Pool};
 use crate::listener;
+use crate::pool::BlockingPool;
+use crate::service::{Group, Service};
 use crate::shutdown::{Phase, ShutdownHandle, ShutdownReport, ShutdownState};
 use crate::signals::Signals;
 use crate::stats::{Counters, Stats};
@@ -52,6 +54,9 @@ use crate::worker::{Worker, WorkerReport};
 pub struct ServerBuilder {
     config: Config,
     max_connections: Option<usize>,
+    /// The high-water mark asked for, if any ([`ServerBuilder::high_water`]);
+    /// `start` derives it from the outbound budget otherwise.
+    high_water: Option<usize>,
     probe: Option<StartProbe>,
     signals: bool,
 }
@@ -225,9 +230,12 @@ impl ServerBuilder {
     }
 
     /// While more than this many bytes are queued for a connection, the
-    /// server stops reading from it (default 256 KiB).
+    /// server stops reading from it (default 256 KiB, or the
+    /// [outbound budget](ServerBuilder::max_outbound) if smaller). A value
+    /// above the outbound budget is lowered to it, with a warning; zero is
+    /// an error at [`start`](ServerBuilder::start).
     pub fn high_water(mut self, bytes: usize) -> Self {
-        self.config.high_water = bytes;
+        self.high_water = Some(bytes);
         self
     }
 
@@ -275,6 +283,28 @@ impl ServerBuilder {
     /// before it is closed (default 10 s).
     pub fn handshake_timeout(mut self, d: Duration) -> Self {
         self.config.transport.handshake_timeout = d;
+        self
+    }
+
+    /// Threads of the blocking pool at most (default 512, as tokio's;
+    /// 1 to 4,096), where [`Conn::spawn_blocking`](crate::Conn::spawn_blocking)
+    /// runs handlers' jobs. They start on demand, when a job finds none
+    /// idle, so a server that runs no job has none; they are joined when
+    /// the server stops (jobs still running are waited for up to the
+    /// [`grace`](ServerBuilder::grace) period; a stuck one is then left
+    /// behind, logged). Jobs that mostly wait (a database call) want many;
+    /// jobs that burn CPU want about as many as cores.
+    pub fn blocking_threads(mut self, n: usize) -> Self {
+        self.config.blocking_threads = n;
+        self
+    }
+
+    /// Jobs waiting for a blocking pool thread at most (default 65,536;
+    /// 1 to 4,194,304). Past it [`Conn::spawn_blocking`](crate::Conn::spawn_blocking)
+    /// refuses new jobs with [`SpawnError::Busy`](crate::SpawnError::Busy) and
+    /// the handler answers at once.
+    pub fn blocking_queue(mut self, n: usize) -> Self {
+        self.config.blocking_queue = n;
         self
     }
 
@@ -333,10 +363,14 @@ impl ServerBuilder {
         A: ToSocketAddrs + fmt::Display,
         H: Handler,
     {
-        let ServerBuilder { mut config, max_connections, probe, signals } = self;
+        let ServerBuilder { mut config, max_connections, high_water: asked, probe, signals } = self;
         if max_connections == Some(0) {
             return Err(StartError::Config("max connections must be at least 1".into()));
         }
+        if config.max_outbound == 0 {
+            return Err(StartError::Config("the outbound budget must be more than zero".into()));
+        }
+        config.high_water = high_water(asked, config.max_outbound)?;
         config.validate()?;
         // Before the budget: the handler's descriptors count in it.
         let signals = if signals { Some(Signals::install().map_err(StartError::Signals)?) } else { None };
@@ -372,14 +406,21 @@ impl ServerBuilder {
         let shutdown = Arc::new(ShutdownState::new());
         let stats = Arc::new(Counters::new(config.workers));
         let shared = Arc::new(Shared {
-            config,
             stats,
             shutdown: Arc::clone(&shutdown),
             next_id: AtomicU64::new(1),
             acceptor_done: AtomicBool::new(false),
             idle_cpu: std::sync::atomic::AtomicU32::new(0),
+            blocking: Arc::new(BlockingPool::new(config.blocking_threads, config.blocking_queue)),
+            config,
         });
         let handler = Arc::new(handler);
+        // Told once the workers are joined: the handler's own threads end
+        // before the report.
+        let stop_handler: Box<dyn FnOnce() + Send> = {
+            let handler = Arc::clone(&handler);
+            Box::new(move || handler.stop())
+        };
         let mut links = Vec::new();
         let mut workers = Vec::new();
         for i in 0..shared.config.workers {
@@ -418,6 +459,8 @@ impl ServerBuilder {
             acceptor: None,
             workers: Vec::new(),
             handshakers: Vec::new(),
+            services: Group::default(),
+            stop_handler: Some(stop_handler),
         };
         let probe = probe.unwrap_or_default();
         for (i, worker) in workers.into_iter().enumerate() {
@@ -507,18 +550,24 @@ where
 
 /// The server's threads, with one owner: joining them (in
 /// [`wait`](Server::wait), or on drop after forcing the shutdown) is the
-/// only way they end.
+/// only way they end. The services beside the server and the handler's
+/// own threads end here too, after the workers.
 struct Threads {
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<WorkerReport>>,
     /// The TLS handshake pool: they end once the workers have.
     handshakers: Vec<JoinHandle<()>>,
+    /// What runs beside the server ([`Server::beside`]).
+    services: Group,
+    /// [`Handler::stop`] of the server's handler, called once.
+    stop_handler: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Threads {
-    /// Joins every thread (some shutdown must be under way) and marks the
-    /// server stopped.
+    /// Joins every thread (some shutdown must be under way), marks the
+    /// server stopped, then stops and joins the services beside it and the
+    /// handler's own threads.
     fn join(&mut self) -> ShutdownReport {
         let mut report = ShutdownReport::default();
         if let Some(a) = self.acceptor.take() {
@@ -526,6 +575,8 @@ impl Threads {
                 log::error!("the acceptor thread panicked");
             }
         }
+        // The acceptor ends when the shutdown begins.
+        self.services.draining();
         // The workers wait for the acceptor to be done; it is (or it never
         // ran, or it panicked).
         self.shared.acceptor_done.store(true, Ordering::Release);
@@ -544,15 +595,34 @@ impl Threads {
                 log::error!("a TLS handshake thread panicked");
             }
         }
-        report.elapsed = self.shared.shutdown.started().map_or(Duration::ZERO, |s| s.elapsed());
         self.shared.shutdown.advance(Phase::Stopped);
+        // Services first: they may still use the handler (a UDP side of the
+        // same chat), whose threads end last.
+        self.services.stop_and_join();
+        if let Some(stop) = self.stop_handler.take() {
+            stop();
+        }
+        // The workers have waited for the jobs whose replies they drained;
+        // what is left is dropped, running jobs end (the handler's stop has
+        // told long ones to give up) and their threads join (within the
+        // grace period: a stuck job is left behind, logged).
+        self.shared.blocking.stop(self.shared.config.grace);
+        report.elapsed = self.shared.shutdown.started().map_or(Duration::ZERO, |s| s.elapsed());
         report
+    }
+
+    fn running(&self) -> bool {
+        self.acceptor.is_some()
+            || !self.workers.is_empty()
+            || !self.handshakers.is_empty()
+            || self.services.len() > 0
+            || self.stop_handler.is_some()
     }
 }
 
 impl Drop for Threads {
     fn drop(&mut self) {
-        if self.acceptor.is_some() || !self.workers.is_empty() || !self.handshakers.is_empty() {
+        if self.running() {
             self.shared.shutdown.advance(Phase::Forcing);
             let _ = self.join();
         }
@@ -579,6 +649,7 @@ impl fmt::Debug for Server {
             .field("workers", &self.threads.workers.len())
             .field("max_connections", &self.shared.config.max_connections)
             .field("phase", &self.shared.shutdown.phase())
+            .field("beside", &self.threads.services)
             .finish()
     }
 }
@@ -624,9 +695,19 @@ impl Server {
         self.wait()
     }
 
+    /// Runs `service` beside the server, under its shutdown: it is told
+    /// when the shutdown begins, stopped once every worker is joined and
+    /// joined before [`wait`](Server::wait) returns (or the server is
+    /// dropped). See [`Service`] for the order of the calls.
+    pub fn beside(&mut self, service: impl Service + 'static) {
+        self.threads.services.add(Box::new(service));
+    }
+
     /// Blocks until the server has shut down (some [`ShutdownHandle`] must
-    /// start it) and all its threads are joined; the phase is then
-    /// [`Phase::Stopped`]. Returns and logs the report.
+    /// start it) and all its threads are joined: the workers (the phase is
+    /// then [`Phase::Stopped`]), the services [`beside`](Server::beside) it,
+    /// and the handler's own ([`Handler::stop`]). Returns and logs the
+    /// report.
     pub fn wait(mut self) -> ShutdownReport {
         let report = self.threads.join();
         log::info!("{report}");
@@ -669,5 +750,42 @@ impl StatsHandle {
 impl fmt::Debug for StatsHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StatsHandle").field("stats", &self.snapshot()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn high_water_is_derived_from_the_outbound_budget_and_clamped_to_it() {
+        // None asked: 256 KiB, or the budget if smaller.
+        assert_eq!(high_water(None, 1 << 20).unwrap(), 256 << 10);
+        assert_eq!(high_water(None, 64 << 10).unwrap(), 64 << 10);
+        assert_eq!(high_water(None, 1).unwrap(), 1);
+        // Asked: kept within the budget, lowered to it above.
+        assert_eq!(high_water(Some(16 << 10), 64 << 10).unwrap(), 16 << 10);
+        assert_eq!(high_water(Some(64 << 10), 64 << 10).unwrap(), 64 << 10);
+        assert_eq!(high_water(Some(1 << 20), 64 << 10).unwrap(), 64 << 10);
+        match high_water(Some(0), 64 << 10) {
+            Err(StartError::Config(msg)) => assert!(msg.contains("high-water mark"), "{msg}"),
+            other => panic!("zero taken: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_server_starts_with_a_high_water_mark_above_its_budget() {
+        let echo = crate::handler_fn(crate::Framing::Raw, |data, conn| {
+            conn.send(data);
+            crate::Flow::Continue
+        });
+        let server = Server::builder()
+            .workers(1)
+            .max_outbound(8 << 10)
+            .high_water(1 << 20)
+            .max_outbound_total(1 << 20)
+            .start("127.0.0.1:0", echo)
+            .expect("the mark is lowered to the budget, not refused");
+        server.shutdown();
     }
 }

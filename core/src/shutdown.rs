@@ -22,7 +22,10 @@ pub enum Phase {
     Draining,
     /// Every connection left is being closed now, without waiting for it.
     Forcing,
-    /// Every server thread has exited and been joined.
+    /// The acceptor, the workers and the handshake threads have exited and
+    /// been joined; the services beside the server and the handler's own
+    /// threads are stopped and joined next, before
+    /// [`Server::wait`](crate::Server::wait) returns.
     Stopped,
 }
 

@@ -1,87 +1,123 @@
-//! Server counters, readable at any time as a [`Stats`] snapshot.
+//! Server counters, readable at any time as a [`Stats`] snapshot: the
+//! table that declares them, and the live atomics behind it.
 
-use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-/// A snapshot of a server's counters, from [`Server::stats`](crate::Server::stats).
-///
-/// # Order of updates
-///
-/// When a connection closes, its worker first counts it in [`closed`](Stats::closed)
-/// (and [`timed_out`](Stats::timed_out) or [`forced_closes`](Stats::forced_closes)),
-/// then runs [`Handler::close`](crate::Handler::close), and only then takes it
-/// off [`open`](Stats::open). A connection is counted in
-/// [`accepted`](Stats::accepted) before it is counted in `open`. So once a
-/// snapshot shows `open == k`, every connection not among those `k` has been
-/// counted as closed and its handler's `close` has returned: a test may wait
-/// for `accepted == n && closed == n - k` and then assert on what `close` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Stats {
+counters! {
+    /// A snapshot of a server's counters, from [`Server::stats`](crate::Server::stats).
+    ///
+    /// Every figure is declared once, in the table of `core/src/stats.rs`,
+    /// which also names it for `Display`, the stats line, JSON, Prometheus
+    /// and the test kit ([`Stats::COUNTERS`]).
+    ///
+    /// # Order of updates
+    ///
+    /// When a connection closes, its worker first counts it in [`closed`](Stats::closed)
+    /// (and [`timed_out`](Stats::timed_out) or [`forced_closes`](Stats::forced_closes)),
+    /// then runs [`Handler::close`](crate::Handler::close), and only then takes it
+    /// off [`open`](Stats::open). A connection is counted in
+    /// [`accepted`](Stats::accepted) before it is counted in `open`. So once a
+    /// snapshot shows `open == k`, every connection not among those `k` has been
+    /// counted as closed and its handler's `close` has returned: a test may wait
+    /// for `accepted == n && closed == n - k` and then assert on what `close` did.
+    pub struct Stats from Counters, shown as "",
+    per worker:
+    /// One worker's share of the counters in [`Stats`]: summed over every
+    /// worker they give the snapshot's figures of the same name (but
+    /// `closed`: the acceptor's own closes, when a worker was gone, are in
+    /// no worker's share). The fields are the
+    /// [`per_worker`](crate::CounterInfo::per_worker) lines of [`Stats::COUNTERS`].
+    pub struct WorkerStats from WorkerCounters;
     /// Connections open now (accepted and not yet closed).
-    pub open: usize,
+    // First, and acquiring: every close counted before this decrement is
+    // seen in the figures read after it.
+    open: usize = (acquire open),
+        "open" "" Total,
+        "switchboard_connections_open" Gauge total,
+        "Connections open now.";
     /// Connections accepted since start (rejected ones not included).
-    pub accepted: u64,
+    accepted: u64 = (shared accepted),
+        "accepted" "" TotalAndRate,
+        "switchboard_connections_accepted_total" Counter total,
+        "Connections accepted.";
     /// Connections turned away at the connection limit with `! server busy`.
-    pub rejected: u64,
+    rejected: u64 = (shared rejected),
+        "rejected" "" Total,
+        "switchboard_connections_rejected_total" Counter total,
+        "Connections turned away at the connection limit.";
     /// Connections closed since start, for any reason.
-    pub closed: u64,
+    closed: u64 = (both closed),
+        "closed" "" Total,
+        "switchboard_connections_closed_total" Counter per_worker,
+        "Connections closed, for any reason, by each worker.";
     /// Connections closed by the idle timeout, the frame timeout or the TLS
     /// handshake timeout.
-    pub timed_out: u64,
+    timed_out: u64 = (workers timed_out),
+        "timed-out" "" Total,
+        "switchboard_connections_timed_out_total" Counter per_worker,
+        "Connections closed by the idle or frame timeout.";
     /// Bytes read from peers.
-    pub bytes_in: u64,
+    bytes_in: u64 = (workers bytes_in),
+        "in" "B" Rate,
+        "switchboard_bytes_in_total" Counter per_worker,
+        "Bytes read from peers.";
     /// Bytes written to peers (file regions included).
-    pub bytes_out: u64,
+    bytes_out: u64 = (workers bytes_out),
+        "out" "B" Rate,
+        "switchboard_bytes_out_total" Counter per_worker,
+        "Bytes written to peers, file regions included.";
     /// Frames handed to handlers.
-    pub frames: u64,
+    frames: u64 = (workers frames),
+        "frames" "" Rate,
+        "switchboard_frames_total" Counter per_worker,
+        "Frames handed to the handler.";
     /// Frames rejected by the framing (over the maximum, bad length).
-    pub frame_errors: u64,
+    frame_errors: u64 = (workers frame_errors),
+        "frame-errors" "" Total,
+        "switchboard_frame_errors_total" Counter per_worker,
+        "Frames rejected by the framing (too long, bad length).";
     /// Connections cut off as slow consumers (disconnect policy).
-    pub slow_consumer_disconnects: u64,
+    slow_consumer_disconnects: u64 = (shared slow_consumer_disconnects),
+        "slow-consumers" "" Total,
+        "switchboard_slow_consumer_disconnects_total" Counter total,
+        "Connections cut off as slow consumers.";
     /// Messages dropped for slow consumers (drop policy).
-    pub messages_dropped: u64,
+    messages_dropped: u64 = (shared messages_dropped),
+        "dropped" "" Total,
+        "switchboard_slow_consumer_messages_dropped_total" Counter total,
+        "Messages dropped for slow consumers.";
     /// Connections force-closed at the shutdown grace deadline.
-    pub forced_closes: u64,
-    /// Errors from `accept` (descriptor exhaustion and the like).
-    pub accept_errors: u64,
+    forced_closes: u64 = (workers forced_closes),
+        "forced" "" Total,
+        "switchboard_forced_closes_total" Counter per_worker,
+        "Connections force-closed at the shutdown grace deadline.";
     /// Handler callbacks that panicked.
-    pub handler_panics: u64,
+    handler_panics: u64 = (shared handler_panics),
+        "panics" "" Total,
+        "switchboard_handler_panics_total" Counter total,
+        "Handler callbacks that panicked.";
+    /// Errors from `accept` (descriptor exhaustion and the like).
+    accept_errors: u64 = (shared accept_errors),
+        "accept-errors" "" Total,
+        "switchboard_accept_errors_total" Counter total,
+        "Errors from accept.";
     /// Bytes queued for all connections and not yet written (file regions
     /// not included).
-    pub queued_bytes: usize,
+    queued_bytes: usize = (queued),
+        "queued" "B" Total,
+        "switchboard_outbound_queued_bytes" Gauge per_worker,
+        "Bytes queued for connections and not yet written (file regions not included).";
     /// TLS handshakes completed (sessions opened over TLS).
-    pub tls_handshakes: u64,
+    tls_handshakes: u64 = (workers tls_handshakes),
+        "tls-handshakes" "" Total,
+        "switchboard_tls_handshakes_total" Counter total,
+        "TLS handshakes completed.";
     /// TLS connections closed before their handshake because the handshake
     /// queue was full ([`CloseReason::HandshakeRefused`](crate::CloseReason::HandshakeRefused)).
-    pub tls_handshakes_refused: u64,
-}
-
-impl fmt::Display for Stats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "open {} accepted {} rejected {} closed {} timed-out {} in {} B out {} B \
-             frames {} frame-errors {} slow-consumers {} dropped {} forced {} accept-errors {} queued {} B \
-             tls-handshakes {} tls-refused {}",
-            self.open,
-            self.accepted,
-            self.rejected,
-            self.closed,
-            self.timed_out,
-            self.bytes_in,
-            self.bytes_out,
-            self.frames,
-            self.frame_errors,
-            self.slow_consumer_disconnects,
-            self.messages_dropped,
-            self.forced_closes,
-            self.accept_errors,
-            self.queued_bytes,
-            self.tls_handshakes,
-            self.tls_handshakes_refused,
-        )
-    }
+    tls_handshakes_refused: u64 = (workers tls_handshakes_refused),
+        "tls-refused" "" Total,
+        "switchboard_tls_handshakes_refused_total" Counter total,
+        "TLS connections closed before their handshake: the handshake queue was full.";
 }
 
 /// The live counters behind [`Stats`]. Those bumped on every read, write
@@ -139,30 +175,66 @@ impl Counters {
     pub(crate) fn queued(&self) -> usize {
         self.workers.iter().map(|w| w.queued.load(Relaxed)).sum()
     }
+}
 
-    pub(crate) fn snapshot(&self) -> Stats {
-        let sum = |f: fn(&WorkerCounters) -> &AtomicU64| -> u64 {
-            self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
-        };
-        Stats {
-            // First, and acquiring: every close counted before this decrement is seen below.
-            open: self.open.load(std::sync::atomic::Ordering::Acquire),
-            accepted: self.accepted.load(Relaxed),
-            rejected: self.rejected.load(Relaxed),
-            closed: self.closed.load(Relaxed) + sum(|w| &w.closed),
-            timed_out: sum(|w| &w.timed_out),
-            bytes_in: sum(|w| &w.bytes_in),
-            bytes_out: sum(|w| &w.bytes_out),
-            frames: sum(|w| &w.frames),
-            frame_errors: sum(|w| &w.frame_errors),
-            slow_consumer_disconnects: self.slow_consumer_disconnects.load(Relaxed),
-            messages_dropped: self.messages_dropped.load(Relaxed),
-            forced_closes: sum(|w| &w.forced_closes),
-            accept_errors: self.accept_errors.load(Relaxed),
-            handler_panics: self.handler_panics.load(Relaxed),
-            queued_bytes: self.queued(),
-            tls_handshakes: sum(|w| &w.tls_handshakes),
-            tls_handshakes_refused: sum(|w| &w.tls_handshakes_refused),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::CounterKind;
+
+    /// Every figure set to a value of its own (its place in the table, + 1000).
+    fn numbered() -> Stats {
+        let mut s = Stats::default();
+        for (i, c) in Stats::COUNTERS.iter().enumerate() {
+            assert!(s.set(c.name, 1000 + i as u64), "{}", c.name);
         }
+        s
+    }
+
+    #[test]
+    fn every_counter_is_shown_by_display_with_its_value() {
+        let s = numbered();
+        let text = s.to_string();
+        for (i, c) in Stats::COUNTERS.iter().enumerate() {
+            let unit = if c.unit.is_empty() { String::new() } else { format!(" {}", c.unit) };
+            let want = format!("{} {}{unit}", c.label, 1000 + i);
+            assert!(text.contains(&want), "{want:?} not in {text:?}");
+        }
+        assert!(text.contains("panics 1012"), "{text}");
+        assert!(
+            text.starts_with("open 1000 accepted 1001 rejected 1002 closed 1003 timed-out 1004 in 1005 B")
+        );
+    }
+
+    #[test]
+    fn names_are_unique_and_get_returns_what_set_stored() {
+        let s = numbered();
+        for (i, c) in Stats::COUNTERS.iter().enumerate() {
+            assert_eq!(s.get(c.name), Some(1000 + i as u64), "{}", c.name);
+            assert_eq!(Stats::COUNTERS.iter().filter(|d| d.name == c.name).count(), 1);
+            assert_eq!(Stats::COUNTERS.iter().filter(|d| d.label == c.label).count(), 1);
+            assert_eq!(Stats::COUNTERS.iter().filter(|d| d.metric == c.metric).count(), 1);
+            assert_eq!(c.kind == CounterKind::Counter, c.metric.ends_with("_total"), "{}", c.metric);
+        }
+        assert_eq!(s.get("nothing"), None);
+        assert!(!Stats::default().set("nothing", 1));
+    }
+
+    #[test]
+    fn the_per_worker_counters_are_the_fields_of_a_worker_share() {
+        let counters = Counters::new(2);
+        bump(&counters.workers[1].frames);
+        add(&counters.workers[1].bytes_in, 7);
+        counters.workers[0].queued.store(5, Relaxed);
+        let share = counters.workers[1].share();
+        assert_eq!((share.frames, share.bytes_in, share.queued_bytes), (1, 7, 0));
+        assert_eq!(counters.workers[0].share().queued_bytes, 5);
+        let mut w = WorkerStats::default();
+        for c in Stats::COUNTERS {
+            assert_eq!(w.set(c.name, 3), c.per_worker, "{}", c.name);
+            assert_eq!(w.get(c.name), c.per_worker.then_some(3), "{}", c.name);
+        }
+        let snapshot = counters.snapshot();
+        assert_eq!((snapshot.frames, snapshot.bytes_in, snapshot.queued_bytes), (1, 7, 5));
     }
 }

@@ -136,6 +136,7 @@ impl<H: Handler> Worker<H> {
             policy: shared.config.policy,
             framing: handler.framing(),
             max_deferred: handler.max_deferred().unwrap_or(shared.config.max_deferred).clamp(1, 1024),
+            blocking: Arc::clone(&shared.blocking),
         });
         let worker = Worker {
             rules,

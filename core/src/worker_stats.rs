@@ -1,33 +1,8 @@
 //! Per-worker counters, for metrics that show how load spreads over the
 //! workers ([`StatsHandle::workers`]).
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use crate::server::StatsHandle;
-
-/// One worker's share of the counters in [`Stats`](crate::Stats): summed
-/// over every worker they give the snapshot's figures of the same name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct WorkerStats {
-    /// Connections this worker closed (the acceptor's own closes, when a
-    /// worker was gone, are in no worker's share).
-    pub closed: u64,
-    /// Connections closed by the idle or frame timeout.
-    pub timed_out: u64,
-    /// Bytes read from peers.
-    pub bytes_in: u64,
-    /// Bytes written to peers (file regions included).
-    pub bytes_out: u64,
-    /// Frames handed to the handler.
-    pub frames: u64,
-    /// Frames rejected by the framing.
-    pub frame_errors: u64,
-    /// Connections force-closed at shutdown.
-    pub forced_closes: u64,
-    /// Bytes queued for this worker's connections and not yet written.
-    pub queued_bytes: usize,
-}
+use crate::stats::WorkerStats;
 
 impl StatsHandle {
     /// Each worker's counters now, in worker order (as many entries as the
@@ -47,20 +22,7 @@ impl StatsHandle {
     /// # Ok::<(), switchboard::StartError>(())
     /// ```
     pub fn workers(&self) -> Vec<WorkerStats> {
-        self.counters
-            .workers
-            .iter()
-            .map(|w| WorkerStats {
-                closed: w.closed.load(Relaxed),
-                timed_out: w.timed_out.load(Relaxed),
-                bytes_in: w.bytes_in.load(Relaxed),
-                bytes_out: w.bytes_out.load(Relaxed),
-                frames: w.frames.load(Relaxed),
-                frame_errors: w.frame_errors.load(Relaxed),
-                forced_closes: w.forced_closes.load(Relaxed),
-                queued_bytes: w.queued.load(Relaxed),
-            })
-            .collect()
+        self.counters.workers.iter().map(|w| w.share()).collect()
     }
 }
 

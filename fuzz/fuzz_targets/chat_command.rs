@@ -1,6 +1,7 @@
 //! The chat's input path: bytes cut into lines by the chat's framing, made
-//! UTF-8 (lossily, as the handler does), parsed as a command. Parsing never
-//! panics and every part it returns is a piece of the line, as documented.
+//! UTF-8 (lossily, as the handler does), parsed as a command, account
+//! commands included. Parsing never panics and every part it returns is a
+//! piece of the line, as documented.
 #![no_main]
 
 use switchboard_test_support::lines;
@@ -37,11 +38,25 @@ fn check_line(line: &str) {
             assert!(!to.is_empty() && !to.contains(char::is_whitespace), "{to:?}");
             assert!(!text.is_empty() && !text.starts_with(char::is_whitespace), "{text:?}");
         }
+        Command::Register { name, password } | Command::Login { name, password } => {
+            within(name);
+            within(password);
+            assert!(line.starts_with("/register") || line.starts_with("/login"));
+            assert!(!name.is_empty() && !name.contains(char::is_whitespace), "{name:?}");
+            // The password keeps its inner spaces; its ends are trimmed.
+            assert!(!password.is_empty() && password == password.trim(), "{password:?}");
+        }
+        Command::AccountUsage(w) => {
+            within(w);
+            assert!(matches!(w, "/register" | "/login"), "{w:?}");
+            assert!(line.starts_with(w));
+        }
         Command::Unknown(w) => {
             within(w);
             assert!(line.starts_with(w) && w.starts_with('/'));
             assert!(!w.contains(char::is_whitespace));
-            assert!(!matches!(w, "/nick" | "/who" | "/help" | "/quit" | "/msg"), "{w:?}");
+            let known = ["/nick", "/who", "/help", "/quit", "/msg", "/register", "/login"];
+            assert!(!known.contains(&w), "{w:?}");
         }
         Command::Who | Command::Help | Command::Quit | Command::MsgUsage => {
             assert!(line.starts_with('/') || line == "quit");

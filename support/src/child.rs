@@ -51,6 +51,20 @@ impl OwnedPid {
         std::fs::read_dir(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())).count()
     }
 
+    /// The names of its threads (`/proc/PID/task/*/comm`: at most 15
+    /// bytes, so `switchboard-worker-0` is `switchboard-wor`), sorted.
+    /// A thread that ends while they are read is left out.
+    pub fn thread_names(self) -> Vec<String> {
+        let p = self.path("task");
+        let tasks = std::fs::read_dir(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+        let mut names: Vec<String> = tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim_end().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Resident memory in bytes (`VmRSS` of `/proc/PID/status`).
     pub fn rss_bytes(self) -> u64 {
         self.status_kib("VmRSS:") * 1024

@@ -93,27 +93,11 @@ fn serve<H: Handler>(builder: ServerBuilder, handler: H) {
     writeln!(out, "exited drained={} forced={}", report.drained, report.forced).expect("stdout");
 }
 
-/// Every counter of `s` as `key=value` pairs.
+/// Every counter of `s` ([`Stats::COUNTERS`]) as `key=value` pairs.
 pub fn format_stats(s: &Stats) -> String {
-    format!(
-        "open={} accepted={} rejected={} closed={} timed_out={} bytes_in={} bytes_out={} frames={} \
-         frame_errors={} slow_consumer_disconnects={} messages_dropped={} forced_closes={} \
-         accept_errors={} handler_panics={}",
-        s.open,
-        s.accepted,
-        s.rejected,
-        s.closed,
-        s.timed_out,
-        s.bytes_in,
-        s.bytes_out,
-        s.frames,
-        s.frame_errors,
-        s.slow_consumer_disconnects,
-        s.messages_dropped,
-        s.forced_closes,
-        s.accept_errors,
-        s.handler_panics
-    )
+    let pairs: Vec<String> =
+        Stats::COUNTERS.iter().map(|c| format!("{}={}", c.name, s.get(c.name).unwrap_or(0))).collect();
+    pairs.join(" ")
 }
 
 /// The inverse of [`format_stats`]; panics on a field it does not know.
@@ -122,23 +106,7 @@ pub fn parse_stats(kv: &str) -> Stats {
     for pair in kv.split_whitespace() {
         let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("bad stats field {pair:?}"));
         let n: u64 = v.parse().unwrap_or_else(|_| panic!("bad stats value {pair:?}"));
-        match k {
-            "open" => s.open = n as usize,
-            "accepted" => s.accepted = n,
-            "rejected" => s.rejected = n,
-            "closed" => s.closed = n,
-            "timed_out" => s.timed_out = n,
-            "bytes_in" => s.bytes_in = n,
-            "bytes_out" => s.bytes_out = n,
-            "frames" => s.frames = n,
-            "frame_errors" => s.frame_errors = n,
-            "slow_consumer_disconnects" => s.slow_consumer_disconnects = n,
-            "messages_dropped" => s.messages_dropped = n,
-            "forced_closes" => s.forced_closes = n,
-            "accept_errors" => s.accept_errors = n,
-            "handler_panics" => s.handler_panics = n,
-            _ => panic!("unknown stats field {k:?}"),
-        }
+        assert!(s.set(k, n), "unknown stats field {k:?}");
     }
     s
 }

@@ -2,24 +2,28 @@
 //! as rates between samples.
 
 use serde_json::{json, Map, Value};
+use switchboard::{Stats, WorkerStats};
 
 use super::View;
+
+/// Every figure of [`Stats::COUNTERS`] by its name.
+pub(super) fn stats_object(s: &Stats) -> Value {
+    Value::Object(
+        Stats::COUNTERS.iter().map(|c| (c.name.to_owned(), json!(s.get(c.name).unwrap_or(0)))).collect(),
+    )
+}
+
+/// One worker's share: the figures kept per worker, by name.
+pub(super) fn worker_object(w: &WorkerStats) -> Value {
+    Value::Object(
+        Stats::COUNTERS.iter().filter_map(|c| Some((c.name.to_owned(), json!(w.get(c.name)?)))).collect(),
+    )
+}
 
 /// The whole `/stats.json` body.
 pub(crate) fn render(view: &View) -> String {
     let s = view.stats.snapshot();
-    let workers: Vec<Value> = view
-        .stats
-        .workers()
-        .iter()
-        .map(|w| {
-            json!({
-                "closed": w.closed, "timed_out": w.timed_out, "bytes_in": w.bytes_in,
-                "bytes_out": w.bytes_out, "frames": w.frames, "frame_errors": w.frame_errors,
-                "forced_closes": w.forced_closes, "queued_bytes": w.queued_bytes,
-            })
-        })
-        .collect();
+    let workers: Vec<Value> = view.stats.workers().iter().map(worker_object).collect();
     let mut extra = Map::new();
     for m in view.extra_now() {
         extra.insert(m.name.to_owned(), json!(m.value));
@@ -44,16 +48,7 @@ pub(crate) fn render(view: &View) -> String {
         "phase": view.shutdown.phase().to_string(),
         "started_unix": view.started_unix,
         "max_connections": view.max_connections,
-        "stats": {
-            "open": s.open, "accepted": s.accepted, "rejected": s.rejected, "closed": s.closed,
-            "timed_out": s.timed_out, "bytes_in": s.bytes_in, "bytes_out": s.bytes_out,
-            "frames": s.frames, "frame_errors": s.frame_errors,
-            "slow_consumer_disconnects": s.slow_consumer_disconnects,
-            "messages_dropped": s.messages_dropped, "forced_closes": s.forced_closes,
-            "accept_errors": s.accept_errors, "handler_panics": s.handler_panics,
-            "queued_bytes": s.queued_bytes,
-            "tls_handshakes": s.tls_handshakes, "tls_handshakes_refused": s.tls_handshakes_refused,
-        },
+        "stats": stats_object(&s),
         "workers": workers,
         "extra": extra,
         "history": history,

@@ -2,14 +2,14 @@
 
 use std::fmt::Write;
 
-use switchboard::Phase;
+use switchboard::{Phase, Stats, WorkerStats};
 
 use super::{Kind, View};
 
 /// Writes one metric family: `# HELP`, `# TYPE`, then one line per sample
 /// (`labels` is the text between the braces, empty for none).
-struct Family<'a> {
-    out: &'a mut String,
+pub(super) struct Family<'a> {
+    pub(super) out: &'a mut String,
 }
 
 impl Family<'_> {
@@ -35,6 +35,19 @@ impl Family<'_> {
     }
 }
 
+/// Every figure of [`Stats::COUNTERS`] under its metric name: one sample,
+/// or one per worker (`worker="N"`) for those kept per worker.
+pub(super) fn counters(f: &mut Family<'_>, s: &Stats, workers: &[WorkerStats]) {
+    for c in Stats::COUNTERS {
+        let kind = Kind::from(c.kind);
+        if c.per_worker {
+            f.per_worker(c.metric, c.help, kind, workers.iter().map(|w| w.get(c.name).unwrap_or(0)));
+        } else {
+            f.one(c.metric, c.help, kind, s.get(c.name).unwrap_or(0));
+        }
+    }
+}
+
 /// The whole `/metrics` body.
 pub(crate) fn render(view: &View) -> String {
     let s = view.stats.snapshot();
@@ -55,83 +68,7 @@ pub(crate) fn render(view: &View) -> String {
     for p in [Phase::Running, Phase::Draining, Phase::Forcing, Phase::Stopped] {
         let _ = writeln!(f.out, "switchboard_phase{{phase=\"{p}\"}} {}", u8::from(p == now));
     }
-    f.one("switchboard_connections_open", "Connections open now.", Gauge, s.open);
-    f.one("switchboard_connections_accepted_total", "Connections accepted.", Counter, s.accepted);
-    f.one(
-        "switchboard_connections_rejected_total",
-        "Connections turned away at the connection limit.",
-        Counter,
-        s.rejected,
-    );
-    f.per_worker(
-        "switchboard_connections_closed_total",
-        "Connections closed, for any reason, by each worker.",
-        Counter,
-        w.iter().map(|w| w.closed),
-    );
-    f.per_worker(
-        "switchboard_connections_timed_out_total",
-        "Connections closed by the idle or frame timeout.",
-        Counter,
-        w.iter().map(|w| w.timed_out),
-    );
-    f.per_worker(
-        "switchboard_bytes_in_total",
-        "Bytes read from peers.",
-        Counter,
-        w.iter().map(|w| w.bytes_in),
-    );
-    f.per_worker(
-        "switchboard_bytes_out_total",
-        "Bytes written to peers, file regions included.",
-        Counter,
-        w.iter().map(|w| w.bytes_out),
-    );
-    f.per_worker(
-        "switchboard_frames_total",
-        "Frames handed to the handler.",
-        Counter,
-        w.iter().map(|w| w.frames),
-    );
-    f.per_worker(
-        "switchboard_frame_errors_total",
-        "Frames rejected by the framing (too long, bad length).",
-        Counter,
-        w.iter().map(|w| w.frame_errors),
-    );
-    f.one(
-        "switchboard_slow_consumer_disconnects_total",
-        "Connections cut off as slow consumers.",
-        Counter,
-        s.slow_consumer_disconnects,
-    );
-    f.one(
-        "switchboard_slow_consumer_messages_dropped_total",
-        "Messages dropped for slow consumers.",
-        Counter,
-        s.messages_dropped,
-    );
-    f.per_worker(
-        "switchboard_forced_closes_total",
-        "Connections force-closed at the shutdown grace deadline.",
-        Counter,
-        w.iter().map(|w| w.forced_closes),
-    );
-    f.one("switchboard_handler_panics_total", "Handler callbacks that panicked.", Counter, s.handler_panics);
-    f.one("switchboard_accept_errors_total", "Errors from accept.", Counter, s.accept_errors);
-    f.one("switchboard_tls_handshakes_total", "TLS handshakes completed.", Counter, s.tls_handshakes);
-    f.one(
-        "switchboard_tls_handshakes_refused_total",
-        "TLS connections closed before their handshake: the handshake queue was full.",
-        Counter,
-        s.tls_handshakes_refused,
-    );
-    f.per_worker(
-        "switchboard_outbound_queued_bytes",
-        "Bytes queued for connections and not yet written (file regions not included).",
-        Gauge,
-        w.iter().map(|w| w.queued_bytes as u64),
-    );
+    counters(&mut f, &s, &w);
     f.one(
         "switchboard_admin_waiting",
         "Connections to this admin endpoint waiting for their request.",

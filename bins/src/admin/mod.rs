@@ -47,11 +47,9 @@ mod ticker;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::Sender;
-use switchboard::{Server, ShutdownHandle, StartError, StatsHandle};
+use switchboard::{spawn_service, Server, Service, ShutdownHandle, StartError, StatsHandle};
 
 use crate::printer::Printer;
 
@@ -81,6 +79,15 @@ pub enum Kind {
     Counter,
     /// Goes up and down.
     Gauge,
+}
+
+impl From<switchboard::CounterKind> for Kind {
+    fn from(kind: switchboard::CounterKind) -> Kind {
+        match kind {
+            switchboard::CounterKind::Counter => Kind::Counter,
+            switchboard::CounterKind::Gauge => Kind::Gauge,
+        }
+    }
 }
 
 /// One handler-specific figure, as a [`Source`] reports it.
@@ -149,12 +156,12 @@ impl View {
 }
 
 /// A running admin endpoint; [`stop`](Admin::stop) it after the main
-/// server has stopped (dropping it stops it too).
+/// server has stopped (dropping it stops it too). `switchboard-server`
+/// runs it as a [`Service`] of the main server ([`Watch`]).
 pub struct Admin {
+    /// Its own server, the history sampler a service beside it.
     server: Option<Server>,
     addr: SocketAddr,
-    stop_sampler: Option<Sender<()>>,
-    sampler: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for Admin {
@@ -183,7 +190,7 @@ impl Admin {
     fn launch(addr: &str, view: View, proxy_protocol: bool) -> Result<Admin, StartError> {
         let view = Arc::new(view);
         view.history.sample(&view.stats);
-        let server = Server::builder()
+        let mut server = Server::builder()
             .workers(1)
             .max_connections(MAX_CONNECTIONS)
             .idle_timeout(REQUEST_TIMEOUT * 2)
@@ -196,17 +203,13 @@ impl Admin {
             .handshake_timeout(REQUEST_TIMEOUT)
             .start(addr, http::AdminHttp::new(Arc::clone(&view)))?;
         let addr = server.local_addr();
-        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
-        let sampler = std::thread::Builder::new()
-            .name("admin-history".into())
-            .spawn(move || {
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = rx.recv_timeout(history::EVERY)
-                {
-                    view.history.sample(&view.stats);
-                }
-            })
-            .map_err(StartError::Io)?;
-        Ok(Admin { server: Some(server), addr, stop_sampler: Some(tx), sampler: Some(sampler) })
+        let sampler = spawn_service("admin-history", move |stop| {
+            while !stop.wait(history::EVERY) {
+                view.history.sample(&view.stats);
+            }
+        });
+        server.beside(sampler.map_err(StartError::Io)?);
+        Ok(Admin { server: Some(server), addr })
     }
 
     /// The address the endpoint listens on.
@@ -219,11 +222,14 @@ impl Admin {
         self.stop_now();
     }
 
-    fn stop_now(&mut self) {
-        drop(self.stop_sampler.take());
-        if let Some(t) = self.sampler.take() {
-            let _ = t.join();
+    /// Starts closing the endpoint's connections, without waiting.
+    fn force(&self) {
+        if let Some(server) = &self.server {
+            server.shutdown_handle().force();
         }
+    }
+
+    fn stop_now(&mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown_handle().force();
             server.wait();
@@ -269,8 +275,9 @@ impl fmt::Debug for Observing {
     }
 }
 
-/// The admin endpoint and the stats line of a running server; dropping it
-/// stops both.
+/// The admin endpoint and the stats line of a running server: a
+/// [`Service`] of that server (they keep going while it drains, and stop
+/// once it has stopped); dropping it stops both too.
 #[derive(Debug)]
 pub struct Watch {
     admin: Option<Admin>,
@@ -309,6 +316,25 @@ impl Observing {
     }
 }
 
+impl Service for Watch {
+    fn name(&self) -> &str {
+        "admin"
+    }
+
+    fn stop(&mut self) {
+        if let Some(ticker) = &mut self.ticker {
+            ticker.stop();
+        }
+        if let Some(admin) = &self.admin {
+            admin.force();
+        }
+    }
+
+    fn join(self: Box<Self>) {
+        drop(self);
+    }
+}
+
 impl Drop for Watch {
     fn drop(&mut self) {
         drop(self.ticker.take());
@@ -333,60 +359,15 @@ pub fn chat_source(chat: Arc<switchboard_handlers::Chat>) -> Source {
 pub fn udp_source(udp: switchboard::datagram::DatagramStatsHandle) -> Source {
     Box::new(move || {
         let s = udp.snapshot();
-        let counter = |name, help, value| Metric { name, help, kind: Kind::Counter, value };
-        vec![
-            counter(
-                "switchboard_udp_datagrams_in_total",
-                "UDP datagrams received and handled.",
-                s.datagrams_in,
-            ),
-            counter("switchboard_udp_datagrams_out_total", "UDP datagrams sent.", s.datagrams_out),
-            counter("switchboard_udp_bytes_in_total", "UDP payload bytes received.", s.bytes_in),
-            counter("switchboard_udp_bytes_out_total", "UDP payload bytes sent.", s.bytes_out),
-            counter(
-                "switchboard_udp_oversize_total",
-                "UDP datagrams over the size limit, dropped.",
-                s.oversize,
-            ),
-            counter(
-                "switchboard_udp_send_dropped_total",
-                "UDP datagrams not sent: send queue or buffer full.",
-                s.send_dropped,
-            ),
-            counter(
-                "switchboard_udp_limited_total",
-                "UDP replies not sent: over an unproven address's 3x budget.",
-                s.limited,
-            ),
-            Metric {
-                name: "switchboard_udp_peers",
-                help: "UDP peers in the table now.",
-                kind: Kind::Gauge,
-                value: s.peers as u64,
-            },
-            counter("switchboard_udp_peers_opened_total", "UDP peers opened.", s.peers_opened),
-            counter(
-                "switchboard_udp_peers_refused_total",
-                "New UDP addresses refused: their prefix held its share of the table.",
-                s.peers_refused,
-            ),
-            counter(
-                "switchboard_udp_evicted_total",
-                "UDP peers evicted from the full table (least recently heard).",
-                s.evicted,
-            ),
-            counter("switchboard_udp_expired_total", "UDP peers closed after the idle time.", s.expired),
-            counter(
-                "switchboard_udp_proven_total",
-                "UDP peers that proved their address (cookie).",
-                s.proven,
-            ),
-            counter(
-                "switchboard_udp_handler_panics_total",
-                "UDP handler callbacks that panicked.",
-                s.handler_panics,
-            ),
-        ]
+        switchboard::datagram::DatagramStats::COUNTERS
+            .iter()
+            .map(|c| Metric {
+                name: c.metric,
+                help: c.help,
+                kind: Kind::from(c.kind),
+                value: s.get(c.name).unwrap_or(0),
+            })
+            .collect()
     })
 }
 
@@ -415,4 +396,118 @@ pub fn file_source(meters: Arc<switchboard_handlers::file::FileMeters>) -> Sourc
             },
         ]
     })
+}
+
+#[cfg(test)]
+mod counter_outputs {
+    //! Every counter of the table in `core/src/stats.rs` in every output:
+    //! `Display`, the stats line, JSON, Prometheus and the test kit's
+    //! `key=value` form, each with its own value.
+
+    use switchboard::{LineForm, Stats, WorkerStats};
+
+    /// Every figure set to a value of its own; two workers, each figure
+    /// kept per worker split as (value, 1).
+    fn numbered() -> (Stats, Vec<WorkerStats>) {
+        let (mut s, mut w0, mut w1) = (Stats::default(), WorkerStats::default(), WorkerStats::default());
+        for (i, c) in Stats::COUNTERS.iter().enumerate() {
+            let v = 1000 + 10 * i as u64;
+            assert!(s.set(c.name, v));
+            assert_eq!(w0.set(c.name, v - 1), c.per_worker);
+            assert_eq!(w1.set(c.name, 1), c.per_worker);
+        }
+        (s, vec![w0, w1])
+    }
+
+    fn value(i: usize) -> u64 {
+        1000 + 10 * i as u64
+    }
+
+    #[test]
+    fn display_shows_every_counter() {
+        let (s, _) = numbered();
+        let text = s.to_string();
+        for (i, c) in Stats::COUNTERS.iter().enumerate() {
+            assert!(text.contains(&format!("{} {}", c.label, value(i))), "{}: {text}", c.name);
+        }
+    }
+
+    #[test]
+    fn the_stats_line_shows_every_counter() {
+        let (s, _) = numbered();
+        // Over 2 s from all zeros: a rate is half the value.
+        let line = super::stats_line(&Stats::default(), &s, 2.0);
+        for (i, c) in Stats::COUNTERS.iter().enumerate() {
+            let unit = if c.unit.is_empty() { String::new() } else { format!(" {}", c.unit) };
+            let want = match c.line {
+                LineForm::Total => format!(" {} {}{unit}", c.label, value(i)),
+                LineForm::Rate => format!(" {} {}{unit}/s", c.label, value(i) / 2),
+                LineForm::TotalAndRate => format!(" {} {}{unit} (+{}/s)", c.label, value(i), value(i) / 2),
+            };
+            assert!(line.contains(&want), "{want:?} not in {line}");
+        }
+        assert!(line.contains(" panics ") && line.contains(" dropped ") && line.contains(" tls-refused "));
+    }
+
+    #[test]
+    fn json_has_every_counter_and_every_per_worker_share() {
+        let (s, w) = numbered();
+        let stats = super::json::stats_object(&s);
+        let share = super::json::worker_object(&w[0]);
+        for (i, c) in Stats::COUNTERS.iter().enumerate() {
+            assert_eq!(stats[c.name].as_u64(), Some(value(i)), "{}", c.name);
+            let want = c.per_worker.then(|| value(i) - 1);
+            assert_eq!(share.get(c.name).and_then(|v| v.as_u64()), want, "{}", c.name);
+        }
+        assert_eq!(stats.as_object().unwrap().len(), Stats::COUNTERS.len());
+    }
+
+    #[test]
+    fn prometheus_has_every_counter_per_worker_where_kept_so() {
+        let (s, w) = numbered();
+        let mut out = String::new();
+        super::metrics::counters(&mut super::metrics::Family { out: &mut out }, &s, &w);
+        for (i, c) in Stats::COUNTERS.iter().enumerate() {
+            assert!(out.contains(&format!("# HELP {} {}\n", c.metric, c.help)), "{}", c.metric);
+            let samples: Vec<String> = if c.per_worker {
+                vec![
+                    format!("{}{{worker=\"0\"}} {}\n", c.metric, value(i) - 1),
+                    format!("{}{{worker=\"1\"}} 1\n", c.metric),
+                ]
+            } else {
+                vec![format!("{} {}\n", c.metric, value(i))]
+            };
+            for sample in samples {
+                assert!(out.contains(&sample), "{sample:?} not in the metrics");
+            }
+        }
+        let parsed = prometheus_parse::Scrape::parse(out.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let families: std::collections::BTreeSet<_> =
+            parsed.samples.iter().map(|s| s.metric.as_str()).collect();
+        assert_eq!(families.len(), Stats::COUNTERS.len());
+    }
+
+    #[test]
+    fn the_udp_source_has_every_udp_counter() {
+        use switchboard::datagram::{DatagramServer, DatagramStats};
+        let udp = DatagramServer::builder().start("127.0.0.1:0", switchboard_handlers::Echo).unwrap();
+        let metrics = super::udp_source(udp.stats_handle())();
+        assert_eq!(metrics.len(), DatagramStats::COUNTERS.len());
+        for c in DatagramStats::COUNTERS {
+            let m = metrics.iter().find(|m| m.name == c.metric).unwrap_or_else(|| panic!("{}", c.metric));
+            assert_eq!((m.help, m.kind, m.value), (c.help, super::Kind::from(c.kind), 0), "{}", c.metric);
+        }
+        udp.shutdown_handle().force();
+        udp.wait();
+    }
+
+    #[test]
+    fn the_test_kits_key_value_form_round_trips_every_counter() {
+        let (s, _) = numbered();
+        let text = switchboard_test_support::test_server::format_stats(&s);
+        for c in Stats::COUNTERS {
+            assert!(text.contains(&format!("{}=", c.name)), "{}: {text}", c.name);
+        }
+        assert_eq!(switchboard_test_support::test_server::parse_stats(&text), s);
+    }
 }

@@ -1,16 +1,16 @@
 //! `switchboard-server --stats-every DURATION`: one line of figures on
 //! stdout per period.
 
-use std::thread::JoinHandle;
+use std::fmt::Write;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
-use switchboard::{Stats, StatsHandle};
+use switchboard::{spawn_service, LineForm, Service, Stats, StatsHandle, ThreadService};
 
 use crate::printer::Printer;
 
-/// The line for the period from `before` to `now`, `secs` long: totals, and
-/// rates over the period.
+/// The line for the period from `before` to `now`, `secs` long: every
+/// figure of [`Stats::COUNTERS`] by its label, as a total, a rate over the
+/// period, or both, as the table says.
 ///
 /// ```
 /// use switchboard::Stats;
@@ -21,60 +21,45 @@ use crate::printer::Printer;
 /// ```
 pub fn stats_line(before: &Stats, now: &Stats, secs: f64) -> String {
     let secs = secs.max(1e-3);
-    let rate = |a: u64, b: u64| (b.saturating_sub(a) as f64 / secs).round() as u64;
-    format!(
-        "stats: open {} accepted {} (+{}/s) rejected {} closed {} timed-out {} \
-         in {} B/s out {} B/s frames {}/s frame-errors {} slow-consumers {} forced {} \
-         panics {} accept-errors {} queued {} B",
-        now.open,
-        now.accepted,
-        rate(before.accepted, now.accepted),
-        now.rejected,
-        now.closed,
-        now.timed_out,
-        rate(before.bytes_in, now.bytes_in),
-        rate(before.bytes_out, now.bytes_out),
-        rate(before.frames, now.frames),
-        now.frame_errors,
-        now.slow_consumer_disconnects,
-        now.forced_closes,
-        now.handler_panics,
-        now.accept_errors,
-        now.queued_bytes,
-    )
+    let mut line = String::from("stats:");
+    for c in Stats::COUNTERS {
+        let (a, b) = (before.get(c.name).unwrap_or(0), now.get(c.name).unwrap_or(0));
+        let rate = (b.saturating_sub(a) as f64 / secs).round() as u64;
+        let unit = if c.unit.is_empty() { String::new() } else { format!(" {}", c.unit) };
+        let _ = match c.line {
+            LineForm::Total => write!(line, " {} {b}{unit}", c.label),
+            LineForm::Rate => write!(line, " {} {rate}{unit}/s", c.label),
+            LineForm::TotalAndRate => write!(line, " {} {b}{unit} (+{rate}/s)", c.label),
+        };
+    }
+    line
 }
 
 /// A thread printing [`stats_line`] every period (to stdout's queue: it
 /// never waits on a stdout nobody reads); stops when dropped.
 #[derive(Debug)]
 pub struct StatsTicker {
-    stop: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    thread: ThreadService,
 }
 
 impl StatsTicker {
     /// Starts printing the figures of `stats` to `out` every `every`.
     pub fn start(stats: StatsHandle, every: Duration, out: Printer) -> std::io::Result<StatsTicker> {
-        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
-        let thread = std::thread::Builder::new().name("stats-every".into()).spawn(move || {
+        let thread = spawn_service("stats-every", move |stop| {
             let mut before = stats.snapshot();
             let mut at = Instant::now();
-            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+            while !stop.wait(every) {
                 let now = stats.snapshot();
                 let line = stats_line(&before, &now, at.elapsed().as_secs_f64());
                 out.line(line);
                 (before, at) = (now, Instant::now());
             }
         })?;
-        Ok(StatsTicker { stop: Some(tx), thread: Some(thread) })
+        Ok(StatsTicker { thread })
     }
-}
 
-impl Drop for StatsTicker {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    /// Tells the thread to end, without waiting (dropping it joins it).
+    pub fn stop(&mut self) {
+        self.thread.stop();
     }
 }

@@ -72,6 +72,7 @@ impl Rig {
             policy: SlowConsumerPolicy::Disconnect,
             framing: Lines.framing(),
             max_deferred,
+            blocking: Arc::new(crate::pool::BlockingPool::new(1, 16)),
         });
         let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
         let shared = ConnShared::new(7, ConnKey::default(), peer, rules, mailbox, Arc::clone(&stats));

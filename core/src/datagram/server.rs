@@ -23,6 +23,7 @@ use super::MAX_UDP_PAYLOAD;
 use crate::clock;
 use crate::err::StartError;
 use crate::handler::Flow;
+use crate::service::Service;
 use crate::shutdown::{Phase, ShutdownHandle, ShutdownState};
 
 const SOCKET: Token = Token(0);
@@ -53,18 +54,19 @@ const SOCKET_BUFFER: usize = 4 << 20;
 ///     }
 /// }
 ///
-/// let tcp = Server::builder().start("127.0.0.1:0", handler_fn(Framing::Raw, |d, c| {
+/// let mut tcp = Server::builder().start("127.0.0.1:0", handler_fn(Framing::Raw, |d, c| {
 ///     c.send(d);
 ///     Flow::Continue
 /// }))?;
-/// // The same port number over UDP, shut down by the same handle.
+/// // The same port number over UDP, shut down by the same handle, and
+/// // joined by the TCP server's `wait`.
 /// let udp = DatagramServer::builder()
 ///     .idle_timeout(Duration::from_secs(60))
 ///     .lifecycle(tcp.shutdown_handle())
 ///     .start(tcp.local_addr(), Echo)?;
+/// tcp.beside(udp);
 /// tcp.shutdown_handle().drain();
 /// tcp.wait();
-/// udp.wait();
 /// # Ok::<(), switchboard::StartError>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -375,6 +377,27 @@ impl DatagramServer {
             }
             None => DatagramReport::default(),
         }
+    }
+}
+
+/// The UDP side as a [`Service`] of a TCP server
+/// ([`Server::beside`](crate::Server::beside)): sharing its lifecycle
+/// ([`DatagramBuilder::lifecycle`]) it drains with it and has ended, or is
+/// ending, by the time the TCP server has stopped; with a lifecycle of its
+/// own it is drained then. Joined (its report logged) before the TCP
+/// server's report.
+impl Service for DatagramServer {
+    fn name(&self) -> &str {
+        "udp"
+    }
+
+    fn stop(&mut self) {
+        // A shared lifecycle is already past it: nothing happens.
+        self.shutdown_handle().drain();
+    }
+
+    fn join(self: Box<Self>) {
+        let _ = self.wait();
     }
 }
 

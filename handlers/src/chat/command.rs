@@ -103,7 +103,7 @@ pub fn parse(line: &str) -> Command<'_> {
 /// mark under it), nor a default-ignorable code point, even one that is a
 /// letter (the Hangul fillers U+115F, U+1160, U+3164, U+FFA0 show as
 /// nothing). A name typed with combining marks is valid once composed
-/// ([`normalize_nick`](super::text::normalize_nick): `e` + U+0301 is `é`).
+/// (the chat stores nicks in NFC: `e` + U+0301 is `é`).
 pub fn valid_nick(name: &str) -> bool {
     let mut count = 0;
     for c in name.chars() {

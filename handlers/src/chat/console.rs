@@ -15,6 +15,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use switchboard::{Flow, SendError};
 
 use super::member::{Member, Remote};
+use super::reply::Reply;
 use super::room::NickError;
 use super::Chat;
 
@@ -69,6 +70,14 @@ impl Remote for ConsoleMember {
     }
 }
 
+/// The operator's replies: into the output thread's queue, dropped when
+/// it is full.
+impl Reply for Sender<Vec<u8>> {
+    fn send(&mut self, text: &str) {
+        let _ = self.try_send(text.as_bytes().to_vec());
+    }
+}
+
 impl Chat {
     /// Runs the operator console until `input` ends (or the operator sends
     /// `/quit`): joins the room as `nick`, hands every input line to the
@@ -83,15 +92,13 @@ impl Chat {
     ) -> Result<(), ConsoleError> {
         let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(CONSOLE_QUEUE);
         let member = Arc::new(ConsoleMember { tx: tx.clone() });
-        let joined = self.room.lock().join_as(CONSOLE_ID, nick, Member::Remote(member));
-        let (nick, others) = joined.map_err(|e| match e {
+        let joined = self.remote_join_as(Member::Remote(member), nick);
+        let (mut session, welcome) = joined.map_err(|e| match e {
             NickError::Invalid => {
                 ConsoleError::Nick(format!("console nick {nick:?} is not 1-32 letters, digits, _ or -"))
             }
             _ => ConsoleError::Nick(format!("console nick {nick:?} is taken")),
         })?;
-        super::broadcast(&self.announce_to(others), format!("* {nick} joined\n"));
-        let (mut session, _) = self.remote_session(CONSOLE_ID);
         let printer = thread::Builder::new()
             .name("switchboard-console-out".into())
             .spawn(move || {
@@ -103,10 +110,8 @@ impl Chat {
                 }
             })
             .map_err(ConsoleError::Io)?;
-        let _ = tx.try_send(format!("* welcome {nick}\n").into_bytes());
-        let mut reply = |text: &str| {
-            let _ = tx.try_send(text.as_bytes().to_vec());
-        };
+        let mut reply = tx;
+        Reply::send(&mut reply, &welcome);
         let limit = self.max_line as u64 + 2;
         let mut result = Ok(());
         loop {
@@ -130,12 +135,12 @@ impl Chat {
                 // Over the limit: the rest of the line is skipped.
                 let _ = input.by_ref().skip_until(b'\n');
             }
-            if self.remote_line(&mut session, &line, &mut reply) == Flow::Close {
+            if self.remote_line(&mut session, &line, &mut reply, "") == Flow::Close {
                 break;
             }
         }
         self.remote_leave(&mut session);
-        drop(tx);
+        drop(reply);
         // Its queue ends once the room drops the member (it left).
         let _ = printer.join();
         result

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use switchboard::{Deferred, Message};
+use switchboard::Message;
 
 use super::member::Member;
+use super::reply::Reply;
 use super::room::{NickError, Room};
 use super::text::{nick_key, normalize_nick};
 
@@ -51,7 +52,7 @@ pub(crate) fn rename(
     id: u64,
     new: &str,
     account: Option<String>,
-    reply: &Deferred,
+    reply: &mut dyn Reply,
 ) -> Result<Vec<Change>, NickError> {
     let new = normalize_nick(new);
     let mut changes = Vec::new();
@@ -83,7 +84,7 @@ pub(crate) fn rename(
         changes.push((old, guest));
     }
     let (old, new, others) = result?;
-    let _ = reply.send(line(&format!("* you are now {new}")));
+    reply.line(&format!("* you are now {new}"));
     if old != new {
         send_all(&others, &format!("* {old} is now {new}"));
     }

@@ -54,3 +54,20 @@ impl Member {
         }
     }
 }
+
+/// A remote member for tests: it records what it is sent.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Log(pub(crate) u64, pub(crate) parking_lot::Mutex<Vec<String>>);
+
+#[cfg(test)]
+impl Remote for Log {
+    fn id(&self) -> u64 {
+        self.0
+    }
+
+    fn deliver(&self, msg: &[u8]) -> Result<(), SendError> {
+        self.1.lock().push(String::from_utf8_lossy(msg).into_owned());
+        Ok(())
+    }
+}

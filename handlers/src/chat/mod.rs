@@ -4,15 +4,17 @@ mod accounts;
 mod cluster;
 mod command;
 mod console;
+mod dispatch;
 mod local;
 mod member;
+mod reach;
 mod remote;
+mod reply;
 mod room;
 mod text;
 mod udp;
 mod unterminated;
 
-use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +26,9 @@ use switchboard::{CloseReason, Conn, Flow, FrameError, Framing, Handler, Message
 
 pub use command::{parse, valid_nick, Command};
 pub use console::{ConsoleError, CONSOLE_NICK};
-use room::{NickError, Room};
+use reach::Reach;
+use reply::Reply;
+use room::Room;
 pub use text::{clean, is_unsafe};
 pub use udp::{cookie_in, UdpChatPeer, COOKIE_COMMAND, MAX_CHAT_DATAGRAM};
 // Cluster (--redis) and accounts (--accounts).
@@ -37,21 +41,6 @@ pub use cluster::{ClusterConfig, ClusterError, DEFAULT_LEASE, DEFAULT_QUEUE};
 
 /// The line limit of [`Chat::default`], in bytes.
 pub(crate) const DEFAULT_MAX_LINE: usize = 4096;
-
-/// The `/help` text: one `* ...` line per command.
-const HELP: &str = "\
-* /nick NAME       change your nick (1-32 letters, digits, _ or -)
-* /who             list who is online
-* /msg NAME text   send text to NAME only
-* /help            show these commands
-* /quit            leave (or send exactly: quit)
-";
-
-/// More `/help` lines when accounts are on.
-const HELP_ACCOUNTS: &str = "\
-* /register NAME PASSWORD   register NAME (a password of 8 characters or more)
-* /login NAME PASSWORD      become NAME, whoever holds it now
-";
 
 /// A chat relay: every client is in one room, and every line a member sends
 /// goes to every other member. The wire format is in PROTOCOLS.md:
@@ -116,8 +105,9 @@ pub struct Chat {
     announce_up_to: usize,
     /// Take a partial line as a line after this long with no more bytes.
     unterminated: Option<Duration>,
-    /// The bridge to the other servers (`--redis`).
-    cluster: Option<cluster::Cluster>,
+    /// This server alone, or the bridge to the other servers (`--redis`):
+    /// chosen once, when the chat is built.
+    reach: Box<dyn Reach>,
     /// `/register` and `/login` (`--accounts`, or Redis with `--redis`).
     accounts: Option<accounts::Accounts>,
 }
@@ -186,7 +176,7 @@ impl Chat {
             room_bucket: Arc::new(Mutex::new(Bucket::full(DEFAULT_ROOM_BURST as f64))),
             announce_up_to: DEFAULT_ANNOUNCE_UP_TO,
             unterminated: None,
-            cluster: None,
+            reach: Box::new(reach::Alone),
             accounts: None,
         }
     }
@@ -220,7 +210,7 @@ impl Chat {
         let accounts = accounts::Accounts::start(store, Arc::clone(&self.room), Some(c.link()))
             .map_err(|e| ClusterError(e.to_string()))?;
         self.accounts = Some(accounts);
-        self.cluster = Some(c);
+        self.reach = Box::new(c);
         Ok(self)
     }
 
@@ -261,19 +251,6 @@ impl Chat {
         self
     }
 
-    /// Spends `bytes` of the room's rate for a line from this member;
-    /// past it, pauses reading from the member until the room is out of
-    /// debt.
-    fn spend_room(&self, bytes: usize, conn: &mut Conn<'_>) {
-        if self.room_rate == 0 {
-            return;
-        }
-        let wait = self.room_bucket.lock().spend(bytes as f64, self.room_rate as f64, self.room_burst as f64);
-        if let Some(wait) = wait {
-            conn.pause_reading(wait);
-        }
-    }
-
     /// The members to tell of a join or leave: nobody in a big room.
     fn announce_to(&self, members: Vec<Member>) -> Vec<Member> {
         if members.len() >= self.announce_up_to {
@@ -288,18 +265,6 @@ impl Chat {
     pub fn rate_limit(mut self, lines_per_sec: u32) -> Chat {
         self.rate = lines_per_sec;
         self
-    }
-
-    /// Spends one line of the member's rate; past it, pauses reading from
-    /// the member until the rate allows the next line.
-    fn spend(&self, session: &mut ChatSession, conn: &mut Conn<'_>) {
-        if self.rate == 0 {
-            return;
-        }
-        let rate = f64::from(self.rate);
-        if let Some(wait) = session.bucket.spend(1.0, rate, 2.0 * rate) {
-            conn.pause_reading(wait);
-        }
     }
 
     /// The line limit in bytes.
@@ -320,15 +285,22 @@ impl Chat {
     }
 }
 
-/// A chat connection's state.
+/// A member's place in the room, whatever carries it: its id there,
+/// whether it is still in it, and its rate limit's bucket.
 #[derive(Debug)]
-pub struct ChatSession {
-    /// The connection's id, its key in the room.
+pub(crate) struct Seat {
+    /// The member's id, its key in the room.
     id: u64,
-    /// Whether it is still in the room (it leaves at `/quit` or close).
+    /// Whether it is still in the room (it leaves at `/quit` or as it goes).
     joined: bool,
     /// Lines the member may still send at once (the rate limit's bucket).
     bucket: Bucket,
+}
+
+/// A chat connection's state.
+#[derive(Debug)]
+pub struct ChatSession {
+    seat: Seat,
     /// The chat's own line cutting, with `accept_unterminated`.
     split: Option<unterminated::Splitter>,
 }
@@ -351,13 +323,8 @@ fn broadcast(handles: &[Member], msg: impl Into<Message>) {
     }
 }
 
-fn reply(conn: &mut Conn<'_>, line: &str) {
-    let mut bytes = Vec::with_capacity(line.len() + 1);
-    bytes.extend_from_slice(line.as_bytes());
-    bytes.push(b'\n');
-    conn.send(&bytes);
-}
-
+/// A TCP member: its lines go to the dispatcher (`chat/dispatch.rs`) with the
+/// connection as the `Caller`.
 impl Handler for Chat {
     type Session = ChatSession;
 
@@ -372,21 +339,11 @@ impl Handler for Chat {
     }
 
     fn open(&self, conn: &mut Conn<'_>) -> ChatSession {
-        let id = conn.id();
-        let (nick, others) = self.room.lock().join(id, Member::Tcp(conn.handle()));
+        let (seat, nick) = self.join(Member::Tcp(conn.handle()));
         // Straight into this connection's queue: ahead of any broadcast,
         // which comes through the worker's mailbox after this callback.
-        reply(conn, &format!("* welcome {nick}"));
-        broadcast(&self.announce_to(others), format!("* {nick} joined\n"));
-        if let Some(c) = &self.cluster {
-            c.publish(cluster::Event::Join { nick });
-        }
-        ChatSession {
-            id,
-            joined: true,
-            bucket: Bucket::full(2.0 * f64::from(self.rate)),
-            split: self.splitter(),
-        }
+        conn.line(&format!("* welcome {nick}"));
+        ChatSession { seat, split: self.splitter() }
     }
 
     fn frame(&self, session: &mut ChatSession, line: &[u8], conn: &mut Conn<'_>) -> Flow {
@@ -397,123 +354,13 @@ impl Handler for Chat {
             session.split = Some(split);
             return flow;
         }
-        self.spend(session, conn);
-        let lossy = String::from_utf8_lossy(line);
-        // A password is hashed as the bytes sent: an account command is
-        // parsed before cleaning (which would make any two controls one).
-        if let cmd @ (Command::Register { .. } | Command::Login { .. }) = parse(&lossy) {
-            self.account_command(cmd, matches!(lossy, Cow::Owned(_)), conn);
-            return Flow::Continue;
-        }
-        // Nothing a terminal would act on goes further, whatever the line
-        // turns out to be (text, a /msg, a name echoed in an error).
-        let text = clean(&lossy);
-        let id = session.id;
-        match parse(&text) {
-            Command::Empty => {}
-            Command::Text(text) => match self.me_and_others(id) {
-                Some((nick, others)) => {
-                    let line = format!("<{nick}> {text}\n");
-                    self.spend_room(line.len(), conn);
-                    broadcast(&others, line);
-                    if let Some(c) = &self.cluster {
-                        c.publish(cluster::Event::Text { nick, text: text.to_owned() });
-                    }
-                }
-                None => return not_in_room(conn),
-            },
-            Command::Nick(new) if self.nick_elsewhere(id, new, conn) => {}
-            Command::Nick(new) => {
-                let result = self.room.lock().rename(id, new);
-                match result {
-                    Ok((old, new, others)) => {
-                        reply(conn, &format!("* you are now {new}"));
-                        if old != new {
-                            let line = format!("* {old} is now {new}\n");
-                            self.spend_room(line.len(), conn);
-                            broadcast(&others, line);
-                            if let Some(c) = &self.cluster {
-                                c.publish(cluster::Event::Nick { old, new });
-                            }
-                        }
-                    }
-                    Err(NickError::Invalid) => reply(conn, "! invalid nick"),
-                    Err(NickError::Taken) => reply(conn, "! nick taken"),
-                    Err(NickError::NotMember) => return not_in_room(conn),
-                }
-            }
-            Command::Who if self.cluster.is_some() => {
-                if let Some(c) = &self.cluster {
-                    c.request(cluster::Job::Who { reply: conn.defer() });
-                }
-            }
-            Command::Who => {
-                let line = format!("* online: {}", local::who_names(&self.room.lock()).join(", "));
-                reply(conn, &line);
-            }
-            Command::Msg { to, text } => {
-                let found = {
-                    let room = self.room.lock();
-                    room.nick(id).map(str::to_owned).map(|me| (me, room.find(to)))
-                };
-                match found {
-                    None => return not_in_room(conn),
-                    Some((me, None)) => match &self.cluster {
-                        Some(c) => {
-                            self.spend_room(me.len() + text.len() + 4, conn);
-                            let (to, text) = (to.to_owned(), text.to_owned());
-                            c.request(cluster::Job::Msg { from: me, to, text, reply: conn.defer() });
-                        }
-                        None => reply(conn, &format!("! no such user {to}")),
-                    },
-                    Some((me, Some((target, handle)))) => {
-                        let line = format!("*{me}* {text}");
-                        if target == id {
-                            reply(conn, &line);
-                        } else {
-                            self.spend_room(line.len() + 1, conn);
-                            broadcast(&[handle], line + "\n");
-                        }
-                    }
-                }
-            }
-            Command::MsgUsage => reply(conn, "! usage: /msg NAME text"),
-            Command::Help => {
-                conn.send(HELP.as_bytes());
-                if self.accounts.is_some() {
-                    conn.send(HELP_ACCOUNTS.as_bytes());
-                }
-            }
-            cmd @ (Command::Register { .. } | Command::Login { .. }) => {
-                self.account_command(cmd, matches!(lossy, Cow::Owned(_)), conn)
-            }
-            Command::AccountUsage(word) => reply(conn, &format!("! usage: {word} NAME PASSWORD")),
-            Command::Quit => {
-                reply(conn, "* bye");
-                if session.joined {
-                    session.joined = false;
-                    // Leave now, not when the close completes: the nick is
-                    // free and the others hear it at once.
-                    let left = self.room.lock().leave(id);
-                    if let Some((nick, others)) = left {
-                        broadcast(&self.announce_to(others), format!("* {nick} left\n"));
-                        if let Some(c) = &self.cluster {
-                            c.publish(cluster::Event::Leave { nick, slow: false });
-                        }
-                    }
-                }
-                return Flow::Close;
-            }
-            Command::Unknown(word) => reply(conn, &format!("! unknown command {word}")),
-        }
-        Flow::Continue
+        self.line(&mut session.seat, line, conn)
     }
 
     fn frame_error(&self, session: &mut ChatSession, error: FrameError, conn: &mut Conn<'_>) -> Flow {
-        self.spend(session, conn);
         match error {
             FrameError::TooLong { .. } => {
-                reply(conn, "! line too long");
+                self.too_long(&mut session.seat, conn);
                 Flow::Continue
             }
             _ => Flow::Close,
@@ -531,77 +378,20 @@ impl Handler for Chat {
     }
 
     fn drain(&self, _session: &mut ChatSession, conn: &mut Conn<'_>) -> Flow {
-        reply(conn, "* server shutting down");
+        conn.line("* server shutting down");
         Flow::Continue
     }
 
-    fn close(&self, session: ChatSession, reason: &CloseReason) {
-        if !session.joined {
-            return;
-        }
-        let left = self.room.lock().leave(session.id);
-        if let Some((nick, others)) = left {
-            let why = if matches!(reason, CloseReason::SlowConsumer) { " (too slow)" } else { "" };
-            broadcast(&self.announce_to(others), format!("* {nick} left{why}\n"));
-            if let Some(c) = &self.cluster {
-                c.publish(cluster::Event::Leave { nick, slow: !why.is_empty() });
-            }
-        }
-    }
-}
-
-impl Chat {
-    /// `/register` or `/login`, its password as sent; `lossy`: the line
-    /// was not UTF-8 (a password must be: refused rather than hashed as
-    /// U+FFFD, which any other invalid bytes would match).
-    fn account_command(&self, cmd: Command<'_>, lossy: bool, conn: &mut Conn<'_>) {
-        let Some(accounts) = &self.accounts else {
-            return reply(conn, "! accounts are not enabled on this server");
-        };
-        if lossy {
-            return reply(conn, "! a name or password must be UTF-8");
-        }
-        match cmd {
-            Command::Register { name, password } => accounts.register(name, password, conn),
-            Command::Login { name, password } => accounts.login(name, password, conn),
-            _ => {}
-        }
+    fn close(&self, mut session: ChatSession, reason: &CloseReason) {
+        self.leave(&mut session.seat, matches!(reason, CloseReason::SlowConsumer));
     }
 
-    /// `/nick` when accounts or the cluster have a say: refuses a nick an
-    /// account owns (to anyone not logged in as it), and in a cluster hands
-    /// the claim to the bridge (the reply comes from there). Returns
-    /// whether it dealt with the command.
-    fn nick_elsewhere(&self, id: u64, new: &str, conn: &mut Conn<'_>) -> bool {
-        let name = text::normalize_nick(new);
-        if !valid_nick(&name) {
-            return false;
+    /// The server has stopped: the account threads, then the cluster
+    /// bridge (which they use), end before its report.
+    fn stop(&self) {
+        if let Some(a) = &self.accounts {
+            a.stop();
         }
-        let key = text::nick_key(&name);
-        let (mine, account, holder) = {
-            let room = self.room.lock();
-            let mine = room.nick(id).map(text::nick_key);
-            (mine, room.account(id).map(str::to_owned), room.find(&name).map(|(h, _)| h))
-        };
-        let registered = self.accounts.as_ref().and_then(|a| a.registered(&key)) == Some(true);
-        if registered && account.as_deref() != Some(key.as_str()) {
-            reply(conn, "! nick registered");
-            return true;
-        }
-        let Some(c) = &self.cluster else { return false };
-        if holder.is_some_and(|h| h != id) || mine.as_deref() == Some(key.as_str()) {
-            // Taken here, or another form of one's own nick: the room decides.
-            return false;
-        }
-        c.request(cluster::Job::Claim { id, nick: name, account, reply: conn.defer() });
-        true
+        self.reach.stop();
     }
-}
-
-/// The connection is not in the room (cannot happen: it joins at open and
-/// leaves only as it closes).
-fn not_in_room(conn: &mut Conn<'_>) -> Flow {
-    log::error!("chat: conn {} sent a line but is not in the room; closing", conn.id());
-    reply(conn, "! not in the room");
-    Flow::Close
 }

@@ -69,15 +69,17 @@ impl<H: Clone> Room<H> {
         self.members.len()
     }
 
-    /// Adds a member under the next free `guest-N` (a number someone took
-    /// by `/nick` is skipped). Returns its nick and the other members.
+    /// Adds a member as the next guest; returns its nick and every other
+    /// member.
+    #[cfg(test)]
     pub(crate) fn join(&mut self, id: u64, handle: H) -> (String, Vec<H>) {
         self.join_announced_up_to(id, handle, usize::MAX)
     }
 
-    /// [`join`](Room::join), returning the other members only while they
-    /// are fewer than `up_to` (those a join is announced to): a join to a
-    /// big room then costs no list of everyone.
+    /// Adds a member under the next free `guest-N` (a number someone took
+    /// by `/nick` is skipped). Returns its nick and the other members, only
+    /// while they are fewer than `up_to` (those a join is announced to): a
+    /// join to a big room then costs no list of everyone.
     pub(crate) fn join_announced_up_to(&mut self, id: u64, handle: H, up_to: usize) -> (String, Vec<H>) {
         let nick = self.next_guest();
         let others = if self.members.len() < up_to { self.others(id) } else { Vec::new() };
@@ -105,14 +107,14 @@ impl<H: Clone> Room<H> {
         Ok((nick, others))
     }
 
-    /// Removes a member. Returns its nick and the members left, or `None`
-    /// if it was not in the room.
+    /// Removes a member; returns its nick and every member left.
+    #[cfg(test)]
     pub(crate) fn leave(&mut self, id: u64) -> Option<(String, Vec<H>)> {
         self.leave_announced_up_to(id, usize::MAX)
     }
 
-    /// [`leave`](Room::leave), returning the members left only while they
-    /// are fewer than `up_to`.
+    /// Removes a member. Returns its nick and the members left, only while
+    /// they are fewer than `up_to`, or `None` if it was not in the room.
     pub(crate) fn leave_announced_up_to(&mut self, id: u64, up_to: usize) -> Option<(String, Vec<H>)> {
         let member = self.members.remove(&id)?;
         self.by_nick.remove(&key(&member.nick));

@@ -22,6 +22,7 @@ use switchboard::{Flow, SendError};
 
 use super::member::{Member, Remote};
 use super::remote::RemoteSession;
+use super::reply;
 use super::Chat;
 
 /// The largest datagram sent to a UDP chat member: it fits the smallest
@@ -37,6 +38,9 @@ static NEXT_UDP_ID: AtomicU64 = AtomicU64::new(FIRST_UDP_ID);
 /// The command that proves a UDP member receives at its address:
 /// `/cookie HEX`, with the cookie of the welcome datagram's `* cookie HEX`.
 pub const COOKIE_COMMAND: &str = "/cookie";
+
+/// The `/help` line of the one command only UDP members have.
+const HELP_COOKIE: &str = "* /cookie HEX      prove you receive at your address, to hear the room\n";
 
 /// The line that gives a UDP member its cookie: `* cookie HEX`.
 fn cookie_line(cookie: &str) -> String {
@@ -129,6 +133,13 @@ fn send_lines(out: &mut Reply<'_>, text: &str) {
     }
 }
 
+/// A UDP member's replies: datagrams of whole lines.
+impl reply::Reply for Reply<'_> {
+    fn send(&mut self, text: &str) {
+        send_lines(self, text);
+    }
+}
+
 impl Chat {
     /// `/cookie HEX`: the member proves it receives at its address, and
     /// hears the room from now on; a wrong cookie gets a fresh one.
@@ -172,7 +183,7 @@ impl DatagramHandler for Chat {
                     continue;
                 }
             }
-            let flow = self.remote_line(&mut peer.session, line, &mut |text| send_lines(out, text));
+            let flow = self.remote_line(&mut peer.session, line, out, HELP_COOKIE);
             if flow == Flow::Close {
                 return Flow::Close;
             }

@@ -4,8 +4,8 @@ mod confine;
 mod list;
 mod md5cache;
 mod meters;
-mod pool;
 pub mod proto;
+mod queue;
 mod request;
 
 use std::fmt;
@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rustix::fs::{Mode, OFlags};
-use switchboard::{Conn, Decoder, Flow, Framing, Handler, Message, Step};
+use switchboard::{Conn, Decoder, Flow, Framing, Handler, Message, SpawnError, Step};
 
 use self::list::{Answer, ListCache};
 use self::md5cache::{HashError, Key, Md5Cache};
 pub use self::meters::FileMeters;
-use self::pool::{ConnQueue, Pool, State};
 use self::proto::{encode, Header, Reason};
+use self::queue::{ConnQueue, State};
 pub use self::request::{parse as parse_request, Request};
 
 /// How many md5 sums are cached (oldest out first).
@@ -34,8 +34,6 @@ const MD5_CACHE_ENTRIES: usize = 1024;
 const HASH_ATTEMPTS: usize = 3;
 /// The shortest request line limit accepted.
 const MIN_REQUEST: usize = 16;
-/// Threads that hash files and list the root, off the event loop.
-const POOL_THREADS: usize = 2;
 /// How long a request line may stay incomplete while bytes trickle in
 /// (the handler cuts its own lines, so it keeps the core's default frame
 /// timeout itself).
@@ -61,9 +59,11 @@ const LINE_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// The event loop never blocks on the disk for long: a `get` whose md5 is
 /// cached is answered at once; one that needs hashing, and every `list`, is
-/// prepared on a small pool of threads shared fairly (one job in flight
-/// per connection, connections served in turn), and the connection's later
-/// requests wait behind it so replies stay in request order.
+/// prepared on the server's blocking pool
+/// ([`Conn::spawn_blocking`](switchboard::Conn::spawn_blocking), shared
+/// fairly: one job in flight per connection, connections served in turn),
+/// and the connection's later requests wait behind it so replies stay in
+/// request order.
 ///
 /// A connection has at most one file region on its way to the peer: a
 /// `get` or `list` after one waits, its file not yet opened, until that
@@ -86,7 +86,6 @@ const LINE_TIMEOUT: Duration = Duration::from_secs(30);
 /// ```
 pub struct FileGet {
     inner: Arc<Inner>,
-    pool: Pool,
 }
 
 /// What the handler and its pool share.
@@ -118,7 +117,7 @@ pub struct FileSession {
     tail: Vec<u8>,
     /// When the incomplete line at the end of `tail` started.
     partial_since: Option<Instant>,
-    queue: pool::Shared,
+    queue: queue::Shared,
 }
 
 /// Resolves `name` below `root` (canonical) exactly as `get` does: the
@@ -151,8 +150,7 @@ fn names_a_folder(name: &str) -> bool {
 impl FileGet {
     /// Serves the files under `root`, with request lines of at most
     /// `max_request` bytes. Fails with a clear message if the root is not an
-    /// existing folder, the limit is under 16 bytes, or the pool threads
-    /// cannot start.
+    /// existing folder or the limit is under 16 bytes.
     pub fn new(root: impl AsRef<Path>, max_request: usize) -> io::Result<FileGet> {
         let given = root.as_ref();
         let root = fs::canonicalize(given)
@@ -181,8 +179,7 @@ impl FileGet {
             listing: ListCache::default(),
             cancel: AtomicBool::new(false),
         });
-        let pool = Pool::start(POOL_THREADS, Arc::clone(&inner))?;
-        Ok(FileGet { inner, pool })
+        Ok(FileGet { inner })
     }
 
     /// The root folder, canonical (symbolic links resolved).
@@ -226,7 +223,7 @@ impl FileGet {
 
     /// Answers the request `line` now, or queues it behind the replies it
     /// must follow.
-    fn handle(&self, queue: &pool::Shared, line: &[u8], conn: &mut Conn<'_>) {
+    fn handle(&self, queue: &queue::Shared, line: &[u8], conn: &mut Conn<'_>) {
         let mut q = queue.lock();
         if q.state != State::Idle || !q.is_empty() {
             q.push_line(line);
@@ -247,10 +244,26 @@ impl FileGet {
             }
         }
         q.push_line(line);
-        q.reply = Some(conn.defer());
         q.state = State::Queued;
         drop(q);
-        self.pool.sched.push(Arc::clone(queue));
+        let (inner, shared) = (Arc::clone(&self.inner), Arc::clone(queue));
+        if let Err(e) = conn.spawn_blocking(move |reply| queue::turn(inner, shared, reply)) {
+            // Nothing was promised: the request is answered at once.
+            log::warn!("{}: file: {e}", conn.peer_addr());
+            let mut q = queue.lock();
+            q.clear();
+            q.state = State::Idle;
+            drop(q);
+            let name = match request::parse(line) {
+                Request::Get(name) => name,
+                _ => String::new(),
+            };
+            let reason = match e {
+                SpawnError::Busy { .. } => Reason::ServerBusy,
+                _ => Reason::ShuttingDown,
+            };
+            send(conn, Reply::error(&name, reason));
+        }
     }
 }
 
@@ -431,12 +444,18 @@ impl Handler for FileGet {
         }
         self.handle(&session.queue, &line, conn);
     }
+
+    /// The server has stopped: hashing in progress on the core's blocking
+    /// pool stops early, so the pool, joined after this, ends at once.
+    fn stop(&self) {
+        self.inner.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Drop for FileGet {
+    /// The same for a handler dropped without a server's stop (a harness).
     fn drop(&mut self) {
         self.inner.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.pool.stop();
     }
 }
 

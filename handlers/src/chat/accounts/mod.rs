@@ -3,7 +3,7 @@
 //! Hashing takes tens of milliseconds (Argon2id, the `argon2` crate's
 //! default parameters), so it never runs on a worker: the worker checks
 //! the command's shape and the address's budgets ([`limits`]), promises a
-//! reply ([`Conn::defer`], so the member's later lines wait behind it:
+//! reply ([`Conn::defer`](switchboard::Conn::defer), so the member's later lines wait behind it:
 //! one request per connection at a time), and hands the work to a small
 //! pool of account threads through a queue that serves addresses in turn
 //! ([`queue`]; a full share: `! server busy, try again`). Each thread
@@ -24,11 +24,12 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use switchboard::{Conn, Deferred};
+use switchboard::Deferred;
 
 use super::cluster::{ClusterLink, Job};
 use super::command::valid_nick;
 use super::local::{self, SharedRoom};
+use super::reply::{Caller, Reply, ACCOUNTS_NEED_TCP};
 use super::room::NickError;
 use super::text::{nick_key, normalize_nick};
 use hasher::Hasher;
@@ -66,15 +67,16 @@ struct Shared {
     dummy: String,
 }
 
-/// The account threads of a chat; joined on drop.
+/// The account threads of a chat; joined by [`stop`](Accounts::stop) or on
+/// drop.
 pub(crate) struct Accounts {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl fmt::Debug for Accounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Accounts").field("threads", &self.threads.len()).finish()
+        f.debug_struct("Accounts").field("threads", &self.threads.lock().len()).finish()
     }
 }
 
@@ -102,7 +104,7 @@ impl Accounts {
             queue: FairQueue::new(queue::PER_ADDRESS, queue::TOTAL),
             dummy,
         });
-        let mut accounts = Accounts { shared: Arc::clone(&shared), threads: Vec::new() };
+        let accounts = Accounts { shared: Arc::clone(&shared), threads: Mutex::new(Vec::new()) };
         for (n, mut hasher) in hashers.drain(..).enumerate() {
             let shared = Arc::clone(&shared);
             let t = std::thread::Builder::new()
@@ -113,7 +115,7 @@ impl Accounts {
                     }
                 })
                 .map_err(|e| AccountsError(format!("cannot start the account threads: {e}")))?;
-            accounts.threads.push(t);
+            accounts.threads.lock().push(t);
         }
         Ok(accounts)
     }
@@ -123,54 +125,64 @@ impl Accounts {
         self.shared.store.registered(key)
     }
 
-    /// `/register NAME PASSWORD` from member `conn`; `password` as sent.
-    pub(crate) fn register(&self, name: &str, password: &str, conn: &mut Conn<'_>) {
+    /// `/register NAME PASSWORD` from member `out` (one that can wait for
+    /// the answer: [`Caller::waits`]); `password` as sent.
+    pub(crate) fn register(&self, name: &str, password: &str, out: &mut dyn Caller) {
         let name = normalize_nick(name);
         if !valid_nick(&name) {
-            return say(conn, "! invalid nick");
+            return out.line("! invalid nick");
         }
         if name.to_lowercase().starts_with("guest-") {
-            return say(conn, "! guest nicks cannot be registered");
+            return out.line("! guest nicks cannot be registered");
         }
         if password.chars().count() < MIN_PASSWORD {
-            return say(conn, &format!("! password too short (at least {MIN_PASSWORD} characters)"));
+            return out.line(&format!("! password too short (at least {MIN_PASSWORD} characters)"));
         }
         let key = nick_key(&name);
-        let ip = conn.peer_addr().ip();
+        let Some(ip) = out.ip() else { return out.line(ACCOUNTS_NEED_TCP) };
         if let Err(refusal) = self.shared.limiter.lock().register(ip, Instant::now()) {
             log::debug!("accounts: /register {name} from {ip} refused: {}", &refusal.line()[2..]);
-            return say(conn, refusal.line());
+            return out.line(refusal.line());
         }
         // Known taken without asking the store: no queue, no hash.
         if self.registered(&key) == Some(true) {
             self.shared.limiter.lock().not_registered(ip);
-            return say(conn, "! name already registered");
+            return out.line("! name already registered");
         }
+        let Some(reply) = out.defer() else {
+            self.shared.limiter.lock().not_registered(ip);
+            return out.line(ACCOUNTS_NEED_TCP);
+        };
         let password = password.as_bytes().to_vec();
-        self.shared.submit(Task::Register { key, name, password, ip, reply: conn.defer() });
+        self.shared.submit(Task::Register { key, name, password, ip, reply });
     }
 
-    /// `/login NAME PASSWORD` from member `conn`; `password` as sent.
-    pub(crate) fn login(&self, name: &str, password: &str, conn: &mut Conn<'_>) {
+    /// `/login NAME PASSWORD` from member `id`, answered through `out`
+    /// (one that can wait for the answer); `password` as sent.
+    pub(crate) fn login(&self, id: u64, name: &str, password: &str, out: &mut dyn Caller) {
         let name = normalize_nick(name);
         if !valid_nick(&name) {
-            return say(conn, "! wrong name or password");
+            return out.line("! wrong name or password");
         }
         let key = nick_key(&name);
-        let ip = conn.peer_addr().ip();
+        let Some(ip) = out.ip() else { return out.line(ACCOUNTS_NEED_TCP) };
         if let Err(refusal) = self.shared.limiter.lock().login(&key, ip, Instant::now()) {
             log::debug!("accounts: login for {key} from {ip} refused: {}", &refusal.line()[2..]);
-            return say(conn, refusal.line());
+            return out.line(refusal.line());
         }
+        let Some(reply) = out.defer() else { return out.line(ACCOUNTS_NEED_TCP) };
         let password = password.as_bytes().to_vec();
-        self.shared.submit(Task::Login { id: conn.id(), key, password, ip, reply: conn.defer() });
+        self.shared.submit(Task::Login { id, key, password, ip, reply });
     }
 }
 
-impl Drop for Accounts {
-    fn drop(&mut self) {
+impl Accounts {
+    /// Closes the queue and joins the threads once the task each runs is
+    /// done; the second call finds nothing to join.
+    pub(crate) fn stop(&self) {
         self.shared.queue.close();
-        for t in self.threads.drain(..) {
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
             if t.join().is_err() {
                 log::error!("accounts: a thread panicked");
             }
@@ -178,10 +190,10 @@ impl Drop for Accounts {
     }
 }
 
-fn say(conn: &mut Conn<'_>, line: &str) {
-    let mut bytes = line.as_bytes().to_vec();
-    bytes.push(b'\n');
-    conn.send(&bytes);
+impl Drop for Accounts {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl Shared {
@@ -198,7 +210,7 @@ impl Shared {
 
     /// Answers `task` `! server busy` (a registration gives its token back).
     fn busy(&self, task: Task) {
-        let (ip, reply) = match task {
+        let (ip, mut reply) = match task {
             Task::Register { ip, reply, .. } => {
                 self.limiter.lock().not_registered(ip);
                 (ip, reply)
@@ -206,17 +218,17 @@ impl Shared {
             Task::Login { ip, reply, .. } => (ip, reply),
         };
         log::warn!("accounts: queue share of {ip} full; answered busy");
-        let _ = reply.send(local::line("! server busy, try again"));
+        reply.line("! server busy, try again");
     }
 
     fn run(&self, task: Task, hasher: &mut Hasher) {
         match task {
-            Task::Register { key, name, password, ip, reply } => {
+            Task::Register { key, name, password, ip, mut reply } => {
                 let answer = self.register(&key, &name, &password, ip, hasher);
                 if !answer.starts_with("* ") {
                     self.limiter.lock().not_registered(ip);
                 }
-                let _ = reply.send(local::line(&answer));
+                reply.line(&answer);
             }
             Task::Login { id, key, password, ip, reply } => self.login(id, key, &password, ip, reply, hasher),
         }
@@ -254,18 +266,26 @@ impl Shared {
         }
     }
 
-    fn login(&self, id: u64, key: String, password: &[u8], ip: IpAddr, reply: Deferred, hasher: &mut Hasher) {
+    fn login(
+        &self,
+        id: u64,
+        key: String,
+        password: &[u8],
+        ip: IpAddr,
+        mut reply: Deferred,
+        hasher: &mut Hasher,
+    ) {
         // Again here: requests queued together may have spent the budget.
         if let Err(refusal) = self.limiter.lock().may_try(&key, ip, Instant::now()) {
             log::debug!("accounts: login for {key} from {ip} refused: {}", &refusal.line()[2..]);
-            let _ = reply.send(local::line(refusal.line()));
+            reply.line(refusal.line());
             return;
         }
         let account = match self.store.find(&key) {
             Ok(account) => account,
             Err(e) => {
                 log::error!("accounts: cannot read {key}: {e}");
-                let _ = reply.send(local::line("! accounts unavailable, try again later"));
+                reply.line("! accounts unavailable, try again later");
                 return;
             }
         };
@@ -282,7 +302,7 @@ impl Shared {
         let Some(account) = account.filter(|_| ok) else {
             log::info!("accounts: failed login for {key} from {ip}");
             self.limiter.lock().failed(&key, ip, Instant::now());
-            let _ = reply.send(local::line("! wrong name or password"));
+            reply.line("! wrong name or password");
             return;
         };
         self.limiter.lock().logged_in(&key, ip, Instant::now());
@@ -291,14 +311,10 @@ impl Shared {
             Some(cluster) => {
                 cluster.request(Job::Claim { id, nick: account.name, account: Some(key), reply })
             }
-            None => match local::rename(&self.room, id, &account.name, Some(key), &reply) {
+            None => match local::rename(&self.room, id, &account.name, Some(key), &mut reply) {
                 Ok(_) | Err(NickError::NotMember) => {}
-                Err(NickError::Taken) => {
-                    let _ = reply.send(local::line("! nick taken"));
-                }
-                Err(NickError::Invalid) => {
-                    let _ = reply.send(local::line("! invalid nick"));
-                }
+                Err(NickError::Taken) => reply.line("! nick taken"),
+                Err(NickError::Invalid) => reply.line("! invalid nick"),
             },
         }
     }

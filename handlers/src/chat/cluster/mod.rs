@@ -48,6 +48,7 @@ use switchboard::Deferred;
 
 use super::command::valid_nick;
 use super::local::{self, SharedRoom};
+use super::reply::Reply;
 use super::room::NickError;
 use super::text::{clean, nick_key, normalize_nick};
 use event::Envelope;
@@ -268,7 +269,7 @@ pub(crate) enum Job {
 }
 
 impl Job {
-    fn reply(&self) -> Option<&Deferred> {
+    fn reply(&mut self) -> Option<&mut Deferred> {
         match self {
             Job::Publish(_) | Job::Evict { .. } => None,
             Job::Claim { reply, .. } | Job::Who { reply } | Job::Msg { reply, .. } => Some(reply),
@@ -321,9 +322,9 @@ struct Inner {
 pub(crate) fn submit(tx: &Sender<Job>, dropped: &AtomicU64, job: Job) {
     match tx.try_send(job) {
         Ok(()) => {}
-        Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
+        Err(TrySendError::Full(mut job)) | Err(TrySendError::Disconnected(mut job)) => {
             if let Some(reply) = job.reply() {
-                let _ = reply.send(local::line("! cluster busy, try again"));
+                reply.line("! cluster busy, try again");
             } else {
                 count_drop(dropped);
             }
@@ -338,11 +339,13 @@ fn count_drop(dropped: &AtomicU64) {
     }
 }
 
-/// A chat's membership of a cluster: the bridge threads, joined on drop.
+/// A chat's membership of a cluster: the bridge threads, joined by
+/// [`stop`](Cluster::stop) (the server's, through the chat's
+/// [`Handler::stop`](switchboard::Handler::stop)) or on drop.
 pub(crate) struct Cluster {
     tx: Sender<Job>,
     inner: Arc<Inner>,
-    threads: Vec<JoinHandle<()>>,
+    threads: parking_lot::Mutex<Vec<JoinHandle<()>>>,
     guest_prefix: String,
 }
 
@@ -411,7 +414,8 @@ impl Cluster {
                 .spawn(move || inner.run_in(&tx))
                 .map_err(|e| ClusterError(format!("cannot start the cluster bridge: {e}")))?
         };
-        Ok(Cluster { tx, inner, threads: vec![out, inn], guest_prefix: format!("guest-{seq}-") })
+        let threads = parking_lot::Mutex::new(vec![out, inn]);
+        Ok(Cluster { tx, inner, threads, guest_prefix: format!("guest-{seq}-") })
     }
 
     /// What this server's guest nicks start with.
@@ -440,14 +444,28 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
+impl Cluster {
+    /// Stops the bridge and joins its threads (each notices within a beat);
+    /// the second call finds nothing to join. Events published after it
+    /// are dropped (counted).
+    pub(crate) fn stop(&self) {
         self.inner.stop.store(true, Ordering::Release);
-        for t in self.threads.drain(..) {
+        let threads = std::mem::take(&mut *self.threads.lock());
+        if threads.is_empty() {
+            return;
+        }
+        for t in threads {
             if t.join().is_err() {
                 log::error!("cluster: a bridge thread panicked");
             }
         }
+        log::debug!("cluster: bridge threads of server {} joined", self.inner.sid);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -658,12 +676,12 @@ impl Inner {
     }
 
     /// Does one job; returns whether the link was lost doing it.
-    fn handle(&self, job: Job, con: &mut Option<Link>) -> bool {
+    fn handle(&self, mut job: Job, con: &mut Option<Link>) -> bool {
         let Some(c) = con.as_mut() else {
             self.offline(job);
             return false;
         };
-        let result = match &job {
+        let result = match &mut job {
             Job::Publish(e) => self.publish(c, e),
             Job::Claim { id, nick, account, reply } => self.claim(c, *id, nick, account.clone(), reply),
             Job::Who { reply } => self.who(c, reply),
@@ -684,16 +702,12 @@ impl Inner {
     fn offline(&self, job: Job) {
         match job {
             Job::Publish(_) => count_drop(&self.dropped),
-            Job::Claim { reply, .. } => {
-                let _ = reply.send(local::line("! cluster link lost, try again later"));
-            }
-            Job::Who { reply } => {
+            Job::Claim { mut reply, .. } => reply.line("! cluster link lost, try again later"),
+            Job::Who { mut reply } => {
                 let nicks = local::who_names(&self.room.lock());
-                let _ = reply.send(local::line(&local::online(nicks)));
+                reply.line(&local::online(nicks));
             }
-            Job::Msg { to, reply, .. } => {
-                let _ = reply.send(local::line(&format!("! no such user {to} (cluster link lost)")));
-            }
+            Job::Msg { to, mut reply, .. } => reply.line(&format!("! no such user {to} (cluster link lost)")),
             // Told a moment ago by the other server, and Redis cannot be
             // asked: the latest login takes over.
             Job::Evict { nick } => {
@@ -760,7 +774,7 @@ impl Inner {
         id: u64,
         nick: &str,
         account: Option<String>,
-        reply: &Deferred,
+        reply: &mut Deferred,
     ) -> RedisResult<()> {
         let nick = normalize_nick(nick);
         let key = nick_key(&nick);
@@ -806,11 +820,11 @@ impl Inner {
                 }
             }
         };
-        let _ = reply.send(local::line(refused));
+        reply.line(refused);
         Ok(())
     }
 
-    fn who(&self, c: &mut Link, reply: &Deferred) -> RedisResult<()> {
+    fn who(&self, c: &mut Link, reply: &mut Deferred) -> RedisResult<()> {
         let servers: Vec<String> = redis::cmd("SMEMBERS").arg(SERVERS).query(c)?;
         // Members elsewhere by nick alone: their addresses stay with the
         // server they are connected to.
@@ -828,11 +842,11 @@ impl Inner {
             }
             nicks.extend(members.iter().filter_map(|n| checked_nick(n)));
         }
-        let _ = reply.send(local::line(&local::online(nicks)));
+        reply.line(&local::online(nicks));
         Ok(())
     }
 
-    fn msg(&self, c: &mut Link, from: &str, to: &str, text: &str, reply: &Deferred) -> RedisResult<()> {
+    fn msg(&self, c: &mut Link, from: &str, to: &str, text: &str, reply: &mut Deferred) -> RedisResult<()> {
         let name = normalize_nick(to);
         let owner: Option<String> = redis::cmd("GET").arg(nick_entry(&nick_key(&name))).query(c)?;
         match owner {
@@ -841,7 +855,7 @@ impl Inner {
                 self.publish(c, &e)
             }
             _ => {
-                let _ = reply.send(local::line(&format!("! no such user {to}")));
+                reply.line(&format!("! no such user {to}"));
                 Ok(())
             }
         }
