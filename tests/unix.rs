@@ -1,0 +1,174 @@
+//! A server on a Unix domain socket (`ServerBuilder::start_unix`): the
+//! handler sees its peer's credentials (`SO_PEERCRED`), a stale socket file
+//! is replaced and a live one refused, the file gets the mode asked for
+//! and is removed when the server drains; TLS runs over it too.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+
+use switchboard::{
+    tls_config_from_pem, Addr, Conn, Flow, Framing, Handler, Peer, Server, ServerBuilder, StartError,
+};
+use switchboard_test_support::pki::TestPki;
+use switchboard_test_support::{temp_dir, wait_stats, TIMEOUT};
+
+/// Says the peer on open (`uid UID pid PID`, or its address), then echoes
+/// lines.
+struct WhoEcho;
+
+impl Handler for WhoEcho {
+    type Session = ();
+    fn framing(&self) -> Framing {
+        Framing::lines(1024)
+    }
+    fn open(&self, conn: &mut Conn<'_>) {
+        let who = match conn.peer() {
+            Peer::Unix(Some(c)) => format!("uid {} pid {}\n", c.uid, c.pid),
+            other => format!("{other}\n"),
+        };
+        conn.send(who.as_bytes());
+    }
+    fn frame(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        conn.send(line);
+        conn.send(b"\n");
+        Flow::Continue
+    }
+}
+
+fn builder() -> ServerBuilder {
+    ServerBuilder::default().workers(2)
+}
+
+fn client(path: &std::path::Path) -> BufReader<UnixStream> {
+    let s = UnixStream::connect(path).expect("connect to the server's socket");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    BufReader::new(s)
+}
+
+fn line(r: &mut BufReader<UnixStream>) -> String {
+    let mut l = String::new();
+    r.read_line(&mut l).expect("a line");
+    l
+}
+
+#[test]
+fn a_unix_peer_is_served_with_its_credentials_and_the_file_goes_at_drain() {
+    let dir = temp_dir("unix");
+    let path = dir.path().join("s.sock");
+    let server = builder().unix_mode(0o660).start_unix(&path, WhoEcho).expect("start");
+    assert_eq!(server.addr(), &Addr::Unix(path.clone()));
+    assert_eq!(server.addr().to_string(), format!("unix:{}", path.display()));
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+
+    let mut c = client(&path);
+    let (uid, pid) = (rustix::process::getuid().as_raw(), std::process::id());
+    assert_eq!(line(&mut c), format!("uid {uid} pid {pid}\n"));
+    c.get_mut().write_all(b"hello\n").unwrap();
+    assert_eq!(line(&mut c), "hello\n");
+
+    // A second server on the same path is refused, the first untouched.
+    match builder().start_unix(&path, WhoEcho) {
+        Err(StartError::Bind { addr, source }) => {
+            assert_eq!(addr, format!("unix:{}", path.display()));
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse, "{source}");
+        }
+        other => panic!("a live socket must be refused: {other:?}"),
+    }
+    assert!(path.exists());
+    c.get_mut().write_all(b"still\n").unwrap();
+    assert_eq!(line(&mut c), "still\n");
+
+    let handle = server.shutdown_handle();
+    let stats = server.stats_handle();
+    let t = std::thread::spawn(move || server.wait());
+    handle.drain();
+    // Drain stops accepting: the file goes then, while this client is
+    // still served.
+    switchboard_test_support::wait_until("the socket file is removed", || !path.exists());
+    c.get_mut().write_all(b"last\n").unwrap();
+    assert_eq!(line(&mut c), "last\n");
+    drop(c);
+    let report = t.join().unwrap();
+    assert_eq!((report.drained, report.forced), (1, 0), "{report}");
+    // The client, and the refused server's probe of the live socket.
+    assert_eq!(stats.snapshot().accepted, 2);
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced_and_other_files_are_refused() {
+    let dir = temp_dir("unix-stale");
+    let path = dir.path().join("s.sock");
+    // What a killed server leaves: the file, nobody listening.
+    drop(UnixListener::bind(&path).unwrap());
+    let server = builder().start_unix(&path, WhoEcho).expect("a stale file is replaced");
+    let mut c = client(&path);
+    assert!(line(&mut c).starts_with("uid "));
+    drop(c);
+    drop(server);
+    assert!(!path.exists(), "removed when the server is dropped");
+
+    std::fs::write(&path, b"data").unwrap();
+    match builder().start_unix(&path, WhoEcho) {
+        Err(StartError::Bind { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::AlreadyExists, "{source}")
+        }
+        other => panic!("a regular file must not be replaced: {other:?}"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), b"data");
+    match builder().unix_mode(0o1777).start_unix(dir.path().join("m.sock"), WhoEcho) {
+        Err(StartError::Config(msg)) => assert!(msg.contains("0o1777"), "{msg}"),
+        other => panic!("a mode past 0o777 must be refused: {other:?}"),
+    }
+}
+
+#[test]
+fn a_socket_handed_down_is_served_and_its_file_left_in_place() {
+    let dir = temp_dir("unix-inherited");
+    let path = dir.path().join("s.sock");
+    let l = UnixListener::bind(&path).unwrap();
+    let server = builder().unix_listener(l).start("127.0.0.1:0", WhoEcho).expect("start");
+    assert_eq!(server.addr(), &Addr::Unix(path.clone()));
+    let mut c = client(&path);
+    assert!(line(&mut c).starts_with("uid "));
+    drop(c);
+    let report = server.shutdown();
+    assert_eq!(report.forced, 0, "{report}");
+    assert!(path.exists(), "a socket handed down is not this server's to remove");
+}
+
+#[test]
+fn tls_runs_over_a_unix_socket() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let dir = temp_dir("unix-tls");
+    let path = dir.path().join("s.sock");
+    let pki = TestPki::create(dir.path());
+    let config = tls_config_from_pem(&pki.cert, &pki.key).expect("the test PKI loads");
+    let server: Server = builder().tls(config).start_unix(&path, WhoEcho).expect("start");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(&pki.ca).expect("the CA loads")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let conn = rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap()).unwrap();
+    let sock = UnixStream::connect(&path).unwrap();
+    sock.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut tls = BufReader::new(rustls::StreamOwned::new(conn, sock));
+    let mut l = String::new();
+    tls.read_line(&mut l).unwrap();
+    let uid = rustix::process::getuid().as_raw();
+    assert_eq!(l, format!("uid {uid} pid {}\n", std::process::id()));
+    tls.get_mut().write_all(b"secret\n").unwrap();
+    l.clear();
+    tls.read_line(&mut l).unwrap();
+    assert_eq!(l, "secret\n");
+    wait_stats(&server, "one TLS handshake", |s| s.tls_handshakes == 1);
+}
