@@ -13,7 +13,7 @@ use switchboard_bins::admin::{self, Observe, Observing};
 use switchboard_bins::beside::{console, reserve, Beside};
 use switchboard_bins::cli::{
     parse_args, parse_count, parse_duration, parse_positive_duration, parse_positive_size, parse_size,
-    parse_spin, parse_workers,
+    parse_spin, parse_unix_mode, parse_workers,
 };
 use switchboard_bins::printer::Printer;
 use switchboard_handlers::{Chat, Echo, FileGet, Upper};
@@ -32,9 +32,19 @@ struct Args {
     #[arg(long, value_enum, default_value_t = HandlerName::Echo)]
     handler: HandlerName,
 
-    /// The address to listen on (port 0 picks a free port).
+    /// The address to listen on: HOST:PORT (port 0 picks a free port), or
+    /// unix:PATH for a Unix domain socket. A socket file left at PATH by a
+    /// server that is gone is replaced; one a server listens on is refused
+    /// (exit 1). The file is removed when the server stops accepting. Each
+    /// Unix peer's uid, gid and pid are in the debug log (RUST_LOG=debug).
     #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
     listen: String,
+
+    /// With --listen unix:PATH: the socket file's permissions in octal, as
+    /// chmod takes them (660: its owner and group may connect), set before
+    /// the server accepts [default: what the umask gives].
+    #[arg(long, value_name = "OCTAL", value_parser = parse_unix_mode)]
+    unix_mode: Option<u32>,
 
     /// Worker threads, each an event loop over many connections [default: available cores].
     #[arg(long, value_name = "N", value_parser = parse_workers)]
@@ -216,6 +226,26 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(n) = args.max_connections {
         builder = builder.max_connections(n);
     }
+    let unix = match switchboard::unix_path(&args.listen) {
+        Some(Err(e)) => usage_error(ErrorKind::InvalidValue, format!("--listen {e}")),
+        Some(Ok(_)) => true,
+        None => false,
+    };
+    if let Some(mode) = args.unix_mode {
+        if !unix {
+            usage_error(
+                ErrorKind::ArgumentConflict,
+                "--unix-mode sets a Unix socket's mode: it needs --listen unix:PATH".into(),
+            );
+        }
+        builder = builder.unix_mode(mode);
+    }
+    if unix && args.udp {
+        usage_error(
+            ErrorKind::ArgumentConflict,
+            "--udp serves UDP on --listen's port: it cannot go with --listen unix:PATH".into(),
+        );
+    }
     if args.udp && args.edge.tls_cert.is_some() {
         anyhow::bail!("--udp serves plain datagrams (no DTLS): it cannot go with --tls-cert");
     }
@@ -304,6 +334,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// A flag (or pair) that cannot be used: the message and the usage on
+/// stderr, exit status 2.
+fn usage_error(kind: ErrorKind, msg: String) -> ! {
+    Args::command().error(kind, msg).exit()
+}
+
 /// The UDP server's settings from the flags (`--udp-idle`, `--spin`).
 fn udp_builder(args: &Args) -> DatagramBuilder {
     DatagramServer::builder().idle_timeout(args.udp_idle).spin(args.spin)
@@ -323,9 +359,13 @@ fn serve<H: Handler>(
 ) -> anyhow::Result<()> {
     // SIGINT/SIGTERM: the first drains (the UDP side too, which shares the
     // TCP server's lifecycle), the second forces.
-    let server = builder.shutdown_on_signals().start(listen, handler)?;
+    let builder = builder.shutdown_on_signals();
+    let server = match switchboard::unix_path(listen) {
+        Some(path) => builder.start_unix(path?, handler)?,
+        None => builder.start(listen, handler)?,
+    };
     let mut beside = beside(&server)?;
-    out.line(format_args!("listening on {}", server.local_addr()));
+    out.line(format_args!("listening on {}", server.addr()));
     beside.announce(out)?;
     let observe = match beside.udp_stats() {
         Some(udp) => observe.source(admin::udp_source(udp)),
