@@ -3,16 +3,15 @@
 //! is replaced and a live one refused, the file gets the mode asked for
 //! and is removed when the server drains; TLS runs over it too.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::Arc;
 
 use switchboard::{
     tls_config_from_pem, Addr, Conn, Flow, Framing, Handler, Peer, Server, ServerBuilder, StartError,
 };
 use switchboard_test_support::pki::TestPki;
-use switchboard_test_support::{temp_dir, wait_stats, TIMEOUT};
+use switchboard_test_support::{read_line, temp_dir, unix_client, wait_stats, TIMEOUT};
 
 /// Says the peer on open (`uid UID pid PID`, or its address), then echoes
 /// lines.
@@ -41,18 +40,6 @@ fn builder() -> ServerBuilder {
     ServerBuilder::default().workers(2)
 }
 
-fn client(path: &std::path::Path) -> BufReader<UnixStream> {
-    let s = UnixStream::connect(path).expect("connect to the server's socket");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    BufReader::new(s)
-}
-
-fn line(r: &mut BufReader<UnixStream>) -> String {
-    let mut l = String::new();
-    r.read_line(&mut l).expect("a line");
-    l
-}
-
 #[test]
 fn a_unix_peer_is_served_with_its_credentials_and_the_file_goes_at_drain() {
     let dir = temp_dir("unix");
@@ -64,11 +51,11 @@ fn a_unix_peer_is_served_with_its_credentials_and_the_file_goes_at_drain() {
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
 
-    let mut c = client(&path);
+    let mut c = unix_client(&path);
     let (uid, pid) = (rustix::process::getuid().as_raw(), std::process::id());
-    assert_eq!(line(&mut c), format!("uid {uid} pid {pid}\n"));
+    assert_eq!(read_line(&mut c), format!("uid {uid} pid {pid}\n"));
     c.get_mut().write_all(b"hello\n").unwrap();
-    assert_eq!(line(&mut c), "hello\n");
+    assert_eq!(read_line(&mut c), "hello\n");
 
     // A second server on the same path is refused, the first untouched.
     match builder().start_unix(&path, WhoEcho) {
@@ -80,7 +67,7 @@ fn a_unix_peer_is_served_with_its_credentials_and_the_file_goes_at_drain() {
     }
     assert!(path.exists());
     c.get_mut().write_all(b"still\n").unwrap();
-    assert_eq!(line(&mut c), "still\n");
+    assert_eq!(read_line(&mut c), "still\n");
 
     let handle = server.shutdown_handle();
     let stats = server.stats_handle();
@@ -90,7 +77,7 @@ fn a_unix_peer_is_served_with_its_credentials_and_the_file_goes_at_drain() {
     // still served.
     switchboard_test_support::wait_until("the socket file is removed", || !path.exists());
     c.get_mut().write_all(b"last\n").unwrap();
-    assert_eq!(line(&mut c), "last\n");
+    assert_eq!(read_line(&mut c), "last\n");
     drop(c);
     let report = t.join().unwrap();
     assert_eq!((report.drained, report.forced), (1, 0), "{report}");
@@ -105,8 +92,8 @@ fn a_stale_socket_file_is_replaced_and_other_files_are_refused() {
     // What a killed server leaves: the file, nobody listening.
     drop(UnixListener::bind(&path).unwrap());
     let server = builder().start_unix(&path, WhoEcho).expect("a stale file is replaced");
-    let mut c = client(&path);
-    assert!(line(&mut c).starts_with("uid "));
+    let mut c = unix_client(&path);
+    assert!(read_line(&mut c).starts_with("uid "));
     drop(c);
     drop(server);
     assert!(!path.exists(), "removed when the server is dropped");
@@ -132,8 +119,8 @@ fn a_socket_handed_down_is_served_and_its_file_left_in_place() {
     let l = UnixListener::bind(&path).unwrap();
     let server = builder().unix_listener(l).start("127.0.0.1:0", WhoEcho).expect("start");
     assert_eq!(server.addr(), &Addr::Unix(path.clone()));
-    let mut c = client(&path);
-    assert!(line(&mut c).starts_with("uid "));
+    let mut c = unix_client(&path);
+    assert!(read_line(&mut c).starts_with("uid "));
     drop(c);
     let report = server.shutdown();
     assert_eq!(report.forced, 0, "{report}");
@@ -142,33 +129,18 @@ fn a_socket_handed_down_is_served_and_its_file_left_in_place() {
 
 #[test]
 fn tls_runs_over_a_unix_socket() {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-
     let dir = temp_dir("unix-tls");
     let path = dir.path().join("s.sock");
     let pki = TestPki::create(dir.path());
     let config = tls_config_from_pem(&pki.cert, &pki.key).expect("the test PKI loads");
     let server: Server = builder().tls(config).start_unix(&path, WhoEcho).expect("start");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(&pki.ca).expect("the CA loads")).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let conn = rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap()).unwrap();
+    let conn = rustls::ClientConnection::new(pki.client_config(), "localhost".try_into().unwrap()).unwrap();
     let sock = UnixStream::connect(&path).unwrap();
     sock.set_read_timeout(Some(TIMEOUT)).unwrap();
     let mut tls = BufReader::new(rustls::StreamOwned::new(conn, sock));
-    let mut l = String::new();
-    tls.read_line(&mut l).unwrap();
     let uid = rustix::process::getuid().as_raw();
-    assert_eq!(l, format!("uid {uid} pid {}\n", std::process::id()));
+    assert_eq!(read_line(&mut tls), format!("uid {uid} pid {}\n", std::process::id()));
     tls.get_mut().write_all(b"secret\n").unwrap();
-    l.clear();
-    tls.read_line(&mut l).unwrap();
-    assert_eq!(l, "secret\n");
+    assert_eq!(read_line(&mut tls), "secret\n");
     wait_stats(&server, "one TLS handshake", |s| s.tls_handshakes == 1);
 }

@@ -6,7 +6,7 @@
 //! by socket activation served and left in place); the peer's uid and pid
 //! in the debug log.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use rustix::process::Signal;
 use switchboard_test_support::child::{run, Spawned};
-use switchboard_test_support::{temp_dir, TIMEOUT};
+use switchboard_test_support::{read_line, temp_dir, unix_client, TIMEOUT};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_switchboard-server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_switchboard-client");
@@ -114,18 +114,6 @@ fn client(path: &Path, args: &[&str], input: &str) -> String {
     c.stdout_so_far()
 }
 
-fn member(path: &Path) -> BufReader<UnixStream> {
-    let s = UnixStream::connect(path).unwrap();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    BufReader::new(s)
-}
-
-fn line(r: &mut BufReader<UnixStream>) -> String {
-    let mut l = String::new();
-    r.read_line(&mut l).expect("a line");
-    l
-}
-
 #[test]
 fn upper_and_chat_over_a_unix_socket_with_switchboard_client() {
     let dir = temp_dir("unix-client");
@@ -136,13 +124,13 @@ fn upper_and_chat_over_a_unix_socket_with_switchboard_client() {
 
     let path = dir.path().join("chat.sock");
     let chat = server(&path, &["--handler", "chat"]);
-    let mut alice = member(&path);
-    assert_eq!(line(&mut alice), "* welcome guest-1\n");
+    let mut alice = unix_client(&path);
+    assert_eq!(read_line(&mut alice), "* welcome guest-1\n");
     let out = client(&path, &[], "/nick bob\nhi alice\n");
     assert_eq!(out, "* welcome guest-2\n* you are now bob\n");
-    assert_eq!(line(&mut alice), "* guest-2 joined\n");
-    assert_eq!(line(&mut alice), "* guest-2 is now bob\n");
-    assert_eq!(line(&mut alice), "<bob> hi alice\n");
+    assert_eq!(read_line(&mut alice), "* guest-2 joined\n");
+    assert_eq!(read_line(&mut alice), "* guest-2 is now bob\n");
+    assert_eq!(read_line(&mut alice), "<bob> hi alice\n");
     drop(alice);
     assert!(stop(chat).0.success());
 }
