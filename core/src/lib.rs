@@ -62,6 +62,7 @@ mod shutdown;
 mod signals;
 mod stats;
 mod stream;
+#[cfg_attr(not(feature = "tls"), path = "no_tls.rs")]
 mod tls;
 mod transport;
 mod worker;
@@ -74,7 +75,9 @@ pub use handler::{handler_fn, CloseReason, Flow, FnHandler, Handler};
 pub use harness::{Harness, Held};
 pub use message::{Message, Payload};
 /// The rustls version the server speaks, to build a
-/// [`ServerConfig`](rustls::ServerConfig) for [`ServerBuilder::tls`].
+/// [`ServerConfig`](rustls::ServerConfig) for [`ServerBuilder::tls`]
+/// (feature `tls`).
+#[cfg(feature = "tls")]
 pub use rustls;
 #[doc(hidden)]
 pub use server::StartProbe;
@@ -83,5 +86,6 @@ pub use shutdown::{Phase, ShutdownHandle, ShutdownReport};
 pub use signals::{SignalError, Signals};
 pub use stats::Stats;
 pub use stream::{unix_path, Addr, Credentials, Peer, Stream, UNIX_PREFIX};
+#[cfg(feature = "tls")]
 pub use tls::{tls_config_from_pem, TlsConfigError, TlsSocket};
 pub use worker_stats::WorkerStats;

@@ -393,7 +393,8 @@ impl ServerBuilder {
     /// [`tls_config_from_pem`](crate::tls_config_from_pem) makes one from
     /// PEM files. Under TLS, file regions are read in bounded chunks and
     /// encrypted instead of `sendfile`d, and a graceful close sends
-    /// `close_notify` before the TCP close.
+    /// `close_notify` before the TCP close. (Cargo feature `tls`.)
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, config: std::sync::Arc<rustls::ServerConfig>) -> Self {
         self.config.transport.tls = Some(config);
         self

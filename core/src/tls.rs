@@ -16,7 +16,8 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ConnectionCommon, ServerConfig, ServerConnection, SideData};
+pub(crate) use rustls::ServerConfig;
+use rustls::{ConnectionCommon, ServerConnection, SideData};
 
 use crate::stream::Stream;
 

@@ -22,12 +22,12 @@ use crate::clock;
 use crate::handler::CloseReason;
 use crate::proxy::{HeaderReader, Parsed};
 use crate::stream::Stream;
-use crate::tls::{Handshake, TlsStream};
+use crate::tls::{Handshake, ServerConfig, TlsStream};
 
 /// How the connections of a listener begin: with a PROXY header, with TLS.
 #[derive(Debug, Clone)]
 pub(crate) struct TransportConfig {
-    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) tls: Option<Arc<ServerConfig>>,
     pub(crate) proxy_protocol: bool,
     /// The time a connection has for its PROXY header and TLS handshake.
     pub(crate) handshake_timeout: Duration,
@@ -314,6 +314,7 @@ impl Transport {
 /// The close reason for an I/O error of a transport: a TLS failure (rustls
 /// said why) or a socket error.
 pub(crate) fn reason_of(e: io::Error) -> CloseReason {
+    #[cfg(feature = "tls")]
     if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
         let inner = e.into_inner().expect("checked above");
         return CloseReason::Tls(inner.to_string().into());
