@@ -144,3 +144,18 @@ fn tls_runs_over_a_unix_socket() {
     assert_eq!(read_line(&mut tls), "secret\n");
     wait_stats(&server, "one TLS handshake", |s| s.tls_handshakes == 1);
 }
+
+#[test]
+fn a_proxy_header_over_a_unix_socket_names_the_client() {
+    // A local load balancer (HAProxy's `server s1 unix@PATH send-proxy`).
+    let dir = temp_dir("unix-proxy");
+    let path = dir.path().join("s.sock");
+    let server = builder().proxy_protocol(true).start_unix(&path, WhoEcho).expect("start");
+    let mut c = unix_client(&path);
+    c.get_mut().write_all(b"PROXY TCP4 198.51.100.9 127.0.0.1 40000 7000\r\nafter\n").unwrap();
+    assert_eq!(read_line(&mut c), "198.51.100.9:40000\n");
+    assert_eq!(read_line(&mut c), "after\n");
+    drop(c);
+    let report = server.shutdown();
+    assert_eq!(report.forced, 0, "{report}");
+}

@@ -136,7 +136,7 @@ fn upper_and_chat_over_a_unix_socket_with_switchboard_client() {
 }
 
 #[test]
-fn switchboard_load_drives_echo_over_a_unix_socket() {
+fn switchboard_load_drives_echo_and_chat_over_a_unix_socket() {
     let dir = temp_dir("unix-load");
     let path = dir.path().join("echo.sock");
     let echo = server(&path, &[]);
@@ -161,6 +161,29 @@ fn switchboard_load_drives_echo_over_a_unix_socket() {
     assert_eq!(report["errors"]["total"], 0, "{report}");
     assert!(report["messages"]["received"].as_u64().unwrap() >= 2000, "{report}");
     assert!(stop(echo).0.success());
+
+    let path = dir.path().join("chat.sock");
+    let chat = server(&path, &["--handler", "chat"]);
+    let target = format!("unix:{}", path.display());
+    let out = run(
+        Command::new(LOAD).args([
+            "chat",
+            "--target",
+            &target,
+            "--connections",
+            "4",
+            "--messages",
+            "200",
+            "--json",
+        ]),
+        TIMEOUT,
+    );
+    assert!(out.status.success(), "load: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(report["chat"]["members"], 4, "{report}");
+    assert_eq!(report["chat"]["complete_members"], 4, "{report}");
+    assert_eq!(report["errors"]["total"], 0, "{report}");
+    assert!(stop(chat).0.success());
 }
 
 #[test]

@@ -309,6 +309,11 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_costs_a_connection_no_more_than_the_address_it_replaced() {
+        assert_eq!(std::mem::size_of::<Peer>(), std::mem::size_of::<SocketAddr>());
+    }
+
+    #[test]
     fn a_unix_peer_shows_its_credentials() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let s = Stream::Unix(UnixStream::from_std(a));
