@@ -14,7 +14,8 @@
 //! ```no_run
 //! use switchboard_bins::load::{run, Config, Mode, Stop};
 //!
-//! let target = "127.0.0.1:7878".parse().unwrap();
+//! // Or a Unix socket: switchboard::Addr::Unix("/run/echo.sock".into()).
+//! let target: std::net::SocketAddr = "127.0.0.1:7878".parse().unwrap();
 //! let mut cfg = Config::new(target, 64, Mode::Echo { size: 64, depth: 1 });
 //! cfg.stop = Stop::Duration(std::time::Duration::from_secs(5));
 //! let report = run(&cfg)?;
