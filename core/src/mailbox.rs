@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
-use mio::net::TcpStream;
 use mio::Waker;
 
 use crate::conn::Pending;
 use crate::connection::ConnKey;
+use crate::stream::{Peer, Stream};
 use crate::tls::{Handshake, TlsStream};
 
 /// Who a piece of mail is for: the connection's key on the worker it was
@@ -37,7 +37,7 @@ pub(crate) struct Route {
 /// What other threads send to a worker.
 pub(crate) enum Mail {
     /// A new connection from the acceptor.
-    Conn(TcpStream, std::net::SocketAddr),
+    Conn(Stream, Peer),
     /// Something is in the connection's inbox (what its handles queued, in
     /// order): one notice for any number of items, posted when the inbox
     /// turns from idle to pending.

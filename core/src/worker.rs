@@ -6,14 +6,12 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read};
-use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use mio::net::TcpStream;
 use mio::{Events, Poll, Token, Waker};
 use slotmap::{Key, KeyData, SlotMap};
 
@@ -29,6 +27,7 @@ use crate::outbound::WriteError;
 use crate::server::Shared;
 use crate::shutdown::Phase as Lifecycle;
 use crate::stats::{add, bump, WorkerCounters};
+use crate::stream::{Peer, Stream};
 use crate::tls::TlsStream;
 use crate::transport::{reason_of, Advance, Transport};
 
@@ -696,7 +695,7 @@ impl<H: Handler> Worker<H> {
         );
     }
 
-    fn open(&mut self, sock: TcpStream, peer: SocketAddr) {
+    fn open(&mut self, sock: Stream, peer: Peer) {
         let config = &self.shared.config;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         // A fresh reading, not this turn's: the connection's handshake and
@@ -760,7 +759,7 @@ impl<H: Handler> Worker<H> {
                                 shared.peer,
                                 shared.id
                             );
-                            shared.peer = client;
+                            shared.peer = Peer::Ip(client);
                         }
                         None => log::error!("{}: the connection is shared before it opened", c.shared.peer),
                     }
