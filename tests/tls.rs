@@ -39,23 +39,14 @@ impl Handler for Counting {
 /// An echo server over TLS from a fresh test PKI, and a client connection
 /// (not yet connected) that trusts it.
 fn echo_over_tls(tag: &str) -> (TempDir, Server, rustls::ClientConnection) {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::pki_types::ServerName;
 
     let dir = temp_dir(tag);
     let pki = TestPki::create(dir.path());
     let config = tls_config_from_pem(&pki.cert, &pki.key).expect("the test PKI loads");
     let server = start(ServerBuilder::default().workers(1).tls(config), Counting::default());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(&pki.ca).expect("the CA loads")).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let name = ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+    let conn = rustls::ClientConnection::new(pki.client_config(), name).unwrap();
     (dir, server, conn)
 }
 

@@ -4,9 +4,9 @@
 //! hard limit as `switchboard-server` does, and the `listening on ADDR`
 //! line the runner waits for.
 
+use std::fmt::Display;
 use std::future::Future;
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 /// A baseline's command line.
@@ -83,7 +83,7 @@ where
 }
 
 /// Prints `listening on ADDR`, the line the benchmark runner waits for.
-pub(crate) fn announce(addr: SocketAddr) -> io::Result<()> {
+pub(crate) fn announce(addr: impl Display) -> io::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "listening on {addr}")?;
     out.flush()
@@ -105,12 +105,43 @@ fn raise_fd_limit() {
 /// `name`, and backs off 10 ms instead of spinning.
 #[allow(dead_code)] // the UDP baseline includes this file and has no listener
 pub(crate) async fn accept(name: &str, listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+    let socket = accept_with(name, || listener.accept()).await;
+    let _ = socket.set_nodelay(true);
+    socket
+}
+
+/// The next connection of a Unix socket `listener`, as [`accept`].
+#[allow(dead_code)] // only tokio-echo serves a Unix socket
+pub(crate) async fn accept_unix(name: &str, listener: &tokio::net::UnixListener) -> tokio::net::UnixStream {
+    accept_with(name, || listener.accept()).await
+}
+
+/// Echoes what `socket` sends (through a 4 KiB buffer) until it ends or a
+/// read fails; `Err` when a write failed.
+#[allow(dead_code)] // the echo baselines' alone
+pub(crate) async fn echo(
+    socket: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 4096];
     loop {
-        match listener.accept().await {
-            Ok((socket, _)) => {
-                let _ = socket.set_nodelay(true);
-                return socket;
-            }
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return Ok(()),
+            Ok(n) => socket.write_all(&buf[..n]).await?,
+        }
+    }
+}
+
+/// Calls `accept` until it gives a connection, backing off 10 ms after an
+/// error (said on stderr, naming `name`).
+async fn accept_with<S, P, A, F>(name: &str, mut accept: F) -> S
+where
+    F: FnMut() -> A,
+    A: Future<Output = io::Result<(S, P)>>,
+{
+    loop {
+        match accept().await {
+            Ok((socket, _)) => return socket,
             Err(e) => {
                 eprintln!("{name}: accept: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -51,6 +51,8 @@ pub(crate) struct Options {
     pub(crate) profile_only: bool,
     /// Only the blocking-work rows (`--blocking-only`).
     pub(crate) blocking_only: bool,
+    /// Only the echo rows whose name holds this (`--echo-only TEXT`).
+    pub(crate) echo_only: Option<String>,
 }
 
 impl Options {
@@ -125,6 +127,9 @@ pub(crate) struct EchoLoad {
     /// Servers on CPU 0 with one worker, the load generator on CPU 1
     /// (otherwise: defaults, every process on every core).
     pub(crate) pinned: bool,
+    /// Over a Unix domain socket (`--listen unix:PATH` on both servers)
+    /// instead of TCP.
+    pub(crate) unix: bool,
 }
 
 /// One echo run's numbers.
@@ -216,7 +221,8 @@ pub(crate) struct Results {
 const USAGE: &str = "\
 usage: bench [--quick] [--rounds N] [--out FILE | --no-write] [--bin-dir DIR]
 
-Runs switchboard-server against the tokio-echo baseline (the chat handler
+Runs switchboard-server against the tokio-echo baseline (over TCP, and over
+a Unix socket against tokio-echo --listen unix:PATH; the chat handler
 against tokio-chat, the file handler
 against sendfile-server), driven by switchboard-load, and writes BENCHMARKS.md
 with medians, their spread over the rounds and a met / not met line per target.
@@ -246,6 +252,8 @@ Options:
                  only the blocking-work rows (the core's `blocking` example
                  against `tokio-blocking`: 100 clients × 5 pipelined 50 ms
                  jobs, and fairness); prints them, writes nothing
+  --echo-only TEXT  only the echo rows whose name holds TEXT (e.g. `Unix`);
+                 prints their table, writes nothing
   -h, --help     this text";
 
 fn main() -> ExitCode {
@@ -291,6 +299,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut results = if opts.tls_only { Results::default() } else { run_all(&opts, &bins) };
+    if opts.echo_only.is_some() {
+        println!("{}", markdown::tables(&results));
+        return ExitCode::SUCCESS;
+    }
     if !opts.tls_only {
         eprintln!("profile");
         results.profile = profile::section(&bins, if opts.quick { 2 } else { 4 }, opts.rounds);
@@ -370,6 +382,7 @@ fn parse_args() -> Result<Option<Options>, String> {
         tls_only: false,
         profile_only: false,
         blocking_only: false,
+        echo_only: None,
     };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -387,6 +400,7 @@ fn parse_args() -> Result<Option<Options>, String> {
             "--tls-only" => o.tls_only = true,
             "--profile-only" => o.profile_only = true,
             "--blocking-only" => o.blocking_only = true,
+            "--echo-only" => o.echo_only = Some(it.next().ok_or("--echo-only needs part of a row's name")?),
             "--bin-dir" => o.bin_dir = PathBuf::from(it.next().ok_or("--bin-dir needs a folder")?),
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument '{other}'")),
@@ -397,7 +411,13 @@ fn parse_args() -> Result<Option<Options>, String> {
             "--tls-only, --profile-only and --blocking-only are different partial runs: give one".into()
         );
     }
-    if o.tls_only || o.profile_only || o.blocking_only {
+    if o.echo_only.is_some() && (o.tls_only || o.profile_only || o.blocking_only) {
+        return Err(
+            "--echo-only is a partial run of its own: not with --tls-only, --profile-only or --blocking-only"
+                .into(),
+        );
+    }
+    if o.tls_only || o.profile_only || o.blocking_only || o.echo_only.is_some() {
         // A partial run never replaces the whole report.
         o.out = None;
     }
@@ -419,8 +439,16 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
         ("pinned: echo 64 B, 64 connections", 64, 1, Targets::Throughput, true),
         ("pinned: echo 64 B, 1,000 connections", 1_000, 1, Targets::Throughput, true),
     ];
-    for (name, conns, depth, targets, pinned) in loads {
-        let load = EchoLoad { name: name.into(), conns, depth, targets, pinned };
+    let unix_loads = [
+        ("Unix echo 64 B, 64 connections", 64, 1, Targets::Throughput, false),
+        ("Unix echo 64 B, 1,000 connections", 1_000, 1, Targets::Throughput, false),
+    ];
+    let loads = loads.into_iter().map(|l| (l, false)).chain(unix_loads.into_iter().map(|l| (l, true)));
+    for ((name, conns, depth, targets, pinned), unix) in loads {
+        if opts.echo_only.as_ref().is_some_and(|only| !name.contains(only.as_str())) {
+            continue;
+        }
+        let load = EchoLoad { name: name.into(), conns, depth, targets, pinned, unix };
         r.echo.push((load, [Vec::new(), Vec::new()]));
         r.curves.push([Vec::new(), Vec::new()]);
     }
@@ -466,6 +494,9 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
                     Err(e) => fail(&mut r, format!("{} on {}: {e}", load.name, kind.name())),
                 }
             }
+        }
+        if opts.echo_only.is_some() {
+            continue;
         }
         for msg in udpbench::round(opts, bins, order, &mut r.udp) {
             fail(&mut r, msg);
@@ -560,9 +591,14 @@ fn fail(r: &mut Results, msg: String) {
 /// worker through `taskset -c 0` (which execs the server: the process is the
 /// server's).
 pub(crate) fn start_echo(bins: &Bins, kind: Kind, pinned: bool) -> Result<ServerProc, String> {
+    start_echo_on(bins, kind, pinned, "127.0.0.1:0")
+}
+
+/// [`start_echo`] listening on `listen` (`127.0.0.1:0`, `unix:PATH`).
+fn start_echo_on(bins: &Bins, kind: Kind, pinned: bool, listen: &str) -> Result<ServerProc, String> {
     let (bin, mut args) = match kind {
-        Kind::Switchboard => (&bins.server, vec!["--handler", "echo", "--listen", "127.0.0.1:0"]),
-        Kind::Tokio => (&bins.tokio_echo, vec!["--listen", "127.0.0.1:0"]),
+        Kind::Switchboard => (&bins.server, vec!["--handler", "echo", "--listen", listen]),
+        Kind::Tokio => (&bins.tokio_echo, vec!["--listen", listen]),
     };
     if !pinned {
         return ServerProc::start(bin, &args);
@@ -609,7 +645,10 @@ fn echo_run(
     kind: Kind,
     load: &EchoLoad,
 ) -> Result<(EchoSample, Vec<(f64, f64)>), String> {
-    let server = start_echo(bins, kind, load.pinned)?;
+    // A Unix row's socket file: none before the server starts, none left after.
+    let unix = load.unix.then(|| UnixPath::new(format!("switchboard-bench-{}.sock", std::process::id())));
+    let listen = unix.as_ref().map_or_else(|| "127.0.0.1:0".to_string(), UnixPath::listen);
+    let server = start_echo_on(bins, kind, load.pinned, &listen)?;
     let cpu0 = server.cpu();
     let cs0 = server.ctx_switches();
     let args: Vec<String> = [
@@ -649,6 +688,29 @@ fn echo_run(
         failed: f(&v, &["connections", "failed"]) as u64,
     };
     Ok((sample, curve))
+}
+
+/// A Unix socket's path in the temporary folder, removed before use and
+/// on drop (the servers are killed, and leave their files behind).
+struct UnixPath(PathBuf);
+
+impl UnixPath {
+    fn new(name: String) -> UnixPath {
+        let path = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_file(&path);
+        UnixPath(path)
+    }
+
+    /// The `--listen` value.
+    fn listen(&self) -> String {
+        format!("unix:{}", self.0.display())
+    }
+}
+
+impl Drop for UnixPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn idle_run(bins: &Bins, kind: Kind, conns: usize) -> Result<IdleSample, String> {

@@ -247,6 +247,11 @@ pub(crate) fn render(opts: &Options, r: &Results, took: Duration) -> String {
          `taskset -c 1`: one core each, the engines compared per core.\n",
     );
     s.push_str(
+        "- Servers, Unix rows: the same defaults over a Unix domain socket, `switchboard-server --handler \
+         echo --listen unix:PATH` against `tokio-echo --listen unix:PATH` (a tokio `UnixListener`, the \
+         same task per connection), loaded by `switchboard-load echo --target unix:PATH`.\n",
+    );
+    s.push_str(
         "- Load: `switchboard-load` (one event-loop thread, closed loop: each connection keeps `depth` \
          messages in flight; every echoed byte is checked). Connections open at 5,000/s; the measured \
          window starts once all are connected. Outside the pinned rows the load generator and the \
@@ -345,7 +350,8 @@ fn meaning(r: &Results) -> String {
          msg/s ≥ 1.2× tokio at 64, 1,000 and 10,000 connections, p99 ≤ tokio's, server CPU per \
          message ≤ 0.8× tokio's, server context switches per message ≤ tokio's; pinned (one core and \
          one worker each, load generator on another core), msg/s ≥ 1.2× tokio at 64 and 1,000 \
-         connections; 10,000 idle connections at ≤ 512 bytes of server RSS each; file get ≥ 0.9× the \
+         connections; Unix echo (issue 23), defaults, msg/s ≥ 1.2× tokio's `UnixListener` echo at 64 \
+         and 1,000 connections; 10,000 idle connections at ≤ 512 bytes of server RSS each; file get ≥ 0.9× the \
          sendfile baseline.\n\n",
     );
     for (load, runs) in &r.echo {
@@ -402,6 +408,9 @@ fn meaning(r: &Results) -> String {
         );
         if load.targets == Targets::Throughput {
             let _ = writeln!(s, "  (for reference: {others})");
+            if !load.pinned {
+                continue;
+            }
             // One core each: how busy each was says whether the server
             // alone, or the load generator too, set the rate.
             let busy = |runs: &[EchoSample]| med(runs, |x| x.msgs * x.server_cpu_us / 1e6);
@@ -621,7 +630,7 @@ mod tests {
     }
 
     fn load(name: &str, targets: Targets, pinned: bool) -> EchoLoad {
-        EchoLoad { name: name.into(), conns: 64, depth: 1, targets, pinned }
+        EchoLoad { name: name.into(), conns: 64, depth: 1, targets, pinned, unix: false }
     }
 
     /// The verdict lines of `meaning` for the given results.
@@ -667,6 +676,21 @@ mod tests {
     }
 
     #[test]
+    fn unix_rows_judge_throughput_only_and_say_nothing_of_a_core_they_do_not_have() {
+        let mut r = Results { idle_conns: 10_000, ..Results::default() };
+        let unix = EchoLoad { unix: true, ..load("Unix echo 64", Targets::Throughput, false) };
+        r.echo.push((unix, [vec![sample(125.0, 50.0, 20.0, 2.0)], vec![sample(100.0, 5.0, 10.0, 1.0)]]));
+        assert_eq!(
+            verdicts(&r),
+            ["- **met** Unix echo 64: throughput 125 vs 100 msg/s = 1.25× (target ≥ 1.20×)."]
+        );
+        let text = meaning(&r);
+        assert!(text.contains("(for reference: p99 50.0 µs vs 5.00 µs;"), "{text}");
+        assert!(!text.contains("busy share"), "{text}");
+        assert!(tables(&r).contains("| Unix echo 64 | 125 | 100 | 1.25× |"), "{}", tables(&r));
+    }
+
+    #[test]
     fn pinned_rows_judge_throughput_only_and_a_missing_run_is_not_met() {
         let mut r = Results { idle_conns: 10_000, ..Results::default() };
         r.echo.push((
@@ -692,6 +716,7 @@ mod tests {
             tls_only: false,
             blocking_only: false,
             profile_only: false,
+            echo_only: None,
         };
         let md = render(&opts, &r, Duration::from_secs(1));
         assert!(md.contains("`taskset -c 0 switchboard-server --handler echo --workers 1`"), "{md}");

@@ -129,6 +129,20 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
 }
 
+/// A Unix socket file's mode in octal, as `chmod` takes it (`660`, `0660`
+/// or `0o660`): at most 777.
+pub fn parse_unix_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    let bad = || format!("'{s}' is not a mode in octal, 0 to 777 (e.g. 660)");
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(bad());
+    }
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(bad()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +187,16 @@ mod tests {
         assert_eq!(parse_size("2g"), Ok(2 << 30));
         assert!(parse_size("1TiB").is_err());
         assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn unix_modes_are_octal_up_to_777() {
+        assert_eq!(parse_unix_mode("660"), Ok(0o660));
+        assert_eq!(parse_unix_mode("0660"), Ok(0o660));
+        assert_eq!(parse_unix_mode("0o600"), Ok(0o600));
+        assert_eq!(parse_unix_mode("0"), Ok(0));
+        for bad in ["", "8", "1777", "rw-rw----", "0x1ff", "-1", "66 0"] {
+            assert!(parse_unix_mode(bad).unwrap_err().contains("octal"), "{bad:?}");
+        }
     }
 }

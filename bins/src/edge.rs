@@ -61,7 +61,7 @@ pub struct EdgeArgs {
 pub enum EdgeError {
     /// The certificate or key.
     Tls(TlsConfigError),
-    /// `LISTEN_FDS` names a descriptor that is no TCP socket.
+    /// `LISTEN_FDS` names a descriptor that is no TCP or Unix stream socket.
     Inherited(std::io::Error),
 }
 
@@ -89,10 +89,21 @@ impl EdgeArgs {
     pub fn apply(&self, mut builder: ServerBuilder) -> Result<ServerBuilder, EdgeError> {
         let mut fds = listenfd::ListenFd::from_env();
         if fds.len() > 0 {
-            let listener = fds.take_tcp_listener(0).map_err(EdgeError::Inherited)?;
-            if let Some(l) = listener {
-                log::info!("serving the listening socket handed down (LISTEN_FDS), not --listen");
-                builder = builder.listener(l);
+            // A TCP socket, or a Unix stream socket (`ListenStream=/path`).
+            match fds.take_tcp_listener(0) {
+                Ok(Some(l)) => {
+                    log::info!("serving the listening socket handed down (LISTEN_FDS), not --listen");
+                    builder = builder.listener(l);
+                }
+                Ok(None) => {}
+                Err(tcp) => match fds.take_unix_listener(0) {
+                    Ok(Some(l)) => {
+                        log::info!("serving the Unix socket handed down (LISTEN_FDS), not --listen");
+                        builder = builder.unix_listener(l);
+                    }
+                    Ok(None) => {}
+                    Err(_) => return Err(EdgeError::Inherited(tcp)),
+                },
             }
         }
         if self.reuse_port {

@@ -16,7 +16,7 @@ use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::cli::{
     parse_count, parse_duration, parse_positive_duration, parse_positive_size, parse_size, parse_spin,
-    parse_workers,
+    parse_unix_mode, parse_workers,
 };
 use crate::cluster::ClusterArgs;
 use crate::edge::EdgeArgs;
@@ -102,9 +102,19 @@ pub struct CommonArgs {
     #[arg(long, value_enum, default_value_t = HandlerName::Echo)]
     pub handler: HandlerName,
 
-    /// The address to listen on (port 0 picks a free port).
+    /// The address to listen on: HOST:PORT (port 0 picks a free port), or
+    /// unix:PATH for a Unix domain socket. A socket file left at PATH by a
+    /// server that is gone is replaced; one a server listens on is refused
+    /// (exit 1). The file is removed when the server stops accepting. Each
+    /// Unix peer's uid, gid and pid are in the debug log (RUST_LOG=debug).
     #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
     pub listen: String,
+
+    /// With --listen unix:PATH: the socket file's permissions in octal, as
+    /// chmod takes them (660: its owner and group may connect), set before
+    /// the server accepts [default: what the umask gives].
+    #[arg(long, value_name = "OCTAL", value_parser = parse_unix_mode)]
+    pub unix_mode: Option<u32>,
 
     /// Worker threads, each an event loop over many connections [default: available cores].
     #[arg(long, value_name = "N", value_parser = parse_workers)]
@@ -377,6 +387,20 @@ impl RawArgs {
                     ));
                 }
             }
+        }
+        let unix = match switchboard::unix_path(&self.common.listen) {
+            Some(Err(e)) => {
+                problems.push(format!("--listen {e}"));
+                true
+            }
+            Some(Ok(_)) => true,
+            None => false,
+        };
+        if self.common.unix_mode.is_some() && !unix {
+            problems.push("--unix-mode sets a Unix socket's mode: it needs --listen unix:PATH".into());
+        }
+        if unix && self.udp.udp {
+            problems.push("--udp serves UDP on --listen's port: it cannot go with --listen unix:PATH".into());
         }
         if on_command_line("udp_idle") && !self.udp.udp {
             problems.push("--udp-idle applies with --udp (it is the UDP peers' idle time)".into());

@@ -8,6 +8,8 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+
+use crate::client::Stream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -44,7 +46,7 @@ pub struct TlsArgs {
 impl TlsArgs {
     /// Connects to `addr` (see [`client::connect`](crate::client::connect)),
     /// over TLS when asked: the socket returned then carries the plaintext.
-    pub fn connect(&self, addr: &str, timeout: Duration) -> Result<TcpStream, String> {
+    pub fn connect(&self, addr: &str, timeout: Duration) -> Result<Stream, String> {
         let sock = crate::client::connect(addr, timeout).map_err(|e| e.to_string())?;
         if !self.tls {
             return Ok(sock);
@@ -106,8 +108,12 @@ pub fn read_ca(path: &Path) -> Result<(Vec<u8>, RootCertStore), String> {
 }
 
 /// The name the server's certificate must hold: the host part of
-/// `HOST:PORT` (an IP address is checked against the IP names).
+/// `HOST:PORT` (an IP address is checked against the IP names), and
+/// `localhost` for a Unix socket (`unix:PATH`), which is on this machine.
 pub fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
+    if switchboard::unix_path(addr).is_some() {
+        return Ok(ServerName::try_from("localhost").expect("a valid DNS name"));
+    }
     let host = match addr.rsplit_once(':') {
         Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
         None => addr,
@@ -119,11 +125,11 @@ pub fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
 /// returns a loopback socket that carries the plaintext: what is written to
 /// it is encrypted to the server, what the server sends is read from it.
 pub fn wrap(
-    sock: TcpStream,
+    sock: Stream,
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
     timeout: Duration,
-) -> io::Result<TcpStream> {
+) -> io::Result<Stream> {
     let mut conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
     // Each write is at most a chunk and its records are sent at once.
     conn.set_buffer_limit(None);
@@ -151,7 +157,7 @@ pub fn wrap(
             log_bridge("to the server", &e);
         }
     })?;
-    Ok(mine)
+    Ok(Stream::Tcp(mine))
 }
 
 fn handshake_error(e: io::Error, timeout: Duration) -> io::Error {
@@ -191,7 +197,7 @@ fn loopback_pair() -> io::Result<(TcpStream, TcpStream)> {
 /// records in order: it is taken before the connection's is released).
 struct Shared {
     conn: Mutex<ClientConnection>,
-    out: Mutex<TcpStream>,
+    out: Mutex<Stream>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -212,7 +218,7 @@ fn send_records(shared: &Shared, mut conn: std::sync::MutexGuard<'_, ClientConne
     out.write_all(&bytes)
 }
 
-fn from_server(shared: &Shared, mut sock: TcpStream, local: &TcpStream) -> io::Result<()> {
+fn from_server(shared: &Shared, mut sock: Stream, local: &TcpStream) -> io::Result<()> {
     let mut buf = vec![0u8; CHUNK];
     let mut plain = Vec::new();
     loop {

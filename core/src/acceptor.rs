@@ -15,15 +15,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use rustix::io::Errno;
 
 use crate::admission::Admission;
 use crate::config::Shared;
+use crate::listener::Listener;
 use crate::mailbox::{Mail, WorkerLink};
 use crate::shutdown::Phase;
 use crate::stats::bump;
+use crate::stream::{Peer, Stream};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -38,11 +39,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub(crate) struct Acceptor {
     poll: Poll,
     waker: Arc<Waker>,
-    listener: TcpListener,
+    listener: Listener,
     workers: Vec<WorkerLink>,
     shared: Arc<Shared>,
     /// Rejected sockets being closed without a reset, by token.
-    rejected: HashMap<usize, (TcpStream, Instant)>,
+    rejected: HashMap<usize, (Stream, Instant)>,
     next_token: usize,
     /// While accepting fails for lack of resources: when to retry, and the
     /// current backoff.
@@ -62,7 +63,7 @@ pub(crate) struct Acceptor {
 
 impl Acceptor {
     pub(crate) fn new(
-        mut listener: TcpListener,
+        mut listener: Listener,
         workers: Vec<WorkerLink>,
         shared: Arc<Shared>,
         busy: Vec<u8>,
@@ -222,7 +223,7 @@ impl Acceptor {
         false
     }
 
-    fn dispatch(&mut self, sock: TcpStream, peer: std::net::SocketAddr) {
+    fn dispatch(&mut self, sock: Stream, peer: Peer) {
         let stats = &self.shared.stats;
         if stats.open.load(Ordering::Acquire) >= self.shared.config.max_connections {
             return self.reject(sock);
@@ -245,7 +246,7 @@ impl Acceptor {
 
     /// Over the limit: one line, shut down writing, read to EOF (bounded)
     /// so the peer sees the line rather than a reset.
-    fn reject(&mut self, mut sock: TcpStream) {
+    fn reject(&mut self, mut sock: Stream) {
         bump(&self.shared.stats.rejected);
         self.unlogged_rejections += 1;
         let _ = sock.write(&self.busy);

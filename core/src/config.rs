@@ -220,6 +220,9 @@ impl Config {
                 ));
             }
         }
+        if let Some(mode) = self.listener.unix_mode.filter(|&m| m > 0o777) {
+            return bad(format!("a Unix socket's mode is at most 0o777, not {mode:#o}"));
+        }
         if !(512..=16 << 20).contains(&self.read_buffer) {
             return bad(format!("read buffer must be 512 B to 16 MiB, not {}", self.read_buffer));
         }

@@ -17,6 +17,7 @@ use crate::order::{Order, Parked};
 use crate::outbound::Outbound;
 use crate::pool::{BlockingPool, SpawnError};
 use crate::stats::{bump, Counters};
+use crate::stream::Peer;
 
 /// What happens when a [`ConnHandle::send`] would take a connection past its
 /// outbound budget ([`ServerBuilder::max_outbound`](crate::ServerBuilder::max_outbound)).
@@ -87,7 +88,7 @@ pub(crate) struct ConnShared {
     /// A [`Mail::Inbox`] is on its way (or the worker is gone): no need to
     /// post another. Changed under the route's lock, with the inbox.
     notified: AtomicBool,
-    pub(crate) peer: SocketAddr,
+    pub(crate) peer: Peer,
     /// Bytes queued for this connection and not yet written, in its queue or
     /// on the way in its worker's mailbox.
     pub(crate) queued: AtomicUsize,
@@ -131,7 +132,7 @@ impl ConnShared {
     pub(crate) fn new(
         id: u64,
         key: ConnKey,
-        peer: SocketAddr,
+        peer: Peer,
         rules: Arc<SendRules>,
         mailbox: Arc<Mailbox>,
         stats: Arc<Counters>,
@@ -260,8 +261,15 @@ impl ConnHandle {
         self.shared.id
     }
 
-    /// The peer's address.
+    /// The peer's address; for a Unix socket peer the unspecified address
+    /// `0.0.0.0:0` ([`peer`](Self::peer) has its credentials).
     pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.peer.ip_or_unspecified()
+    }
+
+    /// The peer: its IP address, or a Unix socket peer's credentials
+    /// (uid, gid, pid).
+    pub fn peer(&self) -> Peer {
         self.shared.peer
     }
 
@@ -495,8 +503,15 @@ impl Conn<'_> {
         self.shared.id
     }
 
-    /// The peer's address.
+    /// The peer's address; for a Unix socket peer the unspecified address
+    /// `0.0.0.0:0` ([`peer`](Self::peer) has its credentials).
     pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.peer.ip_or_unspecified()
+    }
+
+    /// The peer: its IP address, or a Unix socket peer's credentials
+    /// (uid, gid, pid).
+    pub fn peer(&self) -> Peer {
         self.shared.peer
     }
 

@@ -19,6 +19,7 @@ use crate::handler::{Flow, Handler};
 use crate::mailbox::{ConnKey, Mail, Mailbox, Pending};
 use crate::pool::BlockingPool;
 use crate::stats::Counters;
+use crate::stream::Peer;
 
 /// Threads of a harness's blocking pool at most ([`Conn::spawn_blocking`]
 /// runs jobs on a pool of the harness's own, joined when it is dropped).
@@ -118,8 +119,10 @@ impl<H: Handler> Harness<H> {
         Harness::with_peer(handler, SocketAddr::from(([127, 0, 0, 1], 40000)))
     }
 
-    /// As [`new`](Harness::new), with the given peer address.
-    pub fn with_peer(handler: H, peer: SocketAddr) -> Harness<H> {
+    /// As [`new`](Harness::new), with the given peer: an address, or a
+    /// [`Peer::Unix`](crate::Peer::Unix) with credentials.
+    pub fn with_peer(handler: H, peer: impl Into<Peer>) -> Harness<H> {
+        let peer = peer.into();
         let poll = Poll::new().expect("an epoll instance for the harness's waker");
         let waker = Arc::new(Waker::new(poll.registry(), Token(0)).expect("a waker for the harness"));
         let (tx, rx) = crossbeam_channel::unbounded();

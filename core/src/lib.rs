@@ -74,6 +74,8 @@ mod service;
 mod shutdown;
 mod signals;
 mod stats;
+mod stream;
+#[cfg_attr(not(feature = "tls"), path = "no_tls.rs")]
 mod tls;
 mod transport;
 mod worker;
@@ -90,7 +92,9 @@ pub use harness::{Harness, Held};
 pub use message::{Message, Payload};
 pub use pool::SpawnError;
 /// The rustls version the server speaks, to build a
-/// [`ServerConfig`](rustls::ServerConfig) for [`ServerBuilder::tls`].
+/// [`ServerConfig`](rustls::ServerConfig) for [`ServerBuilder::tls`]
+/// (feature `tls`).
+#[cfg(feature = "tls")]
 pub use rustls;
 #[doc(hidden)]
 pub use server::StartProbe;
@@ -99,4 +103,6 @@ pub use service::{spawn_service, Service, Stop, ThreadService};
 pub use shutdown::{Phase, ShutdownHandle, ShutdownReport};
 pub use signals::{SignalError, Signals};
 pub use stats::{Stats, WorkerStats};
+pub use stream::{unix_path, Addr, Credentials, Peer, Stream, UNIX_PREFIX};
+#[cfg(feature = "tls")]
 pub use tls::{tls_config_from_pem, TlsConfigError, TlsSocket};

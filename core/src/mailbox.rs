@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
-use mio::net::TcpStream;
 use mio::Waker;
 
 use crate::admission::Admission;
 use crate::message::Message;
+use crate::stream::{Peer, Stream};
 use crate::tls::{Handshake, TlsStream};
 
 slotmap::new_key_type! {
@@ -73,7 +73,7 @@ pub(crate) struct Route {
 /// What other threads send to a worker.
 pub(crate) enum Mail {
     /// A new connection from the acceptor.
-    Conn(TcpStream, std::net::SocketAddr, Admission),
+    Conn(Stream, Peer, Admission),
     /// Something is in the connection's inbox (what its handles queued, in
     /// order): one notice for any number of items, posted when the inbox
     /// turns from idle to pending.

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -15,12 +16,13 @@ use crate::conn::SlowConsumerPolicy;
 use crate::err::StartError;
 use crate::handler::Handler;
 use crate::handshakes::{self, Pool};
-use crate::listener;
+use crate::listener::{self, Bind, Inherited};
 use crate::pool::BlockingPool;
 use crate::service::{Group, Service};
 use crate::shutdown::{Phase, ShutdownHandle, ShutdownReport, ShutdownState};
 use crate::signals::Signals;
 use crate::stats::{Counters, Stats};
+use crate::stream::Addr;
 use crate::worker::{Worker, WorkerReport};
 
 /// Configures and starts a [`Server`]. Every setting has a bounded default;
@@ -259,7 +261,8 @@ impl ServerBuilder {
     /// [`tls_config_from_pem`](crate::tls_config_from_pem) makes one from
     /// PEM files. Under TLS, file regions are read in bounded chunks and
     /// encrypted instead of `sendfile`d, and a graceful close sends
-    /// `close_notify` before the TCP close.
+    /// `close_notify` before the TCP close. (Cargo feature `tls`.)
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, config: std::sync::Arc<rustls::ServerConfig>) -> Self {
         self.config.transport.tls = Some(config);
         self
@@ -344,7 +347,25 @@ impl ServerBuilder {
     /// the address given to [`start`](ServerBuilder::start), which is then
     /// ignored. `start` fails if the socket is not listening.
     pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
-        self.config.listener.inherited = Some(std::sync::Arc::new(listener));
+        self.config.listener.inherited = Some(Inherited::Tcp(Arc::new(listener)));
+        self
+    }
+
+    /// Serves `listener`, a Unix domain socket already listening (systemd
+    /// socket activation with `ListenStream=/path`), like
+    /// [`listener`](ServerBuilder::listener). Its file is not this server's:
+    /// it is left in place on exit, and its mode as it is.
+    pub fn unix_listener(mut self, listener: std::os::unix::net::UnixListener) -> Self {
+        self.config.listener.inherited = Some(Inherited::Unix(Arc::new(listener)));
+        self
+    }
+
+    /// The permissions of the Unix socket file [`start_unix`](ServerBuilder::start_unix)
+    /// makes (for example `0o660`: the owner and the group may connect),
+    /// set before the socket listens; at most `0o777`. Default: what the
+    /// process's umask gives.
+    pub fn unix_mode(mut self, mode: u32) -> Self {
+        self.config.listener.unix_mode = Some(mode);
         self
     }
 
@@ -363,6 +384,42 @@ impl ServerBuilder {
         A: ToSocketAddrs + fmt::Display,
         H: Handler,
     {
+        let shown = addr.to_string();
+        let addrs = match addr.to_socket_addrs() {
+            Ok(addrs) => addrs.collect(),
+            // Served anyway from a socket handed down.
+            Err(_) if self.config.listener.inherited.is_some() => Vec::new(),
+            Err(source) => return Err(StartError::Bind { addr: shown, source }),
+        };
+        self.start_on(Bind::Tcp { addrs, shown }, handler)
+    }
+
+    /// Listens on a Unix domain socket at `path` and starts, like
+    /// [`start`](ServerBuilder::start). A socket file left there by a
+    /// server that is gone (connecting to it is refused) is replaced; one a
+    /// server listens on is refused ([`StartError::Bind`], `AddrInUse`), and
+    /// so is a file that is no socket. The file gets the
+    /// [`unix_mode`](ServerBuilder::unix_mode) and is removed when the
+    /// server stops accepting (when it starts to drain, or on drop). Handlers
+    /// see each peer's credentials in [`Conn::peer`](crate::Conn::peer).
+    pub fn start_unix<P, H>(self, path: P, handler: H) -> Result<Server, StartError>
+    where
+        P: AsRef<Path>,
+        H: Handler,
+    {
+        self.start_on(Bind::Unix(path.as_ref().to_path_buf()), handler)
+    }
+
+    /// Starts on `addr`: [`start`](ServerBuilder::start) for an IP address,
+    /// [`start_unix`](ServerBuilder::start_unix) for a Unix socket's path.
+    pub fn start_at<H: Handler>(self, addr: &Addr, handler: H) -> Result<Server, StartError> {
+        match addr {
+            Addr::Ip(a) => self.start(*a, handler),
+            Addr::Unix(p) => self.start_unix(p, handler),
+        }
+    }
+
+    fn start_on<H: Handler>(self, bind: Bind, handler: H) -> Result<Server, StartError> {
         let ServerBuilder { mut config, max_connections, high_water: asked, probe, signals } = self;
         if max_connections == Some(0) {
             return Err(StartError::Config("max connections must be at least 1".into()));
@@ -398,7 +455,7 @@ impl ServerBuilder {
             Some(n) => n,
             None => allowed,
         };
-        let listener = listener::listen(&addr, config.backlog, &config.listener)?;
+        let listener = listener::listen(&bind, config.backlog, &config.listener)?;
         let local_addr = listener.local_addr()?;
         // Under TLS the busy reply would come before any handshake, as
         // plaintext a TLS client cannot read: such a client is only closed.
@@ -489,7 +546,7 @@ impl ServerBuilder {
             shared.config.workers,
             shared.config.max_connections
         );
-        let server = Server { local_addr, shared, threads };
+        let server = Server { addr: local_addr, shared, threads };
         if let Some(signals) = signals {
             signals.attach(server.shutdown_handle());
         }
@@ -637,7 +694,7 @@ impl Drop for Threads {
 /// the shutdown (connections are closed at once) and joins its threads; no
 /// thread outlives it.
 pub struct Server {
-    local_addr: SocketAddr,
+    addr: Addr,
     shared: Arc<Shared>,
     threads: Threads,
 }
@@ -645,7 +702,7 @@ pub struct Server {
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("local_addr", &self.local_addr)
+            .field("addr", &self.addr)
             .field("workers", &self.threads.workers.len())
             .field("max_connections", &self.shared.config.max_connections)
             .field("phase", &self.shared.shutdown.phase())
@@ -660,9 +717,17 @@ impl Server {
         ServerBuilder::default()
     }
 
-    /// The address the server listens on (with the real port if 0 was asked).
+    /// The TCP address the server listens on (with the real port if 0 was
+    /// asked); for a Unix socket the unspecified address `0.0.0.0:0` (see
+    /// [`addr`](Server::addr)).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.addr.ip().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Where the server listens: its TCP address, or its Unix socket's path
+    /// (displayed `unix:/path`).
+    pub fn addr(&self) -> &Addr {
+        &self.addr
     }
 
     /// The connection limit in force: the one asked for, or derived from the

@@ -16,7 +16,10 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ConnectionCommon, ServerConfig, ServerConnection, SideData};
+pub(crate) use rustls::ServerConfig;
+use rustls::{ConnectionCommon, ServerConnection, SideData};
+
+use crate::stream::Stream;
 
 /// Ciphertext and unsent plaintext rustls holds for one connection at
 /// most; a write waits (would block) while this much is pending.
@@ -57,8 +60,9 @@ pub struct TlsSocket<C, S = TcpStream> {
     eof_pending: bool,
 }
 
-/// The server side over a mio socket, as a worker holds it.
-pub(crate) type TlsStream = TlsSocket<ServerConnection>;
+/// The server side over a connection's stream (TCP or a Unix socket), as a
+/// worker holds it.
+pub(crate) type TlsStream = TlsSocket<ServerConnection, Stream>;
 
 impl<C, D, S> fmt::Debug for TlsSocket<C, S>
 where
@@ -139,8 +143,8 @@ where
     }
 }
 
-impl TlsSocket<ServerConnection> {
-    pub(crate) fn accept(config: Arc<ServerConfig>, sock: TcpStream) -> Result<TlsStream, rustls::Error> {
+impl TlsSocket<ServerConnection, Stream> {
+    pub(crate) fn accept(config: Arc<ServerConfig>, sock: Stream) -> Result<TlsStream, rustls::Error> {
         Ok(TlsSocket::new(ServerConnection::new(config)?, sock))
     }
 

@@ -1,5 +1,6 @@
 //! The bytes of a connection: the one interface through which a worker
-//! reads and writes a peer, plain TCP or TLS. Zero-copy file sending is
+//! reads and writes a peer, plain (a [`Stream`]: TCP or a Unix socket) or
+//! TLS over it. Zero-copy file sending is
 //! offered only where the bytes go to the socket as they are.
 //!
 //! A connection may have a preamble before its handler opens: a PROXY
@@ -15,18 +16,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::event::Source;
-use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::clock;
 use crate::close::CloseReason;
 use crate::proxy::{HeaderReader, Parsed};
-use crate::tls::{Handshake, TlsStream};
+use crate::stream::Stream;
+use crate::tls::{Handshake, ServerConfig, TlsStream};
 
 /// How the connections of a listener begin: with a PROXY header, with TLS.
 #[derive(Debug, Clone)]
 pub(crate) struct TransportConfig {
-    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) tls: Option<Arc<ServerConfig>>,
     pub(crate) proxy_protocol: bool,
     /// The time a connection has for its PROXY header and TLS handshake.
     pub(crate) handshake_timeout: Duration,
@@ -48,12 +49,12 @@ impl Default for TransportConfig {
     }
 }
 
-/// A connection's byte stream.
+/// A connection's bytes as they reach the worker.
 #[derive(Debug)]
-pub(crate) enum Stream {
-    /// Plain TCP.
-    Tcp(TcpStream),
-    /// TLS over TCP.
+enum Wire {
+    /// Plain bytes (TCP or a Unix socket).
+    Plain(Stream),
+    /// TLS over the stream.
     Tls(Box<TlsStream>),
     /// TLS whose stream is on the handshake pool for a step: no bytes move
     /// here until it is back ([`Transport::step_done`]).
@@ -87,7 +88,7 @@ pub(crate) enum Advance {
 /// A connection's byte stream and its preamble.
 #[derive(Debug)]
 pub(crate) struct Transport {
-    stream: Stream,
+    stream: Wire,
     /// While a preamble (a PROXY header, a TLS handshake) or bytes read
     /// past it are left; `None` for plain TCP, whose connections, most of
     /// them idle, then carry one pointer for it.
@@ -115,17 +116,17 @@ struct Pre {
 
 impl Transport {
     /// A new connection's transport under `config`.
-    pub(crate) fn new(sock: TcpStream, config: &TransportConfig, now: Instant) -> io::Result<Transport> {
+    pub(crate) fn new(sock: Stream, config: &TransportConfig, now: Instant) -> io::Result<Transport> {
         let stream = match &config.tls {
             Some(tls) => {
-                Stream::Tls(Box::new(TlsStream::accept(Arc::clone(tls), sock).map_err(io::Error::other)?))
+                Wire::Tls(Box::new(TlsStream::accept(Arc::clone(tls), sock).map_err(io::Error::other)?))
             }
-            None => Stream::Tcp(sock),
+            None => Wire::Plain(sock),
         };
         let preamble = match (&stream, config.proxy_protocol) {
             (_, true) => Preamble::Proxy(HeaderReader::default()),
-            (Stream::Tls(_) | Stream::Away, false) => Preamble::Handshake,
-            (Stream::Tcp(_), false) => Preamble::Done,
+            (Wire::Tls(_) | Wire::Away, false) => Preamble::Handshake,
+            (Wire::Plain(_), false) => Preamble::Done,
         };
         let pre = match preamble {
             Preamble::Done => None,
@@ -171,9 +172,9 @@ impl Transport {
                 }
                 Preamble::Proxy(reader) => {
                     let sock = match &mut self.stream {
-                        Stream::Tcp(s) => s,
-                        Stream::Tls(t) => t.sock_mut(),
-                        Stream::Away => return Ok(Advance::Pending),
+                        Wire::Plain(s) => s,
+                        Wire::Tls(t) => t.sock_mut(),
+                        Wire::Away => return Ok(Advance::Pending),
                     };
                     let parsed = reader.read_from(sock).map_err(|e| match e.kind() {
                         io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
@@ -184,28 +185,28 @@ impl Transport {
                     let Parsed::Header { client, rest } = parsed else { return Ok(Advance::Pending) };
                     pre.client = client;
                     match &mut self.stream {
-                        Stream::Tcp(_) => {
+                        Wire::Plain(_) => {
                             pre.early = rest;
                             pre.preamble = Preamble::Done;
                         }
-                        Stream::Tls(t) => {
+                        Wire::Tls(t) => {
                             t.feed(&rest).map_err(reason_of)?;
                             pre.preamble = Preamble::Handshake;
                         }
                         // (Away only during the handshake, after the header.)
-                        Stream::Away => return Err(CloseReason::Io(io::Error::other("TLS stream away"))),
+                        Wire::Away => return Err(CloseReason::Io(io::Error::other("TLS stream away"))),
                     }
                 }
                 Preamble::Handshake => {
-                    return match std::mem::replace(&mut self.stream, Stream::Away) {
-                        Stream::Tls(t) => Ok(Advance::Handshake(t)),
-                        Stream::Away => {
+                    return match std::mem::replace(&mut self.stream, Wire::Away) {
+                        Wire::Tls(t) => Ok(Advance::Handshake(t)),
+                        Wire::Away => {
                             // On the pool: one more step once it is back.
                             pre.again = true;
                             Ok(Advance::Pending)
                         }
-                        Stream::Tcp(s) => {
-                            self.stream = Stream::Tcp(s);
+                        Wire::Plain(s) => {
+                            self.stream = Wire::Plain(s);
                             pre.preamble = Preamble::Done;
                             continue;
                         }
@@ -223,7 +224,7 @@ impl Transport {
         stream: Box<TlsStream>,
         step: io::Result<Handshake>,
     ) -> Result<Advance, CloseReason> {
-        self.stream = Stream::Tls(stream);
+        self.stream = Wire::Tls(stream);
         let Some(pre) = self.pre.as_deref_mut() else { return Ok(Advance::Ready(None)) };
         pre.stepped = true;
         match step.map_err(reason_of)? {
@@ -239,7 +240,7 @@ impl Transport {
 
     /// The connection speaks TLS.
     pub(crate) fn is_tls(&self) -> bool {
-        !matches!(self.stream, Stream::Tcp(_))
+        !matches!(self.stream, Wire::Plain(_))
     }
 
     /// A handshake step has been done: the server's first flight (and its
@@ -250,23 +251,23 @@ impl Transport {
 
     /// A handshake step is on the pool.
     pub(crate) fn is_away(&self) -> bool {
-        matches!(self.stream, Stream::Away)
+        matches!(self.stream, Wire::Away)
     }
 
     /// The peer's EOF waits behind the bytes last read (TLS): read again
     /// without waiting for a socket event.
     pub(crate) fn eof_pending(&self) -> bool {
         match &self.stream {
-            Stream::Tcp(_) | Stream::Away => false,
-            Stream::Tls(t) => t.eof_pending(),
+            Wire::Plain(_) | Wire::Away => false,
+            Wire::Tls(t) => t.eof_pending(),
         }
     }
 
     /// Bytes are waiting to be written below the replies (TLS records).
     pub(crate) fn wants_write(&self) -> bool {
         match &self.stream {
-            Stream::Tcp(_) | Stream::Away => false,
-            Stream::Tls(t) => t.wants_write(),
+            Wire::Plain(_) | Wire::Away => false,
+            Wire::Tls(t) => t.wants_write(),
         }
     }
 
@@ -275,8 +276,8 @@ impl Transport {
     /// through the cipher.
     pub(crate) fn zero_copy(&self) -> Option<BorrowedFd<'_>> {
         match &self.stream {
-            Stream::Tcp(s) => Some(s.as_fd()),
-            Stream::Tls(_) | Stream::Away => None,
+            Wire::Plain(s) => Some(s.as_fd()),
+            Wire::Tls(_) | Wire::Away => None,
         }
     }
 
@@ -284,28 +285,28 @@ impl Transport {
     /// then the TCP shutdown.
     pub(crate) fn shutdown_write(&mut self) -> io::Result<()> {
         match &mut self.stream {
-            Stream::Tcp(s) => s.shutdown(Shutdown::Write),
-            Stream::Tls(t) => t.shutdown_write(),
-            Stream::Away => Ok(()),
+            Wire::Plain(s) => s.shutdown(Shutdown::Write),
+            Wire::Tls(t) => t.shutdown_write(),
+            Wire::Away => Ok(()),
         }
     }
 
     pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         let interest = Interest::READABLE | Interest::WRITABLE;
         match &mut self.stream {
-            Stream::Tcp(s) => registry.register(s, token, interest),
-            Stream::Tls(t) => registry.register(t.sock_mut(), token, interest),
-            Stream::Away => Err(io::Error::other("the TLS stream is on the handshake pool")),
+            Wire::Plain(s) => registry.register(s, token, interest),
+            Wire::Tls(t) => registry.register(t.sock_mut(), token, interest),
+            Wire::Away => Err(io::Error::other("the TLS stream is on the handshake pool")),
         }
     }
 
     pub(crate) fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         match &mut self.stream {
-            Stream::Tcp(s) => s.deregister(registry),
-            Stream::Tls(t) => t.sock_mut().deregister(registry),
+            Wire::Plain(s) => s.deregister(registry),
+            Wire::Tls(t) => t.sock_mut().deregister(registry),
             // Its socket closes with it when the pool posts it back to a
             // connection no longer there, which takes it out of the poll.
-            Stream::Away => Ok(()),
+            Wire::Away => Ok(()),
         }
     }
 }
@@ -313,6 +314,7 @@ impl Transport {
 /// The close reason for an I/O error of a transport: a TLS failure (rustls
 /// said why) or a socket error.
 pub(crate) fn reason_of(e: io::Error) -> CloseReason {
+    #[cfg(feature = "tls")]
     if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
         let inner = e.into_inner().expect("checked above");
         return CloseReason::Tls(inner.to_string().into());
@@ -338,9 +340,9 @@ impl Read for Transport {
         }
         // Then the socket: a short read must still mean a drained socket.
         let more = match &mut self.stream {
-            Stream::Tcp(s) => s.read(&mut buf[n..]),
-            Stream::Tls(t) => t.read(&mut buf[n..]),
-            Stream::Away => Err(io::ErrorKind::WouldBlock.into()),
+            Wire::Plain(s) => s.read(&mut buf[n..]),
+            Wire::Tls(t) => t.read(&mut buf[n..]),
+            Wire::Away => Err(io::ErrorKind::WouldBlock.into()),
         };
         match more {
             Ok(m) => Ok(n + m),
@@ -353,17 +355,17 @@ impl Read for Transport {
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.stream {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Tls(t) => t.write(buf),
-            Stream::Away => Err(io::ErrorKind::WouldBlock.into()),
+            Wire::Plain(s) => s.write(buf),
+            Wire::Tls(t) => t.write(buf),
+            Wire::Away => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match &mut self.stream {
-            Stream::Tcp(s) => s.write_vectored(bufs),
-            Stream::Tls(t) => t.write_vectored(bufs),
-            Stream::Away => Err(io::ErrorKind::WouldBlock.into()),
+            Wire::Plain(s) => s.write_vectored(bufs),
+            Wire::Tls(t) => t.write_vectored(bufs),
+            Wire::Away => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
@@ -371,9 +373,9 @@ impl Write for Transport {
     /// while the socket does not take it.
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.stream {
-            Stream::Tcp(_) => Ok(()),
-            Stream::Tls(t) => t.flush(),
-            Stream::Away => Err(io::ErrorKind::WouldBlock.into()),
+            Wire::Plain(_) => Ok(()),
+            Wire::Tls(t) => t.flush(),
+            Wire::Away => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 }

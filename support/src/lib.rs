@@ -38,6 +38,6 @@ pub use chat_node::ChatNode;
 pub use line_echo::LineEcho;
 pub use net::{
     connect, connect_from, init_logs, raise_fd_limit, random_bytes, read_end, read_exact, read_line, reset,
-    round_trip, small_window_client, small_window_client_with, start, temp_dir, End, TempDir,
+    round_trip, small_window_client, small_window_client_with, start, temp_dir, unix_client, End, TempDir,
 };
 pub use wait::{wait_stats, wait_until, StatsSource, TIMEOUT};

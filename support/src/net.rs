@@ -123,10 +123,19 @@ pub fn read_exact(s: &mut impl Read, n: usize) -> Vec<u8> {
 }
 
 /// Reads one line (with its newline).
-pub fn read_line(r: &mut BufReader<TcpStream>) -> String {
+pub fn read_line(r: &mut impl BufRead) -> String {
     let mut line = String::new();
     r.read_line(&mut line).expect("read line");
     line
+}
+
+/// A blocking client of the Unix socket at `path`, with a read timeout of
+/// [`TIMEOUT`], buffered to read lines ([`read_line`]).
+pub fn unix_client(path: &Path) -> BufReader<std::os::unix::net::UnixStream> {
+    let s = std::os::unix::net::UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
+    s.set_read_timeout(Some(TIMEOUT)).expect("set a read timeout");
+    BufReader::new(s)
 }
 
 /// What the peer did after its last reply: a clean EOF, a reset, or more data.

@@ -40,6 +40,24 @@ impl TestPki {
         Spawned::spawn(&mut cmd)
     }
 
+    /// A TLS client configuration (ring, TLS 1.2 and 1.3) that trusts this
+    /// CA alone.
+    pub fn client_config(&self) -> std::sync::Arc<switchboard::rustls::ClientConfig> {
+        use switchboard::rustls;
+        use switchboard::rustls::pki_types::pem::PemObject;
+        use switchboard::rustls::pki_types::CertificateDer;
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_file(&self.ca).expect("the CA loads")).expect("the CA is usable");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        std::sync::Arc::new(config)
+    }
+
     /// Makes the CA and the server certificate (an ECDSA P-256 key) and
     /// writes `ca.pem`, `cert.pem` and `key.pem` into `dir`.
     pub fn create(dir: &Path) -> TestPki {

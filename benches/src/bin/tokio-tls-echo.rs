@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -48,18 +48,9 @@ async fn serve(listen: &str, acceptor: TlsAcceptor) -> std::io::Result<()> {
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let Ok(mut tls) = acceptor.accept(socket).await else { return };
-            let mut buf = [0u8; 4096];
-            loop {
-                match tls.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tls.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                }
+            if baseline::echo(&mut tls).await.is_ok() {
+                let _ = tls.shutdown().await;
             }
-            let _ = tls.shutdown().await;
         });
     }
 }

@@ -29,7 +29,8 @@ use switchboard_bins::client::{self, download, interactive, Error};
     subcommand_help_heading = "Modes"
 )]
 struct Args {
-    /// The server's address, HOST:PORT.
+    /// The server's address: HOST:PORT, or unix:PATH for a Unix domain socket
+    /// (with --tls the certificate must then name localhost).
     #[arg(value_name = "ADDR")]
     addr: String,
 
@@ -162,7 +163,7 @@ fn run(args: Args) -> Result<(), String> {
     }
 }
 
-fn open(args: &Args) -> Result<std::net::TcpStream, String> {
+fn open(args: &Args) -> Result<client::Stream, String> {
     let stream = args.tls.connect(&args.addr, args.timeout)?;
     client::set_read_timeout(&stream, args.read_timeout)
         .map_err(|e| format!("setting the read timeout: {e}"))?;

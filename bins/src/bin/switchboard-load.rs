@@ -3,7 +3,6 @@
 //! percentiles, errors and its own CPU cost per message.
 
 use std::io::{IsTerminal, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use switchboard::Addr;
 use switchboard_bins::cli::{parse_duration, parse_size};
 use switchboard_bins::load::{
     hgrm, mismatch_hint, plot_svg, run_watched, udp, write_atomically, Config, Interval, LoadError, Mode,
@@ -49,7 +49,8 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct Common {
-    /// The server to load.
+    /// The server to load: HOST:PORT, or unix:PATH for a Unix domain socket
+    /// (the TCP modes; udp-echo needs HOST:PORT).
     #[arg(long, short = 't', global = true, value_name = "ADDR", default_value = "127.0.0.1:7878")]
     target: String,
 
@@ -311,8 +312,12 @@ fn print_interval(json: bool, i: &Interval) {
 
 /// `udp-echo`: its own runner (no connections), its own report.
 fn udp_echo(c: &Common, size: usize, depth: usize, loss_timeout: Duration) -> ExitCode {
-    let target = match resolve(&c.target) {
-        Ok(t) => t,
+    let target = match resolve(&c.target).map(|t| t.ip()) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            eprintln!("switchboard-load: udp-echo needs HOST:PORT, not a Unix socket ({})", c.target);
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("switchboard-load: {e}");
             return ExitCode::from(2);
@@ -363,11 +368,9 @@ fn udp_echo(c: &Common, size: usize, depth: usize, loss_timeout: Duration) -> Ex
     }
 }
 
-fn resolve(target: &str) -> Result<SocketAddr, LoadError> {
-    let mut addrs = target
-        .to_socket_addrs()
-        .map_err(|e| LoadError::Invalid(format!("'{target}' is not an address (HOST:PORT): {e}")))?;
-    addrs.next().ok_or_else(|| LoadError::Invalid(format!("'{target}' resolves to no address")))
+/// `HOST:PORT` resolved, or `unix:PATH`.
+fn resolve(target: &str) -> Result<Addr, LoadError> {
+    Addr::parse(target).map_err(|e| LoadError::Invalid(e.to_string()))
 }
 
 /// Ctrl-C / SIGTERM: the first stops sending, awaits what is in flight for

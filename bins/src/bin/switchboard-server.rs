@@ -48,6 +48,9 @@ fn run(config: ServerConfig) -> anyhow::Result<()> {
     if let Some(n) = common.max_connections {
         builder = builder.max_connections(n);
     }
+    if let Some(mode) = common.unix_mode {
+        builder = builder.unix_mode(mode);
+    }
     // TLS, PROXY protocol: a certificate or key that cannot be used is one
     // line and exit status 2, like a bad flag.
     let builder = edge.apply(builder).unwrap_or_else(|e| {
@@ -126,9 +129,13 @@ fn serve<H: Handler>(
 ) -> anyhow::Result<()> {
     // SIGINT/SIGTERM: the first drains (the UDP side too, which shares the
     // TCP server's lifecycle), the second forces.
-    let mut server = builder.shutdown_on_signals().start(listen, handler)?;
+    let builder = builder.shutdown_on_signals();
+    let mut server = match switchboard::unix_path(listen) {
+        Some(path) => builder.start_unix(path?, handler)?,
+        None => builder.start(listen, handler)?,
+    };
     let beside = beside(&server)?;
-    out.line(format_args!("listening on {}", server.local_addr()));
+    out.line(format_args!("listening on {}", server.addr()));
     let observe = match beside.udp_stats() {
         Some(udp) => observe.source(admin::udp_source(udp)),
         None => observe,

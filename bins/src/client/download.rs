@@ -18,7 +18,6 @@ use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, IsTerminal};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -27,7 +26,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::protocol::{self, BodyError, ProtocolError};
 use super::terminal::escape_name as printable;
-use super::Error;
+use super::{Error, Stream};
 
 /// Where a download goes, decided before connecting.
 #[derive(Debug, Clone)]
@@ -108,7 +107,7 @@ pub fn plan(name: &str, output: Option<&Path>, force: bool) -> Result<Target, Er
 ///
 /// Set a read timeout on `conn` first so a stalled server ends in
 /// [`Error::Stalled`] rather than a hang.
-pub fn fetch(conn: &mut TcpStream, target: &Target, progress: bool) -> Result<Saved, Error> {
+pub fn fetch(conn: &mut Stream, target: &Target, progress: bool) -> Result<Saved, Error> {
     let read_timeout = conn.read_timeout().ok().flatten().unwrap_or(Duration::ZERO);
     protocol::write_get(conn, &target.name).map_err(|e| Error::io("sending the request", e))?;
     let header = protocol::read_header(conn).map_err(|e| Error::from_protocol(e, read_timeout))?;
@@ -137,7 +136,7 @@ pub fn fetch(conn: &mut TcpStream, target: &Target, progress: bool) -> Result<Sa
 }
 
 /// Sends `list` on `conn` and returns the files and their sizes.
-pub fn list(conn: &mut TcpStream) -> Result<Vec<(String, u64)>, Error> {
+pub fn list(conn: &mut Stream) -> Result<Vec<(String, u64)>, Error> {
     let read_timeout = conn.read_timeout().ok().flatten().unwrap_or(Duration::ZERO);
     protocol::write_list(conn).map_err(|e| Error::io("sending the request", e))?;
     let header = protocol::read_header(conn).map_err(|e| Error::from_protocol(e, read_timeout))?;

@@ -13,13 +13,13 @@
 //! - the output is closed (a broken pipe, e.g. `| head`): done, cleanly.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::terminal::StreamEscaper;
-use super::Error;
+use super::{Error, Stream};
 
 /// The copy buffer each way.
 const CHUNK: usize = 16 * 1024;
@@ -51,7 +51,7 @@ enum Event {
 /// error when a side fails. The input thread may still be blocked reading
 /// when this returns (a terminal cannot be interrupted portably); the
 /// process exiting ends it.
-pub fn run<R, W>(stream: TcpStream, input: R, output: W, linger: Duration) -> Result<(), Error>
+pub fn run<R, W>(stream: Stream, input: R, output: W, linger: Duration) -> Result<(), Error>
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
@@ -80,7 +80,7 @@ where
     result
 }
 
-fn decide(stream: &TcpStream, rx: &mpsc::Receiver<Event>, linger: Duration) -> Result<(), Error> {
+fn decide(stream: &Stream, rx: &mpsc::Receiver<Event>, linger: Duration) -> Result<(), Error> {
     let Ok(first) = rx.recv() else {
         return Ok(());
     };
@@ -134,7 +134,7 @@ fn wait_output(rx: &mpsc::Receiver<Event>, linger: Duration) -> Option<Event> {
     }
 }
 
-fn server_to_output(mut from: TcpStream, mut out: impl Write) -> Event {
+fn server_to_output(mut from: Stream, mut out: impl Write) -> Event {
     let mut buf = vec![0u8; CHUNK];
     let mut escaper = StreamEscaper::default();
     let mut shown = Vec::with_capacity(CHUNK);
@@ -169,7 +169,7 @@ fn server_to_output(mut from: TcpStream, mut out: impl Write) -> Event {
     }
 }
 
-fn input_to_server(mut input: impl Read, mut to: TcpStream) -> Event {
+fn input_to_server(mut input: impl Read, mut to: Stream) -> Event {
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = match input.read(&mut buf) {

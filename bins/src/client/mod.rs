@@ -23,21 +23,33 @@
 //! ```
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 pub mod download;
 mod error;
 pub mod interactive;
 pub mod protocol;
+mod stream;
 pub mod terminal;
 pub mod udp;
 
 pub use error::Error;
 pub use protocol::{read_header, Header, ProtocolError, MAX_HEADER_LEN};
+pub use stream::Stream;
 
-/// Connects to `addr` (`HOST:PORT`), trying each address it resolves to,
-/// each for at most `timeout` (zero: the system's own limit).
-pub fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, Error> {
+/// Connects to `addr`: `HOST:PORT`, trying each address it resolves to,
+/// each for at most `timeout` (zero: the system's own limit), or
+/// `unix:PATH`, a Unix domain socket.
+pub fn connect(addr: &str, timeout: Duration) -> Result<Stream, Error> {
+    if let Some(path) = switchboard::unix_path(addr) {
+        let path = path.map_err(|source| Error::Resolve { addr: addr.to_owned(), source })?;
+        return UnixStream::connect(path).map(Stream::Unix).map_err(|source| Error::Connect {
+            addr: addr.to_owned(),
+            timeout,
+            source,
+        });
+    }
     let addrs: Vec<SocketAddr> =
         addr.to_socket_addrs().map_err(|source| Error::Resolve { addr: addr.to_owned(), source })?.collect();
     let mut last = None;
@@ -48,7 +60,7 @@ pub fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, Error> {
             Ok(stream) => {
                 // Requests are small and answered at once: don't hold them back.
                 let _ = stream.set_nodelay(true);
-                return Ok(stream);
+                return Ok(Stream::Tcp(stream));
             }
             Err(e) => last = Some(e),
         }
@@ -63,6 +75,6 @@ pub fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, Error> {
 }
 
 /// Sets the read timeout of `stream`; zero means none (wait forever).
-pub fn set_read_timeout(stream: &TcpStream, timeout: Duration) -> std::io::Result<()> {
+pub fn set_read_timeout(stream: &Stream, timeout: Duration) -> std::io::Result<()> {
     stream.set_read_timeout(if timeout.is_zero() { None } else { Some(timeout) })
 }

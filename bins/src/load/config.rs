@@ -1,7 +1,8 @@
 //! What a load run does: the target, the connections, the mode and when to stop.
 
-use std::net::SocketAddr;
 use std::time::Duration;
+
+use switchboard::Addr;
 
 /// The longest message line chat mode sends (the server's default limit is 4,096).
 pub(crate) const MAX_CHAT_LINE: usize = 4000;
@@ -12,10 +13,10 @@ pub(crate) const MAX_CHAT_MEMBERS: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The server to load.
-    pub target: SocketAddr,
+    pub target: Addr,
     /// More servers (a chat cluster): connection `i` goes to
     /// [`Config::target_of`]`(i)`, taking the targets in turn.
-    pub also: Vec<SocketAddr>,
+    pub also: Vec<Addr>,
     /// Connections to open (chat: members of the room).
     pub connections: usize,
     /// Event-loop threads, each driving its share of the connections.
@@ -117,9 +118,9 @@ impl Mode {
 impl Config {
     /// A configuration with the defaults of the command line: one thread,
     /// 5,000 connections per second, 10 s, closed loop.
-    pub fn new(target: SocketAddr, connections: usize, mode: Mode) -> Config {
+    pub fn new(target: impl Into<Addr>, connections: usize, mode: Mode) -> Config {
         Config {
-            target,
+            target: target.into(),
             also: Vec::new(),
             connections,
             threads: 1,
@@ -136,10 +137,10 @@ impl Config {
 
     /// Where connection `i` (counted over all threads) connects: the
     /// target and the [`also`](Config::also) servers in turn.
-    pub fn target_of(&self, i: usize) -> SocketAddr {
+    pub fn target_of(&self, i: usize) -> &Addr {
         match i % (1 + self.also.len()) {
-            0 => self.target,
-            k => self.also[k - 1],
+            0 => &self.target,
+            k => &self.also[k - 1],
         }
     }
 
@@ -191,14 +192,16 @@ impl Config {
 #[cfg(test)]
 mod cluster_targets {
     use super::*;
+    use std::net::SocketAddr;
 
     #[test]
     fn connections_take_the_targets_in_turn() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
         let mut cfg = Config::new(a, 4, Mode::Idle);
-        assert_eq!((0..3).map(|i| cfg.target_of(i)).collect::<Vec<_>>(), vec![a, a, a]);
-        cfg.also = vec![b];
-        assert_eq!((0..4).map(|i| cfg.target_of(i)).collect::<Vec<_>>(), vec![a, b, a, b]);
+        let (a, b) = (Addr::Ip(a), Addr::Ip(b));
+        assert_eq!((0..3).map(|i| cfg.target_of(i)).collect::<Vec<_>>(), vec![&a, &a, &a]);
+        cfg.also = vec![b.clone()];
+        assert_eq!((0..4).map(|i| cfg.target_of(i)).collect::<Vec<_>>(), vec![&a, &b, &a, &b]);
     }
 }

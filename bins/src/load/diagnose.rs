@@ -60,7 +60,7 @@ mod tests {
     fn report(mode: &'static str, received: u64, errors: ErrorCounts) -> Report {
         Report {
             mode,
-            target: "127.0.0.1:1".parse().unwrap(),
+            target: switchboard::Addr::Ip("127.0.0.1:1".parse().unwrap()),
             threads: 1,
             rate: None,
             depth: 1,

@@ -14,7 +14,8 @@
 //! ```no_run
 //! use switchboard_bins::load::{run, Config, Mode, Stop};
 //!
-//! let target = "127.0.0.1:7878".parse().unwrap();
+//! // Or a Unix socket: switchboard::Addr::Unix("/run/echo.sock".into()).
+//! let target: std::net::SocketAddr = "127.0.0.1:7878".parse().unwrap();
 //! let mut cfg = Config::new(target, 64, Mode::Echo { size: 64, depth: 1 });
 //! cfg.stop = Stop::Duration(std::time::Duration::from_secs(5));
 //! let report = run(&cfg)?;
@@ -73,7 +74,7 @@ pub enum LoadError {
     /// Nothing answers at the target.
     Unreachable {
         /// The target.
-        addr: std::net::SocketAddr,
+        addr: switchboard::Addr,
         /// Why.
         error: std::io::Error,
     },
@@ -138,9 +139,12 @@ pub fn run_watched(cfg: &Config, mut watch: Watch<'_>) -> Result<Report, LoadErr
     let progress = watch.progress;
     cfg.validate().map_err(LoadError::Invalid)?;
     let probe_timeout = cfg.connect_timeout.min(Duration::from_secs(5));
-    match TcpStream::connect_timeout(&cfg.target, probe_timeout) {
-        Ok(s) => drop(s),
-        Err(error) => return Err(LoadError::Unreachable { addr: cfg.target, error }),
+    let probe = match &cfg.target {
+        switchboard::Addr::Ip(a) => TcpStream::connect_timeout(a, probe_timeout).map(drop),
+        switchboard::Addr::Unix(p) => std::os::unix::net::UnixStream::connect(p).map(drop),
+    };
+    if let Err(error) = probe {
+        return Err(LoadError::Unreachable { addr: cfg.target.clone(), error });
     }
     let fd_limit = raise_fd_limit();
     if (cfg.connections as u64).saturating_add(32) > fd_limit {
@@ -434,7 +438,7 @@ fn build_report(
         .then(|| Duration::from_nanos((cpu.as_nanos() / u128::from(tally.in_window)) as u64));
     Report {
         mode: cfg.mode.name(),
-        target: cfg.target,
+        target: cfg.target.clone(),
         threads: cfg.threads,
         rate: cfg.rate,
         depth: cfg.mode.depth(),

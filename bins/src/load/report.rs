@@ -2,7 +2,6 @@
 //! script.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -14,7 +13,7 @@ pub struct Report {
     /// `echo`, `chat`, `file` or `idle`.
     pub mode: &'static str,
     /// The server loaded.
-    pub target: SocketAddr,
+    pub target: switchboard::Addr,
     /// Event-loop threads used.
     pub threads: usize,
     /// Open-loop rate (messages per second in total), or `None` for the closed loop.

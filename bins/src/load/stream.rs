@@ -1,5 +1,5 @@
-//! A load connection's byte stream: plain TCP, or TLS (`--tls`) with a
-//! rustls client connection over the non-blocking socket, read and written
+//! A load connection's byte stream: plain (TCP or a Unix socket, the core's
+//! [`Stream`]), or TLS (`--tls`) with a rustls client connection over it, read and written
 //! through the core's [`TlsSocket`], the server's own TLS path: reads
 //! return plaintext until the buffer is full or the socket is drained, so a
 //! short read still means a drained socket under edge-triggered polling.
@@ -7,10 +7,9 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use mio::net::TcpStream;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
-use switchboard::TlsSocket;
+use switchboard::{Stream, TlsSocket};
 
 /// What a load run needs to speak TLS.
 #[derive(Debug, Clone)]
@@ -23,16 +22,16 @@ pub struct LoadTls {
 
 /// A connection's stream.
 pub(crate) enum LoadStream {
-    Tcp(TcpStream),
-    Tls(Box<TlsSocket<ClientConnection>>),
+    Plain(Stream),
+    Tls(Box<TlsSocket<ClientConnection, Stream>>),
 }
 
 impl LoadStream {
     /// Wraps a connecting socket; the handshake starts once it is connected
     /// ([`LoadStream::start`]).
-    pub(crate) fn new(sock: TcpStream, tls: Option<&LoadTls>) -> io::Result<LoadStream> {
+    pub(crate) fn new(sock: Stream, tls: Option<&LoadTls>) -> io::Result<LoadStream> {
         Ok(match tls {
-            None => LoadStream::Tcp(sock),
+            None => LoadStream::Plain(sock),
             Some(t) => {
                 let conn =
                     ClientConnection::new(Arc::clone(&t.config), t.name.clone()).map_err(io::Error::other)?;
@@ -41,16 +40,16 @@ impl LoadStream {
         })
     }
 
-    pub(crate) fn sock(&self) -> &TcpStream {
+    pub(crate) fn sock(&self) -> &Stream {
         match self {
-            LoadStream::Tcp(s) => s,
+            LoadStream::Plain(s) => s,
             LoadStream::Tls(t) => t.sock(),
         }
     }
 
-    pub(crate) fn sock_mut(&mut self) -> &mut TcpStream {
+    pub(crate) fn sock_mut(&mut self) -> &mut Stream {
         match self {
-            LoadStream::Tcp(s) => s,
+            LoadStream::Plain(s) => s,
             LoadStream::Tls(t) => t.sock_mut(),
         }
     }
@@ -72,7 +71,7 @@ impl LoadStream {
 impl Read for LoadStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            LoadStream::Tcp(s) => s.read(buf),
+            LoadStream::Plain(s) => s.read(buf),
             LoadStream::Tls(t) => t.read(buf),
         }
     }
@@ -81,7 +80,7 @@ impl Read for LoadStream {
 impl Write for LoadStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            LoadStream::Tcp(s) => s.write(buf),
+            LoadStream::Plain(s) => s.write(buf),
             LoadStream::Tls(t) => t.write(buf),
         }
     }
@@ -89,7 +88,7 @@ impl Write for LoadStream {
     /// Writes the TLS records made but not sent.
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            LoadStream::Tcp(_) => Ok(()),
+            LoadStream::Plain(_) => Ok(()),
             LoadStream::Tls(t) => t.flush(),
         }
     }

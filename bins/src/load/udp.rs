@@ -181,7 +181,9 @@ pub fn run(cfg: &UdpConfig, on_interval: &mut dyn FnMut(&Interval)) -> Result<Ud
         // Room for a burst of echoes while this thread is busy sending (the
         // system may grant less); what overflows counts as lost.
         let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20);
-        socket.connect(cfg.target).map_err(|error| LoadError::Unreachable { addr: cfg.target, error })?;
+        socket
+            .connect(cfg.target)
+            .map_err(|error| LoadError::Unreachable { addr: cfg.target.into(), error })?;
         poll.registry().register(&mut socket, Token(i), Interest::READABLE).map_err(LoadError::Setup)?;
         peers.push(Peer {
             socket,
@@ -317,7 +319,7 @@ pub fn run(cfg: &UdpConfig, on_interval: &mut dyn FnMut(&Interval)) -> Result<Ud
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                        return Err(LoadError::Unreachable { addr: cfg.target, error: e });
+                        return Err(LoadError::Unreachable { addr: cfg.target.into(), error: e });
                     }
                     Err(e) => return Err(LoadError::Setup(e)),
                 }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use mio::net::TcpStream;
 
 use super::stream::LoadStream;
 use mio::{Events, Interest, Poll, Token};
+use switchboard::Stream;
 
 use super::config::Config;
 use super::shared::{Shared, RUN, STOP};
@@ -449,7 +449,7 @@ impl<P: Protocol> Worker<P> {
             out_pos: 0,
             conn: Some(self.proto.open(global)),
         };
-        match TcpStream::connect(self.cfg.target_of(global)) {
+        match Stream::connect(self.cfg.target_of(global)) {
             Ok(mut s) => {
                 match self.poll.registry().register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)
                 {
@@ -477,7 +477,7 @@ impl<P: Protocol> Worker<P> {
     fn connect_event(&mut self, i: usize) {
         let Some(s) = self.slots[i].stream.as_ref().map(LoadStream::sock) else { return };
         let ok = match s.take_error() {
-            Ok(None) => match s.peer_addr() {
+            Ok(None) => match s.peer() {
                 Ok(_) => true,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return, // not yet
                 Err(_) => false,

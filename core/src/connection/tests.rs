@@ -75,7 +75,7 @@ impl Rig {
             blocking: Arc::new(crate::pool::BlockingPool::new(1, 16)),
         });
         let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
-        let shared = ConnShared::new(7, ConnKey::default(), peer, rules, mailbox, Arc::clone(&stats));
+        let shared = ConnShared::new(7, ConnKey::default(), peer.into(), rules, mailbox, Arc::clone(&stats));
         let load = Arc::new(AtomicUsize::new(0));
         let script = Scripted { reads: reads.into(), ..Scripted::default() };
         let admission = Admission::new(&stats, &load);

@@ -4,19 +4,21 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ring::hmac;
+use blake2::digest::{KeyInit, Mac};
+use blake2::Blake2sMac256;
 
 /// A cookie is valid for one or two of these (the current period and the
 /// one before).
 pub const COOKIE_PERIOD: Duration = Duration::from_secs(60);
 
-/// The length of a cookie: 16 lower-case hex digits (64 bits of an
-/// HMAC-SHA256 of the address and the period, under a key drawn at start).
+/// The length of a cookie: 16 lower-case hex digits (64 bits of a keyed
+/// BLAKE2s MAC of the address and the period, under a key drawn at start).
 pub const COOKIE_LEN: usize = 16;
 
 /// The server's cookie key and clock.
 pub(crate) struct Cookies {
-    key: hmac::Key,
+    /// The MAC keyed, ready to be cloned for each tag.
+    mac: Blake2sMac256,
     start: Instant,
 }
 
@@ -29,10 +31,22 @@ impl std::fmt::Debug for Cookies {
 impl Cookies {
     /// A new random key.
     pub(crate) fn new() -> std::io::Result<Cookies> {
-        let rng = ring::rand::SystemRandom::new();
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
-            .map_err(|_| std::io::Error::other("cannot draw a random key for udp cookies"))?;
-        Ok(Cookies { key, start: Instant::now() })
+        let mut key = [0u8; 32];
+        let mut filled = 0;
+        while filled < key.len() {
+            match rustix::rand::getrandom(&mut key[filled..], rustix::rand::GetRandomFlags::empty()) {
+                Ok(n) => filled += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    return Err(std::io::Error::other(format!(
+                        "cannot draw a random key for udp cookies: {e}"
+                    )))
+                }
+            }
+        }
+        let mac = <Blake2sMac256 as KeyInit>::new_from_slice(&key)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Cookies { mac, start: Instant::now() })
     }
 
     fn period(&self) -> u64 {
@@ -40,16 +54,16 @@ impl Cookies {
     }
 
     fn tag(&self, addr: &SocketAddr, period: u64) -> [u8; COOKIE_LEN] {
-        let mut ctx = hmac::Context::with_key(&self.key);
+        let mut mac = self.mac.clone();
         match addr {
-            SocketAddr::V4(a) => ctx.update(&a.ip().octets()),
-            SocketAddr::V6(a) => ctx.update(&a.ip().octets()),
+            SocketAddr::V4(a) => mac.update(&a.ip().octets()),
+            SocketAddr::V6(a) => mac.update(&a.ip().octets()),
         }
-        ctx.update(&addr.port().to_be_bytes());
-        ctx.update(&period.to_be_bytes());
-        let tag = ctx.sign();
+        mac.update(&addr.port().to_be_bytes());
+        mac.update(&period.to_be_bytes());
+        let tag = mac.finalize().into_bytes();
         let mut hex = [0u8; COOKIE_LEN];
-        for (i, b) in tag.as_ref()[..COOKIE_LEN / 2].iter().enumerate() {
+        for (i, b) in tag[..COOKIE_LEN / 2].iter().enumerate() {
             hex[2 * i] = HEX[usize::from(b >> 4)];
             hex[2 * i + 1] = HEX[usize::from(b & 15)];
         }

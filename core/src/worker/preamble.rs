@@ -2,12 +2,9 @@
 //! TLS handshake, whose first step runs on the handshake pool), then the
 //! handler's session.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use mio::net::TcpStream;
 
 use crate::admission::Admission;
 use crate::close::CloseReason;
@@ -18,6 +15,7 @@ use crate::handler::Handler;
 use crate::handshakes::{self, Job, Pool, Refused};
 use crate::mailbox::ConnKey;
 use crate::stats::bump;
+use crate::stream::{Peer, Stream};
 use crate::tls::TlsStream;
 use crate::transport::{Advance, Transport};
 
@@ -41,7 +39,7 @@ impl<H: Handler> Worker<H> {
         self.after(key, next);
     }
 
-    pub(super) fn open(&mut self, sock: TcpStream, peer: SocketAddr, admission: Admission) {
+    pub(super) fn open(&mut self, sock: Stream, peer: Peer, admission: Admission) {
         let config = &self.shared.config;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         // A fresh reading, not this turn's: the connection's handshake and
@@ -101,7 +99,7 @@ impl<H: Handler> Worker<H> {
                                 shared.peer,
                                 shared.id
                             );
-                            shared.peer = client;
+                            shared.peer = Peer::Ip(client);
                         }
                         None => log::error!("{}: the connection is shared before it opened", c.shared.peer),
                     }
