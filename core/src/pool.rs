@@ -305,18 +305,23 @@ impl BlockingPool {
         let mut s = self.inner.state.lock();
         // A pool thread that drops the last owner of the pool does not wait
         // for itself.
+        let mut stuck = false;
         while s.threads > usize::from(mine) {
             if self.inner.ended.wait_until(&mut s, deadline).timed_out() {
                 log::error!(
                     "blocking pool: {} jobs still running after {patience:?}; their threads are left to end on their own",
                     s.threads - usize::from(mine)
                 );
+                stuck = true;
                 break;
             }
         }
         drop(s);
+        // Every thread has counted itself out (it is returning): join them
+        // all, so none is left when the caller goes on. After a stuck job,
+        // only those already finished.
         for t in handles {
-            if t.thread().id() == me || !t.is_finished() {
+            if t.thread().id() == me || (stuck && !t.is_finished()) {
                 continue;
             }
             if t.join().is_err() {
