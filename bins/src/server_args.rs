@@ -169,9 +169,10 @@ pub struct LineArgs {
     pub max_frame: usize,
 
     /// A partial line that has waited this long with no more bytes is taken
-    /// as a complete line, for clients that send `hello` with no newline and
-    /// wait for the answer (e.g. 200ms). Off by default: a line split across
-    /// TCP segments by a slow link would be cut in two.
+    /// as a complete line, for clients that send `hello` or `get a.txt` with
+    /// no newline and wait for the answer (e.g. 200ms). Off by default: a
+    /// line split across TCP segments by a slow link would be cut in two. A
+    /// last line ended by EOF is answered with or without it.
     #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
     pub accept_unterminated: Option<Duration>,
 }

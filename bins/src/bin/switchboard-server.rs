@@ -99,9 +99,10 @@ fn run(config: ServerConfig) -> anyhow::Result<()> {
             })
         }
         HandlerConfig::File { lines, root } => {
-            if lines.accept_unterminated.is_some() {
-                log::warn!("--accept-unterminated is not yet honoured by --handler file; ignoring it");
-            }
+            let builder = match lines.accept_unterminated {
+                Some(wait) => builder.accept_unterminated(wait),
+                None => builder,
+            };
             let handler = FileGet::new(&root, lines.max_frame)?;
             log::info!("serving files under {}", handler.root().display());
             let observe = observe.source(admin::file_source(handler.meters()));
