@@ -35,17 +35,11 @@ s.connect((sys.argv[1], int(sys.argv[2])))
 s.send(b'get a.txt')
 if sys.argv[3] == 'shut':
     s.shutdown(socket.SHUT_WR)
-def recv_exactly(n):
-    data = b''
-    while len(data) < n:
-        chunk = s.recv(n - len(data))
-        if not chunk:
-            raise SystemExit('cut short')
-        data += chunk
-    return data
-head_len = struct.unpack('i', recv_exactly(4))[0]
-header = json.loads(recv_exactly(head_len).decode('utf-8'))
-body = recv_exactly(header['file_size'])
+replies = s.makefile('rb')
+head_len = struct.unpack('i', replies.read(4))[0]
+header = json.loads(replies.read(head_len).decode('utf-8'))
+body = replies.read(header['file_size'])
+assert len(body) == header['file_size'], 'cut short'
 print(header['filename'], header['file_size'], body.decode())
 "#;
 
