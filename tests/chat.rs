@@ -57,6 +57,25 @@ fn text_goes_to_every_other_member_only() {
 }
 
 #[test]
+fn a_last_line_without_its_newline_reaches_the_room_when_the_member_half_closes() {
+    let server = server();
+    let addr = server.local_addr();
+    let (mut a, _) = Client::join(addr);
+    let (mut b, _) = Client::join(addr);
+    a.expect("* guest-2 joined");
+    b.send_raw(b"bye for now");
+    b.stream().shutdown(std::net::Shutdown::Write).unwrap();
+    a.expect("<guest-2> bye for now");
+    a.expect("* guest-2 left");
+    // A command too: the last line is a line like any other.
+    let (mut c, _) = Client::join(addr);
+    a.expect("* guest-3 joined");
+    c.send_raw(b"/who\r");
+    c.stream().shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(c.lines_to_eof(), ["* online: guest-1, guest-3"]);
+}
+
+#[test]
 fn nick_changes_and_rules() {
     let server = server();
     let addr = server.local_addr();

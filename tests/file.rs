@@ -138,6 +138,24 @@ fn pipelined_requests_are_answered_in_order() {
 }
 
 #[test]
+fn a_last_request_without_its_newline_is_answered_when_the_client_half_closes() {
+    let dir = temp_dir("eof");
+    let a = random_bytes(10_000, 3);
+    dir.write("a.txt", &a);
+    let server = start(dir.path());
+    // Uncached (answered on the pool) and then cached (on the event loop).
+    for _ in 0..2 {
+        let mut s = connect(server.local_addr());
+        s.write_all(b"get a.txt").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_found(&read_reply(&mut s), "a.txt", &a);
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"", "nothing after the one reply, then EOF");
+    }
+}
+
+#[test]
 fn list_names_the_regular_files_under_the_root_sorted() {
     let dir = temp_dir("list");
     dir.write("b.txt", b"bb");

@@ -55,6 +55,43 @@ fn the_last_line_without_its_ending_is_answered_at_eof_only_when_asked() {
     }
 }
 
+/// A line handler that asks for the last line at EOF itself.
+struct EofLine;
+
+impl switchboard::Handler for EofLine {
+    type Session = ();
+
+    fn framing(&self) -> Framing {
+        Framing::lines(64)
+    }
+
+    fn last_line_at_eof(&self) -> bool {
+        true
+    }
+
+    fn open(&self, _conn: &mut switchboard::Conn<'_>) {}
+
+    fn frame(&self, _: &mut (), line: &[u8], conn: &mut switchboard::Conn<'_>) -> Flow {
+        conn.send([b"got ", line, b"\n"].concat());
+        Flow::Continue
+    }
+
+    fn eof(&self, _: &mut (), conn: &mut switchboard::Conn<'_>) {
+        conn.send(b"eof\n");
+    }
+}
+
+#[test]
+fn a_handler_that_asks_for_the_last_line_at_eof_gets_it_without_the_option() {
+    let server = start(Server::builder().workers(1), EofLine);
+    let mut s = connect(server.local_addr());
+    s.write_all(b"one\nget a.txt\r").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    assert_eq!(all, b"got one\ngot get a.txt\neof\n", "the last line, CR dropped, before eof");
+}
+
 #[test]
 fn an_over_long_partial_line_is_a_frame_error_not_a_line() {
     let server = start(Server::builder().workers(1).accept_unterminated(Duration::from_secs(20)), got());

@@ -72,6 +72,22 @@ pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// The core's frame timeout: a partial line's quiet wait must be shorter.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// [`parse_positive_duration`], shorter than the 30s frame timeout
+/// (`--accept-unterminated`: a partial line is dropped at the frame timeout,
+/// so a longer wait would never take it).
+pub fn parse_unterminated_wait(s: &str) -> Result<Duration, String> {
+    let d = parse_positive_duration(s)?;
+    if d >= FRAME_TIMEOUT {
+        return Err(format!(
+            "'{s}' is not shorter than the 30s frame timeout (a partial line is dropped then)"
+        ));
+    }
+    Ok(d)
+}
+
 /// [`parse_duration`], at most 10ms (`--spin`).
 pub fn parse_spin(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;

@@ -16,7 +16,7 @@ use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::cli::{
     parse_count, parse_duration, parse_positive_duration, parse_positive_size, parse_size, parse_spin,
-    parse_unix_mode, parse_workers,
+    parse_unix_mode, parse_unterminated_wait, parse_workers,
 };
 use crate::cluster::ClusterArgs;
 use crate::edge::EdgeArgs;
@@ -169,10 +169,12 @@ pub struct LineArgs {
     pub max_frame: usize,
 
     /// A partial line that has waited this long with no more bytes is taken
-    /// as a complete line, for clients that send `hello` with no newline and
-    /// wait for the answer (e.g. 200ms). Off by default: a line split across
-    /// TCP segments by a slow link would be cut in two.
-    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    /// as a complete line, for clients that send `hello` or `get a.txt` with
+    /// no newline and wait for the answer (e.g. 200ms; under the 30s frame
+    /// timeout). Off by default: a
+    /// line split across TCP segments by a slow link would be cut in two. A
+    /// last line ended by EOF is answered with or without it.
+    #[arg(long, value_name = "DURATION", value_parser = parse_unterminated_wait)]
     pub accept_unterminated: Option<Duration>,
 }
 

@@ -83,6 +83,14 @@ fn a_zero_wait_is_refused() {
 }
 
 #[test]
+fn a_wait_not_shorter_than_the_frame_timeout_is_refused() {
+    let out = run(Command::new(BIN).args(["--handler", "chat", "--accept-unterminated", "30s"]), TIMEOUT);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'30s' is not shorter than the 30s frame timeout"), "{err}");
+}
+
+#[test]
 fn the_operator_console_answers_a_tutorial_client_that_sends_no_newline() {
     let (mut server, addr) = spawn(&["--console", "--accept-unterminated", "200ms"], Stdio::piped());
     assert_eq!(

@@ -89,6 +89,16 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
+    /// Lines framing: whether a last line the peer ended with EOF instead
+    /// of a line ending is still a frame (delivered before
+    /// [`eof`](Handler::eof)). Default: no, it is dropped, unless the
+    /// server's [`accept_unterminated`](crate::ServerBuilder::accept_unterminated)
+    /// is on. A request/reply protocol whose clients may write one request
+    /// and half-close returns `true`. Called as each connection opens.
+    fn last_line_at_eof(&self) -> bool {
+        false
+    }
+
     /// A connection opened; create its session. Anything sent through `conn`
     /// here (a greeting) goes out first. To refuse the connection, send the
     /// reason and call [`Conn::close`]: it closes once that is delivered.

@@ -46,6 +46,10 @@ impl<H: Handler> Handler for Arc<H> {
         (**self).max_deferred()
     }
 
+    fn last_line_at_eof(&self) -> bool {
+        (**self).last_line_at_eof()
+    }
+
     fn on_drained(&self, session: &mut H::Session, conn: &mut Conn<'_>) -> Flow {
         (**self).on_drained(session, conn)
     }

@@ -141,7 +141,7 @@ impl<H: Handler> Harness<H> {
         let shared =
             ConnShared::new(id, ConnKey::default(), peer, Arc::new(rules), mailbox, Arc::clone(&stats));
         let admission = Admission::new(&stats, &Arc::new(AtomicUsize::new(0)));
-        let framer = Framer::new(handler.framing());
+        let framer = Framer::new(handler.framing()).unterminated(handler.last_line_at_eof());
         let c = Connection::new(Scripted::default(), Arc::new(shared), framer, admission, Instant::now());
         let mut h = Harness {
             handler,

@@ -51,6 +51,13 @@ fn run(config: ServerConfig) -> anyhow::Result<()> {
     if let Some(mode) = common.unix_mode {
         builder = builder.unix_mode(mode);
     }
+    // Chat and file: a partial line quiet this long is a line (the core's
+    // framer; a last line at EOF is one anyway).
+    if let HandlerConfig::Chat { lines, .. } | HandlerConfig::File { lines, .. } = &handler {
+        if let Some(wait) = lines.accept_unterminated {
+            builder = builder.accept_unterminated(wait);
+        }
+    }
     // TLS, PROXY protocol: a certificate or key that cannot be used is one
     // line and exit status 2, like a bad flag.
     let builder = edge.apply(builder).unwrap_or_else(|e| {
@@ -83,10 +90,6 @@ fn run(config: ServerConfig) -> anyhow::Result<()> {
                 .room_rate(rate, rate / 2)
                 .who_addresses(args.chat_who_addresses);
             let chat = args.cluster.apply(chat)?;
-            let chat = match lines.accept_unterminated {
-                Some(d) => chat.accept_unterminated(d),
-                None => chat,
-            };
             let chat = Arc::new(chat);
             let observe = observe.source(admin::chat_source(Arc::clone(&chat)));
             serve(builder, &listen, &out, Arc::clone(&chat), observe, |s| {
@@ -99,9 +102,6 @@ fn run(config: ServerConfig) -> anyhow::Result<()> {
             })
         }
         HandlerConfig::File { lines, root } => {
-            if lines.accept_unterminated.is_some() {
-                log::warn!("--accept-unterminated is not yet honoured by --handler file; ignoring it");
-            }
             let handler = FileGet::new(&root, lines.max_frame)?;
             log::info!("serving files under {}", handler.root().display());
             let observe = observe.source(admin::file_source(handler.meters()));

@@ -46,7 +46,8 @@ impl<H: Handler> Worker<H> {
         // idle deadlines must not start before it was accepted.
         let (mailbox, stats, now) = (&self.mailbox, &self.shared.stats, Instant::now());
         let rules = &self.rules;
-        let framer = Framer::new(rules.framing).unterminated(config.accept_unterminated.is_some());
+        let last_line = config.accept_unterminated.is_some() || self.handler.last_line_at_eof();
+        let framer = Framer::new(rules.framing).unterminated(last_line);
         let sock = match Transport::new(sock, &config.transport, now) {
             Ok(sock) => sock,
             Err(e) => {

@@ -13,7 +13,6 @@ mod reply;
 mod room;
 mod text;
 mod udp;
-mod unterminated;
 
 use std::fmt;
 use std::path::Path;
@@ -103,8 +102,6 @@ pub struct Chat {
     room_bucket: Arc<Mutex<Bucket>>,
     /// Join and leave notices only while the room has at most this many.
     announce_up_to: usize,
-    /// Take a partial line as a line after this long with no more bytes.
-    unterminated: Option<Duration>,
     /// This server alone, or the bridge to the other servers (`--redis`):
     /// chosen once, when the chat is built.
     reach: Box<dyn Reach>,
@@ -175,7 +172,6 @@ impl Chat {
             room_burst: DEFAULT_ROOM_BURST,
             room_bucket: Arc::new(Mutex::new(Bucket::full(DEFAULT_ROOM_BURST as f64))),
             announce_up_to: DEFAULT_ANNOUNCE_UP_TO,
-            unterminated: None,
             reach: Box::new(reach::Alone),
             accounts: None,
         }
@@ -301,8 +297,6 @@ pub(crate) struct Seat {
 #[derive(Debug)]
 pub struct ChatSession {
     seat: Seat,
-    /// The chat's own line cutting, with `accept_unterminated`.
-    split: Option<unterminated::Splitter>,
 }
 
 /// Sends one shared message to every handle. A member over its outbound
@@ -329,7 +323,14 @@ impl Handler for Chat {
     type Session = ChatSession;
 
     fn framing(&self) -> Framing {
-        self.chat_framing()
+        Framing::lines(self.max_line)
+    }
+
+    /// A member may write a last line and half-close: it reaches the room.
+    /// (A partial line the member waits on is a line only with the server's
+    /// `accept_unterminated`.)
+    fn last_line_at_eof(&self) -> bool {
+        true
     }
 
     /// One deferred reply at a time: a login, a claim or a cluster request
@@ -343,17 +344,10 @@ impl Handler for Chat {
         // Straight into this connection's queue: ahead of any broadcast,
         // which comes through the worker's mailbox after this callback.
         conn.line(&format!("* welcome {nick}"));
-        ChatSession { seat, split: self.splitter() }
+        ChatSession { seat }
     }
 
     fn frame(&self, session: &mut ChatSession, line: &[u8], conn: &mut Conn<'_>) -> Flow {
-        // With accept_unterminated the frame is raw bytes: the splitter
-        // calls back here line by line (with the splitter taken out).
-        if let Some(mut split) = session.split.take() {
-            let flow = self.split_input(session, &mut split, line, conn);
-            session.split = Some(split);
-            return flow;
-        }
         self.line(&mut session.seat, line, conn)
     }
 
@@ -364,16 +358,6 @@ impl Handler for Chat {
                 Flow::Continue
             }
             _ => Flow::Close,
-        }
-    }
-
-    fn timer(&self, session: &mut ChatSession, id: u64, conn: &mut Conn<'_>) -> Flow {
-        self.split_timer(session, id, conn)
-    }
-
-    fn eof(&self, session: &mut ChatSession, conn: &mut Conn<'_>) {
-        if let Some(mut split) = session.split.take() {
-            let _ = self.split_flush(session, &mut split, conn);
         }
     }
 

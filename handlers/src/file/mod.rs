@@ -5,9 +5,10 @@ mod list;
 mod md5cache;
 mod meters;
 pub mod proto;
-mod queue;
+mod region;
 mod request;
 
+use rustix::fs::{Mode, OFlags};
 use std::fmt;
 use std::fs::{self, File};
 use std::io;
@@ -15,17 +16,13 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use parking_lot::Mutex;
-use rustix::fs::{Mode, OFlags};
-use switchboard::{Conn, Decoder, Flow, Framing, Handler, Message, SpawnError, Step};
+use switchboard::{Conn, Flow, FrameError, Framing, Handler, Message, SpawnError};
 
 use self::list::{Answer, ListCache};
 use self::md5cache::{HashError, Key, Md5Cache};
 pub use self::meters::FileMeters;
 use self::proto::{encode, Header, Reason};
-use self::queue::{ConnQueue, State};
+use self::region::LastRegion;
 pub use self::request::{parse as parse_request, Request};
 
 /// How many md5 sums are cached (oldest out first).
@@ -34,10 +31,6 @@ const MD5_CACHE_ENTRIES: usize = 1024;
 const HASH_ATTEMPTS: usize = 3;
 /// The shortest request line limit accepted.
 const MIN_REQUEST: usize = 16;
-/// How long a request line may stay incomplete while bytes trickle in
-/// (the handler cuts its own lines, so it keeps the core's default frame
-/// timeout itself).
-const LINE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The file get handler: answers `get NAME` with a length-prefixed JSON
 /// header and the file's bytes (sent zero-copy), and `list` with the files
@@ -61,9 +54,9 @@ const LINE_TIMEOUT: Duration = Duration::from_secs(30);
 /// cached is answered at once; one that needs hashing, and every `list`, is
 /// prepared on the server's blocking pool
 /// ([`Conn::spawn_blocking`](switchboard::Conn::spawn_blocking), shared
-/// fairly: one job in flight per connection, connections served in turn),
-/// and the connection's later requests wait behind it so replies stay in
-/// request order.
+/// fairly between connections) as the core's deferred reply, one at a
+/// time per connection: its later requests wait in the core, unread, so
+/// replies stay in request order.
 ///
 /// A connection has at most one file region on its way to the peer: a
 /// `get` or `list` after one waits, its file not yet opened, until that
@@ -72,8 +65,10 @@ const LINE_TIMEOUT: Duration = Duration::from_secs(30);
 /// holds one descriptor, not one per request, and nothing it asked is
 /// refused or lost.
 ///
-/// Lines are cut by the handler itself (the connection's framing is raw),
-/// so a last request ended by EOF instead of a newline is answered too.
+/// Requests are lines; a last request ended by EOF instead of a newline
+/// is answered too, and with the server's
+/// [`accept_unterminated`](switchboard::ServerBuilder::accept_unterminated)
+/// so is one the client leaves unterminated and waits.
 ///
 /// ```no_run
 /// use switchboard::Server;
@@ -108,16 +103,10 @@ impl fmt::Debug for FileGet {
     }
 }
 
-/// Per-connection state: the request line being received, and the requests
-/// waiting behind a reply that is being prepared off the event loop.
+/// Per-connection state: the file region sent last, while it is unwritten.
 #[derive(Debug)]
 pub struct FileSession {
-    lines: Decoder,
-    /// The start of a request line not yet ended (at most the limit + 1).
-    tail: Vec<u8>,
-    /// When the incomplete line at the end of `tail` started.
-    partial_since: Option<Instant>,
-    queue: queue::Shared,
+    last: LastRegion,
 }
 
 /// Resolves `name` below `root` (canonical) exactly as `get` does: the
@@ -221,43 +210,32 @@ impl FileGet {
         }
     }
 
-    /// Answers the request `line` now, or queues it behind the replies it
-    /// must follow.
-    fn handle(&self, queue: &queue::Shared, line: &[u8], conn: &mut Conn<'_>) {
-        let mut q = queue.lock();
-        if q.state != State::Idle || !q.is_empty() {
-            q.push_line(line);
-            return;
-        }
+    /// Answers the request `line` now, or on the pool (as a deferred
+    /// reply) if that needs the disk or must wait for the last file region.
+    fn handle(&self, session: &FileSession, line: &[u8], conn: &mut Conn<'_>) {
         let request = request::parse(line);
-        // The pool may have finished the last request while its replies
-        // are still on their way to the queue: then this one goes through
-        // the pool too, behind them. So does one that must wait for a file
-        // region to be written.
-        let waits = conn.has_deferred() || (request.may_send_file() && q.in_flight().is_some());
-        if !waits {
-            if let Ok(reply) = self.answer_now(request, conn) {
-                if let Some(file) = send(conn, reply) {
-                    q.sent(&file);
+        let waits = request.may_send_file() && session.last.in_flight();
+        let request = match waits {
+            true => request,
+            false => match self.answer_now(request, conn) {
+                Ok(reply) => {
+                    if let Some(file) = send(conn, reply) {
+                        session.last.sent(&file);
+                    }
+                    return;
                 }
-                return;
-            }
-        }
-        q.push_line(line);
-        q.state = State::Queued;
-        drop(q);
-        let (inner, shared) = (Arc::clone(&self.inner), Arc::clone(queue));
-        if let Err(e) = conn.spawn_blocking(move |reply| queue::turn(inner, shared, reply)) {
+                Err(request) => request,
+            },
+        };
+        let name = match &request {
+            Request::Get(name) => name.clone(),
+            _ => String::new(),
+        };
+        let (inner, last) = (Arc::clone(&self.inner), session.last.clone());
+        let job = move |reply| region::answer(inner, last, request, reply, std::time::Duration::ZERO);
+        if let Err(e) = conn.spawn_blocking(job) {
             // Nothing was promised: the request is answered at once.
             log::warn!("{}: file: {e}", conn.peer_addr());
-            let mut q = queue.lock();
-            q.clear();
-            q.state = State::Idle;
-            drop(q);
-            let name = match request::parse(line) {
-                Request::Get(name) => name,
-                _ => String::new(),
-            };
             let reason = match e {
                 SpawnError::Busy { .. } => Reason::ServerBusy,
                 _ => Reason::ShuttingDown,
@@ -357,16 +335,21 @@ impl Inner {
 impl Handler for FileGet {
     type Session = FileSession;
 
-    /// Raw: the handler cuts lines itself (with the core's [`Decoder`]), so
-    /// that a last line ended by EOF is still answered.
     fn framing(&self) -> Framing {
-        Framing::Raw
+        Framing::lines(self.inner.max_request)
     }
 
-    /// One deferred reply at a time: the handler keeps its own queue of
-    /// requests in order and defers for the one being answered.
+    /// One deferred reply at a time: a connection has at most one file
+    /// region (one descriptor) in flight, so requests are not pipelined
+    /// onto the pool; later ones wait in the core, unread.
     fn max_deferred(&self) -> Option<usize> {
         Some(1)
+    }
+
+    /// A client may write its last request and half-close without a
+    /// newline: it is answered.
+    fn last_line_at_eof(&self) -> bool {
+        true
     }
 
     /// A client turned away at the connection limit reads a header like any
@@ -376,73 +359,23 @@ impl Handler for FileGet {
     }
 
     fn open(&self, _conn: &mut Conn<'_>) -> FileSession {
-        FileSession {
-            lines: Decoder::new(Framing::lines(self.inner.max_request)),
-            tail: Vec::new(),
-            partial_since: None,
-            queue: Arc::new(Mutex::new(ConnQueue::default())),
-        }
+        FileSession { last: LastRegion::default() }
     }
 
-    fn frame(&self, session: &mut FileSession, data: &[u8], conn: &mut Conn<'_>) -> Flow {
-        let mut owned = std::mem::take(&mut session.tail);
-        let input: &[u8] = if owned.is_empty() {
-            data
-        } else {
-            owned.extend_from_slice(data);
-            &owned
-        };
-        let mut pos = 0;
-        let mut completed = false;
-        loop {
-            match session.lines.next(&input[pos..]) {
-                Step::Frame(line, used) => {
-                    pos += used;
-                    self.handle(&session.queue, line, conn);
-                }
-                Step::Error(error, used) => {
-                    pos += used;
-                    log::debug!("{}: file: {error}", conn.peer_addr());
-                    // An empty line: a bad request.
-                    self.handle(&session.queue, b"", conn);
-                }
-                Step::Skip(used) => {
-                    pos += used;
-                    continue;
-                }
-                Step::Incomplete => break,
-            }
-            completed = true;
-        }
-        session.tail = input[pos..].to_vec();
-        if session.tail.is_empty() && !session.lines.skipping() {
-            session.partial_since = None;
-        } else if completed || session.partial_since.is_none() {
-            session.partial_since = Some(Instant::now());
-        } else if session.partial_since.is_some_and(|t| t.elapsed() >= LINE_TIMEOUT) {
-            log::info!(
-                "{}: file: a request line still incomplete after {LINE_TIMEOUT:?}; closing",
-                conn.peer_addr()
-            );
-            return Flow::Close;
-        }
+    fn frame(&self, session: &mut FileSession, line: &[u8], conn: &mut Conn<'_>) -> Flow {
+        self.handle(session, line, conn);
         Flow::Continue
     }
 
-    /// The peer finished sending: a last line without its newline is a
-    /// request too.
-    fn eof(&self, session: &mut FileSession, conn: &mut Conn<'_>) {
-        let mut line = std::mem::take(&mut session.tail);
-        if line.is_empty() || session.lines.skipping() {
-            return;
+    /// A line over the limit is a bad request (answered as an empty one);
+    /// the connection stays.
+    fn frame_error(&self, session: &mut FileSession, error: FrameError, conn: &mut Conn<'_>) -> Flow {
+        log::debug!("{}: file: {error}", conn.peer_addr());
+        if error.is_fatal() {
+            return Flow::Close;
         }
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if line.len() > self.inner.max_request || line.contains(&b'\n') {
-            line.clear();
-        }
-        self.handle(&session.queue, &line, conn);
+        self.handle(session, b"", conn);
+        Flow::Continue
     }
 
     /// The server has stopped: hashing in progress on the core's blocking
