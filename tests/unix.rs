@@ -68,9 +68,12 @@ fn a_unix_peer_is_served_with_its_credentials_and_the_file_goes_at_drain() {
     assert!(path.exists());
     c.get_mut().write_all(b"still\n").unwrap();
     assert_eq!(read_line(&mut c), "still\n");
+    // The refused server's probe connected to the live socket: accepted
+    // before the drain (otherwise it stays in the backlog and is reset).
+    let stats = server.stats_handle();
+    switchboard_test_support::wait_until("the probe is accepted", || stats.snapshot().accepted == 2);
 
     let handle = server.shutdown_handle();
-    let stats = server.stats_handle();
     let t = std::thread::spawn(move || server.wait());
     handle.drain();
     // Drain stops accepting: the file goes then, while this client is
@@ -81,7 +84,7 @@ fn a_unix_peer_is_served_with_its_credentials_and_the_file_goes_at_drain() {
     drop(c);
     let report = t.join().unwrap();
     assert_eq!((report.drained, report.forced), (1, 0), "{report}");
-    // The client, and the refused server's probe of the live socket.
+    // The client and the probe, and nothing else.
     assert_eq!(stats.snapshot().accepted, 2);
 }
 
