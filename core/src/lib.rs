@@ -91,6 +91,7 @@ pub use handler::{handler_fn, Flow, FnHandler, Handler};
 pub use harness::{Harness, Held};
 pub use message::{Message, Payload};
 pub use pool::SpawnError;
+pub use proxy::{ProxyHeader, ProxyVersion};
 /// The rustls version the server speaks, to build a
 /// [`ServerConfig`](rustls::ServerConfig) for [`ServerBuilder::tls`]
 /// (feature `tls`).

@@ -1,10 +1,15 @@
 //! The PROXY protocol (HAProxy's, versions 1 and 2): the header a load
 //! balancer sends first on each connection, naming the client it accepted.
 //! Parsed with the `ppp` crate; bounded in size here (and in time by the
-//! handshake timeout).
+//! handshake timeout). The other direction too: [`ProxyHeader`] writes the
+//! header a relay sends first on its outbound connection (the proxy
+//! handler's `--proxy-protocol-out`), in the form this parser reads.
 
+use std::fmt;
 use std::io::{self, Read};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::stream::Peer;
 
 use ppp::{v1, v2, HeaderResult, PartialResult};
 
@@ -117,12 +122,187 @@ pub(crate) fn parse(input: &[u8]) -> io::Result<Parsed> {
     Ok(Parsed::Header { client, rest: input[len..].to_vec() })
 }
 
+/// The PROXY protocol version a [`ProxyHeader`] is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyVersion {
+    /// Version 1: one text line, `PROXY TCP4 SRC DST SPORT DPORT\r\n`
+    /// (at most 107 bytes).
+    V1,
+    /// Version 2: a binary header, 16 bytes and the addresses (28 bytes
+    /// for IPv4, 52 for IPv6).
+    V2,
+}
+
+impl fmt::Display for ProxyVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProxyVersion::V1 => "v1",
+            ProxyVersion::V2 => "v2",
+        })
+    }
+}
+
+/// The PROXY header a relay sends first on its connection to a backend,
+/// naming the client it accepted (`source`) and the address that client
+/// connected to (`destination`), so that the backend sees the client as
+/// if it had connected directly (HAProxy's `send-proxy`, `send-proxy-v2`).
+///
+/// - Both IP: `TCP4` when both are IPv4, else `TCP6` (an IPv4 address
+///   beside an IPv6 one written IPv4-mapped, `::ffff:a.b.c.d`, which the
+///   reader takes back as the IPv4 address). A destination not known is
+///   the unspecified address of the source's family, port 0.
+/// - A client over a Unix socket has no address to tell: v1 writes
+///   `PROXY UNKNOWN\r\n` and v2 the `LOCAL` command, after which the
+///   backend takes the relay's own address as the peer's.
+///
+/// ```
+/// use switchboard::{Peer, ProxyHeader, ProxyVersion};
+///
+/// let client = Peer::Ip("203.0.113.7:51234".parse().unwrap());
+/// let header = ProxyHeader::new(client, Some("192.0.2.1:7000".parse().unwrap()));
+/// assert_eq!(header.encode(ProxyVersion::V1), b"PROXY TCP4 203.0.113.7 192.0.2.1 51234 7000\r\n");
+/// assert_eq!(header.encode(ProxyVersion::V2).len(), 16 + 12);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyHeader {
+    /// The client's address; `None`: unknown (a Unix socket client).
+    source: Option<SocketAddr>,
+    destination: Option<SocketAddr>,
+}
+
+impl ProxyHeader {
+    /// The header for `client`, which connected to `destination` (the
+    /// relay's listening address, if known).
+    pub fn new(client: Peer, destination: Option<SocketAddr>) -> ProxyHeader {
+        ProxyHeader { source: client.ip(), destination }
+    }
+
+    /// The source and destination as they are written: both of one family
+    /// (`None`: unknown, written `UNKNOWN` / `LOCAL`).
+    fn addresses(&self) -> Option<(SocketAddr, SocketAddr)> {
+        let src = self.source?;
+        let dst = self.destination.unwrap_or_else(|| match src {
+            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+        });
+        let (src_ip, dst_ip) = (src.ip().to_canonical(), dst.ip().to_canonical());
+        let (src_ip, dst_ip) = match (src_ip, dst_ip) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => (IpAddr::V4(s), IpAddr::V4(d)),
+            (s, d) => (IpAddr::V6(v6(s)), IpAddr::V6(v6(d))),
+        };
+        Some((SocketAddr::new(src_ip, src.port()), SocketAddr::new(dst_ip, dst.port())))
+    }
+
+    /// The header's bytes in `version`.
+    pub fn encode(&self, version: ProxyVersion) -> Vec<u8> {
+        let addresses = self.addresses();
+        match version {
+            ProxyVersion::V1 => match addresses {
+                None => b"PROXY UNKNOWN\r\n".to_vec(),
+                Some((src, dst)) => {
+                    let family = if src.is_ipv4() { "TCP4" } else { "TCP6" };
+                    format!("PROXY {family} {} {} {} {}\r\n", src.ip(), dst.ip(), src.port(), dst.port())
+                        .into_bytes()
+                }
+            },
+            ProxyVersion::V2 => {
+                let built = match addresses {
+                    None => v2::Builder::with_addresses(
+                        v2::Version::Two | v2::Command::Local,
+                        v2::Protocol::Unspecified,
+                        v2::Addresses::Unspecified,
+                    ),
+                    Some(pair) => v2::Builder::with_addresses(
+                        v2::Version::Two | v2::Command::Proxy,
+                        v2::Protocol::Stream,
+                        pair,
+                    ),
+                }
+                .build();
+                // ppp fails only on a header over 64 KiB (TLVs): none here.
+                built.expect("a PROXY v2 header without TLVs fits its length field")
+            }
+        }
+    }
+}
+
+/// An address as IPv6: IPv4 IPv4-mapped.
+fn v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn header(client: Option<&str>, rest: &[u8]) -> Parsed {
         Parsed::Header { client: client.map(|c| c.parse().unwrap()), rest: rest.to_vec() }
+    }
+
+    fn peer(s: &str) -> Peer {
+        Peer::Ip(s.parse().unwrap())
+    }
+
+    /// Encoded in each version and read back by the parser: the client,
+    /// and nothing more consumed than the header.
+    fn round_trip(h: ProxyHeader) -> Vec<Option<SocketAddr>> {
+        [ProxyVersion::V1, ProxyVersion::V2]
+            .into_iter()
+            .map(|v| {
+                let mut bytes = h.encode(v);
+                bytes.extend_from_slice(b"payload");
+                match parse(&bytes).unwrap() {
+                    Parsed::Header { client, rest } => {
+                        assert_eq!(rest, b"payload", "{v}");
+                        client
+                    }
+                    Parsed::Incomplete => panic!("{v}: incomplete"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn written_tcp4_and_tcp6_headers_read_back_as_the_client() {
+        let h = ProxyHeader::new(peer("203.0.113.7:51234"), Some("192.0.2.1:7000".parse().unwrap()));
+        assert_eq!(h.encode(ProxyVersion::V1), b"PROXY TCP4 203.0.113.7 192.0.2.1 51234 7000\r\n");
+        let v2 = h.encode(ProxyVersion::V2);
+        // Signature, version 2 PROXY, TCP over IPv4, 12 bytes of addresses.
+        assert_eq!(&v2[..16], b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c");
+        assert_eq!(&v2[16..], [203, 0, 113, 7, 192, 0, 2, 1, 0xc8, 0x22, 0x1b, 0x58]);
+        assert_eq!(round_trip(h), vec![Some(peer("203.0.113.7:51234").ip().unwrap()); 2]);
+
+        let h = ProxyHeader::new(peer("[2001:db8::5]:4000"), Some("[2001:db8::1]:7000".parse().unwrap()));
+        assert_eq!(h.encode(ProxyVersion::V1), b"PROXY TCP6 2001:db8::5 2001:db8::1 4000 7000\r\n");
+        assert_eq!(h.encode(ProxyVersion::V2).len(), 16 + 36);
+        assert_eq!(round_trip(h), vec![Some("[2001:db8::5]:4000".parse().unwrap()); 2]);
+    }
+
+    #[test]
+    fn mixed_families_are_written_as_tcp6_and_read_back_as_the_ipv4_client() {
+        // An IPv4 client of a relay listening on [::].
+        let h = ProxyHeader::new(peer("203.0.113.7:51234"), Some("[::]:7000".parse().unwrap()));
+        assert_eq!(h.encode(ProxyVersion::V1), b"PROXY TCP6 ::ffff:203.0.113.7 :: 51234 7000\r\n");
+        assert_eq!(round_trip(h), vec![Some("203.0.113.7:51234".parse().unwrap()); 2]);
+        // An IPv4-mapped client beside an IPv4 destination: plain TCP4.
+        let h = ProxyHeader::new(peer("[::ffff:203.0.113.7]:1"), Some("127.0.0.1:2".parse().unwrap()));
+        assert_eq!(h.encode(ProxyVersion::V1), b"PROXY TCP4 203.0.113.7 127.0.0.1 1 2\r\n");
+        // No destination known: the unspecified address, port 0.
+        let h = ProxyHeader::new(peer("[2001:db8::5]:4000"), None);
+        assert_eq!(h.encode(ProxyVersion::V1), b"PROXY TCP6 2001:db8::5 :: 4000 0\r\n");
+        assert_eq!(round_trip(h), vec![Some("[2001:db8::5]:4000".parse().unwrap()); 2]);
+    }
+
+    #[test]
+    fn a_unix_client_is_unknown_in_v1_and_local_in_v2() {
+        let h = ProxyHeader::new(Peer::Unix(None), Some("127.0.0.1:7000".parse().unwrap()));
+        assert_eq!(h.encode(ProxyVersion::V1), b"PROXY UNKNOWN\r\n");
+        let v2 = h.encode(ProxyVersion::V2);
+        assert_eq!(v2, b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00");
+        assert_eq!(round_trip(h), vec![None, None]);
     }
 
     #[test]
