@@ -62,6 +62,7 @@ mod handler;
 mod handler_arc;
 mod handshakes;
 mod harness;
+mod link;
 mod listener;
 mod mailbox;
 mod message;
@@ -89,6 +90,7 @@ pub use framer::{Fed, Framer, Item};
 pub use framing::{Decoder, EncodeError, FrameError, Framing, Prefix, Step};
 pub use handler::{handler_fn, Flow, FnHandler, Handler};
 pub use harness::{Harness, Held};
+pub use link::{ConnectError, Link, LinkEvent, LinkOptions};
 pub use message::{Message, Payload};
 pub use pool::SpawnError;
 /// The rustls version the server speaks, to build a
