@@ -49,6 +49,12 @@ pub enum CloseReason {
     /// The server expects a PROXY protocol header and got none in time, an
     /// invalid one or one over the size limit (why).
     BadProxyHeader(Box<str>),
+    /// An outbound connection (a [`Link`](crate::Link)) could not be made:
+    /// refused, unreachable, or the socket failed (the error).
+    ConnectFailed(io::Error),
+    /// An outbound connection was not made within its connect timeout
+    /// ([`LinkOptions::connect_timeout`](crate::LinkOptions::connect_timeout)).
+    ConnectTimeout,
 }
 
 impl CloseReason {
@@ -95,6 +101,8 @@ impl fmt::Display for CloseReason {
                 f.write_str("TLS handshake refused: the handshake queue is full")
             }
             CloseReason::BadProxyHeader(why) => write!(f, "no valid PROXY protocol header: {why}"),
+            CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            CloseReason::ConnectTimeout => f.write_str("connect timed out"),
         }
     }
 }

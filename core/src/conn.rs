@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::framing::{EncodeError, Framing};
+use crate::link::state::LinkState;
 use crate::mailbox::{ConnKey, Mail, Mailbox, Pending, Route, To};
 use crate::message::{Message, Payload};
 use crate::order::{Order, Parked};
@@ -452,6 +453,10 @@ pub struct Conn<'a> {
     pub(crate) ctl: &'a mut Control,
     /// The order of replies while deferred ones are in progress.
     pub(crate) order: &'a mut Option<Box<Order>>,
+    /// The connection's link (its outbound connection), if it has one.
+    pub(crate) link: &'a mut Option<Box<LinkState>>,
+    /// The connection is closing: no link may be opened.
+    pub(crate) closing: bool,
 }
 
 impl fmt::Debug for Conn<'_> {

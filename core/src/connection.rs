@@ -12,6 +12,7 @@ use crate::admission::Admission;
 use crate::close::CloseReason;
 use crate::conn::{Conn, ConnShared, Control, HalfClose};
 use crate::framer::{Fed, Framer};
+use crate::link::state::LinkState;
 use crate::mailbox::Mail;
 use crate::order::Order;
 use crate::outbound::{Outbound, WriteError};
@@ -229,6 +230,9 @@ pub(crate) struct Connection<S, T = Transport> {
     pub(crate) admission: Admission,
     /// While deferred replies are in progress: the order replies leave in.
     pub(crate) order: Option<Box<Order>>,
+    /// The connection's link (its outbound connection), if it has one.
+    /// Boxed: a pointer in every connection, the link only where there is one.
+    pub(crate) link: Option<Box<LinkState>>,
 }
 
 impl<S, T: ByteStream> Connection<S, T> {
@@ -254,6 +258,7 @@ impl<S, T: ByteStream> Connection<S, T> {
             held: None,
             admission,
             order: None,
+            link: None,
         }
     }
 
@@ -271,6 +276,8 @@ impl<S, T: ByteStream> Connection<S, T> {
             draining,
             ctl: &mut self.ctl,
             order: &mut self.order,
+            link: &mut self.link,
+            closing: matches!(self.life, Life::Closing { .. }),
         };
         let session = match &mut self.life {
             Life::Preamble => None,

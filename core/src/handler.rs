@@ -5,6 +5,7 @@ use std::fmt;
 use crate::close::CloseReason;
 use crate::conn::Conn;
 use crate::framing::{FrameError, Framing};
+use crate::link::LinkEvent;
 
 /// What the server should do with a connection after a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +150,27 @@ pub trait Handler: Send + Sync + 'static {
     /// Default: nothing.
     fn on_drained(&self, session: &mut Self::Session, conn: &mut Conn<'_>) -> Flow {
         let _ = (session, conn);
+        Flow::Continue
+    }
+
+    /// Something happened on the connection's link (its outbound
+    /// connection, opened with [`Conn::connect`]): `conn` is this
+    /// connection's, with [`Conn::link`] to write to the link. Returning
+    /// [`Flow::Close`] closes this connection (gracefully; its link is
+    /// flushed and shut with it).
+    ///
+    /// Default: a transparent relay back to the peer, for raw framing:
+    /// [`LinkEvent::Frame`] is sent as it is, [`LinkEvent::Eof`]
+    /// half-closes this connection ([`Conn::shutdown_write`]), and
+    /// [`LinkEvent::Closed`] closes it.
+    fn link(&self, session: &mut Self::Session, event: LinkEvent<'_>, conn: &mut Conn<'_>) -> Flow {
+        let _ = session;
+        match event {
+            LinkEvent::Frame(bytes) => conn.send(bytes),
+            LinkEvent::Eof => conn.shutdown_write(),
+            LinkEvent::Closed(_) => return Flow::Close,
+            _ => {}
+        }
         Flow::Continue
     }
 

@@ -118,6 +118,27 @@ counters! {
         "tls-refused" "" Total,
         "switchboard_tls_handshakes_refused_total" Counter total,
         "TLS connections closed before their handshake: the handshake queue was full.";
+    /// Links (outbound connections, [`Conn::connect`](crate::Conn::connect))
+    /// whose connect completed.
+    links_opened: u64 = (workers links_opened),
+        "links" "" Total,
+        "switchboard_links_opened_total" Counter per_worker,
+        "Outbound connections (links) connected.";
+    /// Links whose connect failed: refused, timed out, or another error.
+    link_connect_failures: u64 = (workers link_connect_failures),
+        "link-failures" "" Total,
+        "switchboard_link_connect_failures_total" Counter per_worker,
+        "Outbound connections (links) whose connect was refused, timed out or failed.";
+    /// Bytes read from links' upstreams (not in `bytes_in`).
+    link_bytes_in: u64 = (workers link_bytes_in),
+        "link-in" "B" Rate,
+        "switchboard_link_bytes_in_total" Counter per_worker,
+        "Bytes read from outbound connections (links).";
+    /// Bytes written to links' upstreams (not in `bytes_out`).
+    link_bytes_out: u64 = (workers link_bytes_out),
+        "link-out" "B" Rate,
+        "switchboard_link_bytes_out_total" Counter per_worker,
+        "Bytes written to outbound connections (links).";
 }
 
 /// The live counters behind [`Stats`]. Those bumped on every read, write
@@ -150,6 +171,10 @@ pub(crate) struct WorkerCounters {
     pub(crate) forced_closes: AtomicU64,
     pub(crate) tls_handshakes: AtomicU64,
     pub(crate) tls_handshakes_refused: AtomicU64,
+    pub(crate) links_opened: AtomicU64,
+    pub(crate) link_connect_failures: AtomicU64,
+    pub(crate) link_bytes_in: AtomicU64,
+    pub(crate) link_bytes_out: AtomicU64,
     /// Bytes held in the queues of this worker's connections (the
     /// server-wide outbound budget adds them up). Only the worker changes
     /// it, so the line is never contended.

@@ -178,6 +178,51 @@ impl Stream {
         }
     }
 
+    /// Starts a non-blocking connect to `addr` for an outbound connection:
+    /// the socket's own errors (`socket()` out of descriptors) are the
+    /// outer error; the connect's (refused at once, a Unix socket's full
+    /// backlog) come back beside the stream, to be reported as the link's
+    /// end like a refusal that comes later. A TCP stream has Nagle's
+    /// algorithm off.
+    pub(crate) fn start_connect(addr: &Addr) -> io::Result<(Stream, io::Result<()>)> {
+        use socket2::{Domain, SockAddr, Socket, Type};
+        let (domain, to) = match addr {
+            Addr::Ip(a) => (Domain::for_address(*a), SockAddr::from(*a)),
+            Addr::Unix(p) => (Domain::UNIX, SockAddr::unix(p)?),
+        };
+        let sock = Socket::new(domain, Type::STREAM, None)?;
+        sock.set_nonblocking(true)?;
+        if let Addr::Ip(_) = addr {
+            sock.set_nodelay(true)?;
+        }
+        let started = match sock.connect(&to) {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INPROGRESS.raw_os_error()) => Ok(()),
+            other => other,
+        };
+        let stream = match addr {
+            Addr::Ip(_) => Stream::Tcp(TcpStream::from_std(std::net::TcpStream::from(sock))),
+            Addr::Unix(_) => Stream::Unix(UnixStream::from_std(std::os::unix::net::UnixStream::from(sock))),
+        };
+        Ok((stream, started))
+    }
+
+    /// Whether a connect begun with [`start_connect`](Stream::start_connect)
+    /// is done: `Ok(false)` while in progress, the connect's error if it
+    /// failed. (A Unix socket connects at once or not at all.)
+    pub(crate) fn connect_done(&self) -> io::Result<bool> {
+        if let Some(e) = self.take_error()? {
+            return Err(e);
+        }
+        match self {
+            Stream::Tcp(s) => match s.peer_addr() {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+                Err(e) => Err(e),
+            },
+            Stream::Unix(_) => Ok(true),
+        }
+    }
+
     /// The peer: its IP address, or its credentials over a Unix socket.
     pub fn peer(&self) -> io::Result<Peer> {
         match self {

@@ -142,6 +142,19 @@ impl Transport {
         Ok(Transport { stream, pre })
     }
 
+    /// A plain stream with no preamble: an outbound connection's.
+    pub(crate) fn plain(sock: Stream) -> Transport {
+        Transport { stream: Wire::Plain(sock), pre: None }
+    }
+
+    /// The plain stream under a transport that has no TLS.
+    pub(crate) fn plain_stream(&self) -> Option<&Stream> {
+        match &self.stream {
+            Wire::Plain(s) => Some(s),
+            Wire::Tls(_) | Wire::Away => None,
+        }
+    }
+
     /// The session may open: no preamble is left.
     pub(crate) fn is_ready(&self) -> bool {
         self.pre.as_ref().is_none_or(|p| matches!(p.preamble, Preamble::Done))
