@@ -25,6 +25,7 @@ mod markdown;
 mod plots;
 mod procs;
 mod profile;
+mod proxybench;
 mod tlsbench;
 mod udpbench;
 
@@ -53,6 +54,8 @@ pub(crate) struct Options {
     pub(crate) blocking_only: bool,
     /// Only the echo rows whose name holds this (`--echo-only TEXT`).
     pub(crate) echo_only: Option<String>,
+    /// Only the proxy rows (`--proxy-only`).
+    pub(crate) proxy_only: bool,
 }
 
 impl Options {
@@ -215,6 +218,8 @@ pub(crate) struct Results {
     pub(crate) tls: String,
     /// The blocking-work section (markdown).
     pub(crate) blocking: String,
+    /// The TCP proxy section (markdown).
+    pub(crate) proxy: String,
 }
 
 /// The usage text (`--help`).
@@ -254,6 +259,9 @@ Options:
                  jobs, and fairness); prints them, writes nothing
   --echo-only TEXT  only the echo rows whose name holds TEXT (e.g. `Unix`);
                  prints their table, writes nothing
+  --proxy-only   only the TCP proxy rows (`--handler proxy` against
+                 `tokio-proxy`: bulk MB/s, echo 64 B at 64 and 1,000
+                 connections, RSS per relayed pair); prints them, writes nothing
   -h, --help     this text";
 
 fn main() -> ExitCode {
@@ -298,6 +306,10 @@ fn main() -> ExitCode {
         println!("{}", blockbench::section(&opts, &bins));
         return ExitCode::SUCCESS;
     }
+    if opts.proxy_only {
+        println!("{}", proxybench::section(&opts, &bins));
+        return ExitCode::SUCCESS;
+    }
     let mut results = if opts.tls_only { Results::default() } else { run_all(&opts, &bins) };
     if opts.echo_only.is_some() {
         println!("{}", markdown::tables(&results));
@@ -318,6 +330,8 @@ fn main() -> ExitCode {
     if !opts.tls_only {
         eprintln!("blocking work");
         results.blocking = blockbench::section(&opts, &bins);
+        eprintln!("TCP proxy");
+        results.proxy = proxybench::section(&opts, &bins);
     }
     let md = markdown::render(&opts, &results, started.elapsed());
     if !opts.tls_only {
@@ -383,6 +397,7 @@ fn parse_args() -> Result<Option<Options>, String> {
         profile_only: false,
         blocking_only: false,
         echo_only: None,
+        proxy_only: false,
     };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -400,24 +415,22 @@ fn parse_args() -> Result<Option<Options>, String> {
             "--tls-only" => o.tls_only = true,
             "--profile-only" => o.profile_only = true,
             "--blocking-only" => o.blocking_only = true,
+            "--proxy-only" => o.proxy_only = true,
             "--echo-only" => o.echo_only = Some(it.next().ok_or("--echo-only needs part of a row's name")?),
             "--bin-dir" => o.bin_dir = PathBuf::from(it.next().ok_or("--bin-dir needs a folder")?),
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
-    if [o.tls_only, o.profile_only, o.blocking_only].iter().filter(|&&x| x).count() > 1 {
+    let partial = [o.tls_only, o.profile_only, o.blocking_only, o.proxy_only, o.echo_only.is_some()];
+    if partial.iter().filter(|&&x| x).count() > 1 {
         return Err(
-            "--tls-only, --profile-only and --blocking-only are different partial runs: give one".into()
-        );
-    }
-    if o.echo_only.is_some() && (o.tls_only || o.profile_only || o.blocking_only) {
-        return Err(
-            "--echo-only is a partial run of its own: not with --tls-only, --profile-only or --blocking-only"
+            "--tls-only, --profile-only, --blocking-only, --proxy-only and --echo-only are different \
+                    partial runs: give one"
                 .into(),
         );
     }
-    if o.tls_only || o.profile_only || o.blocking_only || o.echo_only.is_some() {
+    if partial.contains(&true) {
         // A partial run never replaces the whole report.
         o.out = None;
     }

@@ -318,6 +318,7 @@ pub(crate) fn render(opts: &Options, r: &Results, took: Duration) -> String {
     s.push_str(&r.profile);
     s.push_str(&r.tls);
     s.push_str(&r.blocking);
+    s.push_str(&r.proxy);
     if !r.failures.is_empty() {
         s.push_str("\n## Runs that failed\n\n");
         for f in &r.failures {
@@ -715,6 +716,7 @@ mod tests {
             args: Vec::new(),
             tls_only: false,
             blocking_only: false,
+            proxy_only: false,
             profile_only: false,
             echo_only: None,
         };

@@ -49,6 +49,10 @@ pub struct RawArgs {
     #[allow(missing_docs)]
     pub file: FileArgs,
 
+    #[command(flatten, next_help_heading = "Proxy (--handler proxy)")]
+    #[allow(missing_docs)]
+    pub proxy: ProxyArgs,
+
     #[command(flatten, next_help_heading = "UDP (--handler echo, upper, chat)")]
     #[allow(missing_docs)]
     pub udp: UdpArgs,
@@ -73,6 +77,8 @@ pub enum HandlerName {
     Chat,
     /// Serves the files under --root: `get NAME` and `list`, length + JSON header + raw bytes.
     File,
+    /// Relays every client to a --backend, round robin, bytes both ways unchanged.
+    Proxy,
 }
 
 impl HandlerName {
@@ -83,6 +89,7 @@ impl HandlerName {
             HandlerName::Upper => "upper",
             HandlerName::Chat => "chat",
             HandlerName::File => "file",
+            HandlerName::Proxy => "proxy",
         }
     }
 }
@@ -225,6 +232,49 @@ pub struct FileArgs {
     pub root: Option<PathBuf>,
 }
 
+/// The proxy's flags.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// The servers to relay clients to, HOST:PORT or unix:PATH, comma
+    /// separated; each new client goes to the next one in turn. A backend
+    /// whose connect fails (refused, timed out) is skipped for 2s, doubling
+    /// for each failure in a row up to 30s; when every one is down, the one
+    /// that failed longest ago is tried. A client whose backend fails is
+    /// closed, the reason logged.
+    #[arg(long, value_name = "ADDR[,ADDR...]", value_delimiter = ',')]
+    pub backend: Vec<String>,
+
+    /// Send a PROXY protocol header first to the backend, naming the client
+    /// (the backend expects it: HAProxy's accept-proxy, switchboard-server
+    /// --proxy-protocol, nginx's proxy_protocol). A client over a Unix socket
+    /// is sent as UNKNOWN (v1) or LOCAL (v2).
+    #[arg(long, value_name = "VERSION")]
+    pub proxy_protocol_out: Option<ProxyOut>,
+
+    /// How long a backend has to accept a connection before it counts as
+    /// failed (e.g. 500ms, 5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration, default_value = "5s")]
+    pub backend_connect_timeout: Duration,
+}
+
+/// `--proxy-protocol-out`'s versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProxyOut {
+    /// Version 1: a text line.
+    V1,
+    /// Version 2: binary.
+    V2,
+}
+
+impl From<ProxyOut> for switchboard::ProxyVersion {
+    fn from(v: ProxyOut) -> switchboard::ProxyVersion {
+        match v {
+            ProxyOut::V1 => switchboard::ProxyVersion::V1,
+            ProxyOut::V2 => switchboard::ProxyVersion::V2,
+        }
+    }
+}
+
 /// Serving the handler over UDP too.
 #[derive(Debug, Clone, Args)]
 pub struct UdpArgs {
@@ -279,6 +329,7 @@ pub const SCOPES: &[Scope] = &[
     Scope { flags: LineArgs::augment_args, handlers: &[HandlerName::Chat, HandlerName::File] },
     Scope { flags: ChatArgs::augment_args, handlers: &[HandlerName::Chat] },
     Scope { flags: FileArgs::augment_args, handlers: &[HandlerName::File] },
+    Scope { flags: ProxyArgs::augment_args, handlers: &[HandlerName::Proxy] },
     Scope {
         flags: UdpArgs::augment_args,
         handlers: &[HandlerName::Echo, HandlerName::Upper, HandlerName::Chat],
@@ -348,6 +399,15 @@ pub enum HandlerConfig {
         /// The folder served.
         root: PathBuf,
     },
+    /// `--handler proxy`.
+    Proxy {
+        /// The backends, resolved, in the order given (at least one).
+        backends: Vec<switchboard::Addr>,
+        /// `--proxy-protocol-out`.
+        proxy_protocol_out: Option<switchboard::ProxyVersion>,
+        /// `--backend-connect-timeout`.
+        connect_timeout: Duration,
+    },
 }
 
 impl HandlerConfig {
@@ -358,6 +418,7 @@ impl HandlerConfig {
             HandlerConfig::Upper => "upper",
             HandlerConfig::Chat { .. } => "chat",
             HandlerConfig::File { .. } => "file",
+            HandlerConfig::Proxy { .. } => "proxy",
         }
     }
 }
@@ -430,6 +491,21 @@ impl RawArgs {
                 self.chat.console_nick
             ));
         }
+        let mut backends = Vec::new();
+        if handler == HandlerName::Proxy {
+            if self.proxy.backend.is_empty() {
+                problems.push(
+                    "--handler proxy needs --backend HOST:PORT[,HOST:PORT...]: the servers to relay clients to"
+                        .into(),
+                );
+            }
+            for b in &self.proxy.backend {
+                match switchboard::Addr::parse(b.trim()) {
+                    Ok(addr) => backends.push(addr),
+                    Err(e) => problems.push(format!("--backend {e}")),
+                }
+            }
+        }
         if !problems.is_empty() {
             return Err(problems.join("\n"));
         }
@@ -444,6 +520,11 @@ impl RawArgs {
             HandlerName::Chat => HandlerConfig::Chat { lines, chat: self.chat },
             // clap requires --root with --handler file.
             HandlerName::File => HandlerConfig::File { lines, root: self.file.root.unwrap_or_default() },
+            HandlerName::Proxy => HandlerConfig::Proxy {
+                backends,
+                proxy_protocol_out: self.proxy.proxy_protocol_out.map(Into::into),
+                connect_timeout: self.proxy.backend_connect_timeout,
+            },
         };
         Ok(ServerConfig {
             common,
@@ -505,7 +586,18 @@ mod tests {
     fn every_handler_flag_has_one_owner_group() {
         let flags = handler_flags();
         let names: Vec<&str> = flags.iter().map(|(f, _)| f.as_str()).collect();
-        for want in ["max-frame", "accept-unterminated", "chat-rate", "console", "redis", "root", "udp"] {
+        for want in [
+            "max-frame",
+            "accept-unterminated",
+            "chat-rate",
+            "console",
+            "redis",
+            "root",
+            "udp",
+            "backend",
+            "proxy-protocol-out",
+            "backend-connect-timeout",
+        ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
         let mut unique = names.clone();
@@ -554,6 +646,48 @@ mod tests {
             (Some(Duration::from_millis(200)), PathBuf::from("/srv"))
         );
         assert_eq!(config.udp_idle, None);
+    }
+
+    #[test]
+    fn the_proxy_needs_backends_and_takes_its_flags() {
+        assert_eq!(
+            validate(&["--handler", "proxy"]).unwrap_err(),
+            "--handler proxy needs --backend HOST:PORT[,HOST:PORT...]: the servers to relay clients to"
+        );
+        let err = validate(&["--handler", "proxy", "--backend", "127.0.0.1:1,nowhere"]).unwrap_err();
+        assert!(err.starts_with("--backend 'nowhere': not an address (HOST:PORT or unix:PATH)"), "{err}");
+        assert_eq!(
+            validate(&["--handler", "echo", "--backend", "127.0.0.1:1"]).unwrap_err(),
+            "--backend applies to --handler proxy, not echo"
+        );
+        let config = validate(&[
+            "--handler",
+            "proxy",
+            "--backend",
+            "127.0.0.1:7001,unix:/run/b.sock",
+            "--proxy-protocol-out",
+            "v2",
+            "--backend-connect-timeout",
+            "750ms",
+        ])
+        .unwrap();
+        let HandlerConfig::Proxy { backends, proxy_protocol_out, connect_timeout } = config.handler else {
+            panic!("not proxy")
+        };
+        assert_eq!(
+            backends,
+            [
+                switchboard::Addr::Ip("127.0.0.1:7001".parse().unwrap()),
+                switchboard::Addr::Unix("/run/b.sock".into())
+            ]
+        );
+        assert_eq!(proxy_protocol_out, Some(switchboard::ProxyVersion::V2));
+        assert_eq!(connect_timeout, Duration::from_millis(750));
+        let config = validate(&["--handler", "proxy", "--backend", "127.0.0.1:7001"]).unwrap();
+        let HandlerConfig::Proxy { proxy_protocol_out, connect_timeout, .. } = config.handler else {
+            panic!("not proxy")
+        };
+        assert_eq!((proxy_protocol_out, connect_timeout), (None, Duration::from_secs(5)));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use switchboard_test_support::{temp_dir, TIMEOUT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-server");
 
-const HANDLERS: [HandlerName; 4] =
-    [HandlerName::Echo, HandlerName::Upper, HandlerName::Chat, HandlerName::File];
+const HANDLERS: [HandlerName; 5] =
+    [HandlerName::Echo, HandlerName::Upper, HandlerName::Chat, HandlerName::File, HandlerName::Proxy];
 
 /// A valid value for each handler-specific flag that takes one (`None`: a
 /// switch), and flags it needs beside it. A flag missing here fails the
@@ -32,6 +32,9 @@ fn sample(flag: &str, dir: &str) -> Option<(Option<String>, Vec<String>)> {
         "redis-queue" => v("16"),
         "root" => v(dir),
         "udp-idle" => v("1m"),
+        "backend" => v("127.0.0.1:1,127.0.0.1:2"),
+        "proxy-protocol-out" => v("v2"),
+        "backend-connect-timeout" => v("2s"),
         _ => return None,
     };
     // --redis-ca needs a Redis URL beside it (clap checks that first).
@@ -47,7 +50,7 @@ fn every_handler_flag_given_to_another_handler_exits_2_naming_its_handlers() {
     let dir = temp_dir("handler-flags");
     let dir = dir.path().to_str().unwrap().to_owned();
     let flags = handler_flags();
-    assert!(flags.len() >= 16, "the handler-specific flags: {flags:?}");
+    assert!(flags.len() >= 19, "the handler-specific flags: {flags:?}");
     let mut checked = 0;
     for (flag, owners) in &flags {
         let (value, beside) =
@@ -66,6 +69,9 @@ fn every_handler_flag_given_to_another_handler_exits_2_naming_its_handlers() {
             if *handler == HandlerName::File && flag != "root" {
                 cmd.args(["--root", &dir]);
             }
+            if *handler == HandlerName::Proxy {
+                cmd.args(["--backend", "127.0.0.1:1"]);
+            }
             let out = run(&mut cmd, TIMEOUT);
             let err = String::from_utf8_lossy(&out.stderr);
             let why = format!("--{flag} applies to --handler {owners_text}, not {}", handler.as_str());
@@ -76,7 +82,8 @@ fn every_handler_flag_given_to_another_handler_exits_2_naming_its_handlers() {
             checked += 1;
         }
     }
-    // 16 flags: 2 line flags x 2 handlers, 11 chat flags x 3, root x 3, 2 UDP flags x 1.
-    assert_eq!(checked, flags.len() * 4 - flags.iter().map(|(_, o)| o.len()).sum::<usize>());
-    assert!(checked >= 40, "{checked} cases");
+    // 19 flags: 2 line flags x 3 handlers, 11 chat flags x 4, root x 4, 3 proxy
+    // flags x 4, 2 UDP flags x 2.
+    assert_eq!(checked, flags.len() * 5 - flags.iter().map(|(_, o)| o.len()).sum::<usize>());
+    assert!(checked >= 70, "{checked} cases");
 }

@@ -26,7 +26,7 @@ pub(crate) fn render(view: &View) -> String {
     let workers: Vec<Value> = view.stats.workers().iter().map(worker_object).collect();
     let mut extra = Map::new();
     for m in view.extra_now() {
-        extra.insert(m.name.to_owned(), json!(m.value));
+        extra.insert(m.series(), json!(m.value));
     }
     let points = view.history.points();
     let history: Vec<Value> = points

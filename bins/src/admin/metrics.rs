@@ -81,9 +81,15 @@ pub(crate) fn render(view: &View) -> String {
         Counter,
         view.admission.evicted(),
     );
+    // A family's samples come one after the other: one head for them.
+    let mut family = "";
     for source in &view.extra {
         for m in source() {
-            f.one(m.name, m.help, m.kind, m.value);
+            if m.name != family {
+                f.head(m.name, m.help, m.kind);
+                family = m.name;
+            }
+            let _ = writeln!(f.out, "{} {}", m.series(), m.value);
         }
     }
     out

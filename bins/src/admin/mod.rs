@@ -101,6 +101,29 @@ pub struct Metric {
     pub kind: Kind,
     /// The value now.
     pub value: u64,
+    /// Labels telling the samples of one family apart (`backend="HOST:PORT"`),
+    /// empty for a family of one sample. The samples of a family come one
+    /// after the other, with the same help and kind.
+    pub labels: Vec<(&'static str, String)>,
+}
+
+impl Metric {
+    /// The sample's name with its labels, as Prometheus writes it:
+    /// `name{backend="127.0.0.1:7001"}` (the name alone without labels),
+    /// its key in `/stats.json`'s `extra`.
+    pub fn series(&self) -> String {
+        if self.labels.is_empty() {
+            return self.name.to_owned();
+        }
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| {
+                format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
+            })
+            .collect();
+        format!("{}{{{}}}", self.name, labels.join(","))
+    }
 }
 
 /// Reads a handler's own figures when `/metrics` or `/stats.json` is
@@ -350,6 +373,7 @@ pub fn chat_source(chat: Arc<switchboard_handlers::Chat>) -> Source {
             help: "Members in the chat room now.",
             kind: Kind::Gauge,
             value: chat.members() as u64,
+            labels: Vec::new(),
         }]
     })
 }
@@ -366,6 +390,7 @@ pub fn udp_source(udp: switchboard::datagram::DatagramStatsHandle) -> Source {
                 help: c.help,
                 kind: Kind::from(c.kind),
                 value: s.get(c.name).unwrap_or(0),
+                labels: Vec::new(),
             })
             .collect()
     })
@@ -381,20 +406,92 @@ pub fn file_source(meters: Arc<switchboard_handlers::file::FileMeters>) -> Sourc
                 help: "Bytes of files queued to clients (whole files of the gets answered).",
                 kind: Kind::Counter,
                 value: meters.file_bytes_sent(),
+                labels: Vec::new(),
             },
             Metric {
                 name: "switchboard_file_md5_cache_hits_total",
                 help: "Gets whose md5 came from the cache.",
                 kind: Kind::Counter,
                 value: meters.md5_cache_hits(),
+                labels: Vec::new(),
             },
             Metric {
                 name: "switchboard_file_md5_computed_total",
                 help: "md5 sums computed (cache misses).",
                 kind: Kind::Counter,
                 value: meters.md5_computed(),
+                labels: Vec::new(),
             },
         ]
+    })
+}
+
+/// The proxy's figures per backend, each sample labelled
+/// `backend="HOST:PORT"` (or `unix:PATH`): connections, open, bytes each
+/// way, connect failures, connect time (a sum over the connections), and
+/// whether it is up.
+pub fn proxy_source(proxy: Arc<switchboard_handlers::Proxy>) -> Source {
+    use switchboard_handlers::proxy::BackendStats;
+    type Field = fn(&BackendStats) -> u64;
+    const FAMILIES: [(&str, &str, Kind, Field); 7] = [
+        (
+            "switchboard_proxy_backend_connections_total",
+            "Clients relayed to the backend (connects that succeeded).",
+            Kind::Counter,
+            |b| b.connections,
+        ),
+        (
+            "switchboard_proxy_backend_open",
+            "Relayed connections to the backend open now.",
+            Kind::Gauge,
+            |b| b.open,
+        ),
+        (
+            "switchboard_proxy_backend_sent_bytes_total",
+            "Bytes from clients relayed to the backend (counted in 64 KiB steps and when a connection ends).",
+            Kind::Counter,
+            |b| b.bytes_to_backend,
+        ),
+        (
+            "switchboard_proxy_backend_received_bytes_total",
+            "Bytes from the backend relayed to clients (counted in 64 KiB steps and when a connection ends).",
+            Kind::Counter,
+            |b| b.bytes_from_backend,
+        ),
+        (
+            "switchboard_proxy_backend_connect_failures_total",
+            "Connects to the backend that failed: refused, timed out or another error.",
+            Kind::Counter,
+            |b| b.connect_failures,
+        ),
+        (
+            "switchboard_proxy_backend_connect_microseconds_total",
+            "The time the backend's successful connects took, summed (divide by connections for the mean).",
+            Kind::Counter,
+            |b| (b.connect_seconds * 1e6).round() as u64,
+        ),
+        (
+            "switchboard_proxy_backend_up",
+            "1 while the backend takes clients, 0 while it is skipped after a failed connect.",
+            Kind::Gauge,
+            |b| u64::from(b.up),
+        ),
+    ];
+    Box::new(move || {
+        let backends = proxy.backend_stats();
+        let mut out = Vec::with_capacity(FAMILIES.len() * backends.len());
+        for (name, help, kind, field) in FAMILIES {
+            for b in &backends {
+                out.push(Metric {
+                    name,
+                    help,
+                    kind,
+                    value: field(b),
+                    labels: vec![("backend", b.addr.clone())],
+                });
+            }
+        }
+        out
     })
 }
 
@@ -499,6 +596,37 @@ mod counter_outputs {
         }
         udp.shutdown_handle().force();
         udp.wait();
+    }
+
+    #[test]
+    fn the_proxy_source_has_every_figure_once_per_backend_labelled() {
+        let backends = ["127.0.0.1:7001", "unix:/run/b.sock"].map(|a| switchboard::Addr::parse(a).unwrap());
+        let proxy = std::sync::Arc::new(switchboard_handlers::Proxy::new(backends.to_vec()));
+        let metrics = super::proxy_source(proxy)();
+        assert_eq!(metrics.len(), 7 * 2);
+        // Family by family, each backend's sample one after the other.
+        for pair in metrics.chunks(2) {
+            assert_eq!(pair[0].name, pair[1].name);
+            assert!(pair[0].name.starts_with("switchboard_proxy_backend_"), "{}", pair[0].name);
+            assert_eq!(
+                pair[0].name.ends_with("_total"),
+                pair[0].kind == super::Kind::Counter,
+                "{}",
+                pair[0].name
+            );
+        }
+        let series: Vec<String> = metrics.iter().take(2).map(|m| m.series()).collect();
+        assert_eq!(
+            series,
+            [
+                r#"switchboard_proxy_backend_connections_total{backend="127.0.0.1:7001"}"#,
+                r#"switchboard_proxy_backend_connections_total{backend="unix:/run/b.sock"}"#
+            ]
+        );
+        let up: Vec<u64> =
+            metrics.iter().filter(|m| m.name == "switchboard_proxy_backend_up").map(|m| m.value).collect();
+        assert_eq!(up, [1, 1]);
+        assert!(metrics.iter().filter(|m| m.name != "switchboard_proxy_backend_up").all(|m| m.value == 0));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use switchboard_bins::beside::{console, reserve, Beside};
 use switchboard_bins::printer::Printer;
 use switchboard_bins::server_args::{HandlerConfig, Invocation, RawArgs, ServerConfig, Tool};
 use switchboard_bins::threads;
-use switchboard_handlers::{Chat, Echo, FileGet, Upper};
+use switchboard_handlers::{Chat, Echo, FileGet, Proxy, Upper};
 
 fn main() -> ExitCode {
     // The logger first: validating the flags may log.
@@ -106,6 +106,19 @@ fn run(config: ServerConfig) -> anyhow::Result<()> {
             log::info!("serving files under {}", handler.root().display());
             let observe = observe.source(admin::file_source(handler.meters()));
             serve(builder, &listen, &out, handler, observe, |_| Ok(Beside::none()))
+        }
+        HandlerConfig::Proxy { backends, proxy_protocol_out, connect_timeout } => {
+            let proxy =
+                Proxy::new(backends).proxy_protocol(proxy_protocol_out).connect_timeout(connect_timeout);
+            let proxy = Arc::new(proxy);
+            let observe = observe.source(admin::proxy_source(Arc::clone(&proxy)));
+            serve(builder, &listen, &out, Arc::clone(&proxy), observe, |s| {
+                // The destination the PROXY header names.
+                if let Some(addr) = s.addr().ip() {
+                    proxy.listening_on(addr);
+                }
+                Ok(Beside::none())
+            })
         }
     }
 }
