@@ -19,6 +19,7 @@ use crate::outbound::{Outbound, WriteError};
 use crate::transport::Transport;
 
 mod drive;
+mod linked;
 mod scripted;
 #[cfg(test)]
 mod tests;
@@ -109,6 +110,10 @@ pub(crate) enum Hold {
     /// A deferred reply is outstanding: later frames wait so that replies
     /// leave in request order.
     Deferred,
+    /// Too much is queued for the connection's link (its upstream):
+    /// reading resumes once the link's queue drains below the low-water
+    /// mark.
+    Link,
 }
 
 /// The byte stream under a connection, as its transitions use it.
@@ -172,6 +177,8 @@ pub(crate) enum Wake {
     Resume,
     /// A handler timer may be due.
     Timer(u64),
+    /// The link's deadline (its connect's, its linger's) may be due.
+    Link,
 }
 
 /// What a connection is due for at a sweep of the timeouts.
@@ -348,6 +355,8 @@ impl<S, T: ByteStream> Connection<S, T> {
     pub(crate) fn hold(&self) -> Option<Hold> {
         if self.backpressure {
             Some(Hold::Backpressure)
+        } else if self.link.as_ref().is_some_and(|l| l.backpressure) {
+            Some(Hold::Link)
         } else if let Some(until) = self.ctl.paused_until {
             Some(Hold::PausedUntil(until))
         } else if self.shared.deferred.load(Ordering::Acquire) >= self.shared.rules.max_deferred {
@@ -361,7 +370,9 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// the handler. (Reading ends with the writing side: an EOF from the
     /// peer starts the graceful close.)
     pub(crate) fn takes_frames(&self) -> bool {
-        self.writing() == Writing::Open && self.hold().is_none()
+        self.writing() == Writing::Open
+            && self.hold().is_none()
+            && !self.link.as_ref().is_some_and(|l| l.owner_eof)
     }
 
     /// Replies are still taken: open, or closing with the queue not yet
@@ -375,6 +386,10 @@ impl<S, T: ByteStream> Connection<S, T> {
     pub(crate) fn update_backpressure(&mut self, high_water: usize) -> bool {
         let queued = self.shared.queued();
         let files = self.out.files();
+        if let Some(link) = self.link.as_deref_mut() {
+            // Released as the link's queue drains (`link_step`).
+            link.backpressure |= link.queued() > high_water;
+        }
         if !self.backpressure && (queued > high_water || files > MAX_QUEUED_FILES) {
             self.backpressure = true;
         } else if self.backpressure && queued <= high_water / 2 && files <= MAX_QUEUED_FILES / 2 {
@@ -393,6 +408,12 @@ impl<S, T: ByteStream> Connection<S, T> {
                 push(until, Wake::Resume);
             }
         }
+        if let Some(link) = self.link.as_deref_mut() {
+            if let Some(at) = link.deadline().filter(|&at| link.wake_scheduled != Some(at)) {
+                link.wake_scheduled = Some(at);
+                push(at, Wake::Link);
+            }
+        }
         if std::mem::take(&mut self.ctl.timers_changed) {
             for &(id, at) in &self.ctl.timers {
                 push(at, Wake::Timer(id));
@@ -408,6 +429,7 @@ impl<S, T: ByteStream> Connection<S, T> {
             || self.backpressure
             || self.ctl.half_close == HalfClose::Asked
             || self.writing() == Writing::Flushing
+            || self.link.as_ref().is_some_and(|l| l.wants_flush())
     }
 
     /// Starts the graceful close for `reason`: no more frames.
@@ -421,6 +443,10 @@ impl<S, T: ByteStream> Connection<S, T> {
             }
         };
         self.life = Life::Closing { session, reason, linger: None };
+        if let Some(link) = self.link.as_deref_mut() {
+            // Its queue is flushed and it is shut with its owner.
+            link.begin_close(CloseReason::Handler);
+        }
         self.backpressure = false;
         self.framer.clear();
         self.partial_since = None;
@@ -440,6 +466,7 @@ impl<S, T: ByteStream> Connection<S, T> {
             && self.out.is_empty()
             && !self.sock.wants_write()
             && !self.shared.deferred()
+            && self.link.as_ref().is_none_or(|l| l.settled())
     }
 
     /// Whether the input ends mid-frame, and since when, after the decoder
@@ -483,7 +510,8 @@ impl<S, T: ByteStream> Connection<S, T> {
                 return Some(Due::CloseNow(reason()));
             }
         }
-        if !self.waits_on_server() && now.saturating_duration_since(self.last_io) >= t.idle {
+        let last_io = self.link.as_ref().map_or(self.last_io, |l| l.last_io.max(self.last_io));
+        if !self.waits_on_server() && now.saturating_duration_since(last_io) >= t.idle {
             return Some(Due::CloseNow(CloseReason::IdleTimeout));
         }
         if self.writing() != Writing::Open {
@@ -506,7 +534,8 @@ impl<S, T: ByteStream> Connection<S, T> {
         let quiet = self.out.is_empty()
             && !self.shared.deferred()
             && self.framer.buffered() == 0
-            && now.saturating_duration_since(self.last_read) >= t.quiet;
+            && now.saturating_duration_since(self.last_read) >= t.quiet
+            && self.link.as_ref().is_none_or(|l| l.quiet(now, t.quiet));
         (draining && quiet).then_some(Due::Drain)
     }
 }

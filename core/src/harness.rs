@@ -50,6 +50,12 @@ pub enum Held {
         /// How many.
         outstanding: usize,
     },
+    /// More than the high-water mark is queued for the connection's link
+    /// ([`Conn::connect`](crate::Conn::connect)).
+    Link {
+        /// Bytes queued for the link.
+        queued: usize,
+    },
 }
 
 /// Runs a [`Handler`] as one connection would, with no socket and no
@@ -234,6 +240,7 @@ impl<H: Handler> Harness<H> {
             Hold::Backpressure => Held::Backpressure { queued: self.c.shared.queued() },
             Hold::PausedUntil(t) => Held::Paused(t.saturating_duration_since(Instant::now())),
             Hold::Deferred => Held::Deferred { outstanding: self.c.shared.deferred.load(Ordering::Acquire) },
+            Hold::Link => Held::Link { queued: self.c.link.as_ref().map_or(0, |l| l.queued()) },
         })
     }
 

@@ -20,14 +20,13 @@ use crate::clock;
 use crate::close::CloseReason;
 use crate::config::Shared;
 use crate::conn::SendRules;
-use crate::connection::{guarded, Connection, Cx, Due, End, Next, Wake};
+use crate::connection::{Connection, Cx, Due, End, Next, Wake};
 use crate::cpu::IdleCpu;
 use crate::handler::Handler;
 use crate::handshakes::Pool;
 use crate::mailbox::{ConnKey, Mail, Mailbox, Pending, WorkerLink};
-use crate::order::Order;
 use crate::shutdown::Phase as Lifecycle;
-use crate::stats::{bump, WorkerCounters};
+use crate::stats::WorkerCounters;
 
 /// What a connection's transitions borrow from worker `$w` (its fields,
 /// so the connection table can be borrowed beside it).
@@ -46,6 +45,8 @@ macro_rules! cx {
 }
 
 mod balance;
+mod end;
+mod link;
 mod mail;
 mod migrate;
 mod preamble;
@@ -86,8 +87,10 @@ pub(crate) struct Worker<H: Handler> {
     inbox: Vec<Pending>,
     /// Connections to read again without waiting for an event.
     ready: Vec<ConnKey>,
-    /// Connections with new output to write.
+    /// Connections with new output to write (to their peer or link).
     dirty: Vec<ConnKey>,
+    /// Connections whose link should be read again without an event.
+    link_ready: Vec<ConnKey>,
     draining: bool,
     grace_deadline: Option<Instant>,
     report: WorkerReport,
@@ -153,6 +156,7 @@ impl<H: Handler> Worker<H> {
             inbox: Vec::new(),
             ready: Vec::new(),
             dirty: Vec::new(),
+            link_ready: Vec::new(),
             draining: false,
             grace_deadline: None,
             report: WorkerReport::default(),
@@ -203,6 +207,13 @@ impl<H: Handler> Worker<H> {
                     continue;
                 }
                 socket_events = true;
+                if let Some(owner) = link::owner_of(event.token()) {
+                    self.on_link(
+                        key(owner),
+                        event.is_readable() || event.is_read_closed() || event.is_error(),
+                    );
+                    continue;
+                }
                 let key = key(event.token());
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
                     self.flush(key);
@@ -223,6 +234,7 @@ impl<H: Handler> Worker<H> {
             for key in std::mem::take(&mut self.ready) {
                 self.on_readable(key, true);
             }
+            self.read_links();
             for key in std::mem::take(&mut self.dirty) {
                 self.flush(key);
             }
@@ -254,6 +266,9 @@ impl<H: Handler> Worker<H> {
         c.schedule(|at, wake| wakeups.push(Reverse((at, key, wake))));
         if c.wants_flush() {
             self.dirty.push(key);
+        }
+        if c.link.is_some() {
+            self.after_link(key);
         }
     }
 
@@ -309,64 +324,15 @@ impl<H: Handler> Worker<H> {
         self.after(key, next);
     }
 
-    /// The socket is writable, or there is output.
+    /// The socket is writable, or there is output (to the peer or the
+    /// link).
     fn flush(&mut self, key: ConnKey) {
         let Some(c) = self.conns.get_mut(key) else { return };
         let next = c.flush(&cx!(self), &mut self.scratch);
         self.after(key, next);
-    }
-
-    /// Closes now, dropping anything queued.
-    fn finish(&mut self, key: ConnKey, reason: CloseReason) {
-        self.end(key, End::Now(reason));
-    }
-
-    /// Removes connection `key`, ending as `end` says: the one place a
-    /// connection leaves its worker (but for a move). The close is counted
-    /// and the handler's `close` runs before the connection leaves `open`
-    /// (the order documented on [`Stats`](crate::Stats)).
-    fn end(&mut self, key: ConnKey, end: End) {
-        let Some(mut c) = self.conns.remove(key) else { return };
-        let _ = c.sock.deregister(self.poll.registry());
-        c.shared.closed.store(true, Ordering::Release);
-        c.shared.wake_producers();
-        // What handles queued and the worker never took goes with it.
-        c.shared.take_inbox(&mut self.inbox);
-        self.inbox.clear();
-        let dropped = c.out.clear(&self.shared.stats.workers[self.index].queued) + Order::clear(&mut c.order);
-        c.shared.sub_queued(dropped.min(c.shared.queued()));
-        let stats = &self.shared.stats;
-        let counters = &stats.workers[self.index];
-        let (peer, id) = (c.shared.peer, c.shared.id);
-        let (session, reason, admission) = c.end(end);
-        match reason {
-            CloseReason::IdleTimeout | CloseReason::FrameTimeout | CloseReason::HandshakeTimeout => {
-                bump(&counters.timed_out)
-            }
-            CloseReason::Forced => bump(&counters.forced_closes),
-            _ => {}
-        }
-        bump(&counters.closed);
-        if self.draining {
-            if matches!(reason, CloseReason::Forced) {
-                self.report.forced += 1;
-            } else if reason.is_normal() {
-                self.report.drained += 1;
-            }
-        }
-        if reason.is_notable() {
-            log::info!("{peer}: connection {id} closed: {reason}");
-        } else {
-            log::debug!("{peer}: connection {id} closed: {reason}");
-        }
-        if let Some(session) = session {
-            let handler = &self.handler;
-            if guarded(stats, || handler.close(session, &reason)).is_none() {
-                log::error!("{peer}: connection {id}: the handler panicked in close");
-            }
-        }
-        // The connection leaves `open` last.
-        drop(admission);
+        let Some(c) = self.conns.get_mut(key).filter(|c| c.link.is_some()) else { return };
+        let next = c.link_step(&cx!(self), &mut self.scratch, false, false);
+        self.after(key, next);
     }
 
     /// Timeouts, and the quiet check of a drain.

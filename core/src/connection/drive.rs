@@ -59,7 +59,7 @@ pub(crate) enum Next {
 
 /// What a callback's result means for its connection.
 #[derive(Debug)]
-enum Outcome {
+pub(super) enum Outcome {
     /// Go on.
     Continue,
     /// Close gracefully: deliver what is queued, then close.
@@ -92,7 +92,7 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// Calls the handler with the session and a [`Conn`]: the one place a
     /// callback runs on a session. A panic becomes an abort. `None`: no
     /// session (still in its preamble), nothing called.
-    fn call<H>(
+    pub(super) fn call<H>(
         &mut self,
         cx: &Cx<'_, H>,
         f: impl FnOnce(&H, &mut S, &mut Conn<'_>) -> Outcome,
@@ -108,7 +108,7 @@ impl<S, T: ByteStream> Connection<S, T> {
 
     /// Applies what a callback returned and asked through its `Conn`: the
     /// one place a callback's wishes become the connection's state.
-    fn settle(&mut self, outcome: Outcome, high_water: usize) -> Next {
+    pub(super) fn settle(&mut self, outcome: Outcome, high_water: usize) -> Next {
         let asked = std::mem::take(&mut self.ctl.close);
         let close = match outcome {
             Outcome::Abort(reason) => return Next::End(End::Now(reason)),
@@ -170,6 +170,7 @@ impl<S, T: ByteStream> Connection<S, T> {
                 self.end_wait(cx.now);
                 self.reading_again()
             }
+            Wake::Link => self.link_wake(cx, at),
             Wake::Timer(id) => {
                 let Some(i) = self.ctl.timers.iter().position(|&(t, d)| t == id && d == at) else {
                     return Next::Wait; // cancelled or moved
@@ -187,7 +188,7 @@ impl<S, T: ByteStream> Connection<S, T> {
     }
 
     /// A hold ended: read (and serve what waited) again if frames are taken.
-    fn reading_again(&self) -> Next {
+    pub(super) fn reading_again(&self) -> Next {
         if self.takes_frames() {
             Next::Read
         } else {
@@ -291,6 +292,16 @@ impl<S, T: ByteStream> Connection<S, T> {
     pub(crate) fn eof<H: Handler<Session = S>>(&mut self, cx: &Cx<'_, H>) -> Next {
         if let Err(next) = self.serve_last(cx) {
             return next;
+        }
+        if let Some(link) = self.live_link() {
+            // Linked: the peer's EOF is half of the pair's end. The
+            // connection stays open for the upstream's reply.
+            link.owner_eof = true;
+            let outcome = self.call(cx, |h, s, c| {
+                h.eof(s, c);
+                Outcome::Continue
+            });
+            return self.settle(outcome.unwrap_or(Outcome::Continue), cx.high_water);
         }
         let outcome = self.call(cx, |h, s, c| {
             h.eof(s, c);
@@ -410,6 +421,10 @@ impl<S, T: ByteStream> Connection<S, T> {
         }
         if !released {
             return Next::Wait;
+        }
+        if let Some(link) = self.link.as_deref_mut() {
+            // The upstream's bytes waited for this queue.
+            link.read_due = true;
         }
         if let Some(outcome) = self.call(cx, |h, s, c| h.on_drained(s, c).into()) {
             if let next @ Next::End(_) = self.settle(outcome, cx.high_water) {

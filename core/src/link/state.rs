@@ -171,6 +171,26 @@ impl LinkState {
         self.backpressure = false;
     }
 
+    /// Whether a flush of the link has work: bytes to write, a half-close
+    /// or a close to move on, an end to report, a hold to release.
+    pub(crate) fn wants_flush(&self) -> bool {
+        match self.phase {
+            Phase::Connecting { .. } => false,
+            Phase::Failed(_) => true,
+            Phase::Closing { linger, .. } => linger.is_none(),
+            Phase::Open => !self.out.is_empty() || self.write == WriteSide::Asked || self.backpressure,
+        }
+    }
+
+    /// Quiet for a drain: connected, nothing queued or held, nothing read
+    /// for `quiet`.
+    pub(crate) fn quiet(&self, now: Instant, quiet: Duration) -> bool {
+        !matches!(self.phase, Phase::Connecting { .. })
+            && self.out.is_empty()
+            && self.framer.buffered() == 0
+            && now.saturating_duration_since(self.last_read) >= quiet
+    }
+
     /// The socket under the link.
     pub(crate) fn stream(&self) -> Option<&Stream> {
         self.sock.plain_stream()

@@ -41,8 +41,10 @@ impl<H: Handler> Worker<H> {
             || c.held.is_some()
             || self.arriving.contains_key(&c.shared.id)
             || c.sock.is_away()
+            || c.link.is_some()
         {
-            // (A handshake step on the pool comes back here.)
+            // (A handshake step on the pool comes back here; a linked
+            // connection stays with its link's socket, in this poll.)
             return false;
         }
         let shared = Arc::clone(&c.shared);
