@@ -10,6 +10,7 @@ use crate::conn::Conn;
 use crate::datagram::{DatagramHandler, PeerClose, Reply};
 use crate::framing::{FrameError, Framing};
 use crate::handler::{Flow, Handler};
+use crate::link::LinkEvent;
 
 impl<H: Handler> Handler for Arc<H> {
     type Session = H::Session;
@@ -52,6 +53,10 @@ impl<H: Handler> Handler for Arc<H> {
 
     fn on_drained(&self, session: &mut H::Session, conn: &mut Conn<'_>) -> Flow {
         (**self).on_drained(session, conn)
+    }
+
+    fn link(&self, session: &mut H::Session, event: LinkEvent<'_>, conn: &mut Conn<'_>) -> Flow {
+        (**self).link(session, event, conn)
     }
 
     fn close(&self, session: H::Session, reason: &CloseReason) {
