@@ -184,6 +184,34 @@ fn with_every_backend_down_a_client_is_closed_cleanly_with_the_reason_logged() {
 }
 
 #[test]
+fn a_backend_that_never_accepts_times_out_after_backend_connect_timeout() {
+    // A listener that never accepts, its backlog full: a connect to it
+    // gets no answer (loopback only).
+    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    listener.listen(1).unwrap();
+    let full = listener.local_addr().unwrap().as_socket().unwrap();
+    let mut held = Vec::new();
+    let filled =
+        (0..16).any(|_| match TcpStream::connect_timeout(&full, std::time::Duration::from_millis(300)) {
+            Ok(s) => {
+                held.push(s);
+                false
+            }
+            Err(_) => true,
+        });
+    assert!(filled, "the backlog never filled ({} connections taken)", held.len());
+    let p = proxy(&[full.to_string()], &["--backend-connect-timeout", "500ms"]);
+    let started = std::time::Instant::now();
+    let mut c = client(p.addr);
+    assert_eq!(read_end(&mut c), End::Eof);
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(500), "closed after {took:?}");
+    p.proc.wait_stderr(&format!("backend {full} failed: connect timed out; skipped for 2s"), TIMEOUT);
+    wait_metric(p.admin.unwrap(), "switchboard_proxy_backend_connect_failures_total", &full.to_string(), 1);
+}
+
+#[test]
 fn a_unix_socket_backend() {
     let dir = temp_dir("proxy-unix");
     let path = dir.path().join("echo.sock");
