@@ -25,6 +25,7 @@ mod scripted;
 mod tests;
 
 pub(crate) use drive::{guarded, Cx, Next};
+pub(crate) use linked::LinkRead;
 pub(crate) use scripted::Scripted;
 
 /// File regions queued for one connection before reading from it stops.
