@@ -128,6 +128,29 @@ fn bytes_go_both_ways_in_order_for_100_clients_at_once() {
 }
 
 #[test]
+fn a_unix_socket_backend_is_relayed_like_a_tcp_one() {
+    let dir = temp_dir("link");
+    let path = dir.path().join("backend.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got.reverse();
+        s.write_all(&got).unwrap();
+    });
+    let (proc, addr) = forward(&format!("unix:{}", path.display()));
+    let mut s = connect(addr);
+    s.write_all(b"over a unix socket").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"tekcos xinu a revo");
+    let (_, stats) = stop(proc);
+    assert_eq!((figure(&stats, "links"), figure(&stats, "link-out")), (1, 18), "{stats}");
+}
+
+#[test]
 fn after_the_backend_half_closes_the_clients_later_bytes_still_reach_it() {
     let (got_tx, got_rx) = mpsc::channel();
     let got_tx = Mutex::new(got_tx);

@@ -19,6 +19,8 @@ use crate::outbound::{Outbound, WriteError};
 use crate::transport::Transport;
 
 mod drive;
+#[cfg(test)]
+mod link_tests;
 mod linked;
 mod scripted;
 #[cfg(test)]
