@@ -4,7 +4,8 @@
 //!
 //! `forward --listen ADDR --backend ADDR` (each `HOST:PORT` or
 //! `unix:PATH`). SIGTERM drains (a relayed transfer finishes) and prints
-//! the report.
+//! the report and the counters; a link that fails is logged (`RUST_LOG`,
+//! `info` by default).
 
 use switchboard::{Addr, Conn, Flow, Handler, LinkOptions, Server};
 
@@ -31,6 +32,7 @@ impl Handler for Forward {
 }
 
 fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (listen, backend) = match args.as_slice() {
         [l, listen, b, backend] if l == "--listen" && b == "--backend" => (listen, backend),
@@ -44,7 +46,9 @@ fn main() {
         std::process::exit(1)
     });
     println!("listening on {}", server.addr());
+    let stats = server.stats_handle();
     println!("{}", server.wait());
+    println!("stats: {}", stats.snapshot());
 }
 
 fn usage(why: &str) -> ! {

@@ -19,12 +19,15 @@ use crate::outbound::{Outbound, WriteError};
 use crate::transport::Transport;
 
 mod drive;
+#[cfg(test)]
+mod link_tests;
 mod linked;
 mod scripted;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use drive::{guarded, Cx, Next};
+pub(crate) use linked::LinkRead;
 pub(crate) use scripted::Scripted;
 
 /// File regions queued for one connection before reading from it stops.

@@ -20,7 +20,7 @@ use crate::clock;
 use crate::close::CloseReason;
 use crate::config::Shared;
 use crate::conn::SendRules;
-use crate::connection::{Connection, Cx, Due, End, Next, Wake};
+use crate::connection::{Connection, Cx, Due, End, LinkRead, Next, Wake};
 use crate::cpu::IdleCpu;
 use crate::handler::Handler;
 use crate::handshakes::Pool;
@@ -208,10 +208,7 @@ impl<H: Handler> Worker<H> {
                 }
                 socket_events = true;
                 if let Some(owner) = link::owner_of(event.token()) {
-                    self.on_link(
-                        key(owner),
-                        event.is_readable() || event.is_read_closed() || event.is_error(),
-                    );
+                    self.on_link(key(owner), link::read_of(event));
                     continue;
                 }
                 let key = key(event.token());
@@ -331,7 +328,7 @@ impl<H: Handler> Worker<H> {
         let next = c.flush(&cx!(self), &mut self.scratch);
         self.after(key, next);
         let Some(c) = self.conns.get_mut(key).filter(|c| c.link.is_some()) else { return };
-        let next = c.link_step(&cx!(self), &mut self.scratch, false, false);
+        let next = c.link_step(&cx!(self), &mut self.scratch, false, LinkRead::No);
         self.after(key, next);
     }
 

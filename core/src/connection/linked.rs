@@ -26,6 +26,18 @@ const READS_PER_TURN: usize = 16;
 /// Bytes a lingering link reads and discards at most.
 const LINGER_BYTES: usize = 1 << 20;
 
+/// How far to read a link's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkRead {
+    /// Not now (a write, a flush).
+    No,
+    /// A readable edge: until a short read.
+    Edge,
+    /// The upstream's FIN or an error came with the edge, or a read was
+    /// due: until the socket would block or ends.
+    ToEnd,
+}
+
 /// The more pressing of two things to do next.
 fn merge(a: Next, b: Next) -> Next {
     match (a, b) {
@@ -70,14 +82,14 @@ impl<S, T: ByteStream> Connection<S, T> {
     }
 
     /// Moves the link on: its connect (on an `event` of its socket), its
-    /// queue written, its socket read (`readable`, or a read that was due),
+    /// queue written, its socket read (`read`, or a read that was due),
     /// its end once both its directions are done or it failed.
     pub(crate) fn link_step<H: Handler<Session = S>>(
         &mut self,
         cx: &Cx<'_, H>,
         scratch: &mut [u8],
         event: bool,
-        readable: bool,
+        read: LinkRead,
     ) -> Next {
         let Some(link) = self.link.as_deref_mut() else { return Next::Wait };
         if let (Phase::Connecting { started, .. }, true) = (&link.phase, event) {
@@ -103,8 +115,8 @@ impl<S, T: ByteStream> Connection<S, T> {
             return next;
         }
         let due = self.link.as_deref_mut().is_some_and(|l| std::mem::take(&mut l.read_due));
-        if readable || due {
-            next = merge(next, self.link_read(cx, scratch));
+        if read != LinkRead::No || due {
+            next = merge(next, self.link_read(cx, scratch, read != LinkRead::Edge));
             if let Next::End(_) = next {
                 return next;
             }
@@ -175,7 +187,12 @@ impl<S, T: ByteStream> Connection<S, T> {
 
     /// Reads the link: hands its frames to the handler while it takes them
     /// (a closing link reads and discards until the upstream's EOF).
-    fn link_read<H: Handler<Session = S>>(&mut self, cx: &Cx<'_, H>, scratch: &mut [u8]) -> Next {
+    fn link_read<H: Handler<Session = S>>(
+        &mut self,
+        cx: &Cx<'_, H>,
+        scratch: &mut [u8],
+        to_eof: bool,
+    ) -> Next {
         if self.link.as_ref().is_some_and(|l| matches!(l.phase, Phase::Closing { linger: Some(_), .. })) {
             return self.link_linger(cx, scratch);
         }
@@ -198,7 +215,9 @@ impl<S, T: ByteStream> Connection<S, T> {
                     if let Err(next) = self.serve_link(cx, &scratch[..n]) {
                         return next;
                     }
-                    if n < scratch.len() {
+                    // A short read drained the socket, unless the upstream's
+                    // FIN came with this edge: then read on to the EOF.
+                    if n < scratch.len() && !to_eof {
                         return Next::Wait;
                     }
                 }

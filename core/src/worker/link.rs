@@ -7,7 +7,7 @@
 use mio::Token;
 
 use crate::close::CloseReason;
-use crate::connection::Cx;
+use crate::connection::{Cx, LinkRead};
 use crate::handler::Handler;
 use crate::mailbox::ConnKey;
 
@@ -27,11 +27,22 @@ pub(super) fn owner_of(t: Token) -> Option<Token> {
     (t.0 & LINK_BIT != 0).then_some(Token(t.0 & !LINK_BIT))
 }
 
+/// How far an event says to read a link.
+pub(super) fn read_of(event: &mio::event::Event) -> LinkRead {
+    if event.is_read_closed() || event.is_error() {
+        LinkRead::ToEnd
+    } else if event.is_readable() {
+        LinkRead::Edge
+    } else {
+        LinkRead::No
+    }
+}
+
 impl<H: Handler> Worker<H> {
     /// An event of connection `key`'s link socket.
-    pub(super) fn on_link(&mut self, key: ConnKey, readable: bool) {
+    pub(super) fn on_link(&mut self, key: ConnKey, read: LinkRead) {
         let Some(c) = self.conns.get_mut(key) else { return };
-        let next = c.link_step(&cx!(self), &mut self.scratch, true, readable);
+        let next = c.link_step(&cx!(self), &mut self.scratch, true, read);
         self.after(key, next);
     }
 
@@ -39,7 +50,7 @@ impl<H: Handler> Worker<H> {
     pub(super) fn read_links(&mut self) {
         for key in std::mem::take(&mut self.link_ready) {
             let Some(c) = self.conns.get_mut(key) else { continue };
-            let next = c.link_step(&cx!(self), &mut self.scratch, false, false);
+            let next = c.link_step(&cx!(self), &mut self.scratch, false, LinkRead::No);
             self.after(key, next);
         }
     }
