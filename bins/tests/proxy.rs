@@ -4,7 +4,7 @@
 //! 127.0.0.1:0, the proxy's admin endpoint read for its per-backend figures.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 
 use switchboard_test_support::child::{run, Spawned};
@@ -107,6 +107,30 @@ fn bytes_both_ways_through_the_proxy_and_counted_per_backend() {
         )),
         "{json}"
     );
+}
+
+#[test]
+fn a_half_close_passes_through_both_ways() {
+    let echo = spawn(&["--handler", "echo"], false);
+    let p = proxy(&[echo.addr.to_string()], &[]);
+    let data = random_bytes(256 << 10, 9);
+    let mut c = client(p.addr);
+    let writer = {
+        let mut w = c.try_clone().unwrap();
+        let data = data.clone();
+        // The client's EOF goes on to the echo server, whose EOF, after the
+        // last of its echo, comes back.
+        std::thread::spawn(move || {
+            w.write_all(&data).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap_or_else(|e| {
+        panic!("after {} bytes: {e}; proxy log:\n{}", back.len(), p.proc.stderr_so_far())
+    });
+    writer.join().unwrap();
+    assert!(back == data, "{} bytes back of {}", back.len(), data.len());
 }
 
 #[test]
@@ -303,6 +327,8 @@ fn haproxy_with_accept_proxy_sees_the_clients_address() {
         assert!(response.starts_with("HTTP/1.1 200"), "{version}: {response}");
         let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
         assert_eq!(body, format!("{me}\n"), "{version}: {response}");
+        // HAProxy closes after its reply (connection: close): the EOF comes through.
+        assert_eq!(read_end(&mut c), End::Eof, "{version}");
     }
 }
 
