@@ -329,3 +329,59 @@ fn render(
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> Options {
+        Options {
+            quick: true,
+            rounds: 1,
+            out: None,
+            bin_dir: ".".into(),
+            args: Vec::new(),
+            tls_only: false,
+            blocking_only: false,
+            proxy_only: true,
+            profile_only: false,
+            echo_only: None,
+        }
+    }
+
+    fn echo(msgs: f64, p99_us: f64) -> Echo {
+        Echo { msgs, p50_us: p99_us / 2.0, p99_us }
+    }
+
+    #[test]
+    fn each_target_is_judged_from_the_medians_and_a_missing_run_is_not_met() {
+        let sb = Figures {
+            bulk: vec![1.1e9, 0.9e9, 1.0e9],
+            echo: [vec![echo(130.0, 90.0)], vec![echo(119.0, 50.0)]],
+            idle: vec![(900.0, 4000)],
+        };
+        let tk = Figures {
+            bulk: vec![1.0e9],
+            echo: [vec![echo(100.0, 100.0)], vec![echo(100.0, 100.0)]],
+            idle: vec![(18000.0, 4000)],
+        };
+        let md = render(&opts(), &[sb, tk], 64 << 20, 4, 4000, &[]);
+        let row = |start: &str| {
+            md.lines().find(|l| l.starts_with(start)).unwrap_or_else(|| panic!("{start}: {md}"))
+        };
+        assert_eq!(row("| bulk 64 MiB | MB/s"), "| bulk 64 MiB | MB/s | 1000 | 1000 | 1.00× | ≥ 1.0×: met |");
+        assert!(row("| echo 64 B, 64 connections | msg/s").ends_with("| 1.30× | ≥ 1.2×: met |"), "{md}");
+        assert!(row("| echo 64 B, 64 connections | p99").ends_with("≤ tokio's: met |"), "{md}");
+        assert!(
+            row("| echo 64 B, 1,000 connections | msg/s").ends_with("| 1.19× | ≥ 1.2×: not met |"),
+            "{md}"
+        );
+        assert!(row("| echo 64 B, 1,000 connections | p99").ends_with("≤ tokio's: met |"), "{md}");
+        assert!(row("| idle").contains("| 900 | 18000 | 0.05× |"), "{md}");
+
+        let none = [Figures::default(), Figures::default()];
+        let md = render(&opts(), &none, 64 << 20, 4, 4000, &["proxy bulk on tokio: refused".to_string()]);
+        assert!(md.lines().filter(|l| l.contains("not met")).count() == 5, "{md}");
+        assert!(md.contains("- proxy bulk on tokio: refused"), "{md}");
+    }
+}
