@@ -134,6 +134,35 @@ fn a_half_close_passes_through_both_ways() {
 }
 
 #[test]
+fn sigterm_lets_a_relayed_transfer_finish() {
+    let echo = spawn(&["--handler", "echo"], false);
+    let mut p = proxy(&[echo.addr.to_string()], &["--grace", "20s"]);
+    let data = random_bytes(4 << 20, 11);
+    let mut c = client(p.addr);
+    c.write_all(&data[..64 << 10]).unwrap();
+    let mut back = vec![0u8; 64 << 10];
+    c.read_exact(&mut back).unwrap();
+    // Draining from here: the transfer under way goes on to its end.
+    p.proc.signal(rustix::process::Signal::TERM);
+    p.proc.wait_stderr("draining", TIMEOUT);
+    let writer = {
+        let mut w = c.try_clone().unwrap();
+        let rest = data[64 << 10..].to_vec();
+        std::thread::spawn(move || {
+            w.write_all(&rest).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    c.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(back == data, "{} bytes back of {}", back.len(), data.len());
+    let status = p.proc.wait(TIMEOUT);
+    assert!(status.success(), "{status}");
+    let out = p.proc.stdout_so_far();
+    assert!(out.contains("shutdown complete: 1 drained, 0 forced, in "), "{out}");
+}
+
+#[test]
 fn clients_go_round_robin_over_the_backends() {
     // Told apart by what they answer: echo as sent, upper in upper case.
     let (echo, upper) = (spawn(&["--handler", "echo"], false), spawn(&["--handler", "upper"], false));
