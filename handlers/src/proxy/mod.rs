@@ -42,7 +42,12 @@ pub struct Relay {
 }
 
 impl Proxy {
-    /// A relay to `backends` (at least one), round robin.
+    /// A relay to `backends`, round robin.
+    ///
+    /// # Panics
+    ///
+    /// If `backends` is empty (`switchboard-server` refuses that as a
+    /// usage error first).
     pub fn new(backends: Vec<Addr>) -> Proxy {
         Proxy {
             backends: Backends::new(backends),
