@@ -277,7 +277,7 @@ fn a_refused_or_silent_backend_closes_the_client_cleanly_with_the_reason_logged_
 #[test]
 fn sigterm_lets_every_relayed_transfer_finish() {
     const CLIENTS: usize = 8;
-    const EACH: usize = 32 << 20;
+    const EACH: usize = 16 << 20;
     let (back, _) = backend(echo);
     let (mut proc, addr) = forward(&back.to_string());
     let moved: Arc<Vec<AtomicUsize>> = Arc::new((0..CLIENTS).map(|_| AtomicUsize::new(0)).collect());
@@ -289,8 +289,12 @@ fn sigterm_lets_every_relayed_transfer_finish() {
                 let data = random_bytes(EACH, i as u64 + 100);
                 let mut w = s.try_clone().unwrap();
                 let writer = thread::spawn(move || {
+                    // Paced (the scenario, not a wait): 16 MiB take over 2 s,
+                    // so every transfer is in progress when SIGTERM comes,
+                    // and never quiet for the drain's quiet period.
                     for chunk in data.chunks(64 << 10) {
                         w.write_all(chunk).unwrap();
+                        thread::sleep(Duration::from_millis(8));
                     }
                     w.shutdown(Shutdown::Write).unwrap();
                     data
@@ -318,7 +322,9 @@ fn sigterm_lets_every_relayed_transfer_finish() {
     wait_until("every transfer is under way", || moved.iter().all(|m| m.load(Ordering::SeqCst) >= 1 << 20));
     proc.signal(Signal::TERM);
     for c in clients {
-        c.join().unwrap();
+        if c.join().is_err() {
+            panic!("a relayed transfer failed; the forwarder's stderr:\n{}", proc.stderr_so_far());
+        }
     }
     let report = proc.line_where(TIMEOUT, |l| l.starts_with("shutdown complete"));
     assert!(report.starts_with(&format!("shutdown complete: {CLIENTS} drained, 0 forced")), "{report}");
