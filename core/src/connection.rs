@@ -219,7 +219,9 @@ pub(crate) struct Connection<S, T = Transport> {
     pub(crate) last_read: Instant,
     /// When the frame now incomplete started (the frame timeout).
     pub(crate) partial_since: Option<Instant>,
-    pub(crate) linger_read: usize,
+    /// Bytes read and discarded while lingering (a `u32`: it stops at
+    /// 1 MiB, and beside `backpressure` it costs no more than the flag).
+    pub(crate) linger_read: u32,
     /// While the connection moves in from another worker: mail posted after
     /// the move, held until the mail posted before it has been forwarded.
     /// Boxed: a pointer in every connection, the vector only in one moving.
@@ -341,9 +343,9 @@ impl<S, T: ByteStream> Connection<S, T> {
     pub(crate) fn hold(&self) -> Option<Hold> {
         if self.backpressure {
             Some(Hold::Backpressure)
-        } else if let Some(until) = self.ctl.paused_until {
+        } else if let Some(until) = self.ctl.paused_until() {
             Some(Hold::PausedUntil(until))
-        } else if self.shared.deferred.load(Ordering::Acquire) >= self.shared.rules.max_deferred {
+        } else if self.shared.deferred.load(Ordering::Acquire) as usize >= self.shared.rules.max_deferred {
             Some(Hold::Deferred)
         } else {
             None
@@ -380,14 +382,15 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// The wake-ups the worker must schedule for what the handler asked
     /// since it last looked: the end of a new pause, timers armed or moved.
     pub(crate) fn schedule(&mut self, mut push: impl FnMut(Instant, Wake)) {
-        if let Some(until) = self.ctl.paused_until {
-            if self.ctl.pause_scheduled != Some(until) {
-                self.ctl.pause_scheduled = Some(until);
+        let Some(t) = self.ctl.timing_mut() else { return };
+        if let Some(until) = t.paused_until {
+            if t.pause_scheduled != Some(until) {
+                t.pause_scheduled = Some(until);
                 push(until, Wake::Resume);
             }
         }
-        if std::mem::take(&mut self.ctl.timers_changed) {
-            for &(id, at) in &self.ctl.timers {
+        if std::mem::take(&mut t.timers_changed) {
+            for &(id, at) in &t.timers {
                 push(at, Wake::Timer(id));
             }
         }
@@ -456,7 +459,7 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// idle timeout does not run meanwhile; it counts again from when the
     /// wait ends ([`end_wait`](Connection::end_wait)).
     pub(crate) fn waits_on_server(&self) -> bool {
-        self.shared.deferred() || self.ctl.paused_until.is_some()
+        self.shared.deferred() || self.ctl.paused_until().is_some()
     }
 
     /// A wait on the server ended (the last deferred reply was released, a

@@ -8,7 +8,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use crossbeam_channel::Receiver;
 use mio::{Events, Poll, Token, Waker};
 use slotmap::{Key, KeyData, SlotMap};
 
+use crate::admission::Load;
 use crate::clock;
 use crate::close::CloseReason;
 use crate::config::Shared;
@@ -78,7 +79,7 @@ pub(crate) struct Worker<H: Handler> {
     shared: Arc<Shared>,
     mailbox: Arc<Mailbox>,
     rx: Receiver<Mail>,
-    load: Arc<AtomicUsize>,
+    load: Arc<Load>,
     busy: Arc<AtomicU32>,
     conns: SlotMap<ConnKey, Connection<H::Session>>,
     scratch: Vec<u8>,
@@ -121,7 +122,7 @@ impl<H: Handler> Worker<H> {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let mailbox = Arc::new(Mailbox { tx, waker, pending: AtomicBool::new(false) });
-        let load = Arc::new(AtomicUsize::new(0));
+        let load = Load::new(&shared.stats);
         let busy = Arc::new(AtomicU32::new(0));
         let link = WorkerLink {
             index,
@@ -137,6 +138,7 @@ impl<H: Handler> Worker<H> {
             framing: handler.framing(),
             max_deferred: handler.max_deferred().unwrap_or(shared.config.max_deferred).clamp(1, 1024),
             blocking: Arc::clone(&shared.blocking),
+            stats: Arc::clone(&shared.stats),
         });
         let worker = Worker {
             rules,

@@ -44,7 +44,7 @@ impl<H: Handler> Worker<H> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         // A fresh reading, not this turn's: the connection's handshake and
         // idle deadlines must not start before it was accepted.
-        let (mailbox, stats, now) = (&self.mailbox, &self.shared.stats, Instant::now());
+        let (mailbox, now) = (&self.mailbox, Instant::now());
         let rules = &self.rules;
         let last_line = config.accept_unterminated.is_some() || self.handler.last_line_at_eof();
         let framer = Framer::new(rules.framing).unterminated(last_line);
@@ -57,8 +57,7 @@ impl<H: Handler> Worker<H> {
             }
         };
         let key = self.conns.insert_with_key(|key| {
-            let shared =
-                ConnShared::new(id, key, peer, Arc::clone(rules), Arc::clone(mailbox), Arc::clone(stats));
+            let shared = ConnShared::new(id, key, peer, Arc::clone(rules), Arc::clone(mailbox));
             Connection::new(sock, Arc::new(shared), framer, admission, now)
         });
         let c = &mut self.conns[key];
