@@ -18,6 +18,7 @@ use crate::outbound::{Outbound, WriteError};
 use crate::transport::Transport;
 
 mod drive;
+mod preamble;
 mod scripted;
 #[cfg(test)]
 mod tests;

@@ -381,7 +381,7 @@ impl<H: Handler> Harness<H> {
                 let next = self.c.readable(&cx!(self, false), &mut self.scratch, true);
                 return self.after(next);
             }
-            Next::End(End::Lingered) | Next::Preamble | Next::Wait => {}
+            Next::End(End::Lingered) | Next::Preamble | Next::Handshake(_) | Next::Open | Next::Wait => {}
         }
         // Timers are read from the connection's control; nothing to
         // schedule.

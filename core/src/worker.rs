@@ -241,15 +241,31 @@ impl<H: Handler> Worker<H> {
         self.report
     }
 
-    /// Applies what a connection's transition said to do next: the one
-    /// place that removes a connection, schedules its wake-ups and queues
-    /// it for reading or writing.
-    fn after(&mut self, key: ConnKey, next: Next) {
-        match next {
-            Next::End(end) => return self.end(key, end),
-            Next::Preamble => return self.advance(key),
-            Next::Read => self.ready.push(key),
-            Next::Wait => {}
+    /// Applies what a connection's transition said to do next, and what
+    /// that says in turn (the preamble's steps, opening the session): the
+    /// one place that removes a connection, schedules its wake-ups and
+    /// queues it for reading or writing. What it calls returns a [`Next`]
+    /// and never comes back here.
+    fn after(&mut self, key: ConnKey, mut next: Next) {
+        loop {
+            next = match next {
+                Next::End(end) => return self.end(key, end),
+                Next::Read => {
+                    self.ready.push(key);
+                    break;
+                }
+                Next::Wait => break,
+                Next::Preamble => match self.conns.get_mut(key) {
+                    Some(c) => c.advance(&self.shared.stats.workers[self.index]),
+                    None => return,
+                },
+                Next::Handshake(stream) => self.offload(key, stream),
+                // Then read: bytes may have come with the end of the preamble.
+                Next::Open => match self.start_session(key) {
+                    Next::Wait => Next::Read,
+                    next => next,
+                },
+            };
         }
         let Some(c) = self.conns.get_mut(key) else { return };
         let wakeups = &mut self.wakeups;

@@ -18,6 +18,7 @@ use crate::mailbox::Pending;
 use crate::order::{Order, Parked};
 use crate::outbound::WriteError;
 use crate::stats::{add, bump, Counters, WorkerCounters};
+use crate::tls::TlsStream;
 use crate::transport::reason_of;
 
 use super::{ByteStream, Closing, Connection, End, Wake, Writing};
@@ -51,8 +52,17 @@ pub(crate) enum Next {
     /// Read (and serve what waited) again in the loop's next pass: frames
     /// were released, or the turn ran out.
     Read,
-    /// The preamble (PROXY header, TLS handshake) moves on.
+    /// The preamble (PROXY header, TLS handshake) moves on
+    /// ([`Connection::advance`]).
     Preamble,
+    /// A TLS handshake step is due: the worker runs it on its handshake
+    /// pool (or at once, once the handshake has begun), and the stream
+    /// comes back through [`Connection::stepped`].
+    Handshake(Box<TlsStream>),
+    /// The preamble is done: the worker opens the session
+    /// ([`Connection::open_session`]) and reads what came with the end of
+    /// the preamble.
+    Open,
     /// Remove the connection.
     End(End),
 }
