@@ -49,15 +49,23 @@ pub(crate) enum Life<S> {
     Preamble,
     /// The session is open: frames go to the handler.
     Open(S),
-    /// A graceful close, begun for `reason`: what is queued is written,
+    /// A graceful close, begun for a reason: what is queued is written,
     /// then the write side is shut and the connection lingers.
     Closing {
         session: S,
-        reason: CloseReason,
-        /// `None` while flushing; the linger deadline once the write side
-        /// is shut.
-        linger: Option<Instant>,
+        /// Why, and the linger deadline: boxed, as only a closing
+        /// connection has them (a pointer in every connection, not 40 B).
+        close: Box<Close>,
     },
+}
+
+/// What a closing connection knows of its close.
+#[derive(Debug)]
+pub(crate) struct Close {
+    pub(crate) reason: CloseReason,
+    /// `None` while flushing; the linger deadline once the write side is
+    /// shut.
+    pub(crate) linger: Option<Instant>,
 }
 
 /// How a connection ends, as its worker removes it.
@@ -285,7 +293,7 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// Why the connection is closing, once it is.
     pub(crate) fn closing_reason(&self) -> Option<&CloseReason> {
         match &self.life {
-            Life::Closing { reason, .. } => Some(reason),
+            Life::Closing { close, .. } => Some(&close.reason),
             Life::Preamble | Life::Open(_) => None,
         }
     }
@@ -304,8 +312,10 @@ impl<S, T: ByteStream> Connection<S, T> {
     pub(crate) fn writing(&self) -> Writing {
         match self.life {
             Life::Preamble | Life::Open(_) => Writing::Open,
-            Life::Closing { linger: None, .. } => Writing::Flushing,
-            Life::Closing { linger: Some(until), .. } => Writing::Lingering { until },
+            Life::Closing { ref close, .. } => match close.linger {
+                None => Writing::Flushing,
+                Some(until) => Writing::Lingering { until },
+            },
         }
     }
 
@@ -317,8 +327,8 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// The write side is shut: read and discard until the peer's EOF or
     /// `until`.
     pub(crate) fn start_linger(&mut self, until: Instant) {
-        if let Life::Closing { linger, .. } = &mut self.life {
-            *linger = Some(until);
+        if let Life::Closing { close, .. } = &mut self.life {
+            close.linger = Some(until);
         }
     }
 
@@ -327,7 +337,9 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// counted and the handler has closed.
     pub(crate) fn end(self, end: End) -> (Option<S>, CloseReason, Admission) {
         let (session, reason) = match (self.life, end) {
-            (Life::Closing { session, reason, linger: Some(_) }, End::Lingered) => (Some(session), reason),
+            (Life::Closing { session, close }, End::Lingered) if close.linger.is_some() => {
+                (Some(session), close.reason)
+            }
             (Life::Preamble, End::Now(reason)) => (None, reason),
             (Life::Open(session) | Life::Closing { session, .. }, End::Now(reason)) => {
                 (Some(session), reason)
@@ -417,7 +429,7 @@ impl<S, T: ByteStream> Connection<S, T> {
                 return Closing::Already;
             }
         };
-        self.life = Life::Closing { session, reason, linger: None };
+        self.life = Life::Closing { session, close: Box::new(Close { reason, linger: None }) };
         self.backpressure = false;
         self.framer.clear();
         self.partial_since = None;
