@@ -718,8 +718,11 @@ impl Server {
     }
 
     /// The TCP address the server listens on (with the real port if 0 was
-    /// asked); for a Unix socket the unspecified address `0.0.0.0:0` (see
-    /// [`addr`](Server::addr)).
+    /// asked): a convenience for the common TCP server. A server on a Unix
+    /// socket has no such address and this returns the unspecified address
+    /// `0.0.0.0:0`, which no client can connect to and which binds a random
+    /// port on every interface: code that may run on a Unix socket asks
+    /// [`addr`](Server::addr) (`addr().ip()` is `None` there).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr.ip().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
