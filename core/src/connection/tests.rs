@@ -246,7 +246,7 @@ fn an_idle_connection_stays_small() {
     // mio keeps a selector id beside each socket in debug builds.
     let debug = if cfg!(debug_assertions) { 8 } else { 0 };
     let conn = size_of::<Connection<(), crate::transport::Transport>>();
-    assert!(conn <= 248 + debug, "Connection grew to {conn} B");
+    assert!(conn <= 240 + debug, "Connection grew to {conn} B");
     let shared = size_of::<ConnShared>();
     assert!(shared <= 120, "ConnShared grew to {shared} B: 128 B would cost 16 B more per connection");
     assert_eq!(size_of::<Control>(), 16, "a pause and timers belong behind Control's pointer");
