@@ -38,6 +38,8 @@ impl<H: Handler> Worker<H> {
         c.open_session(&cx!(self))
     }
 
+    /// A connection from the acceptor: its transport, its slot, its
+    /// registration, and its session at once if it has no preamble.
     pub(super) fn open(&mut self, sock: Stream, peer: Peer, admission: Admission) {
         let config = &self.shared.config;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
