@@ -49,7 +49,14 @@ impl Beside {
         let builder = builder.lifecycle(server.shutdown_handle());
         let udp = match reserved {
             Some(socket) => builder.start_socket(socket, handler)?,
-            None => builder.start(server.local_addr(), handler)?,
+            None => {
+                // (`local_addr` would be 0.0.0.0:0 for a Unix socket: a
+                // random port on every interface.)
+                let Some(addr) = server.addr().ip() else {
+                    anyhow::bail!("UDP serves on the TCP listener's port: {} has none", server.addr())
+                };
+                builder.start(addr, handler)?
+            }
         };
         Ok(Beside { udp: Some(udp), console: None })
     }
@@ -180,4 +187,23 @@ pub fn reserve(listen: &str, udp: bool) -> anyhow::Result<(String, Option<UdpSoc
         }
     }
     anyhow::bail!("cannot find a port number free for both TCP and UDP on {}", addr.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server on a Unix socket has no port for UDP: refused with the
+    /// reason, not bound to a random port on every interface.
+    #[test]
+    fn udp_beside_a_unix_socket_is_refused() {
+        let dir = switchboard_test_support::temp_dir("beside-unix");
+        let path = dir.path().join("s.sock");
+        let listen = format!("unix:{}", path.display());
+        let server = Server::builder().start_unix(&path, switchboard_handlers::Echo).unwrap();
+        let err = Beside::udp(&server, DatagramBuilder::default(), None, switchboard_handlers::Echo)
+            .expect_err("no UDP beside a Unix socket");
+        assert_eq!(err.to_string(), format!("UDP serves on the TCP listener's port: {listen} has none"));
+        server.shutdown();
+    }
 }

@@ -236,7 +236,7 @@ impl Acceptor {
             return;
         };
         bump(&stats.accepted);
-        let admission = Admission::new(stats, &worker.load);
+        let admission = Admission::new(&worker.load);
         if worker.mailbox.post(Mail::Conn(sock, peer, admission)).is_err() {
             // (The mail, its admission with it, is dropped: counted off.)
             log::error!("{peer}: a worker has stopped; closing the connection");
@@ -321,7 +321,7 @@ fn pick(workers: &[WorkerLink], activate_above: u32, spare_core: bool) -> Option
             }
         }
     }
-    workers.iter().min_by_key(|w| w.load.load(Ordering::Acquire))
+    workers.iter().min_by_key(|w| w.load.get())
 }
 
 /// What giving up the spare descriptor achieved.

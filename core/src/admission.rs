@@ -6,39 +6,62 @@ use std::sync::Arc;
 
 use crate::stats::Counters;
 
+/// One worker's load: the connections it owns (or has on the way in its
+/// mailbox), and the server's counters they are also counted open in.
+/// Shared by the worker, its link and every [`Admission`] it holds, so a
+/// connection pays one pointer for both counts.
+#[derive(Debug)]
+pub(crate) struct Load {
+    conns: AtomicUsize,
+    stats: Arc<Counters>,
+}
+
+impl Load {
+    /// A worker's load, none yet, counting open connections in `stats`.
+    pub(crate) fn new(stats: &Arc<Counters>) -> Arc<Load> {
+        Arc::new(Load { conns: AtomicUsize::new(0), stats: Arc::clone(stats) })
+    }
+
+    /// The connections the worker owns.
+    pub(crate) fn get(&self) -> usize {
+        self.conns.load(Ordering::Acquire)
+    }
+}
+
 /// A token for one admitted connection: made when the acceptor takes it
 /// (counting it in the server's open connections and its worker's load),
 /// carried with it (in the mail to its worker, in the connection, to
 /// another worker when it moves) and dropped when it closes, which counts
 /// it off. Whatever path a connection takes out (a failed setup, a worker
-/// that stopped, a close), the counts cannot drift.
+/// that stopped, a close), the counts cannot drift. One pointer: the
+/// worker's [`Load`], which knows the server's counters.
 #[derive(Debug)]
 pub(crate) struct Admission {
-    stats: Arc<Counters>,
     /// The load of the worker that owns the connection.
-    load: Arc<AtomicUsize>,
+    load: Arc<Load>,
 }
 
 impl Admission {
-    /// Counts a connection in `stats.open` and in a worker's `load`.
-    pub(crate) fn new(stats: &Arc<Counters>, load: &Arc<AtomicUsize>) -> Admission {
-        stats.open.fetch_add(1, Ordering::AcqRel);
-        load.fetch_add(1, Ordering::AcqRel);
-        Admission { stats: Arc::clone(stats), load: Arc::clone(load) }
+    /// Counts a connection in the server's open connections and in the
+    /// worker's `load`.
+    pub(crate) fn new(load: &Arc<Load>) -> Admission {
+        load.stats.open.fetch_add(1, Ordering::AcqRel);
+        load.conns.fetch_add(1, Ordering::AcqRel);
+        Admission { load: Arc::clone(load) }
     }
 
     /// The connection moves to the worker whose load is `load`.
-    pub(crate) fn move_to(&mut self, load: &Arc<AtomicUsize>) {
-        load.fetch_add(1, Ordering::AcqRel);
-        self.load.fetch_sub(1, Ordering::AcqRel);
+    pub(crate) fn move_to(&mut self, load: &Arc<Load>) {
+        load.conns.fetch_add(1, Ordering::AcqRel);
+        self.load.conns.fetch_sub(1, Ordering::AcqRel);
         self.load = Arc::clone(load);
     }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.load.fetch_sub(1, Ordering::AcqRel);
-        self.stats.open.fetch_sub(1, Ordering::AcqRel);
+        self.load.conns.fetch_sub(1, Ordering::AcqRel);
+        self.load.stats.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -49,12 +72,17 @@ mod tests {
     #[test]
     fn counted_while_alive_and_moved_with_the_connection() {
         let stats = Arc::new(Counters::new(2));
-        let (a, b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let mut token = Admission::new(&stats, &a);
-        assert_eq!((stats.open.load(Ordering::Acquire), a.load(Ordering::Acquire)), (1, 1));
+        let (a, b) = (Load::new(&stats), Load::new(&stats));
+        let mut token = Admission::new(&a);
+        assert_eq!((stats.open.load(Ordering::Acquire), a.get()), (1, 1));
         token.move_to(&b);
-        assert_eq!((a.load(Ordering::Acquire), b.load(Ordering::Acquire)), (0, 1));
+        assert_eq!((a.get(), b.get(), stats.open.load(Ordering::Acquire)), (0, 1, 1));
         drop(token);
-        assert_eq!((stats.open.load(Ordering::Acquire), b.load(Ordering::Acquire)), (0, 0));
+        assert_eq!((stats.open.load(Ordering::Acquire), b.get()), (0, 0));
+    }
+
+    #[test]
+    fn one_pointer() {
+        assert_eq!(std::mem::size_of::<Admission>(), std::mem::size_of::<usize>());
     }
 }

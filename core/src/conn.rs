@@ -4,7 +4,7 @@
 use std::fmt;
 use std::fs::File;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,10 @@ pub(crate) struct ConnShared {
     /// A [`Mail::Inbox`] is on its way (or the worker is gone): no need to
     /// post another. Changed under the route's lock, with the inbox.
     notified: AtomicBool,
+    /// Flags set once and never cleared: [`WARNED`], [`WAITING`]. (One
+    /// byte for both: a connection's shared part stays within 120 bytes,
+    /// one size class of the allocator below 128.)
+    once: AtomicU8,
     pub(crate) peer: Peer,
     /// Bytes queued for this connection and not yet written, in its queue or
     /// on the way in its worker's mailbox.
@@ -96,21 +100,23 @@ pub(crate) struct ConnShared {
     pub(crate) closed: AtomicBool,
     /// The handler asked for a half-close: nothing more may be sent.
     pub(crate) write_shut: AtomicBool,
-    pub(crate) warned: AtomicBool,
-    /// A producer has waited in [`ConnHandle::wait_below`]: the worker
-    /// wakes the waiters whenever it writes (set once, never cleared: a
-    /// connection fed by a waiting producer pays a lock per write).
-    waiting: AtomicBool,
     /// Where producers wait for the queue to shrink (with the route's
     /// lock).
     written: Condvar,
     /// Deferred replies outstanding: frames after them wait, and a graceful
     /// close waits for them.
-    pub(crate) deferred: AtomicUsize,
-    /// The server's rules for sending, shared by every connection of a worker.
+    pub(crate) deferred: AtomicU32,
+    /// The server's rules for sending (and its counters), shared by every
+    /// connection of a worker.
     pub(crate) rules: Arc<SendRules>,
-    pub(crate) stats: Arc<Counters>,
 }
+
+/// [`ConnShared::once`]: the slow-consumer warning was logged.
+const WARNED: u8 = 1;
+/// [`ConnShared::once`]: a producer has waited in
+/// [`ConnHandle::wait_below`]: the worker wakes the waiters whenever it
+/// writes (a connection fed by a waiting producer pays a lock per write).
+const WAITING: u8 = 2;
 
 /// What every connection of a server has alike about sending: its queue
 /// limits, the slow-consumer policy and the handler's framing. One per
@@ -127,6 +133,8 @@ pub(crate) struct SendRules {
     pub(crate) max_deferred: usize,
     /// Where [`Conn::spawn_blocking`] runs its jobs (the server's pool).
     pub(crate) blocking: Arc<BlockingPool>,
+    /// The server's counters (queued bytes, open connections, drops).
+    pub(crate) stats: Arc<Counters>,
 }
 
 impl ConnShared {
@@ -136,22 +144,19 @@ impl ConnShared {
         peer: Peer,
         rules: Arc<SendRules>,
         mailbox: Arc<Mailbox>,
-        stats: Arc<Counters>,
     ) -> ConnShared {
         ConnShared {
             id,
             route: Mutex::new(Route { mailbox, key, inbox: Vec::new() }),
             notified: AtomicBool::new(false),
+            once: AtomicU8::new(0),
             peer,
             queued: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             write_shut: AtomicBool::new(false),
-            warned: AtomicBool::new(false),
-            waiting: AtomicBool::new(false),
             written: Condvar::new(),
-            deferred: AtomicUsize::new(0),
+            deferred: AtomicU32::new(0),
             rules,
-            stats,
         }
     }
 
@@ -190,7 +195,7 @@ impl ConnShared {
         // Against the waiter's fence: either it sees the new count, or
         // this sees its flag and takes the lock it waits under.
         std::sync::atomic::fence(Ordering::SeqCst);
-        if self.waiting.load(Ordering::Relaxed) {
+        if self.once.load(Ordering::Relaxed) & WAITING != 0 {
             let _route = self.route.lock();
             self.written.notify_all();
         }
@@ -224,11 +229,11 @@ impl ConnShared {
         if after > self.rules.max_outbound {
             return true;
         }
-        let total = self.stats.queued();
+        let total = self.rules.stats.queued();
         if total <= self.rules.max_outbound_total {
             return false;
         }
-        let open = self.stats.open.load(Ordering::Acquire).max(1);
+        let open = self.rules.stats.open.load(Ordering::Acquire).max(1);
         after > self.rules.max_outbound_total / open
     }
 }
@@ -338,7 +343,7 @@ impl ConnHandle {
         let s = &*self.shared;
         let deadline = crate::clock::after(Instant::now(), timeout);
         let mut route = s.route.lock();
-        s.waiting.store(true, Ordering::Relaxed);
+        s.once.fetch_or(WAITING, Ordering::Relaxed);
         loop {
             // Against the worker's fence in `wake_producers`.
             std::sync::atomic::fence(Ordering::SeqCst);
@@ -374,8 +379,8 @@ impl ConnHandle {
         let s = &*self.shared;
         match s.rules.policy {
             SlowConsumerPolicy::DropMessage => {
-                bump(&s.stats.messages_dropped);
-                if !s.warned.swap(true, Ordering::AcqRel) {
+                bump(&s.rules.stats.messages_dropped);
+                if s.once.fetch_or(WARNED, Ordering::AcqRel) & WARNED == 0 {
                     log::warn!(
                         "{} (conn {}): slow consumer, {queued} bytes queued of a {}-byte budget; \
                          dropping messages",
@@ -388,7 +393,7 @@ impl ConnHandle {
             }
             SlowConsumerPolicy::Disconnect => {
                 if !s.closed.swap(true, Ordering::AcqRel) {
-                    bump(&s.stats.slow_consumer_disconnects);
+                    bump(&s.rules.stats.slow_consumer_disconnects);
                     let _ = s.enqueue(Pending::Close { slow: true });
                 }
                 SendError::Disconnected
@@ -473,18 +478,56 @@ impl fmt::Debug for Conn<'_> {
 /// [`Conn`](crate::Conn); the worker settles it after every callback.
 #[derive(Debug, Default)]
 pub(crate) struct Control {
+    /// Close once the callback returns (as [`Flow::Close`](crate::Flow::Close)).
+    pub(crate) close: bool,
+    /// The handler's half-close ([`Conn::shutdown_write`](crate::Conn::shutdown_write)).
+    pub(crate) half_close: HalfClose,
+    /// A reading pause and timers, which few connections have: one pointer
+    /// in every connection, made by the first pause or timer and freed
+    /// when none is left ([`Control::tidy`]).
+    timing: Option<Box<Timing>>,
+}
+
+/// A connection's reading pause and timers.
+#[derive(Debug, Default)]
+pub(crate) struct Timing {
     /// Reading is paused until then.
     pub(crate) paused_until: Option<Instant>,
     /// The pause deadline the worker has a wake-up scheduled for.
     pub(crate) pause_scheduled: Option<Instant>,
-    /// Close once the callback returns (as [`Flow::Close`](crate::Flow::Close)).
-    pub(crate) close: bool,
     /// Armed timers: (id, deadline).
     pub(crate) timers: Vec<(u64, Instant)>,
     /// Some timer was armed or moved earlier since the worker last looked.
     pub(crate) timers_changed: bool,
-    /// The handler's half-close ([`Conn::shutdown_write`](crate::Conn::shutdown_write)).
-    pub(crate) half_close: HalfClose,
+}
+
+impl Control {
+    /// Until when reading is paused, if it is.
+    pub(crate) fn paused_until(&self) -> Option<Instant> {
+        self.timing.as_ref().and_then(|t| t.paused_until)
+    }
+
+    /// The armed timers: (id, deadline).
+    pub(crate) fn timers(&self) -> &[(u64, Instant)] {
+        self.timing.as_ref().map_or(&[], |t| &t.timers)
+    }
+
+    /// The pause and timers, made if there are none yet.
+    pub(crate) fn timing(&mut self) -> &mut Timing {
+        self.timing.get_or_insert_with(Box::default)
+    }
+
+    /// The pause and timers, if there are any.
+    pub(crate) fn timing_mut(&mut self) -> Option<&mut Timing> {
+        self.timing.as_deref_mut()
+    }
+
+    /// Frees the pause and timers once none is left.
+    pub(crate) fn tidy(&mut self) {
+        if self.timing.as_ref().is_some_and(|t| t.paused_until.is_none() && t.timers.is_empty()) {
+            self.timing = None;
+        }
+    }
 }
 
 /// The handler's half-close of a connection that stays open for reading.
@@ -657,8 +700,8 @@ impl Conn<'_> {
     /// timeout nor the frame timeout runs while the pause lasts.
     pub fn pause_reading(&mut self, d: Duration) {
         let until = crate::clock::after(Instant::now(), d);
-        if self.ctl.paused_until.is_none_or(|t| t < until) {
-            self.ctl.paused_until = Some(until);
+        if self.ctl.paused_until().is_none_or(|t| t < until) {
+            self.ctl.timing().paused_until = Some(until);
         }
     }
 
@@ -670,22 +713,26 @@ impl Conn<'_> {
     #[must_use = "a connection has at most MAX_TIMERS timers"]
     pub fn set_timer(&mut self, id: u64, after: Duration) -> bool {
         let at = crate::clock::after(Instant::now(), after);
-        if let Some(t) = self.ctl.timers.iter_mut().find(|(i, _)| *i == id) {
+        let timing = self.ctl.timing();
+        if let Some(t) = timing.timers.iter_mut().find(|(i, _)| *i == id) {
             t.1 = at;
-        } else if self.ctl.timers.len() >= MAX_TIMERS {
+        } else if timing.timers.len() >= MAX_TIMERS {
             return false;
         } else {
-            self.ctl.timers.push((id, at));
+            timing.timers.push((id, at));
         }
-        self.ctl.timers_changed = true;
+        timing.timers_changed = true;
         true
     }
 
     /// Disarms timer `id`; returns whether it was armed.
     pub fn cancel_timer(&mut self, id: u64) -> bool {
-        let before = self.ctl.timers.len();
-        self.ctl.timers.retain(|(i, _)| *i != id);
-        before != self.ctl.timers.len()
+        let Some(timing) = self.ctl.timing_mut() else { return false };
+        let before = timing.timers.len();
+        timing.timers.retain(|(i, _)| *i != id);
+        let armed = before != timing.timers.len();
+        self.ctl.tidy();
+        armed
     }
 
     /// Whether replies promised with [`defer`](Conn::defer) are still

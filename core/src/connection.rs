@@ -22,6 +22,7 @@ mod drive;
 #[cfg(test)]
 mod link_tests;
 mod linked;
+mod preamble;
 mod scripted;
 #[cfg(test)]
 mod tests;
@@ -53,15 +54,23 @@ pub(crate) enum Life<S> {
     Preamble,
     /// The session is open: frames go to the handler.
     Open(S),
-    /// A graceful close, begun for `reason`: what is queued is written,
+    /// A graceful close, begun for a reason: what is queued is written,
     /// then the write side is shut and the connection lingers.
     Closing {
         session: S,
-        reason: CloseReason,
-        /// `None` while flushing; the linger deadline once the write side
-        /// is shut.
-        linger: Option<Instant>,
+        /// Why, and the linger deadline: boxed, as only a closing
+        /// connection has them (a pointer in every connection, not 40 B).
+        close: Box<Close>,
     },
+}
+
+/// What a closing connection knows of its close.
+#[derive(Debug)]
+pub(crate) struct Close {
+    pub(crate) reason: CloseReason,
+    /// `None` while flushing; the linger deadline once the write side is
+    /// shut.
+    pub(crate) linger: Option<Instant>,
 }
 
 /// How a connection ends, as its worker removes it.
@@ -230,7 +239,9 @@ pub(crate) struct Connection<S, T = Transport> {
     pub(crate) last_read: Instant,
     /// When the frame now incomplete started (the frame timeout).
     pub(crate) partial_since: Option<Instant>,
-    pub(crate) linger_read: usize,
+    /// Bytes read and discarded while lingering (a `u32`: it stops at
+    /// 1 MiB, and beside `backpressure` it costs no more than the flag).
+    pub(crate) linger_read: u32,
     /// While the connection moves in from another worker: mail posted after
     /// the move, held until the mail posted before it has been forwarded.
     /// Boxed: a pointer in every connection, the vector only in one moving.
@@ -299,7 +310,7 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// Why the connection is closing, once it is.
     pub(crate) fn closing_reason(&self) -> Option<&CloseReason> {
         match &self.life {
-            Life::Closing { reason, .. } => Some(reason),
+            Life::Closing { close, .. } => Some(&close.reason),
             Life::Preamble | Life::Open(_) => None,
         }
     }
@@ -318,8 +329,10 @@ impl<S, T: ByteStream> Connection<S, T> {
     pub(crate) fn writing(&self) -> Writing {
         match self.life {
             Life::Preamble | Life::Open(_) => Writing::Open,
-            Life::Closing { linger: None, .. } => Writing::Flushing,
-            Life::Closing { linger: Some(until), .. } => Writing::Lingering { until },
+            Life::Closing { ref close, .. } => match close.linger {
+                None => Writing::Flushing,
+                Some(until) => Writing::Lingering { until },
+            },
         }
     }
 
@@ -331,8 +344,8 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// The write side is shut: read and discard until the peer's EOF or
     /// `until`.
     pub(crate) fn start_linger(&mut self, until: Instant) {
-        if let Life::Closing { linger, .. } = &mut self.life {
-            *linger = Some(until);
+        if let Life::Closing { close, .. } = &mut self.life {
+            close.linger = Some(until);
         }
     }
 
@@ -341,7 +354,9 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// counted and the handler has closed.
     pub(crate) fn end(self, end: End) -> (Option<S>, CloseReason, Admission) {
         let (session, reason) = match (self.life, end) {
-            (Life::Closing { session, reason, linger: Some(_) }, End::Lingered) => (Some(session), reason),
+            (Life::Closing { session, close }, End::Lingered) if close.linger.is_some() => {
+                (Some(session), close.reason)
+            }
             (Life::Preamble, End::Now(reason)) => (None, reason),
             (Life::Open(session) | Life::Closing { session, .. }, End::Now(reason)) => {
                 (Some(session), reason)
@@ -360,9 +375,9 @@ impl<S, T: ByteStream> Connection<S, T> {
             Some(Hold::Backpressure)
         } else if self.link.as_ref().is_some_and(|l| l.backpressure) {
             Some(Hold::Link)
-        } else if let Some(until) = self.ctl.paused_until {
+        } else if let Some(until) = self.ctl.paused_until() {
             Some(Hold::PausedUntil(until))
-        } else if self.shared.deferred.load(Ordering::Acquire) >= self.shared.rules.max_deferred {
+        } else if self.shared.deferred.load(Ordering::Acquire) as usize >= self.shared.rules.max_deferred {
             Some(Hold::Deferred)
         } else {
             None
@@ -405,20 +420,21 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// The wake-ups the worker must schedule for what the handler asked
     /// since it last looked: the end of a new pause, timers armed or moved.
     pub(crate) fn schedule(&mut self, mut push: impl FnMut(Instant, Wake)) {
-        if let Some(until) = self.ctl.paused_until {
-            if self.ctl.pause_scheduled != Some(until) {
-                self.ctl.pause_scheduled = Some(until);
-                push(until, Wake::Resume);
-            }
-        }
         if let Some(link) = self.link.as_deref_mut() {
             if let Some(at) = link.deadline().filter(|&at| link.wake_scheduled != Some(at)) {
                 link.wake_scheduled = Some(at);
                 push(at, Wake::Link);
             }
         }
-        if std::mem::take(&mut self.ctl.timers_changed) {
-            for &(id, at) in &self.ctl.timers {
+        let Some(t) = self.ctl.timing_mut() else { return };
+        if let Some(until) = t.paused_until {
+            if t.pause_scheduled != Some(until) {
+                t.pause_scheduled = Some(until);
+                push(until, Wake::Resume);
+            }
+        }
+        if std::mem::take(&mut t.timers_changed) {
+            for &(id, at) in &t.timers {
                 push(at, Wake::Timer(id));
             }
         }
@@ -445,7 +461,7 @@ impl<S, T: ByteStream> Connection<S, T> {
                 return Closing::Already;
             }
         };
-        self.life = Life::Closing { session, reason, linger: None };
+        self.life = Life::Closing { session, close: Box::new(Close { reason, linger: None }) };
         if let Some(link) = self.link.as_deref_mut() {
             // Its queue is flushed and it is shut with its owner.
             link.begin_close(CloseReason::Handler);
@@ -493,7 +509,7 @@ impl<S, T: ByteStream> Connection<S, T> {
     /// idle timeout does not run meanwhile; it counts again from when the
     /// wait ends ([`end_wait`](Connection::end_wait)).
     pub(crate) fn waits_on_server(&self) -> bool {
-        self.shared.deferred() || self.ctl.paused_until.is_some()
+        self.shared.deferred() || self.ctl.paused_until().is_some()
     }
 
     /// A wait on the server ended (the last deferred reply was released, a

@@ -60,14 +60,12 @@ pub struct Framer {
     /// The unconsumed input: at most one incomplete frame, or what came
     /// while the caller took no frames. No allocation while empty.
     tail: Vec<u8>,
-    /// A last unterminated line is a frame (lines framing only).
-    unterminated: bool,
 }
 
 impl Framer {
     /// A framer at the start of a stream.
     pub fn new(framing: Framing) -> Framer {
-        Framer { decoder: Decoder::new(framing), tail: Vec::new(), unterminated: false }
+        Framer { decoder: Decoder::new(framing), tail: Vec::new() }
     }
 
     /// Whether a last line with no line ending is delivered as a frame by
@@ -75,7 +73,7 @@ impl Framer {
     /// (default: no, it is dropped). Only lines framing has such a frame: an
     /// incomplete length-prefixed frame is always dropped.
     pub fn unterminated(mut self, yes: bool) -> Framer {
-        self.unterminated = yes;
+        self.decoder.unterminated = yes;
         self
     }
 
@@ -191,7 +189,7 @@ impl Framer {
         F: FnMut(Item<'_>) -> bool,
     {
         let Framing::Lines { max } = self.framing() else { return false };
-        if !self.unterminated || self.tail.is_empty() || self.decoder.skipping() {
+        if !self.decoder.unterminated || self.tail.is_empty() || self.decoder.skipping() {
             return false;
         }
         let tail = std::mem::take(&mut self.tail);

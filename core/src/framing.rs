@@ -298,14 +298,20 @@ pub enum Step<'b> {
 #[derive(Debug)]
 pub struct Decoder {
     framing: Framing,
-    /// Lines: skipping up to the next newline. Length-prefixed: bytes left to skip.
-    skip: u64,
+    /// Lines: skipping up to the next newline. Length-prefixed: bytes left
+    /// to skip (a prefix is at most 4 bytes: a `u32` holds any length).
+    skip: u32,
+    /// A last line with no line ending is a frame at the end of the
+    /// stream ([`Framer::unterminated`](crate::Framer::unterminated)): kept
+    /// here, beside `skip`, so that a connection's framer costs no padding
+    /// for it.
+    pub(crate) unterminated: bool,
 }
 
 impl Decoder {
     /// A decoder at the start of a stream.
     pub fn new(framing: Framing) -> Decoder {
-        Decoder { framing, skip: 0 }
+        Decoder { framing, skip: 0, unterminated: false }
     }
 
     /// The most bytes of an incomplete frame the caller may have to hold:
@@ -380,9 +386,9 @@ impl Decoder {
 
     fn next_prefixed<'b>(&mut self, buf: &'b [u8], prefix: Prefix, max: usize) -> Step<'b> {
         if self.skip > 0 {
-            let n = self.skip.min(buf.len() as u64);
-            self.skip -= n;
-            return Step::Skip(n as usize);
+            let n = (self.skip as usize).min(buf.len());
+            self.skip -= n as u32;
+            return Step::Skip(n);
         }
         let w = prefix.width();
         if buf.len() < w {
@@ -394,7 +400,7 @@ impl Decoder {
         }
         let len = len as u64;
         if len > max as u64 {
-            self.skip = len;
+            self.skip = u32::try_from(len).unwrap_or(u32::MAX);
             return Step::Error(FrameError::TooLong { max, len: Some(len) }, w);
         }
         let end = w + len as usize;

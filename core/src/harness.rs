@@ -2,14 +2,14 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use mio::{Poll, Token, Waker};
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Load};
 use crate::close::CloseReason;
 use crate::config::Config;
 use crate::conn::{ConnHandle, ConnShared, HalfClose, SendRules};
@@ -142,11 +142,11 @@ impl<H: Handler> Harness<H> {
             framing: handler.framing(),
             max_deferred: handler.max_deferred().unwrap_or(config.max_deferred).clamp(1, 1024),
             blocking: Arc::new(BlockingPool::new(HARNESS_BLOCKING_THREADS, config.blocking_queue)),
+            stats: Arc::clone(&stats),
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let shared =
-            ConnShared::new(id, ConnKey::default(), peer, Arc::new(rules), mailbox, Arc::clone(&stats));
-        let admission = Admission::new(&stats, &Arc::new(AtomicUsize::new(0)));
+        let shared = ConnShared::new(id, ConnKey::default(), peer, Arc::new(rules), mailbox);
+        let admission = Admission::new(&Load::new(&stats));
         let framer = Framer::new(handler.framing()).unterminated(handler.last_line_at_eof());
         let c = Connection::new(Scripted::default(), Arc::new(shared), framer, admission, Instant::now());
         let mut h = Harness {
@@ -199,7 +199,7 @@ impl<H: Handler> Harness<H> {
     /// Fires timer `id` if it is armed ([`Conn::set_timer`]), whatever its
     /// deadline; returns `None` if it is not armed.
     pub fn fire_timer(&mut self, id: u64) -> Option<Flow> {
-        let &(_, at) = self.c.ctl.timers.iter().find(|&&(t, _)| t == id)?;
+        let &(_, at) = self.c.ctl.timers().iter().find(|&&(t, _)| t == id)?;
         if self.ended.is_none() {
             let next = self.c.wake(&cx!(self, false), at, Wake::Timer(id));
             self.after(next);
@@ -211,7 +211,7 @@ impl<H: Handler> Harness<H> {
     pub fn timers(&self) -> Vec<(u64, Duration)> {
         let now = Instant::now();
         let mut t: Vec<_> =
-            self.c.ctl.timers.iter().map(|&(id, at)| (id, at.saturating_duration_since(now))).collect();
+            self.c.ctl.timers().iter().map(|&(id, at)| (id, at.saturating_duration_since(now))).collect();
         t.sort();
         t
     }
@@ -220,13 +220,13 @@ impl<H: Handler> Harness<H> {
     /// Frames wait in the harness too; [`resume`](Harness::resume) ends the
     /// pause early.
     pub fn paused_for(&self) -> Option<Duration> {
-        self.c.ctl.paused_until.map(|t| t.saturating_duration_since(Instant::now()))
+        self.c.ctl.paused_until().map(|t| t.saturating_duration_since(Instant::now()))
     }
 
     /// Ends a reading pause and serves the frames that waited.
     pub fn resume(&mut self) -> Flow {
-        if let Some(at) = self.c.ctl.paused_until {
-            self.c.ctl.pause_scheduled = Some(at);
+        if let Some(at) = self.c.ctl.paused_until() {
+            self.c.ctl.timing().pause_scheduled = Some(at);
             let next = self.c.wake(&cx!(self, false), at, Wake::Resume);
             self.after(next);
         }
@@ -239,7 +239,9 @@ impl<H: Handler> Harness<H> {
         Some(match self.c.hold()? {
             Hold::Backpressure => Held::Backpressure { queued: self.c.shared.queued() },
             Hold::PausedUntil(t) => Held::Paused(t.saturating_duration_since(Instant::now())),
-            Hold::Deferred => Held::Deferred { outstanding: self.c.shared.deferred.load(Ordering::Acquire) },
+            Hold::Deferred => {
+                Held::Deferred { outstanding: self.c.shared.deferred.load(Ordering::Acquire) as usize }
+            }
             Hold::Link => Held::Link { queued: self.c.link.as_ref().map_or(0, |l| l.queued()) },
         })
     }
@@ -386,7 +388,7 @@ impl<H: Handler> Harness<H> {
                 let next = self.c.readable(&cx!(self, false), &mut self.scratch, true);
                 return self.after(next);
             }
-            Next::End(End::Lingered) | Next::Preamble | Next::Wait => {}
+            Next::End(End::Lingered) | Next::Preamble | Next::Handshake(_) | Next::Open | Next::Wait => {}
         }
         // Timers are read from the connection's control; nothing to
         // schedule.

@@ -101,11 +101,11 @@ pub use proxy::{ProxyHeader, ProxyVersion};
 pub use rustls;
 #[doc(hidden)]
 pub use server::StartProbe;
-pub use server::{Server, ServerBuilder, StatsHandle};
+pub use server::{Server, ServerBuilder};
 pub use service::{spawn_service, Service, Stop, ThreadService};
 pub use shutdown::{Phase, ShutdownHandle, ShutdownReport};
 pub use signals::{SignalError, Signals};
-pub use stats::{Stats, WorkerStats};
+pub use stats::{Stats, StatsHandle, WorkerStats};
 pub use stream::{unix_path, Addr, Credentials, Peer, Stream, UNIX_PREFIX};
 #[cfg(feature = "tls")]
 pub use tls::{tls_config_from_pem, TlsConfigError, TlsSocket};

@@ -3,13 +3,13 @@
 
 use std::any::Any;
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use mio::Waker;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Load};
 use crate::message::Message;
 use crate::stream::{Peer, Stream};
 use crate::tls::{Handshake, TlsStream};
@@ -127,7 +127,7 @@ pub(crate) struct WorkerLink {
     pub(crate) index: usize,
     pub(crate) mailbox: Arc<Mailbox>,
     /// Connections the worker owns (or has on the way in its mailbox).
-    pub(crate) load: Arc<AtomicUsize>,
+    pub(crate) load: Arc<Load>,
     /// How busy the worker's loop was over its last measuring window, in
     /// per mille of wall time spent outside `epoll_wait`.
     pub(crate) busy: Arc<AtomicU32>,

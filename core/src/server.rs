@@ -21,7 +21,7 @@ use crate::pool::BlockingPool;
 use crate::service::{Group, Service};
 use crate::shutdown::{Phase, ShutdownHandle, ShutdownReport, ShutdownState};
 use crate::signals::Signals;
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, Stats, StatsHandle};
 use crate::stream::Addr;
 use crate::worker::{Worker, WorkerReport};
 
@@ -718,8 +718,11 @@ impl Server {
     }
 
     /// The TCP address the server listens on (with the real port if 0 was
-    /// asked); for a Unix socket the unspecified address `0.0.0.0:0` (see
-    /// [`addr`](Server::addr)).
+    /// asked): a convenience for the common TCP server. A server on a Unix
+    /// socket has no such address and this returns the unspecified address
+    /// `0.0.0.0:0`, which no client can connect to and which binds a random
+    /// port on every interface: code that may run on a Unix socket asks
+    /// [`addr`](Server::addr) (`addr().ip()` is `None` there).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr.ip().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
@@ -777,44 +780,6 @@ impl Server {
         let report = self.threads.join();
         log::info!("{report}");
         report
-    }
-}
-
-/// Reads a server's counters from any thread: `Clone + Send + Sync`, from
-/// [`Server::stats_handle`]. It keeps only the counters alive, not the
-/// server.
-///
-/// ```no_run
-/// use switchboard::{handler_fn, Flow, Framing, Server};
-///
-/// let echo = handler_fn(Framing::Raw, |data, conn| {
-///     conn.send(data);
-///     Flow::Continue
-/// });
-/// let server = Server::builder().start("127.0.0.1:0", echo)?;
-/// let stats = server.stats_handle();
-/// std::thread::spawn(move || loop {
-///     println!("{}", stats.snapshot());
-///     std::thread::sleep(std::time::Duration::from_secs(10));
-/// });
-/// server.wait();
-/// # Ok::<(), switchboard::StartError>(())
-/// ```
-#[derive(Clone)]
-pub struct StatsHandle {
-    pub(crate) counters: Arc<Counters>,
-}
-
-impl StatsHandle {
-    /// A snapshot of the counters now.
-    pub fn snapshot(&self) -> Stats {
-        self.counters.snapshot()
-    }
-}
-
-impl fmt::Debug for StatsHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StatsHandle").field("stats", &self.snapshot()).finish()
     }
 }
 

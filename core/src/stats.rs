@@ -1,7 +1,9 @@
 //! Server counters, readable at any time as a [`Stats`] snapshot: the
 //! table that declares them, and the live atomics behind it.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 
 counters! {
     /// A snapshot of a server's counters, from [`Server::stats`](crate::Server::stats).
@@ -199,6 +201,44 @@ impl Counters {
     /// Bytes held in every connection's queue.
     pub(crate) fn queued(&self) -> usize {
         self.workers.iter().map(|w| w.queued.load(Relaxed)).sum()
+    }
+}
+
+/// Reads a server's counters from any thread: `Clone + Send + Sync`, from
+/// [`Server::stats_handle`]. It keeps only the counters alive, not the
+/// server.
+///
+/// ```no_run
+/// use switchboard::{handler_fn, Flow, Framing, Server};
+///
+/// let echo = handler_fn(Framing::Raw, |data, conn| {
+///     conn.send(data);
+///     Flow::Continue
+/// });
+/// let server = Server::builder().start("127.0.0.1:0", echo)?;
+/// let stats = server.stats_handle();
+/// std::thread::spawn(move || loop {
+///     println!("{}", stats.snapshot());
+///     std::thread::sleep(std::time::Duration::from_secs(10));
+/// });
+/// server.wait();
+/// # Ok::<(), switchboard::StartError>(())
+/// ```
+#[derive(Clone)]
+pub struct StatsHandle {
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl StatsHandle {
+    /// A snapshot of the counters now.
+    pub fn snapshot(&self) -> Stats {
+        self.counters.snapshot()
+    }
+}
+
+impl fmt::Debug for StatsHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatsHandle").field("stats", &self.snapshot()).finish()
     }
 }
 

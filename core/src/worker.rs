@@ -8,7 +8,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use crossbeam_channel::Receiver;
 use mio::{Events, Poll, Token, Waker};
 use slotmap::{Key, KeyData, SlotMap};
 
+use crate::admission::Load;
 use crate::clock;
 use crate::close::CloseReason;
 use crate::config::Shared;
@@ -79,7 +80,7 @@ pub(crate) struct Worker<H: Handler> {
     shared: Arc<Shared>,
     mailbox: Arc<Mailbox>,
     rx: Receiver<Mail>,
-    load: Arc<AtomicUsize>,
+    load: Arc<Load>,
     busy: Arc<AtomicU32>,
     conns: SlotMap<ConnKey, Connection<H::Session>>,
     scratch: Vec<u8>,
@@ -124,7 +125,7 @@ impl<H: Handler> Worker<H> {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let mailbox = Arc::new(Mailbox { tx, waker, pending: AtomicBool::new(false) });
-        let load = Arc::new(AtomicUsize::new(0));
+        let load = Load::new(&shared.stats);
         let busy = Arc::new(AtomicU32::new(0));
         let link = WorkerLink {
             index,
@@ -140,6 +141,7 @@ impl<H: Handler> Worker<H> {
             framing: handler.framing(),
             max_deferred: handler.max_deferred().unwrap_or(shared.config.max_deferred).clamp(1, 1024),
             blocking: Arc::clone(&shared.blocking),
+            stats: Arc::clone(&shared.stats),
         });
         let worker = Worker {
             rules,
@@ -248,15 +250,31 @@ impl<H: Handler> Worker<H> {
         self.report
     }
 
-    /// Applies what a connection's transition said to do next: the one
-    /// place that removes a connection, schedules its wake-ups and queues
-    /// it for reading or writing.
-    fn after(&mut self, key: ConnKey, next: Next) {
-        match next {
-            Next::End(end) => return self.end(key, end),
-            Next::Preamble => return self.advance(key),
-            Next::Read => self.ready.push(key),
-            Next::Wait => {}
+    /// Applies what a connection's transition said to do next, and what
+    /// that says in turn (the preamble's steps, opening the session): the
+    /// one place that removes a connection, schedules its wake-ups and
+    /// queues it for reading or writing. What it calls returns a [`Next`]
+    /// and never comes back here.
+    fn after(&mut self, key: ConnKey, mut next: Next) {
+        loop {
+            next = match next {
+                Next::End(end) => return self.end(key, end),
+                Next::Read => {
+                    self.ready.push(key);
+                    break;
+                }
+                Next::Wait => break,
+                Next::Preamble => match self.conns.get_mut(key) {
+                    Some(c) => c.advance(&self.shared.stats.workers[self.index]),
+                    None => return,
+                },
+                Next::Handshake(stream) => self.offload(key, stream),
+                // Then read: bytes may have come with the end of the preamble.
+                Next::Open => match self.start_session(key) {
+                    Next::Wait => Next::Read,
+                    next => next,
+                },
+            };
         }
         let Some(c) = self.conns.get_mut(key) else { return };
         let wakeups = &mut self.wakeups;

@@ -1,8 +1,7 @@
 //! Per-worker counters, for metrics that show how load spreads over the
 //! workers ([`StatsHandle::workers`]).
 
-use crate::server::StatsHandle;
-use crate::stats::WorkerStats;
+use crate::stats::{StatsHandle, WorkerStats};
 
 impl StatsHandle {
     /// Each worker's counters now, in worker order (as many entries as the

@@ -18,6 +18,7 @@ use crate::mailbox::Pending;
 use crate::order::{Order, Parked};
 use crate::outbound::WriteError;
 use crate::stats::{add, bump, Counters, WorkerCounters};
+use crate::tls::TlsStream;
 use crate::transport::reason_of;
 
 use super::{ByteStream, Closing, Connection, End, Wake, Writing};
@@ -25,7 +26,7 @@ use super::{ByteStream, Closing, Connection, End, Wake, Writing};
 /// Reads per readiness event before other connections get a turn.
 const READS_PER_TURN: usize = 16;
 /// Bytes a lingering close reads and discards at most.
-const LINGER_BYTES: usize = 1 << 20;
+const LINGER_BYTES: u32 = 1 << 20;
 
 /// What a connection's transitions borrow from its worker for one call.
 pub(crate) struct Cx<'a, H> {
@@ -51,8 +52,17 @@ pub(crate) enum Next {
     /// Read (and serve what waited) again in the loop's next pass: frames
     /// were released, or the turn ran out.
     Read,
-    /// The preamble (PROXY header, TLS handshake) moves on.
+    /// The preamble (PROXY header, TLS handshake) moves on
+    /// ([`Connection::advance`]).
     Preamble,
+    /// A TLS handshake step is due: the worker runs it on its handshake
+    /// pool (or at once, once the handshake has begun), and the stream
+    /// comes back through [`Connection::stepped`].
+    Handshake(Box<TlsStream>),
+    /// The preamble is done: the worker opens the session
+    /// ([`Connection::open_session`]) and reads what came with the end of
+    /// the preamble.
+    Open,
     /// Remove the connection.
     End(End),
 }
@@ -162,20 +172,23 @@ impl<S, T: ByteStream> Connection<S, T> {
     pub(crate) fn wake<H: Handler<Session = S>>(&mut self, cx: &Cx<'_, H>, at: Instant, wake: Wake) -> Next {
         match wake {
             Wake::Resume => {
-                if self.ctl.pause_scheduled != Some(at) {
+                let Some(t) = self.ctl.timing_mut().filter(|t| t.pause_scheduled == Some(at)) else {
                     return Next::Wait; // moved: a later wake-up is scheduled
-                }
-                self.ctl.pause_scheduled = None;
-                self.ctl.paused_until = None;
+                };
+                t.pause_scheduled = None;
+                t.paused_until = None;
+                self.ctl.tidy();
                 self.end_wait(cx.now);
                 self.reading_again()
             }
             Wake::Link => self.link_wake(cx, at),
             Wake::Timer(id) => {
-                let Some(i) = self.ctl.timers.iter().position(|&(t, d)| t == id && d == at) else {
+                let Some(t) = self.ctl.timing_mut() else { return Next::Wait };
+                let Some(i) = t.timers.iter().position(|&(t, d)| t == id && d == at) else {
                     return Next::Wait; // cancelled or moved
                 };
-                self.ctl.timers.swap_remove(i);
+                t.timers.swap_remove(i);
+                self.ctl.tidy();
                 if self.writing() != Writing::Open {
                     return Next::Wait;
                 }
@@ -440,7 +453,8 @@ impl<S, T: ByteStream> Connection<S, T> {
             match self.sock.read(scratch) {
                 Ok(0) => break,
                 Ok(n) => {
-                    self.linger_read += n;
+                    let n = u32::try_from(n).unwrap_or(u32::MAX);
+                    self.linger_read = self.linger_read.saturating_add(n);
                     if self.linger_read > LINGER_BYTES {
                         break;
                     }

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::unix::net::UnixStream as StdUnix;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use crate::handler::{Flow, Handler};
 use crate::link::state::LinkState;
 use crate::link::LinkEvent;
 use crate::mailbox::{ConnKey, Mailbox};
+use crate::admission::Load;
 use crate::stats::Counters;
 use crate::stream::{Addr, Stream};
 
@@ -83,12 +84,13 @@ impl Rig {
             framing: Framing::Raw,
             max_deferred: 1,
             blocking: Arc::new(crate::pool::BlockingPool::new(1, 16)),
+            stats: Arc::clone(&stats),
         });
         let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
-        let shared = ConnShared::new(9, ConnKey::default(), peer.into(), rules, mailbox, Arc::clone(&stats));
-        let load = Arc::new(AtomicUsize::new(0));
+        let shared = ConnShared::new(9, ConnKey::default(), peer.into(), rules, mailbox);
+        let load = Load::new(&stats);
         let script = Scripted { reads: reads.into(), ..Scripted::default() };
-        let admission = Admission::new(&stats, &load);
+        let admission = Admission::new(&load);
         let c =
             Connection::new(script, Arc::new(shared), Framer::new(Framing::Raw), admission, Instant::now());
         let (ours, upstream) = StdUnix::pair().unwrap();

@@ -42,7 +42,9 @@ pub(crate) enum LinkRead {
 fn merge(a: Next, b: Next) -> Next {
     match (a, b) {
         (end @ Next::End(_), _) | (_, end @ Next::End(_)) => end,
-        (Next::Preamble, _) | (_, Next::Preamble) => Next::Preamble,
+        // (The preamble's steps come before any link exists.)
+        (pre @ (Next::Preamble | Next::Handshake(_) | Next::Open), _)
+        | (_, pre @ (Next::Preamble | Next::Handshake(_) | Next::Open)) => pre,
         (Next::Read, _) | (_, Next::Read) => Next::Read,
         (Next::Wait, Next::Wait) => Next::Wait,
     }

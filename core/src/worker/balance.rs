@@ -93,10 +93,10 @@ impl<H: Handler> Worker<H> {
             .enumerate()
             .filter(|(i, w)| *i != self.index && w.busy.load(Ordering::Relaxed) < threshold)
             .map(|(_, w)| w)
-            .min_by_key(|w| w.load.load(Ordering::Acquire))
+            .min_by_key(|w| w.load.get())
             .cloned();
         let Some(target) = target else { return };
-        let theirs = target.load.load(Ordering::Acquire);
+        let theirs = target.load.get();
         if theirs + 1 >= mine {
             return;
         }

@@ -56,8 +56,11 @@ impl<H: Handler> Worker<H> {
         self.shared.stats.workers[self.index].queued.fetch_sub(mem, Ordering::Relaxed);
         self.shared.stats.workers[to.index].queued.fetch_add(mem, Ordering::Relaxed);
         c.held = Some(Box::default());
-        c.ctl.pause_scheduled = None;
-        c.ctl.timers_changed = true;
+        if let Some(t) = c.ctl.timing_mut() {
+            // Its wake-ups stay in this worker's heap: the new one schedules them.
+            t.pause_scheduled = None;
+            t.timers_changed = true;
+        }
         c.admission.move_to(&to.load);
         if let Err(Mail::Migrate(back)) = to.mailbox.post(Mail::Migrate(Box::new(c))) {
             // The other worker has stopped: keep the connection here.

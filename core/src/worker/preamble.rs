@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::admission::Admission;
 use crate::close::CloseReason;
 use crate::conn::ConnShared;
-use crate::connection::{Connection, Cx};
+use crate::connection::{Connection, Cx, End, Next};
 use crate::framer::Framer;
 use crate::handler::Handler;
 use crate::handshakes::{self, Job, Pool, Refused};
@@ -17,7 +17,7 @@ use crate::mailbox::ConnKey;
 use crate::stats::bump;
 use crate::stream::{Peer, Stream};
 use crate::tls::TlsStream;
-use crate::transport::{Advance, Transport};
+use crate::transport::Transport;
 
 use super::{token, Worker};
 
@@ -31,20 +31,21 @@ impl<H: Handler> Worker<H> {
         self.handshakes = Some(pool);
     }
 
-    /// Calls the handler's `open`.
-    fn start_session(&mut self, key: ConnKey) {
-        let Some(c) = self.conns.get_mut(key) else { return };
+    /// Calls the handler's `open`: says what next.
+    pub(super) fn start_session(&mut self, key: ConnKey) -> Next {
+        let Some(c) = self.conns.get_mut(key) else { return Next::Wait };
         log::debug!("{}: connection {} open on worker {}", c.shared.peer, c.shared.id, self.index);
-        let next = c.open_session(&cx!(self));
-        self.after(key, next);
+        c.open_session(&cx!(self))
     }
 
+    /// A connection from the acceptor: its transport, its slot, its
+    /// registration, and its session at once if it has no preamble.
     pub(super) fn open(&mut self, sock: Stream, peer: Peer, admission: Admission) {
         let config = &self.shared.config;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         // A fresh reading, not this turn's: the connection's handshake and
         // idle deadlines must not start before it was accepted.
-        let (mailbox, stats, now) = (&self.mailbox, &self.shared.stats, Instant::now());
+        let (mailbox, now) = (&self.mailbox, Instant::now());
         let rules = &self.rules;
         let last_line = config.accept_unterminated.is_some() || self.handler.last_line_at_eof();
         let framer = Framer::new(rules.framing).unterminated(last_line);
@@ -57,93 +58,53 @@ impl<H: Handler> Worker<H> {
             }
         };
         let key = self.conns.insert_with_key(|key| {
-            let shared =
-                ConnShared::new(id, key, peer, Arc::clone(rules), Arc::clone(mailbox), Arc::clone(stats));
+            let shared = ConnShared::new(id, key, peer, Arc::clone(rules), Arc::clone(mailbox));
             Connection::new(sock, Arc::new(shared), framer, admission, now)
         });
         let c = &mut self.conns[key];
-        if let Err(e) = c.sock.register(self.poll.registry(), token(key)) {
+        let next = if let Err(e) = c.sock.register(self.poll.registry(), token(key)) {
             log::warn!("{peer}: cannot register the connection: {e}; closing");
-            self.conns.remove(key);
-            bump(&self.counters().closed);
-            return;
-        }
-        if !c.sock.is_ready() {
-            // A PROXY header or a TLS handshake first (`on_readable`).
+            Next::End(End::Now(CloseReason::Io(e)))
+        } else if !c.sock.is_ready() {
+            // A PROXY header or a TLS handshake first (`Next::Preamble`
+            // when the socket is readable).
             log::debug!("{peer}: connection {id} on worker {}: awaiting its preamble", self.index);
-            return;
-        }
-        self.start_session(key);
-    }
-
-    /// The preamble (PROXY header, TLS handshake) moved on: opens the
-    /// session once it is done.
-    pub(super) fn advance(&mut self, key: ConnKey) {
-        let Some(c) = self.conns.get_mut(key) else { return };
-        let advanced = c.sock.advance();
-        self.advanced(key, advanced);
-    }
-
-    /// Where the preamble stands after a step: waits, sends the handshake
-    /// step to the pool, opens the session, or closes.
-    pub(super) fn advanced(&mut self, key: ConnKey, advanced: Result<Advance, CloseReason>) {
-        let Some(c) = self.conns.get_mut(key) else { return };
-        match advanced {
-            Ok(Advance::Pending) => self.dirty.push(key),
-            Ok(Advance::Handshake(stream)) => self.offload(key, stream),
-            Ok(Advance::Ready(client)) => {
-                if let Some(client) = client {
-                    match Arc::get_mut(&mut c.shared) {
-                        Some(shared) => {
-                            log::debug!(
-                                "{}: connection {} is from {client} (PROXY header)",
-                                shared.peer,
-                                shared.id
-                            );
-                            shared.peer = Peer::Ip(client);
-                        }
-                        None => log::error!("{}: the connection is shared before it opened", c.shared.peer),
-                    }
-                }
-                if c.sock.is_tls() {
-                    bump(&self.shared.stats.workers[self.index].tls_handshakes);
-                }
-                self.start_session(key);
-                // Bytes may have come with the end of the preamble.
-                self.ready.push(key);
-            }
-            Err(reason) => self.finish(key, reason),
-        }
+            Next::Wait
+        } else {
+            self.start_session(key)
+        };
+        self.after(key, next);
     }
 
     /// Queues a new connection's first TLS handshake step (the server's
     /// flight, with its signature) on the pool; refuses the handshake when
     /// the pool's queue is full. A begun handshake (what is left: the
     /// client's Finished, a MAC and a key derivation) takes its steps here,
-    /// saving two thread hand-offs.
-    pub(super) fn offload(&mut self, key: ConnKey, mut stream: Box<TlsStream>) {
+    /// saving two thread hand-offs. Says what next; the step on the pool
+    /// comes back as mail ([`handshaken`](Worker::handshaken)).
+    pub(super) fn offload(&mut self, key: ConnKey, mut stream: Box<TlsStream>) -> Next {
         let begun = self.conns.get(key).is_some_and(|c| c.sock.handshake_begun());
         let pool = match &self.handshakes {
             Some(pool) if !begun => pool,
             // (Or no pool: not started under TLS.)
             _ => {
                 let step = stream.handshake();
-                return self.handshaken(key, stream, step);
+                return self.stepped(key, stream, step);
             }
         };
         let job = Job { stream, key, mailbox: Arc::clone(&self.mailbox) };
         match pool.submit(job) {
-            Ok(()) => {}
+            Ok(()) => Next::Wait,
             Err(Refused::Full(stream)) => {
                 drop(stream);
                 bump(&self.counters().tls_handshakes_refused);
                 self.refused.0 += 1;
                 self.log_refused();
-                self.finish(key, CloseReason::HandshakeRefused);
+                Next::End(End::Now(CloseReason::HandshakeRefused))
             }
             Err(Refused::Stopped(stream)) => {
                 drop(stream);
-                self.finish(key, CloseReason::Forced);
+                Next::End(End::Now(CloseReason::Forced))
             }
         }
     }
@@ -165,10 +126,17 @@ impl<H: Handler> Worker<H> {
 
     /// A handshake step came back from the pool.
     pub(super) fn handshaken(&mut self, key: ConnKey, stream: Box<TlsStream>, step: handshakes::Step) {
-        // A connection closed meanwhile (its handshake timed out): the
-        // stream and its socket are dropped here.
-        let Some(c) = self.conns.get_mut(key) else { return };
-        let advanced = c.sock.step_done(stream, step);
-        self.advanced(key, advanced);
+        let next = self.stepped(key, stream, step);
+        self.after(key, next);
+    }
+
+    /// A handshake step is done: its connection takes the stream back and
+    /// says what next. A connection closed meanwhile (its handshake timed
+    /// out): the stream and its socket are dropped here.
+    fn stepped(&mut self, key: ConnKey, stream: Box<TlsStream>, step: handshakes::Step) -> Next {
+        match self.conns.get_mut(key) {
+            Some(c) => c.stepped(&self.shared.stats.workers[self.index], stream, step),
+            None => Next::Wait,
+        }
     }
 }
