@@ -221,9 +221,10 @@ impl Chat {
 
     /// Makes `/who` list each member with its address: `alice
     /// (203.0.113.7:41234)`, the client's address from a PROXY header when
-    /// there is one, a UDP member's own; the console and members on other
-    /// servers of a cluster by nick alone. Off by default: it tells every
-    /// member where the others connect from.
+    /// there is one, a UDP member's own, a member on a Unix socket by its
+    /// process's credentials (`bob (unix:uid=1000,pid=4242)`); the console
+    /// and members on other servers of a cluster by nick alone. Off by
+    /// default: it tells every member where the others connect from.
     pub fn who_addresses(self, on: bool) -> Chat {
         self.room.lock().set_show_addresses(on);
         self
