@@ -223,12 +223,14 @@ impl ConnShared {
         if after > self.rules.max_outbound {
             return true;
         }
-        let total = self.stats.queued();
-        if total <= self.rules.max_outbound_total {
+        // Within its fair share first: the server-wide total sums counters
+        // that every worker writes as it writes, which a broadcast to a
+        // thousand members would otherwise read a thousand times.
+        let open = self.stats.open.load(Ordering::Acquire).max(1);
+        if after <= self.rules.max_outbound_total / open {
             return false;
         }
-        let open = self.stats.open.load(Ordering::Acquire).max(1);
-        after > self.rules.max_outbound_total / open
+        self.stats.queued() > self.rules.max_outbound_total
     }
 }
 
