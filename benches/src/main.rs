@@ -53,6 +53,8 @@ pub(crate) struct Options {
     pub(crate) blocking_only: bool,
     /// Only the echo rows whose name holds this (`--echo-only TEXT`).
     pub(crate) echo_only: Option<String>,
+    /// Only the chat row on one server (`--chat-only`).
+    pub(crate) chat_only: bool,
 }
 
 impl Options {
@@ -254,6 +256,8 @@ Options:
                  jobs, and fairness); prints them, writes nothing
   --echo-only TEXT  only the echo rows whose name holds TEXT (e.g. `Unix`);
                  prints their table, writes nothing
+  --chat-only    only the chat row on one server (switchboard against
+                 tokio-chat, alternating); prints it, writes nothing
   -h, --help     this text";
 
 fn main() -> ExitCode {
@@ -299,7 +303,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut results = if opts.tls_only { Results::default() } else { run_all(&opts, &bins) };
-    if opts.echo_only.is_some() {
+    if opts.echo_only.is_some() || opts.chat_only {
         println!("{}", markdown::tables(&results));
         return ExitCode::SUCCESS;
     }
@@ -383,6 +387,7 @@ fn parse_args() -> Result<Option<Options>, String> {
         profile_only: false,
         blocking_only: false,
         echo_only: None,
+        chat_only: false,
     };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -401,23 +406,25 @@ fn parse_args() -> Result<Option<Options>, String> {
             "--profile-only" => o.profile_only = true,
             "--blocking-only" => o.blocking_only = true,
             "--echo-only" => o.echo_only = Some(it.next().ok_or("--echo-only needs part of a row's name")?),
+            "--chat-only" => o.chat_only = true,
             "--bin-dir" => o.bin_dir = PathBuf::from(it.next().ok_or("--bin-dir needs a folder")?),
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
-    if [o.tls_only, o.profile_only, o.blocking_only].iter().filter(|&&x| x).count() > 1 {
+    if [o.tls_only, o.profile_only, o.blocking_only, o.chat_only].iter().filter(|&&x| x).count() > 1 {
         return Err(
-            "--tls-only, --profile-only and --blocking-only are different partial runs: give one".into()
-        );
-    }
-    if o.echo_only.is_some() && (o.tls_only || o.profile_only || o.blocking_only) {
-        return Err(
-            "--echo-only is a partial run of its own: not with --tls-only, --profile-only or --blocking-only"
+            "--tls-only, --profile-only, --blocking-only and --chat-only are different partial runs: \
+                    give one"
                 .into(),
         );
     }
-    if o.tls_only || o.profile_only || o.blocking_only || o.echo_only.is_some() {
+    if o.echo_only.is_some() && (o.tls_only || o.profile_only || o.blocking_only || o.chat_only) {
+        return Err("--echo-only is a partial run of its own: not with --tls-only, --profile-only, \
+                    --blocking-only or --chat-only"
+            .into());
+    }
+    if o.tls_only || o.profile_only || o.blocking_only || o.echo_only.is_some() || o.chat_only {
         // A partial run never replaces the whole report.
         o.out = None;
     }
@@ -445,19 +452,22 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
     ];
     let loads = loads.into_iter().map(|l| (l, false)).chain(unix_loads.into_iter().map(|l| (l, true)));
     for ((name, conns, depth, targets, pinned), unix) in loads {
-        if opts.echo_only.as_ref().is_some_and(|only| !name.contains(only.as_str())) {
+        if opts.chat_only || opts.echo_only.as_ref().is_some_and(|only| !name.contains(only.as_str())) {
             continue;
         }
         let load = EchoLoad { name: name.into(), conns, depth, targets, pinned, unix };
         r.echo.push((load, [Vec::new(), Vec::new()]));
         r.curves.push([Vec::new(), Vec::new()]);
     }
-    let file = match filebench::BenchFile::create(opts.file_size()) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            r.failures.push(format!("file get: cannot write the test file: {e}"));
-            None
-        }
+    let file = match opts.chat_only {
+        true => None,
+        false => match filebench::BenchFile::create(opts.file_size()) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                r.failures.push(format!("file get: cannot write the test file: {e}"));
+                None
+            }
+        },
     };
     r.file_size = opts.file_size();
     let mut chat_available = true;
@@ -498,10 +508,12 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
         if opts.echo_only.is_some() {
             continue;
         }
-        for msg in udpbench::round(opts, bins, order, &mut r.udp) {
-            fail(&mut r, msg);
+        if !opts.chat_only {
+            for msg in udpbench::round(opts, bins, order, &mut r.udp) {
+                fail(&mut r, msg);
+            }
         }
-        for kind in order {
+        for kind in order.into_iter().filter(|_| !opts.chat_only) {
             match idle_run(bins, kind, r.idle_conns) {
                 Ok(s) => {
                     eprintln!(
@@ -540,6 +552,9 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
                         fail(&mut r, format!("chat on {}: {e}", kind.name()));
                     }
                 }
+            }
+            if opts.chat_only {
+                continue;
             }
             match cluster::chat_cluster_run(opts, bins, r.chat_members) {
                 Ok(s) => {
@@ -750,11 +765,18 @@ fn idle_run(bins: &Bins, kind: Kind, conns: usize) -> Result<IdleSample, String>
     Ok(IdleSample { rss, rss_before, conns: established })
 }
 
+/// `switchboard-server`'s arguments in the chat row: the chat handler with
+/// the same limits as `tokio-chat`, which has no flood control, so the
+/// member and room rates are off. (With the room's default 512 KiB/s, a
+/// room of 77-byte lines relays at most about 6,800 lines a second: 6.8
+/// million deliveries/s to 1,000 members, whatever the server's speed.)
+pub(crate) const CHAT_SERVER_ARGS: [&str; 8] =
+    ["--handler", "chat", "--chat-rate", "0", "--chat-room-rate", "0", "--listen", "127.0.0.1:0"];
+
 fn chat_run(opts: &Options, bins: &Bins, kind: Kind, members: usize) -> Result<ChatSample, String> {
     let server = match kind {
-        Kind::Switchboard => {
-            ServerProc::start(&bins.server, &["--handler", "chat", "--listen", "127.0.0.1:0"])?
-        }
+        // Flood control off: tokio-chat has none.
+        Kind::Switchboard => ServerProc::start(&bins.server, &CHAT_SERVER_ARGS)?,
         Kind::Tokio => {
             ServerProc::start(&beside(&bins.tokio_echo, "tokio-chat")?, &["--listen", "127.0.0.1:0"])?
         }
