@@ -1,7 +1,9 @@
 //! A server on a Unix domain socket (`ServerBuilder::start_unix`): the
 //! handler sees its peer's credentials (`SO_PEERCRED`), a stale socket file
 //! is replaced and a live one refused, the file gets the mode asked for
-//! and is removed when the server drains; TLS runs over it too.
+//! and is removed when the server drains; TLS runs over it too. The chat
+//! tells Unix members apart by their credentials: `/who` shows them, and
+//! the account limits count a Unix peer by its uid.
 
 use std::io::{BufReader, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -10,6 +12,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use switchboard::{
     tls_config_from_pem, Addr, Conn, Flow, Framing, Handler, Peer, Server, ServerBuilder, StartError,
 };
+use switchboard_handlers::chat::LOGIN_FAILURES_PER_NAME_AND_ADDRESS;
+use switchboard_handlers::Chat;
 use switchboard_test_support::pki::TestPki;
 use switchboard_test_support::{read_line, temp_dir, unix_client, wait_stats, TIMEOUT};
 
@@ -161,4 +165,84 @@ fn a_proxy_header_over_a_unix_socket_names_the_client() {
     drop(c);
     let report = server.shutdown();
     assert_eq!(report.forced, 0, "{report}");
+}
+
+/// Sends one line.
+fn say(c: &mut BufReader<UnixStream>, line: &str) {
+    c.get_mut().write_all(format!("{line}\n").as_bytes()).unwrap();
+}
+
+/// `/who` with `--chat-who-addresses` shows each Unix member by its
+/// credentials, `unix:uid=U,pid=P` (not one `0.0.0.0:0` for all).
+#[test]
+fn chat_who_shows_a_unix_members_uid_and_pid() {
+    let dir = temp_dir("unix-chat-who");
+    let path = dir.path().join("chat.sock");
+    let server = builder().start_unix(&path, Chat::new(4096).who_addresses(true)).expect("start");
+    let (uid, pid) = (rustix::process::getuid().as_raw(), std::process::id());
+    let mut a = unix_client(&path);
+    assert_eq!(read_line(&mut a), "* welcome guest-1\n");
+    let mut b = unix_client(&path);
+    assert_eq!(read_line(&mut b), "* welcome guest-2\n");
+    assert_eq!(read_line(&mut a), "* guest-2 joined\n");
+    say(&mut b, "/who");
+    let me = format!("unix:uid={uid},pid={pid}");
+    assert_eq!(read_line(&mut b), format!("* online: guest-1 ({me}), guest-2 ({me})\n"));
+    drop((a, b));
+    assert_eq!(server.shutdown().forced, 0);
+}
+
+/// Connects to `path` from a thread running as user `uid` (Linux keeps
+/// credentials per thread; the kernel records the connecting thread's).
+fn unix_client_as(path: &std::path::Path, uid: u32) -> BufReader<UnixStream> {
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        let uid = rustix::process::Uid::from_raw(uid);
+        rustix::thread::set_thread_res_uid(uid, uid, uid).expect("become another user");
+        unix_client(&path)
+    })
+    .join()
+    .expect("the connecting thread")
+}
+
+/// The account limits count a Unix peer by its uid: two connections of
+/// one user spend one budget of failed logins for a name (after it, even
+/// the right password waits), while (when the test may act as another
+/// user, as root) a process of another user has a budget of its own and
+/// gets in.
+#[test]
+fn unix_members_of_one_user_share_the_account_budget_of_an_address() {
+    let dir = temp_dir("unix-chat-accounts");
+    let path = dir.path().join("chat.sock");
+    let chat = Chat::new(4096).accounts_file(dir.path().join("accounts.redb")).expect("accounts");
+    let server = builder().unix_mode(0o666).start_unix(&path, chat).expect("start");
+    let mut a = unix_client(&path);
+    assert_eq!(read_line(&mut a), "* welcome guest-1\n");
+    let mut b = unix_client(&path);
+    assert_eq!(read_line(&mut b), "* welcome guest-2\n");
+    assert_eq!(read_line(&mut a), "* guest-2 joined\n");
+    say(&mut a, "/register gina gina-password");
+    assert_eq!(read_line(&mut a), "* registered gina\n");
+    // The failures alternate between the two connections: one budget.
+    for n in 0..LOGIN_FAILURES_PER_NAME_AND_ADDRESS {
+        let c = if n % 2 == 0 { &mut a } else { &mut b };
+        say(c, "/login gina not-her-password");
+        assert_eq!(read_line(c), "! wrong name or password\n", "failure {n}");
+    }
+    for c in [&mut a, &mut b] {
+        say(c, "/login gina gina-password");
+        assert_eq!(read_line(c), "! too many failed logins, try again later\n");
+    }
+    if rustix::process::geteuid().is_root() {
+        // Another user may reach the socket (mode 666) through the folder.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut other = unix_client_as(&path, 65534);
+        assert_eq!(read_line(&mut other), "* welcome guest-3\n");
+        say(&mut other, "/login gina gina-password");
+        assert_eq!(read_line(&mut other), "* you are now gina\n");
+        assert_eq!(read_line(&mut a), "* guest-3 joined\n");
+        assert_eq!(read_line(&mut a), "* guest-3 is now gina\n");
+    }
+    drop((a, b));
+    assert_eq!(server.shutdown().forced, 0);
 }

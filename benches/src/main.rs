@@ -56,6 +56,8 @@ pub(crate) struct Options {
     pub(crate) echo_only: Option<String>,
     /// Only the proxy rows (`--proxy-only`).
     pub(crate) proxy_only: bool,
+    /// Only the chat row on one server (`--chat-only`).
+    pub(crate) chat_only: bool,
 }
 
 impl Options {
@@ -262,6 +264,8 @@ Options:
   --proxy-only   only the TCP proxy rows (`--handler proxy` against
                  `tokio-proxy`: bulk MB/s, echo 64 B at 64 and 1,000
                  connections, RSS per relayed pair); prints them, writes nothing
+  --chat-only    only the chat row on one server (switchboard against
+                 tokio-chat, alternating); prints it, writes nothing
   -h, --help     this text";
 
 fn main() -> ExitCode {
@@ -311,7 +315,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut results = if opts.tls_only { Results::default() } else { run_all(&opts, &bins) };
-    if opts.echo_only.is_some() {
+    if opts.echo_only.is_some() || opts.chat_only {
         println!("{}", markdown::tables(&results));
         return ExitCode::SUCCESS;
     }
@@ -398,6 +402,7 @@ fn parse_args() -> Result<Option<Options>, String> {
         blocking_only: false,
         echo_only: None,
         proxy_only: false,
+        chat_only: false,
     };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -417,16 +422,18 @@ fn parse_args() -> Result<Option<Options>, String> {
             "--blocking-only" => o.blocking_only = true,
             "--proxy-only" => o.proxy_only = true,
             "--echo-only" => o.echo_only = Some(it.next().ok_or("--echo-only needs part of a row's name")?),
+            "--chat-only" => o.chat_only = true,
             "--bin-dir" => o.bin_dir = PathBuf::from(it.next().ok_or("--bin-dir needs a folder")?),
             "-h" | "--help" => return Ok(None),
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
-    let partial = [o.tls_only, o.profile_only, o.blocking_only, o.proxy_only, o.echo_only.is_some()];
+    let partial =
+        [o.tls_only, o.profile_only, o.blocking_only, o.proxy_only, o.chat_only, o.echo_only.is_some()];
     if partial.iter().filter(|&&x| x).count() > 1 {
         return Err(
-            "--tls-only, --profile-only, --blocking-only, --proxy-only and --echo-only are different \
-                    partial runs: give one"
+            "--tls-only, --profile-only, --blocking-only, --proxy-only, --chat-only and --echo-only are \
+                    different partial runs: give one"
                 .into(),
         );
     }
@@ -458,19 +465,22 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
     ];
     let loads = loads.into_iter().map(|l| (l, false)).chain(unix_loads.into_iter().map(|l| (l, true)));
     for ((name, conns, depth, targets, pinned), unix) in loads {
-        if opts.echo_only.as_ref().is_some_and(|only| !name.contains(only.as_str())) {
+        if opts.chat_only || opts.echo_only.as_ref().is_some_and(|only| !name.contains(only.as_str())) {
             continue;
         }
         let load = EchoLoad { name: name.into(), conns, depth, targets, pinned, unix };
         r.echo.push((load, [Vec::new(), Vec::new()]));
         r.curves.push([Vec::new(), Vec::new()]);
     }
-    let file = match filebench::BenchFile::create(opts.file_size()) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            r.failures.push(format!("file get: cannot write the test file: {e}"));
-            None
-        }
+    let file = match opts.chat_only {
+        true => None,
+        false => match filebench::BenchFile::create(opts.file_size()) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                r.failures.push(format!("file get: cannot write the test file: {e}"));
+                None
+            }
+        },
     };
     r.file_size = opts.file_size();
     let mut chat_available = true;
@@ -511,10 +521,12 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
         if opts.echo_only.is_some() {
             continue;
         }
-        for msg in udpbench::round(opts, bins, order, &mut r.udp) {
-            fail(&mut r, msg);
+        if !opts.chat_only {
+            for msg in udpbench::round(opts, bins, order, &mut r.udp) {
+                fail(&mut r, msg);
+            }
         }
-        for kind in order {
+        for kind in order.into_iter().filter(|_| !opts.chat_only) {
             match idle_run(bins, kind, r.idle_conns) {
                 Ok(s) => {
                     eprintln!(
@@ -553,6 +565,9 @@ fn run_all(opts: &Options, bins: &Bins) -> Results {
                         fail(&mut r, format!("chat on {}: {e}", kind.name()));
                     }
                 }
+            }
+            if opts.chat_only {
+                continue;
             }
             match cluster::chat_cluster_run(opts, bins, r.chat_members) {
                 Ok(s) => {
@@ -763,11 +778,18 @@ fn idle_run(bins: &Bins, kind: Kind, conns: usize) -> Result<IdleSample, String>
     Ok(IdleSample { rss, rss_before, conns: established })
 }
 
+/// `switchboard-server`'s arguments in the chat row: the chat handler with
+/// the same limits as `tokio-chat`, which has no flood control, so the
+/// member and room rates are off. (With the room's default 512 KiB/s, a
+/// room of 77-byte lines relays at most about 6,800 lines a second: 6.8
+/// million deliveries/s to 1,000 members, whatever the server's speed.)
+pub(crate) const CHAT_SERVER_ARGS: [&str; 8] =
+    ["--handler", "chat", "--chat-rate", "0", "--chat-room-rate", "0", "--listen", "127.0.0.1:0"];
+
 fn chat_run(opts: &Options, bins: &Bins, kind: Kind, members: usize) -> Result<ChatSample, String> {
     let server = match kind {
-        Kind::Switchboard => {
-            ServerProc::start(&bins.server, &["--handler", "chat", "--listen", "127.0.0.1:0"])?
-        }
+        // Flood control off: tokio-chat has none.
+        Kind::Switchboard => ServerProc::start(&bins.server, &CHAT_SERVER_ARGS)?,
         Kind::Tokio => {
             ServerProc::start(&beside(&bins.tokio_echo, "tokio-chat")?, &["--listen", "127.0.0.1:0"])?
         }

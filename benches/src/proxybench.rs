@@ -344,6 +344,7 @@ mod tests {
             tls_only: false,
             blocking_only: false,
             proxy_only: true,
+            chat_only: false,
             profile_only: false,
             echo_only: None,
         }

@@ -201,7 +201,8 @@ pub struct ChatArgs {
     pub chat_room_rate: usize,
 
     /// `/who` lists each member with its address, `alice (203.0.113.7:41234)`
-    /// (behind --proxy-protocol, the client's). Off by default: it tells every
+    /// (behind --proxy-protocol, the client's; over a Unix socket the
+    /// process's credentials, `unix:uid=1000,pid=4242`). Off by default: it tells every
     /// member where the others connect from.
     #[arg(long)]
     pub chat_who_addresses: bool,

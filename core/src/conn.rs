@@ -229,12 +229,14 @@ impl ConnShared {
         if after > self.rules.max_outbound {
             return true;
         }
-        let total = self.rules.stats.queued();
-        if total <= self.rules.max_outbound_total {
+        // Within its fair share first: the server-wide total sums counters
+        // that every worker writes as it writes, which a broadcast to a
+        // thousand members would otherwise read a thousand times.
+        let open = self.rules.stats.open.load(Ordering::Acquire).max(1);
+        if after <= self.rules.max_outbound_total / open {
             return false;
         }
-        let open = self.rules.stats.open.load(Ordering::Acquire).max(1);
-        after > self.rules.max_outbound_total / open
+        self.rules.stats.queued() > self.rules.max_outbound_total
     }
 }
 

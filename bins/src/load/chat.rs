@@ -20,6 +20,12 @@ pub(crate) struct Chat {
     members: usize,
     shared: Arc<Shared>,
     out: ChatOutput,
+    /// Per sender: deliveries of its messages this thread has seen and not
+    /// yet taken off the shared counts ([`Protocol::turn_done`]): one
+    /// atomic per sender and turn, not per delivery.
+    seen: Vec<u32>,
+    /// The senders with a count in `seen`.
+    seen_from: Vec<usize>,
 }
 
 /// One member.
@@ -46,7 +52,14 @@ pub(crate) struct ChatOutput {
 
 impl Chat {
     pub(crate) fn new(size: usize, members: usize, shared: Arc<Shared>) -> Chat {
-        Chat { size, members, shared, out: ChatOutput::default() }
+        Chat {
+            size,
+            members,
+            shared,
+            out: ChatOutput::default(),
+            seen: vec![0; members],
+            seen_from: Vec::new(),
+        }
     }
 
     fn others(&self) -> i64 {
@@ -80,10 +93,10 @@ impl Chat {
                 *next = u32::try_from(seq + 1).unwrap_or(u32::MAX);
                 c.received += 1;
                 cx.complete(sent_ns);
-                if let Some(chat) = &self.shared.chat {
-                    chat.outstanding[sender].fetch_sub(1, Ordering::AcqRel);
-                    chat.total.fetch_sub(1, Ordering::AcqRel);
+                if self.seen[sender] == 0 {
+                    self.seen_from.push(sender);
                 }
+                self.seen[sender] += 1;
             }
             _ => {
                 log::debug!("member {}: unexpected line {:?}", c.id, String::from_utf8_lossy(line));
@@ -93,18 +106,34 @@ impl Chat {
     }
 }
 
-/// `<nick> m <sender> <seq> <nanos> [padding]`
+/// `<nick> m <sender> <seq> <nanos> [padding]`, read from the bytes (no
+/// UTF-8 pass over the padding: the fields are ASCII digits).
 fn parse(line: &[u8]) -> Option<(usize, u64, u64)> {
-    let text = std::str::from_utf8(line).ok()?;
-    let mut words = text.split(' ');
-    let _nick = words.next()?;
-    if words.next()? != "m" {
+    let nick_end = line.iter().position(|&b| b == b' ')?;
+    let rest = line[nick_end + 1..].strip_prefix(b"m ")?;
+    let (sender, rest) = number(rest)?;
+    let (seq, rest) = number(rest)?;
+    let (nanos, _padding) = number(rest)?;
+    Some((usize::try_from(sender).ok()?, seq, nanos))
+}
+
+/// A decimal number ending at a space (taken) or at the end: it and the
+/// rest. One pass over the digits.
+fn number(b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut n: u64 = 0;
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'0'..=b'9' => n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?,
+            b' ' => break,
+            _ => return None,
+        }
+        i += 1;
+    }
+    if i == 0 {
         return None;
     }
-    let sender = words.next()?.parse().ok()?;
-    let seq = words.next()?.parse().ok()?;
-    let nanos = words.next()?.parse().ok()?;
-    Some((sender, seq, nanos))
+    Some((n, b.get(i + 1..).unwrap_or(&[])))
 }
 
 impl Protocol for Chat {
@@ -121,7 +150,7 @@ impl Protocol for Chat {
 
     fn on_data(&mut self, c: &mut ChatConn, mut data: &[u8], cx: &mut Cx<'_>) -> Result<(), String> {
         if !c.partial.is_empty() {
-            match data.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', data) {
                 Some(end) => {
                     let mut line = std::mem::take(&mut c.partial);
                     line.extend_from_slice(&data[..end]);
@@ -133,7 +162,7 @@ impl Protocol for Chat {
                 None => data = self.keep(c, data)?,
             }
         }
-        while let Some(end) = data.iter().position(|&b| b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', data) {
             self.line(c, &data[..end], cx);
             data = &data[end + 1..];
         }
@@ -183,11 +212,27 @@ impl Protocol for Chat {
         true
     }
 
+    /// Takes this turn's deliveries off the shared counts that let their
+    /// senders send again and end the run.
+    fn turn_done(&mut self) {
+        let Some(chat) = &self.shared.chat else { return };
+        let mut total = 0i64;
+        for sender in self.seen_from.drain(..) {
+            let n = i64::from(std::mem::take(&mut self.seen[sender]));
+            chat.outstanding[sender].fetch_sub(n, Ordering::AcqRel);
+            total += n;
+        }
+        if total > 0 {
+            chat.total.fetch_sub(total, Ordering::AcqRel);
+        }
+    }
+
     fn close(&mut self, c: ChatConn) {
         self.out.members.push((c.id, c.welcomed, c.seq, c.received));
     }
 
-    fn finish(self) -> ChatOutput {
+    fn finish(mut self) -> ChatOutput {
+        self.turn_done();
         self.out
     }
 }
@@ -242,6 +287,51 @@ mod tests {
         assert_eq!(parse(b"guest-1 m 3 17 123456"), Some((3, 17, 123456)));
         assert_eq!(parse(b"<guest-1> hello there"), None);
         assert_eq!(parse(b"<guest-1> m x 1 2"), None);
+        assert_eq!(parse(b"<guest-1> m 3 17"), None);
+        assert_eq!(parse(b"<guest-1> m 3 17 "), None);
+        assert_eq!(parse(b"<guest-1> m 3  17 5"), None);
+        assert_eq!(parse(b"<guest-1> m 3 17 5\xff\xfe"), None);
+        assert_eq!(parse(b"<guest-1> m 3 17 99999999999999999999"), None, "past u64");
+        assert_eq!(parse(b"<guest-1>m 3 17 5"), None);
+        assert_eq!(parse(b"<guest-1> n 3 17 5"), None);
+    }
+
+    /// Deliveries seen in a turn are taken off the shared counts once, at
+    /// the turn's end: per sender and in total, so the senders may go on.
+    #[test]
+    fn a_turns_deliveries_free_their_senders_at_its_end() {
+        let shared = Arc::new(Shared::new(1, None, Some(3)));
+        shared.ready_total.store(3, Ordering::Release);
+        let mut chat = Chat::new(64, 3, Arc::clone(&shared));
+        let (mut a, mut b, mut c) = (chat.open(0), chat.open(1), chat.open(2));
+        let mut out = Vec::new();
+        chat.send(&mut a, 5, &mut out);
+        chat.send(&mut b, 5, &mut out);
+        let counts = || {
+            let ck = shared.chat.as_ref().unwrap();
+            let per: Vec<i64> = ck.outstanding.iter().map(|o| o.load(Ordering::Acquire)).collect();
+            (per, ck.total.load(Ordering::Acquire))
+        };
+        assert_eq!(counts(), (vec![2, 2, 0], 4));
+        assert!(!chat.may_send(&a, 1), "a's message is on its way");
+        let mut hist = super::super::worker::new_histogram();
+        let mut tally = Tally::default();
+        let mut interval = super::super::intervals::IntervalAcc::new();
+        let mut cx =
+            Cx { now_ns: 10, stop_ns: u64::MAX, hist: &mut hist, tally: &mut tally, interval: &mut interval };
+        for (conn, data) in [
+            (&mut c, &b"* welcome guest-3\n<guest-1> m 0 0 5 xx\n<guest-2> m 1 0 5\n"[..]),
+            (&mut b, b"* welcome guest-2\n<guest-1> m 0 0 5\n"),
+        ] {
+            chat.on_data(conn, data, &mut cx).unwrap();
+        }
+        assert_eq!(counts(), (vec![2, 2, 0], 4), "nothing published before the turn ends");
+        chat.turn_done();
+        assert_eq!(counts(), (vec![0, 1, 0], 1));
+        assert!(chat.may_send(&a, 1));
+        assert_eq!((c.received, b.received, cx.tally.received), (2, 1, 3));
+        chat.turn_done();
+        assert_eq!(counts(), (vec![0, 1, 0], 1), "a second turn end publishes nothing twice");
     }
 
     #[test]

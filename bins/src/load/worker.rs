@@ -66,6 +66,10 @@ pub(crate) trait Protocol: Send {
     fn pump_all(&self) -> bool {
         false
     }
+    /// The loop has handled one turn's events, before it pumps and checks
+    /// [`all_done`](Protocol::all_done): what was batched over the turn is
+    /// published (chat: the deliveries seen).
+    fn turn_done(&mut self) {}
     /// The connection is closed (at the end, or on an error).
     fn close(&mut self, c: Self::Conn);
     /// The thread is finished.
@@ -133,8 +137,9 @@ pub(crate) struct Cx<'a> {
     pub(crate) stop_ns: u64,
     pub(crate) hist: &'a mut Histogram<u64>,
     pub(crate) tally: &'a mut Tally,
-    /// This thread's figures of the current interval.
-    pub(crate) interval: &'a std::sync::Mutex<super::intervals::IntervalAcc>,
+    /// This thread's figures of the current interval, locked for the
+    /// callback (once per read, not per message).
+    pub(crate) interval: &'a mut super::intervals::IntervalAcc,
 }
 
 impl Cx<'_> {
@@ -142,7 +147,7 @@ impl Cx<'_> {
     pub(crate) fn complete(&mut self, since_ns: u64) {
         let latency = self.now_ns.saturating_sub(since_ns).max(1);
         self.hist.saturating_record(latency);
-        super::intervals::lock(self.interval).complete(latency);
+        self.interval.complete(latency);
         self.tally.received += 1;
         if self.now_ns <= self.stop_ns {
             self.tally.in_window += 1;
@@ -153,7 +158,7 @@ impl Cx<'_> {
     /// Payload bytes received (file mode).
     pub(crate) fn bytes(&mut self, n: usize) {
         self.tally.bytes += n as u64;
-        super::intervals::lock(self.interval).bytes += n as u64;
+        self.interval.bytes += n as u64;
         if self.now_ns <= self.stop_ns {
             self.tally.bytes_in_window += n as u64;
         }
@@ -417,8 +422,10 @@ impl<P: Protocol> Worker<P> {
                     self.readable(i);
                 }
             }
+            self.proto.turn_done();
         }
         // The end: close everything, counting what is still in flight as lost.
+        self.proto.turn_done();
         for i in 0..self.slots.len() {
             self.close(i, None);
         }
@@ -598,12 +605,19 @@ impl<P: Protocol> Worker<P> {
                 Ok(n) => {
                     let (now_ns, stop_ns) = self.now_cx_parts();
                     self.tally.heard = true;
-                    let interval = &self.shared.intervals[self.index];
-                    let mut cx =
-                        Cx { now_ns, stop_ns, hist: &mut self.hist, tally: &mut self.tally, interval };
-                    let slot = &mut self.slots[i];
-                    let Some(c) = slot.conn.as_mut() else { return };
-                    if let Err(e) = self.proto.on_data(c, &self.scratch[..n], &mut cx) {
+                    let result = {
+                        let mut interval = super::intervals::lock(&self.shared.intervals[self.index]);
+                        let mut cx = Cx {
+                            now_ns,
+                            stop_ns,
+                            hist: &mut self.hist,
+                            tally: &mut self.tally,
+                            interval: &mut interval,
+                        };
+                        let Some(c) = self.slots[i].conn.as_mut() else { return };
+                        self.proto.on_data(c, &self.scratch[..n], &mut cx)
+                    };
+                    if let Err(e) = result {
                         log::debug!("connection {}: {e}", self.globals[i]);
                         self.tally.errors.protocol += 1;
                         self.close(i, None);

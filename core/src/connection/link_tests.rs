@@ -14,13 +14,13 @@ use mio::{Poll, Token, Waker};
 
 use super::scripted::Script;
 use super::*;
+use crate::admission::Load;
 use crate::conn::{Conn, SendRules, SlowConsumerPolicy};
 use crate::framing::Framing;
 use crate::handler::{Flow, Handler};
 use crate::link::state::LinkState;
 use crate::link::LinkEvent;
 use crate::mailbox::{ConnKey, Mailbox};
-use crate::admission::Load;
 use crate::stats::Counters;
 use crate::stream::{Addr, Stream};
 

@@ -15,7 +15,7 @@ use super::member::Member;
 use super::reply::{Caller, ACCOUNTS_NEED_TCP};
 use super::room::NickError;
 use super::text::{self, clean};
-use super::{broadcast, Bucket, Chat, Seat};
+use super::{broadcast, broadcast_but, Bucket, Chat, Seat};
 use switchboard::Flow;
 
 /// The `/help` text: one `* ...` line per command.
@@ -102,10 +102,10 @@ impl Chat {
         match command {
             Command::Empty => {}
             Command::Text(text) => {
-                let Some((nick, others)) = self.me_and_others(id) else { return not_in_room(id, out) };
+                let Some((nick, everyone)) = self.me_and_everyone(id) else { return not_in_room(id, out) };
                 let line = format!("<{nick}> {text}\n");
                 self.spend_room(line.len(), out);
-                broadcast(&others, line);
+                broadcast_but(&everyone, Some(id), line);
                 self.reach.publish(Event::Text { nick, text: text.to_owned() });
             }
             Command::Nick(new) => return self.nick(id, new, out),

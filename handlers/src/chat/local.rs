@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use switchboard::Message;
+use switchboard::{Message, Peer};
 
 use super::member::Member;
 use super::reply::Reply;
@@ -117,16 +117,27 @@ pub(crate) fn evict(room: &Mutex<Room<Member>>, nick: &str) -> Option<Change> {
 
 /// The local members as `/who` lists them: nicks in the room's order,
 /// each followed by ` (ADDRESS)` when the room shows addresses and the
-/// member has one.
+/// member has one ([`who_address`]).
 pub(crate) fn who_names(room: &Room<Member>) -> Vec<String> {
     let show = room.shows_addresses();
     room.listing()
         .into_iter()
-        .map(|(nick, m)| match m.addr().filter(|_| show) {
-            Some(a) => format!("{nick} ({a})"),
+        .map(|(nick, m)| match m.peer().filter(|_| show) {
+            Some(p) => format!("{nick} ({})", who_address(p)),
             None => nick.to_owned(),
         })
         .collect()
+}
+
+/// A member's address as `/who` shows it: `203.0.113.7:41234`, or for a
+/// process on this machine over a Unix socket `unix:uid=1000,pid=4242`
+/// (`unix:uid=unknown` when the kernel did not tell).
+pub(crate) fn who_address(peer: Peer) -> String {
+    match peer {
+        Peer::Ip(a) => a.to_string(),
+        Peer::Unix(Some(c)) => format!("unix:uid={},pid={}", c.uid, c.pid),
+        Peer::Unix(None) => "unix:uid=unknown".to_owned(),
+    }
 }
 
 /// `* online: ...`: nicks sorted ignoring case (ties by code point),

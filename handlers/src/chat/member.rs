@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use switchboard::{ConnHandle, Message, SendError};
+use switchboard::{ConnHandle, Message, Peer, SendError};
 
 /// Where a member's lines go when it is not on a TCP connection.
 pub(crate) trait Remote: Send + Sync + fmt::Debug {
@@ -22,7 +22,7 @@ pub(crate) trait Remote: Send + Sync + fmt::Debug {
 /// One member of the room, as the room reaches it.
 #[derive(Debug, Clone)]
 pub(crate) enum Member {
-    /// A TCP connection.
+    /// A stream connection (TCP or a Unix socket).
     Tcp(ConnHandle),
     /// A UDP peer or the console.
     Remote(Arc<dyn Remote>),
@@ -37,12 +37,13 @@ impl Member {
         }
     }
 
-    /// The member's address: the TCP peer (the client's, from a PROXY
-    /// header when there is one), a UDP peer's; none for the console.
-    pub(crate) fn addr(&self) -> Option<SocketAddr> {
+    /// The member's peer: a stream connection's (over TCP the client's
+    /// address, from a PROXY header when there is one; over a Unix socket
+    /// its credentials), a UDP peer's address; none for the console.
+    pub(crate) fn peer(&self) -> Option<Peer> {
         match self {
-            Member::Tcp(h) => Some(h.peer_addr()),
-            Member::Remote(r) => r.addr(),
+            Member::Tcp(h) => Some(h.peer()),
+            Member::Remote(r) => r.addr().map(Peer::Ip),
         }
     }
 

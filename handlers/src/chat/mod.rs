@@ -221,9 +221,10 @@ impl Chat {
 
     /// Makes `/who` list each member with its address: `alice
     /// (203.0.113.7:41234)`, the client's address from a PROXY header when
-    /// there is one, a UDP member's own; the console and members on other
-    /// servers of a cluster by nick alone. Off by default: it tells every
-    /// member where the others connect from.
+    /// there is one, a UDP member's own, a member on a Unix socket by its
+    /// process's credentials (`bob (unix:uid=1000,pid=4242)`); the console
+    /// and members on other servers of a cluster by nick alone. Off by
+    /// default: it tells every member where the others connect from.
     pub fn who_addresses(self, on: bool) -> Chat {
         self.room.lock().set_show_addresses(on);
         self
@@ -273,11 +274,12 @@ impl Chat {
         self.room.lock().len()
     }
 
-    /// The nick of member `id` and every other member, read under the lock.
-    fn me_and_others(&self, id: u64) -> Option<(String, Vec<Member>)> {
-        let room = self.room.lock();
+    /// The nick of member `id` and every member (`id` too: skip it),
+    /// read under the lock.
+    fn me_and_everyone(&self, id: u64) -> Option<(String, Arc<[Member]>)> {
+        let mut room = self.room.lock();
         let nick = room.nick(id)?.to_owned();
-        Some((nick, room.others(id)))
+        Some((nick, room.everyone()))
     }
 }
 
@@ -302,11 +304,16 @@ pub struct ChatSession {
 /// Sends one shared message to every handle. A member over its outbound
 /// budget is being closed by the server; its close announces it.
 fn broadcast(handles: &[Member], msg: impl Into<Message>) {
-    if handles.is_empty() {
+    broadcast_but(handles, None, msg);
+}
+
+/// [`broadcast`] to every handle but that of member `but`.
+fn broadcast_but(handles: &[Member], but: Option<u64>, msg: impl Into<Message>) {
+    if handles.iter().all(|h| Some(h.id()) == but) {
         return;
     }
     let msg = msg.into();
-    for h in handles {
+    for h in handles.iter().filter(|h| Some(h.id()) != but) {
         match h.send(msg.clone()) {
             Ok(()) => {}
             Err(SendError::Disconnected) => {

@@ -10,10 +10,9 @@
 //!   a TCP connection ([`Conn`]), or a member that cannot be held back by
 //!   not reading (`chat/remote.rs`: UDP peers and the console).
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use switchboard::{Conn, Deferred};
+use switchboard::{Conn, Deferred, Peer};
 
 /// The answer to an account command from a member that cannot wait for
 /// its answer (UDP, the console).
@@ -50,8 +49,9 @@ pub(crate) trait Caller: Reply {
         None
     }
 
-    /// The member's address, for the account commands' per-address limits.
-    fn ip(&self) -> Option<IpAddr> {
+    /// The member's peer, for the account commands' per-address limits
+    /// (an IP address, or a Unix peer's user id).
+    fn peer(&self) -> Option<Peer> {
         None
     }
 
@@ -91,8 +91,8 @@ impl Caller for Conn<'_> {
         Some(Conn::defer(self))
     }
 
-    fn ip(&self) -> Option<IpAddr> {
-        Some(self.peer_addr().ip())
+    fn peer(&self) -> Option<Peer> {
+        Some(Conn::peer(self))
     }
 }
 

@@ -5,6 +5,7 @@
 //! sends after releasing the lock.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::command::valid_nick;
 use super::text::{nick_key, normalize_nick};
@@ -43,6 +44,9 @@ pub(crate) struct Room<H> {
     guest_prefix: String,
     /// `/who` shows each member's address (`--chat-who-addresses`).
     show_addresses: bool,
+    /// Every member's handle, shared by the lines sent to everyone until
+    /// someone joins or leaves ([`Room::everyone`]).
+    everyone: Option<Arc<[H]>>,
 }
 
 /// The key nicks are compared by: the same ignoring case, compatibility
@@ -59,6 +63,7 @@ impl<H> Default for Room<H> {
             guests: 0,
             guest_prefix: "guest-".into(),
             show_addresses: false,
+            everyone: None,
         }
     }
 }
@@ -83,6 +88,7 @@ impl<H: Clone> Room<H> {
     pub(crate) fn join_announced_up_to(&mut self, id: u64, handle: H, up_to: usize) -> (String, Vec<H>) {
         let nick = self.next_guest();
         let others = if self.members.len() < up_to { self.others(id) } else { Vec::new() };
+        self.everyone = None;
         if let Some(old) = self.members.insert(id, Member { nick: nick.clone(), handle, account: None }) {
             // A connection id joined twice (cannot happen): forget the old nick.
             self.by_nick.remove(&key(&old.nick));
@@ -102,6 +108,7 @@ impl<H: Clone> Room<H> {
             return Err(NickError::Taken);
         }
         let others = self.others(id);
+        self.everyone = None;
         self.members.insert(id, Member { nick: nick.clone(), handle, account: None });
         self.by_nick.insert(key(&nick), id);
         Ok((nick, others))
@@ -117,6 +124,7 @@ impl<H: Clone> Room<H> {
     /// they are fewer than `up_to`, or `None` if it was not in the room.
     pub(crate) fn leave_announced_up_to(&mut self, id: u64, up_to: usize) -> Option<(String, Vec<H>)> {
         let member = self.members.remove(&id)?;
+        self.everyone = None;
         self.by_nick.remove(&key(&member.nick));
         let others = if self.members.len() < up_to { self.others(id) } else { Vec::new() };
         Some((member.nick, others))
@@ -178,6 +186,14 @@ impl<H: Clone> Room<H> {
     /// A member's nick.
     pub(crate) fn nick(&self, id: u64) -> Option<&str> {
         self.members.get(&id).map(|m| m.nick.as_str())
+    }
+
+    /// Every member's handle, the caller's too (a sender skips itself by
+    /// id): one list shared by every line until someone joins or leaves,
+    /// so a line to a big room costs no copy of its members.
+    pub(crate) fn everyone(&mut self) -> Arc<[H]> {
+        let members = &self.members;
+        Arc::clone(self.everyone.get_or_insert_with(|| members.values().map(|m| m.handle.clone()).collect()))
     }
 
     /// Every member but `id`.
@@ -257,6 +273,29 @@ mod tests {
         assert_eq!(room.len(), 2);
         // The freed nick can be taken again.
         assert!(room.rename(11, "guest-3").is_ok());
+    }
+
+    #[test]
+    fn everyone_is_shared_until_someone_joins_or_leaves() {
+        let mut room: Room<u64> = Room::default();
+        room.join(1, 1);
+        room.join(2, 2);
+        let a = room.everyone();
+        let mut ids = a.to_vec();
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2]);
+        room.rename(1, "alice").unwrap();
+        assert!(Arc::ptr_eq(&a, &room.everyone()), "a rename keeps the list");
+        room.join(3, 3);
+        let b = room.everyone();
+        assert_eq!(b.len(), 3);
+        assert!(!Arc::ptr_eq(&a, &b));
+        room.leave(1);
+        let mut ids = room.everyone().to_vec();
+        ids.sort_unstable();
+        assert_eq!(ids, [2, 3]);
+        assert!(room.join_as(4, "bob", 4).is_ok());
+        assert_eq!(room.everyone().len(), 3);
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! passwords a name takes, keyed so that nobody spends another's budget.
 //!
 //! Every budget is a token bucket: a burst, and one more token every
-//! refill period. Addresses are counted by [`address_key`]: an IPv4
-//! address, or an IPv6 /64 (one host's share of addresses).
+//! refill period. Addresses are counted as [`Address`]es: an IPv4
+//! address, an IPv6 /64 (one host's share of addresses, [`address_key`]),
+//! or for a process on this machine connected over a Unix socket its user
+//! id (every process of one user shares one budget, as every connection
+//! from one host does).
 //!
 //! - Account requests (a `/register` or `/login` that reaches the store):
 //!   [`ACCOUNT_REQUESTS_PER_ADDRESS`] per address, one more every
@@ -24,9 +27,12 @@
 //!     known address gets in however many addresses guess.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use switchboard::Peer;
 
 /// Account requests an address may make in a burst; one more every
 /// [`REQUEST_REFILL`].
@@ -72,6 +78,46 @@ pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
             IpAddr::from(seg)
         }
         v4 => v4,
+    }
+}
+
+/// Who an account budget is kept for: the "address" of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Address {
+    /// A network peer: its IPv4 address, or its IPv6 /64 ([`address_key`]).
+    Ip(IpAddr),
+    /// A process on this machine over a Unix socket: its user id, the
+    /// natural address of a local peer (a user can start as many processes
+    /// as a host can open connections). `None`: the kernel did not tell
+    /// the credentials; such peers share one budget.
+    Uid(Option<u32>),
+}
+
+impl Address {
+    /// The budget key of `peer`.
+    pub(crate) fn of(peer: Peer) -> Address {
+        match peer {
+            Peer::Ip(a) => Address::from(a.ip()),
+            Peer::Unix(c) => Address::Uid(c.map(|c| c.uid)),
+        }
+    }
+}
+
+impl From<IpAddr> for Address {
+    fn from(ip: IpAddr) -> Address {
+        Address::Ip(address_key(ip))
+    }
+}
+
+/// `192.0.2.7`, `2001:db8:1:2::` (a /64), `unix:uid=1000` or
+/// `unix:uid=unknown`.
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Ip(ip) => ip.fmt(f),
+            Address::Uid(Some(uid)) => write!(f, "unix:uid={uid}"),
+            Address::Uid(None) => f.write_str("unix:uid=unknown"),
+        }
     }
 }
 
@@ -155,13 +201,13 @@ impl Refusal {
 /// Every account budget of a server.
 #[derive(Debug)]
 pub(super) struct Limiter {
-    requests: Budgets<IpAddr>,
-    registrations: Budgets<IpAddr>,
-    pair_failures: Budgets<(String, IpAddr)>,
-    address_failures: Budgets<IpAddr>,
+    requests: Budgets<Address>,
+    registrations: Budgets<Address>,
+    pair_failures: Budgets<(String, Address)>,
+    address_failures: Budgets<Address>,
     name_failures: Budgets<String>,
     /// The addresses that logged in as a name, and when last.
-    known: HashMap<(String, IpAddr), Instant>,
+    known: HashMap<(String, Address), Instant>,
 }
 
 impl Default for Limiter {
@@ -178,45 +224,42 @@ impl Default for Limiter {
 }
 
 impl Limiter {
-    /// A `/register` from `ip`: spends a request and a registration, or
+    /// A `/register` from `addr`: spends a request and a registration, or
     /// says why not.
-    pub(super) fn register(&mut self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
-        let ip = address_key(ip);
-        if !self.requests.has(&ip, now) {
+    pub(super) fn register(&mut self, addr: Address, now: Instant) -> Result<(), Refusal> {
+        if !self.requests.has(&addr, now) {
             return Err(Refusal::Requests);
         }
-        self.requests.spend(&ip, now);
-        if !self.registrations.has(&ip, now) {
+        self.requests.spend(&addr, now);
+        if !self.registrations.has(&addr, now) {
             return Err(Refusal::Registrations);
         }
-        self.registrations.spend(&ip, now);
+        self.registrations.spend(&addr, now);
         Ok(())
     }
 
-    /// The registration of `ip` did not happen (the name was taken, the
+    /// The registration of `addr` did not happen (the name was taken, the
     /// store failed, the queue was full): its token comes back.
-    pub(super) fn not_registered(&mut self, ip: IpAddr) {
-        self.registrations.refund(&address_key(ip));
+    pub(super) fn not_registered(&mut self, addr: Address) {
+        self.registrations.refund(&addr);
     }
 
-    /// A `/login` as `key` from `ip`: spends a request, or says why not.
-    pub(super) fn login(&mut self, key: &str, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
-        let ip = address_key(ip);
-        if !self.requests.has(&ip, now) {
+    /// A `/login` as `key` from `addr`: spends a request, or says why not.
+    pub(super) fn login(&mut self, key: &str, addr: Address, now: Instant) -> Result<(), Refusal> {
+        if !self.requests.has(&addr, now) {
             return Err(Refusal::Requests);
         }
-        self.requests.spend(&ip, now);
-        self.may_try(key, ip, now)
+        self.requests.spend(&addr, now);
+        self.may_try(key, addr, now)
     }
 
-    /// Whether a login as `key` from `ip` may be tried now (failure
+    /// Whether a login as `key` from `addr` may be tried now (failure
     /// budgets only; spends nothing).
-    pub(super) fn may_try(&mut self, key: &str, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
-        let ip = address_key(ip);
-        let pair = (key.to_owned(), ip);
+    pub(super) fn may_try(&mut self, key: &str, addr: Address, now: Instant) -> Result<(), Refusal> {
+        let pair = (key.to_owned(), addr);
         let known = self.known.contains_key(&pair);
         let ok = self.pair_failures.has(&pair, now)
-            && self.address_failures.has(&ip, now)
+            && self.address_failures.has(&addr, now)
             && (known || self.name_failures.has(&pair.0, now));
         if ok {
             Ok(())
@@ -225,21 +268,20 @@ impl Limiter {
         }
     }
 
-    /// A wrong password (or an unknown name) for `key` from `ip`.
-    pub(super) fn failed(&mut self, key: &str, ip: IpAddr, now: Instant) {
-        let ip = address_key(ip);
-        let pair = (key.to_owned(), ip);
+    /// A wrong password (or an unknown name) for `key` from `addr`.
+    pub(super) fn failed(&mut self, key: &str, addr: Address, now: Instant) {
+        let pair = (key.to_owned(), addr);
         self.pair_failures.spend(&pair, now);
-        self.address_failures.spend(&ip, now);
+        self.address_failures.spend(&addr, now);
         if !self.known.contains_key(&pair) {
             self.name_failures.spend(&pair.0, now);
         }
     }
 
-    /// `ip` logged in as `key`: from now on it is exempt from the name's
+    /// `addr` logged in as `key`: from now on it is exempt from the name's
     /// budget over all addresses.
-    pub(super) fn logged_in(&mut self, key: &str, ip: IpAddr, now: Instant) {
-        self.known.insert((key.to_owned(), address_key(ip)), now);
+    pub(super) fn logged_in(&mut self, key: &str, addr: Address, now: Instant) {
+        self.known.insert((key.to_owned(), addr), now);
         if self.known.len() > ENTRIES {
             let mut times: Vec<Instant> = self.known.values().copied().collect();
             times.sort_unstable();
@@ -253,8 +295,8 @@ impl Limiter {
 mod tests {
     use super::*;
 
-    fn ip(last: u8) -> IpAddr {
-        [127, 0, 0, last].into()
+    fn ip(last: u8) -> Address {
+        IpAddr::from([127, 0, 0, last]).into()
     }
 
     #[test]
@@ -347,7 +389,29 @@ mod tests {
         assert_ne!(address_key(a), address_key(c));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(address_key(mapped), IpAddr::from([192, 0, 2, 7]));
-        assert_eq!(address_key(ip(3)), ip(3));
+        assert_eq!(address_key([127, 0, 0, 3].into()), IpAddr::from([127, 0, 0, 3]));
+    }
+
+    #[test]
+    fn a_unix_peer_is_counted_by_its_uid() {
+        use switchboard::Credentials;
+        let unix = |uid, pid| Address::of(Peer::Unix(Some(Credentials { uid, gid: 100, pid })));
+        assert_eq!(unix(1000, 1), unix(1000, 2), "one user, two processes: one address");
+        assert_ne!(unix(1000, 1), unix(1001, 1));
+        assert_eq!(unix(1000, 7).to_string(), "unix:uid=1000");
+        assert_eq!(Address::of(Peer::Unix(None)).to_string(), "unix:uid=unknown");
+        // Not the unspecified address IP peers' code sees for every Unix peer.
+        let unspecified = Address::of(Peer::Ip("0.0.0.0:0".parse().unwrap()));
+        assert_ne!(unix(0, 1), unspecified);
+        assert_ne!(Address::of(Peer::Unix(None)), unspecified);
+        // One budget for both processes of user 1000, another for user 1001.
+        let mut l = Limiter::default();
+        let now = Instant::now();
+        for n in 0..LOGIN_FAILURES_PER_NAME_AND_ADDRESS {
+            l.failed("bob", unix(1000, 1 + n as i32 % 2), now);
+        }
+        assert_eq!(l.may_try("bob", unix(1000, 3), now), Err(Refusal::Failures));
+        assert_eq!(l.may_try("bob", unix(1001, 3), now), Ok(()));
     }
 
     #[test]
@@ -355,7 +419,7 @@ mod tests {
         let mut l = Limiter::default();
         let t0 = Instant::now();
         for n in 0..(ENTRIES as u32 + 10) {
-            let ip = IpAddr::from(n.to_be_bytes());
+            let ip = Address::from(IpAddr::from(n.to_be_bytes()));
             l.requests.spend(&ip, t0);
             l.logged_in("bob", ip, t0 + Duration::from_millis(u64::from(n)));
         }

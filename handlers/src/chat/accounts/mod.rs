@@ -18,13 +18,12 @@ mod queue;
 mod store;
 
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use switchboard::Deferred;
+use switchboard::{Deferred, Peer};
 
 use super::cluster::{ClusterLink, Job};
 use super::command::valid_nick;
@@ -33,7 +32,7 @@ use super::reply::{Caller, Reply, ACCOUNTS_NEED_TCP};
 use super::room::NickError;
 use super::text::{nick_key, normalize_nick};
 use hasher::Hasher;
-use limits::{address_key, Limiter};
+use limits::{Address, Limiter};
 pub use limits::{
     ACCOUNT_REQUESTS_PER_ADDRESS, ADDRESS_REFILL, LOGIN_FAILURES_PER_ADDRESS, LOGIN_FAILURES_PER_NAME,
     LOGIN_FAILURES_PER_NAME_AND_ADDRESS, NAME_AND_ADDRESS_REFILL, NAME_REFILL, REGISTRATIONS_PER_ADDRESS,
@@ -51,8 +50,8 @@ const THREADS: usize = 2;
 
 /// One request for the account threads.
 enum Task {
-    Register { key: String, name: String, password: Vec<u8>, ip: IpAddr, reply: Deferred },
-    Login { id: u64, key: String, password: Vec<u8>, ip: IpAddr, reply: Deferred },
+    Register { key: String, name: String, password: Vec<u8>, peer: Peer, reply: Deferred },
+    Login { id: u64, key: String, password: Vec<u8>, peer: Peer, reply: Deferred },
 }
 
 /// What the account threads share.
@@ -61,7 +60,7 @@ struct Shared {
     room: SharedRoom,
     cluster: Option<ClusterLink>,
     limiter: Mutex<Limiter>,
-    queue: FairQueue<Task>,
+    queue: FairQueue<Address, Task>,
     /// A hash to verify against when the name is unknown, so an unknown
     /// name takes as long as a wrong password.
     dummy: String,
@@ -139,22 +138,23 @@ impl Accounts {
             return out.line(&format!("! password too short (at least {MIN_PASSWORD} characters)"));
         }
         let key = nick_key(&name);
-        let Some(ip) = out.ip() else { return out.line(ACCOUNTS_NEED_TCP) };
-        if let Err(refusal) = self.shared.limiter.lock().register(ip, Instant::now()) {
-            log::debug!("accounts: /register {name} from {ip} refused: {}", &refusal.line()[2..]);
+        let Some(peer) = out.peer() else { return out.line(ACCOUNTS_NEED_TCP) };
+        let addr = Address::of(peer);
+        if let Err(refusal) = self.shared.limiter.lock().register(addr, Instant::now()) {
+            log::debug!("accounts: /register {name} from {peer} refused: {}", &refusal.line()[2..]);
             return out.line(refusal.line());
         }
         // Known taken without asking the store: no queue, no hash.
         if self.registered(&key) == Some(true) {
-            self.shared.limiter.lock().not_registered(ip);
+            self.shared.limiter.lock().not_registered(addr);
             return out.line("! name already registered");
         }
         let Some(reply) = out.defer() else {
-            self.shared.limiter.lock().not_registered(ip);
+            self.shared.limiter.lock().not_registered(addr);
             return out.line(ACCOUNTS_NEED_TCP);
         };
         let password = password.as_bytes().to_vec();
-        self.shared.submit(Task::Register { key, name, password, ip, reply });
+        self.shared.submit(Task::Register { key, name, password, peer, reply });
     }
 
     /// `/login NAME PASSWORD` from member `id`, answered through `out`
@@ -165,14 +165,14 @@ impl Accounts {
             return out.line("! wrong name or password");
         }
         let key = nick_key(&name);
-        let Some(ip) = out.ip() else { return out.line(ACCOUNTS_NEED_TCP) };
-        if let Err(refusal) = self.shared.limiter.lock().login(&key, ip, Instant::now()) {
-            log::debug!("accounts: login for {key} from {ip} refused: {}", &refusal.line()[2..]);
+        let Some(peer) = out.peer() else { return out.line(ACCOUNTS_NEED_TCP) };
+        if let Err(refusal) = self.shared.limiter.lock().login(&key, Address::of(peer), Instant::now()) {
+            log::debug!("accounts: login for {key} from {peer} refused: {}", &refusal.line()[2..]);
             return out.line(refusal.line());
         }
         let Some(reply) = out.defer() else { return out.line(ACCOUNTS_NEED_TCP) };
         let password = password.as_bytes().to_vec();
-        self.shared.submit(Task::Login { id, key, password, ip, reply });
+        self.shared.submit(Task::Login { id, key, password, peer, reply });
     }
 }
 
@@ -199,10 +199,10 @@ impl Drop for Accounts {
 impl Shared {
     /// Queues `task` in its address's line, or answers it busy.
     fn submit(&self, task: Task) {
-        let ip = match &task {
-            Task::Register { ip, .. } | Task::Login { ip, .. } => *ip,
+        let peer = match &task {
+            Task::Register { peer, .. } | Task::Login { peer, .. } => *peer,
         };
-        match self.queue.push(address_key(ip), task) {
+        match self.queue.push(Address::of(peer), task) {
             Pushed::Queued => {}
             Pushed::Displaced(task) | Pushed::Refused(task) => self.busy(task),
         }
@@ -210,32 +210,34 @@ impl Shared {
 
     /// Answers `task` `! server busy` (a registration gives its token back).
     fn busy(&self, task: Task) {
-        let (ip, mut reply) = match task {
-            Task::Register { ip, reply, .. } => {
-                self.limiter.lock().not_registered(ip);
-                (ip, reply)
+        let (peer, mut reply) = match task {
+            Task::Register { peer, reply, .. } => {
+                self.limiter.lock().not_registered(Address::of(peer));
+                (peer, reply)
             }
-            Task::Login { ip, reply, .. } => (ip, reply),
+            Task::Login { peer, reply, .. } => (peer, reply),
         };
-        log::warn!("accounts: queue share of {ip} full; answered busy");
+        log::warn!("accounts: queue share of {} full; answered busy", Address::of(peer));
         reply.line("! server busy, try again");
     }
 
     fn run(&self, task: Task, hasher: &mut Hasher) {
         match task {
-            Task::Register { key, name, password, ip, mut reply } => {
-                let answer = self.register(&key, &name, &password, ip, hasher);
+            Task::Register { key, name, password, peer, mut reply } => {
+                let answer = self.register(&key, &name, &password, peer, hasher);
                 if !answer.starts_with("* ") {
-                    self.limiter.lock().not_registered(ip);
+                    self.limiter.lock().not_registered(Address::of(peer));
                 }
                 reply.line(&answer);
             }
-            Task::Login { id, key, password, ip, reply } => self.login(id, key, &password, ip, reply, hasher),
+            Task::Login { id, key, password, peer, reply } => {
+                self.login(id, key, &password, peer, reply, hasher)
+            }
         }
     }
 
     /// Registers `name`: the answer for the member.
-    fn register(&self, key: &str, name: &str, password: &[u8], ip: IpAddr, hasher: &mut Hasher) -> String {
+    fn register(&self, key: &str, name: &str, password: &[u8], peer: Peer, hasher: &mut Hasher) -> String {
         let unavailable = "! accounts unavailable, try again later".to_owned();
         // Looked up before hashing: a taken name costs no hash.
         match self.store.find(key) {
@@ -255,7 +257,7 @@ impl Shared {
         };
         match self.store.register(key, &Account { name: name.to_owned(), hash }) {
             Ok(true) => {
-                log::info!("accounts: registered {name} from {ip}");
+                log::info!("accounts: registered {name} from {peer}");
                 format!("* registered {name}")
             }
             Ok(false) => "! name already registered".to_owned(),
@@ -271,13 +273,14 @@ impl Shared {
         id: u64,
         key: String,
         password: &[u8],
-        ip: IpAddr,
+        peer: Peer,
         mut reply: Deferred,
         hasher: &mut Hasher,
     ) {
         // Again here: requests queued together may have spent the budget.
-        if let Err(refusal) = self.limiter.lock().may_try(&key, ip, Instant::now()) {
-            log::debug!("accounts: login for {key} from {ip} refused: {}", &refusal.line()[2..]);
+        let addr = Address::of(peer);
+        if let Err(refusal) = self.limiter.lock().may_try(&key, addr, Instant::now()) {
+            log::debug!("accounts: login for {key} from {peer} refused: {}", &refusal.line()[2..]);
             reply.line(refusal.line());
             return;
         }
@@ -300,13 +303,13 @@ impl Shared {
             }
         };
         let Some(account) = account.filter(|_| ok) else {
-            log::info!("accounts: failed login for {key} from {ip}");
-            self.limiter.lock().failed(&key, ip, Instant::now());
+            log::info!("accounts: failed login for {key} from {peer}");
+            self.limiter.lock().failed(&key, addr, Instant::now());
             reply.line("! wrong name or password");
             return;
         };
-        self.limiter.lock().logged_in(&key, ip, Instant::now());
-        log::info!("accounts: {} logged in from {ip}", account.name);
+        self.limiter.lock().logged_in(&key, addr, Instant::now());
+        log::info!("accounts: {} logged in from {peer}", account.name);
         match &self.cluster {
             Some(cluster) => {
                 cluster.request(Job::Claim { id, nick: account.name, account: Some(key), reply })

@@ -9,7 +9,7 @@
 //! place of that line's last request (which is answered busy).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::hash::Hash;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -31,26 +31,26 @@ pub(super) enum Pushed<T> {
 }
 
 #[derive(Debug)]
-struct Lines<T> {
-    by_address: HashMap<IpAddr, VecDeque<T>>,
+struct Lines<A, T> {
+    by_address: HashMap<A, VecDeque<T>>,
     /// Addresses with requests waiting, in the order they are served.
-    turn: VecDeque<IpAddr>,
+    turn: VecDeque<A>,
     len: usize,
     closed: bool,
 }
 
 /// A bounded multi-producer, multi-consumer queue served round robin by
-/// address.
+/// address (`A`: what a request is counted by).
 #[derive(Debug)]
-pub(super) struct FairQueue<T> {
-    lines: Mutex<Lines<T>>,
+pub(super) struct FairQueue<A, T> {
+    lines: Mutex<Lines<A, T>>,
     ready: Condvar,
     per_address: usize,
     total: usize,
 }
 
-impl<T> FairQueue<T> {
-    pub(super) fn new(per_address: usize, total: usize) -> FairQueue<T> {
+impl<A: Hash + Eq + Copy, T> FairQueue<A, T> {
+    pub(super) fn new(per_address: usize, total: usize) -> FairQueue<A, T> {
         FairQueue {
             lines: Mutex::new(Lines {
                 by_address: HashMap::new(),
@@ -65,7 +65,7 @@ impl<T> FairQueue<T> {
     }
 
     /// Queues `item` from `addr`, never waiting.
-    pub(super) fn push(&self, addr: IpAddr, item: T) -> Pushed<T> {
+    pub(super) fn push(&self, addr: A, item: T) -> Pushed<T> {
         let mut l = self.lines.lock();
         let mine = l.by_address.get(&addr).map_or(0, VecDeque::len);
         if l.closed || mine >= self.per_address {
@@ -129,6 +129,7 @@ impl<T> FairQueue<T> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
     use std::sync::Arc;
 
     use super::*;
