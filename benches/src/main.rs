@@ -743,6 +743,20 @@ impl Drop for UnixPath {
 
 fn idle_run(bins: &Bins, kind: Kind, conns: usize) -> Result<IdleSample, String> {
     let server = start_echo(bins, kind, false)?;
+    let (rss_before, rss, established) = hold_idle(bins, &server, conns, 1)?;
+    Ok(IdleSample { rss, rss_before, conns: established })
+}
+
+/// Holds `conns` idle `switchboard-load` connections to `server` and
+/// measures it: its RSS before and once it holds them all (or the count
+/// stopped growing), and how many it held, counted in its descriptors,
+/// `fds_per_conn` each (a relaying proxy holds two).
+pub(crate) fn hold_idle(
+    bins: &Bins,
+    server: &ServerProc,
+    conns: usize,
+    fds_per_conn: usize,
+) -> Result<(f64, f64, usize), String> {
     let base_fds = server.fds();
     let rss_before = server.rss() as f64;
     let mut load = Command::new(&bins.load)
@@ -757,7 +771,7 @@ fn idle_run(bins: &Bins, kind: Kind, conns: usize) -> Result<IdleSample, String>
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut last = (0, Instant::now());
     let established = loop {
-        let n = server.fds().saturating_sub(base_fds);
+        let n = server.fds().saturating_sub(base_fds) / fds_per_conn;
         if n >= conns {
             break n;
         }
@@ -775,7 +789,7 @@ fn idle_run(bins: &Bins, kind: Kind, conns: usize) -> Result<IdleSample, String>
     let rss = server.rss() as f64;
     let _ = load.kill();
     let _ = load.wait();
-    Ok(IdleSample { rss, rss_before, conns: established })
+    Ok((rss_before, rss, established))
 }
 
 /// `switchboard-server`'s arguments in the chat row: the chat handler with

@@ -13,8 +13,7 @@
 //!   through it, for reference.
 
 use std::fmt::Write as _;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -135,40 +134,9 @@ fn echo(opts: &Options, bins: &Bins, proxy: Proxy, conns: usize) -> Result<Echo,
 fn idle(bins: &Bins, proxy: Proxy, pairs: usize) -> Result<(f64, usize), String> {
     let backend = ServerProc::start(&bins.server, &["--handler", "echo", "--listen", "127.0.0.1:0"])?;
     let proxy = proxy.start(bins, &backend.addr)?;
-    let (fds0, rss0) = (proxy.fds(), proxy.rss() as f64);
-    let mut load = Command::new(&bins.load)
-        .args(["idle", "--target", &proxy.addr, "--connections", &pairs.to_string(), "--duration", "60s"])
-        .args(["--quiet", "--json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start switchboard-load: {e}"))?;
     // Each pair is two descriptors of the proxy: the client's and the
-    // backend's. Wait for all of them, or until the count stops growing.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut last = (0, Instant::now());
-    let held = loop {
-        let n = proxy.fds().saturating_sub(fds0) / 2;
-        if n >= pairs {
-            break n;
-        }
-        if n != last.0 {
-            last = (n, Instant::now());
-        }
-        if Instant::now() > deadline
-            || last.1.elapsed() > Duration::from_secs(5)
-            || load.try_wait().ok().flatten().is_some()
-        {
-            break n;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    // Let the workers register what the acceptor handed them.
-    std::thread::sleep(Duration::from_millis(300));
-    let rss = proxy.rss() as f64;
-    let _ = load.kill();
-    let _ = load.wait();
+    // backend's.
+    let (rss0, rss, held) = crate::hold_idle(bins, &proxy, pairs, 2)?;
     if held == 0 {
         return Err("no relayed connection was established".into());
     }
